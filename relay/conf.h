@@ -1,0 +1,107 @@
+/*
+ * NAME
+ *	conf 3h
+ * SUMMARY
+ *	m365relay.conf: one INI-style file for every program
+ * SYNOPSIS
+ *	#include "conf.h"
+ * DESCRIPTION
+ *	conf_load() parses the file named by path (M365_CONFFILE by
+ *	default: $(sysconfdir)/m365relay.conf) into a struct conf.  Every
+ *	problem is appended to errors as one line "file:line: problem"
+ *	(all problems, not just the first); the result is NULL when there
+ *	was any error.  Every parameter is declared once in the table in
+ *	conf.c with its type and default; contrib/m365relay.conf.sample
+ *	and m365relay.conf(5) list the same keys.
+ *
+ *	Sections:
+ *	[global]           cloud, login_url, graph_url, graph_resource,
+ *	                   ca_file, state_dir, user, log_file, timeout,
+ *	                   connect_timeout, max_message_size
+ *	[account NAME]     tenant, client_id, auth, secret_file,
+ *	                   certificate_file, key_file, jwt_alg, mailbox,
+ *	                   senders, default, scopes, save_to_sent_items
+ *
+ *	conf_account_for_sender() implements "first match wins" over the
+ *	accounts in file order, then the default account.  Patterns:
+ *	"user@example.com", "@example.com" or "*@example.com" (domain),
+ *	shell globs (fnmatch, case-insensitive), "<>" (null sender).
+ *
+ *	conf_check_secrets() verifies that secret and key files exist and
+ *	are private (mode 0600-like, owned by the running user); it is
+ *	separate from conf_load() because only the user that reads them
+ *	can judge ownership.
+ */
+#ifndef M365_CONF_H
+#define M365_CONF_H
+
+#include <sys/types.h>
+
+#include "strbuf.h"
+
+enum conf_auth {
+    CONF_AUTH_DELEGATED = 0,		/* device code / browser sign-in */
+    CONF_AUTH_SECRET = 1,		/* client credentials, secret */
+    CONF_AUTH_CERTIFICATE = 2,		/* client credentials, JWT */
+};
+
+enum conf_jwt_alg {
+    CONF_JWT_PS256 = 0,			/* default: PS256 + x5t#S256 */
+    CONF_JWT_RS256 = 1,			/* RS256 + x5t (SHA-1) */
+};
+
+struct conf_account {
+    char   *name;
+    char   *tenant;			/* GUID or domain; required */
+    char   *client_id;			/* required */
+    enum conf_auth auth;
+    char   *secret_file;		/* auth = secret */
+    char   *certificate_file;		/* auth = certificate */
+    char   *key_file;			/* auth = certificate */
+    enum conf_jwt_alg jwt_alg;
+    char   *mailbox;			/* the sending mailbox (UPN/SMTP) */
+    char  **senders;			/* patterns, NULL-terminated */
+    int     is_default;			/* default = yes */
+    char   *scopes;			/* extra delegated scopes, or NULL */
+    int     save_to_sent_items;		/* default yes */
+    long    max_message_size;		/* bytes; default 35 MB */
+    const char *file;			/* where the section starts */
+    int     line;
+    struct conf_account *next;
+};
+
+struct conf {
+    char   *path;
+    char   *cloud;			/* global|usgov|usgov-dod|china */
+    char   *login_url;			/* e.g. https://login.microsoftonline.com */
+    char   *graph_url;			/* e.g. https://graph.microsoft.com */
+    char   *graph_resource;		/* scope prefix; default by cloud */
+    char   *ca_file;			/* extra trust anchor, or NULL */
+    char   *state_dir;			/* token store, throttle state */
+    char   *user;			/* unprivileged owner of state files */
+    char   *log_file;			/* NULL: syslog */
+    long    timeout;			/* seconds per HTTP request */
+    long    connect_timeout;		/* seconds */
+    struct conf_account *accounts;	/* file order */
+};
+
+extern struct conf *conf_load(const char *path, struct strbuf *errors);
+extern void conf_free(struct conf *);
+extern struct conf_account *conf_account(const struct conf *, const char *name);
+extern struct conf_account *conf_account_for_sender(const struct conf *,
+						            const char *sender);
+extern int conf_check_secrets(const struct conf *, struct strbuf *errors);
+extern const char *conf_auth_name(enum conf_auth);
+
+/* conf_user_ids - uid/gid of the "user" key; -1 when unset/unknown */
+extern int conf_user_ids(const struct conf *, uid_t *, gid_t *);
+
+/* Default file, from configure's sysconfdir. */
+#ifndef M365_CONFFILE
+#define M365_CONFFILE "/etc/m365relay.conf"
+#endif
+#ifndef M365_STATEDIR
+#define M365_STATEDIR "/var/lib/m365relay"
+#endif
+
+#endif

@@ -1,0 +1,52 @@
+/*
+ * NAME
+ *	graph 3h
+ * SUMMARY
+ *	Microsoft Graph requests: sendMail (MIME), users, error replies
+ * SYNOPSIS
+ *	#include "graph.h"
+ * DESCRIPTION
+ *	graph_url() builds conf->graph_url + "/v1.0/users/" +
+ *	escaped(mailbox) + suffix.  graph_send_mime() posts a streamed,
+ *	base64-encoded MIME message (Content-Type: text/plain) to
+ *	/users/{mailbox}/sendMail.  graph_parse_error() extracts
+ *	error.code / error.message / innerError.request-id from a reply.
+ *
+ *	graph_classify_send() maps a sendMail outcome to a result:
+ *	  2xx (also 202 + Retry-After: never resend)   2.0.0 sent
+ *	  400 ErrorInvalidRecipients                   5.1.1 EX_NOUSER
+ *	  400 ErrorMimeContent..., invalid MIME        5.6.0 EX_DATAERR
+ *	  400/413 size (ErrorMessageSizeExceeded,4MB)  5.3.4 EX_DATAERR
+ *	  403 ErrorSendAsDenied, From: not mailbox     5.7.1 EX_NOPERM
+ *	  401/403 other, 404 mailbox not REST-enabled  4.7.x EX_TEMPFAIL
+ *	  429, 5xx, transport errors, other 4xx        4.x.x EX_TEMPFAIL
+ *	(401 is retried once with a fresh token by deliver.c first.)
+ */
+#ifndef M365_GRAPH_H
+#define M365_GRAPH_H
+
+#include "conf.h"
+#include "http.h"
+#include "msg.h"
+#include "status.h"
+
+struct graph_error {
+    char    code[80];
+    char    message[300];
+    char    request_id[80];
+};
+
+extern char *graph_url(const struct conf *, const char *mailbox,
+		               const char *suffix);
+extern int graph_parse_error(const struct http_resp *, struct graph_error *);
+extern int graph_send_mime(struct http *, const struct conf *,
+			           const char *mailbox, const char *token,
+			           struct msg_src *, struct http_resp *);
+extern int graph_get(struct http *, const struct conf *, const char *mailbox,
+		             const char *suffix, const char *token,
+			             struct http_resp *);
+extern void graph_classify_send(const struct http_resp *, int transport_ok,
+		                const char *from_addr, const char *mailbox,
+				        struct m365_result *);
+
+#endif

@@ -1,0 +1,79 @@
+/*
+ * NAME
+ *	http 3h
+ * SUMMARY
+ *	HTTPS client for the identity platform and Graph (libcurl)
+ * SYNOPSIS
+ *	#include "http.h"
+ * DESCRIPTION
+ *	One struct http wraps one libcurl easy handle and is reused for
+ *	every request of a process, so connections (TLS sessions) are
+ *	reused.  Only https is allowed, except http to 127.0.0.1/::1/
+ *	localhost (the loopback redirect listener); peer and host
+ *	verification stay on; redirects are not followed; TLS >= 1.2.
+ *	conf->ca_file (when set) becomes CURLOPT_CAINFO: libcurl ignores
+ *	SSL_CERT_FILE.  Timeouts come from conf (timeout, connect_timeout)
+ *	unless the request sets its own.
+ *
+ *	A request body is either in memory (body, body_len) or streamed
+ *	(read_cb/read_arg/read_len, with rewind_cb for a resend).  The
+ *	bearer token goes into an Authorization header and is never
+ *	logged; debug logging (-v -v) shows method, URL, status and
+ *	request-id only.
+ *
+ *	The response keeps status, body (capped at STRBUF_MAX_JSON),
+ *	request-id (or client-request-id), Retry-After in seconds (-1 when
+ *	absent; HTTP-date form converted), and whether the whole request
+ *	body was sent (upload_done) - so a caller can tell "failed before
+ *	Graph saw the message" from "failed after".
+ * DIAGNOSTICS
+ *	http_perform() returns 0 when an HTTP response arrived (any
+ *	status), -1 on a transport error (resp->error names it: DNS,
+ *	connect, TLS verification, timeout, reset).
+ */
+#ifndef M365_HTTP_H
+#define M365_HTTP_H
+
+#include <stddef.h>
+
+#include "conf.h"
+#include "strbuf.h"
+
+struct http;
+
+struct http_req {
+    const char *method;			/* GET, POST, PATCH, DELETE */
+    const char *url;
+    const char *bearer;			/* access token or NULL */
+    const char *content_type;		/* or NULL */
+    const void *body;			/* in-memory body, or NULL */
+    size_t  body_len;
+    size_t  (*read_cb) (char *, size_t, size_t, void *);	/* streamed body */
+    int     (*rewind_cb) (void *);
+    void   *read_arg;
+    long long read_len;
+    const char *const *headers;		/* extra "Name: value", NULL-ended */
+    long    timeout;			/* seconds; 0: conf default */
+};
+
+struct http_resp {
+    long    status;			/* 0: no HTTP response */
+    struct strbuf body;
+    char    request_id[80];
+    char    content_type[100];
+    long    retry_after;		/* seconds, -1 when absent */
+    int     upload_done;		/* request body sent completely */
+    int     curl_code;			/* CURLcode, 0 when ok */
+    char    error[300];			/* transport error text */
+};
+
+extern struct http *http_create(const struct conf *, char *err, size_t errlen);
+extern void http_free(struct http *);
+extern void http_resp_init(struct http_resp *);
+extern void http_resp_free(struct http_resp *);
+extern int http_perform(struct http *, const struct http_req *,
+			        struct http_resp *);
+extern int http_form_add(struct strbuf *form, const char *name,
+			         const char *value);	/* x-www-form-urlencoded */
+
+#endif

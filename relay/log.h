@@ -1,0 +1,42 @@
+/*
+ * NAME
+ *	log 3h
+ * SUMMARY
+ *	diagnostics: one line per event, to syslog, a file or stderr
+ * SYNOPSIS
+ *	#include "log.h"
+ * DESCRIPTION
+ *	log_open() names the program (syslog ident, facility mail).  By
+ *	default records go to syslog; log_to_stderr() sends them to
+ *	stderr as well (foreground, -v); log_to_file() appends them to a
+ *	file instead of syslog (tests, hosts without syslog), one write()
+ *	per record so that parallel processes do not interleave.
+ *
+ *	msg_debug() prints only when verbose.  Records are capped at
+ *	LOG_MAX_RECORD bytes.  Foreign text must go through
+ *	log_printable() first; tokens and secrets are never logged.
+ * DIAGNOSTICS
+ *	Library code never exits; only main() does (see sysexits.h).
+ */
+#ifndef M365_LOG_H
+#define M365_LOG_H
+
+#include <stddef.h>
+
+#define LOG_MAX_RECORD	2000
+
+extern void log_open(const char *ident);
+extern void log_to_stderr(int on);
+extern int log_to_file(const char *path);
+extern void log_set_verbose(int level);
+extern int log_verbose(void);
+
+extern void msg_info(const char *,...) __attribute__((format(printf, 1, 2)));
+extern void msg_warn(const char *,...) __attribute__((format(printf, 1, 2)));
+extern void msg_error(const char *,...) __attribute__((format(printf, 1, 2)));
+extern void msg_debug(const char *,...) __attribute__((format(printf, 1, 2)));
+
+extern char *log_printable(char *buf, size_t bufsize, const char *text,
+			           size_t textlen);
+
+#endif

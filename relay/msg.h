@@ -1,0 +1,55 @@
+/*
+ * NAME
+ *	msg 3h
+ * SUMMARY
+ *	read one message, spool its body, stream it base64-encoded
+ * SYNOPSIS
+ *	#include "msg.h"
+ * DESCRIPTION
+ *	msg_read() reads an RFC 5322 message from fd (the MTA's pipe):
+ *	the header section into memory (at most STRBUF_MAX_HEADERS), the
+ *	body into an unlinked temporary file in tmpdir, so memory does not
+ *	grow with the message size.  Line ends are made CRLF on the way
+ *	(Postfix and Sendmail hand over LF).  A leading "From " line
+ *	(mbox style) is dropped.  A message larger than max_size bytes
+ *	(canonical form) is read to the end and then refused with 5.3.4.
+ *
+ *	A struct msg_src streams "header + CRLF + body" base64-encoded
+ *	(no line breaks) to libcurl: msg_src_read() has the signature of
+ *	CURLOPT_READFUNCTION, msg_src_rewind() starts over (a retry after
+ *	401), msg_src_length() is the exact encoded length.  hdr may be a
+ *	rewritten header section (see rcpt.h).
+ * DIAGNOSTICS
+ *	msg_read() fills res: 5.3.4 (too large), 5.6.0 (no header
+ *	section, header section too large), 4.3.0 (local I/O trouble).
+ */
+#ifndef M365_MSG_H
+#define M365_MSG_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "status.h"
+#include "strbuf.h"
+
+struct msg {
+    struct strbuf hdr;			/* header section, CRLF, no blank line */
+    int     body_fd;			/* spooled body (CRLF), -1 if none */
+    off_t   body_len;
+    off_t   size;			/* hdr + CRLF + body */
+};
+
+extern int msg_read(struct msg *, int fd, const char *tmpdir, off_t max_size,
+		            struct m365_result *res);
+extern void msg_free(struct msg *);
+
+struct msg_src;
+
+extern struct msg_src *msg_src_create(const struct strbuf *hdr,
+				              const struct msg *);
+extern size_t msg_src_read(char *buf, size_t size, size_t nitems, void *src);
+extern int msg_src_rewind(struct msg_src *);
+extern long long msg_src_length(const struct msg_src *);
+extern void msg_src_free(struct msg_src *);
+
+#endif
