@@ -16,8 +16,24 @@
  *	mailbox in the value, so a caller can rebuild the list keeping the
  *	original text of the mailboxes it keeps.
  *
+ *	An element that is not a mailbox (a phrase without address, two
+ *	addresses without a comma, "<>") still yields an item, with
+ *	bad = 1 and addr set to its text; such an item never matches an
+ *	address (addr_same() with a bad item's addr is meaningless), so a
+ *	caller drops it or reports it.
+ *
+ *	addr_parse_err() is addr_parse() with an error text.
+ *
  *	addr_same() compares two addr-specs the way Exchange does:
- *	case-insensitive, angle brackets and surrounding space ignored.
+ *	case-insensitive, angle brackets and surrounding space ignored,
+ *	quoting of the local part ignored ("a b"@x equals a b@x).
+ *
+ *	addr_internal() returns that comparison form: no angle brackets,
+ *	local part unquoted (the form Postfix passes as ${recipient}).
+ *	addr_quote() turns an internal or written address into an
+ *	addr-spec that is safe in a header: the local part is quoted
+ *	(RFC 5322 quoted-string) when it is not a dot-atom.  Results of
+ *	addr_strip(), addr_internal() and addr_quote() are malloc()ed.
  * DIAGNOSTICS
  *	addr_parse() returns -1 on unparseable input (unbalanced quotes,
  *	brackets or comments); items parsed so far are kept.
@@ -32,11 +48,13 @@ struct addr_item {
     size_t  start;			/* span of the mailbox text */
     size_t  end;			/* (end exclusive) */
     int     group;			/* 0, or 1.. for the Nth group */
+    int     bad;			/* not a mailbox (see above) */
 };
 
 struct addr_group {
     size_t  name_start;			/* span of "Name:" incl. colon */
     size_t  name_end;
+    size_t  end;			/* end of the group incl. ";" */
 };
 
 struct addr_list {
@@ -47,8 +65,12 @@ struct addr_list {
 };
 
 extern int addr_parse(const char *value, size_t len, struct addr_list *out);
+extern int addr_parse_err(const char *value, size_t len,
+			          struct addr_list *out, char *err, size_t errlen);
 extern void addr_list_free(struct addr_list *);
 extern int addr_same(const char *a, const char *b);
 extern char *addr_strip(const char *addr);	/* "<a@b>" -> "a@b" */
+extern char *addr_internal(const char *addr);	/* "<\"a b\"@x>" -> a b@x */
+extern char *addr_quote(const char *addr);	/* a b@x -> "a b"@x */
 
 #endif

@@ -20,7 +20,8 @@
  *	                   connect_timeout, max_message_size
  *	[account NAME]     tenant, client_id, auth, secret_file,
  *	                   certificate_file, key_file, jwt_alg, mailbox,
- *	                   senders, default, scopes, save_to_sent_items
+ *	                   senders, default, scopes, save_to_sent_items,
+ *	                   max_message_size (default: the [global] value)
  *
  *	conf_account_for_sender() implements "first match wins" over the
  *	accounts in file order, then the default account.  Patterns:
@@ -64,7 +65,7 @@ struct conf_account {
     int     is_default;			/* default = yes */
     char   *scopes;			/* extra delegated scopes, or NULL */
     int     save_to_sent_items;		/* default yes */
-    long    max_message_size;		/* bytes; default 35 MB */
+    long    max_message_size;		/* bytes; default [global]'s */
     const char *file;			/* where the section starts */
     int     line;
     struct conf_account *next;
@@ -79,9 +80,10 @@ struct conf {
     char   *ca_file;			/* extra trust anchor, or NULL */
     char   *state_dir;			/* token store, throttle state */
     char   *user;			/* unprivileged owner of state files */
-    char   *log_file;			/* NULL: syslog */
+    char   *log_file;			/* NULL: syslog; "stderr"; path */
     long    timeout;			/* seconds per HTTP request */
     long    connect_timeout;		/* seconds */
+    long    max_message_size;		/* default for accounts; 35 MB */
     struct conf_account *accounts;	/* file order */
 };
 

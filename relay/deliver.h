@@ -11,7 +11,8 @@
  *	headers to exactly the envelope recipients (rcpt.h), gets a token
  *	(auth.h), sends with sendMail in MIME form, retries once with a
  *	fresh token after a 401, records Retry-After, and classifies the
- *	outcome (graph.h).  deliver_log() writes the one Postfix-style
+ *	outcome (graph.h).  deliver_with() does the same with a given
+ *	account (m365ctl test --send).  deliver_log() writes the one Postfix-style
  *	line per recipient:
  *	QUEUEID: to=<r>, relay=graph.microsoft.com[mailbox], delay=0.31,
  *	dsn=2.0.0, status=sent (202 Accepted, request-id=...)
@@ -41,6 +42,9 @@ struct delivery {
 extern int deliver(const struct conf *, struct http *, struct msg *,
 		           const struct delivery *, struct m365_result *,
 			           const struct conf_account **acct_r);
+extern int deliver_with(const struct conf *, struct http *,
+		                const struct conf_account *, struct msg *,
+			            const struct delivery *, struct m365_result *);
 extern void deliver_log(const struct delivery *, const struct conf *,
 		                const struct conf_account *,
 			                const struct m365_result *);

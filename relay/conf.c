@@ -1,0 +1,1165 @@
+/*
+ * NAME
+ *	conf 3
+ * SUMMARY
+ *	m365relay.conf: parser, defaults, sender routing, secret checks
+ * DESCRIPTION
+ *	See conf.h and m365relay.conf(5).  The file is line-oriented:
+ *
+ *	    # comment            ; comment            (full lines only)
+ *	    [global]
+ *	    key = value          (value: rest of the line, trimmed)
+ *	    [account NAME]
+ *
+ *	Every parameter is declared once in conf_params[] below, with its
+ *	section, type, default (written in config syntax and parsed by the
+ *	same code as a value from the file) and required flag.  Defaults
+ *	that depend on other keys (the cloud's URLs, an account's
+ *	max_message_size, the fallback user) are "derived" and filled in by
+ *	conf_derive() after the whole file was read.
+ *
+ *	Parsing never stops at the first problem: each one adds a line
+ *	"FILE:LINE: problem (hint)" to the caller's error buffer, and the
+ *	result is NULL when there was at least one.
+ * OWNERSHIP
+ *	conf_load() returns a tree that conf_free() releases entirely;
+ *	struct conf_account.file points into struct conf.path.
+ * DIAGNOSTICS
+ *	Nothing here exits or logs; errors go to the caller's strbuf.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fnmatch.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "util.h"
+
+/* Where a parameter may appear, and how its value is parsed. */
+
+enum conf_sect {
+    SECT_NONE,				/* before the first header */
+    SECT_BAD,				/* after a broken header: skip */
+    SECT_GLOBAL,
+    SECT_ACCOUNT,
+};
+
+enum conf_type {
+    T_CLOUD,				/* char *: one of conf_clouds[] */
+    T_URL,				/* char *: https://..., no trailing / */
+    T_PATH,				/* char *: absolute path */
+    T_LOGDEST,				/* char *: syslog (NULL), stderr, path */
+    T_WORD,				/* char *: no white space */
+    T_IDENT,				/* char *: [A-Za-z0-9._-]+ */
+    T_MAILBOX,				/* char *: local@domain */
+    T_SENDERS,				/* char **: patterns */
+    T_SCOPES,				/* char *: space-separated scopes */
+    T_BOOL,				/* int */
+    T_ENUM,				/* int-sized enum, from names[] */
+    T_LONG,				/* long in [min, max] */
+    T_SIZE,				/* long bytes, K/M suffix, [min, max] */
+};
+
+struct conf_enum {
+    const char *name;
+    int     value;
+};
+
+static const struct conf_enum conf_auth_names[] = {
+    {"delegated", CONF_AUTH_DELEGATED},
+    {"secret", CONF_AUTH_SECRET},
+    {"certificate", CONF_AUTH_CERTIFICATE},
+    {0, 0},
+};
+
+static const struct conf_enum conf_jwt_names[] = {
+    {"PS256", CONF_JWT_PS256},
+    {"RS256", CONF_JWT_RS256},
+    {0, 0},
+};
+
+/* National clouds (graph-facts.md section 6.7). */
+
+struct conf_cloud {
+    const char *name;
+    const char *login_url;
+    const char *graph_url;
+};
+
+static const struct conf_cloud conf_clouds[] = {
+    {"global", "https://login.microsoftonline.com", "https://graph.microsoft.com"},
+    {"usgov", "https://login.microsoftonline.us", "https://graph.microsoft.us"},
+    {"usgov-dod", "https://login.microsoftonline.us", "https://dod-graph.microsoft.us"},
+    {"china", "https://login.chinacloudapi.cn", "https://microsoftgraph.chinacloudapi.cn"},
+    {0, 0, 0},
+};
+
+#ifdef M365_USER_DEFAULT
+#define DEF_USER	M365_USER_DEFAULT	/* "" when configure left it empty */
+#else
+#define DEF_USER	""
+#endif
+#define DEF_USER_FALLBACK "m365relay"
+
+#define SIZE_K		1024L
+#define SIZE_M		(1024L * 1024L)
+
+struct conf_param {
+    const char *name;
+    enum conf_sect sect;
+    size_t  offset;			/* in struct conf / conf_account */
+    enum conf_type type;
+    const char *def;			/* config syntax; NULL: unset/derived */
+    int     required;
+    long    min, max;			/* T_LONG, T_SIZE */
+    const struct conf_enum *names;	/* T_ENUM */
+};
+
+#define G(f)	SECT_GLOBAL, offsetof(struct conf, f)
+#define A(f)	SECT_ACCOUNT, offsetof(struct conf_account, f)
+
+/*
+ * The one declaration of every parameter.  Columns: name, section +
+ * field, type, default, required, range, enum names.  The order is the
+ * order of m365relay.conf(5) and contrib/m365relay.conf.sample.
+ */
+static const struct conf_param conf_params[] = {
+    /* [global] */
+    {"cloud", G(cloud), T_CLOUD, "global", 0, 0, 0, 0},
+    {"login_url", G(login_url), T_URL, 0 /* by cloud */ , 0, 0, 0, 0},
+    {"graph_url", G(graph_url), T_URL, 0 /* by cloud */ , 0, 0, 0, 0},
+    {"graph_resource", G(graph_resource), T_URL, 0 /* by cloud */ , 0, 0, 0, 0},
+    {"ca_file", G(ca_file), T_PATH, 0, 0, 0, 0, 0},
+    {"state_dir", G(state_dir), T_PATH, M365_STATEDIR, 0, 0, 0, 0},
+    {"user", G(user), T_WORD, DEF_USER, 0, 0, 0, 0},
+    {"log_file", G(log_file), T_LOGDEST, 0 /* syslog */ , 0, 0, 0, 0},
+    {"timeout", G(timeout), T_LONG, "60", 0, 1, 3600, 0},
+    {"connect_timeout", G(connect_timeout), T_LONG, "15", 0, 1, 600, 0},
+    {"max_message_size", G(max_message_size), T_SIZE, "35M", 0,
+    1 * SIZE_K, 150 * SIZE_M, 0},
+    /* [account NAME] */
+    {"tenant", A(tenant), T_IDENT, 0, 1, 0, 0, 0},
+    {"client_id", A(client_id), T_IDENT, 0, 1, 0, 0, 0},
+    {"auth", A(auth), T_ENUM, "delegated", 0, 0, 0, conf_auth_names},
+    {"secret_file", A(secret_file), T_PATH, 0, 0, 0, 0, 0},
+    {"certificate_file", A(certificate_file), T_PATH, 0, 0, 0, 0, 0},
+    {"key_file", A(key_file), T_PATH, 0, 0, 0, 0, 0},
+    {"jwt_alg", A(jwt_alg), T_ENUM, "PS256", 0, 0, 0, conf_jwt_names},
+    {"mailbox", A(mailbox), T_MAILBOX, 0, 1, 0, 0, 0},
+    {"senders", A(senders), T_SENDERS, 0, 0, 0, 0, 0},
+    {"default", A(is_default), T_BOOL, "no", 0, 0, 0, 0},
+    {"scopes", A(scopes), T_SCOPES, 0, 0, 0, 0, 0},
+    {"save_to_sent_items", A(save_to_sent_items), T_BOOL, "yes", 0, 0, 0, 0},
+    {"max_message_size", A(max_message_size), T_SIZE, 0 /* [global] */ , 0,
+    1 * SIZE_K, 150 * SIZE_M, 0},
+};
+
+#undef G
+#undef A
+
+#define NPARAMS	(sizeof(conf_params) / sizeof(conf_params[0]))
+
+/* Enum fields are written through an int; make sure that is their size. */
+_Static_assert(sizeof(enum conf_auth) == sizeof(int), "enum conf_auth size");
+_Static_assert(sizeof(enum conf_jwt_alg) == sizeof(int), "enum jwt_alg size");
+
+/* Parser state for one section instance. */
+
+struct conf_sinfo {
+    struct conf_account *acct;		/* NULL for [global] */
+    int     line;			/* the header line */
+    int     seen[NPARAMS];		/* line where each key was set */
+    int     bad[NPARAMS];		/* its value was rejected */
+};
+
+struct conf_state {
+    struct conf *conf;
+    struct strbuf *errors;
+    int     nerrors;
+    int     line;			/* current line */
+    enum conf_sect sect;
+    struct conf_sinfo global;
+    struct conf_sinfo **accts;		/* file order, parallel to list */
+    size_t  naccts;
+    struct conf_account **tail;		/* where the next account goes */
+};
+
+/* conf_err - append "FILE:LINE: text" to the error buffer */
+
+static void __attribute__((format(printf, 3, 4)))
+        conf_err(struct conf_state *st, int line, const char *fmt,...)
+{
+    va_list ap;
+
+    st->nerrors++;
+    if (st->errors == NULL)
+	return;
+    strbuf_printf(st->errors, "%s:%d: ", st->conf->path, line);
+    va_start(ap, fmt);
+    strbuf_vprintf(st->errors, fmt, ap);
+    va_end(ap);
+    strbuf_putc(st->errors, '\n');
+}
+
+/* conf_sect_name - "[global]" or "[account NAME]", for messages */
+
+static const char *conf_sect_name(const struct conf_sinfo *si, char *buf,
+				          size_t len)
+{
+    if (si->acct == NULL)
+	snprintf(buf, len, "[global]");
+    else
+	snprintf(buf, len, "[account %s]", si->acct->name);
+    return (buf);
+}
+
+/* conf_is_space - white space inside a line */
+
+static int conf_is_space(int ch)
+{
+    return (ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n'
+	    || ch == '\f' || ch == '\v');
+}
+
+/* conf_trim - strip leading and trailing white space in place */
+
+static char *conf_trim(char *s)
+{
+    char   *end;
+
+    while (conf_is_space((unsigned char) *s))
+	s++;
+    end = s + strlen(s);
+    while (end > s && conf_is_space((unsigned char) end[-1]))
+	*--end = 0;
+    return (s);
+}
+
+/* conf_edit_distance - Levenshtein distance, for "did you mean" */
+
+static size_t conf_edit_distance(const char *a, const char *b)
+{
+    size_t  la = strlen(a), lb = strlen(b);
+    size_t  row[64];
+    size_t  i, j, prev, tmp;
+
+    if (la >= sizeof(row) / sizeof(row[0]) || lb >= sizeof(row) / sizeof(row[0]))
+	return ((size_t) -1);
+    for (j = 0; j <= lb; j++)
+	row[j] = j;
+    for (i = 1; i <= la; i++) {
+	prev = row[0];
+	row[0] = i;
+	for (j = 1; j <= lb; j++) {
+	    tmp = row[j];
+	    row[j] = prev + (tolower((unsigned char) a[i - 1])
+			     != tolower((unsigned char) b[j - 1]));
+	    if (row[j - 1] + 1 < row[j])
+		row[j] = row[j - 1] + 1;
+	    if (tmp + 1 < row[j])
+		row[j] = tmp + 1;
+	    prev = tmp;
+	}
+    }
+    return (row[lb]);
+}
+
+/* conf_find_param - the table entry for a key in a section, or NULL */
+
+static const struct conf_param *conf_find_param(enum conf_sect sect,
+						        const char *key)
+{
+    const struct conf_param *p;
+
+    for (p = conf_params; p < conf_params + NPARAMS; p++)
+	if (p->sect == sect && strcmp(p->name, key) == 0)
+	    return (p);
+    return (0);
+}
+
+/* conf_unknown_key - report an unknown key with the best hint we have */
+
+static void conf_unknown_key(struct conf_state *st, struct conf_sinfo *si,
+			             const char *key)
+{
+    const struct conf_param *p, *best = 0;
+    size_t  d, best_d = (size_t) -1;
+    char    sname[200];
+    char    shown[80];
+
+    conf_sect_name(si, sname, sizeof(sname));
+    snprintf(shown, sizeof(shown), "%s", key);
+    if ((p = conf_find_param(st->sect == SECT_GLOBAL ? SECT_ACCOUNT :
+			     SECT_GLOBAL, key)) != 0) {
+	conf_err(st, st->line, "key \"%s\" does not belong in %s (it is an "
+		 "%s key)", shown, sname, p->sect == SECT_GLOBAL ?
+		 "[global]" : "[account NAME]");
+	return;
+    }
+    for (p = conf_params; p < conf_params + NPARAMS; p++) {
+	if (p->sect != st->sect)
+	    continue;
+	d = conf_edit_distance(key, p->name);
+	if (d < best_d) {
+	    best_d = d;
+	    best = p;
+	}
+    }
+    if (best != 0 && best_d <= 2)
+	conf_err(st, st->line, "unknown key \"%s\" in %s (did you mean "
+		 "\"%s\"?)", shown, sname, best->name);
+    else
+	conf_err(st, st->line, "unknown key \"%s\" in %s (see "
+		 "m365relay.conf(5) for the valid keys)", shown, sname);
+}
+
+/* conf_field - address of a parameter's field in a section's struct */
+
+static void *conf_field(struct conf_state *st, const struct conf_sinfo *si,
+			        const struct conf_param *p)
+{
+    char   *base = si->acct ? (char *) si->acct : (char *) st->conf;
+
+    return (base + p->offset);
+}
+
+/* conf_free_senders - free a NULL-terminated pattern list */
+
+static void conf_free_senders(char **list)
+{
+    char  **pp;
+
+    if (list == 0)
+	return;
+    for (pp = list; *pp; pp++)
+	free(*pp);
+    free(list);
+}
+
+/* conf_parse_size - bytes with an optional K or M suffix */
+
+static int conf_parse_size(const char *s, long min, long max, long *out)
+{
+    char   *end;
+    long    v, mult = 1;
+
+    if (!isdigit((unsigned char) *s))
+	return (-1);
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno != 0)
+	return (-1);
+    if (*end == 'k' || *end == 'K')
+	mult = SIZE_K, end++;
+    else if (*end == 'm' || *end == 'M')
+	mult = SIZE_M, end++;
+    if (*end != 0 || v > LONG_MAX / mult)
+	return (-1);
+    v *= mult;
+    if (v < min || v > max)
+	return (-1);
+    *out = v;
+    return (0);
+}
+
+/* conf_split - split a list on white space and commas */
+
+static char **conf_split(const char *value, size_t *count)
+{
+    char  **list;
+    size_t  n = 0;
+    const char *cp = value, *start;
+
+    list = xcalloc(strlen(value) / 2 + 2, sizeof(*list));
+    for (;;) {
+	while (*cp == ',' || conf_is_space((unsigned char) *cp))
+	    cp++;
+	if (*cp == 0)
+	    break;
+	start = cp;
+	while (*cp && *cp != ',' && !conf_is_space((unsigned char) *cp))
+	    cp++;
+	list[n++] = xstrndup(start, (size_t) (cp - start));
+    }
+    list[n] = 0;
+    *count = n;
+    return (list);
+}
+
+/* conf_valid_ident - tenant, client id, account name characters */
+
+static int conf_valid_ident(const char *s)
+{
+    if (*s == 0 || *s == '.' || *s == '-')
+	return (0);
+    for (; *s; s++)
+	if (!isalnum((unsigned char) *s) && *s != '.' && *s != '_'
+	    && *s != '-')
+	    return (0);
+    return (1);
+}
+
+/* conf_has_glob - does a sender pattern use fnmatch syntax? */
+
+static int conf_has_glob(const char *s)
+{
+    return (strpbrk(s, "*?[") != 0);
+}
+
+/* conf_set_value - parse one value into its field; 0 or -1 (reported) */
+
+static int conf_set_value(struct conf_state *st, struct conf_sinfo *si,
+			          const struct conf_param *p, const char *value,
+			          int line)
+{
+    void   *field = conf_field(st, si, p);
+    char  **sp = (char **) field;
+    const struct conf_enum *e;
+    const struct conf_cloud *c;
+    char   *copy;
+    char  **list;
+    size_t  n, i;
+    long    num;
+    int     ival;
+
+    switch (p->type) {
+    case T_CLOUD:
+	for (c = conf_clouds; c->name; c++)
+	    if (strcmp(c->name, value) == 0)
+		break;
+	if (c->name == 0) {
+	    conf_err(st, line, "bad cloud \"%s\" (use global, usgov, "
+		     "usgov-dod or china)", value);
+	    return (-1);
+	}
+	free(*sp);
+	*sp = xstrdup(value);
+	return (0);
+    case T_URL:
+	if (strncasecmp(value, "https://", 8) != 0 || value[8] == 0
+	    || value[8] == '/' || strpbrk(value, " \t") != 0) {
+	    conf_err(st, line, "%s must be an https:// URL (got \"%s\")",
+		     p->name, value);
+	    return (-1);
+	}
+	copy = xstrdup(value);
+	n = strlen(copy);
+	while (n > 8 && copy[n - 1] == '/')
+	    copy[--n] = 0;
+	free(*sp);
+	*sp = copy;
+	return (0);
+    case T_PATH:
+	if (*value != '/') {
+	    conf_err(st, line, "%s must be an absolute path (got \"%s\")",
+		     p->name, value);
+	    return (-1);
+	}
+	free(*sp);
+	*sp = xstrdup(value);
+	return (0);
+    case T_LOGDEST:
+	if (strcmp(value, "syslog") == 0) {
+	    free(*sp);
+	    *sp = 0;
+	    return (0);
+	}
+	if (strcmp(value, "stderr") != 0 && *value != '/') {
+	    conf_err(st, line, "%s must be syslog, stderr or an absolute "
+		     "path (got \"%s\")", p->name, value);
+	    return (-1);
+	}
+	free(*sp);
+	*sp = xstrdup(value);
+	return (0);
+    case T_WORD:
+	if (strpbrk(value, " \t") != 0) {
+	    conf_err(st, line, "%s must be one word (got \"%s\")",
+		     p->name, value);
+	    return (-1);
+	}
+	free(*sp);
+	*sp = xstrdup(value);
+	return (0);
+    case T_IDENT:
+	if (!conf_valid_ident(value)) {
+	    conf_err(st, line, "bad %s \"%s\" (use the GUID or domain name "
+		     "shown in Entra ID: letters, digits, '.', '_', '-')",
+		     p->name, value);
+	    return (-1);
+	}
+	free(*sp);
+	*sp = xstrdup(value);
+	return (0);
+    case T_MAILBOX:
+	copy = strchr(value, '@');
+	if (copy == 0 || copy == value || copy[1] == 0
+	    || strpbrk(value, " \t<>\"/") != 0) {
+	    conf_err(st, line, "bad mailbox \"%s\" (expected the sending "
+		     "mailbox's address, like user@example.com)", value);
+	    return (-1);
+	}
+	free(*sp);
+	*sp = xstrdup(value);
+	return (0);
+    case T_SENDERS:
+	list = conf_split(value, &n);
+	if (n == 0) {
+	    conf_err(st, line, "senders lists no pattern (separate patterns "
+		     "with spaces or commas)");
+	    conf_free_senders(list);
+	    return (-1);
+	}
+	for (i = 0; i < n; i++) {
+	    if (strcmp(list[i], "<>") != 0 && strchr(list[i], '@') == 0
+		&& !conf_has_glob(list[i])) {
+		conf_err(st, line, "sender pattern \"%s\" has no '@' (write "
+			 "@%s for a whole domain, <> for the null sender)",
+			 list[i], list[i]);
+		conf_free_senders(list);
+		return (-1);
+	    }
+	}
+	conf_free_senders(*(char ***) field);
+	*(char ***) field = list;
+	return (0);
+    case T_SCOPES:
+	list = conf_split(value, &n);
+	if (n == 0) {
+	    conf_err(st, line, "scopes lists no scope (separate scopes with "
+		     "spaces)");
+	    conf_free_senders(list);
+	    return (-1);
+	}
+	{
+	    struct strbuf sb;
+
+	    strbuf_init(&sb, STRBUF_MAX_SMALL);
+	    for (i = 0; i < n; i++) {
+		if (strpbrk(list[i], "\"\\") != 0) {
+		    conf_err(st, line, "bad scope \"%s\" (scopes are names "
+			     "like Mail.Send.Shared, separated by spaces)",
+			     list[i]);
+		    strbuf_free(&sb);
+		    conf_free_senders(list);
+		    return (-1);
+		}
+		if (i > 0)
+		    strbuf_putc(&sb, ' ');
+		strbuf_puts(&sb, list[i]);
+	    }
+	    conf_free_senders(list);
+	    free(*sp);
+	    *sp = strbuf_take(&sb);
+	    strbuf_free(&sb);
+	}
+	return (0);
+    case T_BOOL:
+	if (strcasecmp(value, "yes") == 0 || strcasecmp(value, "true") == 0
+	    || strcasecmp(value, "on") == 0 || strcmp(value, "1") == 0)
+	    *(int *) field = 1;
+	else if (strcasecmp(value, "no") == 0 || strcasecmp(value, "false") == 0
+		 || strcasecmp(value, "off") == 0 || strcmp(value, "0") == 0)
+	    *(int *) field = 0;
+	else {
+	    conf_err(st, line, "bad boolean \"%s\" for %s (use yes or no)",
+		     value, p->name);
+	    return (-1);
+	}
+	return (0);
+    case T_ENUM:
+	for (e = p->names; e->name; e++)
+	    if (strcmp(e->name, value) == 0)
+		break;
+	if (e->name == 0) {
+	    struct strbuf sb;
+
+	    strbuf_init(&sb, STRBUF_MAX_SMALL);
+	    for (e = p->names; e->name; e++)
+		strbuf_printf(&sb, "%s%s", e == p->names ? "" :
+			      e[1].name ? ", " : " or ", e->name);
+	    conf_err(st, line, "bad %s \"%s\" (use %s)", p->name, value,
+		     strbuf_str(&sb));
+	    strbuf_free(&sb);
+	    return (-1);
+	}
+	ival = e->value;
+	memcpy(field, &ival, sizeof(ival));
+	return (0);
+    case T_LONG:
+	if (parse_long(value, p->min, p->max, &num) < 0) {
+	    conf_err(st, line, "bad number \"%s\" for %s (use a whole number "
+		     "from %ld to %ld)", value, p->name, p->min, p->max);
+	    return (-1);
+	}
+	*(long *) field = num;
+	return (0);
+    case T_SIZE:
+	if (conf_parse_size(value, p->min, p->max, &num) < 0) {
+	    conf_err(st, line, "bad size \"%s\" for %s (use bytes, or a "
+		     "number with K or M, from %ldK to %ldM)", value, p->name,
+		     p->min / SIZE_K, p->max / SIZE_M);
+	    return (-1);
+	}
+	*(long *) field = num;
+	return (0);
+    }
+    return (-1);
+}
+
+/* conf_defaults - apply the table's defaults for one section */
+
+static void conf_defaults(struct conf_state *st, struct conf_sinfo *si,
+			          enum conf_sect sect)
+{
+    const struct conf_param *p;
+
+    for (p = conf_params; p < conf_params + NPARAMS; p++)
+	if (p->sect == sect && p->def != 0 && *p->def != 0
+	    && conf_set_value(st, si, p, p->def, 0) < 0)
+	    /* A broken built-in default is a bug; the error says which. */
+	    continue;
+}
+
+/* conf_new_account - start an [account NAME] section */
+
+static void conf_new_account(struct conf_state *st, const char *name)
+{
+    struct conf_account *a;
+    struct conf_sinfo *si;
+    size_t  i;
+
+    if (!conf_valid_ident(name) || strlen(name) > 64)
+	conf_err(st, st->line, "bad account name \"%s\" (use up to 64 "
+		 "letters, digits, '.', '_' or '-'; it names the token file)",
+		 name);
+    for (i = 0; i < st->naccts; i++)
+	if (strcmp(st->accts[i]->acct->name, name) == 0) {
+	    conf_err(st, st->line, "duplicate account \"%s\" (first defined "
+		     "at line %d; account names must be unique)", name,
+		     st->accts[i]->line);
+	    break;
+	}
+    a = xcalloc(1, sizeof(*a));
+    a->name = xstrdup(name);
+    a->file = st->conf->path;
+    a->line = st->line;
+    *st->tail = a;
+    st->tail = &a->next;
+
+    si = xcalloc(1, sizeof(*si));
+    si->acct = a;
+    si->line = st->line;
+    st->accts = xrealloc(st->accts, (st->naccts + 1) * sizeof(*st->accts));
+    st->accts[st->naccts++] = si;
+    conf_defaults(st, si, SECT_ACCOUNT);
+    st->sect = SECT_ACCOUNT;
+}
+
+/* conf_header - a "[...]" line */
+
+static void conf_header(struct conf_state *st, char *line)
+{
+    char   *end = line + strlen(line) - 1;
+    char   *inner, *word, *name;
+
+    if (*end != ']') {
+	conf_err(st, st->line, "malformed section header \"%.60s\" (expected "
+		 "[global] or [account NAME])", line);
+	st->sect = SECT_BAD;
+	return;
+    }
+    *end = 0;
+    inner = conf_trim(line + 1);
+    word = inner;
+    name = inner + strcspn(inner, " \t");
+    if (*name) {
+	*name++ = 0;
+	name = conf_trim(name);
+    }
+    if (strcmp(word, "global") == 0 && *name == 0) {
+	if (st->global.line == 0)
+	    st->global.line = st->line;
+	st->sect = SECT_GLOBAL;
+    } else if (strcmp(word, "account") == 0 && *name != 0
+	       && strpbrk(name, " \t") == 0) {
+	conf_new_account(st, name);
+    } else if (strcmp(word, "account") == 0) {
+	conf_err(st, st->line, "section [account] needs one name (like "
+		 "[account main])");
+	st->sect = SECT_BAD;
+    } else {
+	conf_err(st, st->line, "unknown section [%.60s%s%.60s] (expected "
+		 "[global] or [account NAME])", word, *name ? " " : "", name);
+	st->sect = SECT_BAD;
+    }
+}
+
+/* conf_assignment - a "key = value" line */
+
+static void conf_assignment(struct conf_state *st, char *line)
+{
+    char   *eq = strchr(line, '=');
+    char   *key, *value;
+    struct conf_sinfo *si;
+    const struct conf_param *p;
+    char    sname[200];
+    size_t  idx;
+
+    if (eq == 0) {
+	conf_err(st, st->line, "missing '=' in \"%.60s\" (expected "
+		 "key = value)", line);
+	return;
+    }
+    *eq = 0;
+    key = conf_trim(line);
+    value = conf_trim(eq + 1);
+    if (*key == 0) {
+	conf_err(st, st->line, "missing key before '=' (expected "
+		 "key = value)");
+	return;
+    }
+    if (st->sect == SECT_NONE) {
+	conf_err(st, st->line, "key \"%.60s\" outside a section (put it "
+		 "under [global] or [account NAME])", key);
+	return;
+    }
+    if (st->sect == SECT_BAD)
+	return;				/* the header was reported */
+    si = st->sect == SECT_GLOBAL ? &st->global : st->accts[st->naccts - 1];
+    if ((p = conf_find_param(st->sect, key)) == 0) {
+	conf_unknown_key(st, si, key);
+	return;
+    }
+    idx = (size_t) (p - conf_params);
+    if (si->seen[idx]) {
+	conf_err(st, st->line, "duplicate key \"%s\" in %s (first set at "
+		 "line %d)", key, conf_sect_name(si, sname, sizeof(sname)),
+		 si->seen[idx]);
+	return;
+    }
+    si->seen[idx] = st->line;
+    if (*value == 0) {
+	conf_err(st, st->line, "key \"%s\" has no value (remove the line to "
+		 "use the default)", key);
+	si->bad[idx] = 1;
+	return;
+    }
+    if (conf_set_value(st, si, p, value, st->line) < 0)
+	si->bad[idx] = 1;
+}
+
+/* conf_seen - line where an account key was set, 0 if not */
+
+static int conf_seen(const struct conf_sinfo *si, const char *name)
+{
+    const struct conf_param *p = conf_find_param(SECT_ACCOUNT, name);
+
+    return (p ? si->seen[p - conf_params] : 0);
+}
+
+/* conf_bad - was an account key given with a rejected value? */
+
+static int conf_bad(const struct conf_sinfo *si, const char *name)
+{
+    const struct conf_param *p = conf_find_param(SECT_ACCOUNT, name);
+
+    return (p ? si->bad[p - conf_params] : 0);
+}
+
+/* conf_check_account - cross-key rules of one account */
+
+static void conf_check_account(struct conf_state *st, struct conf_sinfo *si)
+{
+    struct conf_account *a = si->acct;
+    const struct conf_param *p;
+    int     line;
+
+    for (p = conf_params; p < conf_params + NPARAMS; p++)
+	if (p->sect == SECT_ACCOUNT && p->required
+	    && si->seen[p - conf_params] == 0)
+	    conf_err(st, si->line, "[account %s]: missing required key "
+		     "\"%s\"", a->name, p->name);
+    if (conf_bad(si, "auth"))
+	return;				/* reported; do not guess further */
+    switch (a->auth) {
+    case CONF_AUTH_SECRET:
+	if (a->secret_file == 0 && conf_seen(si, "secret_file") == 0)
+	    conf_err(st, si->line, "[account %s]: auth = secret requires "
+		     "secret_file (a mode 0600 file holding the client "
+		     "secret)", a->name);
+	break;
+    case CONF_AUTH_CERTIFICATE:
+	if (a->certificate_file == 0 && conf_seen(si, "certificate_file") == 0)
+	    conf_err(st, si->line, "[account %s]: auth = certificate requires "
+		     "certificate_file (the PEM certificate uploaded to the "
+		     "app registration)", a->name);
+	if (a->key_file == 0 && conf_seen(si, "key_file") == 0)
+	    conf_err(st, si->line, "[account %s]: auth = certificate requires "
+		     "key_file (the mode 0600 PEM private key)", a->name);
+	break;
+    case CONF_AUTH_DELEGATED:
+	break;
+    }
+
+    /*
+     * A key that the chosen auth method ignores is most likely a typo in
+     * auth; saying so beats sending with the wrong identity.
+     */
+    if (a->auth != CONF_AUTH_SECRET && (line = conf_seen(si, "secret_file")))
+	conf_err(st, line, "secret_file is only used with auth = secret "
+		 "(this account has auth = %s)", conf_auth_name(a->auth));
+    if (a->auth != CONF_AUTH_CERTIFICATE) {
+	if ((line = conf_seen(si, "certificate_file")) != 0)
+	    conf_err(st, line, "certificate_file is only used with auth = "
+		     "certificate (this account has auth = %s)",
+		     conf_auth_name(a->auth));
+	if ((line = conf_seen(si, "key_file")) != 0)
+	    conf_err(st, line, "key_file is only used with auth = certificate "
+		     "(this account has auth = %s)", conf_auth_name(a->auth));
+	if ((line = conf_seen(si, "jwt_alg")) != 0)
+	    conf_err(st, line, "jwt_alg is only used with auth = certificate "
+		     "(this account has auth = %s)", conf_auth_name(a->auth));
+    }
+    if (a->auth != CONF_AUTH_DELEGATED && (line = conf_seen(si, "scopes")))
+	conf_err(st, line, "scopes only apply to auth = delegated (app-only "
+		 "tokens carry the application permissions granted in "
+		 "Entra ID)");
+}
+
+/* conf_derive - defaults that depend on other keys, and global checks */
+
+static void conf_derive(struct conf_state *st)
+{
+    struct conf *conf = st->conf;
+    const struct conf_cloud *c;
+    struct conf_sinfo *si, *first_default = 0;
+    size_t  i;
+
+    for (c = conf_clouds; c->name; c++)
+	if (conf->cloud && strcmp(c->name, conf->cloud) == 0)
+	    break;
+    if (c->name == 0)
+	c = conf_clouds;
+    if (conf->login_url == 0)
+	conf->login_url = xstrdup(c->login_url);
+    if (conf->graph_url == 0)
+	conf->graph_url = xstrdup(c->graph_url);
+    /* The emulator overrides graph_url only: scopes keep the real name. */
+    if (conf->graph_resource == 0)
+	conf->graph_resource = xstrdup(c->graph_url);
+    if (conf->user == 0 || *conf->user == 0) {
+	free(conf->user);
+	conf->user = xstrdup(DEF_USER_FALLBACK);
+    }
+    for (i = 0; i < st->naccts; i++) {
+	si = st->accts[i];
+	if (si->acct->max_message_size == 0)
+	    si->acct->max_message_size = conf->max_message_size;
+	conf_check_account(st, si);
+	if (si->acct->is_default) {
+	    if (first_default != 0)
+		conf_err(st, conf_seen(si, "default"), "account %s is also "
+			 "marked default = yes (account %s at line %d is "
+			 "already the default; only one account may be)",
+			 si->acct->name, first_default->acct->name,
+			 conf_seen(first_default, "default"));
+	    else
+		first_default = si;
+	}
+    }
+}
+
+/* conf_free - release a configuration; NULL is fine */
+
+void    conf_free(struct conf *conf)
+{
+    struct conf_account *a, *next;
+
+    if (conf == 0)
+	return;
+    for (a = conf->accounts; a; a = next) {
+	next = a->next;
+	free(a->name);
+	free(a->tenant);
+	free(a->client_id);
+	free(a->secret_file);
+	free(a->certificate_file);
+	free(a->key_file);
+	free(a->mailbox);
+	conf_free_senders(a->senders);
+	free(a->scopes);
+	free(a);
+    }
+    free(conf->path);
+    free(conf->cloud);
+    free(conf->login_url);
+    free(conf->graph_url);
+    free(conf->graph_resource);
+    free(conf->ca_file);
+    free(conf->state_dir);
+    free(conf->user);
+    free(conf->log_file);
+    free(conf);
+}
+
+/*
+ * conf_load - read and check a configuration file
+ *
+ * path: the file (NULL: M365_CONFFILE).  errors: every problem is
+ * appended as "FILE:LINE: problem\n" (may be NULL).  Returns the
+ * configuration, or NULL when the file cannot be read or has any error.
+ */
+
+struct conf *conf_load(const char *path, struct strbuf *errors)
+{
+    struct conf_state st;
+    struct conf *conf;
+    FILE   *fp;
+    char   *buf = 0;
+    char   *line;
+    size_t  bufsize = 0;
+    ssize_t n;
+    size_t  i;
+
+    if (path == 0)
+	path = M365_CONFFILE;
+    memset(&st, 0, sizeof(st));
+    conf = xcalloc(1, sizeof(*conf));
+    conf->path = xstrdup(path);
+    st.conf = conf;
+    st.errors = errors;
+    st.sect = SECT_NONE;
+    st.tail = &conf->accounts;
+    conf_defaults(&st, &st.global, SECT_GLOBAL);
+
+    if ((fp = fopen(path, "r")) == 0) {
+	if (errors)
+	    strbuf_printf(errors, "%s: cannot open the configuration file: "
+			  "%s (use -c FILE to name another)\n", path,
+			  strerror(errno));
+	conf_free(conf);
+	return (0);
+    }
+    while ((n = getline(&buf, &bufsize, fp)) >= 0) {
+	st.line++;
+	if ((size_t) n > STRBUF_MAX_LINE) {
+	    conf_err(&st, st.line, "line longer than %lu bytes",
+		     (unsigned long) STRBUF_MAX_LINE);
+	    continue;
+	}
+	if (strlen(buf) != (size_t) n) {
+	    conf_err(&st, st.line, "NUL byte in line (is this a text file?)");
+	    continue;
+	}
+	line = conf_trim(buf);
+	if (*line == 0 || *line == '#' || *line == ';')
+	    continue;
+	if (*line == '[')
+	    conf_header(&st, line);
+	else
+	    conf_assignment(&st, line);
+    }
+    if (ferror(fp)) {
+	if (errors)
+	    strbuf_printf(errors, "%s: cannot read the configuration file: "
+			  "%s\n", path, strerror(errno));
+	st.nerrors++;
+    }
+    fclose(fp);
+    free(buf);
+
+    conf_derive(&st);
+
+    for (i = 0; i < st.naccts; i++)
+	free(st.accts[i]);
+    free(st.accts);
+    if (st.nerrors > 0) {
+	conf_free(conf);
+	return (0);
+    }
+    return (conf);
+}
+
+/* conf_account - find an account by name */
+
+struct conf_account *conf_account(const struct conf *conf, const char *name)
+{
+    struct conf_account *a;
+
+    if (conf == 0 || name == 0)
+	return (0);
+    for (a = conf->accounts; a; a = a->next)
+	if (strcmp(a->name, name) == 0)
+	    return (a);
+    return (0);
+}
+
+/* conf_domain_match - does addr's domain (after the last @) equal dom? */
+
+static int conf_domain_match(const char *addr, const char *dom)
+{
+    const char *at = strrchr(addr, '@');
+
+    return (at != 0 && at != addr && strcasecmp(at + 1, dom) == 0);
+}
+
+/* conf_sender_match - one pattern against a bare (bracket-free) sender */
+
+static int conf_sender_match(const char *pat, const char *sender)
+{
+    if (strcmp(pat, "<>") == 0)
+	return (*sender == 0);
+    if (*sender == 0)
+	return (0);
+    if (pat[0] == '@')
+	return (conf_domain_match(sender, pat + 1));
+    if (pat[0] == '*' && pat[1] == '@' && !conf_has_glob(pat + 2))
+	return (conf_domain_match(sender, pat + 2));
+    if (conf_has_glob(pat))
+	return (fnmatch(pat, sender, FNM_CASEFOLD) == 0);
+    return (strcasecmp(pat, sender) == 0);
+}
+
+/*
+ * conf_account_for_sender - the account that sends for an envelope sender
+ *
+ * First match in file order wins; then the default account; else NULL.
+ * The sender may carry angle brackets; "" and "<>" are the null sender,
+ * which only "<>" patterns (or the default account) take.
+ */
+
+struct conf_account *conf_account_for_sender(const struct conf *conf,
+					             const char *sender)
+{
+    struct conf_account *a;
+    char   *bare;
+    size_t  len;
+    char  **pp;
+
+    if (conf == 0)
+	return (0);
+    if (sender == 0)
+	sender = "";
+    while (conf_is_space((unsigned char) *sender))
+	sender++;
+    len = strlen(sender);
+    while (len > 0 && conf_is_space((unsigned char) sender[len - 1]))
+	len--;
+    if (len >= 2 && sender[0] == '<' && sender[len - 1] == '>') {
+	sender++;
+	len -= 2;
+    }
+    bare = xstrndup(sender, len);
+    for (a = conf->accounts; a; a = a->next) {
+	for (pp = a->senders; pp && *pp; pp++)
+	    if (conf_sender_match(*pp, bare)) {
+		free(bare);
+		return (a);
+	    }
+    }
+    free(bare);
+    for (a = conf->accounts; a; a = a->next)
+	if (a->is_default)
+	    return (a);
+    return (0);
+}
+
+/* conf_check_secret_file - one private file; reports as account NAME */
+
+static int conf_check_secret_file(const struct conf *conf,
+				          const struct conf_account *a,
+				          const char *path, const char *what,
+				          struct strbuf *errors)
+{
+    char    err[1024];
+
+    if (file_check_private(path, what, err, sizeof(err)) == 0)
+	return (0);
+    if (errors)
+	strbuf_printf(errors, "%s:%d: account %s: %s\n", conf->path, a->line,
+		      a->name, err);
+    return (-1);
+}
+
+/*
+ * conf_check_secrets - are the secret and key files present and private?
+ *
+ * Run by the user that will read them (ownership is judged against the
+ * effective uid).  Returns 0, or -1 after appending one line per problem.
+ */
+
+int     conf_check_secrets(const struct conf *conf, struct strbuf *errors)
+{
+    const struct conf_account *a;
+    int     ret = 0;
+
+    if (conf == 0)
+	return (-1);
+    for (a = conf->accounts; a; a = a->next) {
+	switch (a->auth) {
+	case CONF_AUTH_SECRET:
+	    if (conf_check_secret_file(conf, a, a->secret_file,
+				       "client secret file", errors) < 0)
+		ret = -1;
+	    break;
+	case CONF_AUTH_CERTIFICATE:
+	    if (conf_check_secret_file(conf, a, a->key_file,
+				       "private key file", errors) < 0)
+		ret = -1;
+	    if (access(a->certificate_file, R_OK) < 0) {
+		if (errors)
+		    strbuf_printf(errors, "%s:%d: account %s: cannot read "
+				  "certificate file %s: %s\n", conf->path,
+				  a->line, a->name, a->certificate_file,
+				  strerror(errno));
+		ret = -1;
+	    }
+	    break;
+	case CONF_AUTH_DELEGATED:
+	    break;
+	}
+    }
+    return (ret);
+}
+
+/* conf_auth_name - the config spelling of an auth method */
+
+const char *conf_auth_name(enum conf_auth auth)
+{
+    switch (auth) {
+    case CONF_AUTH_DELEGATED:
+	return ("delegated");
+    case CONF_AUTH_SECRET:
+	return ("secret");
+    case CONF_AUTH_CERTIFICATE:
+	return ("certificate");
+    }
+    return ("unknown");
+}
+
+/* conf_user_ids - uid/gid of the "user" key; -1 when unset or unknown */
+
+int     conf_user_ids(const struct conf *conf, uid_t *uid, gid_t *gid)
+{
+    struct passwd *pw;
+
+    if (conf == 0 || conf->user == 0 || *conf->user == 0)
+	return (-1);
+    if ((pw = getpwnam(conf->user)) == 0)
+	return (-1);
+    if (uid)
+	*uid = pw->pw_uid;
+    if (gid)
+	*gid = pw->pw_gid;
+    return (0);
+}

@@ -1,0 +1,65 @@
+/*
+ * NAME
+ *	ctl 3h
+ * SUMMARY
+ *	declarations shared by the parts of m365ctl
+ * SYNOPSIS
+ *	#include "ctl.h"
+ * DESCRIPTION
+ *	m365ctl is split in three files: m365ctl.c (main, option parsing,
+ *	status, logout, check, consent-url and the helpers below),
+ *	ctl_login.c (interactive sign-in: device code, browser with a
+ *	loopback listener, paste-back) and ctl_test.c (the connection
+ *	test, the "ping" of the Microsoft 365 admin pages).
+ *
+ *	Commands return an exit status for main(): CTL_OK, CTL_FAIL (the
+ *	operation ran and failed, e.g. a test step failed or the sign-in
+ *	was declined), EX_TEMPFAIL (the identity platform or Graph could
+ *	not be reached; try again), EX_USAGE, EX_CONFIG.
+ *
+ *	Output for the operator goes to stdout (results, URLs, the sign-in
+ *	instructions) and stderr (errors).  Token values never appear in
+ *	either.
+ */
+#ifndef M365_CTL_H
+#define M365_CTL_H
+
+#include <stddef.h>
+#include <sysexits.h>
+#include <time.h>
+
+#include "conf.h"
+#include "http.h"
+#include "oauth.h"
+
+#define CTL_OK		0
+#define CTL_FAIL	1
+
+enum ctl_login_method {
+    CTL_LOGIN_DEVICE = 0,		/* --device-code (default) */
+    CTL_LOGIN_BROWSER = 1,		/* --browser: loopback listener */
+    CTL_LOGIN_PASTE = 2,		/* --paste: copy the address back */
+};
+
+/* Seconds the browser flow waits for the redirect. */
+#define CTL_BROWSER_TIMEOUT	300
+
+/* ctl_login.c */
+extern int ctl_login(const struct conf *, const struct conf_account *,
+		             enum ctl_login_method);
+
+/* ctl_test.c */
+extern int ctl_test(const struct conf *, const struct conf_account *,
+		            int fresh, const char *send_to);
+
+/* m365ctl.c: helpers shared by the commands */
+extern int ctl_prepare_state(const struct conf *);
+extern void ctl_print_oauth_error(const char *what, const struct oauth_error *,
+				          const char *account);
+extern long ctl_aadsts_from_text(const char *text);
+extern int ctl_scope_has(const char *scopes, const char *name);
+extern void ctl_fmt_time(char *buf, size_t len, time_t when);
+extern void ctl_fmt_expiry(char *buf, size_t len, time_t expires, time_t now);
+extern int ctl_same_address(const char *a, const char *b);
+
+#endif

@@ -1,0 +1,293 @@
+/*
+ * NAME
+ *	graph 3
+ * SUMMARY
+ *	Microsoft Graph requests: sendMail (MIME), users, error replies
+ * DESCRIPTION
+ *	See graph.h.  The classification follows graph-facts.md section
+ *	1.7 and design rule 11: a permanent code only with clear evidence
+ *	that this message can never be sent; everything else defers, so
+ *	the MTA keeps the message while the administrator fixes the cause.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cjson/cJSON.h>
+
+#include "addr.h"
+#include "graph.h"
+#include "log.h"
+#include "util.h"
+
+#define CURLE_OPERATION_TIMEDOUT_CODE	28	/* CURLE_OPERATION_TIMEDOUT */
+
+/* graph_escape_mailbox - percent-encode a mailbox for a URL path */
+
+static void graph_escape_mailbox(struct strbuf *sb, const char *mailbox)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const unsigned char *cp;
+
+    for (cp = (const unsigned char *) mailbox; *cp; cp++) {
+	if ((*cp >= 'A' && *cp <= 'Z') || (*cp >= 'a' && *cp <= 'z')
+	    || (*cp >= '0' && *cp <= '9') || strchr("-._~@+", *cp)) {
+	    strbuf_putc(sb, *cp);
+	} else {
+	    strbuf_putc(sb, '%');
+	    strbuf_putc(sb, hex[*cp >> 4]);
+	    strbuf_putc(sb, hex[*cp & 15]);
+	}
+    }
+}
+
+/* graph_url - graph_url/v1.0/users/{mailbox}{suffix}; free() it */
+
+char   *graph_url(const struct conf *conf, const char *mailbox,
+		          const char *suffix)
+{
+    struct strbuf sb;
+
+    strbuf_init(&sb, STRBUF_MAX_SMALL);
+    strbuf_puts(&sb, conf->graph_url);
+    if (mailbox) {
+	strbuf_puts(&sb, "/v1.0/users/");
+	graph_escape_mailbox(&sb, mailbox);
+    } else {
+	strbuf_puts(&sb, "/v1.0/me");
+    }
+    if (suffix)
+	strbuf_puts(&sb, suffix);
+    return (strbuf_take(&sb));
+}
+
+/* graph_parse_error - error.code, error.message, innerError.request-id */
+
+int     graph_parse_error(const struct http_resp *resp, struct graph_error *ge)
+{
+    cJSON  *root, *err, *item, *inner;
+    const char *req_id = resp->request_id;
+
+    memset(ge, 0, sizeof(*ge));
+    if (resp->body.len == 0 || (root = cJSON_Parse(strbuf_str(&resp->body))) == NULL) {
+	snprintf(ge->request_id, sizeof(ge->request_id), "%s", req_id);
+	return (-1);
+    }
+    if ((err = cJSON_GetObjectItemCaseSensitive(root, "error")) != NULL
+	&& cJSON_IsObject(err)) {
+	item = cJSON_GetObjectItemCaseSensitive(err, "code");
+	if (cJSON_IsString(item))
+	    log_printable(ge->code, sizeof(ge->code), item->valuestring,
+			  strlen(item->valuestring));
+	item = cJSON_GetObjectItemCaseSensitive(err, "message");
+	if (cJSON_IsString(item))
+	    log_printable(ge->message, sizeof(ge->message), item->valuestring,
+			  strlen(item->valuestring));
+	inner = cJSON_GetObjectItemCaseSensitive(err, "innerError");
+	if (inner == NULL)
+	    inner = cJSON_GetObjectItemCaseSensitive(err, "innererror");
+	if (inner && (item = cJSON_GetObjectItemCaseSensitive(inner, "request-id"))
+	    && cJSON_IsString(item) && *req_id == 0)
+	    req_id = item->valuestring;
+    }
+    log_printable(ge->request_id, sizeof(ge->request_id), req_id, strlen(req_id));
+    cJSON_Delete(root);
+    return (ge->code[0] ? 0 : -1);
+}
+
+/* graph_rewind - http_req rewind callback for a struct msg_src */
+
+static int graph_rewind(void *src)
+{
+    return (msg_src_rewind((struct msg_src *) src));
+}
+
+/* graph_send_mime - POST /users/{mailbox}/sendMail, streamed MIME */
+
+int     graph_send_mime(struct http *http, const struct conf *conf,
+			        const char *mailbox, const char *token,
+			        struct msg_src *src, struct http_resp *resp)
+{
+    struct http_req req;
+    char   *url = graph_url(conf, mailbox, "/sendMail");
+    int     ret;
+
+    memset(&req, 0, sizeof(req));
+    req.method = "POST";
+    req.url = url;
+    req.bearer = token;
+    req.content_type = "text/plain";
+    req.read_cb = msg_src_read;
+    req.rewind_cb = graph_rewind;
+    req.read_arg = src;
+    req.read_len = msg_src_length(src);
+    ret = http_perform(http, &req, resp);
+    free(url);
+    return (ret);
+}
+
+/* graph_get - GET /users/{mailbox}{suffix} (or /me when mailbox NULL) */
+
+int     graph_get(struct http *http, const struct conf *conf,
+		          const char *mailbox, const char *suffix,
+		          const char *token, struct http_resp *resp)
+{
+    static const char *const hdrs[] = {"Accept: application/json", NULL};
+    struct http_req req;
+    char   *url = graph_url(conf, mailbox, suffix);
+    int     ret;
+
+    memset(&req, 0, sizeof(req));
+    req.method = "GET";
+    req.url = url;
+    req.bearer = token;
+    req.headers = hdrs;
+    ret = http_perform(http, &req, resp);
+    free(url);
+    return (ret);
+}
+
+/* graph_is - case-insensitive error code test */
+
+static int graph_is(const struct graph_error *ge, const char *code)
+{
+    return (strcasecmp(ge->code, code) == 0);
+}
+
+/* graph_describe - "403 ErrorSendAsDenied: message" for result texts */
+
+static void graph_describe(char *buf, size_t len, const struct http_resp *resp,
+			           const struct graph_error *ge)
+{
+    char    body[120];
+
+    if (ge->code[0])
+	snprintf(buf, len, "%ld %s: %.200s", resp->status, ge->code, ge->message);
+    else if (resp->body.len > 0)
+	snprintf(buf, len, "%ld %s", resp->status,
+		 log_printable(body, sizeof(body), resp->body.data,
+			       resp->body.len));
+    else
+	snprintf(buf, len, "%ld (no error details)", resp->status);
+}
+
+/*
+ * graph_classify_send - map a sendMail outcome to a result.  transport_ok
+ * is 0 when http_perform() failed; then resp->upload_done tells whether
+ * Graph may have received the whole message.
+ */
+void    graph_classify_send(const struct http_resp *resp, int transport_ok,
+		               const char *from_addr, const char *mailbox,
+			            struct m365_result *res)
+{
+    struct graph_error ge;
+    char    what[400];
+    long    st = resp->status;
+
+    res->http_status = transport_ok ? st : 0;
+    snprintf(res->request_id, sizeof(res->request_id), "%s", resp->request_id);
+
+    if (!transport_ok) {
+	if (resp->upload_done) {
+	    result_set(res, M365_TEMP, EX_TEMPFAIL, "4.4.2",
+		       "connection to Graph lost after the whole message was "
+		       "sent (%s); Microsoft 365 may have accepted it, "
+		       "deferring", resp->error);
+	} else if (resp->curl_code == CURLE_OPERATION_TIMEDOUT_CODE) {
+	    result_set(res, M365_TEMP, EX_TEMPFAIL, "4.4.2",
+		       "Graph did not answer in time (%s)", resp->error);
+	} else {
+	    result_set(res, M365_TEMP, EX_TEMPFAIL, "4.4.1",
+		       "cannot reach Graph (%s)", resp->error);
+	}
+	return;
+    }
+    graph_parse_error(resp, &ge);
+    if (ge.request_id[0])
+	snprintf(res->request_id, sizeof(res->request_id), "%s", ge.request_id);
+    graph_describe(what, sizeof(what), resp, &ge);
+
+    if (st >= 200 && st < 300) {
+	/* 202, also with Retry-After: accepted; never send it again. */
+	result_set(res, M365_OK, EX_OK, "2.0.0", "%ld %s%s%s", st,
+		   st == 202 ? "Accepted" : "OK",
+		   res->request_id[0] ? ", request-id=" : "", res->request_id);
+	if (st != 202)
+	    msg_warn("sendMail answered %ld instead of 202; treating it as "
+		     "accepted (request-id=%s)", st, res->request_id);
+	return;
+    }
+    if (st == 413 || graph_is(&ge, "ErrorMessageSizeExceeded")
+	|| graph_is(&ge, "RequestEntityTooLarge")
+	|| strstr(ge.message, "maximum request length")) {
+	result_set(res, M365_PERM, EX_DATAERR, "5.3.4",
+		   "message too large for Microsoft 365 (%s)", what);
+	return;
+    }
+    if (st == 400 && graph_is(&ge, "ErrorInvalidRecipients")) {
+	result_set(res, M365_PERM, EX_NOUSER, "5.1.1",
+		   "Microsoft 365 rejected the recipients (%s)", what);
+	return;
+    }
+    if (st == 400 && (strncasecmp(ge.code, "ErrorMimeContent", 16) == 0
+		      || graph_is(&ge, "ErrorInvalidMimeContent"))) {
+	result_set(res, M365_PERM, EX_DATAERR, "5.6.0",
+		   "Microsoft 365 cannot parse the message (%s)", what);
+	return;
+    }
+    if (st == 403 && graph_is(&ge, "ErrorSendAsDenied")) {
+	if (from_addr && mailbox && !addr_same(from_addr, mailbox)) {
+	    result_set(res, M365_PERM, EX_NOPERM, "5.7.1",
+		       "mailbox %s may not send as %s (%s); grant Send As "
+		       "in Exchange Online or route this sender to another "
+		       "account", mailbox, from_addr, what);
+	} else {
+	    result_set(res, M365_CONFIG, EX_TEMPFAIL, "4.7.1",
+		       "the signed-in identity may not send from mailbox %s "
+		       "(%s); grant Send As / Full Access and, for delegated "
+		       "sign-in, add the scope Mail.Send.Shared", mailbox, what);
+	}
+	return;
+    }
+    if (st == 401) {
+	result_set(res, M365_CONFIG, EX_TEMPFAIL, "4.7.0",
+		   "Graph refused the access token even after a refresh (%s); "
+		   "check the app's API permissions (Mail.Send) and admin "
+		   "consent, then run: m365ctl test ACCOUNT", what);
+	return;
+    }
+    if (st == 403) {
+	result_set(res, M365_CONFIG, EX_TEMPFAIL, "4.7.1",
+		   "Graph denied access to mailbox %s (%s); check Mail.Send "
+		   "permission and consent, and any RBAC for Applications "
+		   "scope or application access policy", mailbox, what);
+	return;
+    }
+    if (graph_is(&ge, "MailboxNotEnabledForRESTAPI")
+	|| graph_is(&ge, "ErrorInvalidUser") || graph_is(&ge, "ResourceNotFound")
+	|| st == 404) {
+	result_set(res, M365_CONFIG, EX_TEMPFAIL, "4.7.1",
+		   "mailbox %s cannot send through Graph (%s); check the "
+		   "address, its Exchange Online licence, and that it is not "
+		   "an on-premises mailbox", mailbox, what);
+	return;
+    }
+    if (st == 429) {
+	result_set(res, M365_TEMP, EX_TEMPFAIL, "4.7.0",
+		   "throttled by Microsoft 365 (%s)%s", what,
+		   resp->retry_after >= 0 ? ", honouring Retry-After" : "");
+	return;
+    }
+    if (st >= 500) {
+	result_set(res, M365_TEMP, EX_TEMPFAIL, "4.4.2",
+		   "Graph is temporarily unavailable (%s); the message may "
+		   "have been accepted, deferring", what);
+	return;
+    }
+    /* Unknown 4xx: not sure it is this message's fault: defer. */
+    result_set(res, M365_TEMP, EX_TEMPFAIL, "4.3.0",
+	       "unexpected reply from Graph (%s)", what);
+}

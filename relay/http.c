@@ -1,0 +1,552 @@
+/*
+ * NAME
+ *	http 3
+ * SUMMARY
+ *	HTTPS client for the identity platform and Graph (libcurl)
+ * DESCRIPTION
+ *	See http.h.  One easy handle per struct http; every request starts
+ *	with curl_easy_reset(), which drops the options of the previous
+ *	request but keeps the connection cache, the TLS session cache and
+ *	the DNS cache, so a process that talks to the token endpoint and
+ *	then to Graph reuses both connections.
+ *
+ *	Security (style.md rule 18): https only (plain http only to
+ *	127.0.0.1, [::1] and localhost), peer and host verification on,
+ *	TLS >= 1.2, redirects never followed, CURLOPT_VERBOSE never set
+ *	(it would print the Authorization header).  Header values are
+ *	checked for CR/LF so that foreign text cannot inject headers.  The
+ *	copies of the Authorization header in the header list are wiped
+ *	before they are freed.
+ * DIAGNOSTICS
+ *	http_perform() returns 0 when an HTTP response arrived, -1 on a
+ *	transport error with resp->error and resp->curl_code set.  When
+ *	the transfer broke after the status line arrived, resp->status
+ *	still holds that status; callers decide on the return value.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+
+#include "http.h"
+#include "log.h"
+#include "util.h"
+
+#ifdef PACKAGE_VERSION
+#define HTTP_USER_AGENT	"m365relay/" PACKAGE_VERSION
+#else
+#define HTTP_USER_AGENT	"m365relay"
+#endif
+
+#define HTTP_DEF_TIMEOUT	120	/* when conf has none */
+#define HTTP_DEF_CONNECT	15
+
+struct http {
+    CURL   *curl;
+    char   *ca_file;			/* or NULL */
+    long    timeout;
+    long    connect_timeout;
+    char    errbuf[CURL_ERROR_SIZE];
+};
+
+/* Per-request state shared with the libcurl callbacks. */
+struct http_xfer {
+    const struct http_req *req;
+    struct http_resp *resp;
+    long long sent;			/* streamed bytes handed to curl */
+    int     eof;			/* read_cb returned 0 */
+    int     body_too_big;
+    char    req_id[80];			/* response "request-id" */
+    char    client_req_id[80];		/* response "client-request-id" */
+};
+
+static int http_global_done;
+
+/* http_create - one reusable client for the whole process */
+
+struct http *http_create(const struct conf *conf, char *err, size_t errlen)
+{
+    struct http *h;
+    CURLcode rc;
+
+    if (!http_global_done) {
+	if ((rc = curl_global_init(CURL_GLOBAL_DEFAULT)) != CURLE_OK) {
+	    snprintf(err, errlen, "cannot initialize libcurl: %s",
+		     curl_easy_strerror(rc));
+	    return (NULL);
+	}
+	http_global_done = 1;
+    }
+    h = xcalloc(1, sizeof(*h));
+    if ((h->curl = curl_easy_init()) == NULL) {
+	snprintf(err, errlen, "cannot create a libcurl handle "
+		 "(out of memory?)");
+	free(h);
+	return (NULL);
+    }
+    if (conf != NULL) {
+	h->ca_file = (conf->ca_file && *conf->ca_file) ?
+	    xstrdup(conf->ca_file) : NULL;
+	h->timeout = conf->timeout;
+	h->connect_timeout = conf->connect_timeout;
+    }
+    if (h->timeout <= 0)
+	h->timeout = HTTP_DEF_TIMEOUT;
+    if (h->connect_timeout <= 0)
+	h->connect_timeout = HTTP_DEF_CONNECT;
+    return (h);
+}
+
+/* http_free - close connections, release the handle; NULL is ok */
+
+void    http_free(struct http *h)
+{
+    if (h == NULL)
+	return;
+    curl_easy_cleanup(h->curl);
+    free(h->ca_file);
+    free(h);
+}
+
+/* http_resp_init - empty response, body capped at STRBUF_MAX_JSON */
+
+void    http_resp_init(struct http_resp *resp)
+{
+    memset(resp, 0, sizeof(*resp));
+    strbuf_init(&resp->body, STRBUF_MAX_JSON);
+    resp->retry_after = -1;
+}
+
+/* http_resp_free - wipe and release the body (it may hold tokens) */
+
+void    http_resp_free(struct http_resp *resp)
+{
+    strbuf_cleanse(&resp->body);
+}
+
+/* http_form_add - append name=value, percent-encoded, '&'-separated */
+
+int     http_form_add(struct strbuf *form, const char *name, const char *value)
+{
+    char   *n, *v;
+    int     ret;
+
+    n = url_escape(name);
+    v = url_escape(value ? value : "");
+    ret = strbuf_printf(form, "%s%s=%s", form->len ? "&" : "", n, v);
+    free(n);
+    xfree_secret(v);			/* values may be secrets */
+    return (ret);
+}
+
+/* http_url_allowed - https, or http to a loopback host only */
+
+static int http_url_allowed(const char *url, int *plain_http)
+{
+    static const char *const loopback[] = {
+	"http://127.0.0.1", "http://[::1]", "http://localhost", 0,
+    };
+    const char *const *lp;
+    size_t  n;
+
+    *plain_http = 0;
+    if (strncasecmp(url, "https://", 8) == 0)
+	return (1);
+    for (lp = loopback; *lp; lp++) {
+	n = strlen(*lp);
+	if (strncasecmp(url, *lp, n) == 0
+	    && (url[n] == 0 || url[n] == ':' || url[n] == '/'
+		|| url[n] == '?')) {
+	    *plain_http = 1;
+	    return (1);
+	}
+    }
+    return (0);
+}
+
+/* http_has_crlf - refuse header text that would start a new header */
+
+static int http_has_crlf(const char *s)
+{
+    return (s != NULL && strpbrk(s, "\r\n") != NULL);
+}
+
+/* http_trim_copy - copy a header value without blanks, printable */
+
+static void http_trim_copy(char *dst, size_t dstlen, const char *val,
+			           size_t len)
+{
+    while (len > 0 && (*val == ' ' || *val == '\t')) {
+	val++;
+	len--;
+    }
+    while (len > 0 && isspace((unsigned char) val[len - 1]))
+	len--;
+    log_printable(dst, dstlen, val, len);
+}
+
+/* http_retry_after - seconds from a Retry-After value; -1 if invalid */
+
+static long http_retry_after(const char *val)
+{
+    long    secs;
+    time_t  when;
+
+    if (parse_long(val, 0, 100000000L, &secs) == 0)
+	return (secs);
+    if ((when = curl_getdate(val, NULL)) == (time_t) -1)
+	return (-1);
+    secs = (long) (when - time(NULL));
+    return (secs < 0 ? 0 : secs);
+}
+
+/* http_header_cb - capture request-id, Retry-After, Content-Type */
+
+static size_t http_header_cb(char *buf, size_t size, size_t nmemb, void *ctx)
+{
+    struct http_xfer *x = ctx;
+    size_t  len = size * nmemb;
+    const char *colon;
+    const char *vp;
+    size_t  nlen, vlen;
+    char    val[100];
+
+    /* A new status line: forget the headers of an interim response. */
+    if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
+	x->req_id[0] = x->client_req_id[0] = 0;
+	x->resp->content_type[0] = 0;
+	x->resp->retry_after = -1;
+	return (len);
+    }
+    if ((colon = memchr(buf, ':', len)) == NULL)
+	return (len);
+    nlen = (size_t) (colon - buf);
+    vp = colon + 1;
+    vlen = len - nlen - 1;
+
+#define HTTP_IS(name) (nlen == sizeof(name) - 1 \
+	&& strncasecmp(buf, (name), nlen) == 0)
+
+    if (HTTP_IS("request-id")) {
+	http_trim_copy(x->req_id, sizeof(x->req_id), vp, vlen);
+    } else if (HTTP_IS("client-request-id")) {
+	http_trim_copy(x->client_req_id, sizeof(x->client_req_id), vp, vlen);
+    } else if (HTTP_IS("retry-after")) {
+	http_trim_copy(val, sizeof(val), vp, vlen);
+	x->resp->retry_after = http_retry_after(val);
+    } else if (HTTP_IS("content-type")) {
+	http_trim_copy(x->resp->content_type,
+		       sizeof(x->resp->content_type), vp, vlen);
+    }
+#undef HTTP_IS
+    return (len);
+}
+
+/* http_write_cb - collect the body, refuse it past its cap */
+
+static size_t http_write_cb(char *buf, size_t size, size_t nmemb, void *ctx)
+{
+    struct http_xfer *x = ctx;
+    size_t  len = size * nmemb;
+
+    if (strbuf_append(&x->resp->body, buf, len) < 0) {
+	x->body_too_big = 1;
+	return (0);				/* CURLE_WRITE_ERROR */
+    }
+    return (len);
+}
+
+/* http_read_cb - stream the request body, counting what was sent */
+
+static size_t http_read_cb(char *buf, size_t size, size_t nmemb, void *ctx)
+{
+    struct http_xfer *x = ctx;
+    size_t  n;
+
+    n = x->req->read_cb(buf, size, nmemb, x->req->read_arg);
+    if (n == CURL_READFUNC_ABORT || n == CURL_READFUNC_PAUSE)
+	return (n);
+    if (n == 0)
+	x->eof = 1;
+    x->sent += (long long) n;
+    return (n);
+}
+
+/* http_seek_cb - rewind the streamed body for a resend */
+
+static int http_seek_cb(void *ctx, curl_off_t offset, int origin)
+{
+    struct http_xfer *x = ctx;
+
+    if (offset != 0 || origin != SEEK_SET || x->req->rewind_cb == NULL)
+	return (CURL_SEEKFUNC_CANTSEEK);
+    if (x->req->rewind_cb(x->req->read_arg) != 0)
+	return (CURL_SEEKFUNC_FAIL);
+    x->sent = 0;
+    x->eof = 0;
+    return (CURL_SEEKFUNC_OK);
+}
+
+/* http_uuid - a random (version 4) UUID for client-request-id */
+
+static void http_uuid(char *out, size_t outlen)
+{
+    char    hex[33];
+
+    random_hex(hex, 16);
+    hex[12] = '4';
+    hex[16] = "89ab"[(hex[16] >= 'a' ? hex[16] - 'a' + 10 : hex[16] - '0') & 3];
+    snprintf(out, outlen, "%.8s-%.4s-%.4s-%.4s-%.12s",
+	     hex, hex + 8, hex + 12, hex + 16, hex + 20);
+}
+
+/* http_slist_free - wipe every header (one is Authorization), free */
+
+static void http_slist_free(struct curl_slist *list)
+{
+    struct curl_slist *p;
+
+    for (p = list; p; p = p->next)
+	OPENSSL_cleanse(p->data, strlen(p->data));
+    curl_slist_free_all(list);
+}
+
+/* http_slist_add - append one header; 0 on success */
+
+static int http_slist_add(struct curl_slist **list, const char *line)
+{
+    struct curl_slist *n;
+
+    if ((n = curl_slist_append(*list, line)) == NULL)
+	return (-1);
+    *list = n;
+    return (0);
+}
+
+/* http_build_headers - the request headers, or -1 with resp->error */
+
+static int http_build_headers(const struct http_req *req,
+			              struct http_resp *resp,
+			              struct curl_slist **list,
+			              char *client_id, size_t idlen)
+{
+    struct strbuf line;
+    const char *const *hp;
+    int     bad = 0;
+
+    *list = NULL;
+    if (http_has_crlf(req->bearer) || http_has_crlf(req->content_type)) {
+	snprintf(resp->error, sizeof(resp->error),
+		 "refusing a request header that contains CR or LF");
+	return (-1);
+    }
+    for (hp = req->headers; hp && *hp; hp++) {
+	if (http_has_crlf(*hp) || strchr(*hp, ':') == NULL) {
+	    snprintf(resp->error, sizeof(resp->error),
+		     "refusing a malformed extra request header");
+	    return (-1);
+	}
+    }
+    http_uuid(client_id, idlen);
+    strbuf_init(&line, STRBUF_MAX_JSON);
+    if (req->bearer) {
+	bad |= strbuf_printf(&line, "Authorization: Bearer %s", req->bearer);
+	bad |= http_slist_add(list, strbuf_str(&line));
+	strbuf_cleanse(&line);
+    }
+    if (req->content_type) {
+	strbuf_init(&line, STRBUF_MAX_SMALL);
+	bad |= strbuf_printf(&line, "Content-Type: %s", req->content_type);
+	bad |= http_slist_add(list, strbuf_str(&line));
+	strbuf_free(&line);
+    } else if (req->body || req->read_cb
+	       || (req->method && strcmp(req->method, "POST") == 0)) {
+	/* No made-up application/x-www-form-urlencoded from libcurl. */
+	bad |= http_slist_add(list, "Content-Type:");
+    }
+    strbuf_init(&line, STRBUF_MAX_SMALL);
+    bad |= strbuf_printf(&line, "client-request-id: %s", client_id);
+    bad |= http_slist_add(list, strbuf_str(&line));
+    strbuf_free(&line);
+    /* Save the 100-continue round trip (curl waits up to 1 s for it). */
+    bad |= http_slist_add(list, "Expect:");
+    for (hp = req->headers; hp && *hp; hp++)
+	bad |= http_slist_add(list, *hp);
+    if (bad) {
+	http_slist_free(*list);
+	*list = NULL;
+	snprintf(resp->error, sizeof(resp->error),
+		 "cannot build the request headers (header too long or "
+		 "out of memory)");
+	return (-1);
+    }
+    return (0);
+}
+
+/*
+ * http_set_method - method and body options.  Every method with a body
+ * goes through libcurl's POST machinery (CUSTOMREQUEST renames it), so
+ * in-memory and streamed bodies work the same for POST, PATCH and PUT.
+ */
+static void http_set_method(CURL *c, const struct http_req *req,
+			            struct http_xfer *x)
+{
+    const char *method = req->method ? req->method : "GET";
+    int     streamed = (req->read_cb != NULL);
+    int     has_body = streamed || req->body != NULL;
+
+    if (!has_body && strcmp(method, "POST") != 0) {
+	curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+	if (strcmp(method, "GET") != 0)
+	    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	return;
+    }
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    if (streamed) {
+	curl_easy_setopt(c, CURLOPT_READFUNCTION, http_read_cb);
+	curl_easy_setopt(c, CURLOPT_READDATA, x);
+	curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, http_seek_cb);
+	curl_easy_setopt(c, CURLOPT_SEEKDATA, x);
+	/* A negative length means "unknown": chunked encoding. */
+	if (req->read_len >= 0)
+	    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
+			     (curl_off_t) req->read_len);
+    } else {
+	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
+			 (curl_off_t) (req->body ? req->body_len : 0));
+	curl_easy_setopt(c, CURLOPT_POSTFIELDS,
+			 req->body ? (const char *) req->body : "");
+    }
+    if (strcmp(method, "POST") != 0)
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+}
+
+/* http_perform - one request; 0 = got a response, -1 = transport error */
+
+int     http_perform(struct http *h, const struct http_req *req,
+		             struct http_resp *resp)
+{
+    struct http_xfer x;
+    struct curl_slist *hdrs = NULL;
+    char    client_id[40];
+    const char *method = req->method ? req->method : "GET";
+    CURL   *c = h->curl;
+    CURLcode rc;
+    curl_off_t up = 0;
+    double  t0 = time_mono();
+    int     plain_http;
+    long    status = 0;
+
+    /* Forget the outcome of an earlier request with this resp. */
+    strbuf_cleanse(&resp->body);
+    resp->status = 0;
+    resp->request_id[0] = resp->content_type[0] = resp->error[0] = 0;
+    resp->retry_after = -1;
+    resp->upload_done = 0;
+    resp->curl_code = 0;
+
+    if (req->url == NULL || !http_url_allowed(req->url, &plain_http)) {
+	char    shown[120];
+
+	log_printable(shown, sizeof(shown), req->url ? req->url : "(none)",
+		      req->url ? strlen(req->url) : 6);
+	snprintf(resp->error, sizeof(resp->error), "refusing URL %s: only "
+		 "https (or http to 127.0.0.1, [::1], localhost) is allowed",
+		 shown);
+	resp->curl_code = CURLE_UNSUPPORTED_PROTOCOL;
+	return (-1);
+    }
+    if (http_build_headers(req, resp, &hdrs, client_id,
+			   sizeof(client_id)) < 0) {
+	resp->curl_code = CURLE_BAD_FUNCTION_ARGUMENT;
+	return (-1);
+    }
+    memset(&x, 0, sizeof(x));
+    x.req = req;
+    x.resp = resp;
+
+    curl_easy_reset(c);
+    h->errbuf[0] = 0;
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->errbuf);
+    curl_easy_setopt(c, CURLOPT_URL, req->url);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, plain_http ? "http,https" :
+		     "https");
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "https");
+#else
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS, plain_http ?
+		     (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS) :
+		     (long) CURLPROTO_HTTPS);
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS, (long) CURLPROTO_HTTPS);
+#endif
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(c, CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2);
+    if (h->ca_file)
+	curl_easy_setopt(c, CURLOPT_CAINFO, h->ca_file);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, req->timeout > 0 ? req->timeout :
+		     h->timeout);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, h->connect_timeout);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, HTTP_USER_AGENT);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, http_header_cb);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &x);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, http_write_cb);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &x);
+    http_set_method(c, req, &x);
+
+    rc = curl_easy_perform(c);
+
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(c, CURLINFO_SIZE_UPLOAD_T, &up);
+    resp->status = status;
+    resp->curl_code = (int) rc;
+    snprintf(resp->request_id, sizeof(resp->request_id), "%s",
+	     x.req_id[0] ? x.req_id : x.client_req_id);
+    if (req->read_cb)
+	resp->upload_done = req->read_len >= 0 ?
+	    (x.sent == req->read_len) : x.eof;
+    else if (req->body)
+	resp->upload_done = (up >= (curl_off_t) req->body_len
+			     && (status != 0 || rc == CURLE_OK));
+    else
+	resp->upload_done = (status != 0);
+
+    /* Libcurl keeps only a pointer to the list: detach before freeing. */
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, (struct curl_slist *) 0);
+    http_slist_free(hdrs);
+
+    if (rc != CURLE_OK) {
+	char    detail[CURL_ERROR_SIZE];
+	const char *what = curl_easy_strerror(rc);
+
+	if (x.body_too_big)
+	    snprintf(detail, sizeof(detail), "the response body is larger "
+		     "than %lu bytes", (unsigned long) resp->body.max);
+	else
+	    log_printable(detail, sizeof(detail), h->errbuf,
+			  strlen(h->errbuf));
+	snprintf(resp->error, sizeof(resp->error), "%s%s%s", what,
+		 detail[0] ? ": " : "", detail);
+	if (log_verbose() >= 2)
+	    msg_debug("http: %s %s: %s (client-request-id=%s, %.3fs)",
+		      method, req->url, resp->error, client_id,
+		      time_mono() - t0);
+	return (-1);
+    }
+    if (log_verbose() >= 2)
+	msg_debug("http: %s %s -> %ld request-id=%s client-request-id=%s "
+		  "(%.3fs)", method, req->url, status,
+		  resp->request_id[0] ? resp->request_id : "-", client_id,
+		  time_mono() - t0);
+    return (0);
+}

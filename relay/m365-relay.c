@@ -1,0 +1,255 @@
+/*
+ * NAME
+ *	m365-relay 8
+ * SUMMARY
+ *	Postfix/Sendmail transport helper: one message to Graph sendMail
+ * SYNOPSIS
+ *	m365-relay [-c file] [-v] [-q queue_id] -f sender [--] recipient ...
+ *	m365-relay [-c file] [-v] -t [-i] [-oi] [-f sender] [recipient ...]
+ *	m365-relay [-c file] -n
+ * DESCRIPTION
+ *	Reads one message on stdin and sends it through the Microsoft 365
+ *	account that handles the envelope sender, to exactly the envelope
+ *	recipients.  The exit status follows sysexits(3) and the Postfix
+ *	pipe(8) contract: 0 sent, 75 try again later, 65/67/77 (and 64)
+ *	bounce.  On failure the first line on stdout is "X.Y.Z text", so
+ *	the MTA shows the enhanced status code.  -t takes the recipients
+ *	from To/Cc/Bcc (sendmail(1) compatible; -i and -oi are accepted).
+ * DIAGNOSTICS
+ *	One line per recipient to syslog (facility mail) or log_file; also
+ *	to stderr with -v or when stderr is a terminal.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "conf.h"
+#include "deliver.h"
+#include "http.h"
+#include "log.h"
+#include "msg.h"
+#include "rcpt.h"
+#include "status.h"
+#include "util.h"
+
+/* relay_exit - print the status line and exit */
+
+static void relay_exit(const struct m365_result *res)
+{
+    if (res->dsn[0] != '2') {
+	printf("%s %s\n", res->dsn, res->text);
+	fflush(stdout);
+    }
+    exit(res->dsn[0] == '2' ? EX_OK : res->sysexit);
+}
+
+/* relay_usage - explain the command line */
+
+static void relay_usage(const char *prog)
+{
+    fprintf(stderr,
+	    "usage: %s [-c config] [-v] [-q queue_id] -f sender [--] recipient ...\n"
+	    "       %s [-c config] [-v] -t [-i] [-f sender] [recipient ...]\n"
+	    "       %s [-c config] -n\n", prog, prog, prog);
+    exit(EX_USAGE);
+}
+
+/* relay_drain - read and discard the rest of stdin (MTA pipe) */
+
+static void relay_drain(void)
+{
+    char    buf[65536];
+
+    while (read(STDIN_FILENO, buf, sizeof(buf)) > 0)
+	 /* void */ ;
+}
+
+int     main(int argc, char **argv)
+{
+    const char *conf_path = M365_CONFFILE;
+    const char *sender = NULL;
+    const char *queue_id = "NOQUEUE";
+    const char *tmpdir;
+    const struct conf_account *acct = NULL;
+    struct conf *conf;
+    struct strbuf errors;
+    struct m365_result res;
+    struct delivery d;
+    struct msg m;
+    struct http *http;
+    char  **rcpts = NULL;
+    size_t  nrcpts = 0;
+    char  **hdr_rcpts = NULL;
+    size_t  nhdr = 0;
+    char   *from_hdr = NULL;
+    char    err[300];
+    int     check_only = 0;
+    int     from_headers = 0;
+    int     verbose = 0;
+    int     i;
+    size_t  k;
+
+    log_open(argv[0]);
+    result_init(&res);
+    d.start = time_now();
+
+    /* sendmail(1)-style options, parsed by hand: -oi, -f addr, -faddr. */
+    for (i = 1; i < argc; i++) {
+	const char *a = argv[i];
+
+	if (strcmp(a, "--") == 0) {
+	    i++;
+	    break;
+	}
+	if (a[0] != '-' || a[1] == 0)
+	    break;
+	if (strcmp(a, "-c") == 0 || strcmp(a, "-f") == 0 || strcmp(a, "-q") == 0
+	    || strcmp(a, "-F") == 0 || strcmp(a, "-r") == 0) {
+	    if (i + 1 >= argc)
+		relay_usage(argv[0]);
+	    if (a[1] == 'c')
+		conf_path = argv[++i];
+	    else if (a[1] == 'f' || a[1] == 'r')
+		sender = argv[++i];
+	    else if (a[1] == 'q')
+		queue_id = argv[++i];
+	    else
+		i++;				/* -F full name: not used */
+	} else if (strncmp(a, "-f", 2) == 0 || strncmp(a, "-r", 2) == 0) {
+	    sender = a + 2;
+	} else if (strcmp(a, "-n") == 0) {
+	    check_only = 1;
+	} else if (strcmp(a, "-t") == 0) {
+	    from_headers = 1;
+	} else if (strcmp(a, "-v") == 0) {
+	    verbose++;
+	} else if (strcmp(a, "-i") == 0 || strncmp(a, "-o", 2) == 0
+		   || strncmp(a, "-B", 2) == 0 || strncmp(a, "-N", 2) == 0) {
+	    /* sendmail compatibility: no meaning here. */
+	} else {
+	    fprintf(stderr, "%s: unknown option %s\n", argv[0], a);
+	    relay_usage(argv[0]);
+	}
+    }
+    rcpts = argv + i;
+    nrcpts = (size_t) (argc - i);
+
+    if (verbose || isatty(STDERR_FILENO))
+	log_to_stderr(1);
+    log_set_verbose(verbose > 1 ? verbose - 1 : 0);
+
+    /* Configuration. */
+    strbuf_init(&errors, STRBUF_MAX_JSON);
+    conf = conf_load(conf_path, &errors);
+    if (conf != NULL && check_only)
+	conf_check_secrets(conf, &errors);
+    if (check_only) {
+	if (conf == NULL || errors.len > 0) {
+	    fputs(strbuf_str(&errors), stderr);
+	    exit(EX_CONFIG);
+	}
+	printf("configuration OK\n");
+	exit(EX_OK);
+    }
+    if (conf == NULL) {
+	/* Never bounce mail for a configuration error: defer it. */
+	for (char *line = errors.data; line && *line;) {
+	    char   *nl = strchr(line, '\n');
+
+	    if (nl)
+		*nl = 0;
+	    msg_error("%s", line);
+	    line = nl ? nl + 1 : NULL;
+	}
+	relay_drain();
+	result_set(&res, M365_CONFIG, EX_TEMPFAIL, "4.3.5",
+		   "configuration error in %s (run m365-relay -n to see all): "
+		   "%.300s", conf_path, strbuf_str(&errors));
+	relay_exit(&res);
+    }
+    strbuf_free(&errors);
+    if (conf->log_file && strcmp(conf->log_file, "syslog") != 0) {
+	if (strcmp(conf->log_file, "stderr") == 0)
+	    log_to_stderr(1);
+	else if (log_to_file(conf->log_file) < 0)
+	    msg_warn("cannot open log_file %s: %s; using syslog",
+		     conf->log_file, strerror(errno));
+    }
+
+    /* Like Postfix pipe(8) and OpenSMTPD's helpers: never as root. */
+    if (geteuid() == 0 && getenv("M365RELAY_ALLOW_ROOT") == NULL) {
+	relay_drain();
+	result_set(&res, M365_CONFIG, EX_TEMPFAIL, "4.3.0",
+		   "m365-relay must not run as root: set user=%s in the "
+		   "Postfix pipe transport (master.cf) or the Sendmail "
+		   "mailer's U= field", conf->user);
+	msg_error("%s", res.text);
+	relay_exit(&res);
+    }
+
+    /* The message. */
+    if ((tmpdir = getenv("TMPDIR")) == NULL || *tmpdir == 0)
+	tmpdir = "/tmp";
+    if (msg_read(&m, STDIN_FILENO, tmpdir, (off_t) GRAPH_MAX_MIME, &res) < 0) {
+	d.queue_id = queue_id;
+	d.sender = sender ? sender : "";
+	d.rcpts = rcpts;
+	d.nrcpts = nrcpts;
+	deliver_log(&d, conf, NULL, &res);
+	relay_exit(&res);
+    }
+
+    /* -t: recipients from the headers, plus any on the command line. */
+    if (from_headers) {
+	if (rcpt_from_headers(m.hdr.data ? m.hdr.data : "", m.hdr.len,
+			      &hdr_rcpts, &nhdr, err, sizeof(err)) < 0) {
+	    result_set(&res, M365_PERM, EX_DATAERR, "5.6.0",
+		       "cannot read the recipients from the headers: %s", err);
+	    relay_exit(&res);
+	}
+	if (nrcpts > 0) {
+	    hdr_rcpts = xrealloc(hdr_rcpts, (nhdr + nrcpts) * sizeof(char *));
+	    for (k = 0; k < nrcpts; k++)
+		hdr_rcpts[nhdr++] = xstrdup(rcpts[k]);
+	}
+	rcpts = hdr_rcpts;
+	nrcpts = nhdr;
+    }
+    if (sender == NULL) {
+	from_hdr = rcpt_header_from(m.hdr.data ? m.hdr.data : "", m.hdr.len);
+	if (from_hdr == NULL) {
+	    struct passwd *pw = getpwuid(getuid());
+
+	    from_hdr = xstrdup(pw ? pw->pw_name : "");
+	}
+	sender = from_hdr;
+    }
+
+    d.queue_id = queue_id;
+    d.sender = sender;
+    d.rcpts = rcpts;
+    d.nrcpts = nrcpts;
+
+    if ((http = http_create(conf, err, sizeof(err))) == NULL) {
+	result_set(&res, M365_SYSTEM, EX_TEMPFAIL, "4.3.0", "%s", err);
+    } else {
+	(void) deliver(conf, http, &m, &d, &res, &acct);
+	http_free(http);
+    }
+    deliver_log(&d, conf, acct, &res);
+    msg_free(&m);
+    if (hdr_rcpts)
+	rcpt_list_free(hdr_rcpts, nhdr);
+    free(from_hdr);
+    conf_free(conf);
+    curl_global_cleanup();
+    relay_exit(&res);
+    return (0);
+}

@@ -1,0 +1,384 @@
+/*
+ * NAME
+ *	tokstore 3
+ * SUMMARY
+ *	per-account token store in state_dir, shared by all processes
+ * DESCRIPTION
+ *	See tokstore.h.  File format (JSON object, one per account):
+ *
+ *	  {"access_token": "...", "access_expires": 1700000000,
+ *	   "refresh_token": "...", "refresh_issued": 1700000000,
+ *	   "signed_in": 1700000000, "scope": "...", "offline": false,
+ *	   "last_error": "...", "remedy": "...", "last_error_at": 0,
+ *	   "token_requests": 12}
+ *
+ *	Strings that are not set are written as null.  tokstore_load()
+ *	overwrites the whole struct without freeing what it held: call
+ *	tokstore_clear() first when reusing one.
+ *
+ *	When running as root (m365ctl), the tokens directory, the token
+ *	files and the lock files are given to conf->user, so that the
+ *	unprivileged relay can use them.  Account names that could leave
+ *	the tokens directory ('/' anywhere, a leading '.') are refused.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+#include <openssl/crypto.h>
+
+#include "log.h"
+#include "tokstore.h"
+#include "util.h"
+
+#define TOKSTORE_FILE_MAX	(256UL * 1024)
+
+/* tokstore_name_ok - an account name that stays inside the directory */
+
+static int tokstore_name_ok(const char *account)
+{
+    return (account != NULL && *account != 0 && *account != '.'
+	    && strchr(account, '/') == NULL);
+}
+
+/* tokstore_path - state_dir/tokens/ACCOUNT plus suffix */
+
+int     tokstore_path(const struct conf *conf, const char *account,
+		              const char *suffix, char *buf, size_t len)
+{
+    int     n;
+
+    if (!tokstore_name_ok(account) || conf->state_dir == NULL)
+	return (-1);
+    n = snprintf(buf, len, "%s/tokens/%s%s", conf->state_dir, account,
+		 suffix ? suffix : "");
+    if (n < 0 || (size_t) n >= len)
+	return (-1);
+    return (0);
+}
+
+/* tokstore_path_err - tokstore_path() with an error text */
+
+static int tokstore_path_err(const struct conf *conf, const char *account,
+			             const char *suffix, char *buf, size_t len,
+			             char *err, size_t errlen)
+{
+    if (!tokstore_name_ok(account)) {
+	snprintf(err, errlen, "invalid account name \"%s\": it must not be "
+		 "empty, contain '/' or start with '.'", account ? account : "");
+	return (-1);
+    }
+    if (conf->state_dir == NULL) {
+	snprintf(err, errlen, "state_dir is not set in the configuration");
+	return (-1);
+    }
+    if (tokstore_path(conf, account, suffix, buf, len) < 0) {
+	snprintf(err, errlen, "token store path too long: %s/tokens/%s%s",
+		 conf->state_dir, account, suffix ? suffix : "");
+	return (-1);
+    }
+    return (0);
+}
+
+/*
+ * tokstore_owner - who should own state files: conf->user when running
+ * as root, else (uid_t) -1 (keep).  Root without a usable user keeps
+ * root ownership, with a warning: the relay could not read the files.
+ */
+static void tokstore_owner(const struct conf *conf, uid_t *uid, gid_t *gid)
+{
+    *uid = (uid_t) -1;
+    *gid = (gid_t) -1;
+    if (geteuid() != 0)
+	return;
+    if (conf_user_ids(conf, uid, gid) < 0) {
+	*uid = (uid_t) -1;
+	*gid = (gid_t) -1;
+	if (conf->user && *conf->user)
+	    msg_warn("user \"%s\" (from [global] user) is unknown: token files "
+		     "stay owned by root and the relay cannot read them; "
+		     "create the user or fix the user setting", conf->user);
+	else
+	    msg_warn("[global] user is not set: token files written by root "
+		     "stay owned by root and the relay cannot read them");
+    }
+}
+
+/* tokstore_dir - make state_dir/tokens (0700, owned by the relay user) */
+
+static int tokstore_dir(const struct conf *conf, uid_t uid, gid_t gid,
+			        char *err, size_t errlen)
+{
+    char    dir[PATH_MAX];
+    struct stat st;
+    int     created_state = 0;
+
+    if (conf->state_dir == NULL || *conf->state_dir == 0) {
+	snprintf(err, errlen, "state_dir is not set in the configuration");
+	return (-1);
+    }
+    if (snprintf(dir, sizeof(dir), "%s/tokens", conf->state_dir)
+	>= (int) sizeof(dir)) {
+	snprintf(err, errlen, "state_dir path too long: %s", conf->state_dir);
+	return (-1);
+    }
+    if (stat(conf->state_dir, &st) < 0 && errno == ENOENT)
+	created_state = 1;
+    if (mkdir_p(dir, 0700, err, errlen) < 0)
+	return (-1);
+    if (uid == (uid_t) -1)
+	return (0);
+
+    /*
+     * Root gives the directories it made to the relay user; the state
+     * directory only when it created it (an existing one is the
+     * administrator's choice).
+     */
+    if (created_state && chown(conf->state_dir, uid, gid) < 0) {
+	snprintf(err, errlen, "cannot chown %s: %s", conf->state_dir,
+		 strerror(errno));
+	return (-1);
+    }
+    if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+	snprintf(err, errlen, "%s is not a directory: remove it", dir);
+	return (-1);
+    }
+    if ((st.st_uid != uid || st.st_gid != gid) && chown(dir, uid, gid) < 0) {
+	snprintf(err, errlen, "cannot chown %s: %s", dir, strerror(errno));
+	return (-1);
+    }
+    return (0);
+}
+
+/* tokstore_wipe_json - overwrite every string in a cJSON tree */
+
+static void tokstore_wipe_json(cJSON *item)
+{
+    for (; item != NULL; item = item->next) {
+	if (item->valuestring)
+	    OPENSSL_cleanse(item->valuestring, strlen(item->valuestring));
+	if (item->child)
+	    tokstore_wipe_json(item->child);
+    }
+}
+
+/* tokstore_get_str - a string member, or NULL */
+
+static char *tokstore_get_str(const cJSON *obj, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+
+    return (cJSON_IsString(v) && v->valuestring && *v->valuestring ?
+	    xstrdup(v->valuestring) : NULL);
+}
+
+/* tokstore_get_num - a numeric member, or 0 */
+
+static double tokstore_get_num(const cJSON *obj, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+
+    if (cJSON_IsNumber(v))
+	return (v->valuedouble);
+    if (cJSON_IsBool(v))
+	return (cJSON_IsTrue(v) ? 1 : 0);
+    return (0);
+}
+
+/* tokstore_load - read an account's entry; missing file = empty entry */
+
+int     tokstore_load(const struct conf *conf, const char *account,
+		              struct tokstore *ts, char *err, size_t errlen)
+{
+    char    path[PATH_MAX];
+    struct strbuf buf;
+    struct stat st;
+    cJSON  *root;
+
+    memset(ts, 0, sizeof(*ts));
+    if (tokstore_path_err(conf, account, ".json", path, sizeof(path),
+			  err, errlen) < 0)
+	return (-1);
+    if (lstat(path, &st) < 0) {
+	if (errno == ENOENT)
+	    return (0);
+	snprintf(err, errlen, "cannot access token file %s: %s", path,
+		 strerror(errno));
+	return (-1);
+    }
+    if (file_check_private(path, "token file", err, errlen) < 0)
+	return (-1);
+    if (file_read(path, TOKSTORE_FILE_MAX, &buf, err, errlen) < 0)
+	return (-1);
+    root = cJSON_ParseWithLength(buf.data, buf.len);
+    strbuf_cleanse(&buf);
+    if (!cJSON_IsObject(root)) {
+	cJSON_Delete(root);
+	snprintf(err, errlen, "token file %s is damaged (not a JSON object): "
+		 "remove it and sign in again (m365ctl login %s)", path,
+		 account);
+	return (-1);
+    }
+    ts->access_token = tokstore_get_str(root, "access_token");
+    ts->access_expires = (time_t) tokstore_get_num(root, "access_expires");
+    ts->refresh_token = tokstore_get_str(root, "refresh_token");
+    ts->refresh_issued = (time_t) tokstore_get_num(root, "refresh_issued");
+    ts->signed_in = (time_t) tokstore_get_num(root, "signed_in");
+    ts->scope = tokstore_get_str(root, "scope");
+    ts->offline = tokstore_get_num(root, "offline") != 0;
+    ts->last_error = tokstore_get_str(root, "last_error");
+    ts->remedy = tokstore_get_str(root, "remedy");
+    ts->last_error_at = (time_t) tokstore_get_num(root, "last_error_at");
+    ts->token_requests = (long) tokstore_get_num(root, "token_requests");
+    tokstore_wipe_json(root);
+    cJSON_Delete(root);
+    return (0);
+}
+
+/* tokstore_add_str - a string member, or null */
+
+static int tokstore_add_str(cJSON *obj, const char *name, const char *value)
+{
+    if (value)
+	return (cJSON_AddStringToObject(obj, name, value) ? 0 : -1);
+    return (cJSON_AddNullToObject(obj, name) ? 0 : -1);
+}
+
+/* tokstore_save - write an account's entry atomically, mode 0600 */
+
+int     tokstore_save(const struct conf *conf, const char *account,
+		              const struct tokstore *ts, char *err, size_t errlen)
+{
+    char    path[PATH_MAX];
+    cJSON  *root;
+    char   *json = NULL;
+    uid_t   uid;
+    gid_t   gid;
+    int     ret;
+
+    if (tokstore_path_err(conf, account, ".json", path, sizeof(path),
+			  err, errlen) < 0)
+	return (-1);
+    tokstore_owner(conf, &uid, &gid);
+    if (tokstore_dir(conf, uid, gid, err, errlen) < 0)
+	return (-1);
+    if ((root = cJSON_CreateObject()) == NULL
+	|| tokstore_add_str(root, "access_token", ts->access_token) < 0
+	|| !cJSON_AddNumberToObject(root, "access_expires",
+				    (double) ts->access_expires)
+	|| tokstore_add_str(root, "refresh_token", ts->refresh_token) < 0
+	|| !cJSON_AddNumberToObject(root, "refresh_issued",
+				    (double) ts->refresh_issued)
+	|| !cJSON_AddNumberToObject(root, "signed_in", (double) ts->signed_in)
+	|| tokstore_add_str(root, "scope", ts->scope) < 0
+	|| !cJSON_AddBoolToObject(root, "offline", ts->offline != 0)
+	|| tokstore_add_str(root, "last_error", ts->last_error) < 0
+	|| tokstore_add_str(root, "remedy", ts->remedy) < 0
+	|| !cJSON_AddNumberToObject(root, "last_error_at",
+				    (double) ts->last_error_at)
+	|| !cJSON_AddNumberToObject(root, "token_requests",
+				    (double) ts->token_requests)
+	|| (json = cJSON_Print(root)) == NULL) {
+	snprintf(err, errlen, "out of memory writing token file %s", path);
+	if (root)
+	    tokstore_wipe_json(root);
+	cJSON_Delete(root);
+	return (-1);
+    }
+    tokstore_wipe_json(root);
+    cJSON_Delete(root);
+    ret = file_write_atomic(path, json, strlen(json), 0600, uid, gid,
+			    err, errlen);
+    OPENSSL_cleanse(json, strlen(json));
+    cJSON_free(json);
+    return (ret);
+}
+
+/* tokstore_lock - exclusive lock shared by all processes of an account */
+
+int     tokstore_lock(const struct conf *conf, const char *account,
+		              char *err, size_t errlen)
+{
+    char    path[PATH_MAX];
+    uid_t   uid;
+    gid_t   gid;
+    int     fd;
+
+    if (tokstore_path_err(conf, account, ".lock", path, sizeof(path),
+			  err, errlen) < 0)
+	return (-1);
+    tokstore_owner(conf, &uid, &gid);
+    if (tokstore_dir(conf, uid, gid, err, errlen) < 0)
+	return (-1);
+    if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+		   0600)) < 0) {
+	snprintf(err, errlen, "cannot open lock file %s: %s", path,
+		 strerror(errno));
+	return (-1);
+    }
+    if (uid != (uid_t) -1 && fchown(fd, uid, gid) < 0) {
+	snprintf(err, errlen, "cannot chown lock file %s: %s", path,
+		 strerror(errno));
+	close(fd);
+	return (-1);
+    }
+    while (flock(fd, LOCK_EX) < 0) {
+	if (errno == EINTR)
+	    continue;
+	snprintf(err, errlen, "cannot lock %s: %s", path, strerror(errno));
+	close(fd);
+	return (-1);
+    }
+    return (fd);
+}
+
+/* tokstore_unlock - release the lock from tokstore_lock() */
+
+void    tokstore_unlock(int fd)
+{
+    if (fd >= 0) {
+	(void) flock(fd, LOCK_UN);
+	close(fd);
+    }
+}
+
+/*
+ * tokstore_remove - forget an account's tokens (logout).  The lock file
+ * stays: removing it could let two processes hold "the" lock at once.
+ */
+int     tokstore_remove(const struct conf *conf, const char *account,
+			        char *err, size_t errlen)
+{
+    char    path[PATH_MAX];
+
+    if (tokstore_path_err(conf, account, ".json", path, sizeof(path),
+			  err, errlen) < 0)
+	return (-1);
+    if (unlink(path) < 0 && errno != ENOENT) {
+	snprintf(err, errlen, "cannot remove token file %s: %s", path,
+		 strerror(errno));
+	return (-1);
+    }
+    return (0);
+}
+
+/* tokstore_clear - wipe and free an entry; it is empty afterwards */
+
+void    tokstore_clear(struct tokstore *ts)
+{
+    xfree_secret(ts->access_token);
+    xfree_secret(ts->refresh_token);
+    xfree_secret(ts->scope);
+    xfree_secret(ts->last_error);
+    xfree_secret(ts->remedy);
+    memset(ts, 0, sizeof(*ts));
+}

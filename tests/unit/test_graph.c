@@ -1,0 +1,154 @@
+/* test_graph - Graph URLs, error parsing and sendMail classification */
+#include "config.h"
+
+#include <stdlib.h>
+
+#include "graph.h"
+#include "http.h"
+#include "strbuf.h"
+#include "status.h"
+#include "t.h"
+
+/* mkresp - a response as http_perform() would leave it */
+
+static void mkresp(struct http_resp *r, long status, const char *body,
+		           long retry_after)
+{
+    memset(r, 0, sizeof(*r));
+    strbuf_init(&r->body, STRBUF_MAX_JSON);
+    r->status = status;
+    r->retry_after = retry_after;
+    r->upload_done = 1;
+    if (body)
+	strbuf_puts(&r->body, body);
+}
+
+#define ERRBODY(code, msg) "{\"error\":{\"code\":\"" code "\",\"message\":\"" msg \
+    "\",\"innerError\":{\"request-id\":\"rid-123\",\"date\":\"2026-11-28T10:00:00\"}}}"
+
+struct classify_case {
+    const char *name;
+    long    status;
+    const char *body;
+    long    retry_after;
+    const char *from;
+    int     want_exit;
+    const char *want_dsn;
+    const char *want_text;
+};
+
+static const struct classify_case cases[] = {
+    {"202", 202, "", -1, "bob@contoso.test", EX_OK, "2.0.0", "202 Accepted"},
+    {"202 + Retry-After is success", 202, "", 30, "bob@contoso.test", EX_OK, "2.0.0", "Accepted"},
+    {"200 (odd but 2xx)", 200, "", -1, NULL, EX_OK, "2.0.0", "200 OK"},
+    {"invalid recipients", 400, ERRBODY("ErrorInvalidRecipients", "At least one recipient is not valid."), -1, NULL, EX_NOUSER, "5.1.1", "ErrorInvalidRecipients"},
+    {"bad base64", 400, ERRBODY("ErrorMimeContentInvalidBase64String", "Invalid base64 string for MIME content."), -1, NULL, EX_DATAERR, "5.6.0", "ErrorMimeContentInvalidBase64String"},
+    {"size exceeded", 400, ERRBODY("ErrorMessageSizeExceeded", "The message exceeds the maximum supported size."), -1, NULL, EX_DATAERR, "5.3.4", "too large"},
+    {"4MB request", 400, ERRBODY("BadRequest", "The maximum request length supported is 4MB."), -1, NULL, EX_DATAERR, "5.3.4", "4MB"},
+    {"413", 413, "", -1, NULL, EX_DATAERR, "5.3.4", "413"},
+    {"send-as denied, other From", 403, ERRBODY("ErrorSendAsDenied", "The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account."), -1, "ceo@contoso.test", EX_NOPERM, "5.7.1", "may not send as ceo@contoso.test"},
+    {"send-as denied, own From", 403, ERRBODY("ErrorSendAsDenied", "no right"), -1, "BOB@contoso.test", EX_TEMPFAIL, "4.7.1", "Mail.Send.Shared"},
+    {"access denied policy", 403, ERRBODY("ErrorAccessDenied", "Access to OData is disabled."), -1, NULL, EX_TEMPFAIL, "4.7.1", "RBAC"},
+    {"401 after refresh", 401, ERRBODY("InvalidAuthenticationToken", "Access token has expired."), -1, NULL, EX_TEMPFAIL, "4.7.0", "m365ctl test"},
+    {"mailbox not REST", 404, ERRBODY("MailboxNotEnabledForRESTAPI", "The mailbox is either inactive, soft-deleted, or is hosted on-premise."), -1, NULL, EX_TEMPFAIL, "4.7.1", "licence"},
+    {"429", 429, ERRBODY("ApplicationThrottled", "Application is over its MailboxConcurrency limit."), 5, NULL, EX_TEMPFAIL, "4.7.0", "Retry-After"},
+    {"503", 503, ERRBODY("ErrorServerBusy", "busy"), -1, NULL, EX_TEMPFAIL, "4.4.2", "may have been accepted"},
+    {"504 html", 504, "<html>Gateway Timeout</html>", -1, NULL, EX_TEMPFAIL, "4.4.2", "504 <html>"},
+    {"500 empty", 500, "", -1, NULL, EX_TEMPFAIL, "4.4.2", "no error details"},
+    {"unknown 4xx defers", 409, ERRBODY("ErrorSomethingNew", "?"), -1, NULL, EX_TEMPFAIL, "4.3.0", "ErrorSomethingNew"},
+};
+
+static void test_classify(void)
+{
+    struct http_resp r;
+    struct m365_result res;
+    size_t  i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+	const struct classify_case *c = cases + i;
+
+	t_current = c->name;
+	mkresp(&r, c->status, c->body, c->retry_after);
+	result_init(&res);
+	graph_classify_send(&r, 1, c->from, "bob@contoso.test", &res);
+	T_EQ_INT(res.sysexit, c->want_exit);
+	T_EQ_STR(res.dsn, c->want_dsn);
+	T_CONTAINS(res.text, c->want_text);
+	T_EQ_INT(res.http_status, c->status);
+	if (c->body && strstr(c->body, "rid-123"))
+	    T_EQ_STR(res.request_id, "rid-123");
+	strbuf_free(&r.body);
+    }
+}
+
+static void test_transport(void)
+{
+    struct http_resp r;
+    struct m365_result res;
+
+    mkresp(&r, 0, NULL, -1);
+    snprintf(r.error, sizeof(r.error), "Connection reset by peer");
+    r.curl_code = 56;
+    graph_classify_send(&r, 0, NULL, "bob@contoso.test", &res);
+    T_EQ_INT(res.sysexit, EX_TEMPFAIL);
+    T_EQ_STR(res.dsn, "4.4.2");
+    T_CONTAINS(res.text, "may have accepted it");
+
+    r.upload_done = 0;
+    r.curl_code = 7;
+    snprintf(r.error, sizeof(r.error), "Failed to connect");
+    graph_classify_send(&r, 0, NULL, "bob@contoso.test", &res);
+    T_EQ_STR(res.dsn, "4.4.1");
+    T_CONTAINS(res.text, "cannot reach Graph");
+
+    r.curl_code = 28;
+    graph_classify_send(&r, 0, NULL, "bob@contoso.test", &res);
+    T_EQ_STR(res.dsn, "4.4.2");
+    T_CONTAINS(res.text, "did not answer in time");
+    strbuf_free(&r.body);
+}
+
+static void test_url(void)
+{
+    struct conf conf;
+    char   *u;
+
+    memset(&conf, 0, sizeof(conf));
+    conf.graph_url = "https://graph.microsoft.com";
+    u = graph_url(&conf, "alice@contoso.com", "/sendMail");
+    T_EQ_STR(u, "https://graph.microsoft.com/v1.0/users/alice@contoso.com/sendMail");
+    free(u);
+    u = graph_url(&conf, "o'brien/x y@contoso.com", NULL);
+    T_EQ_STR(u, "https://graph.microsoft.com/v1.0/users/o%27brien%2Fx%20y@contoso.com");
+    free(u);
+    u = graph_url(&conf, NULL, "");
+    T_EQ_STR(u, "https://graph.microsoft.com/v1.0/me");
+    free(u);
+}
+
+static void test_parse_error(void)
+{
+    struct http_resp r;
+    struct graph_error ge;
+
+    mkresp(&r, 403, ERRBODY("ErrorAccessDenied", "Access to OData is disabled."), -1);
+    T_EQ_INT(graph_parse_error(&r, &ge), 0);
+    T_EQ_STR(ge.code, "ErrorAccessDenied");
+    T_EQ_STR(ge.message, "Access to OData is disabled.");
+    T_EQ_STR(ge.request_id, "rid-123");
+    strbuf_free(&r.body);
+    mkresp(&r, 502, "not json", -1);
+    snprintf(r.request_id, sizeof(r.request_id), "hdr-id");
+    T_EQ_INT(graph_parse_error(&r, &ge), -1);
+    T_EQ_STR(ge.request_id, "hdr-id");
+    strbuf_free(&r.body);
+}
+
+int     main(void)
+{
+    T_RUN(test_classify);
+    T_RUN(test_transport);
+    T_RUN(test_url);
+    T_RUN(test_parse_error);
+    return (T_DONE());
+}
