@@ -96,10 +96,14 @@ struct conf_cloud {
 };
 
 static const struct conf_cloud conf_clouds[] = {
-    {"global", "https://login.microsoftonline.com", "https://graph.microsoft.com"},
-    {"usgov", "https://login.microsoftonline.us", "https://graph.microsoft.us"},
-    {"usgov-dod", "https://login.microsoftonline.us", "https://dod-graph.microsoft.us"},
-    {"china", "https://login.chinacloudapi.cn", "https://microsoftgraph.chinacloudapi.cn"},
+    {"global", "https://login.microsoftonline.com",
+    "https://graph.microsoft.com"},
+    {"usgov", "https://login.microsoftonline.us",
+    "https://graph.microsoft.us"},
+    {"usgov-dod", "https://login.microsoftonline.us",
+    "https://dod-graph.microsoft.us"},
+    {"china", "https://login.chinacloudapi.cn",
+    "https://microsoftgraph.chinacloudapi.cn"},
     {0, 0, 0},
 };
 
@@ -137,7 +141,8 @@ static const struct conf_param conf_params[] = {
     {"cloud", G(cloud), T_CLOUD, "global", 0, 0, 0, 0},
     {"login_url", G(login_url), T_URL, 0 /* by cloud */ , 0, 0, 0, 0},
     {"graph_url", G(graph_url), T_URL, 0 /* by cloud */ , 0, 0, 0, 0},
-    {"graph_resource", G(graph_resource), T_URL, 0 /* by cloud */ , 0, 0, 0, 0},
+    {"graph_resource", G(graph_resource), T_URL, 0 /* by cloud */ , 0,
+    0, 0, 0},
     {"ca_file", G(ca_file), T_PATH, 0, 0, 0, 0, 0},
     {"state_dir", G(state_dir), T_PATH, M365_STATEDIR, 0, 0, 0, 0},
     {"user", G(user), T_WORD, DEF_USER, 0, 0, 0, 0},
@@ -252,7 +257,8 @@ static size_t conf_edit_distance(const char *a, const char *b)
     size_t  row[64];
     size_t  i, j, prev, tmp;
 
-    if (la >= sizeof(row) / sizeof(row[0]) || lb >= sizeof(row) / sizeof(row[0]))
+    if (la >= sizeof(row) / sizeof(row[0])
+	|| lb >= sizeof(row) / sizeof(row[0]))
 	return ((size_t) -1);
     for (j = 0; j <= lb; j++)
 	row[j] = j;
@@ -300,9 +306,9 @@ static void conf_unknown_key(struct conf_state *st, struct conf_sinfo *si,
     snprintf(shown, sizeof(shown), "%s", key);
     if ((p = conf_find_param(st->sect == SECT_GLOBAL ? SECT_ACCOUNT :
 			     SECT_GLOBAL, key)) != 0) {
-	conf_err(st, st->line, "key \"%s\" does not belong in %s (it is an "
-		 "%s key)", shown, sname, p->sect == SECT_GLOBAL ?
-		 "[global]" : "[account NAME]");
+	conf_err(st, st->line, "key \"%s\" does not belong in %s (move it "
+		 "to %s)", shown, sname, p->sect == SECT_GLOBAL ?
+		 "[global]" : "an [account NAME] section");
 	return;
     }
     for (p = conf_params; p < conf_params + NPARAMS; p++) {
@@ -623,11 +629,14 @@ static void conf_defaults(struct conf_state *st, struct conf_sinfo *si,
 {
     const struct conf_param *p;
 
+    /*
+     * Defaults go through the same checks as values from the file, so a
+     * broken built-in default (say, a relative M365_STATEDIR from a bad
+     * configure run) is reported, as line 0, instead of used.
+     */
     for (p = conf_params; p < conf_params + NPARAMS; p++)
-	if (p->sect == sect && p->def != 0 && *p->def != 0
-	    && conf_set_value(st, si, p, p->def, 0) < 0)
-	    /* A broken built-in default is a bug; the error says which. */
-	    continue;
+	if (p->sect == sect && p->def != 0 && *p->def != 0)
+	    (void) conf_set_value(st, si, p, p->def, 0);
 }
 
 /* conf_new_account - start an [account NAME] section */

@@ -48,12 +48,25 @@ enum ctl_login_method {
 extern int ctl_login(const struct conf *, const struct conf_account *,
 		             enum ctl_login_method);
 
+/* What Graph says about a user (GET /me, GET /users/{mailbox}). */
+struct ctl_user {
+    char    id[80];
+    char    upn[320];			/* userPrincipalName */
+    char    mail[320];
+    char    name[200];			/* displayName */
+};
+
 /* ctl_test.c */
+extern int ctl_get_user(struct http *, const struct conf *,
+		                const char *mailbox, const char *token,
+			                struct ctl_user *, struct http_resp *);
 extern int ctl_test(const struct conf *, const struct conf_account *,
 		            int fresh, const char *send_to);
 
 /* m365ctl.c: helpers shared by the commands */
 extern int ctl_prepare_state(const struct conf *);
+extern void ctl_audit(const char *,...) __attribute__((format(printf, 1, 2)));
+extern void ctl_log_quiet(int);
 extern void ctl_print_oauth_error(const char *what, const struct oauth_error *,
 				          const char *account);
 extern long ctl_aadsts_from_text(const char *text);

@@ -299,10 +299,12 @@ static int http_seek_cb(void *ctx, curl_off_t offset, int origin)
 static void http_uuid(char *out, size_t outlen)
 {
     char    hex[33];
+    int     v;
 
     random_hex(hex, 16);
     hex[12] = '4';
-    hex[16] = "89ab"[(hex[16] >= 'a' ? hex[16] - 'a' + 10 : hex[16] - '0') & 3];
+    v = hex[16] >= 'a' ? hex[16] - 'a' + 10 : hex[16] - '0';
+    hex[16] = "89ab"[v & 3];			/* RFC 4122 variant */
     snprintf(out, outlen, "%.8s-%.4s-%.4s-%.4s-%.12s",
 	     hex, hex + 8, hex + 12, hex + 16, hex + 20);
 }

@@ -18,7 +18,9 @@
  *	(no line breaks) to libcurl: msg_src_read() has the signature of
  *	CURLOPT_READFUNCTION, msg_src_rewind() starts over (a retry after
  *	401), msg_src_length() is the exact encoded length.  hdr may be a
- *	rewritten header section (see rcpt.h).
+ *	rewritten header section (see rcpt.h); it and the message must
+ *	outlive the msg_src.  When msg_src_read() returns
+ *	CURL_READFUNC_ABORT, msg_src_error() says why.
  * DIAGNOSTICS
  *	msg_read() fills res: 5.3.4 (too large), 5.6.0 (no header
  *	section, header section too large), 4.3.0 (local I/O trouble).
@@ -50,6 +52,7 @@ extern struct msg_src *msg_src_create(const struct strbuf *hdr,
 extern size_t msg_src_read(char *buf, size_t size, size_t nitems, void *src);
 extern int msg_src_rewind(struct msg_src *);
 extern long long msg_src_length(const struct msg_src *);
+extern const char *msg_src_error(const struct msg_src *);
 extern void msg_src_free(struct msg_src *);
 
 #endif

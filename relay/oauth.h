@@ -103,6 +103,8 @@ extern int oauth_device_poll(struct http *, const struct conf *,
 			             struct oauth_error *);
 extern void oauth_pkce_new(char *verifier, size_t vlen, char *challenge,
 			           size_t clen);
+extern void oauth_pkce_challenge(const char *verifier, char *challenge,
+				         size_t clen);	/* S256 */
 extern char *oauth_authorize_url(const struct conf *, const struct conf_account *,
 				         const char *redirect_uri,
 			              const char *challenge, const char *state);

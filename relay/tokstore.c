@@ -96,6 +96,8 @@ static int tokstore_path_err(const struct conf *conf, const char *account,
  */
 static void tokstore_owner(const struct conf *conf, uid_t *uid, gid_t *gid)
 {
+    static int warned;
+
     *uid = (uid_t) -1;
     *gid = (gid_t) -1;
     if (geteuid() != 0)
@@ -103,6 +105,8 @@ static void tokstore_owner(const struct conf *conf, uid_t *uid, gid_t *gid)
     if (conf_user_ids(conf, uid, gid) < 0) {
 	*uid = (uid_t) -1;
 	*gid = (gid_t) -1;
+	if (warned++)
+	    return;
 	if (conf->user && *conf->user)
 	    msg_warn("user \"%s\" (from [global] user) is unknown: token files "
 		     "stay owned by root and the relay cannot read them; "
@@ -321,8 +325,10 @@ int     tokstore_lock(const struct conf *conf, const char *account,
 	return (-1);
     if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
 		   0600)) < 0) {
-	snprintf(err, errlen, "cannot open lock file %s: %s", path,
-		 strerror(errno));
+	snprintf(err, errlen, "cannot open lock file %s: %s%s", path,
+		 strerror(errno), errno == EACCES ? " (the tokens directory "
+		 "must belong to the user the relay runs as: run m365ctl as "
+		 "root with [global] user set, or chown it)" : "");
 	return (-1);
     }
     if (uid != (uid_t) -1 && fchown(fd, uid, gid) < 0) {

@@ -1,0 +1,785 @@
+/*
+ * NAME
+ *	m365ctl 8
+ * SUMMARY
+ *	sign in, consent, connection test and status for m365relay
+ * SYNOPSIS
+ *	m365ctl [-c FILE] [-v] COMMAND [ARGS]
+ *	m365ctl -n | -V
+ * DESCRIPTION
+ *	Commands:
+ *	  login ACCOUNT [--device-code | --browser | --paste]
+ *	  consent-url ACCOUNT
+ *	  test ACCOUNT [--fresh] [--send RCPT]
+ *	  status [--json] [ACCOUNT...]
+ *	  logout ACCOUNT
+ *	  check
+ *	See m365ctl(8).  This file holds main(), the option parsing, the
+ *	small commands (status, logout, check, consent-url) and helpers
+ *	shared with ctl_login.c and ctl_test.c (ctl.h).
+ * DIAGNOSTICS
+ *	Exit 0 on success, 1 when the operation failed (a test step, a
+ *	declined sign-in), 64 usage error, 75 Microsoft could not be
+ *	reached (try again), 78 configuration error.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+#include <curl/curl.h>
+
+#include "conf.h"
+#include "ctl.h"
+#include "log.h"
+#include "oauth.h"
+#include "strbuf.h"
+#include "tokstore.h"
+#include "util.h"
+
+static const char *ctl_conf_path = M365_CONFFILE;
+
+/* ctl_usage - the synopsis, to stderr */
+
+static int ctl_usage(const char *why)
+{
+    if (why)
+	fprintf(stderr, "m365ctl: %s\n", why);
+    fprintf(stderr,
+	    "usage: m365ctl [-c FILE] [-v] COMMAND [ARGS]\n"
+	    "commands:\n"
+	    "  login ACCOUNT [--device-code | --browser | --paste]\n"
+	    "                          sign in a delegated account, store its tokens\n"
+	    "  consent-url ACCOUNT     print the admin-consent URL of the tenant\n"
+	    "  test ACCOUNT [--fresh] [--send RCPT]\n"
+	    "                          connection test, optionally send a test message\n"
+	    "  status [--json] [ACCOUNT...]\n"
+	    "                          token state, expiry, last error of each account\n"
+	    "  logout ACCOUNT          remove the stored tokens of an account\n"
+	    "  check                   check the configuration (same as -n)\n"
+	    "options: -c FILE (default %s), -n check, -v verbose, -V version\n",
+	    M365_CONFFILE);
+    return (EX_USAGE);
+}
+
+/* ctl_audit - a record for syslog or log_file only, not the terminal */
+
+void    ctl_audit(const char *fmt,...)
+{
+    char    text[LOG_MAX_RECORD];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    ctl_log_quiet(1);
+    msg_info("%s", text);
+    ctl_log_quiet(0);
+}
+
+/* ctl_log_quiet - keep log records off the terminal (unless -v) */
+
+void    ctl_log_quiet(int quiet)
+{
+    log_to_stderr(quiet && log_verbose() == 0 ? 0 : 1);
+}
+
+/* ctl_fmt_time - local time as "2026-11-28 10:00:00 CET" */
+
+void    ctl_fmt_time(char *buf, size_t len, time_t when)
+{
+    struct tm tm;
+
+    if (when <= 0 || localtime_r(&when, &tm) == NULL
+	|| strftime(buf, len, "%Y-%m-%d %H:%M:%S %Z", &tm) == 0)
+	snprintf(buf, len, "never");
+}
+
+/* ctl_fmt_expiry - "in 59 min", "expired 3 min ago", "none" */
+
+void    ctl_fmt_expiry(char *buf, size_t len, time_t expires, time_t now)
+{
+    long    diff;
+
+    if (expires <= 0) {
+	snprintf(buf, len, "none");
+	return;
+    }
+    diff = (long) (expires - now);
+    if (diff > 0)
+	snprintf(buf, len, "in %ld min", diff / 60);
+    else
+	snprintf(buf, len, "expired %ld min ago", -diff / 60);
+}
+
+/* ctl_same_address - compare two mailbox addresses, ignoring case */
+
+int     ctl_same_address(const char *a, const char *b)
+{
+    return (a && b && strcasecmp(a, b) == 0);
+}
+
+/*
+ * ctl_scope_has - does a space-separated scope list hold a permission?
+ * "https://graph.microsoft.com/Mail.Send" and "Mail.Send" both match
+ * Mail.Send; Mail.Send.Shared does not match Mail.Send.
+ */
+int     ctl_scope_has(const char *scopes, const char *name)
+{
+    const char *cp = scopes;
+    const char *end;
+    const char *word;
+    const char *slash;
+    size_t  nlen = strlen(name);
+
+    if (scopes == NULL)
+	return (0);
+    while (*cp) {
+	while (*cp == ' ' || *cp == '\t' || *cp == ',')
+	    cp++;
+	if (*cp == 0)
+	    break;
+	end = cp + strcspn(cp, " \t,");
+	word = cp;
+	for (slash = cp; slash < end; slash++)
+	    if (*slash == '/')
+		word = slash + 1;
+	if ((size_t) (end - word) == nlen && strncasecmp(word, name, nlen) == 0)
+	    return (1);
+	cp = end;
+    }
+    return (0);
+}
+
+/* ctl_aadsts_from_text - the number after "AADSTS" in a text, or 0 */
+
+long    ctl_aadsts_from_text(const char *text)
+{
+    const char *cp;
+    long    n = 0;
+
+    if (text == NULL || (cp = strstr(text, "AADSTS")) == NULL)
+	return (0);
+    for (cp += 6; *cp >= '0' && *cp <= '9' && n < 100000000L; cp++)
+	n = n * 10 + (*cp - '0');
+    return (n);
+}
+
+/* ctl_print_oauth_error - one failed identity platform request, with fix */
+
+void    ctl_print_oauth_error(const char *what, const struct oauth_error *oe,
+			              const char *account)
+{
+    char    remedy[600];
+
+    if (oe->http_status == 0 && oe->error[0] == 0)
+	fprintf(stderr, "m365ctl: %s failed: cannot reach the identity "
+		"platform: %s\n", what,
+		oe->description[0] ? oe->description : "transport error");
+    else if (oe->aadsts)
+	fprintf(stderr, "m365ctl: %s failed: AADSTS%ld %s (HTTP %ld): %s\n",
+		what, oe->aadsts, oe->error[0] ? oe->error : "error",
+		oe->http_status, oe->description);
+    else
+	fprintf(stderr, "m365ctl: %s failed: %s (HTTP %ld): %s\n", what,
+		oe->error[0] ? oe->error : "error", oe->http_status,
+		oe->description);
+    oauth_remedy(oe, account, remedy, sizeof(remedy));
+    if (remedy[0])
+	fprintf(stderr, "m365ctl: remedy: %s\n", remedy);
+}
+
+/* ctl_chown_dir - give a state directory to the relay's user (root only) */
+
+static void ctl_chown_dir(const char *dir, uid_t uid, gid_t gid)
+{
+    if (chown(dir, uid, gid) < 0)
+	fprintf(stderr, "m365ctl: warning: cannot chown %s to uid %ld: %s\n",
+		dir, (long) uid, strerror(errno));
+}
+
+/*
+ * ctl_prepare_state - make sure state_dir/tokens exists and will belong
+ * to the relay's user, and warn when token files written now could not
+ * be read by m365-relay later.
+ */
+int     ctl_prepare_state(const struct conf *conf)
+{
+    char    dir[4096];
+    char    err[512];
+    struct stat st;
+    uid_t   uid = (uid_t) -1;
+    gid_t   gid = (gid_t) -1;
+    int     have_user;
+    int     created_state = 0;
+
+    if (conf->state_dir == NULL || conf->state_dir[0] == 0) {
+	fprintf(stderr, "m365ctl: no state_dir in [global] of %s\n",
+		conf->path ? conf->path : ctl_conf_path);
+	return (-1);
+    }
+    have_user = (conf->user && conf->user[0]
+		 && conf_user_ids(conf, &uid, &gid) == 0);
+    /* An unknown user is reported by tokstore when it writes. */
+    if (geteuid() == 0) {
+	if (conf->user == NULL || conf->user[0] == 0)
+	    fprintf(stderr, "m365ctl: warning: no \"user\" in [global]: token "
+		    "files will belong to root, and m365-relay (which refuses "
+		    "to run as root) cannot read them\n");
+    } else if (have_user && uid != geteuid()) {
+	fprintf(stderr, "m365ctl: warning: running as uid %ld, but m365-relay "
+		"runs as \"%s\" (uid %ld): token files written now belong to "
+		"uid %ld and the relay cannot read them; run m365ctl as root "
+		"or as %s\n", (long) geteuid(), conf->user, (long) uid,
+		(long) geteuid(), conf->user);
+    }
+    if (stat(conf->state_dir, &st) < 0) {
+	if (mkdir_p(conf->state_dir, 0700, err, sizeof(err)) < 0) {
+	    fprintf(stderr, "m365ctl: %s\n", err);
+	    return (-1);
+	}
+	created_state = 1;
+    }
+    if (snprintf(dir, sizeof(dir), "%s/tokens", conf->state_dir)
+	>= (int) sizeof(dir)) {
+	fprintf(stderr, "m365ctl: state_dir path too long: %s\n",
+		conf->state_dir);
+	return (-1);
+    }
+    if (mkdir_p(dir, 0700, err, sizeof(err)) < 0) {
+	fprintf(stderr, "m365ctl: %s\n", err);
+	return (-1);
+    }
+    if (geteuid() == 0 && have_user) {
+	if (created_state)
+	    ctl_chown_dir(conf->state_dir, uid, gid);
+	ctl_chown_dir(dir, uid, gid);
+    }
+    return (0);
+}
+
+/* ctl_find_account - the named account, or a message listing the others */
+
+static const struct conf_account *ctl_find_account(const struct conf *conf,
+						           const char *name)
+{
+    const struct conf_account *a;
+
+    if ((a = conf_account(conf, name)) != NULL)
+	return (a);
+    fprintf(stderr, "m365ctl: no [account %s] in %s; accounts:", name,
+	    conf->path ? conf->path : ctl_conf_path);
+    for (a = conf->accounts; a; a = a->next)
+	fprintf(stderr, " %s", a->name);
+    fprintf(stderr, "%s\n", conf->accounts ? "" : " (none)");
+    return (NULL);
+}
+
+/* ctl_account_state - one word for the state of an account */
+
+static const char *ctl_account_state(const struct conf_account *acct,
+				             const struct tokstore *ts, time_t now)
+{
+    if (acct->auth == CONF_AUTH_DELEGATED) {
+	if (ts->offline)
+	    return ("offline");
+	if (ts->refresh_token == NULL || ts->refresh_token[0] == 0)
+	    return ("not signed in");
+	return ("online");
+    }
+    if (ts->access_token && ts->access_expires > now)
+	return ("online");
+    if (ts->offline)
+	return ("offline");
+    if (ts->last_error && ts->last_error[0])
+	return ("error");
+    if (ts->token_requests == 0 && ts->access_token == NULL)
+	return ("never used");
+    return ("online");
+}
+
+/* ctl_json_time - epoch seconds, or null */
+
+static void ctl_json_time(cJSON *obj, const char *key, time_t t)
+{
+    if (t > 0)
+	cJSON_AddNumberToObject(obj, key, (double) t);
+    else
+	cJSON_AddNullToObject(obj, key);
+}
+
+/* ctl_json_str - a string, or null */
+
+static void ctl_json_str(cJSON *obj, const char *key, const char *s)
+{
+    if (s && *s)
+	cJSON_AddStringToObject(obj, key, s);
+    else
+	cJSON_AddNullToObject(obj, key);
+}
+
+/* ctl_status_json - one account as a JSON object; never token values */
+
+static cJSON *ctl_status_json(const struct conf_account *acct,
+			              const struct tokstore *ts, time_t now)
+{
+    cJSON  *obj = cJSON_CreateObject();
+    int     delegated = (acct->auth == CONF_AUTH_DELEGATED);
+
+    cJSON_AddStringToObject(obj, "name", acct->name);
+    cJSON_AddStringToObject(obj, "auth", conf_auth_name(acct->auth));
+    ctl_json_str(obj, "mailbox", acct->mailbox);
+    cJSON_AddStringToObject(obj, "state", ctl_account_state(acct, ts, now));
+    ctl_json_time(obj, "access_expires",
+		  ts->access_token ? ts->access_expires : 0);
+    if (ts->access_token && ts->access_expires > now)
+	cJSON_AddNumberToObject(obj, "access_expires_in",
+				(double) (ts->access_expires - now));
+    else
+	cJSON_AddNullToObject(obj, "access_expires_in");
+    ctl_json_time(obj, "refresh_issued",
+		  delegated && ts->refresh_token ? ts->refresh_issued : 0);
+    if (delegated && ts->refresh_token && ts->refresh_issued > 0)
+	cJSON_AddNumberToObject(obj, "refresh_age_days",
+			   (double) ((now - ts->refresh_issued) / 86400));
+    else
+	cJSON_AddNullToObject(obj, "refresh_age_days");
+    ctl_json_time(obj, "signed_in", ts->signed_in);
+    ctl_json_str(obj, "scope", ts->scope);
+    cJSON_AddNumberToObject(obj, "token_requests", (double) ts->token_requests);
+    ctl_json_str(obj, "last_error", ts->last_error);
+    ctl_json_time(obj, "last_error_at",
+		  ts->last_error && ts->last_error[0] ? ts->last_error_at : 0);
+    ctl_json_str(obj, "remedy", ts->remedy);
+    return (obj);
+}
+
+/* ctl_status_text - one account for humans; never token values */
+
+static void ctl_status_text(const struct conf_account *acct,
+			            const struct tokstore *ts, time_t now)
+{
+    char    when[80];
+    char    exp[80];
+
+    printf("account %s\n", acct->name);
+    printf("  auth:           %s\n", conf_auth_name(acct->auth));
+    printf("  mailbox:        %s\n", acct->mailbox ? acct->mailbox : "-");
+    printf("  state:          %s\n", ctl_account_state(acct, ts, now));
+    if (ts->access_token) {
+	ctl_fmt_expiry(exp, sizeof(exp), ts->access_expires, now);
+	ctl_fmt_time(when, sizeof(when), ts->access_expires);
+	printf("  access token:   expires %s (%s)\n", exp, when);
+    } else
+	printf("  access token:   none\n");
+    if (acct->auth == CONF_AUTH_DELEGATED) {
+	if (ts->refresh_token && ts->refresh_issued > 0) {
+	    ctl_fmt_time(when, sizeof(when), ts->refresh_issued);
+	    printf("  refresh token:  issued %ld days ago (%s)\n",
+		   (long) ((now - ts->refresh_issued) / 86400), when);
+	} else if (ts->refresh_token)
+	    printf("  refresh token:  present\n");
+	else
+	    printf("  refresh token:  none: sign in with m365ctl login %s\n",
+		   acct->name);
+	if (ts->signed_in > 0) {
+	    ctl_fmt_time(when, sizeof(when), ts->signed_in);
+	    printf("  signed in:      %s\n", when);
+	}
+	if (ts->scope && ts->scope[0])
+	    printf("  scopes:         %s\n", ts->scope);
+    }
+    printf("  token requests: %ld\n", ts->token_requests);
+    if (ts->last_error && ts->last_error[0]) {
+	ctl_fmt_time(when, sizeof(when), ts->last_error_at);
+	printf("  last error:     %s (%s)\n", ts->last_error, when);
+	if (ts->remedy && ts->remedy[0])
+	    printf("  remedy:         %s\n", ts->remedy);
+    }
+}
+
+/* ctl_status - status [--json] [ACCOUNT...] */
+
+static int ctl_status(const struct conf *conf, int argc, char **argv)
+{
+    const struct conf_account *acct;
+    struct tokstore ts;
+    char    err[512];
+    cJSON  *arr = NULL;
+    char   *text;
+    time_t  now = time(NULL);
+    int     json = 0;
+    int     rc = CTL_OK;
+    int     named = 0;
+    int     i;
+    int     first = 1;
+
+    for (i = 0; i < argc; i++) {
+	if (strcmp(argv[i], "--json") == 0)
+	    json = 1;
+	else if (argv[i][0] == '-')
+	    return (ctl_usage("status: unknown option"));
+	else if (ctl_find_account(conf, argv[i]) == NULL)
+	    return (EX_USAGE);
+	else
+	    named++;
+    }
+    if (json)
+	arr = cJSON_CreateArray();
+    for (acct = conf->accounts; acct; acct = acct->next) {
+	if (named) {
+	    for (i = 0; i < argc; i++)
+		if (argv[i][0] != '-' && strcmp(argv[i], acct->name) == 0)
+		    break;
+	    if (i == argc)
+		continue;
+	}
+	memset(&ts, 0, sizeof(ts));
+	if (tokstore_load(conf, acct->name, &ts, err, sizeof(err)) < 0) {
+	    fprintf(stderr, "m365ctl: account %s: %s\n", acct->name, err);
+	    tokstore_clear(&ts);
+	    rc = CTL_FAIL;
+	    continue;
+	}
+	if (json) {
+	    cJSON_AddItemToArray(arr, ctl_status_json(acct, &ts, now));
+	} else {
+	    if (!first)
+		printf("\n");
+	    ctl_status_text(acct, &ts, now);
+	    first = 0;
+	}
+	tokstore_clear(&ts);
+    }
+    if (json) {
+	if ((text = cJSON_Print(arr)) != NULL) {
+	    printf("%s\n", text);
+	    free(text);
+	}
+	cJSON_Delete(arr);
+    } else if (conf->accounts == NULL)
+	printf("no accounts in %s\n", conf->path ? conf->path : ctl_conf_path);
+    return (rc);
+}
+
+/* ctl_logout - remove the stored tokens of an account */
+
+static int ctl_logout(const struct conf *conf, const struct conf_account *acct)
+{
+    struct tokstore ts;
+    struct stat st;
+    char    path[4096];
+    char    err[512];
+    int     had_rt, had_at;
+
+    if (tokstore_path(conf, acct->name, ".json", path, sizeof(path)) < 0) {
+	fprintf(stderr, "m365ctl: account %s: token store path too long\n",
+		acct->name);
+	return (CTL_FAIL);
+    }
+    if (stat(path, &st) < 0 && errno == ENOENT) {
+	printf("account %s: nothing to remove (no token file %s)\n",
+	       acct->name, path);
+	return (CTL_OK);
+    }
+    memset(&ts, 0, sizeof(ts));
+    had_rt = had_at = 0;
+    if (tokstore_load(conf, acct->name, &ts, err, sizeof(err)) == 0) {
+	had_rt = (ts.refresh_token != NULL);
+	had_at = (ts.access_token != NULL);
+    }
+    tokstore_clear(&ts);
+    if (tokstore_remove(conf, acct->name, err, sizeof(err)) < 0) {
+	fprintf(stderr, "m365ctl: account %s: %s\n", acct->name, err);
+	return (CTL_FAIL);
+    }
+    printf("account %s: removed %s (%s%s%s)\n", acct->name, path,
+	   had_at ? "access token" : "",
+	   had_at && had_rt ? ", " : "",
+	   had_rt ? "refresh token" : (had_at ? "" : "state only"));
+    if (acct->auth == CONF_AUTH_DELEGATED)
+	printf("account %s: mail for it stays queued until m365ctl login %s; "
+	       "the grant itself stays valid at Microsoft until revoked "
+	       "(Entra admin center: Users > Revoke sessions)\n",
+	       acct->name, acct->name);
+    return (CTL_OK);
+}
+
+/* ctl_consent_url - print the admin-consent URL and who must open it */
+
+static int ctl_consent_url(const struct conf *conf,
+			           const struct conf_account *acct)
+{
+    char   *url;
+
+    if ((url = oauth_consent_url(conf, acct)) == NULL) {
+	fprintf(stderr, "m365ctl: account %s: cannot build the consent URL "
+		"(check tenant and client_id)\n", acct->name);
+	return (CTL_FAIL);
+    }
+    printf("%s\n", url);
+    if (acct->auth == CONF_AUTH_DELEGATED)
+	printf("A Global Administrator or Privileged Role Administrator of "
+	       "tenant %s opens this URL to consent to the delegated "
+	       "permissions of app %s for all users; without it each user "
+	       "consents at the first m365ctl login (if the tenant allows "
+	       "user consent).\n", acct->tenant, acct->client_id);
+    else
+	printf("A Global Administrator or Privileged Role Administrator of "
+	       "tenant %s must open this URL and accept the application "
+	       "permission Mail.Send for app %s; then restrict it to the "
+	       "sending mailboxes with RBAC for Applications in Exchange "
+	       "Online.\n", acct->tenant, acct->client_id);
+    free(url);
+    return (CTL_OK);
+}
+
+/* ctl_load - load the configuration or print every problem */
+
+static struct conf *ctl_load(const char *path)
+{
+    struct strbuf errors;
+    struct conf *conf;
+
+    strbuf_init(&errors, STRBUF_MAX_JSON);
+    conf = conf_load(path, &errors);
+    if (conf == NULL) {
+	if (errors.len > 0) {
+	    fputs(errors.data, stderr);
+	    if (errors.data[errors.len - 1] != '\n')
+		fputc('\n', stderr);
+	} else
+	    fprintf(stderr, "%s: cannot load the configuration\n", path);
+    }
+    strbuf_free(&errors);
+    return (conf);
+}
+
+/* ctl_check - configuration and secret files; "configuration OK" */
+
+static int ctl_check(const struct conf *conf)
+{
+    struct strbuf errors;
+    int     rc = CTL_OK;
+
+    strbuf_init(&errors, STRBUF_MAX_JSON);
+    if (conf_check_secrets(conf, &errors) < 0) {
+	if (errors.len > 0) {
+	    fputs(errors.data, stderr);
+	    if (errors.data[errors.len - 1] != '\n')
+		fputc('\n', stderr);
+	}
+	rc = EX_CONFIG;
+    } else
+	printf("configuration OK\n");
+    strbuf_free(&errors);
+    return (rc);
+}
+
+/* ctl_one_account - the single ACCOUNT argument of a command */
+
+static const struct conf_account *ctl_one_account(const struct conf *conf,
+						          const char *cmd,
+						          const char *name)
+{
+    char    why[200];
+
+    if (name == NULL) {
+	snprintf(why, sizeof(why), "%s: missing ACCOUNT", cmd);
+	ctl_usage(why);
+	return (NULL);
+    }
+    return (ctl_find_account(conf, name));
+}
+
+/* ctl_cmd_login - login ACCOUNT [--device-code | --browser | --paste] */
+
+static int ctl_cmd_login(const struct conf *conf, int argc, char **argv)
+{
+    const struct conf_account *acct;
+    enum ctl_login_method method = CTL_LOGIN_DEVICE;
+    const char *name = NULL;
+    int     i;
+
+    for (i = 0; i < argc; i++) {
+	if (strcmp(argv[i], "--device-code") == 0)
+	    method = CTL_LOGIN_DEVICE;
+	else if (strcmp(argv[i], "--browser") == 0)
+	    method = CTL_LOGIN_BROWSER;
+	else if (strcmp(argv[i], "--paste") == 0)
+	    method = CTL_LOGIN_PASTE;
+	else if (argv[i][0] == '-')
+	    return (ctl_usage("login: unknown option"));
+	else if (name)
+	    return (ctl_usage("login: one ACCOUNT only"));
+	else
+	    name = argv[i];
+    }
+    if ((acct = ctl_one_account(conf, "login", name)) == NULL)
+	return (EX_USAGE);
+    if (acct->auth != CONF_AUTH_DELEGATED) {
+	fprintf(stderr, "m365ctl: account %s uses app-only authentication "
+		"(auth = %s): it needs no sign-in.  An administrator grants "
+		"the application permission Mail.Send once (m365ctl "
+		"consent-url %s); check it with m365ctl test %s\n",
+		acct->name, conf_auth_name(acct->auth), acct->name, acct->name);
+	return (EX_USAGE);
+    }
+    if (ctl_prepare_state(conf) < 0)
+	return (EX_CONFIG);
+    return (ctl_login(conf, acct, method));
+}
+
+/* ctl_cmd_test - test ACCOUNT [--fresh] [--send RCPT] */
+
+static int ctl_cmd_test(const struct conf *conf, int argc, char **argv)
+{
+    const struct conf_account *acct;
+    const char *name = NULL;
+    const char *rcpt = NULL;
+    int     fresh = 0;
+    int     i;
+
+    for (i = 0; i < argc; i++) {
+	if (strcmp(argv[i], "--send") == 0) {
+	    if (i + 1 >= argc)
+		return (ctl_usage("test: --send needs a recipient address"));
+	    rcpt = argv[++i];
+	} else if (strncmp(argv[i], "--send=", 7) == 0)
+	    rcpt = argv[i] + 7;
+	else if (strcmp(argv[i], "--fresh") == 0)
+	    fresh = 1;
+	else if (argv[i][0] == '-')
+	    return (ctl_usage("test: unknown option"));
+	else if (name)
+	    return (ctl_usage("test: one ACCOUNT only"));
+	else
+	    name = argv[i];
+    }
+    if (rcpt && (rcpt[0] == 0 || strchr(rcpt, '@') == NULL
+		 || strpbrk(rcpt, " \t\r\n<>,;\"()") != NULL))
+	return (ctl_usage("test: --send needs a plain address like "
+			  "user@example.com"));
+    if ((acct = ctl_one_account(conf, "test", name)) == NULL)
+	return (EX_USAGE);
+    if (ctl_prepare_state(conf) < 0)
+	return (EX_CONFIG);
+    return (ctl_test(conf, acct, fresh, rcpt));
+}
+
+/* ctl_cmd_simple - logout / consent-url ACCOUNT */
+
+static int ctl_cmd_simple(const struct conf *conf, const char *cmd,
+			          int argc, char **argv)
+{
+    const struct conf_account *acct;
+    char    why[200];
+
+    if (argc > 1 || (argc == 1 && argv[0][0] == '-')) {
+	snprintf(why, sizeof(why), "usage: m365ctl %s ACCOUNT", cmd);
+	return (ctl_usage(why));
+    }
+    if ((acct = ctl_one_account(conf, cmd, argc ? argv[0] : NULL)) == NULL)
+	return (EX_USAGE);
+    if (strcmp(cmd, "logout") == 0)
+	return (ctl_logout(conf, acct));
+    return (ctl_consent_url(conf, acct));
+}
+
+int     main(int argc, char **argv)
+{
+    struct conf *conf;
+    const char *cmd;
+    int     verbose = 0;
+    int     check_only = 0;
+    int     rc;
+    int     ch;
+
+    log_open("m365ctl");
+    while ((ch = getopt(argc, argv, "+c:hnvV")) != -1) {
+	switch (ch) {
+	case 'c':
+	    ctl_conf_path = optarg;
+	    break;
+	case 'n':
+	    check_only = 1;
+	    break;
+	case 'v':
+	    verbose++;
+	    break;
+	case 'V':
+	    printf("m365ctl (%s) %s\n", PACKAGE_NAME, PACKAGE_VERSION);
+	    return (EX_OK);
+	case 'h':
+	    ctl_usage(NULL);
+	    return (EX_OK);
+	default:
+	    return (ctl_usage(NULL));
+	}
+    }
+    argc -= optind;
+    argv += optind;
+    if (check_only) {
+	if (argc > 0)
+	    return (ctl_usage("-n takes no command"));
+	cmd = "check";
+    } else if (argc < 1) {
+	return (ctl_usage("missing COMMAND"));
+    } else {
+	cmd = argv[0];
+	argc--;
+	argv++;
+    }
+    if (strcmp(cmd, "help") == 0) {
+	ctl_usage(NULL);
+	return (EX_OK);
+    }
+    if (strcmp(cmd, "login") && strcmp(cmd, "test") && strcmp(cmd, "status")
+	&& strcmp(cmd, "logout") && strcmp(cmd, "check")
+	&& strcmp(cmd, "consent-url"))
+	return (ctl_usage("unknown command"));
+    if (strcmp(cmd, "check") == 0 && argc > 0)
+	return (ctl_usage("check takes no arguments"));
+
+    log_set_verbose(verbose);
+    log_to_stderr(1);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+	fprintf(stderr, "m365ctl: cannot initialize libcurl\n");
+	return (EX_SOFTWARE);
+    }
+    if ((conf = ctl_load(ctl_conf_path)) == NULL) {
+	curl_global_cleanup();
+	return (EX_CONFIG);
+    }
+    /* Records go to stderr already; also to log_file for the audit. */
+    if (conf->log_file && strcmp(conf->log_file, "syslog") != 0
+	&& strcmp(conf->log_file, "stderr") != 0
+	&& log_to_file(conf->log_file) < 0)
+	fprintf(stderr, "m365ctl: warning: cannot open log_file %s: %s\n",
+		conf->log_file, strerror(errno));
+
+    if (strcmp(cmd, "check") == 0)
+	rc = ctl_check(conf);
+    else if (strcmp(cmd, "status") == 0)
+	rc = ctl_status(conf, argc, argv);
+    else if (strcmp(cmd, "login") == 0)
+	rc = ctl_cmd_login(conf, argc, argv);
+    else if (strcmp(cmd, "test") == 0)
+	rc = ctl_cmd_test(conf, argc, argv);
+    else
+	rc = ctl_cmd_simple(conf, cmd, argc, argv);
+
+    conf_free(conf);
+    curl_global_cleanup();
+    return (rc);
+}

@@ -1,0 +1,559 @@
+#!/bin/bash
+# test-emulator.sh - behaviour of the Microsoft 365 emulator (curl + openssl only)
+#
+# Checks the identity platform flows (device code, authorization code with
+# PKCE, refresh rotation, revocation, client credentials with a secret and
+# with a certificate assertion built here with the openssl CLI), Graph
+# users and sendMail (exact MIME bytes, recipients, errors, permissions),
+# every fault kind, the statistics and the control API.
+
+set -u
+: "${top_srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
+. "$top_srcdir/tests/lib.sh"
+
+t_init emulator
+emu_setup
+
+TOKEN_PATH=/$EMU_TENANT/oauth2/v2.0/token
+GRAPH_SCOPE=https://graph.microsoft.com
+
+# req METHOD PATH CURL-ARGS... - sets STATUS; body in $T/body, headers in $T/hdr
+req() {
+    local method=$1 path=$2
+    shift 2
+    STATUS=$(emu_curl -o "$T/body" -D "$T/hdr" -w '%{http_code}' \
+        -X "$method" "$@" "$EMU_URL$path") || STATUS="curl-failed"
+}
+
+# token CURL-ARGS... - POST to the token endpoint
+token() {
+    req POST "$TOKEN_PATH" "$@"
+}
+
+# field EXPR - evaluate EXPR over the last JSON body
+field() {
+    json_eval "$1" <"$T/body" 2>/dev/null
+}
+
+# header NAME - value of a response header of the last request
+header() {
+    tr -d '\r' <"$T/hdr" | sed -n "s/^$1: *//Ip" | tail -n 1
+}
+
+# expect DESC STATUS [EXPR VALUE]... - check status and JSON fields
+expect() {
+    local desc=$1 want=$2 got
+    shift 2
+    if [ "$STATUS" != "$want" ]; then
+        bad "$desc (HTTP $STATUS, want $want)"
+        sed 's/^/#   /' "$T/body"
+        echo
+        return 0
+    fi
+    while [ $# -ge 2 ]; do
+        got=$(field "$1")
+        if [ "$got" != "$2" ]; then
+            bad "$desc ($1 is '$got', want '$2')"
+            return 0
+        fi
+        shift 2
+    done
+    ok "$desc"
+}
+
+b64url() {
+    openssl base64 -A | tr '+/' '-_' | tr -d '='
+}
+
+# send_mime PATH FILE TOKEN [CURL-ARGS...] - sendMail in MIME form
+send_mime() {
+    local path=$1 file=$2 tok=$3
+    shift 3
+    openssl base64 -A <"$file" >"$T/mime.b64"
+    req POST "$path" -H "Authorization: Bearer $tok" \
+        -H 'Content-Type: text/plain' --data-binary "@$T/mime.b64" "$@"
+}
+
+sent_field() {
+    emu_ctl GET /_emu/sent | json_eval "$1"
+}
+
+#
+# Device authorization grant.
+#
+req POST "/$EMU_TENANT/oauth2/v2.0/devicecode" \
+    --data-urlencode "client_id=$EMU_APP_DELEG" \
+    --data-urlencode "scope=offline_access $GRAPH_SCOPE/Mail.Send $GRAPH_SCOPE/User.Read"
+expect "devicecode returns a user code" 200 \
+    'd["verification_uri"]' https://microsoft.com/devicelogin \
+    'd["interval"]' 1 'd["expires_in"]' 900
+DEVICE_CODE=$(field 'd["device_code"]')
+USER_CODE=$(field 'd["user_code"]')
+check "GET /_emu/device lists the user code" \
+    test "$(emu_user_code)" = "$USER_CODE"
+
+poll_device() {
+    token --data-urlencode "grant_type=urn:ietf:params:oauth:grant-type:device_code" \
+        --data-urlencode "client_id=$EMU_APP_DELEG" \
+        --data-urlencode "device_code=$1"
+}
+poll_device "$DEVICE_CODE"
+expect "device code pending before approval" 400 \
+    'd["error"]' authorization_pending 'd["error_codes"]' '[70016]'
+check "AADSTS body format" field \
+    'd["error_description"].startswith("AADSTS70016: ") and "Trace ID: " in d["error_description"] and d["error_uri"].endswith("code=70016") and d["trace_id"] and d["correlation_id"] and d["timestamp"] or sys.exit(1)'
+poll_device "$DEVICE_CODE"
+expect "polling faster than the interval gives slow_down" 400 \
+    'd["error"]' slow_down
+check "approve via control API" emu_ctl POST /_emu/device/approve \
+    "{\"user_code\": \"$USER_CODE\", \"user\": \"alice@contoso.test\"}"
+sleep 6.1            # interval 1 + 5 after the slow_down
+poll_device "$DEVICE_CODE"
+expect "approved device code yields tokens" 200 \
+    'd["token_type"]' Bearer 'd["expires_in"]' 3600 \
+    '"refresh_token" in d and "access_token" in d' true
+DEV_AT=$(field 'd["access_token"]')
+DEV_RT=$(field 'd["refresh_token"]')
+sleep 1.1
+poll_device "$DEVICE_CODE"
+expect "a redeemed device code cannot be used again" 400 'd["error"]' invalid_grant
+
+# declined
+req POST "/$EMU_TENANT/oauth2/v2.0/devicecode" \
+    --data-urlencode "client_id=$EMU_APP_DELEG" --data-urlencode "scope=$GRAPH_SCOPE/Mail.Send"
+DC2=$(field 'd["device_code"]')
+check "deny via control API" emu_ctl POST /_emu/device/deny \
+    "{\"user_code\": \"$(field 'd["user_code"]')\"}"
+poll_device "$DC2"
+expect "denied device code: authorization_declined" 400 'd["error"]' authorization_declined
+
+# expired
+emu_ctl POST /_emu/config '{"device_expires_in": 1}' >/dev/null
+req POST "/$EMU_TENANT/oauth2/v2.0/devicecode" \
+    --data-urlencode "client_id=$EMU_APP_DELEG" --data-urlencode "scope=$GRAPH_SCOPE/Mail.Send"
+DC3=$(field 'd["device_code"]')
+emu_ctl POST /_emu/config '{"device_expires_in": 900}' >/dev/null
+sleep 1.2
+poll_device "$DC3"
+expect "expired device code: expired_token 70019" 400 \
+    'd["error"]' expired_token 'd["error_codes"]' '[70019]'
+
+# no offline_access: no refresh token
+req POST "/$EMU_TENANT/oauth2/v2.0/devicecode" \
+    --data-urlencode "client_id=$EMU_APP_DELEG" --data-urlencode "scope=$GRAPH_SCOPE/Mail.Send"
+DC4=$(field 'd["device_code"]')
+emu_ctl POST /_emu/device/approve "{\"user_code\": \"$(field 'd["user_code"]')\"}" >/dev/null
+poll_device "$DC4"
+expect "without offline_access there is no refresh token" 200 \
+    '"refresh_token" in d' false
+
+#
+# Authorization code + PKCE (S256).
+#
+VERIFIER=$(openssl rand -base64 48 | tr '+/' '-_' | tr -d '=\n')
+CHALLENGE=$(printf '%s' "$VERIFIER" | openssl dgst -sha256 -binary | b64url)
+REDIRECT=http://127.0.0.1:8400/callback
+authorize() {
+    req GET "/organizations/oauth2/v2.0/authorize" -G \
+        --data-urlencode "client_id=$EMU_APP_DELEG" \
+        --data-urlencode "response_type=code" \
+        --data-urlencode "redirect_uri=$REDIRECT" \
+        --data-urlencode "scope=offline_access $GRAPH_SCOPE/Mail.Send $GRAPH_SCOPE/Mail.Send.Shared" \
+        --data-urlencode "state=st-123" "$@"
+}
+authorize --data-urlencode "code_challenge=$CHALLENGE" \
+    --data-urlencode "code_challenge_method=S256"
+LOCATION=$(header Location)
+if [ "$STATUS" = 302 ] && [[ $LOCATION == "$REDIRECT?code="*"&state=st-123" ]]; then
+    ok "authorize redirects with code and state"
+else
+    bad "authorize redirects with code and state (HTTP $STATUS, Location $LOCATION)"
+fi
+CODE=$(printf '%s' "$LOCATION" | sed -n 's/.*[?&]code=\([^&]*\).*/\1/p')
+authorize --data-urlencode "code_challenge=$CHALLENGE" \
+    --data-urlencode "code_challenge_method=plain"
+check "authorize with code_challenge_method=plain is a 400 page" \
+    test "$STATUS" = 400
+authorize
+check "authorize without a PKCE challenge is a 400 page" test "$STATUS" = 400
+
+redeem() {
+    token --data-urlencode "grant_type=authorization_code" \
+        --data-urlencode "client_id=$EMU_APP_DELEG" \
+        --data-urlencode "code=$CODE" --data-urlencode "redirect_uri=$2" \
+        --data-urlencode "code_verifier=$1"
+}
+redeem "${VERIFIER}x" "$REDIRECT"
+expect "wrong PKCE verifier is rejected" 400 \
+    'd["error"]' invalid_grant 'd["error_codes"]' '[501481]'
+redeem "$VERIFIER" "http://127.0.0.1:8401/callback"
+expect "different redirect_uri is rejected" 400 'd["error"]' invalid_grant
+redeem "$VERIFIER" "$REDIRECT"
+expect "correct PKCE verifier yields tokens" 200 \
+    '"refresh_token" in d' true
+CODE_AT=$(field 'd["access_token"]')
+CODE_RT=$(field 'd["refresh_token"]')
+redeem "$VERIFIER" "$REDIRECT"
+expect "an authorization code is redeemed only once" 400 \
+    'd["error_codes"]' '[54005]'
+
+#
+# Refresh token rotation.
+#
+refresh() {
+    token --data-urlencode "grant_type=refresh_token" \
+        --data-urlencode "client_id=$EMU_APP_DELEG" \
+        --data-urlencode "refresh_token=$1" \
+        --data-urlencode "scope=offline_access $GRAPH_SCOPE/Mail.Send"
+}
+refresh "$DEV_RT"
+expect "refresh returns new tokens" 200 '"refresh_token" in d' true
+RT2=$(field 'd["refresh_token"]')
+check "the refresh token rotates" test "$RT2" != "$DEV_RT" -a -n "$RT2"
+refresh "$DEV_RT"
+expect "the old refresh token stays valid" 200
+refresh "not-a-refresh-token"
+expect "unknown refresh token: invalid_grant" 400 'd["error"]' invalid_grant
+
+#
+# Client credentials.
+#
+client_secret() {
+    token --data-urlencode "grant_type=client_credentials" \
+        --data-urlencode "client_id=$EMU_APP_SECRET" \
+        --data-urlencode "scope=${2:-$GRAPH_SCOPE/.default}" \
+        --data-urlencode "client_secret@$1"
+}
+client_secret "$T/secret"
+expect "client credentials with the right secret" 200 \
+    'd["scope"]' "$GRAPH_SCOPE/.default" '"refresh_token" in d' false
+APP_AT=$(field 'd["access_token"]')
+printf 'wrong-secret' >"$T/badsecret"
+client_secret "$T/badsecret"
+expect "wrong client secret: 401 invalid_client 7000215" 401 \
+    'd["error"]' invalid_client 'd["error_codes"]' '[7000215]'
+client_secret "$T/secret" "$GRAPH_SCOPE/Mail.Send"
+expect "client credentials need a /.default scope" 400 \
+    'd["error"]' invalid_scope 'd["error_codes"]' '[1002012]'
+token --data-urlencode "grant_type=client_credentials" \
+    --data-urlencode "client_id=99999999-0000-0000-0000-000000000000" \
+    --data-urlencode "scope=$GRAPH_SCOPE/.default" --data-urlencode "client_secret=x"
+expect "unknown client id: unauthorized_client 700016" 400 \
+    'd["error"]' unauthorized_client 'd["error_codes"]' '[700016]'
+req POST "/contoso.test/oauth2/v2.0/token" -u "$EMU_APP_SECRET:$(cat "$T/secret")" \
+    --data-urlencode "grant_type=client_credentials" \
+    --data-urlencode "scope=$GRAPH_SCOPE/.default"
+expect "client secret via HTTP Basic authentication" 200
+req POST "/wrong.test/oauth2/v2.0/token" --data-urlencode "grant_type=client_credentials"
+expect "unknown tenant: AADSTS90002" 400 'd["error_codes"]' '[90002]'
+
+#
+# Certificate credentials: a JWT assertion built with the openssl CLI.
+#
+# make_assertion ALG [AUD] - print a signed client assertion
+make_assertion() {
+    local alg=$1 aud=${2:-https://login.microsoftonline.com/$EMU_TENANT_ID/oauth2/v2.0/token}
+    local now hdr claims sigopt=() tp
+    now=$(date +%s)
+    if [ "$alg" = PS256 ]; then
+        tp=$(openssl x509 -in "$T/certs/client.pem" -outform DER |
+            openssl dgst -sha256 -binary | b64url)
+        hdr=$(printf '{"alg":"PS256","typ":"JWT","x5t#S256":"%s"}' "$tp" | b64url)
+        sigopt=(-sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:digest)
+    else
+        tp=$(openssl x509 -in "$T/certs/client.pem" -outform DER |
+            openssl dgst -sha1 -binary | b64url)
+        hdr=$(printf '{"alg":"RS256","typ":"JWT","x5t":"%s"}' "$tp" | b64url)
+    fi
+    claims=$(printf '{"aud":"%s","iss":"%s","sub":"%s","jti":"%s","nbf":%d,"iat":%d,"exp":%d}' \
+        "$aud" "$EMU_APP_CERT" "$EMU_APP_CERT" "$(openssl rand -hex 16)" \
+        "$now" "$now" $((now + 600)) | b64url)
+    printf '%s.%s.%s' "$hdr" "$claims" "$(printf '%s.%s' "$hdr" "$claims" |
+        openssl dgst -sha256 -sign "$T/certs/client.key" ${sigopt[@]+"${sigopt[@]}"} |
+        b64url)"
+}
+assert_token() {
+    token --data-urlencode "grant_type=client_credentials" \
+        --data-urlencode "client_id=$EMU_APP_CERT" \
+        --data-urlencode "scope=$GRAPH_SCOPE/.default" \
+        --data-urlencode "client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer" \
+        --data-urlencode "client_assertion=$1"
+}
+JWT=$(make_assertion PS256)
+assert_token "$JWT"
+expect "PS256 assertion (x5t#S256) is accepted" 200 \
+    'd["scope"]' "$GRAPH_SCOPE/.default"
+CERT_AT=$(field 'd["access_token"]')
+assert_token "$(make_assertion RS256 "$EMU_URL/$EMU_TENANT/oauth2/v2.0/token")"
+expect "RS256 assertion (x5t) is accepted" 200
+# Tamper: replace the claims with other claims (longer exp), keep the signature.
+IFS=. read -r J_H J_C J_S <<<"$JWT"
+J_C2=$(printf '%s' "$J_C" | tr -- '-_' '+/' | { c=$(cat); while [ $(( ${#c} % 4 )) -ne 0 ]; do c="$c="; done; printf '%s' "$c"; } |
+    openssl base64 -d -A | sed 's/"exp":\([0-9]*\)/"exp":\19/' | b64url)
+assert_token "$J_H.$J_C2.$J_S"
+expect "tampered assertion: 401 invalid_client 700027" 401 \
+    'd["error"]' invalid_client 'd["error_codes"]' '[700027]'
+# PKCS#1 v1.5 signature labelled PS256 must fail the PSS check.
+J_SIG_V15=$(printf '%s.%s' "$J_H" "$J_C" | openssl dgst -sha256 -sign "$T/certs/client.key" | b64url)
+assert_token "$J_H.$J_C.$J_SIG_V15"
+expect "PS256 header with an RS256 signature is rejected" 401 'd["error_codes"]' '[700027]'
+assert_token "$(make_assertion PS256 https://login.microsoftonline.com/other.test/oauth2/v2.0/token)"
+expect "assertion for another tenant's token endpoint is rejected" 401 \
+    'd["error_codes"]' '[700027]'
+
+#
+# Graph: users.
+#
+req GET /v1.0/users/alice@contoso.test -H "Authorization: Bearer $APP_AT"
+expect "GET /users/{upn}" 200 'd["userPrincipalName"]' alice@contoso.test \
+    'd["displayName"]' Alice 'd["mail"]' alice@contoso.test
+check "every response has a request-id" test -n "$(header request-id)"
+req GET /v1.0/me -H "Authorization: Bearer $DEV_AT"
+expect "GET /me with a delegated token" 200 'd["userPrincipalName"]' alice@contoso.test
+req GET /v1.0/users/nobody@contoso.test -H "Authorization: Bearer $APP_AT"
+expect "unknown user: 404" 404 'd["error"]["code"]' Request_ResourceNotFound
+req GET /v1.0/users/onprem@contoso.test -H "Authorization: Bearer $APP_AT"
+expect "mailbox not enabled for REST: 404" 404 'd["error"]["code"]' MailboxNotEnabledForRESTAPI
+req GET /v1.0/users/alice@contoso.test
+expect "no token: 401 InvalidAuthenticationToken" 401 \
+    'd["error"]["code"]' InvalidAuthenticationToken \
+    '"request-id" in d["error"]["innerError"]' true
+req GET /v1.0/users/alice@contoso.test -H "Authorization: Bearer bogus"
+expect "unknown token: 401" 401 'd["error"]["code"]' InvalidAuthenticationToken
+
+#
+# Graph: sendMail.
+#
+emu_ctl POST /_emu/reset >/dev/null
+printf '%s\r\n' \
+    'From: Bob <bob@contoso.test>' \
+    'To: "Doe, John" <John@Example.org>, plain@example.org' \
+    'Cc: Carol <carol@example.net>,' \
+    ' (comment) dave@example.net' \
+    'Bcc: secret@example.com' \
+    'Subject: =?UTF-8?B?SGVsbG8gV8O2cmxk?=' \
+    'Message-ID: <test-1@contoso.test>' \
+    'MIME-Version: 1.0' \
+    'Content-Type: text/plain; charset=utf-8' \
+    '' >"$T/msg1.eml"
+head -c 2000 /dev/urandom | openssl base64 >>"$T/msg1.eml"
+send_mime /v1.0/users/bob@contoso.test/sendMail "$T/msg1.eml" "$APP_AT" \
+    -H 'Expect: 100-continue' -H 'client-request-id: crid-1' -v 2>"$T/curl.err"
+expect "sendMail MIME (app token) is accepted" 202
+check "202 has an empty body" test ! -s "$T/body"
+check "client-request-id is echoed" test "$(header client-request-id)" = crid-1
+check "request-id header on 202" test -n "$(header request-id)"
+check "Expect: 100-continue is answered with 100 Continue" grep -q 'HTTP/1.1 100 Continue' "$T/curl.err"
+check "one message recorded" test "$(emu_sent_count)" = 1
+EML=$(sent_field 'd[0]["eml_path"]')
+check "recorded .eml has the exact MIME bytes" cmp "$EML" "$T/msg1.eml"
+check "sent/000001.json exists" test -s "$EMU_DATA/sent/000001.json"
+check "recipients are To+Cc+Bcc in header order" test "$(sent_field 'd[0]["recipients"]')" = \
+    '["john@example.org", "plain@example.org", "carol@example.net", "dave@example.net", "secret@example.com"]'
+check "bcc recorded" test "$(sent_field 'd[0]["bcc"]')" = '["secret@example.com"]'
+check "recorded fields" test "$(sent_field '[d[0][k] for k in ("seq","mailbox","form","from","subject","message_id","client_id","principal")]')" = \
+    "[1, \"bob@contoso.test\", \"mime\", \"bob@contoso.test\", \"Hello W\\u00f6rld\", \"<test-1@contoso.test>\", \"$EMU_APP_SECRET\", \"$EMU_APP_SECRET\"]"
+check "recorded size" test "$(sent_field 'd[0]["size"]')" = "$(wc -c <"$T/msg1.eml")"
+check "recorded request_id matches the response" test "$(sent_field 'd[0]["request_id"]')" = "$(header request-id)"
+
+printf 'From: bob@contoso.test\r\nSubject: none\r\n\r\nbody\r\n' >"$T/norcpt.eml"
+send_mime /v1.0/users/bob@contoso.test/sendMail "$T/norcpt.eml" "$APP_AT"
+expect "no recipients: 400 ErrorInvalidRecipients" 400 \
+    'd["error"]["code"]' ErrorInvalidRecipients
+req POST /v1.0/users/bob@contoso.test/sendMail -H "Authorization: Bearer $APP_AT" \
+    -H 'Content-Type: text/plain' --data-binary 'not*base64!'
+expect "bad base64: 400 ErrorMimeContentInvalidBase64String" 400 \
+    'd["error"]["code"]' ErrorMimeContentInvalidBase64String
+head -c 4194305 /dev/zero | tr '\0' A >"$T/big.b64"
+req POST /v1.0/users/bob@contoso.test/sendMail -H "Authorization: Bearer $APP_AT" \
+    -H 'Content-Type: text/plain' --data-binary "@$T/big.b64"
+expect "body over 4 MB: 413" 413 'd["error"]["code"]' RequestEntityTooLarge \
+    'd["error"]["message"]' "The maximum request length supported is 4MB."
+head -c 4194304 /dev/zero | tr '\0' A >"$T/max.b64"
+req POST /v1.0/users/bob@contoso.test/sendMail -H "Authorization: Bearer $APP_AT" \
+    -H 'Content-Type: text/plain' --data-binary "@$T/max.b64"
+check "a body of exactly 4 MB is not a 413" test "$STATUS" != 413
+check "errors recorded nothing" test "$(emu_sent_count)" = 1
+
+cat >"$T/msg.json" <<'EOF'
+{"message": {"subject": "JSON form", "body": {"contentType": "Text", "content": "hi"},
+ "toRecipients": [{"emailAddress": {"address": "To1@example.org"}}],
+ "ccRecipients": [{"emailAddress": {"address": "cc1@example.org", "name": "C"}}],
+ "bccRecipients": [{"emailAddress": {"address": "bcc1@example.org"}}]},
+ "saveToSentItems": false}
+EOF
+req POST /v1.0/users/shared@contoso.test/sendMail -H "Authorization: Bearer $CERT_AT" \
+    -H 'Content-Type: application/json' --data-binary "@$T/msg.json"
+expect "sendMail JSON form (certificate app token) is accepted" 202
+check "JSON form recorded" test "$(sent_field '[d[1][k] for k in ("form","mailbox","recipients","save_to_sent_items")]')" = \
+    '["json", "shared@contoso.test", ["to1@example.org", "cc1@example.org", "bcc1@example.org"], false]'
+
+# Delegated permissions and send-as.
+printf 'From: alice@contoso.test\r\nTo: x@example.org\r\nSubject: d\r\n\r\nhi\r\n' >"$T/alice.eml"
+printf 'From: shared@contoso.test\r\nTo: x@example.org\r\nSubject: d\r\n\r\nhi\r\n' >"$T/shared.eml"
+printf 'From: bob@contoso.test\r\nTo: x@example.org\r\nSubject: d\r\n\r\nhi\r\n' >"$T/bob.eml"
+send_mime /v1.0/me/sendMail "$T/alice.eml" "$DEV_AT"
+expect "delegated send from own mailbox (/me)" 202
+send_mime /v1.0/users/alice@contoso.test/sendMail "$T/bob.eml" "$DEV_AT"
+expect "From: not the mailbox nor send-as: 403 ErrorSendAsDenied" 403 \
+    'd["error"]["code"]' ErrorSendAsDenied
+send_mime /v1.0/users/shared@contoso.test/sendMail "$T/shared.eml" "$DEV_AT"
+expect "shared mailbox without Mail.Send.Shared: 403 ErrorSendAsDenied" 403 \
+    'd["error"]["code"]' ErrorSendAsDenied
+send_mime /v1.0/users/shared@contoso.test/sendMail "$T/shared.eml" "$CODE_AT"
+expect "shared mailbox with Mail.Send.Shared and send_as: accepted" 202
+send_mime /v1.0/users/bob@contoso.test/sendMail "$T/bob.eml" "$CODE_AT"
+expect "mailbox not in send_as: 403 ErrorSendAsDenied" 403 \
+    'd["error"]["code"]' ErrorSendAsDenied
+send_mime /v1.0/users/alice@contoso.test/sendMail "$T/shared.eml" "$DEV_AT"
+expect "From: a send_as address of the mailbox owner is allowed" 202
+check "sent count after permission checks" test "$(emu_sent_count)" = 5
+
+#
+# Revocation and expiry.
+#
+emu_ctl POST /_emu/expire '{"user": "alice@contoso.test"}' >/dev/null
+req GET /v1.0/me -H "Authorization: Bearer $CODE_AT"
+expect "expired access token: 401" 401 'd["error"]["code"]' InvalidAuthenticationToken
+emu_ctl POST /_emu/revoke '{"user": "alice@contoso.test"}' >/dev/null
+refresh "$RT2"
+expect "revoked grant: invalid_grant 50173" 400 \
+    'd["error"]' invalid_grant 'd["error_codes"]' '[50173]'
+check "50173 description" field 'd["error_description"].startswith("AADSTS50173: The provided grant has expired due to it being revoked") or sys.exit(1)'
+refresh "$CODE_RT"
+expect "every refresh token of the user is revoked" 400 'd["error_codes"]' '[50173]'
+
+#
+# Faults.
+#
+emu_ctl POST /_emu/reset >/dev/null
+printf 'From: bob@contoso.test\r\nTo: f@example.org\r\nSubject: fault\r\n\r\nhi\r\n' >"$T/f.eml"
+send_app() {
+    send_mime /v1.0/users/bob@contoso.test/sendMail "$T/f.eml" "$APP_AT" "$@"
+}
+emu_ctl POST /_emu/faults '[{"match": "sendMail", "status": 429, "retry_after": 5}]' >/dev/null
+send_app
+expect "fault 429" 429 'd["error"]["code"]' ApplicationThrottled
+check "429 carries Retry-After: 5" test "$(header Retry-After)" = 5
+check "429 recorded nothing" test "$(emu_sent_count)" = 0
+send_app
+expect "the fault is consumed: next send accepted" 202
+
+emu_ctl POST /_emu/faults '{"match": "sendMail", "status": 503, "count": 2}' >/dev/null
+check "GET /_emu/faults shows the remaining count" test \
+    "$(emu_ctl GET /_emu/faults | json_eval '[f["count"] for f in d]')" = '[2]'
+send_app
+expect "fault 503 (1/2)" 503 'd["error"]["code"]' ErrorServerBusy
+send_app
+expect "fault 503 (2/2)" 503
+send_app
+expect "after count faults: accepted" 202
+
+emu_ctl POST /_emu/faults '[{"match": "sendMail", "action": "accept_retry_after", "retry_after": 7}]' >/dev/null
+before=$(emu_sent_count)
+send_app
+expect "202 + Retry-After" 202
+check "202 carries Retry-After: 7" test "$(header Retry-After)" = 7
+check "202 + Retry-After recorded exactly once" test "$(emu_sent_count)" = $((before + 1))
+
+emu_ctl POST /_emu/faults '[{"match": "sendMail", "action": "reset_after_body", "deliver": true}]' >/dev/null
+before=$(emu_sent_count)
+send_app
+check "reset_after_body: no HTTP response" test "$STATUS" = curl-failed -o "$STATUS" = 000
+check "reset_after_body with deliver: recorded" test "$(emu_sent_count)" = $((before + 1))
+emu_ctl POST /_emu/faults '[{"match": "any", "action": "reset_after_body"}]' >/dev/null
+send_app
+check "reset_after_body without deliver: no response" test "$STATUS" = curl-failed -o "$STATUS" = 000
+check "reset_after_body without deliver: not recorded" test "$(emu_sent_count)" = $((before + 1))
+
+emu_ctl POST /_emu/faults '[{"match": "sendMail", "action": "slow", "delay": 1.5}]' >/dev/null
+t0=$(date +%s%N)
+send_app
+t1=$(date +%s%N)
+expect "slow fault then normal answer" 202
+check "slow fault took >= 1.5 s" test $(( (t1 - t0) / 1000000 )) -ge 1500
+
+emu_ctl POST /_emu/faults '[{"match": "token", "status": 400, "error": "invalid_grant", "aadsts": 700082}]' >/dev/null
+client_secret "$T/secret"
+expect "token fault with a real AADSTS body" 400 \
+    'd["error"]' invalid_grant 'd["error_codes"]' '[700082]' \
+    'd["error_description"].startswith("AADSTS700082: The refresh token has expired due to inactivity")' true
+emu_ctl POST /_emu/faults '[{"match": "token", "status": 503}]' >/dev/null
+client_secret "$T/secret"
+expect "token fault 503: temporarily_unavailable" 503 'd["error"]' temporarily_unavailable
+emu_ctl POST /_emu/faults '[{"match": "users", "status": 403, "code": "ErrorAccessDenied", "message": "Access to OData is disabled."}]' >/dev/null
+req GET /v1.0/users/bob@contoso.test -H "Authorization: Bearer $APP_AT"
+expect "users fault with custom code" 403 'd["error"]["code"]' ErrorAccessDenied \
+    'd["error"]["message"]' "Access to OData is disabled."
+emu_ctl POST /_emu/faults '[{"match": "sendMail", "status": 401}]' >/dev/null
+send_app
+expect "fault 401 on sendMail" 401 'd["error"]["code"]' InvalidAuthenticationToken
+check "401 carries WWW-Authenticate" test -n "$(header WWW-Authenticate)"
+emu_ctl POST /_emu/faults '[{"match": "sendMail", "status": 504}, {"match": "token", "status": 500}]' >/dev/null
+emu_ctl DELETE /_emu/faults >/dev/null
+check "DELETE /_emu/faults clears the queue" test "$(emu_ctl GET /_emu/faults)" = '[]'
+send_app
+expect "no fault after DELETE" 202
+check "bad fault definitions are refused" test "$(emu_curl -o /dev/null -w '%{http_code}' \
+    -X POST --data-binary '[{"match": "nothing"}]' "$EMU_URL/_emu/faults")" = 400
+
+#
+# Statistics.
+#
+emu_ctl POST /_emu/reset >/dev/null
+client_secret "$T/secret"
+client_secret "$T/badsecret"
+refresh "$DEV_RT"
+send_app
+send_app
+send_mime /v1.0/users/bob@contoso.test/sendMail "$T/norcpt.eml" "$APP_AT"
+req GET /v1.0/users/bob@contoso.test -H "Authorization: Bearer $APP_AT"
+check "stats: token_requests" test "$(emu_stat token_requests)" = 3
+check "stats: by_grant.client_credentials" test "$(emu_stat by_grant.client_credentials)" = 2
+check "stats: by_grant.refresh_token" test "$(emu_stat by_grant.refresh_token)" = 1
+check "stats: sendmail_requests" test "$(emu_stat sendmail_requests)" = 3
+check "stats: sendmail_accepted" test "$(emu_stat sendmail_accepted)" = 2
+check "stats: requests" test "$(emu_stat requests)" = 7
+
+#
+# Connection reuse and parallel requests.
+#
+emu_curl -v -o /dev/null -o /dev/null -H "Authorization: Bearer $APP_AT" \
+    "$EMU_URL/v1.0/users/bob@contoso.test" "$EMU_URL/v1.0/users/alice@contoso.test" \
+    2>"$T/keepalive.err"
+check "HTTP/1.1 keep-alive: the second request reuses the connection" \
+    grep -qi 're-using existing connection' "$T/keepalive.err"
+emu_ctl POST /_emu/reset >/dev/null
+emu_ctl POST /_emu/faults '[{"match": "sendMail", "action": "slow", "delay": 1, "count": 8}]' >/dev/null
+openssl base64 -A <"$T/f.eml" >"$T/f.b64"
+pids=()
+t0=$(date +%s%N)
+for i in 1 2 3 4 5 6 7 8; do
+    emu_curl -o /dev/null -w '%{http_code}\n' -H "Authorization: Bearer $APP_AT" \
+        -H 'Content-Type: text/plain' --data-binary "@$T/f.b64" \
+        "$EMU_URL/v1.0/users/bob@contoso.test/sendMail" >"$T/par.$i" &
+    pids+=($!)
+done
+wait "${pids[@]}"
+t1=$(date +%s%N)
+check "8 parallel sends all accepted" test "$(cat "$T"/par.* | sort -u)" = 202
+check "8 parallel sends recorded" test "$(emu_sent_count)" = 8
+check "parallel requests are served concurrently (< 4 s for 8 x 1 s)" \
+    test $(( (t1 - t0) / 1000000 )) -lt 4000
+
+#
+# Logs never contain tokens; clean exit on SIGTERM.
+#
+check "requests.log has one line per request" grep -q ' POST /v1.0/users/bob@contoso.test/sendMail 202$' "$EMU_DATA/requests.log"
+leak=no
+for tok in "$APP_AT" "$DEV_AT" "$DEV_RT" "$CERT_AT" "$(cat "$T/secret")"; do
+    grep -qF -- "$tok" "$EMU_DATA/requests.log" "$T/emu.out" && leak=yes
+done
+check "no token or secret in requests.log or the emulator output" test $leak = no
+kill -TERM "$EMU_PID"
+wait "$EMU_PID"
+rc=$?
+EMU_PID=
+check "SIGTERM: the emulator exits with 0" test $rc = 0
+
+t_done

@@ -1,0 +1,270 @@
+/* test_addr - RFC 5322 address-list parser */
+#include "config.h"
+
+#include <stdlib.h>
+
+#include "addr.h"
+#include "strbuf.h"
+#include "util.h"
+#include "t.h"
+
+/* render - "group|addr|span" per item ("!" marks a bad item), "G[name][whole]" per group */
+
+static char *render(const char *v, const struct addr_list *l)
+{
+    struct strbuf sb;
+    size_t  i;
+
+    strbuf_init(&sb, 1 << 20);
+    for (i = 0; i < l->n; i++)
+	strbuf_printf(&sb, "%s%d|%s%s|%.*s", i ? "\n" : "", l->items[i].group,
+		      l->items[i].bad ? "!" : "", l->items[i].addr,
+		      (int) (l->items[i].end - l->items[i].start),
+		      v + l->items[i].start);
+    for (i = 0; i < l->ngroups; i++)
+	strbuf_printf(&sb, "\nG[%.*s][%.*s]",
+		      (int) (l->groups[i].name_end - l->groups[i].name_start),
+		      v + l->groups[i].name_start,
+		      (int) (l->groups[i].end - l->groups[i].name_start),
+		      v + l->groups[i].name_start);
+    return (strbuf_take(&sb));
+}
+
+static const struct {
+    const char *in;
+    const char *want;
+} parse_cases[] = {
+    {"a@example.com", "0|a@example.com|a@example.com"},
+    {"  a@example.com  ", "0|a@example.com|a@example.com"},
+    {" John Doe <john@x.org> , \"Doe, Jane\" <jane@x.org>",
+	"0|john@x.org|John Doe <john@x.org>\n"
+    "0|jane@x.org|\"Doe, Jane\" <jane@x.org>"},
+    {"\"A \\\"quoted\\\" \\\\ name, too\" <q@x>",
+    "0|q@x|\"A \\\"quoted\\\" \\\\ name, too\" <q@x>"},
+    {"(lead) a@x (trail), b@y (c (nested, deep) d)",
+	"0|a@x|(lead) a@x (trail)\n"
+    "0|b@y|b@y (c (nested, deep) d)"},
+    {"(only a comment), c@z", "0|c@z|c@z"},
+    {"Route <@a.example,@b.example:user@dom.example>",
+    "0|user@dom.example|Route <@a.example,@b.example:user@dom.example>"},
+    {"<@a.example:u@d>", "0|u@d|<@a.example:u@d>"},
+    {"=?UTF-8?B?w4TDpMO2?= <u@x>, =?iso-8859-1?Q?J=F6rg_M=FCller?= <j@x>",
+	"0|u@x|=?UTF-8?B?w4TDpMO2?= <u@x>\n"
+    "0|j@x|=?iso-8859-1?Q?J=F6rg_M=FCller?= <j@x>"},
+    /* A sloppy encoded word with a comma stays one atom. */
+    {"=?utf-8?Q?a,b?= <k@x>, l@x", "0|k@x|=?utf-8?Q?a,b?= <k@x>\n0|l@x|l@x"},
+    {"Team: a@x, B <b@y>;, c@z",
+	"1|a@x|a@x\n1|b@y|B <b@y>\n0|c@z|c@z\n"
+    "G[Team:][Team: a@x, B <b@y>;]"},
+    {"undisclosed-recipients:;", "\nG[undisclosed-recipients:][undisclosed-recipients:;]"},
+    {"a@x, Empty Group: ;, b@y",
+	"0|a@x|a@x\n0|b@y|b@y\n"
+    "G[Empty Group:][Empty Group: ;]"},
+    {"Open: a@x", "1|a@x|a@x\nG[Open:][Open: a@x]"},
+    {"a@x,\r\n\tB\r\n <b@y>,\r\n c@z",
+	"0|a@x|a@x\n0|b@y|B\r\n <b@y>\n0|c@z|c@z"},
+    {",,a@x,, ,b@y,", "0|a@x|a@x\n0|b@y|b@y"},
+    {"\"john doe\"@x.org, Name <\"j.\\\"q\"@x.org>",
+	"0|\"john doe\"@x.org|\"john doe\"@x.org\n"
+    "0|\"j.\\\"q\"@x.org|Name <\"j.\\\"q\"@x.org>"},
+    {"u@[192.0.2.1]", "0|u@[192.0.2.1]|u@[192.0.2.1]"},
+    {"john . doe @ example . com", "0|john.doe@example.com|john . doe @ example . com"},
+    {"a@x; b@y", "0|a@x|a@x\n0|b@y|b@y"},
+    {"root", "0|root|root"},
+    {"John Q. Public <jqp@x>", "0|jqp@x|John Q. Public <jqp@x>"},
+    /* Not mailboxes: kept as bad items. */
+    {"John Smith", "0|!John Smith|John Smith"},
+    {"a@x b@y", "0|!a@x b@y|a@x b@y"},
+    {"Foo <>", "0|!Foo <>|Foo <>"},
+    {"x@y <z@w>", "0|!x@y <z@w>|x@y <z@w>"},
+    {"a@@x", "0|!a@@x|a@@x"},
+    {"", ""},
+};
+
+static void test_parse_table(void)
+{
+    size_t  i;
+    struct addr_list l;
+    char   *got;
+    char    err[200];
+
+    for (i = 0; i < sizeof(parse_cases) / sizeof(parse_cases[0]); i++) {
+	const char *in = parse_cases[i].in;
+
+	T_EQ_INT(addr_parse_err(in, strlen(in), &l, err, sizeof(err)), 0);
+	got = render(in, &l);
+	T_CHECK(strcmp(got, parse_cases[i].want) == 0,
+		"case %lu \"%s\": got \"%s\", want \"%s\"",
+		(unsigned long) i, in, got, parse_cases[i].want);
+	free(got);
+	addr_list_free(&l);
+    }
+}
+
+static const struct {
+    const char *in;
+    const char *err;
+} bad_cases[] = {
+    {"\"unbalanced <a@x>", "quoted string"},
+    {"(comment a@x", "comment"},
+    {"(a (nested) a@x", "comment"},
+    {"a@x)", ")"},
+    {"<a@x", "not closed"},
+    {"Name <a@x, b@y", "not closed"},
+    {"a@x>", "without"},
+    {"<a@x> junk", "comma"},
+    {"<a@x> <b@y>", "comma"},
+    {"<<a@x>>", "inside"},
+    {"G1: G2: a@x;;", "group inside a group"},
+    {"u@[1.2.3.4", "domain literal"},
+    {"u@1.2.3.4]", "]"},
+    {"\"a\\\"", "quoted string"},
+};
+
+static void test_parse_errors(void)
+{
+    size_t  i;
+    struct addr_list l;
+    char    err[200];
+
+    for (i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
+	const char *in = bad_cases[i].in;
+
+	T_CHECK(addr_parse_err(in, strlen(in), &l, err, sizeof(err)) == -1,
+		"case \"%s\" should fail", in);
+	T_CONTAINS(err, bad_cases[i].err);
+	addr_list_free(&l);
+	T_EQ_INT(addr_parse(in, strlen(in), &l), -1);
+	addr_list_free(&l);
+    }
+}
+
+/* Items parsed before an error are kept. */
+
+static void test_partial(void)
+{
+    struct addr_list l;
+    const char *in = "a@x, b@y, \"broken";
+
+    T_EQ_INT(addr_parse(in, strlen(in), &l), -1);
+    addr_list_free(&l);
+    in = "a@x, b@y, <c@z";
+    T_EQ_INT(addr_parse(in, strlen(in), &l), -1);
+    T_EQ_INT(l.n, 2);
+    if (l.n == 2)
+	T_EQ_STR(l.items[1].addr, "b@y");
+    addr_list_free(&l);
+}
+
+/* The value need not be NUL-terminated at len. */
+
+static void test_len_bound(void)
+{
+    struct addr_list l;
+    const char *in = "a@x, b@y";
+
+    T_EQ_INT(addr_parse(in, 3, &l), 0);
+    T_EQ_INT(l.n, 1);
+    T_EQ_STR(l.items[0].addr, "a@x");
+    addr_list_free(&l);
+}
+
+static void test_same(void)
+{
+    static const struct {
+	const char *a, *b;
+	int     same;
+    } cases[] = {
+	{"a@example.com", "A@Example.COM", 1},
+	{"<a@example.com>", " a@example.com ", 1},
+	{" < a@example.com > ", "a@example.com", 1},
+	{"\"john doe\"@x", "john doe@x", 1},
+	{"\"john\"@x", "john@x", 1},
+	{"a@example.com", "b@example.com", 0},
+	{"a@example.com", "a@example.org", 0},
+	{"a@x", "a@x.", 0},
+	{"<a@x", "a@x", 0},
+    };
+    size_t  i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+	T_CHECK(addr_same(cases[i].a, cases[i].b) == cases[i].same,
+		"addr_same(\"%s\", \"%s\") != %d", cases[i].a, cases[i].b,
+		cases[i].same);
+}
+
+static void test_forms(void)
+{
+    static const struct {
+	const char *in, *strip, *internal, *quote;
+    } cases[] = {
+	{"<a@b>", "a@b", "a@b", "a@b"},
+	{" a.b@c ", "a.b@c", "a.b@c", "a.b@c"},
+	{"john doe@x", "john doe@x", "john doe@x", "\"john doe\"@x"},
+	{"\"john doe\"@x", "\"john doe\"@x", "john doe@x", "\"john doe\"@x"},
+	{"<\"a\\\"b\"@x>", "\"a\\\"b\"@x", "a\"b@x", "\"a\\\"b\"@x"},
+	{"a\"b@x", "a\"b@x", "a\"b@x", "\"a\\\"b\"@x"},
+	{"\"a\".\"b c\"@x", "\"a\".\"b c\"@x", "a.b c@x", "\"a.b c\"@x"},
+	{"\"a\"b@x", "\"a\"b@x", "\"a\"b@x", "\"\\\"a\\\"b\"@x"},
+	{"a@b@x", "a@b@x", "a@b@x", "\"a@b\"@x"},
+	{"root", "root", "root", "root"},
+	{"with space", "with space", "with space", "\"with space\""},
+	{".lead@x", ".lead@x", ".lead@x", "\".lead\"@x"},
+	{"a..b@x", "a..b@x", "a..b@x", "\"a..b\"@x"},
+	{"back\\slash@x", "back\\slash@x", "back\\slash@x", "\"back\\\\slash\"@x"},
+	{"j\xc3\xb6rg@x", "j\xc3\xb6rg@x", "j\xc3\xb6rg@x", "j\xc3\xb6rg@x"},
+    };
+    size_t  i;
+    char   *s;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+	s = addr_strip(cases[i].in);
+	T_EQ_STR(s, cases[i].strip);
+	free(s);
+	s = addr_internal(cases[i].in);
+	T_EQ_STR(s, cases[i].internal);
+	free(s);
+	s = addr_quote(cases[i].in);
+	T_EQ_STR(s, cases[i].quote);
+	free(s);
+    }
+}
+
+/* addr_quote() output parses back to the same internal address. */
+
+static void test_quote_roundtrip(void)
+{
+    static const char *cases[] = {
+	"john doe@x", "a\"b@x", "a(b)c@x", "a,b@x", "a<b>@x", "x;y@z",
+	"tab\there@x", "q\\\"@x", "plain@x.example",
+    };
+    size_t  i;
+    char   *q, *back;
+    struct addr_list l;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+	q = addr_quote(cases[i]);
+	T_EQ_INT(addr_parse(q, strlen(q), &l), 0);
+	T_EQ_INT(l.n, 1);
+	if (l.n == 1) {
+	    T_EQ_INT(l.items[0].bad, 0);
+	    back = addr_internal(l.items[0].addr);
+	    T_EQ_STR(back, cases[i]);
+	    free(back);
+	}
+	addr_list_free(&l);
+	free(q);
+    }
+}
+
+int     main(void)
+{
+    T_RUN(test_parse_table);
+    T_RUN(test_parse_errors);
+    T_RUN(test_partial);
+    T_RUN(test_len_bound);
+    T_RUN(test_same);
+    T_RUN(test_forms);
+    T_RUN(test_quote_roundtrip);
+    return (T_DONE());
+}

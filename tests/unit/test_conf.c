@@ -1,0 +1,792 @@
+/* test_conf - m365relay.conf parser, defaults, sender routing, secrets */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "strbuf.h"
+#include "util.h"
+#include "t.h"
+
+#if defined(M365_USER_DEFAULT)
+#define WANT_USER (*M365_USER_DEFAULT ? M365_USER_DEFAULT : "m365relay")
+#else
+#define WANT_USER "m365relay"
+#endif
+
+static char t_dir[200];			/* short: fits the buffers below */
+static char t_conf_path[256];
+static int t_seq;
+
+/* t_write - write text to DIR/name; returns the static path */
+
+static const char *t_write(const char *name, const char *text, mode_t mode)
+{
+    static char path[256];
+    FILE   *fp;
+
+    snprintf(path, sizeof(path), "%s/%s", t_dir, name);
+    fp = fopen(path, "w");
+    if (fp == NULL) {
+	perror(path);
+	exit(1);
+    }
+    fputs(text, fp);
+    fclose(fp);
+    chmod(path, mode);
+    return (path);
+}
+
+/* t_load - write a config file (a fresh name each time) and load it */
+
+static struct conf *t_load(const char *text, struct strbuf *err)
+{
+    char    name[32];
+
+    snprintf(name, sizeof(name), "c%d.conf", ++t_seq);
+    snprintf(t_conf_path, sizeof(t_conf_path), "%s",
+	     t_write(name, text, 0644));
+    strbuf_init(err, STRBUF_MAX_SMALL);
+    return (conf_load(t_conf_path, err));
+}
+
+/* t_lines - number of lines in an error buffer */
+
+static int t_lines(const struct strbuf *sb)
+{
+    const char *cp;
+    int     n = 0;
+
+    for (cp = strbuf_str(sb); *cp; cp++)
+	n += (*cp == '\n');
+    return (n);
+}
+
+/* A valid account body used as context by the error cases. */
+#define ACCT "[account main]\ntenant = contoso.onmicrosoft.com\n" \
+	"client_id = 11111111-2222-3333-4444-555555555555\n" \
+	"mailbox = relay@contoso.com\n"
+
+static void test_full(void)
+{
+    struct strbuf err;
+    struct conf *c;
+    struct conf_account *a;
+    char    text[8192];
+
+    snprintf(text, sizeof(text),
+	     "# full configuration: every key\n"
+	     "; another comment style\n"
+	     "\n"
+	     "[global]\n"
+	     "  cloud = usgov  \n"
+	     "login_url = https://127.0.0.1:8443/\n"
+	     "graph_url=https://127.0.0.1:8444//\n"
+	     "graph_resource = https://graph.microsoft.us\n"
+	     "ca_file = %s/ca.pem\n"
+	     "state_dir = %s/state\n"
+	     "user = nobody\n"
+	     "log_file = stderr\n"
+	     "timeout = 30\n"
+	     "connect_timeout = 5\n"
+	     "max_message_size = 20M\r\n"
+	     "\n"
+	     "[account deleg]\n"
+	     "tenant = contoso.onmicrosoft.com\n"
+	     "client_id = 11111111-2222-3333-4444-555555555555\n"
+	     "auth = delegated\n"
+	     "mailbox = relay@contoso.com\n"
+	     "senders = alerts@contoso.com, @ops.contoso.com  <>\n"
+	     "default = yes\n"
+	     "scopes = Mail.Send.Shared,  Mail.ReadWrite\n"
+	     "save_to_sent_items = no\n"
+	     "max_message_size = 512K\n"
+	     "[account app.cert]\n"
+	     "tenant = 99999999-2222-3333-4444-555555555555\n"
+	     "client_id = abc\n"
+	     "auth = certificate\n"
+	     "certificate_file = %s/app.crt\n"
+	     "key_file = %s/app.key\n"
+	     "jwt_alg = RS256\n"
+	     "mailbox = noreply@contoso.com\n"
+	     "senders = *@apps.contoso.com\n"
+	     "default = off\n"
+	     "save_to_sent_items = TRUE\n"
+	     "[account app_secret]\n"
+	     "tenant = contoso.onmicrosoft.com\n"
+	     "client_id = def\n"
+	     "auth = secret\n"
+	     "secret_file = %s/secret\n"
+	     "mailbox = billing@contoso.com\n",
+	     t_dir, t_dir, t_dir, t_dir, t_dir);
+    c = t_load(text, &err);
+    T_OK(c != NULL);
+    T_EQ_STR(strbuf_str(&err), "");
+    if (c == NULL) {
+	strbuf_free(&err);
+	return;
+    }
+    T_EQ_STR(c->path, t_conf_path);
+    T_EQ_STR(c->cloud, "usgov");
+    T_EQ_STR(c->login_url, "https://127.0.0.1:8443");
+    T_EQ_STR(c->graph_url, "https://127.0.0.1:8444");
+    T_EQ_STR(c->graph_resource, "https://graph.microsoft.us");
+    T_CONTAINS(c->ca_file, "/ca.pem");
+    T_CONTAINS(c->state_dir, "/state");
+    T_EQ_STR(c->user, "nobody");
+    T_EQ_STR(c->log_file, "stderr");
+    T_EQ_INT(c->timeout, 30);
+    T_EQ_INT(c->connect_timeout, 5);
+    T_EQ_INT(c->max_message_size, 20L * 1024 * 1024);
+
+    a = c->accounts;
+    T_OK(a != NULL);
+    T_EQ_STR(a->name, "deleg");
+    T_EQ_STR(a->tenant, "contoso.onmicrosoft.com");
+    T_EQ_STR(a->client_id, "11111111-2222-3333-4444-555555555555");
+    T_EQ_INT(a->auth, CONF_AUTH_DELEGATED);
+    T_EQ_STR(a->mailbox, "relay@contoso.com");
+    T_EQ_STR(a->senders[0], "alerts@contoso.com");
+    T_EQ_STR(a->senders[1], "@ops.contoso.com");
+    T_EQ_STR(a->senders[2], "<>");
+    T_OK(a->senders[3] == NULL);
+    T_EQ_INT(a->is_default, 1);
+    T_EQ_STR(a->scopes, "Mail.Send.Shared Mail.ReadWrite");
+    T_EQ_INT(a->save_to_sent_items, 0);
+    T_EQ_INT(a->max_message_size, 512L * 1024);
+    T_EQ_STR(a->file, t_conf_path);
+    T_EQ_INT(a->line, 17);
+    T_OK(a->secret_file == NULL && a->key_file == NULL);
+
+    a = a->next;
+    T_EQ_STR(a->name, "app.cert");
+    T_EQ_INT(a->auth, CONF_AUTH_CERTIFICATE);
+    T_CONTAINS(a->certificate_file, "/app.crt");
+    T_CONTAINS(a->key_file, "/app.key");
+    T_EQ_INT(a->jwt_alg, CONF_JWT_RS256);
+    T_EQ_INT(a->is_default, 0);
+    T_EQ_INT(a->save_to_sent_items, 1);
+    T_OK(a->scopes == NULL);
+    T_EQ_INT(a->max_message_size, 20L * 1024 * 1024);	/* [global] */
+    T_EQ_INT(a->line, 27);
+
+    a = a->next;
+    T_EQ_STR(a->name, "app_secret");
+    T_EQ_INT(a->auth, CONF_AUTH_SECRET);
+    T_CONTAINS(a->secret_file, "/secret");
+    T_EQ_INT(a->jwt_alg, CONF_JWT_PS256);
+    T_OK(a->senders == NULL);
+    T_OK(a->next == NULL);
+
+    T_OK(conf_account(c, "app.cert") == c->accounts->next);
+    T_OK(conf_account(c, "nope") == NULL);
+    T_OK(conf_account(c, "APP.CERT") == NULL);
+    conf_free(c);
+    strbuf_free(&err);
+}
+
+static void test_defaults(void)
+{
+    struct strbuf err;
+    struct conf *c;
+    struct conf_account *a;
+
+    c = t_load(ACCT, &err);
+    T_OK(c != NULL);
+    T_EQ_STR(strbuf_str(&err), "");
+    if (c == NULL) {
+	strbuf_free(&err);
+	return;
+    }
+    T_EQ_STR(c->cloud, "global");
+    T_EQ_STR(c->login_url, "https://login.microsoftonline.com");
+    T_EQ_STR(c->graph_url, "https://graph.microsoft.com");
+    T_EQ_STR(c->graph_resource, "https://graph.microsoft.com");
+    T_OK(c->ca_file == NULL);
+    T_EQ_STR(c->state_dir, M365_STATEDIR);
+    T_EQ_STR(c->user, WANT_USER);
+    T_OK(c->log_file == NULL);
+    T_EQ_INT(c->timeout, 60);
+    T_EQ_INT(c->connect_timeout, 15);
+    T_EQ_INT(c->max_message_size, 35L * 1024 * 1024);
+    a = c->accounts;
+    T_EQ_INT(a->auth, CONF_AUTH_DELEGATED);
+    T_EQ_INT(a->jwt_alg, CONF_JWT_PS256);
+    T_EQ_INT(a->is_default, 0);
+    T_EQ_INT(a->save_to_sent_items, 1);
+    T_EQ_INT(a->max_message_size, 35L * 1024 * 1024);
+    T_OK(a->senders == NULL && a->scopes == NULL);
+    T_EQ_INT(a->line, 1);
+    conf_free(c);
+    strbuf_free(&err);
+
+    /* log_file = syslog is the same as unset; a path is kept. */
+    c = t_load("[global]\nlog_file = syslog\n", &err);
+    T_OK(c != NULL && c->log_file == NULL);
+    conf_free(c);
+    strbuf_free(&err);
+    c = t_load("[global]\nlog_file = /var/log/m365relay.log\n", &err);
+    T_OK(c != NULL);
+    T_EQ_STR(c ? c->log_file : NULL, "/var/log/m365relay.log");
+    conf_free(c);
+    strbuf_free(&err);
+}
+
+struct cloud_case {
+    const char *text;
+    const char *login_url;
+    const char *graph_url;
+    const char *graph_resource;
+};
+
+static const struct cloud_case cloud_cases[] = {
+    {"[global]\ncloud = global\n", "https://login.microsoftonline.com",
+    "https://graph.microsoft.com", "https://graph.microsoft.com"},
+    {"[global]\ncloud = usgov\n", "https://login.microsoftonline.us",
+    "https://graph.microsoft.us", "https://graph.microsoft.us"},
+    {"[global]\ncloud = usgov-dod\n", "https://login.microsoftonline.us",
+    "https://dod-graph.microsoft.us", "https://dod-graph.microsoft.us"},
+    {"[global]\ncloud = china\n", "https://login.chinacloudapi.cn",
+	"https://microsoftgraph.chinacloudapi.cn",
+    "https://microsoftgraph.chinacloudapi.cn"},
+    /* The emulator: graph_url only; the scope resource stays real. */
+    {"[global]\ngraph_url = https://127.0.0.1:8443/\n",
+	"https://login.microsoftonline.com", "https://127.0.0.1:8443",
+    "https://graph.microsoft.com"},
+    {"[global]\ncloud = usgov-dod\ngraph_url = https://[::1]:9/v1/\n",
+	"https://login.microsoftonline.us", "https://[::1]:9/v1",
+    "https://dod-graph.microsoft.us"},
+    {"[global]\nlogin_url = HTTPS://login.example\ncloud = china\n",
+	"HTTPS://login.example", "https://microsoftgraph.chinacloudapi.cn",
+    "https://microsoftgraph.chinacloudapi.cn"},
+    {"[global]\ngraph_resource = https://graph.microsoft.com/\n"
+	"cloud = usgov\n", "https://login.microsoftonline.us",
+    "https://graph.microsoft.us", "https://graph.microsoft.com"},
+};
+
+static void test_clouds(void)
+{
+    struct strbuf err;
+    struct conf *c;
+    size_t  i;
+
+    for (i = 0; i < sizeof(cloud_cases) / sizeof(cloud_cases[0]); i++) {
+	c = t_load(cloud_cases[i].text, &err);
+	T_OK(c != NULL);
+	if (c == NULL) {
+	    printf("# case %lu: %s", (unsigned long) i, strbuf_str(&err));
+	    strbuf_free(&err);
+	    continue;
+	}
+	T_EQ_STR(c->login_url, cloud_cases[i].login_url);
+	T_EQ_STR(c->graph_url, cloud_cases[i].graph_url);
+	T_EQ_STR(c->graph_resource, cloud_cases[i].graph_resource);
+	conf_free(c);
+	strbuf_free(&err);
+    }
+}
+
+/*
+ * Each case must fail with exactly one error line, at the given line,
+ * containing the given text.
+ */
+struct err_case {
+    const char *text;
+    int     line;
+    const char *want;
+};
+
+static const struct err_case err_cases[] = {
+    {"[global]\ncloud = global\n[account main]\ntenant = t\nclient_id = c\n"
+	"mailbox = a@b.example\nmailboxx = a@b.example\n", 7,
+    "unknown key \"mailboxx\" in [account main] (did you mean \"mailbox\"?)"},
+    {ACCT "Mailbox = a@b.example\n", 5,
+    "unknown key \"Mailbox\" in [account main] (did you mean \"mailbox\"?)"},
+    {"[global]\nfrobnicate = 1\n", 2,
+    "unknown key \"frobnicate\" in [global] (see m365relay.conf(5)"},
+    {"[global]\nmailbox = a@b.example\n", 2,
+    "key \"mailbox\" does not belong in [global] (move it to an [account "
+    "NAME] section)"},
+    {ACCT "state_dir = /var/lib/x\n", 5, "key \"state_dir\" does not belong "
+    "in [account main] (move it to [global])"},
+    {"[globals]\ncloud = china\n", 1,
+    "unknown section [globals] (expected [global] or [account NAME])"},
+    {"[server x]\n# keys below are skipped\nfoo = bar\n", 1,
+    "unknown section [server x]"},
+    {"[global\n", 1, "malformed section header \"[global\""},
+    {"[account]\ntenant = x\n", 1, "section [account] needs one name"},
+    {"[account a b]\n", 1, "section [account] needs one name"},
+    {"[account ../x]\ntenant = t\nclient_id = c\nmailbox = a@b.example\n", 1,
+    "bad account name \"../x\""},
+    {"[global]\ntimeout = 5\nconnect_timeout = 5\ntimeout = 6\n", 4,
+    "duplicate key \"timeout\" in [global] (first set at line 2)"},
+    {"[global]\ncloud = china\n[global]\ncloud = usgov\n", 4,
+    "duplicate key \"cloud\" in [global] (first set at line 2)"},
+    {ACCT "\n" ACCT, 6,
+    "duplicate account \"main\" (first defined at line 1"},
+    {"cloud = global\n[global]\n", 1,
+    "key \"cloud\" outside a section (put it under [global] or [account "
+    "NAME])"},
+    {"[global]\n\ncloud global\n", 3,
+    "missing '=' in \"cloud global\" (expected key = value)"},
+    {"[global]\n = x\n", 2, "missing key before '='"},
+    {"[global]\ncloud =\n", 2,
+    "key \"cloud\" has no value (remove the line to use the default)"},
+    {ACCT "save_to_sent_items = maybe\n", 5,
+    "bad boolean \"maybe\" for save_to_sent_items (use yes or no)"},
+    {ACCT "default = 2\n", 5, "bad boolean \"2\" for default"},
+    {"[global]\ntimeout = 6o\n", 2,
+    "bad number \"6o\" for timeout (use a whole number from 1 to 3600)"},
+    {"[global]\nconnect_timeout = 0\n", 2,
+    "bad number \"0\" for connect_timeout"},
+    {"[global]\ntimeout = 99999999999999999999999\n", 2,
+    "bad number \"99999999999999999999999\" for timeout"},
+    {"[global]\nmax_message_size = 151M\n", 2,
+    "bad size \"151M\" for max_message_size (use bytes, or a number with K "
+    "or M, from 1K to 150M)"},
+    {ACCT "max_message_size = 10G\n", 5, "bad size \"10G\""},
+    {ACCT "max_message_size = -5\n", 5, "bad size \"-5\""},
+    {"[global]\ncloud = germany\n", 2,
+    "bad cloud \"germany\" (use global, usgov, usgov-dod or china)"},
+    {"[global]\ngraph_url = http://127.0.0.1:8080\n", 2,
+    "graph_url must be an https:// URL (got \"http://127.0.0.1:8080\")"},
+    {"[global]\nlogin_url = https://\n", 2,
+    "login_url must be an https:// URL"},
+    {"[global]\nstate_dir = var/lib/m365relay\n", 2,
+    "state_dir must be an absolute path (got \"var/lib/m365relay\")"},
+    {"[global]\nlog_file = mail.log\n", 2,
+    "log_file must be syslog, stderr or an absolute path"},
+    {"[global]\nuser = m365 relay\n", 2, "user must be one word"},
+    {ACCT "auth = password\n", 5,
+    "bad auth \"password\" (use delegated, secret or certificate)"},
+    /* A bad auth value does not cascade into auth-specific errors. */
+    {ACCT "auth = secrett\nsecret_file = /etc/m365relay/secret\n", 5,
+    "bad auth \"secrett\""},
+    {ACCT "auth = certificate\ncertificate_file = /c\nkey_file = /k\n"
+	"jwt_alg = ES256\n", 8, "bad jwt_alg \"ES256\" (use PS256 or RS256)"},
+    {"[account main]\nclient_id = c\nmailbox = a@b.example\n", 1,
+    "[account main]: missing required key \"tenant\""},
+    {"[account main]\ntenant = t\nmailbox = a@b.example\n", 1,
+    "[account main]: missing required key \"client_id\""},
+    {"[global]\n[account main]\ntenant = t\nclient_id = c\n", 2,
+    "[account main]: missing required key \"mailbox\""},
+    {ACCT "tenant2 = x\n", 5,
+    "unknown key \"tenant2\" in [account main] (did you mean \"tenant\"?)"},
+    {"[account main]\ntenant = con/toso\nclient_id = c\n"
+	"mailbox = a@b.example\n", 2, "bad tenant \"con/toso\""},
+    {ACCT "auth = secret\n", 1,
+    "[account main]: auth = secret requires secret_file"},
+    {ACCT "auth = certificate\ncertificate_file = /etc/app.crt\n", 1,
+    "[account main]: auth = certificate requires key_file"},
+    {ACCT "auth = certificate\nkey_file = /etc/app.key\n", 1,
+    "[account main]: auth = certificate requires certificate_file"},
+    {ACCT "secret_file = /etc/m365relay/secret\n", 5,
+    "secret_file is only used with auth = secret (this account has auth = "
+    "delegated)"},
+    {ACCT "auth = secret\nsecret_file = /s\nkey_file = /k\n", 7,
+    "key_file is only used with auth = certificate (this account has auth = "
+    "secret)"},
+    {ACCT "auth = secret\nsecret_file = /s\njwt_alg = RS256\n", 7,
+    "jwt_alg is only used with auth = certificate"},
+    {ACCT "auth = secret\nsecret_file = /s\nscopes = Mail.Send.Shared\n", 7,
+    "scopes only apply to auth = delegated"},
+    {ACCT "auth = secret\nsecret_file = relative/secret\n", 6,
+    "secret_file must be an absolute path (got \"relative/secret\")"},
+    {"[account main]\ntenant = t\nclient_id = c\nmailbox = relay\n", 4,
+    "bad mailbox \"relay\" (expected the sending mailbox's address"},
+    {"[account main]\ntenant = t\nclient_id = c\nmailbox = @contoso.com\n", 4,
+    "bad mailbox \"@contoso.com\""},
+    {ACCT "senders = a@b.example, example.com\n", 5,
+    "sender pattern \"example.com\" has no '@' (write @example.com for a "
+    "whole domain, <> for the null sender)"},
+    {ACCT "senders = , ,\n", 5, "senders lists no pattern"},
+    {ACCT "scopes = Mail.\"Send\n", 5, "bad scope \"Mail.\"Send\""},
+    {ACCT "default = yes\n[account second]\ntenant = t\nclient_id = c\n"
+	"mailbox = b@c.example\ndefault = yes\n", 10,
+	"account second is also marked default = yes (account main at line 5 "
+    "is already the default; only one account may be)"},
+};
+
+static void test_errors(void)
+{
+    struct strbuf err;
+    struct conf *c;
+    char    want[1024];
+    size_t  i;
+    int     before;
+
+    for (i = 0; i < sizeof(err_cases) / sizeof(err_cases[0]); i++) {
+	before = t_fail;
+	c = t_load(err_cases[i].text, &err);
+	T_OK(c == NULL);
+	conf_free(c);
+	snprintf(want, sizeof(want), "%s:%d: %s", t_conf_path,
+		 err_cases[i].line, err_cases[i].want);
+	T_CONTAINS(strbuf_str(&err), want);
+	T_EQ_INT(t_lines(&err), 1);
+	if (t_fail != before)
+	    printf("# error case %lu failed\n", (unsigned long) i);
+	strbuf_free(&err);
+    }
+}
+
+/* All problems are reported, not just the first. */
+
+static void test_all_errors(void)
+{
+    struct strbuf err;
+    struct conf *c;
+    char    want[1024];
+
+    c = t_load("[global]\n"		/* 1 */
+	       "cloud = mars\n"		/* 2 */
+	       "timeout = 10\n"		/* 3 */
+	       "timeout = 20\n"		/* 4 */
+	       "[account x]\n"		/* 5 */
+	       "tenant = t\n"		/* 6 */
+	       "client_id = c\n"	/* 7 */
+	       "mailbox = m@example.com\n"	/* 8 */
+	       "save_to_sent_items = sure\n",	/* 9 */
+	       &err);
+    T_OK(c == NULL);
+    T_EQ_INT(t_lines(&err), 3);
+    snprintf(want, sizeof(want), "%s:2: bad cloud", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    snprintf(want, sizeof(want), "%s:4: duplicate key", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    snprintf(want, sizeof(want), "%s:9: bad boolean", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    strbuf_free(&err);
+
+    /* A missing file. */
+    strbuf_init(&err, STRBUF_MAX_SMALL);
+    snprintf(want, sizeof(want), "%s/does-not-exist.conf", t_dir);
+    c = conf_load(want, &err);
+    T_OK(c == NULL);
+    T_CONTAINS(strbuf_str(&err), want);
+    T_CONTAINS(strbuf_str(&err), "No such file or directory");
+    strbuf_free(&err);
+
+    /* NULL error buffer is allowed. */
+    T_OK(conf_load(want, NULL) == NULL);
+}
+
+static void test_no_accounts(void)
+{
+    struct strbuf err;
+    struct conf *c;
+
+    c = t_load("# nothing configured yet\n[global]\ncloud = global\n", &err);
+    T_OK(c != NULL);
+    T_OK(c && c->accounts == NULL);
+    T_OK(conf_account_for_sender(c, "a@b.example") == NULL);
+    T_OK(conf_account_for_sender(c, "") == NULL);
+    T_EQ_INT(conf_check_secrets(c, &err), 0);
+    conf_free(c);
+    strbuf_free(&err);
+
+    c = t_load("", &err);			/* an empty file is valid */
+    T_OK(c != NULL);
+    conf_free(c);
+    strbuf_free(&err);
+}
+
+#define ACCT_N(name, extra) "[account " name "]\ntenant = t\nclient_id = c\n" \
+	"mailbox = " name "@example.com\n" extra
+
+struct sender_case {
+    const char *sender;
+    const char *account;		/* NULL: none */
+};
+
+static const struct sender_case sender_cases[] = {
+    {"alerts@example.com", "a1"},
+    {"ALERTS@Example.COM", "a1"},
+    {"<alerts@example.com>", "a1"},
+    {"bob@sales.example.com", "a1"},	/* @domain */
+    {"bob@SALES.example.com", "a1"},
+    {"bob@example.com", "a2"},		/* *@domain, after a1 */
+    {"<bob@example.com>", "a2"},
+    {"bob@sub.example.com", "a4"},	/* domain is exact: default */
+    {"app-cron@example.org", "a3"},	/* glob */
+    {"APP-X@EXAMPLE.ORG", "a3"},
+    {"app@example.org", "a4"},
+    {"", "a2"},				/* null sender: "<>" pattern */
+    {"<>", "a2"},
+    {"someone@elsewhere.net", "a4"},	/* the default */
+    {"alerts@example.com.evil", "a4"},
+};
+
+static void test_senders(void)
+{
+    struct strbuf err;
+    struct conf *c;
+    struct conf_account *a;
+    size_t  i;
+
+    c = t_load(ACCT_N("a1", "senders = alerts@example.com "
+		      "@sales.example.com\n")
+	       ACCT_N("a2", "senders = *@example.com,<>, alerts@example.com\n")
+	       ACCT_N("a3", "senders = app-*@example.org\n")
+	       ACCT_N("a4", "default = yes\n"), &err);
+    T_OK(c != NULL);
+    if (c == NULL) {
+	printf("# %s", strbuf_str(&err));
+	strbuf_free(&err);
+	return;
+    }
+    for (i = 0; i < sizeof(sender_cases) / sizeof(sender_cases[0]); i++) {
+	a = conf_account_for_sender(c, sender_cases[i].sender);
+	T_EQ_STR(a ? a->name : "(none)", sender_cases[i].account);
+    }
+    conf_free(c);
+    strbuf_free(&err);
+
+    /* Without a default: no match is NULL; the null sender too. */
+    c = t_load(ACCT_N("x", "senders = *@example.com\n")
+	       ACCT_N("y", "senders = alerts@example.com\n"), &err);
+    T_OK(c != NULL);
+    T_OK(conf_account_for_sender(c, "a@other.example") == NULL);
+    T_OK(conf_account_for_sender(c, "") == NULL);
+    T_OK(conf_account_for_sender(c, "<>") == NULL);
+    T_OK(conf_account_for_sender(c, NULL) == NULL);
+    /* First match in file order wins even against a later exact match. */
+    a = conf_account_for_sender(c, "alerts@example.com");
+    T_EQ_STR(a ? a->name : "(none)", "x");
+    conf_free(c);
+    strbuf_free(&err);
+
+    /* The null sender falls to the default account. */
+    c = t_load(ACCT_N("x", "senders = *@example.com\n")
+	       ACCT_N("d", "default = yes\n"), &err);
+    a = conf_account_for_sender(c, "<>");
+    T_EQ_STR(a ? a->name : "(none)", "d");
+    conf_free(c);
+    strbuf_free(&err);
+}
+
+static void test_secrets(void)
+{
+    struct strbuf err;
+    struct conf *c;
+    char    text[8192];
+    char    want[1024];
+
+    t_write("secret", "s3cr3t\n", 0644);
+    t_write("app.key", "-----BEGIN PRIVATE KEY-----\n", 0600);
+    snprintf(text, sizeof(text),
+	     "[account deleg]\ntenant = t\nclient_id = c\n"
+	     "mailbox = d@example.com\n"
+	     "[account app]\ntenant = t\nclient_id = c\n"	/* line 5 */
+	     "mailbox = a@example.com\nauth = secret\n"
+	     "secret_file = %s/secret\n"
+	     "[account cert]\ntenant = t\nclient_id = c\n"	/* line 11 */
+	     "mailbox = c@example.com\nauth = certificate\n"
+	     "certificate_file = %s/app.crt\nkey_file = %s/app.key\n",
+	     t_dir, t_dir, t_dir);
+    c = t_load(text, &err);
+    T_OK(c != NULL);
+    if (c == NULL) {
+	printf("# %s", strbuf_str(&err));
+	strbuf_free(&err);
+	return;
+    }
+    /* Secret 0644 and certificate missing: two errors. */
+    T_EQ_INT(conf_check_secrets(c, &err), -1);
+    snprintf(want, sizeof(want), "%s:5: account app: client secret file "
+	     "%s/secret", t_conf_path, t_dir);
+    T_CONTAINS(strbuf_str(&err), want);
+    T_CONTAINS(strbuf_str(&err), "chmod 600");
+    T_CONTAINS(strbuf_str(&err), "(mode 0644)");
+    snprintf(want, sizeof(want), "%s:11: account cert: cannot read "
+	     "certificate file %s/app.crt", t_conf_path, t_dir);
+    T_CONTAINS(strbuf_str(&err), want);
+    T_EQ_INT(t_lines(&err), 2);
+    /* The secret itself never appears. */
+    T_OK(strstr(strbuf_str(&err), "s3cr3t") == NULL);
+
+    /* Fixed: all good. */
+    snprintf(want, sizeof(want), "%s/secret", t_dir);
+    chmod(want, 0600);
+    t_write("app.crt", "-----BEGIN CERTIFICATE-----\n", 0644);
+    strbuf_reset(&err);
+    T_EQ_INT(conf_check_secrets(c, &err), 0);
+    T_EQ_STR(strbuf_str(&err), "");
+
+    /* A group-readable key is refused too. */
+    snprintf(want, sizeof(want), "%s/app.key", t_dir);
+    chmod(want, 0640);
+    strbuf_reset(&err);
+    T_EQ_INT(conf_check_secrets(c, &err), -1);
+    T_CONTAINS(strbuf_str(&err), "account cert: private key file");
+    T_CONTAINS(strbuf_str(&err), "chmod 600");
+
+    /* A missing secret file. */
+    snprintf(want, sizeof(want), "%s/secret", t_dir);
+    unlink(want);
+    strbuf_reset(&err);
+    T_EQ_INT(conf_check_secrets(c, &err), -1);
+    T_CONTAINS(strbuf_str(&err), "account app: cannot access client secret");
+    conf_free(c);
+    strbuf_free(&err);
+}
+
+static void test_misc(void)
+{
+    struct strbuf err;
+    struct conf *c;
+    uid_t   uid = 12345;
+    gid_t   gid = 12345;
+
+    T_EQ_STR(conf_auth_name(CONF_AUTH_DELEGATED), "delegated");
+    T_EQ_STR(conf_auth_name(CONF_AUTH_SECRET), "secret");
+    T_EQ_STR(conf_auth_name(CONF_AUTH_CERTIFICATE), "certificate");
+
+    c = t_load("[global]\nuser = root\n", &err);
+    T_EQ_INT(conf_user_ids(c, &uid, &gid), 0);
+    T_EQ_INT(uid, 0);
+    T_EQ_INT(gid, 0);
+    conf_free(c);
+    strbuf_free(&err);
+    c = t_load("[global]\nuser = no-such-user-m365\n", &err);
+    T_EQ_INT(conf_user_ids(c, &uid, &gid), -1);
+    conf_free(c);
+    strbuf_free(&err);
+    T_EQ_INT(conf_user_ids(NULL, &uid, &gid), -1);
+    conf_free(NULL);
+
+    /* Sizes: plain bytes and suffixes; booleans in every spelling. */
+    c = t_load(ACCT "max_message_size = 1048576\nsave_to_sent_items = Off\n"
+	       "default = 1\n", &err);
+    T_OK(c != NULL);
+    if (c) {
+	T_EQ_INT(c->accounts->max_message_size, 1048576);
+	T_EQ_INT(c->accounts->save_to_sent_items, 0);
+	T_EQ_INT(c->accounts->is_default, 1);
+    }
+    conf_free(c);
+    strbuf_free(&err);
+    c = t_load("[global]\nmax_message_size = 150m\n", &err);
+    T_OK(c != NULL && c->max_message_size == 150L * 1024 * 1024);
+    conf_free(c);
+    strbuf_free(&err);
+}
+
+/*
+ * The shipped sample must load as it is (everything commented out) and
+ * with every "# key = value" and "# [account" line uncommented.
+ */
+
+static void test_sample(void)
+{
+    const char *srcdir = getenv("srcdir");
+    char    path[512];
+    struct strbuf text, err;
+    struct conf *c;
+    FILE   *fp;
+    char   *line = NULL;
+    size_t  size = 0;
+    const char *cp;
+    int     naccts = 0;
+
+    snprintf(path, sizeof(path), "%s/contrib/m365relay.conf.sample",
+	     srcdir && *srcdir ? srcdir : ".");
+    if ((fp = fopen(path, "r")) == NULL) {
+	printf("# skipped: cannot open %s (run from the source tree or set "
+	       "srcdir)\n", path);
+	return;
+    }
+    strbuf_init(&err, STRBUF_MAX_SMALL);
+    c = conf_load(path, &err);
+    T_OK(c != NULL);
+    T_EQ_STR(strbuf_str(&err), "");
+    conf_free(c);
+    strbuf_free(&err);
+
+    strbuf_init(&text, STRBUF_MAX_LINE);
+    while (getline(&line, &size, fp) >= 0) {
+	cp = line;
+	if (strncmp(line, "# ", 2) == 0) {
+	    cp = line + 2;
+	    while (*cp == '_' || (*cp >= 'a' && *cp <= 'z'))
+		cp++;
+	    if (strncmp(line + 2, "[account ", 9) == 0
+		|| (cp > line + 2 && strncmp(cp, " = ", 3) == 0))
+		cp = line + 2;
+	    else
+		cp = line;
+	}
+	strbuf_puts(&text, cp);
+    }
+    free(line);
+    fclose(fp);
+    c = t_load(strbuf_str(&text), &err);
+    T_OK(c != NULL);
+    T_EQ_STR(strbuf_str(&err), "");
+    if (c) {
+	struct conf_account *a;
+
+	for (a = c->accounts; a; a = a->next)
+	    naccts++;
+	T_EQ_INT(naccts, 2);
+	a = conf_account_for_sender(c, "alerts@contoso.com");
+	T_EQ_STR(a ? a->name : "(none)", "notify");
+	a = conf_account_for_sender(c, "cron@host.example");
+	T_EQ_STR(a ? a->name : "(none)", "app");
+	T_EQ_INT(c->timeout, 60);
+    }
+    conf_free(c);
+    strbuf_free(&err);
+    strbuf_free(&text);
+}
+
+/* t_rmtree - remove the test directory (flat) */
+
+static void t_rmtree(void)
+{
+    char    path[256];
+    int     i;
+    static const char *const names[] = {"secret", "app.key", "app.crt", 0};
+
+    for (i = 1; i <= t_seq; i++) {
+	snprintf(path, sizeof(path), "%s/c%d.conf", t_dir, i);
+	unlink(path);
+    }
+    for (i = 0; names[i]; i++) {
+	snprintf(path, sizeof(path), "%s/%s", t_dir, names[i]);
+	unlink(path);
+    }
+    if (rmdir(t_dir) < 0)
+	fprintf(stderr, "cannot remove %s: %s\n", t_dir, strerror(errno));
+}
+
+int     main(void)
+{
+    const char *tmp = getenv("TMPDIR");
+
+    if (tmp == NULL || *tmp == 0 || strlen(tmp) > 150)
+	tmp = "/tmp";
+    snprintf(t_dir, sizeof(t_dir), "%s/test_conf.XXXXXX", tmp);
+    if (mkdtemp(t_dir) == NULL) {
+	perror("mkdtemp");
+	return (1);
+    }
+    T_RUN(test_full);
+    T_RUN(test_defaults);
+    T_RUN(test_clouds);
+    T_RUN(test_errors);
+    T_RUN(test_all_errors);
+    T_RUN(test_no_accounts);
+    T_RUN(test_senders);
+    T_RUN(test_secrets);
+    T_RUN(test_misc);
+    T_RUN(test_sample);
+    t_rmtree();
+    return (T_DONE());
+}
