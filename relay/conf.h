@@ -77,7 +77,7 @@ struct conf {
     char   *login_url;			/* e.g. https://login.microsoftonline.com */
     char   *graph_url;			/* e.g. https://graph.microsoft.com */
     char   *graph_resource;		/* scope prefix; default by cloud */
-    char   *ca_file;			/* extra trust anchor, or NULL */
+    char   *ca_file;			/* CA bundle instead of the system one */
     char   *state_dir;			/* token store, throttle state */
     char   *user;			/* unprivileged owner of state files */
     char   *log_file;			/* NULL: syslog; "stderr"; path */

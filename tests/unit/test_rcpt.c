@@ -32,7 +32,7 @@ static const struct {
     const char *env;
     const char *want;
     size_t  kept, removed, bcc;
-} cases[] = {
+} rw_cases[] = {
     {"bcc only, no To/Cc",
 	"From: app@example.com\r\nSubject: alert\r\n",
 	"r1@example.com|r2@example.org",
@@ -153,23 +153,23 @@ static void test_rewrite_table(void)
     struct rcpt_plan plan;
     char    err[300];
 
-    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-	env = split_env(cases[i].env, &nenv);
+    for (i = 0; i < sizeof(rw_cases) / sizeof(rw_cases[0]); i++) {
+	env = split_env(rw_cases[i].env, &nenv);
 	strbuf_init(&out, STRBUF_MAX_HEADERS);
 	err[0] = 0;
-	T_CHECK(rcpt_rewrite(cases[i].hdr, strlen(cases[i].hdr), env, nenv,
+	T_CHECK(rcpt_rewrite(rw_cases[i].hdr, strlen(rw_cases[i].hdr), env, nenv,
 			     &out, &plan, err, sizeof(err)) == 0,
-		"%s: rcpt_rewrite failed: %s", cases[i].name, err);
-	T_CHECK(strcmp(strbuf_str(&out), cases[i].want) == 0,
-		"%s: got\n%s\nwant\n%s", cases[i].name, strbuf_str(&out),
-		cases[i].want);
-	T_CHECK(plan.kept == cases[i].kept && plan.removed == cases[i].removed
-		&& plan.bcc == cases[i].bcc,
+		"%s: rcpt_rewrite failed: %s", rw_cases[i].name, err);
+	T_CHECK(strcmp(strbuf_str(&out), rw_cases[i].want) == 0,
+		"%s: got\n%s\nwant\n%s", rw_cases[i].name, strbuf_str(&out),
+		rw_cases[i].want);
+	T_CHECK(plan.kept == rw_cases[i].kept && plan.removed == rw_cases[i].removed
+		&& plan.bcc == rw_cases[i].bcc,
 		"%s: plan kept=%lu removed=%lu bcc=%lu, want %lu %lu %lu",
-		cases[i].name, (unsigned long) plan.kept,
+		rw_cases[i].name, (unsigned long) plan.kept,
 		(unsigned long) plan.removed, (unsigned long) plan.bcc,
-		(unsigned long) cases[i].kept, (unsigned long) cases[i].removed,
-		(unsigned long) cases[i].bcc);
+		(unsigned long) rw_cases[i].kept, (unsigned long) rw_cases[i].removed,
+		(unsigned long) rw_cases[i].bcc);
 	strbuf_free(&out);
 	rcpt_list_free(env, nenv);
     }

@@ -1,0 +1,176 @@
+#!/bin/bash
+#
+# relay.sh - benchmark: private Postfix -> m365-relay -> Microsoft 365 emulator
+#
+#	bash tests/bench/relay.sh            (as root, after "make")
+#
+# A benchmark, not a test (not in "make check").  It starts the bundled
+# emulator and a private Postfix on loopback (tests/postfix.sh), submits
+#   - 1,000 messages of 10 KB, then
+#   - 20 messages of 2.5 MB
+# with smtp-source(1) (parallel SMTP sessions), waits until Postfix's
+# queue is empty, and prints per phase:
+#   messages/s    messages / wall time from the first submission to the
+#                 empty queue (SMTP submission and Postfix included)
+#   CPU ms        user+system CPU time of each m365-relay run
+#   peak RSS      maximum resident set size of each m365-relay run
+#   token req.    token endpoint requests during the phase (emulator
+#                 statistics); at steady state the target is 0 per
+#                 message: one per account per token lifetime
+# Every m365-relay run is wrapped in /usr/bin/time (GNU time).
+#
+# Settings (environment): BENCH_SMALL (1000), BENCH_LARGE (20),
+# BENCH_SESSIONS (smtp-source parallel sessions, 8), BENCH_PORT (first
+# of two free loopback ports, 2625), PF_CONCURRENCY (4),
+# KEEP_TMP=1 keeps the work directory.
+
+top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
+. "$top_srcdir/tests/lib.sh"
+. "$top_srcdir/tests/postfix.sh"
+
+N_SMALL=${BENCH_SMALL:-1000}
+N_LARGE=${BENCH_LARGE:-20}
+SESSIONS=${BENCH_SESSIONS:-8}
+PORT=${BENCH_PORT:-2625}
+SMALL_SIZE=10240
+LARGE_SIZE=2621440
+
+die() {
+    echo "relay.sh: $*" >&2
+    exit 1
+}
+
+[ "$(id -u)" = 0 ] || die "run as root (a private Postfix needs root)"
+[ -x "$RELAY" ] || die "$RELAY not built: run make first"
+[ -x /usr/bin/time ] || die "/usr/bin/time missing: apt-get install time"
+SMTP_SOURCE=$(command -v smtp-source || echo /usr/sbin/smtp-source)
+[ -x "$SMTP_SOURCE" ] || die "smtp-source missing (Debian package postfix)"
+
+t_init bench
+emu_setup
+CONF=$T/relay.conf
+write_conf "$CONF"
+
+# pipe(8) runs the relay as an unprivileged user: it must reach the
+# work directory, read its config, secret and key, write state and log.
+RUSER=${PF_RELAY_USER:-m365test}
+pf_user "$RUSER" || die "cannot create user $RUSER"
+chmod 711 "$T"
+chmod 755 "$T/certs"
+: >"$T/relay.log"
+: >"$T/time.log"
+chmod 644 "$CONF"
+chown "$RUSER" "$T/secret" "$T/certs/client.key" "$T/relay.log" "$T/time.log"
+chown -R "$RUSER" "$T/state"
+
+# The wrapper that pipe(8) runs: GNU time around m365-relay, one line
+# "elapsed user system maxrss_kb" per run appended to time.log.
+mkdir -p "$T/bin"
+cat >"$T/bin/relay-timed" <<EOF
+#!/bin/sh
+exec /usr/bin/time -a -o $T/time.log -f "%e %U %S %M" $RELAY "\$@"
+EOF
+chmod 755 "$T/bin" "$T/bin/relay-timed"
+
+PF_RELAY=$T/bin/relay-timed PF_CONF=$CONF pf_setup "$T/pf" "$PORT" ||
+    die "pf_setup failed"
+pf_start || die "the private Postfix did not start (see $PF_MAILLOG)"
+trap 'rc=$?; pf_stop; (exit $rc); t_cleanup' EXIT
+
+# mkmsg FILE SIZE - a text message of about SIZE bytes from the app
+# account's mailbox (bob@contoso.test, routed by senders = @contoso.test)
+mkmsg() {
+    python3 - "$1" "$2" <<'EOF'
+import sys
+path, size = sys.argv[1], int(sys.argv[2])
+hdr = ("From: Bench <bob@contoso.test>\n"
+       "To: bench@example.net\n"
+       "Subject: m365relay benchmark\n"
+       "MIME-Version: 1.0\n"
+       "Content-Type: text/plain; charset=us-ascii\n\n")
+line = ("The quick brown fox jumps over the lazy dog 0123456789 "
+        "abcdefghijklmnopqrstu\n")
+body = line * ((size - len(hdr)) // len(line) + 1)
+with open(path, "w") as f:
+    f.write(hdr + body[:size - len(hdr)])
+EOF
+}
+
+mkmsg "$T/small.eml" $SMALL_SIZE
+mkmsg "$T/large.eml" $LARGE_SIZE
+
+# Warm up: one message, so that the app account holds a token (steady
+# state), then forget the emulator's counters.
+"$SMTP_SOURCE" -F "$T/small.eml" -f bob@contoso.test -t warmup@example.net \
+    -m 1 "127.0.0.1:$PF_PORT" || die "smtp-source failed"
+pf_wait_empty 60 || die "warm-up message not delivered (see $PF_MAILLOG)"
+[ "$(emu_sent_count)" = 1 ] ||
+    die "warm-up message did not reach the emulator: $(tail -n 3 "$T/relay.log")"
+
+# phase NAME FILE COUNT - submit COUNT copies, wait, collect figures
+RESULTS=()
+phase() {
+    local name=$1 file=$2 count=$3 t0 t1 size
+    size=$(stat -c %s "$file")
+    emu_ctl POST /_emu/reset '{}' >/dev/null
+    : >"$T/time.log"
+    t0=$(date +%s.%N)
+    "$SMTP_SOURCE" -F "$file" -f bob@contoso.test -t bench@example.net \
+	-s "$SESSIONS" -m "$count" "127.0.0.1:$PF_PORT" ||
+	die "smtp-source failed in phase $name"
+    pf_wait_empty $((60 + count / 5)) || die "phase $name: queue not empty"
+    t1=$(date +%s.%N)
+    RESULTS+=("$(python3 - "$name" "$count" "$size" "$t0" "$t1" \
+	"$T/time.log" "$(emu_sent_count)" "$(emu_stat token_requests)" \
+	"$(emu_stat sendmail_requests)" <<'EOF'
+import sys, statistics
+name, count, size, t0, t1, tlog, sent, tok, sreq = sys.argv[1:]
+count, size, sent = int(count), int(size), int(sent)
+wall = float(t1) - float(t0)
+runs = []
+for line in open(tlog):
+    f = line.split()
+    if len(f) == 4:
+        try:
+            e, u, s, m = float(f[0]), float(f[1]), float(f[2]), int(f[3])
+        except ValueError:
+            continue
+        runs.append(((u + s) * 1000.0, m, e))
+cpu = sorted(r[0] for r in runs) or [0]
+rss = sorted(r[1] for r in runs) or [0]
+el = sorted(r[2] for r in runs) or [0]
+def p95(v):
+    return v[min(len(v) - 1, int(round(0.95 * (len(v) - 1))))]
+print("%-14s %6d %9d %7.1f %8.1f %5d %6d %7.1f %7.1f %7.1f %8d %8d %7.2f %6s %6s" % (
+    name, count, size, wall, sent / wall if wall > 0 else 0, sent, len(runs),
+    statistics.mean(cpu), p95(cpu), cpu[-1],
+    int(statistics.mean(rss)), rss[-1], statistics.mean(el), tok, sreq))
+EOF
+)")
+}
+
+phase "10KB" "$T/small.eml" "$N_SMALL"
+phase "2.5MB" "$T/large.eml" "$N_LARGE"
+
+echo
+echo "m365relay benchmark: private Postfix -> m365-relay -> emulator on 127.0.0.1"
+echo "($(nproc) CPUs; smtp-source sessions $SESSIONS;" \
+    "m365_destination_concurrency_limit ${PF_CONCURRENCY:-4})"
+echo
+printf '%-14s %6s %9s %7s %8s %5s %6s %7s %7s %7s %8s %8s %7s %6s %6s\n' \
+    phase msgs bytes wall_s msg/s sent runs cpu_ms p95_cpu max_cpu \
+    rss_kb max_rss run_s tokreq posts
+for r in "${RESULTS[@]}"; do
+    printf '%s\n' "$r"
+done
+echo
+echo "cpu_ms/p95_cpu/max_cpu: user+system CPU per m365-relay run (mean, 95th"
+echo "percentile, max); rss_kb/max_rss: peak RSS per run (mean, max); run_s:"
+echo "mean wall time per run (includes waiting for the emulator); tokreq: token"
+echo "requests during the phase (after a warm-up message); posts: sendMail requests."
+
+# A failure of the relay shows as sent < msgs; say so.
+bad_runs=$(grep -c 'status=deferred\|status=bounced' "$T/relay.log")
+[ "$bad_runs" -eq 0 ] || echo "note: $bad_runs deferred/bounced log lines in $T/relay.log"
+ok "benchmark finished"
+t_done
