@@ -135,6 +135,8 @@ static int addr_tokenize(const char *v, size_t len, struct addr_toks *tl,
 	}
 	start = i;
 	switch (c) {
+	case 0:
+	    return (addr_err(err, errlen, "a NUL byte", start));
 	case '(':
 	    for (depth = 0; i < len; i++) {
 		if (v[i] == '\\') {
@@ -295,9 +297,7 @@ static void addr_item_add(const char *v, const struct addr_toks *tl,
 	    /* Obsolete route "@a,@b:" - skip to its colon. */
 	    while (p < gt && !addr_is_sp(sig[p], ':'))
 		p++;
-	    if (p == gt)
-		bad = 1;
-	    p++;
+	    p++;				/* p > gt: no colon, bad */
 	}
 	if (!bad && (p >= gt || addr_spec_build(v, sig + p, gt - p, &sb) < 0))
 	    bad = 1;

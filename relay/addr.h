@@ -36,7 +36,8 @@
  *	addr_strip(), addr_internal() and addr_quote() are malloc()ed.
  * DIAGNOSTICS
  *	addr_parse() returns -1 on unparseable input (unbalanced quotes,
- *	brackets or comments); items parsed so far are kept.
+ *	brackets or comments, a NUL byte, text after "<address>" without a
+ *	comma, nested "<" or groups); items parsed so far are kept.
  */
 #ifndef M365_ADDR_H
 #define M365_ADDR_H

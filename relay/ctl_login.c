@@ -438,11 +438,22 @@ static void ctl_authorize_error(const struct conf_account *acct,
     struct oauth_error oe;
     char    remedy[600];
 
+    char    line[sizeof(oe.description)];
+    size_t  i, o;
+
     memset(&oe, 0, sizeof(oe));
     oe.http_status = 400;
     snprintf(oe.error, sizeof(oe.error), "%s", error ? error : "error");
-    log_printable(oe.description, sizeof(oe.description), desc ? desc : "",
-		  desc ? strlen(desc) : 0);
+    /* Microsoft's description has CRLF before "Trace ID:": one line. */
+    for (i = o = 0; desc && desc[i] && o + 1 < sizeof(line); i++) {
+	if ((unsigned char) desc[i] < 0x20) {
+	    if (o > 0 && line[o - 1] != ' ')
+		line[o++] = ' ';
+	} else
+	    line[o++] = desc[i];
+    }
+    line[o] = 0;
+    log_printable(oe.description, sizeof(oe.description), line, o);
     oe.aadsts = ctl_aadsts_from_text(desc);
     oe.cls = oauth_classify(oe.http_status, oe.error, oe.aadsts);
     fprintf(stderr, "m365ctl: sign-in failed at the authorize page: %s: "
@@ -758,7 +769,10 @@ int     ctl_login(const struct conf *conf, const struct conf_account *acct,
 	break;
     }
     if (rc == CTL_OK) {
-	if (auth_store_login(conf, acct, &tok, err, sizeof(err)) < 0) {
+	ctl_log_quiet(1);
+	rc = auth_store_login(conf, acct, &tok, err, sizeof(err));
+	ctl_log_quiet(0);
+	if (rc < 0) {
 	    fprintf(stderr, "m365ctl: account %s: signed in, but the tokens "
 		    "could not be stored: %s\n", acct->name, err);
 	    rc = CTL_FAIL;

@@ -187,6 +187,21 @@ static const char *ctl_auth_kind(const struct conf_account *acct)
     return ("unknown");
 }
 
+/*
+ * ctl_auth_token - auth_token() whose own log records (the same text as
+ * the FAIL line) stay off the terminal; they still reach the log.
+ */
+static int ctl_auth_token(struct ctl_run *run, int force,
+			          struct m365_result *res)
+{
+    int     rc;
+
+    ctl_log_quiet(1);
+    rc = auth_token(run->http, run->conf, run->acct, force, &run->token, res);
+    ctl_log_quiet(0);
+    return (rc);
+}
+
 /* ctl_show_stored_error - the last error and remedy from the token store */
 
 static void ctl_show_stored_error(struct ctl_run *run, const char *already)
@@ -334,8 +349,7 @@ static int ctl_step_token(struct ctl_run *run, int fresh)
     tokstore_clear(&ts);
 
     result_init(&res);
-    if (auth_token(run->http, run->conf, run->acct, fresh, &run->token,
-		   &res) < 0) {
+    if (ctl_auth_token(run, fresh, &res) < 0) {
 	run->token = NULL;
 	ctl_token_fail(run, &res);
 	return (-1);
@@ -376,8 +390,7 @@ static int ctl_graph_user(struct ctl_run *run, const char *mailbox,
     xfree_secret(run->token);
     run->token = NULL;
     result_init(&res);
-    if (auth_token(run->http, run->conf, run->acct, 1, &run->token,
-		   &res) < 0) {
+    if (ctl_auth_token(run, 1, &res) < 0) {
 	run->token = NULL;
 	ctl_token_fail(run, &res);
 	return (-2);

@@ -194,6 +194,12 @@ void    ctl_print_oauth_error(const char *what, const struct oauth_error *oe,
 	fprintf(stderr, "m365ctl: %s failed: %s (HTTP %ld): %s\n", what,
 		oe->error[0] ? oe->error : "error", oe->http_status,
 		oe->description);
+    if (oe->cls == OAUTH_TRANSIENT) {
+	fprintf(stderr, "m365ctl: remedy: a temporary problem: check the "
+		"network path to the identity platform (login_url, proxy, "
+		"firewall, DNS) and try again\n");
+	return;
+    }
     oauth_remedy(oe, account, remedy, sizeof(remedy));
     if (remedy[0])
 	fprintf(stderr, "m365ctl: remedy: %s\n", remedy);
@@ -230,12 +236,17 @@ int     ctl_prepare_state(const struct conf *conf)
     }
     have_user = (conf->user && conf->user[0]
 		 && conf_user_ids(conf, &uid, &gid) == 0);
-    /* An unknown user is reported by tokstore when it writes. */
     if (geteuid() == 0) {
 	if (conf->user == NULL || conf->user[0] == 0)
 	    fprintf(stderr, "m365ctl: warning: no \"user\" in [global]: token "
 		    "files will belong to root, and m365-relay (which refuses "
 		    "to run as root) cannot read them\n");
+	else if (!have_user)
+	    fprintf(stderr, "m365ctl: warning: user \"%s\" ([global] user) "
+		    "does not exist: token files stay owned by root and "
+		    "m365-relay cannot read them; create the user "
+		    "(adduser --system %s) and sign in again\n",
+		    conf->user, conf->user);
     } else if (have_user && uid != geteuid()) {
 	fprintf(stderr, "m365ctl: warning: running as uid %ld, but m365-relay "
 		"runs as \"%s\" (uid %ld): token files written now belong to "
@@ -379,7 +390,8 @@ static void ctl_status_text(const struct conf_account *acct,
     if (ts->access_token) {
 	ctl_fmt_expiry(exp, sizeof(exp), ts->access_expires, now);
 	ctl_fmt_time(when, sizeof(when), ts->access_expires);
-	printf("  access token:   expires %s (%s)\n", exp, when);
+	printf("  access token:   expires %s (%s)%s\n", exp, when,
+	       ts->offline ? ", not used while offline" : "");
     } else
 	printf("  access token:   none\n");
     if (acct->auth == CONF_AUTH_DELEGATED) {

@@ -60,7 +60,8 @@
 
 struct msg_reader {
     struct msg *m;
-    const char *tmpdir;
+    const char *tmpdir;			/* as given, may be NULL */
+    const char *spool_dir;		/* the directory used */
     off_t   max_size;
     struct m365_result *res;
     int     state;
@@ -126,6 +127,7 @@ static int msg_spool_open(struct msg_reader *r)
 	return (-1);
     }
     r->m->body_fd = fd;
+    r->spool_dir = dir;
     return (0);
 }
 
@@ -146,8 +148,7 @@ static int msg_flush(struct msg_reader *r)
     if (msg_write_all(r->m->body_fd, r->out, r->outlen) < 0) {
 	result_set(r->res, M365_SYSTEM, EX_TEMPFAIL, "4.3.0",
 		   "cannot write the spool file in %s: %s; check the free "
-		   "space there", r->tmpdir && *r->tmpdir ? r->tmpdir :
-		   "the temporary directory", strerror(errno));
+		   "space there", r->spool_dir, strerror(errno));
 	r->failed = 1;
 	r->state = MSG_DRAIN;
 	return (-1);
@@ -369,7 +370,7 @@ int     msg_read(struct msg *m, int fd, const char *tmpdir, off_t max_size,
     }
     if (r.too_big) {
 	result_set(res, M365_PERM, EX_DATAERR, "5.3.4",
-		   "message size %lld exceeds the limit %lld",
+		   "message size %lld bytes exceeds the limit of %lld bytes",
 		   (long long) r.size, (long long) max_size);
 	goto done;
     }

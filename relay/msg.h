@@ -22,8 +22,10 @@
  *	outlive the msg_src.  When msg_src_read() returns
  *	CURL_READFUNC_ABORT, msg_src_error() says why.
  * DIAGNOSTICS
- *	msg_read() fills res: 5.3.4 (too large), 5.6.0 (no header
- *	section, header section too large), 4.3.0 (local I/O trouble).
+ *	msg_read() fills res: 5.3.4 (too large), 5.6.0 (empty input,
+ *	header section too large), 4.3.0 (local I/O trouble).  Input
+ *	without header fields is accepted as a body with an empty header
+ *	section.  Call msg_free() after msg_read(), also after a failure.
  */
 #ifndef M365_MSG_H
 #define M365_MSG_H

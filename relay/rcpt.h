@@ -24,7 +24,11 @@
  *
  *	rcpt_from_headers() collects the To, Cc and Bcc addresses (for
  *	"sendmail -t"); rcpt_header_from() returns the first From:
- *	address, or NULL.
+ *	address, or NULL.  Both return the internal form (no angle
+ *	brackets, local part unquoted: "a b"@x -> a b@x), the form an MTA
+ *	passes as an envelope address and rcpt_rewrite() expects in env
+ *	(which may also carry <>).  rcpt_from_headers() fails on a
+ *	To/Cc/Bcc element that is not a mail address.
  * DIAGNOSTICS
  *	-1 with err filled when a To/Cc/Bcc header cannot be parsed (the
  *	caller bounces with 5.6.0 rather than risk a wrong recipient).

@@ -24,6 +24,9 @@ top_srcdir=$(cd "$top_srcdir" && pwd)
 top_builddir=$(cd "$top_builddir" && pwd)
 export top_srcdir top_builddir
 RELAY=$top_builddir/relay/m365-relay
+# The real interpreter (skips wrapper scripts such as pyenv shims, which
+# cost a noticeable startup time on every JSON check).
+: "${PYTHON:=$(python3 -c 'import sys; print(sys.executable or "python3")' 2>/dev/null || echo python3)}"
 CTL=$top_builddir/relay/m365ctl
 
 EMU_APP_DELEG=11111111-0000-0000-0000-000000000001
@@ -136,7 +139,7 @@ wait_until() {
 
 # json_eval EXPR - print EXPR evaluated over d (JSON read from stdin)
 json_eval() {
-    python3 -c '
+    "$PYTHON" -c '
 import json, sys
 d = json.load(sys.stdin)
 v = eval(sys.argv[1], {"d": d, "json": json, "sys": sys})
@@ -158,7 +161,7 @@ emu_setup() {
     }
     CA_FILE=$T/certs/ca.pem
     EMU_DATA=$T/emu
-    (umask 077 && openssl rand -hex 24 >"$T/secret")
+    (umask 077 && openssl rand -hex 24 | tr -d '\n' >"$T/secret")
     chmod 600 "$T/secret"
     (umask 077 && cat >"$T/emu.json" <<EOF
 {
@@ -181,7 +184,7 @@ emu_setup() {
 }
 EOF
     )
-    python3 "$top_srcdir/tests/emulator/m365emu.py" --port 0 \
+    "$PYTHON" "$top_srcdir/tests/emulator/m365emu.py" --port 0 \
         --cert "$T/certs/server.pem" --key "$T/certs/server.key" \
         --data "$EMU_DATA" --config "$T/emu.json" >"$T/emu.out" 2>&1 &
     EMU_PID=$!
@@ -221,7 +224,7 @@ emu_sent_count() {
 
 # emu_stat KEY - one counter of /_emu/stats (KEY may be "by_grant.x"); 0 if unset
 emu_stat() {
-    emu_ctl GET /_emu/stats | python3 -c '
+    emu_ctl GET /_emu/stats | "$PYTHON" -c '
 import json, sys
 d = json.load(sys.stdin)
 for k in sys.argv[1].split("."):
@@ -232,7 +235,7 @@ print(d)
 
 # emu_user_code - the user_code of the newest pending device code (or fail)
 emu_user_code() {
-    emu_ctl GET /_emu/device | python3 -c '
+    emu_ctl GET /_emu/device | "$PYTHON" -c '
 import json, sys
 d = [x for x in json.load(sys.stdin) if x["state"] == "pending"]
 if not d:

@@ -413,6 +413,50 @@ has "status after a new login: online" "state:          online"
 ctl test deleg
 expect_rc "test deleg after a new login" 0
 
+# ------------------------------------------- mailbox and permission faults
+
+ALT=$T/alt.conf
+sed -e 's/^mailbox = bob@contoso.test/mailbox = onprem@contoso.test/' \
+    -e 's/^mailbox = shared@contoso.test/mailbox = nobody@contoso.test/' \
+    -e 's/^mailbox = alice@contoso.test/mailbox = shared@contoso.test/' \
+    "$CONF" >"$ALT"
+CONF_SAVED=$CONF
+CONF=$ALT
+
+ctl test app
+expect_rc "test with a mailbox not enabled for REST" 1
+has "not enabled for REST: the Graph code" "MailboxNotEnabledForRESTAPI"
+has "not enabled for REST: licence remedy" "Exchange Online licence"
+
+ctl test cert
+expect_rc "test with an unknown mailbox" 1
+has "unknown mailbox: FAIL mailbox line" "FAIL mailbox:"
+has "unknown mailbox: remedy names the mailbox key" "check \"mailbox\" of [account cert]"
+
+ctl test deleg
+expect_rc "test deleg for a shared mailbox without Mail.Send.Shared" 1
+has "shared mailbox: Mail.Send.Shared missing" "FAIL send-as:"
+has "shared mailbox: remedy adds the scope" "scopes = Mail.Send.Shared"
+
+sed -i 's/^auth = delegated/auth = delegated\nscopes = Mail.Send.Shared/' "$ALT"
+device_login "login with Mail.Send.Shared"
+ctl test deleg --send bob@contoso.test
+expect_rc "test deleg for a shared mailbox with Mail.Send.Shared" 0
+has "shared mailbox: scope granted" "ok   send-as:"
+rec=$(emu_ctl GET /_emu/sent | json_eval 'd[-1]["mailbox"] + " " + d[-1]["from"]')
+case $rec in
+"shared@contoso.test "*shared@contoso.test*) ok "shared mailbox: sent as shared@contoso.test" ;;
+*) bad "shared mailbox: sent as shared@contoso.test (got $rec)" ;;
+esac
+CONF=$CONF_SAVED
+
+emu_ctl POST /_emu/faults '[{"match": "users", "status": 403, "code": "ErrorAccessDenied", "message": "Access to OData is disabled.", "count": 1}]' >/dev/null
+ctl test app
+expect_rc "test with an application access policy denial" 1
+has "access denied: the Graph code" "ErrorAccessDenied"
+has "access denied: RBAC remedy" "RBAC for Applications"
+emu_ctl DELETE /_emu/faults >/dev/null
+
 # ------------------------------------------------- logout, consent-url
 
 ctl logout deleg

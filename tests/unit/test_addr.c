@@ -78,6 +78,8 @@ static const struct {
     {"Foo <>", "0|!Foo <>|Foo <>"},
     {"x@y <z@w>", "0|!x@y <z@w>|x@y <z@w>"},
     {"a@@x", "0|!a@@x|a@@x"},
+    {"<@a.example,u@d>", "0|!<@a.example,u@d>|<@a.example,u@d>"},
+    {"<@a.example:>", "0|!<@a.example:>|<@a.example:>"},
     {"", ""},
 };
 
@@ -119,6 +121,7 @@ static const struct {
     {"u@[1.2.3.4", "domain literal"},
     {"u@1.2.3.4]", "]"},
     {"\"a\\\"", "quoted string"},
+    {"(a\\", "comment"},
 };
 
 static void test_parse_errors(void)
