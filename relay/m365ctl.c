@@ -708,6 +708,8 @@ static int ctl_cmd_simple(const struct conf *conf, const char *cmd,
     return (ctl_consent_url(conf, acct));
 }
 
+/* main - global options, configuration, one command */
+
 int     main(int argc, char **argv)
 {
     struct conf *conf;

@@ -86,7 +86,8 @@ re() {
     printf '%s' "$1" | sed 's/[].[*^$\\+?(){}|]/\\&/g'
 }
 
-# expect_log MSG QID RCPT MAILBOX DSN STATUS - one delivery log line
+# expect_log MSG QID RCPT MAILBOX DSN STATUS - one delivery log line (DSN
+# is an extended regex, so "4.[0-9]+.[0-9]+" matches any 4.x.x)
 expect_log() {
     local pat
     pat="$(re "$2"): to=<$(re "$3")>, relay=$(re "$RELAY_HOST")\\[$(re "$4")\\], delay=[0-9]+(\\.[0-9]+)?, dsn=$5, status=$6 \\("
@@ -587,9 +588,12 @@ expect_log "ErrorInvalidRecipients" QINV thr@example.net bob@contoso.test \
 # ------------------------------ parallel deliveries, one token refresh
 
 # Make the cached app token expire on the relay's side: a token that
-# lives AUTH_EXPIRY_MARGIN (300 s) + 2 s is stale after 2 seconds.
+# lives AUTH_EXPIRY_MARGIN (relay/auth.h) + 2 s is stale after 2 seconds.
+margin=$(sed -n 's/^#define[[:space:]]*AUTH_EXPIRY_MARGIN[[:space:]]*\([0-9]*\).*/\1/p' \
+    "$top_srcdir/relay/auth.h")
 emu_reset
-emu_ctl POST /_emu/config '{"access_token_lifetime":302}' >/dev/null
+emu_ctl POST /_emu/config "{\"access_token_lifetime\":$((${margin:-300} + 2))}" \
+    >/dev/null
 emu_ctl POST /_emu/expire "{\"client_id\":\"$APP_ID\"}" >/dev/null
 relay "$T/mt1" -c "$CONF" -q QPAR0 -f bob@contoso.test -- thr@example.net
 emu_ctl POST /_emu/config '{"access_token_lifetime":3600}' >/dev/null

@@ -22,7 +22,6 @@ import argparse
 import base64
 import binascii
 import datetime
-import email.errors
 import email.header
 import email.message
 import email.parser
@@ -755,8 +754,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def fault_response(self, kind, fault):
         """fault_response - the injected error in the endpoint's dialect"""
-        status = int(fault.get("status", 503))
-        if kind in ("token", "devicecode", "authorize"):
+        identity = kind in ("token", "devicecode", "authorize")
+        default = 400 if identity and (fault.get("aadsts") or
+                                       fault.get("error")) else 503
+        status = int(fault.get("status", default))
+        if identity:
             error = fault.get("error") or (
                 "temporarily_unavailable" if status >= 500 else
                 "invalid_request")

@@ -437,29 +437,29 @@ expect "every refresh token of the user is revoked" 400 'd["error_codes"]' '[501
 emu_ctl POST /_emu/reset >/dev/null
 printf 'From: bob@contoso.test\r\nTo: f@example.org\r\nSubject: fault\r\n\r\nhi\r\n' >"$T/f.eml"
 send_app() {
-    send_mime /v1.0/users/bob@contoso.test/sendMail "$T/f.eml" "$APP_AT" "$@"
+    send_mime /v1.0/users/bob@contoso.test/sendMail "$T/f.eml" "$APP_AT"
 }
 emu_ctl POST /_emu/faults '[{"match": "sendMail", "status": 429, "retry_after": 5}]' >/dev/null
-send_app 2>/dev/null   # curl reports the reset
+send_app
 expect "fault 429" 429 'd["error"]["code"]' ApplicationThrottled
 check "429 carries Retry-After: 5" test "$(header Retry-After)" = 5
 check "429 recorded nothing" test "$(emu_sent_count)" = 0
-send_app 2>/dev/null   # curl reports the reset
+send_app
 expect "the fault is consumed: next send accepted" 202
 
 emu_ctl POST /_emu/faults '{"match": "sendMail", "status": 503, "count": 2}' >/dev/null
 check "GET /_emu/faults shows the remaining count" test \
     "$(emu_ctl GET /_emu/faults | json_eval '[f["count"] for f in d]')" = '[2]'
-send_app 2>/dev/null   # curl reports the reset
+send_app
 expect "fault 503 (1/2)" 503 'd["error"]["code"]' ErrorServerBusy
-send_app 2>/dev/null   # curl reports the reset
+send_app
 expect "fault 503 (2/2)" 503
-send_app 2>/dev/null   # curl reports the reset
+send_app
 expect "after count faults: accepted" 202
 
 emu_ctl POST /_emu/faults '[{"match": "sendMail", "action": "accept_retry_after", "retry_after": 7}]' >/dev/null
 before=$(emu_sent_count)
-send_app 2>/dev/null   # curl reports the reset
+send_app
 expect "202 + Retry-After" 202
 check "202 carries Retry-After: 7" test "$(header Retry-After)" = 7
 check "202 + Retry-After recorded exactly once" test "$(emu_sent_count)" = $((before + 1))
@@ -476,7 +476,7 @@ check "reset_after_body without deliver: not recorded" test "$(emu_sent_count)" 
 
 emu_ctl POST /_emu/faults '[{"match": "sendMail", "action": "slow", "delay": 1.5}]' >/dev/null
 t0=$(date +%s%N)
-send_app 2>/dev/null   # curl reports the reset
+send_app
 t1=$(date +%s%N)
 expect "slow fault then normal answer" 202
 check "slow fault took >= 1.5 s" test $(( (t1 - t0) / 1000000 )) -ge 1500
@@ -486,6 +486,10 @@ client_secret "$T/secret"
 expect "token fault with a real AADSTS body" 400 \
     'd["error"]' invalid_grant 'd["error_codes"]' '[700082]' \
     'd["error_description"].startswith("AADSTS700082: The refresh token has expired due to inactivity")' true
+emu_ctl POST /_emu/faults '[{"match": "token", "aadsts": 50173, "error": "invalid_grant"}]' >/dev/null
+refresh "$DEV_RT"
+expect "token fault: status defaults to 400 for an AADSTS fault" 400 \
+    'd["error_codes"]' '[50173]' 'd["error_uri"]' "https://login.microsoftonline.com/error?code=50173"
 emu_ctl POST /_emu/faults '[{"match": "token", "status": 503}]' >/dev/null
 client_secret "$T/secret"
 expect "token fault 503: temporarily_unavailable" 503 'd["error"]' temporarily_unavailable
@@ -494,13 +498,13 @@ req GET /v1.0/users/bob@contoso.test -H "Authorization: Bearer $APP_AT"
 expect "users fault with custom code" 403 'd["error"]["code"]' ErrorAccessDenied \
     'd["error"]["message"]' "Access to OData is disabled."
 emu_ctl POST /_emu/faults '[{"match": "sendMail", "status": 401}]' >/dev/null
-send_app 2>/dev/null   # curl reports the reset
+send_app
 expect "fault 401 on sendMail" 401 'd["error"]["code"]' InvalidAuthenticationToken
 check "401 carries WWW-Authenticate" test -n "$(header WWW-Authenticate)"
 emu_ctl POST /_emu/faults '[{"match": "sendMail", "status": 504}, {"match": "token", "status": 500}]' >/dev/null
 emu_ctl DELETE /_emu/faults >/dev/null
 check "DELETE /_emu/faults clears the queue" test "$(emu_ctl GET /_emu/faults)" = '[]'
-send_app 2>/dev/null   # curl reports the reset
+send_app
 expect "no fault after DELETE" 202
 check "bad fault definitions are refused" test "$(emu_curl -o /dev/null -w '%{http_code}' \
     -X POST --data-binary '[{"match": "nothing"}]' "$EMU_URL/_emu/faults")" = 400
@@ -512,8 +516,8 @@ emu_ctl POST /_emu/reset >/dev/null
 client_secret "$T/secret"
 client_secret "$T/badsecret"
 refresh "$DEV_RT"
-send_app 2>/dev/null   # curl reports the reset
-send_app 2>/dev/null   # curl reports the reset
+send_app
+send_app
 send_mime /v1.0/users/bob@contoso.test/sendMail "$T/norcpt.eml" "$APP_AT"
 req GET /v1.0/users/bob@contoso.test -H "Authorization: Bearer $APP_AT"
 check "stats: token_requests" test "$(emu_stat token_requests)" = 3
