@@ -18,6 +18,12 @@
  *	[global]           cloud, login_url, graph_url, graph_resource,
  *	                   ca_file, state_dir, user, log_file, timeout,
  *	                   connect_timeout, max_message_size
+ *	[milter]           socket, socket_mode, pid_file, mode,
+ *	                   unknown_sender, rewrite_sender, rewrite_from,
+ *	                   add_reply_to, add_message_id, message_id_domain,
+ *	                   memory_limit, tmp_dir, deliver_domains,
+ *	                   on_internal_error, on_graph_error,
+ *	                   on_account_offline, timeout
  *	[account NAME]     tenant, client_id, auth, secret_file,
  *	                   certificate_file, key_file, jwt_alg, mailbox,
  *	                   senders, default, scopes, save_to_sent_items,
@@ -71,6 +77,38 @@ struct conf_account {
     struct conf_account *next;
 };
 
+enum conf_milter_mode {
+    CONF_MILTER_FILTER = 0,		/* policy/rewrite; Postfix transport sends */
+    CONF_MILTER_DELIVER = 1,		/* the milter sends at end of message */
+};
+
+/* What the milter answers when something goes wrong (OpenDKIM-style). */
+enum conf_action {
+    CONF_ACTION_TEMPFAIL = 0,		/* 451 4.x.x */
+    CONF_ACTION_ACCEPT = 1,		/* let the message through untouched */
+    CONF_ACTION_REJECT = 2,		/* 550/554 5.x.x */
+};
+
+struct conf_milter {
+    char   *socket;			/* inet:PORT@HOST or unix:PATH */
+    long    socket_mode;		/* unix socket permissions, 0660 */
+    char   *pid_file;			/* or NULL */
+    enum conf_milter_mode mode;
+    int     unknown_sender_reject;	/* unknown_sender = accept|reject */
+    int     rewrite_sender;		/* MAIL FROM -> account mailbox */
+    int     rewrite_from;		/* From: -> account mailbox */
+    int     add_reply_to;		/* with rewrite_from: Reply-To: old From */
+    int     add_message_id;		/* add a Message-ID when missing */
+    char   *message_id_domain;		/* NULL: the host name */
+    long    memory_limit;		/* body bytes in memory, then spooled */
+    char   *tmp_dir;			/* where bodies are spooled */
+    char  **deliver_domains;		/* deliver mode: NULL = all recipients */
+    enum conf_action on_internal_error;	/* bug, I/O, out of memory */
+    enum conf_action on_graph_error;	/* Graph/token endpoint unreachable */
+    enum conf_action on_account_offline;	/* sign-in required */
+    long    timeout;			/* libmilter timeout, seconds */
+};
+
 struct conf {
     char   *path;
     char   *cloud;			/* global|usgov|usgov-dod|china */
@@ -85,6 +123,7 @@ struct conf {
     long    connect_timeout;		/* seconds */
     long    max_message_size;		/* default for accounts; 35 MB */
     struct conf_account *accounts;	/* file order */
+    struct conf_milter milter;		/* [milter] section */
 };
 
 extern struct conf *conf_load(const char *path, struct strbuf *errors);

@@ -38,6 +38,7 @@
 
 struct msg {
     struct strbuf hdr;			/* header section, CRLF, no blank line */
+    struct strbuf body_mem;		/* body while under mem_limit */
     int     body_fd;			/* spooled body (CRLF), -1 if none */
     off_t   body_len;
     off_t   size;			/* hdr + CRLF + body */
@@ -46,6 +47,23 @@ struct msg {
 extern int msg_read(struct msg *, int fd, const char *tmpdir, off_t max_size,
 		            struct m365_result *res);
 extern void msg_free(struct msg *);
+
+/*
+ * Incremental construction (the milter): msg_init(), then headers in
+ * order, then body chunks (already CRLF, as libmilter hands them over),
+ * then msg_finish().  The body stays in memory (body_mem) up to
+ * mem_limit bytes and moves to an unlinked temporary file in tmpdir
+ * beyond it, so memory does not grow with the message size.  Each call
+ * returns 0, or -1 with res filled (4.3.0 on local I/O trouble, 5.3.4
+ * past max_size, 5.6.0 for a header section over STRBUF_MAX_HEADERS).
+ */
+extern void msg_init(struct msg *, const char *tmpdir, size_t mem_limit,
+		             off_t max_size);
+extern int msg_add_header(struct msg *, const char *name, const char *value,
+			          struct m365_result *res);
+extern int msg_add_body(struct msg *, const void *data, size_t len,
+			        struct m365_result *res);
+extern int msg_finish(struct msg *, struct m365_result *res);
 
 struct msg_src;
 
