@@ -103,7 +103,8 @@ static void auth_offline(const struct conf_account *acct,
 
 int     auth_token(struct http *http, const struct conf *conf,
 		           const struct conf_account *acct, int force,
-		           char **token_r, struct m365_result *res)
+		           const char *refused, char **token_r,
+		           struct m365_result *res)
 {
     struct tokstore ts;
     struct oauth_token tok;
@@ -140,8 +141,8 @@ int     auth_token(struct http *http, const struct conf *conf,
     }
 
     /* 3. Under the lock: did another process renew it meanwhile? */
-    if (force && ts.access_token)
-	seen = xstrdup(ts.access_token);
+    if (force && refused)
+	seen = xstrdup(refused);
     tokstore_clear(&ts);
     if ((lockfd = tokstore_lock(conf, acct->name, err, sizeof(err))) < 0) {
 	xfree_secret(seen);
@@ -158,7 +159,7 @@ int     auth_token(struct http *http, const struct conf *conf,
     }
     now = time(NULL);
     if (auth_valid(&ts, now)
-	&& (!force || seen == NULL || strcmp(seen, ts.access_token) != 0)) {
+	&& (!force || (seen != NULL && strcmp(seen, ts.access_token) != 0))) {
 	*token_r = xstrdup(ts.access_token);
 	tokstore_unlock(lockfd);
 	tokstore_clear(&ts);

@@ -17,8 +17,11 @@
  *	  rotated refresh token) are saved atomically before the lock is
  *	  released.  N parallel callers with an expired token make exactly
  *	  one token request.
- *	force = 1 means "Graph refused the cached token (401)": refresh
- *	even if it looks valid, unless another process already replaced it.
+ *	force = 1 with refused = the token Graph refused (401): renew it,
+ *	unless another process already stored a different valid token
+ *	(then that one is returned: N processes refused at once make one
+ *	request).  force = 1 with refused = NULL: always ask for a new
+ *	token (m365ctl test --fresh).
  *
  *	A delegated account that is offline (revoked grant etc.) is not
  *	sent to the token endpoint at all; the result says to run
@@ -44,7 +47,8 @@
 
 extern int auth_token(struct http *, const struct conf *,
 		              const struct conf_account *, int force,
-			              char **token_r, struct m365_result *res);
+		              const char *refused, char **token_r,
+		              struct m365_result *res);
 extern int auth_store_login(const struct conf *, const struct conf_account *,
 		                const struct oauth_token *, char *err, size_t errlen);
 

@@ -192,12 +192,13 @@ static const char *ctl_auth_kind(const struct conf_account *acct)
  * the FAIL line) stay off the terminal; they still reach the log.
  */
 static int ctl_auth_token(struct ctl_run *run, int force,
-			          struct m365_result *res)
+		              const char *refused, struct m365_result *res)
 {
     int     rc;
 
     ctl_log_quiet(1);
-    rc = auth_token(run->http, run->conf, run->acct, force, &run->token, res);
+    rc = auth_token(run->http, run->conf, run->acct, force, refused,
+		    &run->token, res);
     ctl_log_quiet(0);
     return (rc);
 }
@@ -349,7 +350,7 @@ static int ctl_step_token(struct ctl_run *run, int fresh)
     tokstore_clear(&ts);
 
     result_init(&res);
-    if (ctl_auth_token(run, fresh, &res) < 0) {
+    if (ctl_auth_token(run, fresh, NULL, &res) < 0) {
 	run->token = NULL;
 	ctl_token_fail(run, &res);
 	return (-1);
@@ -378,6 +379,8 @@ static int ctl_graph_user(struct ctl_run *run, const char *mailbox,
 			          struct ctl_user *user, struct http_resp *resp)
 {
     struct m365_result res;
+    char   *refused;
+    int     rc;
 
     if (ctl_get_user(run->http, run->conf, mailbox, run->token, user,
 		     resp) == 0)
@@ -387,10 +390,12 @@ static int ctl_graph_user(struct ctl_run *run, const char *mailbox,
     run->refreshed = 1;
     printf("--   token: Graph refused the access token (401); getting a "
 	   "fresh one\n");
-    xfree_secret(run->token);
+    refused = run->token;
     run->token = NULL;
     result_init(&res);
-    if (ctl_auth_token(run, 1, &res) < 0) {
+    rc = ctl_auth_token(run, 1, refused, &res);
+    xfree_secret(refused);
+    if (rc < 0) {
 	run->token = NULL;
 	ctl_token_fail(run, &res);
 	return (-2);

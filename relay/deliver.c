@@ -120,7 +120,7 @@ int     deliver_with(const struct conf *conf, struct http *http,
 	goto done;
     }
 
-    if (auth_token(http, conf, acct, 0, &token, res) < 0)
+    if (auth_token(http, conf, acct, 0, NULL, &token, res) < 0)
 	goto done;
 
     from = rcpt_header_from(hdr.data, hdr.len);
@@ -131,11 +131,14 @@ int     deliver_with(const struct conf *conf, struct http *http,
 	/* The cached token was refused: refresh once, send once more. */
 	msg_info("%s: Graph refused the access token of account %s (401); "
 		 "renewing it", d->queue_id, acct->name);
-	xfree_secret(token);
+	char   *refused = token;
+
 	token = NULL;
 	http_resp_free(&resp);
 	http_resp_init(&resp);
-	if (auth_token(http, conf, acct, 1, &token, res) < 0)
+	ok = auth_token(http, conf, acct, 1, refused, &token, res);
+	xfree_secret(refused);
+	if (ok < 0)
 	    goto done_resp;
 	if (msg_src_rewind(src) < 0) {
 	    result_set(res, M365_SYSTEM, EX_TEMPFAIL, "4.3.0",
@@ -200,19 +203,25 @@ void    deliver_log(const struct delivery *d, const struct conf *conf,
 {
     char    host[128];
     char    rcpt[300];
+    char    delay_text[32];
     double  delay = time_now() - d->start;
     size_t  i;
 
     deliver_relay_host(conf, host, sizeof(host));
     if (delay < 0)
 	delay = 0;
+    /* Like Postfix: two significant digits below 10 s, whole seconds above. */
+    if (delay < 10)
+	snprintf(delay_text, sizeof(delay_text), "%.2g", delay);
+    else
+	snprintf(delay_text, sizeof(delay_text), "%.0f", delay);
     for (i = 0; i < d->nrcpts || (i == 0 && d->nrcpts == 0); i++) {
 	const char *r = d->nrcpts ? d->rcpts[i] : "";
 
 	log_printable(rcpt, sizeof(rcpt), r, strlen(r));
-	msg_info("%s: to=<%s>, relay=%s[%s], delay=%.2g, dsn=%s, status=%s (%s)",
+	msg_info("%s: to=<%s>, relay=%s[%s], delay=%s, dsn=%s, status=%s (%s)",
 		 d->queue_id, rcpt, acct ? host : "none",
-		 acct ? acct->mailbox : "", delay, res->dsn,
+		 acct ? acct->mailbox : "", delay_text, res->dsn,
 		 result_disposition(res), res->text);
     }
 }
