@@ -98,13 +98,6 @@ int     graph_parse_error(const struct http_resp *resp, struct graph_error *ge)
     return (ge->code[0] ? 0 : -1);
 }
 
-/* graph_rewind - http_req rewind callback for a struct msg_src */
-
-static int graph_rewind(void *src)
-{
-    return (msg_src_rewind((struct msg_src *) src));
-}
-
 /* graph_send_mime - POST /users/{mailbox}/sendMail, streamed MIME */
 
 int     graph_send_mime(struct http *http, const struct conf *conf,
@@ -121,7 +114,13 @@ int     graph_send_mime(struct http *http, const struct conf *conf,
     req.bearer = token;
     req.content_type = "text/plain";
     req.read_cb = msg_src_read;
-    req.rewind_cb = graph_rewind;
+    /*
+     * No rewind callback on purpose: when a reused connection dies after
+     * the body was sent, libcurl would otherwise quietly send the message
+     * again.  Without one it gives up, and deliver() defers with "may have
+     * been accepted" (never send one twice).
+     */
+    req.rewind_cb = NULL;
     req.read_arg = src;
     req.read_len = msg_src_length(src);
     ret = http_perform(http, &req, resp);

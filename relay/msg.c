@@ -4,8 +4,24 @@
  * SUMMARY
  *	read one message, spool its body, stream it base64-encoded
  * DESCRIPTION
- *	See msg.h.  Details of msg_read():
+ *	See msg.h.  One set of internals builds a struct msg, whether the
+ *	bytes come from a pipe (msg_read) or from libmilter callbacks
+ *	(msg_add_header, msg_add_body):
  *
+ *	msg_count() keeps the canonical size; the CRLF between header and
+ *	body is counted from the start.  msg_body_put() turns bare LF into
+ *	CRLF (existing CRLF and a lone CR are kept; a CRLF split between
+ *	two chunks is recognised by last_cr) and hands the result to
+ *	msg_store(), which appends to body_mem while the body fits in
+ *	mem_limit and otherwise moves it to a spool file made with
+ *	mkostemp() in the spool directory, mode 0600, close-on-exec,
+ *	unlinked at once, written through a 64 KB buffer.  Past max_size
+ *	nothing is stored any more (what was stored is dropped) but bytes
+ *	are still counted, so the final size can be reported.  The first
+ *	hard error (I/O, header limit) is kept in m->error and returned by
+ *	every later call.
+ *
+ *	msg_read() uses mem_limit 0: every non-empty body is spooled.
  *	Input is read in 64 KB blocks.  Header lines go into hdr with CRLF
  *	line ends; the header section ends at the first empty line (which
  *	is not stored) or at the first line that is neither a header field
@@ -13,24 +29,17 @@
  *	line starts the body.  So input without any header field is all
  *	body, with an empty header section, and input without an empty
  *	line is all header.  A first line "From " (mbox) is dropped.
- *
- *	The body goes to a temporary file made with mkostemp() in tmpdir
- *	(NULL or "": $TMPDIR, else /tmp), mode 0600, close-on-exec,
- *	unlinked at once; bare LF becomes CRLF, existing CRLF is kept.
- *	body_fd stays -1 when the body is empty.
- *
- *	Limits: a header section over STRBUF_MAX_HEADERS gives 5.6.0; a
- *	message whose canonical size exceeds max_size (0: no limit) gives
- *	5.3.4 EX_DATAERR.  In both cases the rest of the input is read and
- *	discarded first, so the MTA does not see a broken pipe.  Empty
- *	input gives 5.6.0.  Read and write errors give 4.3.0 EX_TEMPFAIL.
+ *	After an error or past max_size the rest of the input is still
+ *	read (and counted), so the MTA does not see a broken pipe.  Empty
+ *	input gives 5.6.0.
  *
  *	The stream of a struct msg_src is "hdr + CRLF + body" (CRLF CRLF
  *	when hdr does not end with a line end).  Raw bytes are taken in
  *	multiples of 3 so base64 quanta never straddle two calls; an
  *	encoded quantum the caller has no room for waits in a 4-byte
- *	carry.  The body is read with pread(), so a rewind only resets
- *	offsets.  Memory is fixed (one 48 KB buffer).
+ *	carry.  A spooled body is read with pread(), an in-memory body is
+ *	copied, so a rewind only resets offsets.  Memory is fixed (one
+ *	48 KB buffer).
  * DIAGNOSTICS
  *	msg_src_read() returns CURL_READFUNC_ABORT on a read error;
  *	msg_src_error() then says why.
@@ -53,28 +62,26 @@
 
 #define MSG_BLOCK	(64 * 1024)
 #define MSG_RAW_BUF	(3 * 16 * 1024)
+#define MSG_MEM_FIRST	4096		/* first body_mem allocation */
 
-#define MSG_HDR		0		/* reading header lines */
-#define MSG_BODY	1		/* spooling the body */
-#define MSG_DRAIN	2		/* discarding the rest */
+/* struct msg.state */
+#define MSG_ST_NONE	0		/* not initialised, or finished */
+#define MSG_ST_HDR	1		/* taking header fields */
+#define MSG_ST_BODY	2		/* taking body bytes */
 
-struct msg_reader {
-    struct msg *m;
-    const char *tmpdir;			/* as given, may be NULL */
-    const char *spool_dir;		/* the directory used */
-    off_t   max_size;
-    struct m365_result *res;
-    int     state;
-    int     first_line;			/* no line seen yet */
-    int     last_cr;			/* body: previous byte was CR */
-    off_t   size;			/* canonical size so far */
-    int     too_big;			/* max_size exceeded */
-    int     hdr_too_big;		/* header limit exceeded */
-    int     failed;			/* I/O error, res is set */
-    struct strbuf line;			/* current header line */
-    char   *out;			/* body output buffer */
-    size_t  outlen;
-};
+/* msg_failed - has a hard error been recorded? */
+
+static int msg_failed(const struct msg *m)
+{
+    return (m->error.status != M365_OK);
+}
+
+/* msg_too_big - is the message past max_size? */
+
+static int msg_too_big(const struct msg *m)
+{
+    return (m->max_size > 0 && m->size > m->max_size);
+}
 
 /* msg_write_all - write a whole buffer, retrying short writes */
 
@@ -94,11 +101,21 @@ static int msg_write_all(int fd, const char *p, size_t n)
     return (0);
 }
 
-/* msg_spool_open - create the unlinked body file */
+/* msg_write_error - record a spool write failure */
 
-static int msg_spool_open(struct msg_reader *r)
+static void msg_write_error(struct msg *m)
 {
-    const char *dir = r->tmpdir;
+    result_set(&m->error, M365_SYSTEM, EX_TEMPFAIL, "4.3.0",
+	       "cannot write the spool file in %s: %s; check the free "
+	       "space there", m->spool_dir ? m->spool_dir : "?",
+	       strerror(errno));
+}
+
+/* msg_spool_open - create the unlinked body file, move body_mem there */
+
+static int msg_spool_open(struct msg *m)
+{
+    const char *dir = m->spool_dir;
     char    path[4096];
     int     fd;
 
@@ -108,106 +125,331 @@ static int msg_spool_open(struct msg_reader *r)
 	dir = "/tmp";
     if (snprintf(path, sizeof(path), "%s/m365relay.XXXXXX", dir)
 	>= (int) sizeof(path)) {
-	result_set(r->res, M365_SYSTEM, EX_TEMPFAIL, "4.3.0",
+	result_set(&m->error, M365_SYSTEM, EX_TEMPFAIL, "4.3.0",
 		   "the temporary directory name is too long");
 	return (-1);
     }
     if ((fd = mkostemp(path, O_CLOEXEC)) < 0) {
-	result_set(r->res, M365_SYSTEM, EX_TEMPFAIL, "4.3.0",
+	result_set(&m->error, M365_SYSTEM, EX_TEMPFAIL, "4.3.0",
 		   "cannot create a spool file in %s: %s; check that the "
 		   "directory exists and is writable", dir, strerror(errno));
 	return (-1);
     }
     (void) fchmod(fd, 0600);
     if (unlink(path) < 0) {
-	result_set(r->res, M365_SYSTEM, EX_TEMPFAIL, "4.3.0",
+	result_set(&m->error, M365_SYSTEM, EX_TEMPFAIL, "4.3.0",
 		   "cannot unlink the spool file %s: %s", path,
 		   strerror(errno));
 	close(fd);
 	return (-1);
     }
-    r->m->body_fd = fd;
-    r->spool_dir = dir;
+    if (m->spool_dir != dir) {
+	free(m->spool_dir);
+	m->spool_dir = xstrdup(dir);
+    }
+    m->body_fd = fd;
+    if (m->body_mem.len > 0
+	&& msg_write_all(fd, m->body_mem.data, m->body_mem.len) < 0) {
+	msg_write_error(m);
+	return (-1);
+    }
+    strbuf_free(&m->body_mem);
+    m->wbuf = xmalloc(MSG_BLOCK);
+    m->wlen = 0;
     return (0);
 }
 
-/* msg_flush - write the body output buffer */
+/* msg_spool_flush - write the spool buffer */
 
-static int msg_flush(struct msg_reader *r)
+static int msg_spool_flush(struct msg *m)
 {
-    if (r->failed)
-	return (-1);
-    if (r->outlen == 0)
-	return (0);
-    if (r->m->body_fd < 0 && msg_spool_open(r) < 0) {
-	/* Keep reading so the writer is not killed by SIGPIPE. */
-	r->failed = 1;
-	r->state = MSG_DRAIN;
+    if (m->wlen == 0 || msg_failed(m))
+	return (msg_failed(m) ? -1 : 0);
+    if (msg_write_all(m->body_fd, m->wbuf, m->wlen) < 0) {
+	msg_write_error(m);
 	return (-1);
     }
-    if (msg_write_all(r->m->body_fd, r->out, r->outlen) < 0) {
-	result_set(r->res, M365_SYSTEM, EX_TEMPFAIL, "4.3.0",
-		   "cannot write the spool file in %s: %s; check the free "
-		   "space there", r->spool_dir, strerror(errno));
-	r->failed = 1;
-	r->state = MSG_DRAIN;
-	return (-1);
-    }
-    r->m->body_len += (off_t) r->outlen;
-    r->outlen = 0;
+    m->wlen = 0;
     return (0);
 }
 
-/* msg_count - account canonical bytes; switch to draining when too big */
+/* msg_mem_append - append to body_mem, never allocating past mem_limit */
 
-static void msg_count(struct msg_reader *r, off_t n)
+static void msg_mem_append(struct msg *m, const char *p, size_t n)
 {
-    r->size += n;
-    if (r->max_size > 0 && r->size > r->max_size && !r->too_big) {
-	r->too_big = 1;
-	r->state = MSG_DRAIN;
+    struct strbuf *sb = &m->body_mem;
+    size_t  need = sb->len + n + 1, cap;
+
+    if (need > sb->cap) {
+	cap = sb->cap ? sb->cap : MSG_MEM_FIRST;
+	while (cap < need)
+	    cap *= 2;
+	if (cap > m->mem_limit + 1)
+	    cap = m->mem_limit + 1;		/* >= need: checked by caller */
+	sb->data = xrealloc(sb->data, cap);
+	sb->cap = cap;
     }
+    (void) strbuf_append(sb, p, n);		/* fits: len + n <= max */
 }
 
-/* msg_body - spool body bytes, LF -> CRLF */
+/* msg_store - keep canonical body bytes, in memory or in the spool */
 
-static void msg_body(struct msg_reader *r, const char *p, size_t n)
+static void msg_store(struct msg *m, const char *p, size_t n)
+{
+    if (n == 0 || msg_failed(m))
+	return;
+    if (m->body_fd < 0) {
+	if ((size_t) m->body_len + n <= m->mem_limit) {
+	    msg_mem_append(m, p, n);
+	    m->body_len += (off_t) n;
+	    return;
+	}
+	if (msg_spool_open(m) < 0)
+	    return;
+    }
+    if (m->wlen + n > MSG_BLOCK && msg_spool_flush(m) < 0)
+	return;
+    if (n >= MSG_BLOCK) {
+	if (msg_write_all(m->body_fd, p, n) < 0) {
+	    msg_write_error(m);
+	    return;
+	}
+    } else {
+	memcpy(m->wbuf + m->wlen, p, n);
+	m->wlen += n;
+    }
+    m->body_len += (off_t) n;
+}
+
+/* msg_drop_body - past max_size: release what was stored */
+
+static void msg_drop_body(struct msg *m)
+{
+    strbuf_free(&m->body_mem);
+    m->wlen = 0;
+    if (m->body_fd >= 0)
+	(void) ftruncate(m->body_fd, 0);
+    m->body_len = 0;
+}
+
+/* msg_count - account canonical bytes; drop the body when too big */
+
+static void msg_count(struct msg *m, off_t n)
+{
+    int     was = msg_too_big(m);
+
+    m->size += n;
+    if (!was && msg_too_big(m))
+	msg_drop_body(m);
+}
+
+/* msg_body_put - count and store body bytes, bare LF -> CRLF */
+
+static void msg_body_put(struct msg *m, const char *p, size_t n)
 {
     const char *lf;
-    size_t  seg, k;
+    size_t  seg;
     int     crlf, next_cr;
 
     while (n > 0) {
 	lf = memchr(p, '\n', n);
 	seg = lf ? (size_t) (lf - p) : n;
 	/* A bare LF gets a CR in front of it. */
-	crlf = lf && !(seg > 0 ? p[seg - 1] == '\r' : r->last_cr);
+	crlf = lf && !(seg > 0 ? p[seg - 1] == '\r' : m->last_cr);
 	next_cr = lf ? 0 : p[seg - 1] == '\r';
-	msg_count(r, (off_t) (seg + (lf ? 1 : 0) + crlf));
-	n -= seg + (lf ? 1 : 0);
-	if (r->state == MSG_BODY) {
-	    /* Fill the buffer, flushing as often as needed. */
-	    while (r->outlen + seg + 2 > MSG_BLOCK) {
-		k = r->outlen < MSG_BLOCK - 2 ? MSG_BLOCK - 2 - r->outlen : 0;
-		memcpy(r->out + r->outlen, p, k);
-		r->outlen += k;
-		p += k;
-		seg -= k;
-		if (msg_flush(r) < 0)
-		    return;
-	    }
-	    memcpy(r->out + r->outlen, p, seg);
-	    r->outlen += seg;
+	msg_count(m, (off_t) (seg + (lf ? 1 : 0) + crlf));
+	if (!msg_too_big(m)) {
+	    msg_store(m, p, seg);
 	    if (crlf)
-		r->out[r->outlen++] = '\r';
-	    if (lf)
-		r->out[r->outlen++] = '\n';
+		msg_store(m, "\r\n", 2);
+	    else if (lf)
+		msg_store(m, "\n", 1);
 	}
-	/* When draining, the bytes are only counted. */
+	n -= seg + (lf ? 1 : 0);
 	p += seg + (lf ? 1 : 0);
-	r->last_cr = next_cr;
+	m->last_cr = next_cr;
     }
 }
+
+/* msg_hdr_put - one complete header line (no line end) */
+
+static void msg_hdr_put(struct msg *m, const char *s, size_t n)
+{
+    msg_count(m, (off_t) n + 2);
+    if (msg_failed(m))
+	return;
+    if (strbuf_append(&m->hdr, s, n) < 0
+	|| strbuf_append(&m->hdr, "\r\n", 2) < 0) {
+	/* Drop a partial line; the message is refused anyway. */
+	result_set(&m->error, M365_PERM, EX_DATAERR, "5.6.0",
+		   "the message header section is larger than %lu bytes",
+		   (unsigned long) STRBUF_MAX_HEADERS);
+    }
+}
+
+/* msg_too_big_result - the 5.3.4 answer; final: size is complete */
+
+static void msg_too_big_result(const struct msg *m, struct m365_result *res,
+			               int final)
+{
+    if (final)
+	result_set(res, M365_PERM, EX_DATAERR, "5.3.4",
+		   "message size %lld bytes exceeds the limit of %lld bytes",
+		   (long long) m->size, (long long) m->max_size);
+    else
+	result_set(res, M365_PERM, EX_DATAERR, "5.3.4",
+		   "message size exceeds the limit of %lld bytes (%lld bytes "
+		   "so far)", (long long) m->max_size, (long long) m->size);
+}
+
+/* msg_status - 0, or -1 with the sticky error or 5.3.4 in res */
+
+static int msg_status(const struct msg *m, struct m365_result *res, int final)
+{
+    if (msg_failed(m)) {
+	*res = m->error;
+	return (-1);
+    }
+    if (msg_too_big(m)) {
+	msg_too_big_result(m, res, final);
+	return (-1);
+    }
+    return (0);
+}
+
+/* msg_order_error - an API call out of order (a bug in the caller) */
+
+static int msg_order_error(const char *what, struct m365_result *res)
+{
+    result_set(res, M365_SYSTEM, EX_SOFTWARE, "4.3.0",
+	       "internal error: %s called out of order", what);
+    return (-1);
+}
+
+/* msg_init - start building a message */
+
+void    msg_init(struct msg *m, const char *tmpdir, size_t mem_limit,
+		         off_t max_size)
+{
+    memset(m, 0, sizeof(*m));
+    strbuf_init(&m->hdr, STRBUF_MAX_HEADERS);
+    strbuf_init(&m->body_mem, mem_limit);
+    m->body_fd = -1;
+    m->spool_dir = tmpdir && *tmpdir ? xstrdup(tmpdir) : NULL;
+    m->mem_limit = mem_limit;
+    m->max_size = max_size > 0 ? max_size : 0;
+    m->size = 2;				/* the empty line */
+    m->state = MSG_ST_HDR;
+    result_init(&m->error);
+}
+
+/* msg_valid_name - a header field name as an MTA may hand it over */
+
+static int msg_valid_name(const char *name)
+{
+    const char *cp;
+
+    if (name == NULL || *name == 0 || *name == ' ' || *name == '\t')
+	return (0);
+    for (cp = name; *cp; cp++) {
+	if (((unsigned char) *cp < ' ' && *cp != '\t') || *cp == ':'
+	    || (unsigned char) *cp == 127)
+	    return (0);
+    }
+    return (1);
+}
+
+/* msg_add_header - append "name: value" CRLF, folding made CRLF */
+
+int     msg_add_header(struct msg *m, const char *name, const char *value,
+		               struct m365_result *res)
+{
+    struct strbuf line;
+    const char *cp, *run;
+    int     overflow = 0;
+
+    if (m->state != MSG_ST_HDR)
+	return (msg_order_error("msg_add_header()", res));
+    if (msg_failed(m))
+	return (msg_status(m, res, 0));
+    if (value == NULL)
+	value = "";
+    if (!msg_valid_name(name)) {
+	result_set(&m->error, M365_PERM, EX_DATAERR, "5.6.0",
+		   "malformed header field name \"%.40s\"", name ? name : "");
+	return (msg_status(m, res, 0));
+    }
+    strbuf_init(&line, STRBUF_MAX_HEADERS + 2);
+    (void) strbuf_puts(&line, name);
+    (void) strbuf_putc(&line, ':');
+    if (*value)
+	(void) strbuf_putc(&line, ' ');
+    for (cp = value; *cp && !overflow; cp = run) {
+	if (*cp != '\r' && *cp != '\n') {
+	    run = cp + strcspn(cp, "\r\n");
+	    overflow = strbuf_append(&line, cp, (size_t) (run - cp)) < 0;
+	    continue;
+	}
+	run = cp + strspn(cp, "\r\n");
+	if (memchr(cp, '\n', (size_t) (run - cp)) == NULL) {
+	    /* Lone CR: kept, as in the body. */
+	    overflow = strbuf_append(&line, cp, (size_t) (run - cp)) < 0;
+	} else if (*run != 0) {
+	    /* A line break: CRLF, and folding white space after it. */
+	    overflow = strbuf_append(&line, "\r\n", 2) < 0
+		|| (*run != ' ' && *run != '\t'
+		    && strbuf_putc(&line, ' ') < 0);
+	}
+	/* A break at the end of the value is dropped. */
+    }
+    if (overflow) {
+	/* One line beyond the header limit: count it, refuse it. */
+	msg_count(m, (off_t) (strlen(name) + strlen(value) + 4));
+	result_set(&m->error, M365_PERM, EX_DATAERR, "5.6.0",
+		   "the message header section is larger than %lu bytes",
+		   (unsigned long) STRBUF_MAX_HEADERS);
+    } else {
+	msg_hdr_put(m, line.data, line.len);
+    }
+    strbuf_free(&line);
+    return (msg_status(m, res, 0));
+}
+
+/* msg_add_body - append a body chunk */
+
+int     msg_add_body(struct msg *m, const void *data, size_t len,
+		             struct m365_result *res)
+{
+    if (m->state == MSG_ST_HDR)
+	m->state = MSG_ST_BODY;
+    if (m->state != MSG_ST_BODY)
+	return (msg_order_error("msg_add_body()", res));
+    if (!msg_failed(m))
+	msg_body_put(m, data, len);
+    return (msg_status(m, res, 0));
+}
+
+/* msg_finish - complete the message: flush the spool, final checks */
+
+int     msg_finish(struct msg *m, struct m365_result *res)
+{
+    if (m->state != MSG_ST_HDR && m->state != MSG_ST_BODY)
+	return (msg_order_error("msg_finish()", res));
+    m->state = MSG_ST_NONE;
+    if (m->body_fd >= 0 && !msg_too_big(m))
+	(void) msg_spool_flush(m);
+    free(m->wbuf);
+    m->wbuf = NULL;
+    m->wlen = 0;
+    return (msg_status(m, res, 1));
+}
+
+struct msg_reader {
+    struct msg *m;
+    int     in_hdr;			/* reading header lines */
+    int     first_line;			/* no line seen yet */
+    struct strbuf line;			/* current header line */
+};
 
 /* msg_is_field - does a header line start a header field */
 
@@ -242,29 +484,22 @@ static void msg_header_line(struct msg_reader *r, const char *s, size_t n,
 	return;
     }
     if (n == 0 && had_lf) {
-	r->state = MSG_BODY;			/* the empty separator */
-	msg_count(r, 2);
+	r->in_hdr = 0;				/* the empty separator */
+	r->m->state = MSG_ST_BODY;
 	return;
     }
     if (n == 0)
 	return;
     if (!msg_is_field(s, n) && (first || (s[0] != ' ' && s[0] != '\t'))) {
 	/* Not a header line: the body starts here (like Postfix). */
-	r->state = MSG_BODY;
-	msg_count(r, 2);
-	msg_body(r, s, n);
+	r->in_hdr = 0;
+	r->m->state = MSG_ST_BODY;
+	msg_body_put(r->m, s, n);
 	if (had_lf)
-	    msg_body(r, "\n", 1);
+	    msg_body_put(r->m, "\n", 1);
 	return;
     }
-    msg_count(r, (off_t) n + 2);
-    if (r->hdr_too_big)
-	return;
-    if (strbuf_append(&r->m->hdr, s, n) < 0
-	|| strbuf_append(&r->m->hdr, "\r\n", 2) < 0) {
-	r->hdr_too_big = 1;
-	r->state = MSG_DRAIN;
-    }
+    msg_hdr_put(r->m, s, n);
 }
 
 /* msg_header - feed bytes while in the header section */
@@ -277,9 +512,13 @@ static size_t msg_header(struct msg_reader *r, const char *p, size_t n)
 
     if (r->line.len + seg > STRBUF_MAX_HEADERS) {
 	/* A line this long cannot fit in the header section anyway. */
-	r->hdr_too_big = 1;
-	r->state = MSG_DRAIN;
-	msg_count(r, (off_t) (r->line.len + seg));
+	msg_count(r->m, (off_t) (r->line.len + seg));
+	if (!msg_failed(r->m))
+	    result_set(&r->m->error, M365_PERM, EX_DATAERR, "5.6.0",
+		       "the message header section is larger than %lu bytes",
+		       (unsigned long) STRBUF_MAX_HEADERS);
+	r->in_hdr = 0;				/* count the rest */
+	r->m->state = MSG_ST_BODY;
 	strbuf_reset(&r->line);
 	return (lf ? seg + 1 : n);
     }
@@ -305,19 +544,13 @@ int     msg_read(struct msg *m, int fd, const char *tmpdir, off_t max_size,
     size_t  used, total = 0;
     int     ret = -1;
 
-    memset(m, 0, sizeof(*m));
-    strbuf_init(&m->hdr, STRBUF_MAX_HEADERS);
-    m->body_fd = -1;
+    msg_init(m, tmpdir, 0, max_size);
     result_init(res);
     memset(&r, 0, sizeof(r));
     r.m = m;
-    r.tmpdir = tmpdir;
-    r.max_size = max_size;
-    r.res = res;
-    r.state = MSG_HDR;
+    r.in_hdr = 1;
     r.first_line = 1;
     strbuf_init(&r.line, STRBUF_MAX_HEADERS + 2);
-    r.out = xmalloc(MSG_BLOCK);
 
     for (;;) {
 	if ((got = read(fd, buf, MSG_BLOCK)) < 0) {
@@ -326,74 +559,59 @@ int     msg_read(struct msg *m, int fd, const char *tmpdir, off_t max_size,
 	    result_set(res, M365_SYSTEM, EX_TEMPFAIL, "4.3.0",
 		       "cannot read the message from the MTA: %s",
 		       strerror(errno));
+	    m->state = MSG_ST_NONE;
 	    goto done;
 	}
 	if (got == 0)
 	    break;
 	total += (size_t) got;
 	for (used = 0; used < (size_t) got; /* below */ ) {
-	    if (r.state == MSG_HDR) {
+	    if (r.in_hdr) {
 		used += msg_header(&r, buf + used, (size_t) got - used);
 	    } else {
-		/* Body or draining: msg_body() only counts when draining. */
-		msg_body(&r, buf + used, (size_t) got - used);
+		/* After an error or past max_size this only counts. */
+		msg_body_put(m, buf + used, (size_t) got - used);
 		used = (size_t) got;
 	    }
 	}
     }
-    if (r.state == MSG_HDR && r.line.len > 0) {
+    if (r.in_hdr && r.line.len > 0) {
 	size_t  len = r.line.len;
 
 	if (r.line.data[len - 1] == '\r')
 	    len--;
 	msg_header_line(&r, r.line.data, len, 0);
     }
-    if (r.state == MSG_BODY)
-	(void) msg_flush(&r);
-    if (r.failed)
+    if ((ret = msg_finish(m, res)) < 0)
 	goto done;
-    m->size = r.size;
-    if (r.state == MSG_HDR) {
-	/* No empty line: all header; count the separator we will add. */
-	m->size += 2;
-    }
     if (total == 0) {
 	result_set(res, M365_PERM, EX_DATAERR, "5.6.0",
 		   "the message is empty (no header and no body)");
-	goto done;
+	ret = -1;
     }
-    if (r.hdr_too_big) {
-	result_set(res, M365_PERM, EX_DATAERR, "5.6.0",
-		   "the message header section is larger than %lu bytes",
-		   (unsigned long) STRBUF_MAX_HEADERS);
-	goto done;
-    }
-    if (r.too_big) {
-	result_set(res, M365_PERM, EX_DATAERR, "5.3.4",
-		   "message size %lld bytes exceeds the limit of %lld bytes",
-		   (long long) r.size, (long long) max_size);
-	goto done;
-    }
-    ret = 0;
 
 done:
     free(buf);
-    free(r.out);
+    free(m->wbuf);
+    m->wbuf = NULL;
     strbuf_free(&r.line);
     return (ret);
 }
 
-/* msg_free - release header memory and the spool file */
+/* msg_free - release memory and the spool file; the struct is reset */
 
 void    msg_free(struct msg *m)
 {
     if (m == NULL)
 	return;
     strbuf_free(&m->hdr);
+    strbuf_free(&m->body_mem);
     if (m->body_fd >= 0)
 	close(m->body_fd);
+    free(m->spool_dir);
+    free(m->wbuf);
+    memset(m, 0, sizeof(*m));
     m->body_fd = -1;
-    m->body_len = m->size = 0;
 }
 
  /*
@@ -404,7 +622,8 @@ struct msg_src {
     size_t  hdrlen;
     char    sep[4];			/* CRLF, or CRLF CRLF */
     size_t  seplen;
-    int     body_fd;
+    int     body_fd;			/* spooled body, or -1 */
+    const char *body_mem;		/* in-memory body when body_fd < 0 */
     off_t   body_len;
     off_t   total;			/* raw stream length */
     off_t   pos;			/* raw bytes consumed */
@@ -431,7 +650,12 @@ struct msg_src *msg_src_create(const struct strbuf *hdr, const struct msg *m)
 	s->seplen = 2;
     }
     s->body_fd = m->body_fd;
-    s->body_len = m->body_fd >= 0 ? m->body_len : 0;
+    if (m->body_fd >= 0) {
+	s->body_len = m->body_len;
+    } else if (m->body_mem.data != NULL) {
+	s->body_mem = m->body_mem.data;
+	s->body_len = (off_t) m->body_mem.len;
+    }
     s->total = (off_t) s->hdrlen + (off_t) s->seplen + s->body_len;
     return (s);
 }
@@ -458,6 +682,12 @@ static ssize_t msg_src_fill(struct msg_src *s, unsigned char *out, size_t n)
 	    k = n - done;
 	    if ((off_t) k > s->body_len - boff)
 		k = (size_t) (s->body_len - boff);
+	    if (s->body_fd < 0) {
+		memcpy(out + done, s->body_mem + boff, k);
+		s->pos += (off_t) k;
+		done += k;
+		continue;
+	    }
 	    got = pread(s->body_fd, out + done, k, boff);
 	    if (got < 0 && errno == EINTR)
 		continue;

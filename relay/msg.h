@@ -8,13 +8,15 @@
  * DESCRIPTION
  *	msg_read() reads an RFC 5322 message from fd (the MTA's pipe):
  *	the header section into memory (at most STRBUF_MAX_HEADERS), the
- *	body into an unlinked temporary file in tmpdir, so memory does not
- *	grow with the message size.  Line ends are made CRLF on the way
+ *	body into an unlinked temporary file in tmpdir (always; body_fd is
+ *	-1 only for an empty body), so memory does not grow with the
+ *	message size.  Line ends are made CRLF on the way
  *	(Postfix and Sendmail hand over LF).  A leading "From " line
  *	(mbox style) is dropped.  A message larger than max_size bytes
  *	(canonical form) is read to the end and then refused with 5.3.4.
  *
- *	A struct msg_src streams "header + CRLF + body" base64-encoded
+ *	A struct msg_src streams "header + CRLF + body" (the body from
+ *	body_fd, or from body_mem when body_fd is -1) base64-encoded
  *	(no line breaks) to libcurl: msg_src_read() has the signature of
  *	CURLOPT_READFUNCTION, msg_src_rewind() starts over (a retry after
  *	401), msg_src_length() is the exact encoded length.  hdr may be a
@@ -40,8 +42,17 @@ struct msg {
     struct strbuf hdr;			/* header section, CRLF, no blank line */
     struct strbuf body_mem;		/* body while under mem_limit */
     int     body_fd;			/* spooled body (CRLF), -1 if none */
-    off_t   body_len;
+    off_t   body_len;			/* body bytes stored (memory or file) */
     off_t   size;			/* hdr + CRLF + body */
+    /* Private to msg.c: construction state, released by msg_free(). */
+    char   *spool_dir;			/* tmpdir copy; the one used once spooled */
+    size_t  mem_limit;			/* body bytes kept in memory at most */
+    off_t   max_size;			/* 0: no limit */
+    int     state;			/* building: header, body, finished */
+    int     last_cr;			/* the last body byte was CR */
+    char   *wbuf;			/* spool write buffer */
+    size_t  wlen;
+    struct m365_result error;		/* first hard error (sticky) */
 };
 
 extern int msg_read(struct msg *, int fd, const char *tmpdir, off_t max_size,
@@ -50,12 +61,30 @@ extern void msg_free(struct msg *);
 
 /*
  * Incremental construction (the milter): msg_init(), then headers in
- * order, then body chunks (already CRLF, as libmilter hands them over),
- * then msg_finish().  The body stays in memory (body_mem) up to
- * mem_limit bytes and moves to an unlinked temporary file in tmpdir
- * beyond it, so memory does not grow with the message size.  Each call
- * returns 0, or -1 with res filled (4.3.0 on local I/O trouble, 5.3.4
- * past max_size, 5.6.0 for a header section over STRBUF_MAX_HEADERS).
+ * order, then body chunks (already CRLF, as libmilter hands them over;
+ * a bare LF still becomes CRLF), then msg_finish().  The body stays in
+ * memory (body_mem, body_fd == -1) while it fits in mem_limit bytes and
+ * moves to an unlinked temporary file in tmpdir (NULL or "": $TMPDIR,
+ * else /tmp; mode 0600, close-on-exec) beyond it; body_mem is then
+ * empty.  Memory stays below mem_limit + 64 KB whatever the message
+ * size.  tmpdir is copied.
+ *
+ * msg_add_header() stores "name: value" CRLF; line breaks inside value
+ * ("\n", "\r\n" before the folding white space) become CRLF, a break
+ * at the end of value is dropped, and a break not followed by white
+ * space gets one space (so value can never end the header section).
+ * An empty value gives "name:".
+ *
+ * Each call returns 0, or -1 with res filled: 4.3.0 on local I/O
+ * trouble, 5.6.0 for a header section over STRBUF_MAX_HEADERS or a
+ * malformed field name, 4.3.0 for calls out of order.  Past max_size
+ * (0: no limit; canonical size hdr + 2 + body) every call returns -1
+ * with 5.3.4, but keeps counting and stops storing (the stored body is
+ * dropped); msg_finish() then reports 5.3.4 with the final size.  After
+ * a successful msg_finish(), size == hdr.len + 2 + body_len and the
+ * body is in body_mem or body_fd, ready for msg_src_create().  Call
+ * msg_free() in every case; msg_init() may follow it for the next
+ * message.
  */
 extern void msg_init(struct msg *, const char *tmpdir, size_t mem_limit,
 		             off_t max_size);

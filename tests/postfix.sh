@@ -25,6 +25,8 @@
 #                   nexthop, so a message is not split by domain)
 #   PF_ONE_DOMAINS  recipient domains routed to m365one:graph, a second
 #                   pipe service with recipient limit 1 (split deliveries)
+#   PF_WRAPPER      words put before the relay in the pipe argv (e.g. a
+#                   measuring wrapper for the benchmark); default none
 #   PF_RCPT_LIMIT   m365_destination_recipient_limit (default 500)
 #   PF_CONCURRENCY  m365_destination_concurrency_limit (default 4)
 #   PF_MINIMAL_BACKOFF / PF_MAXIMAL_BACKOFF / PF_QUEUE_RUN_DELAY
@@ -65,6 +67,7 @@ pf_setup() {
     local dir=$1 port=$2 fport=${3:-$(($2 + 1))}
     local relay=${PF_RELAY:-${RELAY:-}} conf=${PF_CONF:-${CONF:-}}
     local rlimit=${PF_RCPT_LIMIT:-500} conc=${PF_CONCURRENCY:-4} d
+    local cmd="${PF_WRAPPER:+$PF_WRAPPER }$relay -c $conf"
 
     if [ -z "$dir" ] || [ -z "$port" ]; then
 	echo "usage: pf_setup DIR PORT [FILTER_PORT]" >&2; return 2
@@ -167,9 +170,9 @@ anvil		unix	-	-	n	-	1	anvil
 scache		unix	-	-	n	-	1	scache
 postlog		unix-dgram n	-	n	-	1	postlogd
 m365		unix	-	n	n	-	-	pipe
-  flags=Rq user=$PF_RELAY_USER argv=$relay -c $conf -q \${queue_id} -f \${sender} -- \${recipient}
+  flags=Rq user=$PF_RELAY_USER argv=$cmd -q \${queue_id} -f \${sender} -- \${recipient}
 m365one		unix	-	n	n	-	-	pipe
-  flags=Rq user=$PF_RELAY_USER argv=$relay -c $conf -q \${queue_id} -f \${sender} -- \${recipient}
+  flags=Rq user=$PF_RELAY_USER argv=$cmd -q \${queue_id} -f \${sender} -- \${recipient}
 EOF
     postfix -c "$dir/etc" check ||
 	{ echo "pf_setup: postfix -c $dir/etc check failed (see above)" >&2; return 1; }

@@ -535,6 +535,19 @@ contains "reset after the body: says it may have been accepted" "$first" \
 eq "reset after the body: not resent in the same run" \
     "$(estat sendmail_requests)" 1
 
+# The same on a reused connection (token request first, then sendMail on
+# the same connection): libcurl must not resend the message by itself.
+emu_reset
+rm -f "$T/state/tokens/app.json"
+fault '{"match":"sendMail","action":"reset_after_body","deliver":true}'
+relay "$T/mt1" -c "$CONF" -q QRESET2 -f bob@contoso.test -- thr@example.net
+expect_rc "reset after the body, reused connection" 75
+eq "reset on a reused connection: one token request" \
+    "$(estat token_requests)" 1
+eq "reset on a reused connection: sendMail posted once" \
+    "$(estat sendmail_requests)" 1
+eq "reset on a reused connection: one message recorded" "$(sent 'len(s)')" 1
+
 # ---------------------------------------------------- slow response
 
 sed 's/^\[global\]$/[global]\ntimeout = 2/' "$CONF" >"$T/timeout.conf"
