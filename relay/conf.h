@@ -24,6 +24,10 @@
  *	                   memory_limit, tmp_dir, deliver_domains,
  *	                   on_internal_error, on_graph_error,
  *	                   on_account_offline, timeout
+ *	[source NAME]      account, mailbox, folder, deliver_to,
+ *	                   recipients, envelope_sender, after
+ *	                   (read | move:FOLDER | delete), reject_folder,
+ *	                   interval, page_size, notify
  *	[account NAME]     tenant, client_id, auth, secret_file,
  *	                   certificate_file, key_file, jwt_alg, mailbox,
  *	                   senders, default, scopes, save_to_sent_items,
@@ -33,6 +37,11 @@
  *	accounts in file order, then the default account.  Patterns:
  *	"user@example.com", "@example.com" or "*@example.com" (domain),
  *	shell globs (fnmatch, case-insensitive), "<>" (null sender).
+ *
+ *	The [milter] keys have defaults for everything, so the section is
+ *	optional; conf->milter is always filled in.  Unset strings are NULL
+ *	(pid_file, message_id_domain: the host name, tmp_dir: $TMPDIR or
+ *	/tmp, deliver_domains: every recipient).
  *
  *	conf_check_secrets() verifies that secret and key files exist and
  *	are private (mode 0600-like, owned by the running user); it is
@@ -90,7 +99,7 @@ enum conf_action {
 };
 
 struct conf_milter {
-    char   *socket;			/* inet:PORT@HOST or unix:PATH */
+    char   *socket;			/* inet:, inet6:PORT@HOST, unix:, local:PATH */
     long    socket_mode;		/* unix socket permissions, 0660 */
     char   *pid_file;			/* or NULL */
     enum conf_milter_mode mode;
@@ -101,12 +110,44 @@ struct conf_milter {
     int     add_message_id;		/* add a Message-ID when missing */
     char   *message_id_domain;		/* NULL: the host name */
     long    memory_limit;		/* body bytes in memory, then spooled */
-    char   *tmp_dir;			/* where bodies are spooled */
-    char  **deliver_domains;		/* deliver mode: NULL = all recipients */
+    char   *tmp_dir;			/* where bodies are spooled, or NULL */
+    char  **deliver_domains;		/* deliver mode: NULL = all recipients;
+					 * else NULL-terminated, see
+					 * conf_milter_delivers() */
     enum conf_action on_internal_error;	/* bug, I/O, out of memory */
     enum conf_action on_graph_error;	/* Graph/token endpoint unreachable */
     enum conf_action on_account_offline;	/* sign-in required */
     long    timeout;			/* libmilter timeout, seconds */
+};
+
+enum conf_after {
+    CONF_AFTER_READ = 0,		/* mark read (default) */
+    CONF_AFTER_MOVE = 1,		/* move to after_folder */
+    CONF_AFTER_DELETE = 2,		/* delete (goes to Deleted Items) */
+};
+
+/* [source NAME]: one mailbox folder that m365-fetch injects into the MTA. */
+struct conf_source {
+    char   *name;
+    char   *account;			/* [account NAME] that reads; required */
+    const struct conf_account *acct;	/* resolved by conf_load() */
+    char   *mailbox;			/* default: the account's mailbox */
+    char   *folder;			/* default "inbox"; well-known or name */
+    char   *deliver_to;			/* smtp://127.0.0.1:25, smtp://[::1]:25,
+					 * or "sendmail"; required */
+    char  **recipients;			/* envelope recipients; required */
+    char   *envelope_sender;		/* NULL: the message's sender; else
+					 * this address ("<>" = null sender) */
+    enum conf_after after;
+    char   *after_folder;		/* after = move:FOLDER */
+    char   *reject_folder;		/* 5xx from the MTA: move here; NULL:
+					 * leave it, flagged, and log */
+    long    interval;			/* seconds between rounds; 60 */
+    long    page_size;			/* odata.maxpagesize; 50 */
+    char   *notify;			/* admin address told when offline */
+    const char *file;
+    int     line;
+    struct conf_source *next;
 };
 
 struct conf {
@@ -124,6 +165,8 @@ struct conf {
     long    max_message_size;		/* default for accounts; 35 MB */
     struct conf_account *accounts;	/* file order */
     struct conf_milter milter;		/* [milter] section */
+    struct conf_source *sources;	/* [source NAME] sections, file order */
+    char   *sendmail_path;		/* deliver_to = sendmail; /usr/sbin/sendmail */
 };
 
 extern struct conf *conf_load(const char *path, struct strbuf *errors);
@@ -133,9 +176,18 @@ extern struct conf_account *conf_account_for_sender(const struct conf *,
 						            const char *sender);
 extern int conf_check_secrets(const struct conf *, struct strbuf *errors);
 extern const char *conf_auth_name(enum conf_auth);
+extern struct conf_source *conf_source(const struct conf *, const char *name);
 
 /* conf_user_ids - uid/gid of the "user" key; -1 when unset/unknown */
 extern int conf_user_ids(const struct conf *, uid_t *, gid_t *);
+
+/*
+ * conf_milter_delivers - deliver mode: is rcpt (angle brackets allowed)
+ * one that the milter sends through Graph?  1 when deliver_domains is
+ * unset, else when the recipient's domain is listed: "example.com"
+ * matches that domain, ".example.com" its subdomains; case-insensitive.
+ */
+extern int conf_milter_delivers(const struct conf *, const char *rcpt);
 
 /* Default file, from configure's sysconfdir. */
 #ifndef M365_CONFFILE
@@ -143,6 +195,10 @@ extern int conf_user_ids(const struct conf *, uid_t *, gid_t *);
 #endif
 #ifndef M365_STATEDIR
 #define M365_STATEDIR "/var/lib/m365relay"
+#endif
+/* Directory of the milter's default socket (unix:M365_RUNDIR/milter.sock). */
+#ifndef M365_RUNDIR
+#define M365_RUNDIR "/run/m365relay"
 #endif
 
 #endif
