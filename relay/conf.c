@@ -9,6 +9,7 @@
  *	    # comment            ; comment            (full lines only)
  *	    [global]
  *	    key = value          (value: rest of the line, trimmed)
+ *	    [milter]
  *	    [account NAME]
  *
  *	Every parameter is declared once in conf_params[] below, with its
@@ -39,6 +40,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "conf.h"
@@ -50,6 +53,7 @@ enum conf_sect {
     SECT_NONE,				/* before the first header */
     SECT_BAD,				/* after a broken header: skip */
     SECT_GLOBAL,
+    SECT_MILTER,
     SECT_ACCOUNT,
 };
 
@@ -67,6 +71,10 @@ enum conf_type {
     T_ENUM,				/* int-sized enum, from names[] */
     T_LONG,				/* long in [min, max] */
     T_SIZE,				/* long bytes, K/M suffix, [min, max] */
+    T_SOCKET,				/* char *: libmilter socket spec */
+    T_OCTAL,				/* long: file mode, 0 to 0777 */
+    T_DOMAIN,				/* char *: a domain name */
+    T_DOMAINS,				/* char **: domains, ".sub" allowed */
 };
 
 struct conf_enum {
@@ -84,6 +92,25 @@ static const struct conf_enum conf_auth_names[] = {
 static const struct conf_enum conf_jwt_names[] = {
     {"PS256", CONF_JWT_PS256},
     {"RS256", CONF_JWT_RS256},
+    {0, 0},
+};
+
+static const struct conf_enum conf_milter_modes[] = {
+    {"filter", CONF_MILTER_FILTER},
+    {"deliver", CONF_MILTER_DELIVER},
+    {0, 0},
+};
+
+static const struct conf_enum conf_unknown_sender_names[] = {
+    {"accept", 0},
+    {"reject", 1},
+    {0, 0},
+};
+
+static const struct conf_enum conf_action_names[] = {
+    {"tempfail", CONF_ACTION_TEMPFAIL},
+    {"accept", CONF_ACTION_ACCEPT},
+    {"reject", CONF_ACTION_REJECT},
     {0, 0},
 };
 
@@ -129,7 +156,10 @@ struct conf_param {
 };
 
 #define G(f)	SECT_GLOBAL, offsetof(struct conf, f)
+#define M(f)	SECT_MILTER, offsetof(struct conf, milter.f)
 #define A(f)	SECT_ACCOUNT, offsetof(struct conf_account, f)
+
+#define DEF_MILTER_SOCKET "unix:" M365_RUNDIR "/milter.sock"
 
 /*
  * The one declaration of every parameter.  Columns: name, section +
@@ -151,6 +181,31 @@ static const struct conf_param conf_params[] = {
     {"connect_timeout", G(connect_timeout), T_LONG, "15", 0, 1, 600, 0},
     {"max_message_size", G(max_message_size), T_SIZE, "35M", 0,
     1 * SIZE_K, 150 * SIZE_M, 0},
+    /* [milter] */
+    {"socket", M(socket), T_SOCKET, DEF_MILTER_SOCKET, 0, 0, 0, 0},
+    {"socket_mode", M(socket_mode), T_OCTAL, "0660", 0, 0, 0777, 0},
+    {"pid_file", M(pid_file), T_PATH, 0, 0, 0, 0, 0},
+    {"mode", M(mode), T_ENUM, "filter", 0, 0, 0, conf_milter_modes},
+    {"unknown_sender", M(unknown_sender_reject), T_ENUM, "accept", 0, 0, 0,
+    conf_unknown_sender_names},
+    {"rewrite_sender", M(rewrite_sender), T_BOOL, "no", 0, 0, 0, 0},
+    {"rewrite_from", M(rewrite_from), T_BOOL, "no", 0, 0, 0, 0},
+    {"add_reply_to", M(add_reply_to), T_BOOL, "yes", 0, 0, 0, 0},
+    {"add_message_id", M(add_message_id), T_BOOL, "yes", 0, 0, 0, 0},
+    {"message_id_domain", M(message_id_domain), T_DOMAIN, 0 /* host */ , 0,
+    0, 0, 0},
+    {"memory_limit", M(memory_limit), T_SIZE, "1M", 0, 1 * SIZE_K,
+    64 * SIZE_M, 0},
+    {"tmp_dir", M(tmp_dir), T_PATH, 0 /* $TMPDIR, /tmp */ , 0, 0, 0, 0},
+    {"deliver_domains", M(deliver_domains), T_DOMAINS, 0 /* all */ , 0, 0,
+    0, 0},
+    {"on_internal_error", M(on_internal_error), T_ENUM, "tempfail", 0, 0, 0,
+    conf_action_names},
+    {"on_graph_error", M(on_graph_error), T_ENUM, "tempfail", 0, 0, 0,
+    conf_action_names},
+    {"on_account_offline", M(on_account_offline), T_ENUM, "tempfail", 0, 0,
+    0, conf_action_names},
+    {"timeout", M(timeout), T_LONG, "7200", 0, 1, 86400, 0},
     /* [account NAME] */
     {"tenant", A(tenant), T_IDENT, 0, 1, 0, 0, 0},
     {"client_id", A(client_id), T_IDENT, 0, 1, 0, 0, 0},
@@ -169,6 +224,7 @@ static const struct conf_param conf_params[] = {
 };
 
 #undef G
+#undef M
 #undef A
 
 #define NPARAMS	(sizeof(conf_params) / sizeof(conf_params[0]))
@@ -176,11 +232,15 @@ static const struct conf_param conf_params[] = {
 /* Enum fields are written through an int; make sure that is their size. */
 _Static_assert(sizeof(enum conf_auth) == sizeof(int), "enum conf_auth size");
 _Static_assert(sizeof(enum conf_jwt_alg) == sizeof(int), "enum jwt_alg size");
+_Static_assert(sizeof(enum conf_milter_mode) == sizeof(int),
+	       "enum conf_milter_mode size");
+_Static_assert(sizeof(enum conf_action) == sizeof(int), "enum conf_action size");
 
 /* Parser state for one section instance. */
 
 struct conf_sinfo {
-    struct conf_account *acct;		/* NULL for [global] */
+    enum conf_sect sect;		/* SECT_GLOBAL, _MILTER, _ACCOUNT */
+    struct conf_account *acct;		/* NULL for [global] and [milter] */
     int     line;			/* the header line */
     int     seen[NPARAMS];		/* line where each key was set */
     int     bad[NPARAMS];		/* its value was rejected */
@@ -193,10 +253,13 @@ struct conf_state {
     int     line;			/* current line */
     enum conf_sect sect;
     struct conf_sinfo global;
+    struct conf_sinfo milter;
     struct conf_sinfo **accts;		/* file order, parallel to list */
     size_t  naccts;
     struct conf_account **tail;		/* where the next account goes */
 };
+
+static const struct conf_param *conf_find_param(enum conf_sect, const char *);
 
 /* conf_err - append "FILE:LINE: text" to the error buffer */
 
@@ -215,15 +278,47 @@ static void __attribute__((format(printf, 3, 4)))
     strbuf_putc(st->errors, '\n');
 }
 
-/* conf_sect_name - "[global]" or "[account NAME]", for messages */
+/* conf_sect_name - "[global]", "[milter]" or "[account NAME]" */
 
 static const char *conf_sect_name(const struct conf_sinfo *si, char *buf,
 				          size_t len)
 {
-    if (si->acct == NULL)
-	snprintf(buf, len, "[global]");
-    else
+    if (si->sect == SECT_ACCOUNT && si->acct != NULL)
 	snprintf(buf, len, "[account %s]", si->acct->name);
+    else if (si->sect == SECT_MILTER)
+	snprintf(buf, len, "[milter]");
+    else
+	snprintf(buf, len, "[global]");
+    return (buf);
+}
+
+/* conf_sect_where - the sections (other than skip) that define key */
+
+static const char *conf_sect_where(const char *key, enum conf_sect skip,
+				           char *buf, size_t len)
+{
+    static const struct {
+	enum conf_sect sect;
+	const char *name;
+    } sects[] = {
+	{SECT_GLOBAL, "[global]"},
+	{SECT_MILTER, "[milter]"},
+	{SECT_ACCOUNT, "an [account NAME] section"},
+    };
+    const char *found[3];
+    size_t  i, n = 0;
+
+    for (i = 0; i < sizeof(sects) / sizeof(sects[0]); i++)
+	if (sects[i].sect != skip && conf_find_param(sects[i].sect, key))
+	    found[n++] = sects[i].name;
+    if (n == 0)
+	return (NULL);
+    if (n == 1)
+	snprintf(buf, len, "%s", found[0]);
+    else if (n == 2)
+	snprintf(buf, len, "%s or %s", found[0], found[1]);
+    else
+	snprintf(buf, len, "%s, %s or %s", found[0], found[1], found[2]);
     return (buf);
 }
 
@@ -301,14 +396,13 @@ static void conf_unknown_key(struct conf_state *st, struct conf_sinfo *si,
     size_t  d, best_d = (size_t) -1;
     char    sname[200];
     char    shown[80];
+    char    where[100];
 
     conf_sect_name(si, sname, sizeof(sname));
     snprintf(shown, sizeof(shown), "%s", key);
-    if ((p = conf_find_param(st->sect == SECT_GLOBAL ? SECT_ACCOUNT :
-			     SECT_GLOBAL, key)) != 0) {
+    if (conf_sect_where(key, st->sect, where, sizeof(where)) != 0) {
 	conf_err(st, st->line, "key \"%s\" does not belong in %s (move it "
-		 "to %s)", shown, sname, p->sect == SECT_GLOBAL ?
-		 "[global]" : "an [account NAME] section");
+		 "to %s)", shown, sname, where);
 	return;
     }
     for (p = conf_params; p < conf_params + NPARAMS; p++) {
@@ -333,7 +427,8 @@ static void conf_unknown_key(struct conf_state *st, struct conf_sinfo *si,
 static void *conf_field(struct conf_state *st, const struct conf_sinfo *si,
 			        const struct conf_param *p)
 {
-    char   *base = si->acct ? (char *) si->acct : (char *) st->conf;
+    char   *base = si->sect == SECT_ACCOUNT ? (char *) si->acct :
+    (char *) st->conf;
 
     return (base + p->offset);
 }
@@ -419,6 +514,105 @@ static int conf_valid_ident(const char *s)
 static int conf_has_glob(const char *s)
 {
     return (strpbrk(s, "*?[") != 0);
+}
+
+/* conf_valid_domain - a DNS name: labels of letters, digits, '-' */
+
+static int conf_valid_domain(const char *s)
+{
+    const char *label = s;
+    size_t  len = strlen(s);
+
+    if (len == 0 || len > 253)
+	return (0);
+    for (;; s++) {
+	if (*s == '.' || *s == 0) {
+	    if (s == label || s - label > 63 || label[0] == '-'
+		|| s[-1] == '-')
+		return (0);
+	    if (*s == 0)
+		return (1);
+	    label = s + 1;
+	} else if (!isalnum((unsigned char) *s) && *s != '-') {
+	    return (0);
+	}
+    }
+}
+
+/*
+ * conf_check_socket - validate a libmilter socket specification
+ *
+ * Accepts inet:PORT@HOST, inet6:PORT@HOST, unix:/PATH and local:/PATH.
+ * Returns 0, or -1 with a complete message (problem and hint) in why.
+ */
+
+static int conf_check_socket(const char *v, char *why, size_t len)
+{
+    const char *rest, *at, *host, *cp;
+    struct sockaddr_un sa_un;
+    long    port;
+    char    portbuf[16];
+    size_t  n;
+    int     inet6;
+
+    if ((rest = strchr(v, ':')) == 0 || rest == v) {
+	snprintf(why, len, "bad socket \"%s\" (use inet:PORT@HOST, "
+		 "inet6:PORT@HOST, unix:/PATH or local:/PATH, like "
+		 "inet:8891@127.0.0.1)", v);
+	return (-1);
+    }
+    rest++;
+    if (strncmp(v, "unix:", 5) == 0 || strncmp(v, "local:", 6) == 0) {
+	if (*rest != '/') {
+	    snprintf(why, len, "socket \"%s\" needs an absolute path (like "
+		     "unix:%s/milter.sock)", v, M365_RUNDIR);
+	    return (-1);
+	}
+	if (strlen(rest) >= sizeof(sa_un.sun_path)) {
+	    snprintf(why, len, "socket path in \"%.60s...\" is longer than "
+		     "%lu bytes (a limit of unix sockets; use a shorter "
+		     "path)", v, (unsigned long) sizeof(sa_un.sun_path) - 1);
+	    return (-1);
+	}
+	return (0);
+    }
+    if (strncmp(v, "inet:", 5) != 0 && strncmp(v, "inet6:", 6) != 0) {
+	snprintf(why, len, "bad socket type in \"%s\" (use inet:PORT@HOST, "
+		 "inet6:PORT@HOST, unix:/PATH or local:/PATH)", v);
+	return (-1);
+    }
+    inet6 = v[4] == '6';
+    if ((at = strchr(rest, '@')) == 0 || at[1] == 0) {
+	/* Suggest the same port on the loopback address. */
+	n = at ? (size_t) (at - rest) : strlen(rest);
+	if (n == 0 || n > 5 || strspn(rest, "0123456789") != n)
+	    rest = "8891", n = 4;
+	snprintf(why, len, "socket \"%s\" needs a host (like %s:%.*s@%s; "
+		 "the MTA connects there)", v, inet6 ? "inet6" : "inet",
+		 (int) n, rest, inet6 ? "::1" : "127.0.0.1");
+	return (-1);
+    }
+    snprintf(portbuf, sizeof(portbuf), "%.*s", (int) (at - rest < 15 ?
+						     at - rest : 15), rest);
+    if (at - rest > 5 || !isdigit((unsigned char) portbuf[0])
+	|| parse_long(portbuf, 1, 65535, &port) < 0) {
+	snprintf(why, len, "bad port \"%.*s\" in socket \"%s\" (use a "
+		 "number from 1 to 65535)", (int) (at - rest < 20 ?
+						   at - rest : 20), rest, v);
+	return (-1);
+    }
+    host = at + 1;
+    for (cp = host; *cp; cp++)
+	if (!isalnum((unsigned char) *cp) && strchr(inet6 ? ".-:[]" :
+						      ".-[]", *cp) == 0)
+	    break;
+    if (*cp != 0) {
+	snprintf(why, len, "bad host \"%s\" in socket \"%s\" (use a host "
+		 "name or an %s address%s)", host, v, inet6 ? "IPv6" : "IPv4",
+		 inet6 ? "" : "; inet6:PORT@ADDR for IPv6");
+	return (-1);
+    }
+    return (0);
 }
 
 /* conf_set_value - parse one value into its field; 0 or -1 (reported) */
@@ -618,6 +812,57 @@ static int conf_set_value(struct conf_state *st, struct conf_sinfo *si,
 	}
 	*(long *) field = num;
 	return (0);
+    case T_SOCKET:
+	{
+	    char    why[400];
+
+	    if (conf_check_socket(value, why, sizeof(why)) < 0) {
+		conf_err(st, line, "%s", why);
+		return (-1);
+	    }
+	}
+	free(*sp);
+	*sp = xstrdup(value);
+	return (0);
+    case T_OCTAL:
+	if (strspn(value, "01234567") != strlen(value) || strlen(value) > 4
+	    || (num = strtol(value, 0, 8)) < p->min || num > p->max) {
+	    conf_err(st, line, "bad %s \"%s\" (use an octal mode from 0 to "
+		     "%lo, like 0660)", p->name, value, p->max);
+	    return (-1);
+	}
+	*(long *) field = num;
+	return (0);
+    case T_DOMAIN:
+	if (!conf_valid_domain(value)) {
+	    conf_err(st, line, "bad %s \"%s\" (use a domain name like "
+		     "mail.example.com)", p->name, value);
+	    return (-1);
+	}
+	free(*sp);
+	*sp = xstrdup(value);
+	return (0);
+    case T_DOMAINS:
+	list = conf_split(value, &n);
+	if (n == 0) {
+	    conf_err(st, line, "%s lists no domain (separate domains with "
+		     "spaces or commas)", p->name);
+	    conf_free_senders(list);
+	    return (-1);
+	}
+	for (i = 0; i < n; i++) {
+	    copy = list[i][0] == '.' ? list[i] + 1 : list[i];
+	    if (!conf_valid_domain(copy)) {
+		conf_err(st, line, "bad domain \"%s\" in %s (write "
+			 "example.com for the domain, .example.com for its "
+			 "subdomains)", list[i], p->name);
+		conf_free_senders(list);
+		return (-1);
+	    }
+	}
+	conf_free_senders(*(char ***) field);
+	*(char ***) field = list;
+	return (0);
     }
     return (-1);
 }
@@ -666,6 +911,7 @@ static void conf_new_account(struct conf_state *st, const char *name)
     st->tail = &a->next;
 
     si = xcalloc(1, sizeof(*si));
+    si->sect = SECT_ACCOUNT;
     si->acct = a;
     si->line = st->line;
     st->accts = xrealloc(st->accts, (st->naccts + 1) * sizeof(*st->accts));
@@ -683,7 +929,7 @@ static void conf_header(struct conf_state *st, char *line)
 
     if (*end != ']') {
 	conf_err(st, st->line, "malformed section header \"%.60s\" (expected "
-		 "[global] or [account NAME])", line);
+		 "[global], [milter] or [account NAME])", line);
 	st->sect = SECT_BAD;
 	return;
     }
@@ -699,6 +945,10 @@ static void conf_header(struct conf_state *st, char *line)
 	if (st->global.line == 0)
 	    st->global.line = st->line;
 	st->sect = SECT_GLOBAL;
+    } else if (strcmp(word, "milter") == 0 && *name == 0) {
+	if (st->milter.line == 0)
+	    st->milter.line = st->line;
+	st->sect = SECT_MILTER;
     } else if (strcmp(word, "account") == 0 && *name != 0
 	       && strpbrk(name, " \t") == 0) {
 	conf_new_account(st, name);
@@ -708,7 +958,8 @@ static void conf_header(struct conf_state *st, char *line)
 	st->sect = SECT_BAD;
     } else {
 	conf_err(st, st->line, "unknown section [%.60s%s%.60s] (expected "
-		 "[global] or [account NAME])", word, *name ? " " : "", name);
+		 "[global], [milter] or [account NAME])", word, *name ? " " : "",
+		 name);
 	st->sect = SECT_BAD;
     }
 }
@@ -722,6 +973,7 @@ static void conf_assignment(struct conf_state *st, char *line)
     struct conf_sinfo *si;
     const struct conf_param *p;
     char    sname[200];
+    char    where[100];
     size_t  idx;
 
     if (eq == 0) {
@@ -738,13 +990,17 @@ static void conf_assignment(struct conf_state *st, char *line)
 	return;
     }
     if (st->sect == SECT_NONE) {
+	if (conf_sect_where(key, SECT_NONE, where, sizeof(where)) == 0)
+	    snprintf(where, sizeof(where), "[global], [milter] or [account "
+		     "NAME]");
 	conf_err(st, st->line, "key \"%.60s\" outside a section (put it "
-		 "under [global] or [account NAME])", key);
+		 "under %s)", key, where);
 	return;
     }
     if (st->sect == SECT_BAD)
 	return;				/* the header was reported */
-    si = st->sect == SECT_GLOBAL ? &st->global : st->accts[st->naccts - 1];
+    si = st->sect == SECT_GLOBAL ? &st->global : st->sect == SECT_MILTER ?
+	&st->milter : st->accts[st->naccts - 1];
     if ((p = conf_find_param(st->sect, key)) == 0) {
 	conf_unknown_key(st, si, key);
 	return;
@@ -918,6 +1174,11 @@ void    conf_free(struct conf *conf)
     free(conf->state_dir);
     free(conf->user);
     free(conf->log_file);
+    free(conf->milter.socket);
+    free(conf->milter.pid_file);
+    free(conf->milter.message_id_domain);
+    free(conf->milter.tmp_dir);
+    conf_free_senders(conf->milter.deliver_domains);
     free(conf);
 }
 
@@ -949,7 +1210,10 @@ struct conf *conf_load(const char *path, struct strbuf *errors)
     st.errors = errors;
     st.sect = SECT_NONE;
     st.tail = &conf->accounts;
+    st.global.sect = SECT_GLOBAL;
+    st.milter.sect = SECT_MILTER;
     conf_defaults(&st, &st.global, SECT_GLOBAL);
+    conf_defaults(&st, &st.milter, SECT_MILTER);
 
     if ((fp = fopen(path, "r")) == 0) {
 	if (errors)
@@ -1170,5 +1434,48 @@ int     conf_user_ids(const struct conf *conf, uid_t *uid, gid_t *gid)
 	*uid = pw->pw_uid;
     if (gid)
 	*gid = pw->pw_gid;
+    return (0);
+}
+
+/*
+ * conf_milter_delivers - deliver mode: does the milter send to rcpt?
+ *
+ * 1 when deliver_domains is unset; else 1 when the domain after the last
+ * '@' equals a listed "example.com" or ends in a listed ".example.com".
+ * Angle brackets and surrounding white space are ignored; a recipient
+ * without a domain is not delivered (0).
+ */
+
+int     conf_milter_delivers(const struct conf *conf, const char *rcpt)
+{
+    const char *at, *end;
+    char  **pp;
+    size_t  dlen, plen;
+
+    if (conf == 0)
+	return (0);
+    if (conf->milter.deliver_domains == 0)
+	return (1);
+    if (rcpt == 0 || (at = strrchr(rcpt, '@')) == 0)
+	return (0);
+    at++;
+    end = at + strlen(at);
+    while (end > at && (conf_is_space((unsigned char) end[-1])
+			|| end[-1] == '>'))
+	end--;
+    dlen = (size_t) (end - at);
+    if (dlen > 0 && at[dlen - 1] == '.')
+	dlen--;					/* absolute form "x.com." */
+    if (dlen == 0)
+	return (0);
+    for (pp = conf->milter.deliver_domains; *pp; pp++) {
+	plen = strlen(*pp);
+	if (**pp == '.') {
+	    if (dlen > plen && strncasecmp(at + dlen - plen, *pp, plen) == 0)
+		return (1);
+	} else if (dlen == plen && strncasecmp(at, *pp, plen) == 0) {
+	    return (1);
+	}
+    }
     return (0);
 }

@@ -223,6 +223,37 @@ static void test_defaults(void)
     T_EQ_INT(a->max_message_size, 35L * 1024 * 1024);
     T_OK(a->senders == NULL && a->scopes == NULL);
     T_EQ_INT(a->line, 1);
+
+    /* [milter]: optional, every key has a default. */
+    T_EQ_STR(c->milter.socket, "unix:" M365_RUNDIR "/milter.sock");
+    T_EQ_INT(c->milter.socket_mode, 0660);
+    T_OK(c->milter.pid_file == NULL);
+    T_EQ_INT(c->milter.mode, CONF_MILTER_FILTER);
+    T_EQ_INT(c->milter.unknown_sender_reject, 0);
+    T_EQ_INT(c->milter.rewrite_sender, 0);
+    T_EQ_INT(c->milter.rewrite_from, 0);
+    T_EQ_INT(c->milter.add_reply_to, 1);
+    T_EQ_INT(c->milter.add_message_id, 1);
+    T_OK(c->milter.message_id_domain == NULL);
+    T_EQ_INT(c->milter.memory_limit, 1024L * 1024);
+    T_OK(c->milter.tmp_dir == NULL);
+    T_OK(c->milter.deliver_domains == NULL);
+    T_EQ_INT(c->milter.on_internal_error, CONF_ACTION_TEMPFAIL);
+    T_EQ_INT(c->milter.on_graph_error, CONF_ACTION_TEMPFAIL);
+    T_EQ_INT(c->milter.on_account_offline, CONF_ACTION_TEMPFAIL);
+    T_EQ_INT(c->milter.timeout, 7200);
+    T_EQ_INT(c->timeout, 60);			/* [global] timeout is separate */
+    conf_free(c);
+    strbuf_free(&err);
+
+    /* An empty [milter] section is the same. */
+    c = t_load("[milter]\n", &err);
+    T_OK(c != NULL);
+    if (c) {
+	T_EQ_STR(c->milter.socket, "unix:" M365_RUNDIR "/milter.sock");
+	T_EQ_INT(c->milter.mode, CONF_MILTER_FILTER);
+	T_EQ_INT(c->milter.timeout, 7200);
+    }
     conf_free(c);
     strbuf_free(&err);
 
@@ -236,6 +267,194 @@ static void test_defaults(void)
     T_EQ_STR(c ? c->log_file : NULL, "/var/log/m365relay.log");
     conf_free(c);
     strbuf_free(&err);
+}
+
+static void test_milter_full(void)
+{
+    struct strbuf err;
+    struct conf *c;
+    char    text[4096];
+
+    snprintf(text, sizeof(text),
+	     "[global]\n"
+	     "timeout = 30\n"
+	     "[milter]\n"
+	     "socket = inet:8891@127.0.0.1\n"
+	     "socket_mode = 0600\n"
+	     "pid_file = %s/m365-milter.pid\n"
+	     "mode = deliver\n"
+	     "unknown_sender = reject\n"
+	     "rewrite_sender = yes\n"
+	     "rewrite_from = on\n"
+	     "add_reply_to = no\n"
+	     "add_message_id = false\n"
+	     "message_id_domain = mail.Contoso.com\n"
+	     "memory_limit = 256K\n"
+	     "tmp_dir = %s/spool\n"
+	     "deliver_domains = contoso.com, .contoso.com  Fabrikam.example\n"
+	     "on_internal_error = accept\n"
+	     "on_graph_error = reject\n"
+	     "on_account_offline = accept\n"
+	     "timeout = 600\n"
+	     ACCT, t_dir, t_dir);
+    c = t_load(text, &err);
+    T_OK(c != NULL);
+    T_EQ_STR(strbuf_str(&err), "");
+    if (c == NULL) {
+	strbuf_free(&err);
+	return;
+    }
+    T_EQ_STR(c->milter.socket, "inet:8891@127.0.0.1");
+    T_EQ_INT(c->milter.socket_mode, 0600);
+    T_CONTAINS(c->milter.pid_file, "/m365-milter.pid");
+    T_EQ_INT(c->milter.mode, CONF_MILTER_DELIVER);
+    T_EQ_INT(c->milter.unknown_sender_reject, 1);
+    T_EQ_INT(c->milter.rewrite_sender, 1);
+    T_EQ_INT(c->milter.rewrite_from, 1);
+    T_EQ_INT(c->milter.add_reply_to, 0);
+    T_EQ_INT(c->milter.add_message_id, 0);
+    T_EQ_STR(c->milter.message_id_domain, "mail.Contoso.com");
+    T_EQ_INT(c->milter.memory_limit, 256L * 1024);
+    T_CONTAINS(c->milter.tmp_dir, "/spool");
+    T_OK(c->milter.deliver_domains != NULL);
+    if (c->milter.deliver_domains) {
+	T_EQ_STR(c->milter.deliver_domains[0], "contoso.com");
+	T_EQ_STR(c->milter.deliver_domains[1], ".contoso.com");
+	T_EQ_STR(c->milter.deliver_domains[2], "Fabrikam.example");
+	T_OK(c->milter.deliver_domains[3] == NULL);
+    }
+    T_EQ_INT(c->milter.on_internal_error, CONF_ACTION_ACCEPT);
+    T_EQ_INT(c->milter.on_graph_error, CONF_ACTION_REJECT);
+    T_EQ_INT(c->milter.on_account_offline, CONF_ACTION_ACCEPT);
+    T_EQ_INT(c->milter.timeout, 600);
+    T_EQ_INT(c->timeout, 30);
+    T_EQ_STR(c->accounts->name, "main");
+    conf_free(c);
+    strbuf_free(&err);
+
+    /* The other values of each enum, and the range ends. */
+    c = t_load("[milter]\nmode = filter\nunknown_sender = accept\n"
+	       "on_internal_error = reject\non_graph_error = accept\n"
+	       "on_account_offline = reject\nmemory_limit = 64M\n"
+	       "timeout = 86400\nsocket_mode = 0\n", &err);
+    T_OK(c != NULL);
+    if (c) {
+	T_EQ_INT(c->milter.mode, CONF_MILTER_FILTER);
+	T_EQ_INT(c->milter.unknown_sender_reject, 0);
+	T_EQ_INT(c->milter.on_internal_error, CONF_ACTION_REJECT);
+	T_EQ_INT(c->milter.on_graph_error, CONF_ACTION_ACCEPT);
+	T_EQ_INT(c->milter.on_account_offline, CONF_ACTION_REJECT);
+	T_EQ_INT(c->milter.memory_limit, 64L * 1024 * 1024);
+	T_EQ_INT(c->milter.timeout, 86400);
+	T_EQ_INT(c->milter.socket_mode, 0);
+    }
+    conf_free(c);
+    strbuf_free(&err);
+    c = t_load("[milter]\nmemory_limit = 1K\ntimeout = 1\n"
+	       "socket_mode = 777\n", &err);
+    T_OK(c != NULL);
+    if (c) {
+	T_EQ_INT(c->milter.memory_limit, 1024);
+	T_EQ_INT(c->milter.timeout, 1);
+	T_EQ_INT(c->milter.socket_mode, 0777);
+    }
+    conf_free(c);
+    strbuf_free(&err);
+}
+
+static const char *const good_sockets[] = {
+    "inet:8891@127.0.0.1",
+    "inet:1@localhost",
+    "inet:65535@0.0.0.0",
+    "inet:10025@[127.0.0.1]",
+    "inet:8891@milter-host.example",
+    "inet6:8891@::1",
+    "inet6:8891@[::1]",
+    "unix:/run/m365relay/milter.sock",
+    "local:/var/spool/postfix/m365/milter",
+    "unix:/x",
+};
+
+static void test_milter_sockets(void)
+{
+    struct strbuf err;
+    struct conf *c;
+    char    text[300];
+    size_t  i;
+
+    for (i = 0; i < sizeof(good_sockets) / sizeof(good_sockets[0]); i++) {
+	snprintf(text, sizeof(text), "[milter]\nsocket = %s\n",
+		 good_sockets[i]);
+	c = t_load(text, &err);
+	T_CHECK(c != NULL, "socket %s: %s", good_sockets[i], strbuf_str(&err));
+	if (c)
+	    T_EQ_STR(c->milter.socket, good_sockets[i]);
+	conf_free(c);
+	strbuf_free(&err);
+    }
+}
+
+struct delivers_case {
+    const char *rcpt;
+    int     want;
+};
+
+static const struct delivers_case delivers_cases[] = {
+    {"a@contoso.com", 1},
+    {"<a@contoso.com>", 1},
+    {"<A@CONTOSO.COM> ", 1},
+    {"a@contoso.com.", 1},
+    {"a@sales.contoso.com", 1},		/* .contoso.com */
+    {"a@x.y.contoso.com", 1},
+    {"a@fabrikam.example", 1},
+    {"a@sub.fabrikam.example", 0},	/* exact only */
+    {"a@evilcontoso.com", 0},
+    {"a@contoso.com.evil", 0},
+    {"a@example.net", 0},
+    {"postmaster", 0},
+    {"<>", 0},
+    {"a@", 0},
+    {"\"a@contoso.com\"@example.net", 0},	/* the last @ counts */
+};
+
+static void test_milter_delivers(void)
+{
+    struct strbuf err;
+    struct conf *c;
+    size_t  i;
+
+    c = t_load("[milter]\nmode = deliver\n"
+	       "deliver_domains = contoso.com .contoso.com, FABRIKAM.example\n",
+	       &err);
+    T_OK(c != NULL);
+    if (c == NULL) {
+	strbuf_free(&err);
+	return;
+    }
+    for (i = 0; i < sizeof(delivers_cases) / sizeof(delivers_cases[0]); i++)
+	T_CHECK(conf_milter_delivers(c, delivers_cases[i].rcpt)
+		== delivers_cases[i].want, "conf_milter_delivers(\"%s\") "
+		"should be %d", delivers_cases[i].rcpt, delivers_cases[i].want);
+    T_EQ_INT(conf_milter_delivers(c, NULL), 0);
+    conf_free(c);
+    strbuf_free(&err);
+
+    /* A subdomain entry alone does not take the parent domain. */
+    c = t_load("[milter]\ndeliver_domains = .contoso.com\n", &err);
+    T_OK(c != NULL);
+    T_EQ_INT(conf_milter_delivers(c, "a@contoso.com"), 0);
+    T_EQ_INT(conf_milter_delivers(c, "a@eu.contoso.com"), 1);
+    conf_free(c);
+    strbuf_free(&err);
+
+    /* Unset: every recipient. */
+    c = t_load("[milter]\nmode = deliver\n", &err);
+    T_OK(c != NULL);
+    T_EQ_INT(conf_milter_delivers(c, "anyone@anywhere.example"), 1);
+    T_EQ_INT(conf_milter_delivers(c, "postmaster"), 1);
+    conf_free(c);
+    strbuf_free(&err);
+    T_EQ_INT(conf_milter_delivers(NULL, "a@b.example"), 0);
 }
 
 struct cloud_case {
@@ -316,10 +535,115 @@ static const struct err_case err_cases[] = {
     {ACCT "state_dir = /var/lib/x\n", 5, "key \"state_dir\" does not belong "
     "in [account main] (move it to [global])"},
     {"[globals]\ncloud = china\n", 1,
-    "unknown section [globals] (expected [global] or [account NAME])"},
+    "unknown section [globals] (expected [global], [milter] or [account "
+    "NAME])"},
     {"[server x]\n# keys below are skipped\nfoo = bar\n", 1,
     "unknown section [server x]"},
-    {"[global\n", 1, "malformed section header \"[global\""},
+    {"[global\n", 1, "malformed section header \"[global\" (expected "
+    "[global], [milter] or [account NAME])"},
+    {"[milter x]\nmode = deliver\n", 1, "unknown section [milter x]"},
+    /* [milter] */
+    {"[milter]\ncloud = china\n", 2, "key \"cloud\" does not belong in "
+    "[milter] (move it to [global])"},
+    {"[milter]\nmailbox = a@b.example\n", 2, "key \"mailbox\" does not "
+    "belong in [milter] (move it to an [account NAME] section)"},
+    {"[milter]\nmax_message_size = 5M\n", 2, "key \"max_message_size\" "
+    "does not belong in [milter] (move it to [global] or an [account NAME] "
+    "section)"},
+    {"[global]\nsocket = inet:8891@127.0.0.1\n", 2, "key \"socket\" does "
+    "not belong in [global] (move it to [milter])"},
+    {ACCT "timeout = 5\n", 5, "key \"timeout\" does not belong in [account "
+    "main] (move it to [global] or [milter])"},
+    {"[milter]\nsokcet = unix:/run/x.sock\n", 2, "unknown key \"sokcet\" in "
+    "[milter] (did you mean \"socket\"?)"},
+    {"[milter]\nmode = filter\n[global]\n[milter]\nmode = deliver\n", 5,
+    "duplicate key \"mode\" in [milter] (first set at line 2)"},
+    {"[milter]\nsocket =\n", 2, "key \"socket\" has no value"},
+    {"[milter]\nsocket = 8891\n", 2, "bad socket \"8891\" (use "
+    "inet:PORT@HOST, inet6:PORT@HOST, unix:/PATH or local:/PATH, like "
+    "inet:8891@127.0.0.1)"},
+    {"[milter]\nsocket = /run/m365relay/milter.sock\n", 2, "bad socket "
+    "\"/run/m365relay/milter.sock\""},
+    {"[milter]\nsocket = tcp:8891@127.0.0.1\n", 2, "bad socket type in "
+    "\"tcp:8891@127.0.0.1\" (use inet:PORT@HOST, inet6:PORT@HOST, "
+    "unix:/PATH or local:/PATH)"},
+    {"[milter]\nsocket = unix:milter.sock\n", 2, "socket \"unix:milter.sock\" "
+    "needs an absolute path (like unix:" M365_RUNDIR "/milter.sock)"},
+    {"[milter]\nsocket = local:\n", 2, "socket \"local:\" needs an "
+    "absolute path"},
+    {"[milter]\nsocket = unix:/a/very/long/path/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/milter.sock\n", 2, "socket path "
+	"in \"unix:/a/very/long/path/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...\" "
+    "is longer than 107 bytes (a limit of unix sockets; use a shorter path)"},
+    {"[milter]\nsocket = inet:8891\n", 2, "socket \"inet:8891\" needs a host "
+    "(like inet:8891@127.0.0.1; the MTA connects there)"},
+    {"[milter]\nsocket = inet6:8891@\n", 2, "socket \"inet6:8891@\" needs a "
+    "host (like inet6:8891@::1;"},
+    {"[milter]\nsocket = inet:\n", 2, "socket \"inet:\" needs a host (like "
+    "inet:8891@127.0.0.1;"},
+    {"[milter]\nsocket = inet:0@127.0.0.1\n", 2, "bad port \"0\" in socket "
+    "\"inet:0@127.0.0.1\" (use a number from 1 to 65535)"},
+    {"[milter]\nsocket = inet:65536@127.0.0.1\n", 2, "bad port \"65536\""},
+    {"[milter]\nsocket = inet:milter@127.0.0.1\n", 2, "bad port \"milter\""},
+    {"[milter]\nsocket = inet:@127.0.0.1\n", 2, "bad port \"\" in socket"},
+    {"[milter]\nsocket = inet:+88@127.0.0.1\n", 2, "bad port \"+88\""},
+    {"[milter]\nsocket = inet:8891@127.0.0.1/8\n", 2, "bad host "
+    "\"127.0.0.1/8\" in socket \"inet:8891@127.0.0.1/8\" (use a host name or "
+    "an IPv4 address; inet6:PORT@ADDR for IPv6)"},
+    {"[milter]\nsocket = inet:8891@::1\n", 2, "bad host \"::1\""},
+    {"[milter]\nsocket = inet6:8891@fe80::1%eth0\n", 2, "bad host "
+    "\"fe80::1%eth0\" in socket \"inet6:8891@fe80::1%eth0\" (use a host "
+    "name or an IPv6 address)"},
+    {"[milter]\nsocket_mode = 660x\n", 2, "bad socket_mode \"660x\" (use an "
+    "octal mode from 0 to 777, like 0660)"},
+    {"[milter]\nsocket_mode = 0800\n", 2, "bad socket_mode \"0800\""},
+    {"[milter]\nsocket_mode = 1777\n", 2, "bad socket_mode \"1777\""},
+    {"[milter]\nsocket_mode = 00660\n", 2, "bad socket_mode \"00660\""},
+    {"[milter]\npid_file = m365-milter.pid\n", 2, "pid_file must be an "
+    "absolute path (got \"m365-milter.pid\")"},
+    {"[milter]\nmode = relay\n", 2, "bad mode \"relay\" (use filter or "
+    "deliver)"},
+    {"[milter]\nunknown_sender = bounce\n", 2, "bad unknown_sender "
+    "\"bounce\" (use accept or reject)"},
+    {"[milter]\nrewrite_sender = always\n", 2, "bad boolean \"always\" for "
+    "rewrite_sender (use yes or no)"},
+    {"[milter]\nrewrite_from = 2\n", 2, "bad boolean \"2\" for rewrite_from"},
+    {"[milter]\nadd_reply_to = maybe\n", 2, "bad boolean \"maybe\" for "
+    "add_reply_to"},
+    {"[milter]\nadd_message_id = y\n", 2, "bad boolean \"y\" for "
+    "add_message_id"},
+    {"[milter]\nmessage_id_domain = -bad.example\n", 2, "bad "
+    "message_id_domain \"-bad.example\" (use a domain name like "
+    "mail.example.com)"},
+    {"[milter]\nmessage_id_domain = a..example\n", 2, "bad "
+    "message_id_domain \"a..example\""},
+    {"[milter]\nmessage_id_domain = user@example.com\n", 2, "bad "
+    "message_id_domain \"user@example.com\""},
+    {"[milter]\nmemory_limit = 65M\n", 2, "bad size \"65M\" for memory_limit "
+    "(use bytes, or a number with K or M, from 1K to 64M)"},
+    {"[milter]\nmemory_limit = 1000\n", 2, "bad size \"1000\" for "
+    "memory_limit"},
+    {"[milter]\ntmp_dir = tmp\n", 2, "tmp_dir must be an absolute path (got "
+    "\"tmp\")"},
+    {"[milter]\ndeliver_domains = , ,\n", 2, "deliver_domains lists no "
+    "domain (separate domains with spaces or commas)"},
+    {"[milter]\ndeliver_domains = example.com @contoso.com\n", 2, "bad domain "
+    "\"@contoso.com\" in deliver_domains (write example.com for the domain, "
+    ".example.com for its subdomains)"},
+    {"[milter]\ndeliver_domains = *.example.com\n", 2, "bad domain "
+    "\"*.example.com\""},
+    {"[milter]\ndeliver_domains = ..example.com\n", 2, "bad domain "
+    "\"..example.com\""},
+    {"[milter]\non_internal_error = discard\n", 2, "bad on_internal_error "
+    "\"discard\" (use tempfail, accept or reject)"},
+    {"[milter]\non_graph_error = TEMPFAIL\n", 2, "bad on_graph_error "
+    "\"TEMPFAIL\" (use tempfail, accept or reject)"},
+    {"[milter]\non_account_offline = defer\n", 2, "bad on_account_offline "
+    "\"defer\" (use tempfail, accept or reject)"},
+    {"[milter]\ntimeout = 0\n", 2, "bad number \"0\" for timeout (use a "
+    "whole number from 1 to 86400)"},
+    {"[milter]\ntimeout = 86401\n", 2, "bad number \"86401\" for timeout"},
     {"[account]\ntenant = x\n", 1, "section [account] needs one name"},
     {"[account a b]\n", 1, "section [account] needs one name"},
     {"[account ../x]\ntenant = t\nclient_id = c\nmailbox = a@b.example\n", 1,
@@ -331,8 +655,15 @@ static const struct err_case err_cases[] = {
     {ACCT "\n" ACCT, 6,
     "duplicate account \"main\" (first defined at line 1"},
     {"cloud = global\n[global]\n", 1,
-    "key \"cloud\" outside a section (put it under [global] or [account "
-    "NAME])"},
+    "key \"cloud\" outside a section (put it under [global])"},
+    {"mode = deliver\n[milter]\n", 1,
+    "key \"mode\" outside a section (put it under [milter])"},
+    {"timeout = 5\n", 1,
+    "key \"timeout\" outside a section (put it under [global] or [milter])"},
+    {"max_message_size = 5M\n", 1, "key \"max_message_size\" outside a "
+    "section (put it under [global] or an [account NAME] section)"},
+    {"frobnicate = 5\n", 1, "key \"frobnicate\" outside a section (put it "
+    "under [global], [milter] or [account NAME])"},
     {"[global]\n\ncloud global\n", 3,
     "missing '=' in \"cloud global\" (expected key = value)"},
     {"[global]\n = x\n", 2, "missing key before '='"},
@@ -461,6 +792,23 @@ static void test_all_errors(void)
     snprintf(want, sizeof(want), "%s:4: duplicate key", t_conf_path);
     T_CONTAINS(strbuf_str(&err), want);
     snprintf(want, sizeof(want), "%s:9: bad boolean", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    strbuf_free(&err);
+
+    /* [milter] problems are all reported too. */
+    c = t_load("[milter]\n"		/* 1 */
+	       "socket = inet:99999@127.0.0.1\n"	/* 2 */
+	       "mode = deliver\n"	/* 3 */
+	       "on_graph_error = retry\n"	/* 4 */
+	       "deliver_domains = a.example b@example\n",	/* 5 */
+	       &err);
+    T_OK(c == NULL);
+    T_EQ_INT(t_lines(&err), 3);
+    snprintf(want, sizeof(want), "%s:2: bad port \"99999\"", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    snprintf(want, sizeof(want), "%s:4: bad on_graph_error", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    snprintf(want, sizeof(want), "%s:5: bad domain \"b@example\"", t_conf_path);
     T_CONTAINS(strbuf_str(&err), want);
     strbuf_free(&err);
 
@@ -726,6 +1074,26 @@ static void test_sample(void)
     }
     free(line);
     fclose(fp);
+    /* Every [milter] key is shown with its default or an example. */
+    {
+	static const char *const mkeys[] = {
+	    "socket", "socket_mode", "pid_file", "mode", "unknown_sender",
+	    "rewrite_sender", "rewrite_from", "add_reply_to",
+	    "add_message_id", "message_id_domain", "memory_limit", "tmp_dir",
+	    "deliver_domains", "on_internal_error", "on_graph_error",
+	    "on_account_offline", "timeout", 0,
+	};
+	const char *const *kp;
+	char    pat[80];
+	const char *milter = strstr(strbuf_str(&text), "\n[milter]\n");
+
+	T_OK(milter != NULL);
+	for (kp = mkeys; milter && *kp; kp++) {
+	    snprintf(pat, sizeof(pat), "\n%s = ", *kp);
+	    T_CHECK(strstr(milter, pat) != NULL, "sample lacks [milter] %s",
+		    *kp);
+	}
+    }
     c = t_load(strbuf_str(&text), &err);
     T_OK(c != NULL);
     T_EQ_STR(strbuf_str(&err), "");
@@ -740,6 +1108,13 @@ static void test_sample(void)
 	a = conf_account_for_sender(c, "cron@host.example");
 	T_EQ_STR(a ? a->name : "(none)", "app");
 	T_EQ_INT(c->timeout, 60);
+	/* [milter]: the uncommented examples land in that section. */
+	T_EQ_INT(c->milter.timeout, 7200);
+	T_EQ_INT(c->milter.mode, CONF_MILTER_FILTER);
+	T_EQ_STR(c->milter.socket, "unix:/run/m365relay/milter.sock");
+	T_EQ_STR(c->milter.message_id_domain, "mail.contoso.com");
+	T_OK(c->milter.deliver_domains != NULL);
+	T_OK(c->milter.pid_file != NULL && c->milter.tmp_dir != NULL);
     }
     conf_free(c);
     strbuf_free(&err);
@@ -779,6 +1154,9 @@ int     main(void)
     }
     T_RUN(test_full);
     T_RUN(test_defaults);
+    T_RUN(test_milter_full);
+    T_RUN(test_milter_sockets);
+    T_RUN(test_milter_delivers);
     T_RUN(test_clouds);
     T_RUN(test_errors);
     T_RUN(test_all_errors);

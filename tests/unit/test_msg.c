@@ -1,4 +1,4 @@
-/* test_msg - message reading, body spooling, base64 streaming */
+/* test_msg - message reading and building, body spooling, base64 streaming */
 #include "config.h"
 
 #include <errno.h>
@@ -517,6 +517,471 @@ static void test_stream_error(void)
     msg_free(&m);
 }
 
+ /*
+  * Incremental construction (the milter).
+  */
+
+/* incr_build - headers (name/value pairs), then body in chunks of csize */
+
+static int incr_build(struct msg *m, size_t mem_limit, off_t max_size,
+		              const char *const *hdrs, const char *body,
+		              size_t blen, size_t csize, struct m365_result *res)
+{
+    size_t  off, k;
+
+    msg_init(m, tmpdir, mem_limit, max_size);
+    for (; hdrs && hdrs[0]; hdrs += 2)
+	if (msg_add_header(m, hdrs[0], hdrs[1], res) < 0)
+	    return (-1);
+    for (off = 0; off < blen; off += k) {
+	k = blen - off < csize ? blen - off : csize;
+	if (msg_add_body(m, body + off, k, res) < 0)
+	    return (-1);
+    }
+    return (msg_finish(m, res));
+}
+
+/* stream_all - the whole base64 stream of a message */
+
+static char *stream_all(const struct msg *m, size_t *len)
+{
+    static const size_t sizes[] = {7, 16384, 1, 65536, 5};
+    struct msg_src *s = msg_src_create(&m->hdr, m);
+    char   *out;
+
+    T_EQ_INT(msg_src_length(s), base64_encoded_len((size_t) m->size));
+    out = read_stream(s, sizes, 5, 0, len);
+    T_EQ_INT(*len, msg_src_length(s));
+    msg_src_free(s);
+    return (out);
+}
+
+/* mem_body - the in-memory body as a string ("" when none) */
+
+static const char *mem_body(const struct msg *m)
+{
+    return (m->body_mem.data ? m->body_mem.data : "");
+}
+
+static void test_incr_memory(void)
+{
+    static const char *const hdrs[] = {
+	"From", "a@x", "To", "b@y", "Subject", "hi", 0,
+    };
+    struct msg m;
+    struct m365_result res;
+
+    T_EQ_INT(incr_build(&m, 1024, 0, hdrs, "line1\r\nline2\r\n", 14, 5,
+			&res), 0);
+    T_EQ_STR(strbuf_str(&m.hdr), "From: a@x\r\nTo: b@y\r\nSubject: hi\r\n");
+    T_EQ_INT(m.body_fd, -1);
+    T_EQ_STR(mem_body(&m), "line1\r\nline2\r\n");
+    T_EQ_INT(m.body_len, 14);
+    T_EQ_INT(m.size, (off_t) m.hdr.len + 2 + 14);
+    T_OK(m.wbuf == NULL);
+    msg_free(&m);
+    T_EQ_INT(m.body_fd, -1);
+    T_OK(m.hdr.data == NULL && m.body_mem.data == NULL);
+
+    /* Bare LF made CRLF, also when CR and LF come in separate chunks. */
+    T_EQ_INT(incr_build(&m, 1024, 0, hdrs, "a\nb\r\nc\rd\r", 9, 1, &res), 0);
+    T_EQ_STR(mem_body(&m), "a\r\nb\r\nc\rd\r");
+    T_EQ_INT(m.body_len, 10);
+    msg_free(&m);
+    msg_init(&m, tmpdir, 1024, 0);
+    T_EQ_INT(msg_add_body(&m, "x\r", 2, &res), 0);
+    T_EQ_INT(msg_add_body(&m, "\ny\n", 3, &res), 0);
+    T_EQ_INT(msg_finish(&m, &res), 0);
+    T_EQ_STR(mem_body(&m), "x\r\ny\r\n");
+    T_EQ_INT(m.size, 2 + 6);
+    msg_free(&m);
+
+    /* Exactly mem_limit bytes stay in memory; one more spools. */
+    T_EQ_INT(incr_build(&m, 10, 0, hdrs, "0123456789", 10, 3, &res), 0);
+    T_EQ_INT(m.body_fd, -1);
+    T_EQ_INT(m.body_mem.len, 10);
+    T_OK(m.body_mem.cap <= 11);
+    msg_free(&m);
+    T_EQ_INT(incr_build(&m, 10, 0, hdrs, "0123456789A", 11, 3, &res), 0);
+    T_OK(m.body_fd >= 0);
+    T_EQ_INT(m.body_mem.len, 0);
+    T_EQ_INT(m.body_len, 11);
+    msg_free(&m);
+
+    /* Header only: no body call at all. */
+    T_EQ_INT(incr_build(&m, 1024, 0, hdrs, "", 0, 1, &res), 0);
+    T_EQ_INT(m.body_fd, -1);
+    T_EQ_INT(m.body_len, 0);
+    T_EQ_INT(m.size, (off_t) m.hdr.len + 2);
+    msg_free(&m);
+}
+
+static void test_incr_spool(void)
+{
+    static const char *const hdrs[] = {"Subject", "big", 0};
+    size_t  n = 3 * 1024 * 1024 + 17, i;
+    char   *body = xmalloc(n);
+    char   *got;
+    struct msg m;
+    struct m365_result res;
+    struct stat st;
+
+    for (i = 0; i < n; i++)
+	body[i] = i % 80 == 78 ? '\r' : i % 80 == 79 ? '\n' : (char) ('A' + i % 26);
+    T_EQ_INT(incr_build(&m, 100000, 0, hdrs, body, n, 65535, &res), 0);
+    T_OK(m.body_fd >= 0);
+    T_EQ_INT(m.body_mem.len, 0);
+    T_OK(m.body_mem.data == NULL);
+    T_EQ_INT(m.body_len, n);
+    T_EQ_INT(m.size, (off_t) m.hdr.len + 2 + (off_t) n);
+    T_EQ_INT(fstat(m.body_fd, &st), 0);
+    T_EQ_INT(st.st_size, n);
+    T_EQ_INT(st.st_mode & 0777, 0600);
+    T_EQ_INT(st.st_nlink, 0);
+    T_OK(fcntl(m.body_fd, F_GETFD) & FD_CLOEXEC);
+    got = body_of(&m);
+    T_OK(memcmp(got, body, n) == 0);
+    free(got);
+    msg_free(&m);
+    free(body);
+}
+
+/*
+ * The milter path and the pipe path give the same base64 stream, in
+ * memory or spooled, whatever the chunking.
+ */
+
+static void test_incr_stream_equal(void)
+{
+    static const size_t body_sizes[] = {0, 1, 2, 3, 100, 65535, 65536, 300001};
+    static const size_t limits[] = {0, 64, 1024 * 1024};
+    static const size_t chunks[] = {1, 4093, 65535};
+    static const char *const hdrs[] = {
+	"From", "Alice <a@example.com>",
+	"Subject", "a folded\n\tsubject line",
+	"To", "b@example.com,\r\n c@example.com",
+	0,
+    };
+    const char *text_hdr = "From: Alice <a@example.com>\n"
+	"Subject: a folded\n\tsubject line\n"
+	"To: b@example.com,\n c@example.com\n\n";
+    size_t  hl = strlen(text_hdr), bi, li, ci, i, wantlen, gotlen;
+    struct msg ref, m;
+    struct m365_result res;
+    char   *text, *body, *want, *got;
+    int     fd;
+
+    for (bi = 0; bi < sizeof(body_sizes) / sizeof(body_sizes[0]); bi++) {
+	size_t  bs = body_sizes[bi];
+
+	/* A CRLF body; the reference reads the LF version of it. */
+	body = xmalloc(bs + 1);
+	text = xmalloc(hl + bs + 1);
+	memcpy(text, text_hdr, hl);
+	for (i = 0; i < bs; i++)
+	    body[i] = i % 61 == 59 ? '\r' : i % 61 == 60 ? '\n'
+		: (char) ('a' + i % 23);
+	memcpy(text + hl, body, bs);
+	fd = input_fd(text, hl + bs);
+	T_OK(fd >= 0);
+	T_EQ_INT(msg_read(&ref, fd, tmpdir, 0, &res), 0);
+	close(fd);
+	want = stream_all(&ref, &wantlen);
+	for (li = 0; li < sizeof(limits) / sizeof(limits[0]); li++) {
+	    for (ci = 0; ci < sizeof(chunks) / sizeof(chunks[0]); ci++) {
+		if (chunks[ci] == 1 && bs > 70000)
+		    continue;			/* slow; 4093 covers it */
+		T_EQ_INT(incr_build(&m, limits[li], 0, hdrs, body, bs,
+				    chunks[ci], &res), 0);
+		T_EQ_STR(strbuf_str(&m.hdr), strbuf_str(&ref.hdr));
+		T_EQ_INT(m.size, ref.size);
+		T_EQ_INT(m.body_len, ref.body_len);
+		T_OK(bs == 0 || (m.body_fd >= 0) == (bs > limits[li]));
+		got = stream_all(&m, &gotlen);
+		T_CHECK(gotlen == wantlen && memcmp(got, want, wantlen) == 0,
+			"body %lu limit %lu chunk %lu: streams differ",
+			(unsigned long) bs, (unsigned long) limits[li],
+			(unsigned long) chunks[ci]);
+		free(got);
+		msg_free(&m);
+	    }
+	}
+	free(want);
+	msg_free(&ref);
+	free(text);
+	free(body);
+    }
+}
+
+struct hdr_case {
+    const char *name;
+    const char *value;
+    const char *want;
+};
+
+static const struct hdr_case hdr_cases[] = {
+    {"Subject", "plain", "Subject: plain\r\n"},
+    {"Subject", "a\n\tb", "Subject: a\r\n\tb\r\n"},
+    {"Subject", "a\r\n\tb\r\n c", "Subject: a\r\n\tb\r\n c\r\n"},
+    {"X-Empty", "", "X-Empty:\r\n"},
+    {"X-Trail", "v\r\n", "X-Trail: v\r\n"},
+    {"X-Trail2", "v\n\n", "X-Trail2: v\r\n"},
+    /* A break without folding white space cannot start a new field... */
+    {"X-Inject", "a\nBcc: evil@x", "X-Inject: a\r\n Bcc: evil@x\r\n"},
+    /* ...nor end the header section. */
+    {"X-Blank", "a\r\n\r\nbody", "X-Blank: a\r\n body\r\n"},
+    {"X-Blank2", "a\n\n\tb", "X-Blank2: a\r\n\tb\r\n"},
+    {"X-CR", "a\rb", "X-CR: a\rb\r\n"},
+    {"X-Space", "  lead kept", "X-Space:   lead kept\r\n"},
+};
+
+static void test_incr_headers(void)
+{
+    struct msg m;
+    struct m365_result res;
+    size_t  i;
+
+    for (i = 0; i < sizeof(hdr_cases) / sizeof(hdr_cases[0]); i++) {
+	msg_init(&m, tmpdir, 1024, 0);
+	T_EQ_INT(msg_add_header(&m, hdr_cases[i].name, hdr_cases[i].value,
+				&res), 0);
+	T_EQ_INT(msg_finish(&m, &res), 0);
+	T_CHECK(strcmp(strbuf_str(&m.hdr), hdr_cases[i].want) == 0,
+		"%s: got \"%s\"", hdr_cases[i].name, strbuf_str(&m.hdr));
+	T_EQ_INT(m.size, (off_t) strlen(hdr_cases[i].want) + 2);
+	msg_free(&m);
+    }
+    /* NULL value is an empty one. */
+    msg_init(&m, tmpdir, 1024, 0);
+    T_EQ_INT(msg_add_header(&m, "X-Null", NULL, &res), 0);
+    T_EQ_STR(strbuf_str(&m.hdr), "X-Null:\r\n");
+    msg_free(&m);
+
+    /* Malformed names: 5.6.0, and it sticks. */
+    {
+	static const char *const bad[] = {"", " Lead", "A:B", "A\nB", "A\rB"};
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+	    msg_init(&m, tmpdir, 1024, 0);
+	    T_EQ_INT(msg_add_header(&m, bad[i], "v", &res), -1);
+	    T_EQ_STR(res.dsn, "5.6.0");
+	    T_EQ_INT(res.status, M365_PERM);
+	    T_CONTAINS(res.text, "malformed header field name");
+	    T_EQ_INT(msg_add_header(&m, "Subject", "ok", &res), -1);
+	    T_EQ_STR(res.dsn, "5.6.0");
+	    T_EQ_INT(msg_add_body(&m, "x", 1, &res), -1);
+	    T_EQ_INT(msg_finish(&m, &res), -1);
+	    T_EQ_STR(res.dsn, "5.6.0");
+	    T_EQ_INT(m.hdr.len, 0);
+	    msg_free(&m);
+	}
+	msg_init(&m, tmpdir, 1024, 0);
+	T_EQ_INT(msg_add_header(&m, NULL, "v", &res), -1);
+	T_EQ_STR(res.dsn, "5.6.0");
+	msg_free(&m);
+    }
+
+    /* The header section limit. */
+    {
+	char    value[1001];
+	int     n, rc = 0;
+
+	memset(value, 'v', 1000);
+	value[1000] = 0;
+	msg_init(&m, tmpdir, 1024, 0);
+	for (n = 0; n < 2000 && (rc = msg_add_header(&m, "X-Filler", value,
+						     &res)) == 0; n++)
+	     /* void */ ;
+	T_EQ_INT(rc, -1);
+	T_EQ_STR(res.dsn, "5.6.0");
+	T_CONTAINS(res.text, "header section is larger than");
+	T_OK(n > 1000 && n < 1100);
+	T_OK(m.hdr.len <= STRBUF_MAX_HEADERS);
+	T_EQ_INT(msg_finish(&m, &res), -1);
+	T_EQ_STR(res.dsn, "5.6.0");
+	msg_free(&m);
+
+	/* One value longer than the whole limit. */
+	{
+	    size_t  big = STRBUF_MAX_HEADERS + 10;
+	    char   *v = xmalloc(big + 1);
+
+	    memset(v, 'w', big);
+	    v[big] = 0;
+	    msg_init(&m, tmpdir, 1024, 0);
+	    T_EQ_INT(msg_add_header(&m, "X-Huge", v, &res), -1);
+	    T_EQ_STR(res.dsn, "5.6.0");
+	    T_EQ_INT(m.hdr.len, 0);
+	    msg_free(&m);
+	    free(v);
+	}
+    }
+}
+
+static void test_incr_too_big(void)
+{
+    static const char *const hdrs[] = {"Subject", "s", 0};	/* 12 bytes */
+    size_t  n = 1024 * 1024, i;
+    char   *body = xmalloc(n);
+    struct msg m;
+    struct m365_result res;
+    int     rc, fails = 0;
+
+    for (i = 0; i < n; i++)
+	body[i] = i % 64 == 63 ? '\n' : 'x';
+    /* Over the limit: every call fails with 5.3.4, counting goes on. */
+    msg_init(&m, tmpdir, 4096, 100000);
+    T_EQ_INT(msg_add_header(&m, "Subject", "s", &res), 0);
+    for (i = 0; i < n; i += 4096) {
+	rc = msg_add_body(&m, body + i, 4096, &res);
+	if (rc < 0) {
+	    fails++;
+	    T_EQ_STR(res.dsn, "5.3.4");
+	    T_EQ_INT(res.sysexit, EX_DATAERR);
+	    T_CONTAINS(res.text, "limit of 100000 bytes");
+	}
+	/* Nothing is kept past the limit. */
+	T_OK(rc == 0 || (m.body_len == 0 && m.body_mem.data == NULL));
+    }
+    T_OK(fails > 200);
+    T_EQ_INT(msg_finish(&m, &res), -1);
+    T_EQ_STR(res.dsn, "5.3.4");
+    T_EQ_INT(res.status, M365_PERM);
+    /* 12 header + 2 + 1048576 body + a CR for each of 16384 LFs */
+    T_CONTAINS(res.text, "message size 1064974 bytes exceeds the limit of "
+	       "100000 bytes");
+    T_EQ_INT(m.size, 1064974);
+    T_EQ_INT(m.body_len, 0);
+    msg_free(&m);
+
+    /* Spooled, then too big: the spool file is emptied. */
+    msg_init(&m, tmpdir, 10, 300000);
+    T_EQ_INT(msg_add_body(&m, body, 140000, &res), 0);
+    T_OK(m.body_fd >= 0);
+    {
+	struct stat st;
+
+	T_OK(fstat(m.body_fd, &st) == 0 && st.st_size > 70000);
+	T_EQ_INT(msg_add_body(&m, body, 200000, &res), -1);
+	T_EQ_STR(res.dsn, "5.3.4");
+	T_OK(fstat(m.body_fd, &st) == 0 && st.st_size == 0);
+    }
+    T_EQ_INT(msg_finish(&m, &res), -1);
+    msg_free(&m);
+
+    /* Exactly at the limit is fine, one byte more is not. */
+    T_EQ_INT(incr_build(&m, 4096, 16, hdrs, "ab", 2, 1, &res), 0);
+    T_EQ_INT(m.size, 16);
+    msg_free(&m);
+    T_EQ_INT(incr_build(&m, 4096, 15, hdrs, "ab", 2, 1, &res), -1);
+    T_EQ_STR(res.dsn, "5.3.4");
+    msg_free(&m);
+    /* Header only: the empty line counts too. */
+    T_EQ_INT(incr_build(&m, 4096, 13, hdrs, "", 0, 1, &res), -1);
+    T_EQ_STR(res.dsn, "5.3.4");
+    msg_free(&m);
+    T_EQ_INT(incr_build(&m, 4096, 14, hdrs, "", 0, 1, &res), 0);
+    msg_free(&m);
+    free(body);
+}
+
+/* Memory does not grow with the message size. */
+
+static void test_incr_memory_bound(void)
+{
+    static const size_t limits[] = {1, 1000, 4096, 100000, 1024 * 1024};
+    size_t  n = 8 * 1024 * 1024, chunk = 65535, off, k, li;
+    char   *body = xmalloc(chunk);
+    struct msg m;
+    struct m365_result res;
+    int     ok;
+
+    memset(body, 'z', chunk);
+    for (li = 0; li < sizeof(limits) / sizeof(limits[0]); li++) {
+	ok = 1;
+	msg_init(&m, tmpdir, limits[li], 0);
+	T_EQ_INT(msg_add_header(&m, "Subject", "s", &res), 0);
+	for (off = 0; off < n; off += k) {
+	    k = n - off < chunk ? n - off : chunk;
+	    if (msg_add_body(&m, body, k, &res) < 0)
+		ok = 0;
+	    if (m.body_mem.cap > limits[li] + 1)
+		ok = 0;
+	    if (m.body_fd >= 0 && m.body_mem.cap != 0)
+		ok = 0;
+	}
+	T_CHECK(ok, "limit %lu: body_mem grew past the limit",
+		(unsigned long) limits[li]);
+	T_EQ_INT(msg_finish(&m, &res), 0);
+	T_EQ_INT(m.body_len, n);
+	T_OK(m.body_fd >= 0);
+	msg_free(&m);
+    }
+    free(body);
+}
+
+static void test_incr_errors(void)
+{
+    struct msg m;
+    struct m365_result res;
+    char    bad[300];
+
+    /* Spool directory missing: 4.3.0 at the first spill, and it sticks. */
+    snprintf(bad, sizeof(bad), "%s/no/such/dir", tmpdir);
+    msg_init(&m, bad, 8, 0);
+    T_EQ_INT(msg_add_header(&m, "Subject", "s", &res), 0);
+    T_EQ_INT(msg_add_body(&m, "12345678", 8, &res), 0);
+    T_EQ_INT(msg_add_body(&m, "9", 1, &res), -1);
+    T_EQ_STR(res.dsn, "4.3.0");
+    T_EQ_INT(res.sysexit, EX_TEMPFAIL);
+    T_EQ_INT(res.status, M365_SYSTEM);
+    T_CONTAINS(res.text, "no/such/dir");
+    T_EQ_INT(msg_add_body(&m, "x", 1, &res), -1);
+    T_EQ_STR(res.dsn, "4.3.0");
+    T_EQ_INT(msg_finish(&m, &res), -1);
+    T_CONTAINS(res.text, "no/such/dir");
+    msg_free(&m);
+
+    /* The same directory is fine when the body fits in memory. */
+    msg_init(&m, bad, 8, 0);
+    T_EQ_INT(msg_add_body(&m, "12345678", 8, &res), 0);
+    T_EQ_INT(msg_finish(&m, &res), 0);
+    msg_free(&m);
+
+    /* tmpdir is copied: the caller's string may go away. */
+    {
+	char   *dir = xstrdup(tmpdir);
+
+	msg_init(&m, dir, 0, 0);
+	memset(dir, 'X', strlen(dir));
+	free(dir);
+	T_EQ_INT(msg_add_body(&m, "abc", 3, &res), 0);
+	T_EQ_INT(msg_finish(&m, &res), 0);
+	T_OK(m.body_fd >= 0);
+	msg_free(&m);
+    }
+
+    /* Calls out of order. */
+    msg_init(&m, tmpdir, 8, 0);
+    T_EQ_INT(msg_add_body(&m, "b", 1, &res), 0);
+    T_EQ_INT(msg_add_header(&m, "Subject", "late", &res), -1);
+    T_EQ_STR(res.dsn, "4.3.0");
+    T_CONTAINS(res.text, "out of order");
+    T_EQ_INT(msg_finish(&m, &res), 0);		/* not poisoned */
+    T_EQ_INT(msg_finish(&m, &res), -1);
+    T_EQ_INT(msg_add_body(&m, "b", 1, &res), -1);
+    msg_free(&m);
+    T_EQ_INT(msg_add_header(&m, "Subject", "after free", &res), -1);
+    msg_free(&m);				/* twice is fine */
+
+    /* Reuse after msg_free(), as the milter does per message. */
+    msg_init(&m, tmpdir, 8, 0);
+    T_EQ_INT(msg_add_header(&m, "Subject", "two", &res), 0);
+    T_EQ_INT(msg_finish(&m, &res), 0);
+    T_EQ_STR(strbuf_str(&m.hdr), "Subject: two\r\n");
+    msg_free(&m);
+}
+
 int     main(void)
 {
     const char *base = getenv("TMPDIR");
@@ -537,6 +1002,13 @@ int     main(void)
     T_RUN(test_stream);
     T_RUN(test_stream_rewritten);
     T_RUN(test_stream_error);
+    T_RUN(test_incr_memory);
+    T_RUN(test_incr_spool);
+    T_RUN(test_incr_stream_equal);
+    T_RUN(test_incr_headers);
+    T_RUN(test_incr_too_big);
+    T_RUN(test_incr_memory_bound);
+    T_RUN(test_incr_errors);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)
 	printf("# could not remove %s\n", tmpdir);
