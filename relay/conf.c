@@ -11,20 +11,24 @@
  *	    key = value          (value: rest of the line, trimmed)
  *	    [milter]
  *	    [account NAME]
+ *	    [source NAME]
  *
  *	Every parameter is declared once in conf_params[] below, with its
  *	section, type, default (written in config syntax and parsed by the
  *	same code as a value from the file) and required flag.  Defaults
  *	that depend on other keys (the cloud's URLs, an account's
- *	max_message_size, the fallback user) are "derived" and filled in by
- *	conf_derive() after the whole file was read.
+ *	max_message_size, the fallback user, a source's mailbox) are
+ *	"derived" and filled in by conf_derive() after the whole file was
+ *	read; so is a source's account, which may be defined after the
+ *	source.
  *
  *	Parsing never stops at the first problem: each one adds a line
  *	"FILE:LINE: problem (hint)" to the caller's error buffer, and the
  *	result is NULL when there was at least one.
  * OWNERSHIP
  *	conf_load() returns a tree that conf_free() releases entirely;
- *	struct conf_account.file points into struct conf.path.
+ *	struct conf_account.file and struct conf_source.file point into
+ *	struct conf.path, struct conf_source.acct into conf->accounts.
  * DIAGNOSTICS
  *	Nothing here exits or logs; errors go to the caller's strbuf.
  */
@@ -43,6 +47,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include "conf.h"
 #include "util.h"
@@ -55,6 +61,7 @@ enum conf_sect {
     SECT_GLOBAL,
     SECT_MILTER,
     SECT_ACCOUNT,
+    SECT_SOURCE,
 };
 
 enum conf_type {
@@ -75,6 +82,13 @@ enum conf_type {
     T_OCTAL,				/* long: file mode, 0 to 0777 */
     T_DOMAIN,				/* char *: a domain name */
     T_DOMAINS,				/* char **: domains, ".sub" allowed */
+    T_NAME,				/* char *: an [account NAME] name */
+    T_TEXT,				/* char *: any text, no control chars */
+    T_DELIVER,				/* char *: smtp://HOST[:PORT] | sendmail */
+    T_RCPTS,				/* char **: addresses or local users */
+    T_ADDRESS,				/* char *: local@domain */
+    T_SENDER,				/* char *: local@domain or <> */
+    T_AFTER,				/* enum conf_after (+ after_folder) */
 };
 
 struct conf_enum {
@@ -158,6 +172,7 @@ struct conf_param {
 #define G(f)	SECT_GLOBAL, offsetof(struct conf, f)
 #define M(f)	SECT_MILTER, offsetof(struct conf, milter.f)
 #define A(f)	SECT_ACCOUNT, offsetof(struct conf_account, f)
+#define S(f)	SECT_SOURCE, offsetof(struct conf_source, f)
 
 #define DEF_MILTER_SOCKET "unix:" M365_RUNDIR "/milter.sock"
 
@@ -181,6 +196,8 @@ static const struct conf_param conf_params[] = {
     {"connect_timeout", G(connect_timeout), T_LONG, "15", 0, 1, 600, 0},
     {"max_message_size", G(max_message_size), T_SIZE, "35M", 0,
     1 * SIZE_K, 150 * SIZE_M, 0},
+    {"sendmail_path", G(sendmail_path), T_PATH, "/usr/sbin/sendmail", 0, 0,
+    0, 0},
     /* [milter] */
     {"socket", M(socket), T_SOCKET, DEF_MILTER_SOCKET, 0, 0, 0, 0},
     {"socket_mode", M(socket_mode), T_OCTAL, "0660", 0, 0, 0777, 0},
@@ -221,11 +238,25 @@ static const struct conf_param conf_params[] = {
     {"save_to_sent_items", A(save_to_sent_items), T_BOOL, "yes", 0, 0, 0, 0},
     {"max_message_size", A(max_message_size), T_SIZE, 0 /* [global] */ , 0,
     1 * SIZE_K, 150 * SIZE_M, 0},
+    /* [source NAME] */
+    {"account", S(account), T_NAME, 0, 1, 0, 0, 0},
+    {"mailbox", S(mailbox), T_MAILBOX, 0 /* the account's */ , 0, 0, 0, 0},
+    {"folder", S(folder), T_TEXT, "inbox", 0, 0, 0, 0},
+    {"deliver_to", S(deliver_to), T_DELIVER, 0, 1, 0, 0, 0},
+    {"recipients", S(recipients), T_RCPTS, 0, 1, 0, 0, 0},
+    {"envelope_sender", S(envelope_sender), T_SENDER, 0 /* the message's */ ,
+    0, 0, 0, 0},
+    {"after", S(after), T_AFTER, "read", 0, 0, 0, 0},
+    {"reject_folder", S(reject_folder), T_TEXT, 0, 0, 0, 0, 0},
+    {"interval", S(interval), T_LONG, "60", 0, 10, 86400, 0},
+    {"page_size", S(page_size), T_LONG, "50", 0, 1, 1000, 0},
+    {"notify", S(notify), T_ADDRESS, 0, 0, 0, 0, 0},
 };
 
 #undef G
 #undef M
 #undef A
+#undef S
 
 #define NPARAMS	(sizeof(conf_params) / sizeof(conf_params[0]))
 
@@ -235,12 +266,14 @@ _Static_assert(sizeof(enum conf_jwt_alg) == sizeof(int), "enum jwt_alg size");
 _Static_assert(sizeof(enum conf_milter_mode) == sizeof(int),
 	       "enum conf_milter_mode size");
 _Static_assert(sizeof(enum conf_action) == sizeof(int), "enum conf_action size");
+_Static_assert(sizeof(enum conf_after) == sizeof(int), "enum conf_after size");
 
 /* Parser state for one section instance. */
 
 struct conf_sinfo {
-    enum conf_sect sect;		/* SECT_GLOBAL, _MILTER, _ACCOUNT */
-    struct conf_account *acct;		/* NULL for [global] and [milter] */
+    enum conf_sect sect;		/* SECT_GLOBAL, _MILTER, _ACCOUNT, _SOURCE */
+    struct conf_account *acct;		/* SECT_ACCOUNT only */
+    struct conf_source *src;		/* SECT_SOURCE only */
     int     line;			/* the header line */
     int     seen[NPARAMS];		/* line where each key was set */
     int     bad[NPARAMS];		/* its value was rejected */
@@ -257,7 +290,13 @@ struct conf_state {
     struct conf_sinfo **accts;		/* file order, parallel to list */
     size_t  naccts;
     struct conf_account **tail;		/* where the next account goes */
+    struct conf_sinfo **srcs;		/* file order, parallel to list */
+    size_t  nsrcs;
+    struct conf_source **src_tail;	/* where the next source goes */
 };
+
+/* The sections, for "expected ..." hints. */
+#define CONF_SECTIONS	"[global], [milter], [account NAME] or [source NAME]"
 
 static const struct conf_param *conf_find_param(enum conf_sect, const char *);
 
@@ -278,13 +317,15 @@ static void __attribute__((format(printf, 3, 4)))
     strbuf_putc(st->errors, '\n');
 }
 
-/* conf_sect_name - "[global]", "[milter]" or "[account NAME]" */
+/* conf_sect_name - "[global]", "[milter]", "[account NAME]", "[source NAME]" */
 
 static const char *conf_sect_name(const struct conf_sinfo *si, char *buf,
 				          size_t len)
 {
     if (si->sect == SECT_ACCOUNT && si->acct != NULL)
 	snprintf(buf, len, "[account %s]", si->acct->name);
+    else if (si->sect == SECT_SOURCE && si->src != NULL)
+	snprintf(buf, len, "[source %s]", si->src->name);
     else if (si->sect == SECT_MILTER)
 	snprintf(buf, len, "[milter]");
     else
@@ -304,21 +345,22 @@ static const char *conf_sect_where(const char *key, enum conf_sect skip,
 	{SECT_GLOBAL, "[global]"},
 	{SECT_MILTER, "[milter]"},
 	{SECT_ACCOUNT, "an [account NAME] section"},
+	{SECT_SOURCE, "a [source NAME] section"},
     };
-    const char *found[3];
-    size_t  i, n = 0;
+    const char *found[sizeof(sects) / sizeof(sects[0])];
+    size_t  i, n = 0, used;
 
     for (i = 0; i < sizeof(sects) / sizeof(sects[0]); i++)
 	if (sects[i].sect != skip && conf_find_param(sects[i].sect, key))
 	    found[n++] = sects[i].name;
-    if (n == 0)
+    if (n == 0 || len == 0)
 	return (NULL);
-    if (n == 1)
-	snprintf(buf, len, "%s", found[0]);
-    else if (n == 2)
-	snprintf(buf, len, "%s or %s", found[0], found[1]);
-    else
-	snprintf(buf, len, "%s, %s or %s", found[0], found[1], found[2]);
+    *buf = 0;
+    for (i = 0; i < n; i++) {
+	used = strlen(buf);
+	snprintf(buf + used, len - used, "%s%s", i == 0 ? "" : i + 1 == n ?
+		 " or " : ", ", found[i]);
+    }
     return (buf);
 }
 
@@ -428,7 +470,7 @@ static void *conf_field(struct conf_state *st, const struct conf_sinfo *si,
 			        const struct conf_param *p)
 {
     char   *base = si->sect == SECT_ACCOUNT ? (char *) si->acct :
-    (char *) st->conf;
+    si->sect == SECT_SOURCE ? (char *) si->src : (char *) st->conf;
 
     return (base + p->offset);
 }
@@ -539,6 +581,141 @@ static int conf_valid_domain(const char *s)
     }
 }
 
+/* conf_valid_local - a bare local user name: [A-Za-z0-9._+-], no leading - or . */
+
+static int conf_valid_local(const char *s)
+{
+    if (*s == 0 || *s == '-' || *s == '.')
+	return (0);
+    for (; *s; s++)
+	if (!isalnum((unsigned char) *s) && strchr("._+-", *s) == 0)
+	    return (0);
+    return (1);
+}
+
+/*
+ * conf_valid_addr - local@domain: a dot-atom local part (RFC 5322 atext,
+ * not starting with '-' or '.', so it can never look like an option on
+ * the sendmail command line) and a DNS domain.  Quoted local parts and
+ * address literals are not accepted here.
+ */
+
+static int conf_valid_addr(const char *s)
+{
+    const char *at = strrchr(s, '@');
+    const char *cp;
+
+    if (at == 0 || at == s || *s == '-' || *s == '.' || at[-1] == '.')
+	return (0);
+    for (cp = s; cp < at; cp++) {
+	if (!isalnum((unsigned char) *cp)
+	    && strchr("!#$%&'*+-/=?^_`{|}~.", *cp) == 0)
+	    return (0);
+	if (cp[0] == '.' && cp[1] == '.')
+	    return (0);
+    }
+    return (conf_valid_domain(at + 1));
+}
+
+/* conf_is_ipv4ish - digits and dots only (then it must be an IPv4 literal) */
+
+static int conf_is_ipv4ish(const char *s)
+{
+    return (*s != 0 && strspn(s, "0123456789.") == strlen(s));
+}
+
+/*
+ * conf_parse_deliver - validate deliver_to
+ *
+ * "sendmail" (host NULL, port 0), or smtp://HOST[:PORT] where HOST is an
+ * IPv4 literal, a [bracketed] IPv6 literal or a host name and PORT is
+ * 1 to 65535 (default 25); the scheme is case-insensitive.  On success
+ * *host is a new string (IPv6 without brackets) or NULL.  Returns 0, or
+ * -1 with a complete message (problem and hint) in why.
+ */
+
+static int conf_parse_deliver(const char *v, char **host, long *port,
+			              char *why, size_t len)
+{
+    const char *rest, *end, *colon;
+    char    hbuf[256];
+    unsigned char addr[sizeof(struct in6_addr)];
+    size_t  hlen;
+    long    num = 25;
+
+    *host = 0;
+    *port = 0;
+    if (strcmp(v, "sendmail") == 0)
+	return (0);
+    if (strncasecmp(v, "smtp://", 7) != 0) {
+	snprintf(why, len, "bad deliver_to \"%s\" (use smtp://HOST:PORT, "
+		 "like smtp://127.0.0.1:25 or smtp://[::1]:2525, or sendmail "
+		 "to run the MTA's sendmail command)", v);
+	return (-1);
+    }
+    rest = v + 7;
+    if (*rest == '[') {
+	if ((end = strchr(rest, ']')) == 0) {
+	    snprintf(why, len, "bad deliver_to \"%s\": missing ']' after "
+		     "the IPv6 address (like smtp://[::1]:25)", v);
+	    return (-1);
+	}
+	hlen = (size_t) (end - rest - 1);
+	snprintf(hbuf, sizeof(hbuf), "%.*s", (int) (hlen < sizeof(hbuf) ?
+						    hlen : sizeof(hbuf) - 1),
+		 rest + 1);
+	if (hlen >= sizeof(hbuf) || inet_pton(AF_INET6, hbuf, addr) != 1) {
+	    snprintf(why, len, "bad IPv6 address \"%.*s\" in deliver_to "
+		     "\"%s\" (like smtp://[::1]:25)", (int) (hlen < 60 ?
+							   hlen : 60),
+		     rest + 1, v);
+	    return (-1);
+	}
+	colon = end + 1;
+	if (*colon != 0 && *colon != ':') {
+	    snprintf(why, len, "bad deliver_to \"%s\": unexpected \"%.40s\" "
+		     "after the address (use smtp://[ADDRESS]:PORT)", v, colon);
+	    return (-1);
+	}
+    } else {
+	colon = strchr(rest, ':');
+	hlen = colon ? (size_t) (colon - rest) : strlen(rest);
+	if (colon && strchr(colon + 1, ':') != 0) {
+	    snprintf(why, len, "bad deliver_to \"%s\": write an IPv6 "
+		     "address in brackets (like smtp://[::1]:25)", v);
+	    return (-1);
+	}
+	if (hlen == 0) {
+	    snprintf(why, len, "deliver_to \"%s\" needs a host (like "
+		     "smtp://127.0.0.1:25)", v);
+	    return (-1);
+	}
+	snprintf(hbuf, sizeof(hbuf), "%.*s", (int) (hlen < sizeof(hbuf) ?
+						    hlen : sizeof(hbuf) - 1),
+		 rest);
+	if (hlen >= sizeof(hbuf)
+	    || (conf_is_ipv4ish(hbuf) ? inet_pton(AF_INET, hbuf, addr) != 1 :
+		!conf_valid_domain(hbuf))) {
+	    snprintf(why, len, "bad host \"%.*s\" in deliver_to \"%s\" (use "
+		     "an IPv4 address, [IPv6 address] or host name; no user, "
+		     "path or options)", (int) (hlen < 60 ? hlen : 60), rest, v);
+	    return (-1);
+	}
+    }
+    if (colon && *colon == ':') {
+	if (colon[1] == 0 || strlen(colon + 1) > 5
+	    || strspn(colon + 1, "0123456789") != strlen(colon + 1)
+	    || parse_long(colon + 1, 1, 65535, &num) < 0) {
+	    snprintf(why, len, "bad port \"%.20s\" in deliver_to \"%s\" (use "
+		     "a number from 1 to 65535; without one, 25)", colon + 1, v);
+	    return (-1);
+	}
+    }
+    *host = xstrdup(hbuf);
+    *port = num;
+    return (0);
+}
+
 /*
  * conf_check_socket - validate a libmilter socket specification
  *
@@ -625,6 +802,7 @@ static int conf_set_value(struct conf_state *st, struct conf_sinfo *si,
     char  **sp = (char **) field;
     const struct conf_enum *e;
     const struct conf_cloud *c;
+    const char *cp;
     char   *copy;
     char  **list;
     size_t  n, i;
@@ -704,8 +882,14 @@ static int conf_set_value(struct conf_state *st, struct conf_sinfo *si,
 	copy = strchr(value, '@');
 	if (copy == 0 || copy == value || copy[1] == 0
 	    || strpbrk(value, " \t<>\"/") != 0) {
-	    conf_err(st, line, "bad mailbox \"%s\" (expected the sending "
-		     "mailbox's address, like user@example.com)", value);
+	    if (p->sect == SECT_SOURCE)
+		conf_err(st, line, "bad mailbox \"%s\" (expected the address "
+			 "of the mailbox to read, like helpdesk@example.com; "
+			 "remove the line to read the account's own mailbox)",
+			 value);
+	    else
+		conf_err(st, line, "bad mailbox \"%s\" (expected the sending "
+			 "mailbox's address, like user@example.com)", value);
 	    return (-1);
 	}
 	free(*sp);
@@ -863,6 +1047,122 @@ static int conf_set_value(struct conf_state *st, struct conf_sinfo *si,
 	conf_free_senders(*(char ***) field);
 	*(char ***) field = list;
 	return (0);
+    case T_NAME:
+	if (!conf_valid_ident(value) || strlen(value) > 64) {
+	    conf_err(st, line, "bad %s \"%s\" (the NAME of an [account NAME] "
+		     "section: up to 64 letters, digits, '.', '_' or '-')",
+		     p->name, value);
+	    return (-1);
+	}
+	free(*sp);
+	*sp = xstrdup(value);
+	return (0);
+    case T_TEXT:
+	for (cp = value; *cp; cp++)
+	    if (iscntrl((unsigned char) *cp))
+		break;
+	if (*cp != 0) {
+	    conf_err(st, line, "bad %s \"%s\" (a control character in the "
+		     "name)", p->name, value);
+	    return (-1);
+	}
+	free(*sp);
+	*sp = xstrdup(value);
+	return (0);
+    case T_DELIVER:
+	{
+	    char    why[400];
+	    char   *host;
+	    long    port;
+
+	    if (conf_parse_deliver(value, &host, &port, why, sizeof(why)) < 0) {
+		conf_err(st, line, "%s", why);
+		return (-1);
+	    }
+	    free(si->src->deliver_host);
+	    si->src->deliver_host = host;
+	    si->src->deliver_port = port;
+	}
+	free(*sp);
+	*sp = xstrdup(value);
+	return (0);
+    case T_RCPTS:
+	list = conf_split(value, &n);
+	if (n == 0) {
+	    conf_err(st, line, "%s lists no address (separate addresses with "
+		     "spaces or commas)", p->name);
+	    conf_free_senders(list);
+	    return (-1);
+	}
+	for (i = 0; i < n; i++) {
+	    if (strchr(list[i], '@') ? !conf_valid_addr(list[i]) :
+		!conf_valid_local(list[i])) {
+		conf_err(st, line, "bad recipient \"%s\" in %s (use an "
+			 "address like helpdesk@example.com or a local user "
+			 "name like helpdesk; no angle brackets)", list[i],
+			 p->name);
+		conf_free_senders(list);
+		return (-1);
+	    }
+	}
+	conf_free_senders(*(char ***) field);
+	*(char ***) field = list;
+	return (0);
+    case T_ADDRESS:
+	if (!conf_valid_addr(value)) {
+	    conf_err(st, line, "bad %s \"%s\" (expected an address like "
+		     "postmaster@example.com)", p->name, value);
+	    return (-1);
+	}
+	free(*sp);
+	*sp = xstrdup(value);
+	return (0);
+    case T_SENDER:
+	if (strcmp(value, "<>") != 0 && !conf_valid_addr(value)) {
+	    conf_err(st, line, "bad %s \"%s\" (use an address like "
+		     "helpdesk@example.com, or <> for the null sender; remove "
+		     "the line to keep each message's own sender)", p->name,
+		     value);
+	    return (-1);
+	}
+	free(*sp);
+	*sp = xstrdup(value);
+	return (0);
+    case T_AFTER:
+	if (strcmp(value, "read") == 0)
+	    ival = CONF_AFTER_READ;
+	else if (strcmp(value, "delete") == 0)
+	    ival = CONF_AFTER_DELETE;
+	else if (strncmp(value, "move:", 5) == 0) {
+	    ival = CONF_AFTER_MOVE;
+	    for (cp = value + 5; conf_is_space((unsigned char) *cp); cp++)
+		 /* void */ ;
+	    if (*cp == 0) {
+		conf_err(st, line, "after = move: needs a folder (like "
+			 "move:Processed or move:archive)");
+		return (-1);
+	    }
+	    for (i = 0; cp[i]; i++)
+		if (iscntrl((unsigned char) cp[i]))
+		    break;
+	    if (cp[i] != 0) {
+		conf_err(st, line, "bad after \"%s\" (a control character "
+			 "in the folder name)", value);
+		return (-1);
+	    }
+	    free(si->src->after_folder);
+	    si->src->after_folder = xstrdup(cp);
+	} else {
+	    conf_err(st, line, "bad after \"%s\" (use read, move:FOLDER or "
+		     "delete)", value);
+	    return (-1);
+	}
+	if (ival != CONF_AFTER_MOVE) {
+	    free(si->src->after_folder);
+	    si->src->after_folder = 0;
+	}
+	memcpy(field, &ival, sizeof(ival));
+	return (0);
     }
     return (-1);
 }
@@ -920,6 +1220,42 @@ static void conf_new_account(struct conf_state *st, const char *name)
     st->sect = SECT_ACCOUNT;
 }
 
+/* conf_new_source - start a [source NAME] section */
+
+static void conf_new_source(struct conf_state *st, const char *name)
+{
+    struct conf_source *s;
+    struct conf_sinfo *si;
+    size_t  i;
+
+    if (!conf_valid_ident(name) || strlen(name) > 64)
+	conf_err(st, st->line, "bad source name \"%s\" (use up to 64 "
+		 "letters, digits, '.', '_' or '-'; it names the state file)",
+		 name);
+    for (i = 0; i < st->nsrcs; i++)
+	if (strcmp(st->srcs[i]->src->name, name) == 0) {
+	    conf_err(st, st->line, "duplicate source \"%s\" (first defined "
+		     "at line %d; source names must be unique)", name,
+		     st->srcs[i]->line);
+	    break;
+	}
+    s = xcalloc(1, sizeof(*s));
+    s->name = xstrdup(name);
+    s->file = st->conf->path;
+    s->line = st->line;
+    *st->src_tail = s;
+    st->src_tail = &s->next;
+
+    si = xcalloc(1, sizeof(*si));
+    si->sect = SECT_SOURCE;
+    si->src = s;
+    si->line = st->line;
+    st->srcs = xrealloc(st->srcs, (st->nsrcs + 1) * sizeof(*st->srcs));
+    st->srcs[st->nsrcs++] = si;
+    conf_defaults(st, si, SECT_SOURCE);
+    st->sect = SECT_SOURCE;
+}
+
 /* conf_header - a "[...]" line */
 
 static void conf_header(struct conf_state *st, char *line)
@@ -929,7 +1265,7 @@ static void conf_header(struct conf_state *st, char *line)
 
     if (*end != ']') {
 	conf_err(st, st->line, "malformed section header \"%.60s\" (expected "
-		 "[global], [milter] or [account NAME])", line);
+		 CONF_SECTIONS ")", line);
 	st->sect = SECT_BAD;
 	return;
     }
@@ -956,10 +1292,16 @@ static void conf_header(struct conf_state *st, char *line)
 	conf_err(st, st->line, "section [account] needs one name (like "
 		 "[account main])");
 	st->sect = SECT_BAD;
+    } else if (strcmp(word, "source") == 0 && *name != 0
+	       && strpbrk(name, " \t") == 0) {
+	conf_new_source(st, name);
+    } else if (strcmp(word, "source") == 0) {
+	conf_err(st, st->line, "section [source] needs one name (like "
+		 "[source helpdesk])");
+	st->sect = SECT_BAD;
     } else {
 	conf_err(st, st->line, "unknown section [%.60s%s%.60s] (expected "
-		 "[global], [milter] or [account NAME])", word, *name ? " " : "",
-		 name);
+		 CONF_SECTIONS ")", word, *name ? " " : "", name);
 	st->sect = SECT_BAD;
     }
 }
@@ -991,8 +1333,7 @@ static void conf_assignment(struct conf_state *st, char *line)
     }
     if (st->sect == SECT_NONE) {
 	if (conf_sect_where(key, SECT_NONE, where, sizeof(where)) == 0)
-	    snprintf(where, sizeof(where), "[global], [milter] or [account "
-		     "NAME]");
+	    snprintf(where, sizeof(where), "%s", CONF_SECTIONS);
 	conf_err(st, st->line, "key \"%.60s\" outside a section (put it "
 		 "under %s)", key, where);
 	return;
@@ -1000,7 +1341,8 @@ static void conf_assignment(struct conf_state *st, char *line)
     if (st->sect == SECT_BAD)
 	return;				/* the header was reported */
     si = st->sect == SECT_GLOBAL ? &st->global : st->sect == SECT_MILTER ?
-	&st->milter : st->accts[st->naccts - 1];
+	&st->milter : st->sect == SECT_SOURCE ? st->srcs[st->nsrcs - 1] :
+	st->accts[st->naccts - 1];
     if ((p = conf_find_param(st->sect, key)) == 0) {
 	conf_unknown_key(st, si, key);
 	return;
@@ -1023,20 +1365,20 @@ static void conf_assignment(struct conf_state *st, char *line)
 	si->bad[idx] = 1;
 }
 
-/* conf_seen - line where an account key was set, 0 if not */
+/* conf_seen - line where a key of si's section was set, 0 if not */
 
 static int conf_seen(const struct conf_sinfo *si, const char *name)
 {
-    const struct conf_param *p = conf_find_param(SECT_ACCOUNT, name);
+    const struct conf_param *p = conf_find_param(si->sect, name);
 
     return (p ? si->seen[p - conf_params] : 0);
 }
 
-/* conf_bad - was an account key given with a rejected value? */
+/* conf_bad - was a key of si's section given with a rejected value? */
 
 static int conf_bad(const struct conf_sinfo *si, const char *name)
 {
-    const struct conf_param *p = conf_find_param(SECT_ACCOUNT, name);
+    const struct conf_param *p = conf_find_param(si->sect, name);
 
     return (p ? si->bad[p - conf_params] : 0);
 }
@@ -1101,6 +1443,93 @@ static void conf_check_account(struct conf_state *st, struct conf_sinfo *si)
 		 "Entra ID)");
 }
 
+/*
+ * conf_check_source - resolve a source's account, default its mailbox,
+ * and check the rules that span keys
+ */
+
+static void conf_check_source(struct conf_state *st, struct conf_sinfo *si)
+{
+    struct conf_source *s = si->src;
+    const struct conf_account *a;
+    const struct conf_param *p;
+    struct strbuf names;
+    int     line;
+
+    for (p = conf_params; p < conf_params + NPARAMS; p++)
+	if (p->sect == SECT_SOURCE && p->required
+	    && si->seen[p - conf_params] == 0)
+	    conf_err(st, si->line, "[source %s]: missing required key "
+		     "\"%s\"", s->name, p->name);
+    if (s->account != 0) {
+	if ((a = conf_account(st->conf, s->account)) == 0) {
+	    strbuf_init(&names, STRBUF_MAX_SMALL);
+	    for (a = st->conf->accounts; a; a = a->next)
+		strbuf_printf(&names, "%s%s", a == st->conf->accounts ? "" :
+			      ", ", a->name);
+	    if (st->conf->accounts == 0)
+		conf_err(st, conf_seen(si, "account"), "source %s: no "
+			 "[account %s] section (no account is defined; add "
+			 "the [account %s] that reads the mailbox)", s->name,
+			 s->account, s->account);
+	    else
+		conf_err(st, conf_seen(si, "account"), "source %s: no "
+			 "[account %s] section (accounts defined: %s)",
+			 s->name, s->account, strbuf_str(&names));
+	    strbuf_free(&names);
+	} else {
+	    s->acct = a;
+	    if (s->mailbox == 0 && a->mailbox != 0)
+		s->mailbox = xstrdup(a->mailbox);
+	}
+    }
+    if (s->folder == 0)
+	return;					/* a bad built-in default */
+    if (s->after == CONF_AFTER_MOVE && s->after_folder != 0
+	&& strcasecmp(s->after_folder, s->folder) == 0)
+	conf_err(st, conf_seen(si, "after"), "source %s: after = move:%s "
+		 "moves each message into the folder it reads (name another "
+		 "folder, or use after = read)", s->name, s->after_folder);
+    if (s->reject_folder != 0 && strcasecmp(s->reject_folder, s->folder) == 0
+	&& (line = conf_seen(si, "reject_folder")) != 0)
+	conf_err(st, line, "source %s: reject_folder is the folder it reads, "
+		 "so a rejected message would be read again every round (name "
+		 "another folder, or remove the line to leave rejected "
+		 "messages in place, flagged)", s->name);
+}
+
+/* conf_check_sources - every source, then sources that share a folder */
+
+static void conf_check_sources(struct conf_state *st)
+{
+    struct conf_source *a, *b;
+    size_t  i, j;
+
+    for (i = 0; i < st->nsrcs; i++)
+	conf_check_source(st, st->srcs[i]);
+
+    /*
+     * Two sources on one folder would race for each message: both would
+     * inject it, or one would mark it read before the other saw it.
+     */
+    for (j = 1; j < st->nsrcs; j++) {
+	b = st->srcs[j]->src;
+	for (i = 0; i < j; i++) {
+	    a = st->srcs[i]->src;
+	    if (a->mailbox && b->mailbox && a->folder && b->folder
+		&& strcasecmp(a->mailbox, b->mailbox) == 0
+		&& strcasecmp(a->folder, b->folder) == 0) {
+		conf_err(st, st->srcs[j]->line, "source %s reads the same "
+			 "folder as source %s (line %d): %s, %s (two sources "
+			 "on one folder race for each message; list all "
+			 "recipients in one source)", b->name, a->name,
+			 st->srcs[i]->line, b->mailbox, b->folder);
+		break;
+	    }
+	}
+    }
+}
+
 /* conf_derive - defaults that depend on other keys, and global checks */
 
 static void conf_derive(struct conf_state *st)
@@ -1142,6 +1571,7 @@ static void conf_derive(struct conf_state *st)
 		first_default = si;
 	}
     }
+    conf_check_sources(st);
 }
 
 /* conf_free - release a configuration; NULL is fine */
@@ -1149,9 +1579,25 @@ static void conf_derive(struct conf_state *st)
 void    conf_free(struct conf *conf)
 {
     struct conf_account *a, *next;
+    struct conf_source *s, *snext;
 
     if (conf == 0)
 	return;
+    for (s = conf->sources; s; s = snext) {
+	snext = s->next;
+	free(s->name);
+	free(s->account);
+	free(s->mailbox);
+	free(s->folder);
+	free(s->deliver_to);
+	free(s->deliver_host);
+	conf_free_senders(s->recipients);
+	free(s->envelope_sender);
+	free(s->after_folder);
+	free(s->reject_folder);
+	free(s->notify);
+	free(s);
+    }
     for (a = conf->accounts; a; a = next) {
 	next = a->next;
 	free(a->name);
@@ -1179,6 +1625,7 @@ void    conf_free(struct conf *conf)
     free(conf->milter.message_id_domain);
     free(conf->milter.tmp_dir);
     conf_free_senders(conf->milter.deliver_domains);
+    free(conf->sendmail_path);
     free(conf);
 }
 
@@ -1210,6 +1657,7 @@ struct conf *conf_load(const char *path, struct strbuf *errors)
     st.errors = errors;
     st.sect = SECT_NONE;
     st.tail = &conf->accounts;
+    st.src_tail = &conf->sources;
     st.global.sect = SECT_GLOBAL;
     st.milter.sect = SECT_MILTER;
     conf_defaults(&st, &st.global, SECT_GLOBAL);
@@ -1256,6 +1704,9 @@ struct conf *conf_load(const char *path, struct strbuf *errors)
     for (i = 0; i < st.naccts; i++)
 	free(st.accts[i]);
     free(st.accts);
+    for (i = 0; i < st.nsrcs; i++)
+	free(st.srcs[i]);
+    free(st.srcs);
     if (st.nerrors > 0) {
 	conf_free(conf);
 	return (0);
@@ -1274,6 +1725,20 @@ struct conf_account *conf_account(const struct conf *conf, const char *name)
     for (a = conf->accounts; a; a = a->next)
 	if (strcmp(a->name, name) == 0)
 	    return (a);
+    return (0);
+}
+
+/* conf_source - find a source by name */
+
+struct conf_source *conf_source(const struct conf *conf, const char *name)
+{
+    struct conf_source *s;
+
+    if (conf == 0 || name == 0)
+	return (0);
+    for (s = conf->sources; s; s = s->next)
+	if (strcmp(s->name, name) == 0)
+	    return (s);
     return (0);
 }
 

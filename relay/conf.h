@@ -17,7 +17,8 @@
  *	Sections:
  *	[global]           cloud, login_url, graph_url, graph_resource,
  *	                   ca_file, state_dir, user, log_file, timeout,
- *	                   connect_timeout, max_message_size
+ *	                   connect_timeout, max_message_size,
+ *	                   sendmail_path
  *	[milter]           socket, socket_mode, pid_file, mode,
  *	                   unknown_sender, rewrite_sender, rewrite_from,
  *	                   add_reply_to, add_message_id, message_id_domain,
@@ -32,6 +33,14 @@
  *	                   certificate_file, key_file, jwt_alg, mailbox,
  *	                   senders, default, scopes, save_to_sent_items,
  *	                   max_message_size (default: the [global] value)
+ *
+ *	[source NAME] sections are m365-fetch's; names follow the account
+ *	name rules and are unique among sources (a source and an account
+ *	may share a name).  After the whole file is read, conf_load()
+ *	resolves each source's account (it may be defined anywhere in the
+ *	file) into conf_source.acct and fills in its mailbox from the
+ *	account when unset; deliver_to is split into deliver_host and
+ *	deliver_port.  conf_source() finds a source by name.
  *
  *	conf_account_for_sender() implements "first match wins" over the
  *	accounts in file order, then the default account.  Patterns:
@@ -134,8 +143,15 @@ struct conf_source {
     char   *mailbox;			/* default: the account's mailbox */
     char   *folder;			/* default "inbox"; well-known or name */
     char   *deliver_to;			/* smtp://127.0.0.1:25, smtp://[::1]:25,
-					 * or "sendmail"; required */
-    char  **recipients;			/* envelope recipients; required */
+					 * or "sendmail"; required; as written */
+    char   *deliver_host;		/* from deliver_to: "127.0.0.1", "::1"
+					 * (no brackets), a host name; NULL
+					 * for sendmail */
+    long    deliver_port;		/* from deliver_to: default 25; 0 for
+					 * sendmail */
+    char  **recipients;			/* envelope recipients; required;
+					 * NULL-terminated; user@domain or a
+					 * bare local user name */
     char   *envelope_sender;		/* NULL: the message's sender; else
 					 * this address ("<>" = null sender) */
     enum conf_after after;

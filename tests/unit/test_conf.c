@@ -531,22 +531,23 @@ static const struct err_case err_cases[] = {
     "unknown key \"frobnicate\" in [global] (see m365relay.conf(5)"},
     {"[global]\nmailbox = a@b.example\n", 2,
     "key \"mailbox\" does not belong in [global] (move it to an [account "
-    "NAME] section)"},
+    "NAME] section or a [source NAME] section)"},
     {ACCT "state_dir = /var/lib/x\n", 5, "key \"state_dir\" does not belong "
     "in [account main] (move it to [global])"},
     {"[globals]\ncloud = china\n", 1,
-    "unknown section [globals] (expected [global], [milter] or [account "
-    "NAME])"},
+    "unknown section [globals] (expected [global], [milter], [account "
+    "NAME] or [source NAME])"},
     {"[server x]\n# keys below are skipped\nfoo = bar\n", 1,
     "unknown section [server x]"},
     {"[global\n", 1, "malformed section header \"[global\" (expected "
-    "[global], [milter] or [account NAME])"},
+    "[global], [milter], [account NAME] or [source NAME])"},
     {"[milter x]\nmode = deliver\n", 1, "unknown section [milter x]"},
     /* [milter] */
     {"[milter]\ncloud = china\n", 2, "key \"cloud\" does not belong in "
     "[milter] (move it to [global])"},
     {"[milter]\nmailbox = a@b.example\n", 2, "key \"mailbox\" does not "
-    "belong in [milter] (move it to an [account NAME] section)"},
+    "belong in [milter] (move it to an [account NAME] section or a [source "
+    "NAME] section)"},
     {"[milter]\nmax_message_size = 5M\n", 2, "key \"max_message_size\" "
     "does not belong in [milter] (move it to [global] or an [account NAME] "
     "section)"},
@@ -663,7 +664,7 @@ static const struct err_case err_cases[] = {
     {"max_message_size = 5M\n", 1, "key \"max_message_size\" outside a "
     "section (put it under [global] or an [account NAME] section)"},
     {"frobnicate = 5\n", 1, "key \"frobnicate\" outside a section (put it "
-    "under [global], [milter] or [account NAME])"},
+    "under [global], [milter], [account NAME] or [source NAME])"},
     {"[global]\n\ncloud global\n", 3,
     "missing '=' in \"cloud global\" (expected key = value)"},
     {"[global]\n = x\n", 2, "missing key before '='"},
@@ -744,7 +745,9 @@ static const struct err_case err_cases[] = {
     "is already the default; only one account may be)"},
 };
 
-static void test_errors(void)
+/* t_err_cases - run a table of err_case */
+
+static void t_err_cases(const struct err_case *cases, size_t n)
 {
     struct strbuf err;
     struct conf *c;
@@ -752,19 +755,474 @@ static void test_errors(void)
     size_t  i;
     int     before;
 
-    for (i = 0; i < sizeof(err_cases) / sizeof(err_cases[0]); i++) {
+    for (i = 0; i < n; i++) {
 	before = t_fail;
-	c = t_load(err_cases[i].text, &err);
+	c = t_load(cases[i].text, &err);
 	T_OK(c == NULL);
 	conf_free(c);
 	snprintf(want, sizeof(want), "%s:%d: %s", t_conf_path,
-		 err_cases[i].line, err_cases[i].want);
+		 cases[i].line, cases[i].want);
 	T_CONTAINS(strbuf_str(&err), want);
 	T_EQ_INT(t_lines(&err), 1);
 	if (t_fail != before)
 	    printf("# error case %lu failed\n", (unsigned long) i);
 	strbuf_free(&err);
     }
+}
+
+static void test_errors(void)
+{
+    t_err_cases(err_cases, sizeof(err_cases) / sizeof(err_cases[0]));
+}
+
+/* A valid source after ACCT: header at line 5, keys at 6-8. */
+#define SRC "[source help]\naccount = main\n" \
+	"deliver_to = smtp://127.0.0.1:25\nrecipients = helpdesk\n"
+
+static void test_source_full(void)
+{
+    struct strbuf err;
+    struct conf *c;
+    struct conf_source *s;
+
+    /* The sources come first: accounts resolve wherever they are. */
+    c = t_load("[global]\n"				/* 1 */
+	       "sendmail_path = /usr/lib/sendmail\n"
+	       "[source help-desk]\n"			/* 3 */
+	       "account = reader\n"
+	       "mailbox = HelpDesk@contoso.com\n"
+	       "folder = Support Requests\n"
+	       "deliver_to = smtp://[::1]:2525\n"
+	       "recipients = rt-helpdesk, help@tickets.contoso.com  root\n"
+	       "envelope_sender = bounces@contoso.com\n"
+	       "after = move:  Processed Mail\n"
+	       "reject_folder = Rejected\n"
+	       "interval = 300\n"
+	       "page_size = 1000\n"
+	       "notify = postmaster@contoso.com\n"
+	       "[source main]\n"				/* 15 */
+	       "account = main\n"
+	       "deliver_to = sendmail\n"
+	       "recipients = ops@example.org\n"
+	       "envelope_sender = <>\n"
+	       "after = delete\n"
+	       "interval = 10\n"
+	       "page_size = 1\n"
+	       "[account main]\n"			/* 23: same name is fine */
+	       "tenant = t\nclient_id = c\nmailbox = main@contoso.com\n"
+	       "[source upper]\n"			/* 27 */
+	       "account = reader\n"
+	       "deliver_to = SMTP://mx.internal.example\n"
+	       "recipients = a@b.example\n"
+	       "interval = 86400\n"
+	       "[account reader]\n"
+	       "tenant = t\nclient_id = c\nmailbox = reader@contoso.com\n"
+	       "auth = secret\nsecret_file = /etc/m365relay/reader.secret\n",
+	       &err);
+    T_OK(c != NULL);
+    T_EQ_STR(strbuf_str(&err), "");
+    if (c == NULL) {
+	strbuf_free(&err);
+	return;
+    }
+    T_EQ_STR(c->sendmail_path, "/usr/lib/sendmail");
+    s = c->sources;
+    T_OK(s != NULL);
+    T_EQ_STR(s->name, "help-desk");
+    T_EQ_STR(s->account, "reader");
+    T_OK(s->acct == conf_account(c, "reader"));
+    T_EQ_STR(s->mailbox, "HelpDesk@contoso.com");
+    T_EQ_STR(s->folder, "Support Requests");
+    T_EQ_STR(s->deliver_to, "smtp://[::1]:2525");
+    T_EQ_STR(s->deliver_host, "::1");
+    T_EQ_INT(s->deliver_port, 2525);
+    T_EQ_STR(s->recipients[0], "rt-helpdesk");
+    T_EQ_STR(s->recipients[1], "help@tickets.contoso.com");
+    T_EQ_STR(s->recipients[2], "root");
+    T_OK(s->recipients[3] == NULL);
+    T_EQ_STR(s->envelope_sender, "bounces@contoso.com");
+    T_EQ_INT(s->after, CONF_AFTER_MOVE);
+    T_EQ_STR(s->after_folder, "Processed Mail");
+    T_EQ_STR(s->reject_folder, "Rejected");
+    T_EQ_INT(s->interval, 300);
+    T_EQ_INT(s->page_size, 1000);
+    T_EQ_STR(s->notify, "postmaster@contoso.com");
+    T_EQ_STR(s->file, t_conf_path);
+    T_EQ_INT(s->line, 3);
+
+    s = s->next;
+    T_OK(s != NULL);
+    if (s == NULL) {
+	conf_free(c);
+	strbuf_free(&err);
+	return;
+    }
+    T_EQ_STR(s->name, "main");
+    T_OK(s->acct == conf_account(c, "main") && s->acct != NULL);
+    T_EQ_STR(s->mailbox, "main@contoso.com");		/* the account's */
+    T_EQ_STR(s->folder, "inbox");
+    T_EQ_STR(s->deliver_to, "sendmail");
+    T_OK(s->deliver_host == NULL);
+    T_EQ_INT(s->deliver_port, 0);
+    T_EQ_STR(s->envelope_sender, "<>");
+    T_EQ_INT(s->after, CONF_AFTER_DELETE);
+    T_OK(s->after_folder == NULL);
+    T_EQ_INT(s->interval, 10);
+    T_EQ_INT(s->page_size, 1);
+    T_EQ_INT(s->line, 15);
+
+    s = s->next;
+    T_EQ_STR(s ? s->name : NULL, "upper");
+    if (s) {
+	T_EQ_STR(s->mailbox, "reader@contoso.com");
+	T_EQ_STR(s->deliver_host, "mx.internal.example");
+	T_EQ_INT(s->deliver_port, 25);
+	T_EQ_INT(s->interval, 86400);
+	T_OK(s->next == NULL);
+    }
+
+    T_OK(conf_source(c, "main") == c->sources->next);
+    T_OK(conf_source(c, "help-desk") == c->sources);
+    T_OK(conf_source(c, "HELP-DESK") == NULL);
+    T_OK(conf_source(c, "reader") == NULL);
+    T_OK(conf_source(c, NULL) == NULL);
+    T_OK(conf_source(NULL, "main") == NULL);
+    /* The sources change nothing about sending. */
+    T_EQ_STR(conf_account(c, "main")->mailbox, "main@contoso.com");
+    conf_free(c);
+    strbuf_free(&err);
+}
+
+static void test_source_defaults(void)
+{
+    struct strbuf err;
+    struct conf *c;
+    struct conf_source *s;
+
+    c = t_load(ACCT SRC, &err);
+    T_OK(c != NULL);
+    T_EQ_STR(strbuf_str(&err), "");
+    if (c == NULL) {
+	strbuf_free(&err);
+	return;
+    }
+    T_EQ_STR(c->sendmail_path, "/usr/sbin/sendmail");
+    s = c->sources;
+    T_OK(s != NULL && s->next == NULL);
+    T_EQ_STR(s->name, "help");
+    T_OK(s->acct == c->accounts);
+    T_EQ_STR(s->mailbox, "relay@contoso.com");
+    T_EQ_STR(s->folder, "inbox");
+    T_EQ_STR(s->deliver_host, "127.0.0.1");
+    T_EQ_INT(s->deliver_port, 25);
+    T_EQ_STR(s->recipients[0], "helpdesk");
+    T_OK(s->recipients[1] == NULL);
+    T_OK(s->envelope_sender == NULL);
+    T_EQ_INT(s->after, CONF_AFTER_READ);
+    T_OK(s->after_folder == NULL);
+    T_OK(s->reject_folder == NULL);
+    T_EQ_INT(s->interval, 60);
+    T_EQ_INT(s->page_size, 50);
+    T_OK(s->notify == NULL);
+    T_EQ_INT(s->line, 5);
+    conf_free(c);
+    strbuf_free(&err);
+
+    /* No source: the list is empty, the [global] default stays. */
+    c = t_load(ACCT, &err);
+    T_OK(c != NULL && c->sources == NULL);
+    T_EQ_STR(c ? c->sendmail_path : NULL, "/usr/sbin/sendmail");
+    T_OK(conf_source(c, "help") == NULL);
+    conf_free(c);
+    strbuf_free(&err);
+
+    /* after = read explicitly; a later key overrides nothing else. */
+    c = t_load(ACCT SRC "after = read\nfolder = archive\n"
+	       "reject_folder = inbox\n", &err);
+    T_OK(c != NULL);
+    if (c) {
+	T_EQ_INT(c->sources->after, CONF_AFTER_READ);
+	T_OK(c->sources->after_folder == NULL);
+	T_EQ_STR(c->sources->folder, "archive");
+	T_EQ_STR(c->sources->reject_folder, "inbox");
+    }
+    conf_free(c);
+    strbuf_free(&err);
+
+    /* Two sources may read different folders of one mailbox. */
+    c = t_load(ACCT SRC "[source b]\naccount = main\nfolder = archive\n"
+	       "deliver_to = sendmail\nrecipients = x\n", &err);
+    T_OK(c != NULL);
+    T_EQ_STR(strbuf_str(&err), "");
+    conf_free(c);
+    strbuf_free(&err);
+}
+
+struct deliver_case {
+    const char *value;
+    const char *host;			/* NULL: sendmail */
+    long    port;
+};
+
+static const struct deliver_case deliver_cases[] = {
+    {"smtp://127.0.0.1:25", "127.0.0.1", 25},
+    {"smtp://127.0.0.1", "127.0.0.1", 25},
+    {"smtp://[::1]:2525", "::1", 2525},
+    {"smtp://[::1]", "::1", 25},
+    {"smtp://[2001:db8::25]:10025", "2001:db8::25", 10025},
+    {"smtp://localhost:10026", "localhost", 10026},
+    {"smtp://mail-in.example.org:65535", "mail-in.example.org", 65535},
+    {"smtp://10.0.0.1:1", "10.0.0.1", 1},
+    {"Smtp://LOCALHOST", "LOCALHOST", 25},
+    {"sendmail", NULL, 0},
+};
+
+static void test_source_deliver(void)
+{
+    struct strbuf err;
+    struct conf *c;
+    char    text[512];
+    size_t  i;
+
+    for (i = 0; i < sizeof(deliver_cases) / sizeof(deliver_cases[0]); i++) {
+	snprintf(text, sizeof(text), ACCT "[source s]\naccount = main\n"
+		 "recipients = helpdesk\ndeliver_to = %s\n",
+		 deliver_cases[i].value);
+	c = t_load(text, &err);
+	T_CHECK(c != NULL, "deliver_to %s: %s", deliver_cases[i].value,
+		strbuf_str(&err));
+	if (c) {
+	    T_EQ_STR(c->sources->deliver_to, deliver_cases[i].value);
+	    if (deliver_cases[i].host)
+		T_EQ_STR(c->sources->deliver_host, deliver_cases[i].host);
+	    else
+		T_OK(c->sources->deliver_host == NULL);
+	    T_EQ_INT(c->sources->deliver_port, deliver_cases[i].port);
+	}
+	conf_free(c);
+	strbuf_free(&err);
+    }
+}
+
+static const struct err_case source_err_cases[] = {
+    /* Required keys and the account. */
+    {ACCT "[source help]\ndeliver_to = sendmail\nrecipients = x\n", 5,
+    "[source help]: missing required key \"account\""},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n", 5,
+    "[source help]: missing required key \"deliver_to\""},
+    {ACCT "[source help]\naccount = main\ndeliver_to = sendmail\n", 5,
+    "[source help]: missing required key \"recipients\""},
+    {ACCT "[source help]\ndeliver_to = sendmail\naccount = helpdesk\n"
+	"recipients = x\n", 7,
+    "source help: no [account helpdesk] section (accounts defined: main)"},
+    {"[source help]\naccount = main\ndeliver_to = sendmail\n"
+	"recipients = x\n", 2, "source help: no [account main] section (no "
+    "account is defined; add the [account main] that reads the mailbox)"},
+    {ACCT "[account Main2]\ntenant = t\nclient_id = c\nmailbox = m@b.example\n"
+	"[source help]\naccount = MAIN\ndeliver_to = sendmail\n"
+	"recipients = x\n", 10, "source help: no [account MAIN] section "
+    "(accounts defined: main, Main2)"},
+    {ACCT "[source help]\naccount = ../main\ndeliver_to = sendmail\n"
+	"recipients = x\n", 6, "bad account \"../main\" (the NAME of an "
+    "[account NAME] section: up to 64 letters, digits, '.', '_' or '-')"},
+    /* Section headers and names. */
+    {ACCT "[source]\naccount = main\n", 5,
+    "section [source] needs one name (like [source helpdesk])"},
+    {ACCT "[source a b]\n", 5, "section [source] needs one name"},
+    {ACCT "[source ../x]\naccount = main\ndeliver_to = sendmail\n"
+	"recipients = x\n", 5, "bad source name \"../x\" (use up to 64 "
+    "letters, digits, '.', '_' or '-'; it names the state file)"},
+    {ACCT "[source aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	"aaaa]\naccount = main\ndeliver_to = sendmail\nrecipients = x\n", 5,
+    "bad source name \"aaaa"},
+    {ACCT SRC "[source help]\naccount = main\nfolder = archive\n"
+	"deliver_to = sendmail\nrecipients = x\n", 9, "duplicate source "
+    "\"help\" (first defined at line 5; source names must be unique)"},
+    {ACCT SRC "account = main\n", 9,
+    "duplicate key \"account\" in [source help] (first set at line 6)"},
+    {ACCT SRC "recipient = x\n", 9, "unknown key \"recipient\" in [source "
+    "help] (did you mean \"recipients\"?)"},
+    {ACCT SRC "tenant = t\n", 9, "key \"tenant\" does not belong in "
+    "[source help] (move it to an [account NAME] section)"},
+    {ACCT SRC "sendmail_path = /usr/sbin/sendmail\n", 9, "key "
+    "\"sendmail_path\" does not belong in [source help] (move it to "
+    "[global])"},
+    {"[global]\ninterval = 60\n", 2, "key \"interval\" does not belong in "
+    "[global] (move it to a [source NAME] section)"},
+    {ACCT "deliver_to = sendmail\n", 5, "key \"deliver_to\" does not "
+    "belong in [account main] (move it to a [source NAME] section)"},
+    {"recipients = x\n", 1, "key \"recipients\" outside a section (put it "
+    "under a [source NAME] section)"},
+    {ACCT SRC "folder =\n", 9, "key \"folder\" has no value (remove the "
+    "line to use the default)"},
+    /* Values. */
+    {ACCT SRC "mailbox = helpdesk\n", 9, "bad mailbox \"helpdesk\" "
+    "(expected the address of the mailbox to read, like "
+    "helpdesk@example.com; remove the line to read the account's own "
+    "mailbox)"},
+    {ACCT SRC "folder = In\tbox\n", 9, "bad folder \"In\tbox\" (a control "
+    "character in the name)"},
+    {ACCT SRC "reject_folder = x\001y\n", 9, "bad reject_folder"},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n"
+	"deliver_to = lmtp://127.0.0.1:24\n", 8, "bad deliver_to "
+	"\"lmtp://127.0.0.1:24\" (use smtp://HOST:PORT, like "
+	"smtp://127.0.0.1:25 or smtp://[::1]:2525, or sendmail to run the "
+    "MTA's sendmail command)"},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n"
+	"deliver_to = Sendmail\n", 8, "bad deliver_to \"Sendmail\""},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n"
+	"deliver_to = 127.0.0.1:25\n", 8, "bad deliver_to \"127.0.0.1:25\""},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n"
+	"deliver_to = smtp://\n", 8, "deliver_to \"smtp://\" needs a host "
+    "(like smtp://127.0.0.1:25)"},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n"
+	"deliver_to = smtp://:25\n", 8, "deliver_to \"smtp://:25\" needs a "
+    "host"},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n"
+	"deliver_to = smtp://::1:25\n", 8, "bad deliver_to \"smtp://::1:25\": "
+    "write an IPv6 address in brackets (like smtp://[::1]:25)"},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n"
+	"deliver_to = smtp://[::1:25\n", 8, "bad deliver_to "
+    "\"smtp://[::1:25\": missing ']' after the IPv6 address"},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n"
+	"deliver_to = smtp://[127.0.0.1]:25\n", 8, "bad IPv6 address "
+    "\"127.0.0.1\" in deliver_to \"smtp://[127.0.0.1]:25\" (like "
+    "smtp://[::1]:25)"},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n"
+	"deliver_to = smtp://[]:25\n", 8, "bad IPv6 address \"\""},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n"
+	"deliver_to = smtp://[::1]/x\n", 8, "bad deliver_to "
+    "\"smtp://[::1]/x\": unexpected \"/x\" after the address"},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n"
+	"deliver_to = smtp://300.1.1.1:25\n", 8, "bad host \"300.1.1.1\" in "
+	"deliver_to \"smtp://300.1.1.1:25\" (use an IPv4 address, [IPv6 "
+    "address] or host name; no user, path or options)"},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n"
+	"deliver_to = smtp://127.1\n", 8, "bad host \"127.1\""},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n"
+	"deliver_to = smtp://user@localhost:25\n", 8, "bad host "
+    "\"user@localhost\""},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n"
+	"deliver_to = smtp://localhost/mail.example\n", 8, "bad host "
+    "\"localhost/mail.example\""},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n"
+	"deliver_to = smtp://127.0.0.1:0\n", 8, "bad port \"0\" in deliver_to "
+    "\"smtp://127.0.0.1:0\" (use a number from 1 to 65535; without one, 25)"},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n"
+	"deliver_to = smtp://127.0.0.1:65536\n", 8, "bad port \"65536\""},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n"
+	"deliver_to = smtp://127.0.0.1:\n", 8, "bad port \"\""},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n"
+	"deliver_to = smtp://127.0.0.1:smtp\n", 8, "bad port \"smtp\""},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n"
+	"deliver_to = smtp://127.0.0.1:+25\n", 8, "bad port \"+25\""},
+    {ACCT "[source help]\naccount = main\nrecipients = x\n"
+	"deliver_to = smtp://127.0.0.1:25/\n", 8, "bad port \"25/\""},
+    {ACCT "[source help]\naccount = main\ndeliver_to = sendmail\n"
+	"recipients = , ,\n", 8, "recipients lists no address (separate "
+    "addresses with spaces or commas)"},
+    {ACCT "[source help]\naccount = main\ndeliver_to = sendmail\n"
+	"recipients = a@b.example <c@d.example>\n", 8, "bad recipient "
+	"\"<c@d.example>\" in recipients (use an address like "
+	"helpdesk@example.com or a local user name like helpdesk; no angle "
+    "brackets)"},
+    {ACCT "[source help]\naccount = main\ndeliver_to = sendmail\n"
+	"recipients = -oi\n", 8, "bad recipient \"-oi\""},
+    {ACCT "[source help]\naccount = main\ndeliver_to = sendmail\n"
+	"recipients = -x@b.example\n", 8, "bad recipient \"-x@b.example\""},
+    {ACCT "[source help]\naccount = main\ndeliver_to = sendmail\n"
+	"recipients = |/usr/bin/cmd\n", 8, "bad recipient \"|/usr/bin/cmd\""},
+    {ACCT "[source help]\naccount = main\ndeliver_to = sendmail\n"
+	"recipients = a@\n", 8, "bad recipient \"a@\""},
+    {ACCT "[source help]\naccount = main\ndeliver_to = sendmail\n"
+	"recipients = @b.example\n", 8, "bad recipient \"@b.example\""},
+    {ACCT "[source help]\naccount = main\ndeliver_to = sendmail\n"
+	"recipients = a..b@c.example\n", 8, "bad recipient \"a..b@c.example\""},
+    {ACCT "[source help]\naccount = main\ndeliver_to = sendmail\n"
+	"recipients = a@c..example\n", 8, "bad recipient \"a@c..example\""},
+    {ACCT SRC "envelope_sender = helpdesk\n", 9, "bad envelope_sender "
+	"\"helpdesk\" (use an address like helpdesk@example.com, or <> for the "
+    "null sender; remove the line to keep each message's own sender)"},
+    {ACCT SRC "envelope_sender = <a@b.example>\n", 9, "bad envelope_sender "
+    "\"<a@b.example>\""},
+    {ACCT SRC "envelope_sender = -f@b.example\n", 9, "bad envelope_sender"},
+    {ACCT SRC "after = archive\n", 9, "bad after \"archive\" (use read, "
+    "move:FOLDER or delete)"},
+    {ACCT SRC "after = Read\n", 9, "bad after \"Read\""},
+    {ACCT SRC "after = move\n", 9, "bad after \"move\""},
+    {ACCT SRC "after = move:\n", 9, "after = move: needs a folder (like "
+    "move:Processed or move:archive)"},
+    {ACCT SRC "after = move:   \n", 9, "after = move: needs a folder"},
+    {ACCT SRC "after = move:a\001\n", 9, "bad after \"move:a\001\" (a "
+    "control character in the folder name)"},
+    {ACCT SRC "interval = 9\n", 9, "bad number \"9\" for interval (use a "
+    "whole number from 10 to 86400)"},
+    {ACCT SRC "interval = 86401\n", 9, "bad number \"86401\" for interval"},
+    {ACCT SRC "interval = 1m\n", 9, "bad number \"1m\" for interval"},
+    {ACCT SRC "page_size = 0\n", 9, "bad number \"0\" for page_size (use a "
+    "whole number from 1 to 1000)"},
+    {ACCT SRC "page_size = 1001\n", 9, "bad number \"1001\" for page_size"},
+    {ACCT SRC "notify = postmaster\n", 9, "bad notify \"postmaster\" "
+    "(expected an address like postmaster@example.com)"},
+    {ACCT SRC "notify = <>\n", 9, "bad notify \"<>\""},
+    {"[global]\nsendmail_path = sendmail\n", 2, "sendmail_path must be an "
+    "absolute path (got \"sendmail\")"},
+    /* Rules that span keys and sources. */
+    {ACCT SRC "after = move:INBOX\n", 9, "source help: after = move:INBOX "
+	"moves each message into the folder it reads (name another folder, "
+    "or use after = read)"},
+    {ACCT SRC "folder = Support\nreject_folder = support\n", 10,
+	"source help: reject_folder is the folder it reads, so a rejected "
+	"message would be read again every round (name another folder, or "
+    "remove the line to leave rejected messages in place, flagged)"},
+    {ACCT SRC "[source other]\naccount = main\nmailbox = RELAY@contoso.com\n"
+	"folder = Inbox\ndeliver_to = sendmail\nrecipients = y\n", 9,
+	"source other reads the same folder as source help (line 5): "
+	"RELAY@contoso.com, Inbox (two sources on one folder race for each "
+    "message; list all recipients in one source)"},
+};
+
+static void test_source_errors(void)
+{
+    t_err_cases(source_err_cases,
+		sizeof(source_err_cases) / sizeof(source_err_cases[0]));
+}
+
+/* All source problems are reported, including the late ones. */
+
+static void test_source_all_errors(void)
+{
+    struct strbuf err;
+    struct conf *c;
+    char    want[1024];
+
+    c = t_load("[source a]\n"		/* 1 */
+	       "account = nope\n"	/* 2 */
+	       "deliver_to = smtp://[::1\n"	/* 3 */
+	       "interval = 5\n"	/* 4 */
+	       "[source b]\n"		/* 5: no account, no recipients */
+	       "deliver_to = sendmail\n",	/* 6 */
+	       &err);
+    T_OK(c == NULL);
+    T_EQ_INT(t_lines(&err), 6);
+    snprintf(want, sizeof(want), "%s:1: [source a]: missing required key "
+	     "\"recipients\"", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    snprintf(want, sizeof(want), "%s:2: source a: no [account nope] section",
+	     t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    snprintf(want, sizeof(want), "%s:3: bad deliver_to", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    snprintf(want, sizeof(want), "%s:4: bad number \"5\" for interval",
+	     t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    snprintf(want, sizeof(want), "%s:5: [source b]: missing required key "
+	     "\"account\"", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    snprintf(want, sizeof(want), "%s:5: [source b]: missing required key "
+	     "\"recipients\"", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    strbuf_free(&err);
 }
 
 /* All problems are reported, not just the first. */
@@ -1065,6 +1523,7 @@ static void test_sample(void)
 	    while (*cp == '_' || (*cp >= 'a' && *cp <= 'z'))
 		cp++;
 	    if (strncmp(line + 2, "[account ", 9) == 0
+		|| strncmp(line + 2, "[source ", 8) == 0
 		|| (cp > line + 2 && strncmp(cp, " = ", 3) == 0))
 		cp = line + 2;
 	    else
@@ -1074,6 +1533,25 @@ static void test_sample(void)
     }
     free(line);
     fclose(fp);
+    /* Every [source NAME] key is shown with its default or an example. */
+    {
+	static const char *const skeys[] = {
+	    "account", "mailbox", "folder", "deliver_to", "recipients",
+	    "envelope_sender", "after", "reject_folder", "interval",
+	    "page_size", "notify", 0,
+	};
+	const char *const *kp;
+	char    pat[80];
+	const char *src = strstr(strbuf_str(&text), "\n[source ");
+
+	T_OK(src != NULL);
+	for (kp = skeys; src && *kp; kp++) {
+	    snprintf(pat, sizeof(pat), "\n%s = ", *kp);
+	    T_CHECK(strstr(src, pat) != NULL, "sample lacks [source] %s",
+		    *kp);
+	}
+	T_OK(strstr(strbuf_str(&text), "\nsendmail_path = ") != NULL);
+    }
     /* Every [milter] key is shown with its default or an example. */
     {
 	static const char *const mkeys[] = {
@@ -1115,6 +1593,26 @@ static void test_sample(void)
 	T_EQ_STR(c->milter.message_id_domain, "mail.contoso.com");
 	T_OK(c->milter.deliver_domains != NULL);
 	T_OK(c->milter.pid_file != NULL && c->milter.tmp_dir != NULL);
+	/* [global] sendmail_path and the help desk source. */
+	T_EQ_STR(c->sendmail_path, "/usr/sbin/sendmail");
+	T_OK(c->sources != NULL && c->sources->next == NULL);
+	if (c->sources) {
+	    struct conf_source *s = c->sources;
+
+	    T_EQ_STR(s->name, "helpdesk");
+	    T_OK(s->acct == conf_account(c, "app") && s->acct != NULL);
+	    T_EQ_STR(s->mailbox, "helpdesk@contoso.com");
+	    T_EQ_STR(s->folder, "inbox");
+	    T_EQ_STR(s->deliver_host, "127.0.0.1");
+	    T_EQ_INT(s->deliver_port, 25);
+	    T_EQ_STR(s->recipients[0], "rt-helpdesk");
+	    T_EQ_INT(s->after, CONF_AFTER_MOVE);
+	    T_EQ_STR(s->after_folder, "Processed");
+	    T_EQ_STR(s->reject_folder, "Rejected");
+	    T_EQ_INT(s->interval, 60);
+	    T_EQ_INT(s->page_size, 50);
+	    T_EQ_STR(s->notify, "postmaster@contoso.com");
+	}
     }
     conf_free(c);
     strbuf_free(&err);
@@ -1159,6 +1657,11 @@ int     main(void)
     T_RUN(test_milter_delivers);
     T_RUN(test_clouds);
     T_RUN(test_errors);
+    T_RUN(test_source_full);
+    T_RUN(test_source_defaults);
+    T_RUN(test_source_deliver);
+    T_RUN(test_source_errors);
+    T_RUN(test_source_all_errors);
     T_RUN(test_all_errors);
     T_RUN(test_no_accounts);
     T_RUN(test_senders);
