@@ -1,0 +1,510 @@
+/*
+ * NAME
+ *	m365-milter 8
+ * SUMMARY
+ *	milter for Postfix and Sendmail: Microsoft 365 policy or delivery
+ * SYNOPSIS
+ *	m365-milter [-c file] [-p socket] [-f] [-n] [-v] [-P pidfile]
+ * DESCRIPTION
+ *	Loads the configuration, opens the milter socket (removing a stale
+ *	unix socket, then chmod/chown so the MTA can connect), detaches
+ *	(unless -f), writes the pid file, drops root privileges to the
+ *	[global] user (priv.c) and runs libmilter.
+ *
+ *	Signals.  libmilter owns SIGHUP, SIGTERM and SIGINT: its own
+ *	signal thread sigwait()s for them and stops the milter cleanly on
+ *	SIGHUP and SIGTERM (libmilter/signal.c: "case SIGHUP: case
+ *	SIGTERM: mi_stop_milters(MILTER_STOP)").  A second thread waiting
+ *	for SIGHUP would race with it (which thread gets the signal is
+ *	unspecified), so SIGHUP cannot be made a reload safely.  Like
+ *	OpenDKIM, m365-milter reloads on SIGUSR1: SIGUSR1 is blocked in
+ *	every thread before libmilter starts any, and one thread of ours
+ *	sigwait()s for it.
+ *
+ *	Out of memory: libmilter runs callbacks in many threads and an
+ *	allocation can fail deep inside the relay core, so the hook
+ *	aborts the process; the MTA then applies its milter_default_action
+ *	(tempfail recommended) and the service manager restarts the
+ *	milter.
+ * DIAGNOSTICS
+ *	Exit status: 0 clean stop, 64 usage, 78 configuration error,
+ *	71 cannot listen or drop privileges.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <libmilter/mfapi.h>
+
+#include "conf.h"
+#include "log.h"
+#include "mlfi.h"
+#include "policy.h"
+#include "priv.h"
+#include "strbuf.h"
+#include "util.h"
+
+#define MILTER_DEF_SOCKET	"unix:" M365_RUNDIR "/milter.sock"
+#define MILTER_DEF_MODE		0660
+
+static char *milter_conf_path;		/* absolute: we chdir("/") */
+static const char *milter_socket_opt;	/* -p */
+
+/* milter_usage - explain the command line */
+
+static void milter_usage(const char *prog)
+{
+    fprintf(stderr, "usage: %s [-c config] [-p socket] [-f] [-n] [-v] "
+	    "[-P pidfile]\n"
+	    "  socket: inet:PORT@127.0.0.1, inet6:PORT@::1, unix:/path\n",
+	    prog);
+    exit(EX_USAGE);
+}
+
+/* milter_oom - out of memory in some thread: let the MTA decide */
+
+static void milter_oom(void)
+{
+    static const char text[] = "m365-milter: out of memory; aborting (the "
+    "MTA applies its milter_default_action)\n";
+
+    if (write(STDERR_FILENO, text, sizeof(text) - 1) < 0) {
+	/* Nothing else to try. */
+    }
+    abort();
+}
+
+/* milter_socket_path - the file name of a unix: or local: socket */
+
+static const char *milter_socket_path(const char *spec)
+{
+    if (strncmp(spec, "unix:", 5) == 0)
+	return (spec + 5);
+    if (strncmp(spec, "local:", 6) == 0)
+	return (spec + 6);
+    return (NULL);
+}
+
+/* milter_check - what conf.c cannot judge: the socket specification */
+
+static int milter_check(const struct conf *conf, const char *spec,
+			        struct strbuf *errors)
+{
+    const char *path;
+    int     bad = 0;
+
+    if ((path = milter_socket_path(spec)) != NULL) {
+	if (*path != '/') {
+	    strbuf_printf(errors, "%s: milter socket \"%s\": the unix socket "
+			  "needs an absolute path (unix:/run/m365relay/"
+			  "milter.sock)\n", conf->path, spec);
+	    bad = 1;
+	}
+    } else if (strncmp(spec, "inet:", 5) != 0 && strncmp(spec, "inet6:", 6) != 0) {
+	strbuf_printf(errors, "%s: milter socket \"%s\": expected "
+		      "inet:PORT@127.0.0.1, inet6:PORT@::1 or unix:/path\n",
+		      conf->path, spec);
+	bad = 1;
+    } else if (strchr(spec, '@') == NULL) {
+	strbuf_printf(errors, "%s: milter socket \"%s\": name the address to "
+		      "listen on (inet:PORT@127.0.0.1); without it libmilter "
+		      "listens on every interface\n", conf->path, spec);
+	bad = 1;
+    }
+    if (conf->milter.socket_mode < 0 || conf->milter.socket_mode > 0777) {
+	strbuf_printf(errors, "%s: socket_mode %lo is not a file mode (like "
+		      "0660)\n", conf->path, conf->milter.socket_mode);
+	bad = 1;
+    }
+    return (bad ? -1 : 0);
+}
+
+/* milter_socket_spec - -p, else [milter] socket, else the default */
+
+static const char *milter_socket_spec(const struct conf *conf)
+{
+    if (milter_socket_opt)
+	return (milter_socket_opt);
+    if (conf->milter.socket && *conf->milter.socket)
+	return (conf->milter.socket);
+    return (MILTER_DEF_SOCKET);
+}
+
+/* milter_log_lines - log every line of an error text */
+
+static void milter_log_lines(const char *text)
+{
+    char    line[LOG_MAX_RECORD];
+    const char *cp, *nl;
+
+    for (cp = text; cp && *cp; cp = nl ? nl + 1 : NULL) {
+	nl = strchr(cp, '\n');
+	snprintf(line, sizeof(line), "%.*s",
+		 (int) (nl ? (size_t) (nl - cp) : strlen(cp)), cp);
+	if (*line)
+	    msg_error("%s", line);
+    }
+}
+
+/* milter_same - two optional strings are equal */
+
+static int milter_same(const char *a, const char *b)
+{
+    return (strcmp(a ? a : "", b ? b : "") == 0);
+}
+
+/* milter_reload - load the configuration again; keep the old on error */
+
+static void milter_reload(void)
+{
+    struct strbuf errors;
+    struct conf *conf;
+    struct mlt_conf *cur;
+
+    strbuf_init(&errors, STRBUF_MAX_JSON);
+    conf = conf_load(milter_conf_path, &errors);
+    if (conf != NULL && milter_check(conf, milter_socket_spec(conf),
+				     &errors) < 0) {
+	conf_free(conf);
+	conf = NULL;
+    }
+    if (conf == NULL) {
+	milter_log_lines(strbuf_str(&errors));
+	msg_error("reload of %s failed; keeping the previous configuration",
+		  milter_conf_path);
+	strbuf_free(&errors);
+	return;
+    }
+    strbuf_reset(&errors);
+    if (conf_check_secrets(conf, &errors) < 0 || errors.len > 0) {
+	milter_log_lines(strbuf_str(&errors));
+	msg_warn("%s: secret or key file problems (see above); deliveries "
+		 "through the affected accounts will fail", milter_conf_path);
+    }
+    strbuf_free(&errors);
+
+    /* What was done once at startup does not change now. */
+    if ((cur = mlt_conf_acquire()) != NULL) {
+	const struct conf *old = cur->conf;
+
+	if (milter_socket_opt == NULL
+	    && !milter_same(old->milter.socket, conf->milter.socket))
+	    msg_warn("[milter] socket changed; it takes effect after a "
+		     "restart");
+	if (old->milter.socket_mode != conf->milter.socket_mode)
+	    msg_warn("[milter] socket_mode changed; it takes effect after a "
+		     "restart");
+	if (!milter_same(old->milter.pid_file, conf->milter.pid_file))
+	    msg_warn("[milter] pid_file changed; it takes effect after a "
+		     "restart");
+	if (!milter_same(old->user, conf->user))
+	    msg_warn("[global] user changed; it takes effect after a restart");
+	if (!milter_same(old->log_file, conf->log_file))
+	    msg_warn("[global] log_file changed; it takes effect after a "
+		     "restart");
+	if (old->milter.timeout != conf->milter.timeout)
+	    msg_warn("[milter] timeout changed; it takes effect after a "
+		     "restart");
+	mlt_conf_release(cur);
+    }
+    mlt_conf_install(conf);
+    msg_info("reloaded the configuration from %s (messages in progress "
+	     "finish with the previous one)", milter_conf_path);
+}
+
+/* milter_signal_thread - wait for SIGUSR1, reload */
+
+static void *milter_signal_thread(void *unused)
+{
+    sigset_t set;
+    int     sig;
+
+    (void) unused;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    for (;;) {
+	if (sigwait(&set, &sig) != 0)
+	    continue;
+	if (sig == SIGUSR1)
+	    milter_reload();
+    }
+    return (NULL);
+}
+
+/* milter_prepare_dir - the socket's directory exists and is ours */
+
+static void milter_prepare_dir(const char *path, uid_t uid, gid_t gid,
+			               int have_user)
+{
+    char    dir[PATH_MAX];
+    char    err[300];
+    char   *slash;
+    struct stat st;
+
+    snprintf(dir, sizeof(dir), "%s", path);
+    if ((slash = strrchr(dir, '/')) == NULL || slash == dir)
+	return;
+    *slash = 0;
+    if (stat(dir, &st) == 0)
+	return;
+    if (mkdir_p(dir, 0755, err, sizeof(err)) < 0) {
+	msg_warn("%s", err);
+	return;
+    }
+    if (geteuid() == 0 && have_user && chown(dir, uid, gid) < 0)
+	msg_warn("cannot chown %s: %s", dir, strerror(errno));
+}
+
+/* milter_daemonize - detach from the terminal */
+
+static void milter_daemonize(void)
+{
+    pid_t   pid;
+    int     fd;
+
+    if ((pid = fork()) < 0) {
+	msg_error("cannot fork: %s", strerror(errno));
+	exit(EX_OSERR);
+    }
+    if (pid > 0)
+	_exit(EX_OK);
+    if (setsid() < 0)
+	msg_warn("setsid: %s", strerror(errno));
+    if ((fd = open("/dev/null", O_RDWR)) >= 0) {
+	(void) dup2(fd, STDIN_FILENO);
+	(void) dup2(fd, STDOUT_FILENO);
+	(void) dup2(fd, STDERR_FILENO);
+	if (fd > STDERR_FILENO)
+	    close(fd);
+    }
+    log_to_stderr(0);
+}
+
+/* milter_open_log - log_file from [global]; a new file goes to the user */
+
+static void milter_open_log(const struct conf *conf, uid_t uid, gid_t gid,
+			            int have_user)
+{
+    struct stat st;
+    int     existed;
+
+    if (conf->log_file == NULL || strcmp(conf->log_file, "syslog") == 0)
+	return;
+    if (strcmp(conf->log_file, "stderr") == 0) {
+	log_to_stderr(1);
+	return;
+    }
+    existed = stat(conf->log_file, &st) == 0;
+    if (log_to_file(conf->log_file) < 0) {
+	msg_warn("cannot open log_file %s: %s; using syslog", conf->log_file,
+		 strerror(errno));
+	return;
+    }
+    /* m365-relay (running as the user) appends to the same file. */
+    if (!existed && geteuid() == 0 && have_user
+	&& chown(conf->log_file, uid, gid) < 0)
+	msg_warn("cannot chown %s: %s", conf->log_file, strerror(errno));
+}
+
+int     main(int argc, char **argv)
+{
+    const char *pid_opt = NULL;
+    char   *spec;
+    const char *sock_path;
+    char   *pid_file;
+    struct strbuf errors;
+    struct conf *conf;
+    char    err[300];
+    char    pidbuf[32];
+    char    abspath[PATH_MAX];
+    int     foreground = 0, check_only = 0, verbose = 0;
+    int     have_user = 0;
+    uid_t   uid = (uid_t) -1;
+    gid_t   gid = (gid_t) -1;
+    sigset_t set;
+    pthread_t tid;
+    int     ch, rc;
+
+    log_open(argv[0]);
+    milter_conf_path = M365_CONFFILE;
+    while ((ch = getopt(argc, argv, "c:p:fnvP:")) != -1) {
+	switch (ch) {
+	case 'c':
+	    milter_conf_path = optarg;
+	    break;
+	case 'p':
+	    milter_socket_opt = optarg;
+	    break;
+	case 'f':
+	    foreground = 1;
+	    break;
+	case 'n':
+	    check_only = 1;
+	    break;
+	case 'v':
+	    verbose++;
+	    break;
+	case 'P':
+	    pid_opt = optarg;
+	    break;
+	default:
+	    milter_usage(argv[0]);
+	}
+    }
+    if (optind != argc)
+	milter_usage(argv[0]);
+    if (verbose)
+	log_to_stderr(1);
+    log_set_verbose(verbose > 1 ? verbose - 1 : 0);
+
+    /* A reload after chdir("/") must find the same file. */
+    if (milter_conf_path[0] != '/' && realpath(milter_conf_path, abspath))
+	milter_conf_path = abspath;
+
+    strbuf_init(&errors, STRBUF_MAX_JSON);
+    conf = conf_load(milter_conf_path, &errors);
+    if (conf != NULL)
+	(void) milter_check(conf, milter_socket_spec(conf), &errors);
+    if (conf == NULL || errors.len > 0) {
+	fputs(strbuf_str(&errors), stderr);
+	if (!check_only)
+	    milter_log_lines(strbuf_str(&errors));
+	conf_free(conf);
+	strbuf_free(&errors);
+	exit(EX_CONFIG);
+    }
+    if (geteuid() == 0) {
+	if (priv_lookup(conf->user, &uid, &gid, err, sizeof(err)) < 0) {
+	    fprintf(stderr, "%s: %s\n", milter_conf_path, err);
+	    if (!check_only)
+		msg_error("%s", err);
+	    exit(check_only ? EX_CONFIG : EX_OSERR);
+	}
+	have_user = 1;
+    }
+    if (check_only) {
+	/* Secret files must belong to the user that reads them. */
+	if (priv_drop(conf->user, err, sizeof(err)) < 0) {
+	    fprintf(stderr, "%s\n", err);
+	    exit(EX_OSERR);
+	}
+	rc = conf_check_secrets(conf, &errors) < 0 || errors.len > 0;
+	fputs(rc ? strbuf_str(&errors) : "", stderr);
+	conf_free(conf);
+	strbuf_free(&errors);
+	if (rc)
+	    exit(EX_CONFIG);
+	printf("configuration OK\n");
+	exit(EX_OK);
+    }
+    strbuf_free(&errors);
+
+    milter_open_log(conf, uid, gid, have_user);
+    util_set_oom_hook(milter_oom);
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+	msg_error("cannot initialize libcurl");
+	exit(EX_OSERR);
+    }
+
+    /* Listen (as root when started as root), then fix the socket's mode. */
+    /* Copies: a reload frees this conf while smfi_main() runs. */
+    spec = xstrdup(milter_socket_spec(conf));
+    if ((sock_path = milter_socket_path(spec)) != NULL)
+	milter_prepare_dir(sock_path, uid, gid, have_user);
+    if (smfi_setconn(spec) != MI_SUCCESS) {
+	msg_error("cannot use milter socket %s", spec);
+	exit(EX_OSERR);
+    }
+    if (conf->milter.timeout > 0)
+	(void) smfi_settimeout((int) conf->milter.timeout);
+    if (mlfi_register() != MI_SUCCESS) {
+	msg_error("cannot register with libmilter");
+	exit(EX_OSERR);
+    }
+    if (smfi_opensocket(1) != MI_SUCCESS) {
+	msg_error("cannot listen on %s: %s", spec, sock_path ?
+		  "check that the directory exists and is writable" :
+		  "check that the port is free and the address is local");
+	exit(EX_OSERR);
+    }
+    if (sock_path) {
+	mode_t  mode = (mode_t) (conf->milter.socket_mode > 0 ?
+				 conf->milter.socket_mode : MILTER_DEF_MODE);
+
+	if (chmod(sock_path, mode) < 0) {
+	    msg_error("cannot chmod %s: %s", sock_path, strerror(errno));
+	    exit(EX_OSERR);
+	}
+	if (geteuid() == 0 && chown(sock_path, uid, gid) < 0) {
+	    msg_error("cannot chown %s: %s", sock_path, strerror(errno));
+	    exit(EX_OSERR);
+	}
+    }
+
+    if (!foreground)
+	milter_daemonize();
+    if (pid_opt == NULL)
+	pid_opt = conf->milter.pid_file;
+    pid_file = pid_opt && *pid_opt ? xstrdup(pid_opt) : NULL;
+    if (pid_file) {
+	snprintf(pidbuf, sizeof(pidbuf), "%ld\n", (long) getpid());
+	if (file_write_atomic(pid_file, pidbuf, strlen(pidbuf), 0644, uid, gid,
+			      err, sizeof(err)) < 0) {
+	    msg_error("cannot write the pid file: %s", err);
+	    exit(EX_OSERR);
+	}
+    }
+
+    if (priv_drop(conf->user, err, sizeof(err)) < 0) {
+	msg_error("%s", err);
+	exit(EX_OSERR);
+    }
+
+    /*
+     * Block the signals before any thread exists, so that every thread
+     * inherits the mask: SIGUSR1 (reload) then reaches only our
+     * sigwait(), SIGHUP/SIGTERM/SIGINT only libmilter's (which blocks
+     * them itself, but only in the thread that calls smfi_main()).
+     */
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    if ((rc = pthread_sigmask(SIG_BLOCK, &set, NULL)) != 0
+	|| (rc = pthread_create(&tid, NULL, milter_signal_thread, NULL)) != 0) {
+	msg_error("cannot start the reload thread: %s", strerror(rc));
+	exit(EX_OSERR);
+    }
+    (void) pthread_detach(tid);
+
+    msg_info("m365-milter started: listening on %s, mode %s, uid %ld",
+	     spec, conf->milter.mode == CONF_MILTER_DELIVER ? "deliver" :
+	     "filter", (long) geteuid());
+    mlt_conf_install(conf);
+    rc = smfi_main();
+    msg_info("m365-milter stopping%s", rc == MI_SUCCESS ? "" :
+	     " after a libmilter error");
+    if (pid_file && unlink(pid_file) < 0 && errno != ENOENT)
+	msg_warn("cannot remove %s: %s", pid_file, strerror(errno));
+    if (sock_path)
+	(void) unlink(sock_path);
+    /* Messages still in progress keep their own reference. */
+    mlt_conf_shutdown();
+    free(pid_file);
+    free(spec);
+    curl_global_cleanup();
+    return (rc == MI_SUCCESS ? EX_OK : EX_OSERR);
+}

@@ -1,0 +1,784 @@
+/*
+ * NAME
+ *	mlfi 3
+ * SUMMARY
+ *	m365-milter: libmilter callbacks (filter mode and deliver mode)
+ * DESCRIPTION
+ *	See mlfi.h.  Callbacks stay short: the per-message decisions are
+ *	in mlfi_eom_filter() and mlfi_eom_deliver(), the failure answers
+ *	in policy.c, the mail logic in the relay core.
+ *
+ *	Threads: libmilter runs each SMTP connection in its own thread.
+ *	Everything a callback touches is in the connection's context
+ *	(struct mlfi_ctx, including its struct http) or read-only (the
+ *	configuration handle); the relay core's shared state (token
+ *	store, throttle files) is protected by file locks.
+ */
+#include "config.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "addr.h"
+#include "deliver.h"
+#include "http.h"
+#include "log.h"
+#include "mlfi.h"
+#include "msg.h"
+#include "policy.h"
+#include "status.h"
+#include "strbuf.h"
+#include "util.h"
+
+#define MLFI_NAME		"m365-milter"
+#define MLFI_NOQUEUE		"NOQUEUE"
+#define MLFI_QID_MAX		64
+#define MLFI_HASH_MAX		(64 * 1024)	/* content bytes in Message-ID */
+#define MLFI_DEF_MEMORY		(1024L * 1024)	/* body bytes in memory */
+
+struct mlfi_rcpt {
+    char   *raw;			/* as the MTA gave it (for delrcpt) */
+    char   *addr;			/* internal form */
+    int     graph;			/* deliver mode: sent through Graph */
+};
+
+struct mlfi_ctx {
+    /* Per connection. */
+    struct http *http;			/* deliver mode, created on first use */
+    unsigned long http_gen;		/* configuration it was made from */
+
+    /* Per message; cf == NULL: no message in progress. */
+    struct mlt_conf *cf;
+    const struct conf_account *acct;
+    char    qid[MLFI_QID_MAX];
+    char   *sender;			/* internal form, "" for <> */
+    struct mlfi_rcpt *rcpts;
+    size_t  nrcpts;
+    size_t  rcpt_cap;
+    double  start;
+    long long size;			/* header + CRLF + body, CRLF form */
+
+    /* Filter mode: what end of message needs, never the body. */
+    EVP_MD_CTX *sha;			/* first MLFI_HASH_MAX content bytes */
+    size_t  hashed;
+    char   *from;			/* first From: value */
+    char   *date;			/* Date: value */
+    int     has_message_id;
+    int     has_reply_to;
+
+    /* Deliver mode: the message itself. */
+    struct msg msg;
+    int     msg_active;
+    struct m365_result msg_err;		/* first msg_add_*() failure */
+};
+
+/* mlfi_printable - foreign text made safe for a log line */
+
+static const char *mlfi_printable(char *buf, size_t len, const char *text)
+{
+    return (log_printable(buf, len, text ? text : "", text ? strlen(text) : 0));
+}
+
+/* mlfi_qid - (re-)read the MTA queue id, macro "i" */
+
+static void mlfi_qid(SMFICTX *ctx, struct mlfi_ctx *c)
+{
+    const char *q = smfi_getsymval(ctx, "i");
+
+    if (q == NULL || *q == 0)
+	q = MLFI_NOQUEUE;
+    mlfi_printable(c->qid, sizeof(c->qid), q);
+}
+
+/* mlfi_msg_reset - forget the message in progress */
+
+static void mlfi_msg_reset(struct mlfi_ctx *c)
+{
+    size_t  i;
+
+    for (i = 0; i < c->nrcpts; i++) {
+	free(c->rcpts[i].raw);
+	free(c->rcpts[i].addr);
+    }
+    free(c->rcpts);
+    c->rcpts = NULL;
+    c->nrcpts = c->rcpt_cap = 0;
+    free(c->sender);
+    c->sender = NULL;
+    free(c->from);
+    c->from = NULL;
+    free(c->date);
+    c->date = NULL;
+    if (c->sha) {
+	EVP_MD_CTX_free(c->sha);
+	c->sha = NULL;
+    }
+    c->hashed = 0;
+    c->has_message_id = c->has_reply_to = 0;
+    if (c->msg_active) {
+	msg_free(&c->msg);
+	c->msg_active = 0;
+    }
+    result_init(&c->msg_err);
+    c->size = 0;
+    c->acct = NULL;
+    mlt_conf_release(c->cf);
+    c->cf = NULL;
+    snprintf(c->qid, sizeof(c->qid), "%s", MLFI_NOQUEUE);
+}
+
+/* mlfi_get - the connection's context, created on first use */
+
+static struct mlfi_ctx *mlfi_get(SMFICTX *ctx)
+{
+    struct mlfi_ctx *c = smfi_getpriv(ctx);
+
+    if (c == NULL) {
+	c = xcalloc(1, sizeof(*c));
+	result_init(&c->msg_err);
+	snprintf(c->qid, sizeof(c->qid), "%s", MLFI_NOQUEUE);
+	if (smfi_setpriv(ctx, c) != MI_SUCCESS) {
+	    free(c);
+	    return (NULL);
+	}
+    }
+    return (c);
+}
+
+/* mlfi_hash - feed the Message-ID hash, up to MLFI_HASH_MAX bytes */
+
+static void mlfi_hash(struct mlfi_ctx *c, const void *data, size_t len)
+{
+    if (c->sha == NULL || c->hashed >= MLFI_HASH_MAX)
+	return;
+    if (len > MLFI_HASH_MAX - c->hashed)
+	len = MLFI_HASH_MAX - c->hashed;
+    (void) EVP_DigestUpdate(c->sha, data, len);
+    c->hashed += len;
+}
+
+/* mlfi_canon_len - bytes of a header value with every line end as CRLF */
+
+static long long mlfi_canon_len(const char *s)
+{
+    long long n = 0;
+
+    for (; *s; s++, n++)
+	if (*s == '\n' && (n == 0 || s[-1] != '\r'))
+	    n++;
+    return (n);
+}
+
+/* mlfi_domain_match - is addr in one of the deliver_domains? */
+
+static int mlfi_domain_match(char *const *domains, const char *addr)
+{
+    const char *at = strrchr(addr, '@');
+    const char *dom;
+    size_t  dlen, plen;
+
+    if (domains == NULL)
+	return (1);			/* not set: every recipient */
+    if (at == NULL)
+	return (0);
+    dom = at + 1;
+    dlen = strlen(dom);
+    for (; *domains; domains++) {
+	const char *p = *domains;
+
+	if (*p == '@')
+	    p++;
+	if (p[0] == '*' && p[1] == '.')
+	    p++;
+	if (*p == '.') {			/* ".example.com": subdomains */
+	    plen = strlen(p);
+	    if (dlen > plen && strcasecmp(dom + dlen - plen, p) == 0)
+		return (1);
+	    continue;
+	}
+	if (strcasecmp(dom, p) == 0)
+	    return (1);
+    }
+    return (0);
+}
+
+/* mlfi_negotiate - ask only for the steps and macros this milter uses */
+
+static sfsistat mlfi_negotiate(SMFICTX *ctx, unsigned long f0,
+			               unsigned long f1, unsigned long f2,
+			               unsigned long f3, unsigned long *pf0,
+			               unsigned long *pf1, unsigned long *pf2,
+			               unsigned long *pf3)
+{
+    struct mlt_conf *cf = mlt_conf_acquire();
+    unsigned long need = 0;
+    const struct conf_milter *mc;
+
+    (void) f2;
+    (void) f3;
+    if (cf == NULL)
+	return (SMFIS_TEMPFAIL);
+    mc = &cf->conf->milter;
+    if (mc->mode == CONF_MILTER_DELIVER) {
+	need = SMFIF_DELRCPT;
+    } else {
+	if (mc->add_message_id || (mc->rewrite_from && mc->add_reply_to))
+	    need |= SMFIF_ADDHDRS;
+	if (mc->rewrite_from)
+	    need |= SMFIF_CHGHDRS;
+	if (mc->rewrite_sender)
+	    need |= SMFIF_CHGFROM;
+    }
+    mlt_conf_release(cf);
+    if ((f0 & need) != need) {
+	msg_error("the MTA does not offer the milter actions this "
+		  "configuration needs (offered 0x%lx, needed 0x%lx: %s%s%s%s); "
+		  "upgrade the MTA or turn the rewriting options off",
+		  f0, need, (need & ~f0 & SMFIF_ADDHDRS) ? "add header " : "",
+		  (need & ~f0 & SMFIF_CHGHDRS) ? "change header " : "",
+		  (need & ~f0 & SMFIF_CHGFROM) ? "change sender " : "",
+		  (need & ~f0 & SMFIF_DELRCPT) ? "delete recipient" : "");
+	return (SMFIS_REJECT);
+    }
+
+    /*
+     * Ask for every action this milter can use whatever the mode: a
+     * reload may switch modes under a connection that is already open.
+     */
+    *pf0 = f0 & (SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_CHGFROM
+		 | SMFIF_DELRCPT | SMFIF_SETSYMLIST);
+    *pf1 = f1 & (SMFIP_NOCONNECT | SMFIP_NOHELO | SMFIP_NOUNKNOWN
+		 | SMFIP_NODATA | SMFIP_NOEOH);
+    *pf2 = 0;
+    *pf3 = 0;
+    if (f0 & SMFIF_SETSYMLIST) {
+	(void) smfi_setsymlist(ctx, SMFIM_ENVFROM, "i");
+	(void) smfi_setsymlist(ctx, SMFIM_ENVRCPT, "i");
+	(void) smfi_setsymlist(ctx, SMFIM_EOM, "i");
+    }
+    return (SMFIS_CONTINUE);
+}
+
+/* mlfi_envfrom - account, unknown-sender policy, SIZE= */
+
+static sfsistat mlfi_envfrom(SMFICTX *ctx, char **argv)
+{
+    struct mlfi_ctx *c = mlfi_get(ctx);
+    const struct conf *conf;
+    const struct conf_milter *mc;
+    char    who[300];
+    char    text[M365_TEXT_MAX];
+    long    size;
+    int     i;
+
+    if (c == NULL)
+	return (SMFIS_TEMPFAIL);
+    mlfi_msg_reset(c);
+    if ((c->cf = mlt_conf_acquire()) == NULL)
+	return (SMFIS_TEMPFAIL);
+    conf = c->cf->conf;
+    mc = &conf->milter;
+    mlfi_qid(ctx, c);
+    c->start = time_now();
+    c->size = 2;			/* the empty line after the header */
+
+    /* Postfix's non_smtpd_milters pass the sender without <>. */
+    c->sender = addr_internal(argv[0] ? argv[0] : "");
+    mlfi_printable(who, sizeof(who), c->sender);
+    c->acct = conf_account_for_sender(conf, c->sender);
+    if (c->acct == NULL) {
+	if (mc->unknown_sender_reject) {
+	    snprintf(text, sizeof(text), "no Microsoft 365 account of this "
+		     "relay sends for <%s>", who);
+	    msg_info("%s: milter-reject: MAIL FROM <%s>: 550 5.7.1 %s "
+		     "(unknown_sender = reject)", c->qid, who, text);
+	    (void) mlt_setreply(ctx, "550", "5.7.1", text);
+	    mlfi_msg_reset(c);
+	    return (SMFIS_REJECT);
+	}
+	msg_info("%s: from=<%s>: no account for this sender; passed on "
+		 "untouched (unknown_sender = accept)", c->qid, who);
+	mlfi_msg_reset(c);
+	return (SMFIS_ACCEPT);
+    }
+
+    /* SIZE=: say "too large" now, not in a bounce later. */
+    for (i = 1; argv[i] != NULL; i++) {
+	if (strncasecmp(argv[i], "SIZE=", 5) != 0
+	    || parse_long(argv[i] + 5, 0, LONG_MAX, &size) < 0)
+	    continue;
+	if (c->acct->max_message_size > 0 && size > c->acct->max_message_size) {
+	    snprintf(text, sizeof(text), "message size %ld exceeds the limit "
+		     "of %ld bytes for <%s>", size,
+		     c->acct->max_message_size, who);
+	    msg_info("%s: milter-reject: MAIL FROM <%s>: 552 5.3.4 %s",
+		     c->qid, who, text);
+	    (void) mlt_setreply(ctx, "552", "5.3.4", text);
+	    mlfi_msg_reset(c);
+	    return (SMFIS_REJECT);
+	}
+    }
+
+    if (mc->mode == CONF_MILTER_DELIVER) {
+	msg_init(&c->msg, mc->tmp_dir,
+		 (size_t) (mc->memory_limit > 0 ? mc->memory_limit
+			   : MLFI_DEF_MEMORY),
+		 (off_t) c->acct->max_message_size);
+	c->msg_active = 1;
+    } else if ((c->sha = EVP_MD_CTX_new()) == NULL
+	       || EVP_DigestInit_ex(c->sha, EVP_sha256(), NULL) != 1) {
+	sfsistat st = mlt_fail(ctx, conf, MLT_FAIL_INTERNAL, c->qid, NULL,
+			       "cannot initialize SHA-256 (out of memory?)");
+
+	mlfi_msg_reset(c);
+	return (st);
+    }
+    return (SMFIS_CONTINUE);
+}
+
+/* mlfi_envrcpt - remember the recipient; deliver mode: Graph or MTA */
+
+static sfsistat mlfi_envrcpt(SMFICTX *ctx, char **argv)
+{
+    struct mlfi_ctx *c = smfi_getpriv(ctx);
+    struct mlfi_rcpt *r;
+
+    if (c == NULL || c->cf == NULL || argv[0] == NULL)
+	return (SMFIS_CONTINUE);
+    if (c->nrcpts == c->rcpt_cap) {
+	c->rcpt_cap = c->rcpt_cap ? 2 * c->rcpt_cap : 8;
+	c->rcpts = xrealloc(c->rcpts, c->rcpt_cap * sizeof(*c->rcpts));
+    }
+    r = c->rcpts + c->nrcpts++;
+    r->raw = xstrdup(argv[0]);
+    r->addr = addr_internal(argv[0]);
+    r->graph = c->cf->conf->milter.mode == CONF_MILTER_DELIVER
+	&& mlfi_domain_match(c->cf->conf->milter.deliver_domains, r->addr);
+    return (SMFIS_CONTINUE);
+}
+
+/* mlfi_header - count, hash or store one header field */
+
+static sfsistat mlfi_header(SMFICTX *ctx, char *name, char *value)
+{
+    struct mlfi_ctx *c = smfi_getpriv(ctx);
+    struct m365_result res;
+
+    if (c == NULL || c->cf == NULL)
+	return (SMFIS_CONTINUE);
+    c->size += (long long) strlen(name) + 2 + mlfi_canon_len(value) + 2;
+    if (c->msg_active) {
+	if (msg_add_header(&c->msg, name, value, &res) < 0
+	    && c->msg_err.status == M365_OK)
+	    c->msg_err = res;
+	return (SMFIS_CONTINUE);
+    }
+    mlfi_hash(c, name, strlen(name));
+    mlfi_hash(c, ":", 1);
+    mlfi_hash(c, value, strlen(value));
+    mlfi_hash(c, "\n", 1);
+    if (strcasecmp(name, "From") == 0) {
+	if (c->from == NULL)
+	    c->from = xstrdup(value);
+    } else if (strcasecmp(name, "Date") == 0) {
+	if (c->date == NULL)
+	    c->date = xstrdup(value);
+    } else if (strcasecmp(name, "Message-ID") == 0) {
+	c->has_message_id = 1;
+    } else if (strcasecmp(name, "Reply-To") == 0) {
+	c->has_reply_to = 1;
+    }
+    return (SMFIS_CONTINUE);
+}
+
+/* mlfi_body - count, hash or store one body chunk */
+
+static sfsistat mlfi_body(SMFICTX *ctx, unsigned char *data, size_t len)
+{
+    struct mlfi_ctx *c = smfi_getpriv(ctx);
+    struct m365_result res;
+
+    if (c == NULL || c->cf == NULL)
+	return (SMFIS_CONTINUE);
+    c->size += (long long) len;
+    if (c->msg_active) {
+	if (msg_add_body(&c->msg, data, len, &res) < 0
+	    && c->msg_err.status == M365_OK)
+	    c->msg_err = res;
+	return (SMFIS_CONTINUE);
+    }
+    mlfi_hash(c, data, len);
+    return (SMFIS_CONTINUE);
+}
+
+/* mlfi_from_parts - display name and mailbox text of the first From: */
+
+static int mlfi_from_parts(const char *value, char **display_r,
+			           char **mailbox_r, char **addr_r)
+{
+    struct addr_list list;
+    const struct addr_item *it;
+    size_t  i, lt, b, e;
+    int     inq = 0, depth = 0, esc = 0;
+    struct strbuf sb;
+
+    memset(&list, 0, sizeof(list));
+    if (addr_parse(value, strlen(value), &list) < 0 || list.n == 0
+	|| list.items[0].bad) {
+	addr_list_free(&list);
+	return (-1);
+    }
+    it = list.items;
+    lt = it->end;
+    for (i = it->start; i < it->end; i++) {
+	char    ch = value[i];
+
+	if (esc) {
+	    esc = 0;
+	} else if (ch == '\\' && (inq || depth)) {
+	    esc = 1;
+	} else if (inq) {
+	    if (ch == '"')
+		inq = 0;
+	} else if (ch == '(') {
+	    depth++;
+	} else if (ch == ')' && depth > 0) {
+	    depth--;
+	} else if (depth == 0 && ch == '"') {
+	    inq = 1;
+	} else if (depth == 0 && ch == '<') {
+	    lt = i;
+	    break;
+	}
+    }
+
+    /* Display name: text before "<" (none for a bare addr-spec). */
+    strbuf_init(&sb, STRBUF_MAX_LINE);
+    if (lt < it->end) {
+	for (b = it->start, e = lt; b < e && strchr(" \t\r\n", value[b]); b++)
+	     /* void */ ;
+	for (; e > b && strchr(" \t\r\n", value[e - 1]); e--)
+	     /* void */ ;
+	for (i = b; i < e; i++)
+	    if (value[i] != '\r' && value[i] != '\n')
+		(void) strbuf_putc(&sb, value[i]);
+    }
+    *display_r = strbuf_take(&sb);
+
+    /* The mailbox as written, for Reply-To:. */
+    for (b = it->start, e = it->end; b < e && strchr(" \t\r\n", value[b]); b++)
+	 /* void */ ;
+    for (; e > b && strchr(" \t\r\n", value[e - 1]); e--)
+	 /* void */ ;
+    for (i = b; i < e; i++)
+	if (value[i] != '\r' && value[i] != '\n')
+	    (void) strbuf_putc(&sb, value[i]);
+    *mailbox_r = strbuf_take(&sb);
+    *addr_r = xstrdup(it->addr);
+    strbuf_free(&sb);
+    addr_list_free(&list);
+    return (0);
+}
+
+/* mlfi_message_id - stable Message-ID from queue id, sender, date, content */
+
+static void mlfi_message_id(struct mlfi_ctx *c, const struct conf *conf,
+			            char *out, size_t outlen)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char content[EVP_MAX_MD_SIZE];
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int clen = 0, mdlen = 0;
+    char    host[256];
+    char    id[33];
+    const char *domain = conf->milter.message_id_domain;
+    struct strbuf sb;
+    int     i;
+
+    (void) EVP_DigestFinal_ex(c->sha, content, &clen);
+    strbuf_init(&sb, STRBUF_MAX_SMALL);
+    (void) strbuf_printf(&sb, "%s", c->qid);
+    (void) strbuf_putc(&sb, 0);
+    (void) strbuf_printf(&sb, "%s", c->sender ? c->sender : "");
+    (void) strbuf_putc(&sb, 0);
+    (void) strbuf_printf(&sb, "%s", c->date ? c->date : "");
+    (void) strbuf_putc(&sb, 0);
+    (void) strbuf_append(&sb, content, clen);
+    (void) EVP_Digest(sb.data, sb.len, md, &mdlen, EVP_sha256(), NULL);
+    strbuf_free(&sb);
+    for (i = 0; i < 16; i++) {
+	id[2 * i] = hex[md[i] >> 4];
+	id[2 * i + 1] = hex[md[i] & 15];
+    }
+    id[32] = 0;
+    if (domain == NULL || *domain == 0) {
+	if (gethostname(host, sizeof(host)) < 0 || host[0] == 0)
+	    snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = 0;
+	domain = host;
+    }
+    snprintf(out, outlen, "<%s@%s>", id, domain);
+}
+
+/* mlfi_eom_filter - size by byte count, then the configured rewrites */
+
+static sfsistat mlfi_eom_filter(SMFICTX *ctx, struct mlfi_ctx *c)
+{
+    const struct conf *conf = c->cf->conf;
+    const struct conf_milter *mc = &conf->milter;
+    const struct conf_account *acct = c->acct;
+    char    who[300];
+    char    text[M365_TEXT_MAX];
+    char    mid[400];
+    struct strbuf actions;
+    char   *display = NULL, *mailbox = NULL, *addr = NULL;
+    char   *value = NULL;
+    sfsistat st = SMFIS_CONTINUE;
+
+    mlfi_printable(who, sizeof(who), c->sender);
+    if (acct->max_message_size > 0 && c->size > acct->max_message_size) {
+	snprintf(text, sizeof(text), "message size %lld exceeds the limit of "
+		 "%ld bytes for <%s>", c->size, acct->max_message_size, who);
+	msg_info("%s: milter-reject: END-OF-MESSAGE from <%s>: 552 5.3.4 %s",
+		 c->qid, who, text);
+	(void) mlt_setreply(ctx, "552", "5.3.4", text);
+	return (SMFIS_REJECT);
+    }
+
+    strbuf_init(&actions, STRBUF_MAX_SMALL);
+    if (mc->rewrite_sender && !addr_same(c->sender, acct->mailbox)) {
+	value = xmalloc(strlen(acct->mailbox) + 3);
+	snprintf(value, strlen(acct->mailbox) + 3, "<%s>", acct->mailbox);
+	if (smfi_chgfrom(ctx, value, NULL) != MI_SUCCESS) {
+	    st = mlt_fail(ctx, conf, MLT_FAIL_INTERNAL, c->qid, NULL,
+			  "cannot change the envelope sender (smfi_chgfrom)");
+	    goto done;
+	}
+	(void) strbuf_printf(&actions, " sender=<%s>", acct->mailbox);
+	free(value);
+	value = NULL;
+    }
+    if (mc->rewrite_from && c->from != NULL
+	&& mlfi_from_parts(c->from, &display, &mailbox, &addr) == 0
+	&& !addr_same(addr, acct->mailbox)) {
+	size_t  len = strlen(display) + strlen(acct->mailbox) + 4;
+
+	value = xmalloc(len);
+	if (*display)
+	    snprintf(value, len, "%s <%s>", display, acct->mailbox);
+	else
+	    snprintf(value, len, "%s", acct->mailbox);
+	if (smfi_chgheader(ctx, "From", 1, value) != MI_SUCCESS) {
+	    st = mlt_fail(ctx, conf, MLT_FAIL_INTERNAL, c->qid, NULL,
+			  "cannot change the From: header (smfi_chgheader)");
+	    goto done;
+	}
+	(void) strbuf_printf(&actions, " from=<%s>", acct->mailbox);
+	if (mc->add_reply_to && !c->has_reply_to) {
+	    if (smfi_addheader(ctx, "Reply-To", mailbox) != MI_SUCCESS) {
+		st = mlt_fail(ctx, conf, MLT_FAIL_INTERNAL, c->qid, NULL,
+			      "cannot add a Reply-To: header "
+			      "(smfi_addheader)");
+		goto done;
+	    }
+	    (void) strbuf_printf(&actions, " reply-to=<%s>", addr);
+	}
+    }
+    if (mc->add_message_id && !c->has_message_id) {
+	mlfi_message_id(c, conf, mid, sizeof(mid));
+	if (smfi_addheader(ctx, "Message-ID", mid) != MI_SUCCESS) {
+	    st = mlt_fail(ctx, conf, MLT_FAIL_INTERNAL, c->qid, NULL,
+			  "cannot add a Message-ID: header (smfi_addheader)");
+	    goto done;
+	}
+	(void) strbuf_printf(&actions, " message-id=%s", mid);
+    }
+    msg_info("%s: milter: from=<%s>, account=%s, size=%lld, nrcpt=%lu, "
+	     "changed=%s", c->qid, who, acct->name, c->size,
+	     (unsigned long) c->nrcpts,
+	     actions.len ? strbuf_str(&actions) + 1 : "none");
+
+done:
+    free(value);
+    free(display);
+    free(mailbox);
+    free(addr);
+    strbuf_free(&actions);
+    return (st);
+}
+
+/* mlfi_perm_rcode - SMTP code for a permanent DSN */
+
+static const char *mlfi_perm_rcode(const char *dsn)
+{
+    if (strcmp(dsn, "5.3.4") == 0 || strncmp(dsn, "5.2.", 4) == 0)
+	return ("552");
+    if (strncmp(dsn, "5.1.", 4) == 0 || strncmp(dsn, "5.7.", 4) == 0)
+	return ("550");
+    return ("554");
+}
+
+/* mlfi_eom_deliver - send through Graph, then drop those recipients */
+
+static sfsistat mlfi_eom_deliver(SMFICTX *ctx, struct mlfi_ctx *c)
+{
+    const struct conf *conf = c->cf->conf;
+    struct m365_result res;
+    struct delivery d;
+    char  **rcpts;
+    char    err[300];
+    size_t  i, n = 0, failed = 0;
+
+    /* The message: size limit, header trouble, spool I/O. */
+    if (msg_finish(&c->msg, &res) < 0 || c->msg_err.status != M365_OK) {
+	if (res.dsn[0] != '4' && res.dsn[0] != '5')
+	    res = c->msg_err;
+	if (res.dsn[0] == '5') {
+	    msg_info("%s: milter-reject: END-OF-MESSAGE: %s %s %s", c->qid,
+		     mlfi_perm_rcode(res.dsn), res.dsn, res.text);
+	    (void) mlt_setreply(ctx, mlfi_perm_rcode(res.dsn), res.dsn,
+				res.text);
+	    return (SMFIS_REJECT);
+	}
+	return (mlt_fail(ctx, conf, MLT_FAIL_INTERNAL, c->qid, res.dsn,
+			 res.text));
+    }
+
+    rcpts = xcalloc(c->nrcpts + 1, sizeof(*rcpts));
+    for (i = 0; i < c->nrcpts; i++)
+	if (c->rcpts[i].graph)
+	    rcpts[n++] = c->rcpts[i].addr;
+    if (n == 0) {
+	msg_info("%s: milter: no recipient for Microsoft 365 (deliver_domains);"
+		 " the MTA delivers the message", c->qid);
+	free(rcpts);
+	return (SMFIS_CONTINUE);
+    }
+
+    /* One HTTP client per connection, rebuilt after a reload. */
+    if (c->http != NULL && c->http_gen != c->cf->gen) {
+	http_free(c->http);
+	c->http = NULL;
+    }
+    if (c->http == NULL) {
+	if ((c->http = http_create(conf, err, sizeof(err))) == NULL) {
+	    free(rcpts);
+	    return (mlt_fail(ctx, conf, MLT_FAIL_INTERNAL, c->qid, "4.3.0",
+			     err));
+	}
+	c->http_gen = c->cf->gen;
+    }
+
+    d.queue_id = c->qid;
+    d.sender = c->sender;
+    d.rcpts = rcpts;
+    d.nrcpts = n;
+    d.start = c->start;
+    (void) deliver_with(conf, c->http, c->acct, &c->msg, &d, &res);
+    deliver_log(&d, conf, c->acct, &res);
+    free(rcpts);
+
+    if (res.status != M365_OK) {
+	if (res.status == M365_PERM) {
+	    msg_info("%s: milter-reject: END-OF-MESSAGE: %s %s %s", c->qid,
+		     mlfi_perm_rcode(res.dsn), res.dsn, res.text);
+	    (void) mlt_setreply(ctx, mlfi_perm_rcode(res.dsn), res.dsn,
+				res.text);
+	    return (SMFIS_REJECT);
+	}
+	return (mlt_fail(ctx, conf, mlt_failure_of(&res), c->qid, res.dsn,
+			 res.text));
+    }
+
+    /* Sent: the MTA must not deliver these recipients again. */
+    for (i = 0; i < c->nrcpts; i++) {
+	if (c->rcpts[i].graph && smfi_delrcpt(ctx, c->rcpts[i].raw) != MI_SUCCESS) {
+	    msg_error("%s: cannot remove recipient %s after delivery through "
+		      "Microsoft 365; the MTA may deliver it a second time",
+		      c->qid, c->rcpts[i].addr);
+	    failed++;
+	}
+    }
+    if (n == c->nrcpts && failed == 0) {
+	msg_info("%s: milter: all %lu recipient(s) delivered by Microsoft 365;"
+		 " message discarded from the MTA", c->qid, (unsigned long) n);
+	return (SMFIS_DISCARD);
+    }
+    msg_info("%s: milter: %lu recipient(s) delivered by Microsoft 365 and "
+	     "removed; %lu left for the MTA", c->qid, (unsigned long) n,
+	     (unsigned long) (c->nrcpts - n));
+    return (SMFIS_CONTINUE);
+}
+
+/* mlfi_eom - end of message: re-read the queue id, then decide */
+
+static sfsistat mlfi_eom(SMFICTX *ctx)
+{
+    struct mlfi_ctx *c = smfi_getpriv(ctx);
+    sfsistat st;
+
+    if (c == NULL || c->cf == NULL)
+	return (SMFIS_CONTINUE);
+    /* Postfix assigns the queue id after MAIL FROM. */
+    mlfi_qid(ctx, c);
+    if (c->cf->conf->milter.mode == CONF_MILTER_DELIVER)
+	st = mlfi_eom_deliver(ctx, c);
+    else
+	st = mlfi_eom_filter(ctx, c);
+    mlfi_msg_reset(c);
+    return (st);
+}
+
+/* mlfi_abort - the message ended early (RSET, QUIT, rejection) */
+
+static sfsistat mlfi_abort(SMFICTX *ctx)
+{
+    struct mlfi_ctx *c = smfi_getpriv(ctx);
+
+    if (c != NULL)
+	mlfi_msg_reset(c);
+    return (SMFIS_CONTINUE);
+}
+
+/* mlfi_close - the connection ended: free its context */
+
+static sfsistat mlfi_close(SMFICTX *ctx)
+{
+    struct mlfi_ctx *c = smfi_getpriv(ctx);
+
+    if (c != NULL) {
+	mlfi_msg_reset(c);
+	http_free(c->http);
+	free(c);
+	(void) smfi_setpriv(ctx, NULL);
+    }
+    return (SMFIS_CONTINUE);
+}
+
+/* mlfi_register - hand the callbacks to libmilter */
+
+int     mlfi_register(void)
+{
+    struct smfiDesc desc;
+
+    memset(&desc, 0, sizeof(desc));
+    desc.xxfi_name = (char *) MLFI_NAME;
+    desc.xxfi_version = SMFI_VERSION;
+    desc.xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_CHGFROM
+	| SMFIF_DELRCPT | SMFIF_SETSYMLIST;
+    desc.xxfi_envfrom = mlfi_envfrom;
+    desc.xxfi_envrcpt = mlfi_envrcpt;
+    desc.xxfi_header = mlfi_header;
+    desc.xxfi_body = mlfi_body;
+    desc.xxfi_eom = mlfi_eom;
+    desc.xxfi_abort = mlfi_abort;
+    desc.xxfi_close = mlfi_close;
+    desc.xxfi_negotiate = mlfi_negotiate;
+    return (smfi_register(desc));
+}

@@ -1,0 +1,93 @@
+/*
+ * NAME
+ *	priv 3
+ * SUMMARY
+ *	m365-milter: look up the service user, drop root privileges
+ * DESCRIPTION
+ *	See priv.h.  The sequence is OpenSMTPD's (setgroups, setresgid,
+ *	setresuid) with Postfix's attitude: every step is checked, and a
+ *	failure stops the program rather than running half-privileged.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "priv.h"
+
+/* priv_lookup - uid and primary gid of a user */
+
+int     priv_lookup(const char *user, uid_t *uid, gid_t *gid,
+		            char *err, size_t errlen)
+{
+    struct passwd *pw;
+
+    if (user == NULL || *user == 0) {
+	snprintf(err, errlen, "no user to run as: set \"user\" in the "
+		 "[global] section of the configuration");
+	return (-1);
+    }
+    errno = 0;
+    if ((pw = getpwnam(user)) == NULL) {
+	snprintf(err, errlen, "user \"%s\" does not exist%s%s: create it "
+		 "(useradd --system %s) or set \"user\" in [global]", user,
+		 errno ? ": " : "", errno ? strerror(errno) : "", user);
+	return (-1);
+    }
+    *uid = pw->pw_uid;
+    *gid = pw->pw_gid;
+    return (0);
+}
+
+/* priv_drop - become user for good */
+
+int     priv_drop(const char *user, char *err, size_t errlen)
+{
+    uid_t   uid, ruid, euid, suid;
+    gid_t   gid, rgid, egid, sgid;
+
+    if (geteuid() != 0)
+	return (0);
+    if (priv_lookup(user, &uid, &gid, err, errlen) < 0)
+	return (-1);
+    if (uid == 0) {
+	snprintf(err, errlen, "user \"%s\" is root; m365-milter must run as "
+		 "an unprivileged user: set \"user\" in [global] to the "
+		 "service account (default m365relay)", user);
+	return (-1);
+    }
+    if (setgroups(1, &gid) < 0) {
+	snprintf(err, errlen, "setgroups(%ld) for user %s: %s", (long) gid,
+		 user, strerror(errno));
+	return (-1);
+    }
+    if (setresgid(gid, gid, gid) < 0) {
+	snprintf(err, errlen, "setresgid(%ld) for user %s: %s", (long) gid,
+		 user, strerror(errno));
+	return (-1);
+    }
+    if (setresuid(uid, uid, uid) < 0) {
+	snprintf(err, errlen, "setresuid(%ld) for user %s: %s", (long) uid,
+		 user, strerror(errno));
+	return (-1);
+    }
+
+    /* Trust, but verify: no way back to root, all ids are the user's. */
+    if (setuid(0) == 0 || seteuid(0) == 0) {
+	snprintf(err, errlen, "could regain root after dropping privileges "
+		 "to %s; refusing to run", user);
+	return (-1);
+    }
+    if (getresuid(&ruid, &euid, &suid) < 0 || getresgid(&rgid, &egid, &sgid) < 0
+	|| ruid != uid || euid != uid || suid != uid
+	|| rgid != gid || egid != gid || sgid != gid) {
+	snprintf(err, errlen, "user and group ids are not those of %s after "
+		 "dropping privileges; refusing to run", user);
+	return (-1);
+    }
+    return (0);
+}

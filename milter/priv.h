@@ -1,0 +1,31 @@
+/*
+ * NAME
+ *	priv 3h
+ * SUMMARY
+ *	m365-milter: look up the service user, drop root privileges
+ * SYNOPSIS
+ *	#include "priv.h"
+ * DESCRIPTION
+ *	priv_lookup() finds the uid and primary gid of a user name.
+ *
+ *	priv_drop() is the one place where the milter gives up root:
+ *	setgroups(1, gid), setresgid(), setresuid(), each checked, then
+ *	it verifies that root cannot be regained (setuid(0) must fail)
+ *	and that real, effective and saved ids are the user's.  The user
+ *	must not be root.  Called when not running as root, it changes
+ *	nothing and succeeds.
+ * DIAGNOSTICS
+ *	Both return 0, or -1 with err naming the cause and the fix; the
+ *	caller exits with EX_OSERR (71).
+ */
+#ifndef M365_MILTER_PRIV_H
+#define M365_MILTER_PRIV_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+extern int priv_lookup(const char *user, uid_t *uid, gid_t *gid,
+		               char *err, size_t errlen);
+extern int priv_drop(const char *user, char *err, size_t errlen);
+
+#endif
