@@ -187,7 +187,8 @@ int     auth_token(struct http *http, const struct conf *conf,
     memset(&oe, 0, sizeof(oe));
     asked = time(NULL);
     if (delegated)
-	rc = oauth_refresh(http, conf, acct, ts.refresh_token, &tok, &oe);
+	rc = oauth_refresh(http, conf, acct, ts.refresh_token, ts.scope,
+			   &tok, &oe);
     else
 	rc = oauth_client_credentials(http, conf, acct, &tok, &oe);
     now = time(NULL);

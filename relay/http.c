@@ -26,11 +26,13 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
@@ -63,6 +65,9 @@ struct http_xfer {
     long long sent;			/* streamed bytes handed to curl */
     int     eof;			/* read_cb returned 0 */
     int     body_too_big;
+    int     fd_errno;			/* write to out_fd failed */
+    int     fd_mode;			/* -1 undecided, 0 memory, 1 out_fd */
+    CURL   *curl;
     char    req_id[80];			/* response "request-id" */
     char    client_req_id[80];		/* response "client-request-id" */
 };
@@ -249,13 +254,43 @@ static size_t http_header_cb(char *buf, size_t size, size_t nmemb, void *ctx)
     return (len);
 }
 
+/* http_write_fd - write all of buf to fd; 0 or errno */
+
+static int http_write_fd(int fd, const char *buf, size_t len)
+{
+    ssize_t n;
+
+    while (len > 0) {
+	if ((n = write(fd, buf, len)) < 0) {
+	    if (errno == EINTR)
+		continue;
+	    return (errno ? errno : EIO);
+	}
+	buf += n;
+	len -= (size_t) n;
+    }
+    return (0);
+}
+
 /* http_write_cb - collect the body, refuse it past its cap */
 
 static size_t http_write_cb(char *buf, size_t size, size_t nmemb, void *ctx)
 {
     struct http_xfer *x = ctx;
     size_t  len = size * nmemb;
+    long    status = 0;
 
+    /* Streamed download: decide once, on the first body bytes. */
+    if (x->fd_mode < 0) {
+	curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &status);
+	x->fd_mode = (x->req->to_fd && status >= 200 && status < 300);
+    }
+    if (x->fd_mode > 0) {
+	if ((x->fd_errno = http_write_fd(x->req->out_fd, buf, len)) != 0)
+	    return (0);				/* CURLE_WRITE_ERROR */
+	x->resp->fd_bytes += (long long) len;
+	return (len);
+    }
     if (strbuf_append(&x->resp->body, buf, len) < 0) {
 	x->body_too_big = 1;
 	return (0);				/* CURLE_WRITE_ERROR */
@@ -453,6 +488,7 @@ int     http_perform(struct http *h, const struct http_req *req,
     resp->retry_after = -1;
     resp->upload_done = 0;
     resp->curl_code = 0;
+    resp->fd_bytes = 0;
 
     if (req->url == NULL || !http_url_allowed(req->url, &plain_http)) {
 	char    shown[120];
@@ -473,6 +509,8 @@ int     http_perform(struct http *h, const struct http_req *req,
     memset(&x, 0, sizeof(x));
     x.req = req;
     x.resp = resp;
+    x.curl = c;
+    x.fd_mode = -1;
 
     curl_easy_reset(c);
     h->errbuf[0] = 0;
@@ -534,6 +572,9 @@ int     http_perform(struct http *h, const struct http_req *req,
 	if (x.body_too_big)
 	    snprintf(detail, sizeof(detail), "the response body is larger "
 		     "than %lu bytes", (unsigned long) resp->body.max);
+	else if (x.fd_errno)
+	    snprintf(detail, sizeof(detail), "cannot write the response "
+		     "body to its spool file: %s", strerror(x.fd_errno));
 	else
 	    log_printable(detail, sizeof(detail), h->errbuf,
 			  strlen(h->errbuf));

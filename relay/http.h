@@ -26,6 +26,14 @@
  *	absent; HTTP-date form converted), and whether the whole request
  *	body was sent (upload_done) - so a caller can tell "failed before
  *	Graph saw the message" from "failed after".
+ *
+ *	Streamed download: with to_fd set, the body of a 2xx response is
+ *	written to out_fd as it arrives (resp->fd_bytes counts it; memory
+ *	does not grow with its size) instead of resp->body; the body of
+ *	any other status still goes to resp->body, so error replies can be
+ *	parsed.  A write error to out_fd fails the transfer (-1, error
+ *	names the cause).  The struct is zeroed by every caller, so the
+ *	default (to_fd 0) keeps the in-memory behaviour.
  * DIAGNOSTICS
  *	http_perform() returns 0 when an HTTP response arrived (any
  *	status), -1 on a transport error (resp->error names it: DNS,
@@ -54,6 +62,8 @@ struct http_req {
     long long read_len;
     const char *const *headers;		/* extra "Name: value", NULL-ended */
     long    timeout;			/* seconds; 0: conf default */
+    int     to_fd;			/* 1: a 2xx body goes to out_fd */
+    int     out_fd;			/* used only when to_fd is set */
 };
 
 struct http_resp {
@@ -65,6 +75,7 @@ struct http_resp {
     int     upload_done;		/* request body sent completely */
     int     curl_code;			/* CURLcode, 0 when ok */
     char    error[300];			/* transport error text */
+    long long fd_bytes;			/* to_fd: body bytes written to out_fd */
 };
 
 extern struct http *http_create(const struct conf *, char *err, size_t errlen);

@@ -36,6 +36,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "addr.h"
 #include "http.h"
 #include "jwt.h"
 #include "log.h"
@@ -606,6 +607,40 @@ static void oauth_scope_add(struct strbuf *sb, const char *scope)
     strbuf_puts(sb, scope);
 }
 
+/*
+ * oauth_scope_sources - a delegated account that a [source] reads with
+ * needs Mail.ReadWrite (read, mark read, move, delete), and
+ * Mail.ReadWrite.Shared when the source reads another mailbox (a shared
+ * mailbox with Full Access).
+ */
+static void oauth_scope_sources(const struct conf *conf,
+				        const struct conf_account *acct,
+				        const char *res, struct strbuf *sb)
+{
+    const struct conf_source *src;
+    char    one[512];
+    int     own = 0, shared = 0;
+
+    for (src = conf->sources; src; src = src->next) {
+	if (src->acct != acct && (src->account == NULL || acct->name == NULL
+				  || strcmp(src->account, acct->name) != 0))
+	    continue;
+	if (src->mailbox == NULL || *src->mailbox == 0
+	    || (acct->mailbox && addr_same(src->mailbox, acct->mailbox)))
+	    own = 1;
+	else
+	    shared = 1;
+    }
+    if (own || shared) {
+	snprintf(one, sizeof(one), "%s/Mail.ReadWrite", res);
+	oauth_scope_add(sb, one);
+    }
+    if (shared) {
+	snprintf(one, sizeof(one), "%s/Mail.ReadWrite.Shared", res);
+	oauth_scope_add(sb, one);
+    }
+}
+
 /* oauth_scope_list - delegated scopes; with offline_access or without */
 
 static char *oauth_scope_list(const struct conf *conf,
@@ -656,6 +691,7 @@ static char *oauth_scope_list(const struct conf *conf,
 	    oauth_scope_add(&sb, one);
 	}
     }
+    oauth_scope_sources(conf, acct, res, &sb);
     if (sb.data == NULL)
 	strbuf_puts(&sb, "");
     return (strbuf_take(&sb));
@@ -996,17 +1032,33 @@ int     oauth_redeem_code(struct http *http, const struct conf *conf,
     return (ret);
 }
 
-/* oauth_refresh - refresh token -> new access (and refresh) token */
-
+/*
+ * oauth_refresh - refresh token -> new access (and refresh) token.  With
+ * granted (the scopes the last sign-in obtained, as the token endpoint
+ * reported them) the refresh asks for exactly those: a configuration that
+ * grew (a new [source] needing Mail.ReadWrite) must not turn every
+ * refresh into a consent error and stop outbound mail; the new scopes
+ * come with the next m365ctl login.  NULL or "": the configured scopes.
+ */
 int     oauth_refresh(struct http *http, const struct conf *conf,
 		              const struct conf_account *acct,
-		              const char *refresh, struct oauth_token *tok,
-		              struct oauth_error *err)
+		              const char *refresh, const char *granted,
+		              struct oauth_token *tok, struct oauth_error *err)
 {
     struct oauth_form form;
-    char   *scope = oauth_scope(conf, acct);
+    struct strbuf sb;
+    char   *scope;
     int     ret;
 
+    if (granted && *granted) {
+	strbuf_init(&sb, STRBUF_MAX_SMALL);
+	if (strstr(granted, "offline_access") == NULL)
+	    strbuf_puts(&sb, "offline_access ");
+	strbuf_puts(&sb, granted);
+	scope = strbuf_take(&sb);
+    } else {
+	scope = oauth_scope(conf, acct);
+    }
     oauth_form_start(&form, acct);
     oauth_form_add(&form, "grant_type", "refresh_token");
     oauth_form_add(&form, "refresh_token", refresh);

@@ -17,7 +17,10 @@
  *	Endpoints are conf->login_url + "/" + tenant + "/oauth2/v2.0/...".
  *	Delegated scopes: "offline_access <res>/Mail.Send <res>/User.Read"
  *	plus the account's extra scopes (a bare name like Mail.Send.Shared
- *	gets the resource prefix); app-only: "<res>/.default", where
+ *	gets the resource prefix), plus "<res>/Mail.ReadWrite" when a
+ *	[source] reads with the account and "<res>/Mail.ReadWrite.Shared"
+ *	when such a source reads another mailbox than the account's
+ *	(m365-fetch); app-only: "<res>/.default", where
  *	<res> is conf->graph_resource.
  *
  *	Errors are classified on the OAuth "error" field first and the
@@ -114,7 +117,8 @@ extern int oauth_redeem_code(struct http *, const struct conf *,
 			          struct oauth_token *, struct oauth_error *);
 extern int oauth_refresh(struct http *, const struct conf *,
 			         const struct conf_account *, const char *refresh,
-			         struct oauth_token *, struct oauth_error *);
+			         const char *granted, struct oauth_token *,
+			         struct oauth_error *);
 extern int oauth_client_credentials(struct http *, const struct conf *,
 				            const struct conf_account *,
 				            struct oauth_token *, struct oauth_error *);

@@ -399,6 +399,69 @@ static void test_scope(void)
     conf.graph_resource = "https://graph.microsoft.com";
 }
 
+/* A delegated account read by [source] sections gets Mail.ReadWrite(.Shared). */
+static void test_scope_sources(void)
+{
+    struct conf_source own, shared, other;
+    char   *s;
+
+    memset(&own, 0, sizeof(own));
+    memset(&shared, 0, sizeof(shared));
+    memset(&other, 0, sizeof(other));
+    other.name = "other";
+    other.account = "someone-else";
+    other.mailbox = "x@contoso.test";
+    conf.sources = &other;
+    s = oauth_scope(&conf, &deleg);
+    T_OK(strstr(s, "Mail.ReadWrite") == NULL);
+    free(s);
+
+    /* Own mailbox (no mailbox, or the account's): Mail.ReadWrite only. */
+    own.name = "own";
+    own.account = deleg.name;
+    own.acct = &deleg;
+    other.next = &own;
+    s = oauth_scope(&conf, &deleg);
+    T_EQ_STR(s, "offline_access https://graph.microsoft.com/Mail.Send "
+	     "https://graph.microsoft.com/User.Read "
+	     "https://graph.microsoft.com/Mail.ReadWrite");
+    free(s);
+    deleg.mailbox = "alice@contoso.test";
+    own.mailbox = "<Alice@Contoso.TEST>";
+    s = oauth_scope(&conf, &deleg);
+    T_OK(strstr(s, "Mail.ReadWrite.Shared") == NULL);
+    T_CONTAINS(s, "https://graph.microsoft.com/Mail.ReadWrite");
+    free(s);
+    own.mailbox = NULL;
+
+    /* Another mailbox: also Mail.ReadWrite.Shared, once. */
+    shared.name = "shared";
+    shared.account = deleg.name;	/* matched by name, acct unset */
+    shared.mailbox = "helpdesk@contoso.test";
+    own.next = &shared;
+    s = oauth_scope(&conf, &deleg);
+    T_EQ_STR(s, "offline_access https://graph.microsoft.com/Mail.Send "
+	     "https://graph.microsoft.com/User.Read "
+	     "https://graph.microsoft.com/Mail.ReadWrite "
+	     "https://graph.microsoft.com/Mail.ReadWrite.Shared");
+    free(s);
+
+    /* Admin consent URL: the same scopes, without offline_access. */
+    s = oauth_consent_url(&conf, &deleg);
+    T_CONTAINS(s, "%2FMail.ReadWrite%20https%3A%2F%2Fgraph.microsoft.com"
+	       "%2FMail.ReadWrite.Shared");
+    free(s);
+
+    /* App-only accounts: .default covers the application roles. */
+    shared.account = app.name;
+    shared.acct = &app;
+    s = oauth_scope(&conf, &app);
+    T_EQ_STR(s, "https://graph.microsoft.com/.default");
+    free(s);
+    conf.sources = NULL;
+    deleg.mailbox = NULL;
+}
+
 static void test_endpoint(void)
 {
     char   *s;
@@ -606,7 +669,7 @@ static void test_requests_offline(void)
 
 	memset(huge, 'r', 19999);
 	huge[19999] = 0;
-	T_EQ_INT(oauth_refresh(http, &conf, &deleg, huge, &tok, &oe), -1);
+	T_EQ_INT(oauth_refresh(http, &conf, &deleg, huge, NULL, &tok, &oe), -1);
 	T_EQ_INT(oe.cls, OAUTH_CONFIG);
 	T_CONTAINS(oe.description, "is larger than");
 	T_OK(strstr(oe.description, "cannot reach") == NULL);
@@ -614,7 +677,7 @@ static void test_requests_offline(void)
     }
 
     /* Refresh and device code: transport error -> transient. */
-    T_EQ_INT(oauth_refresh(http, &conf, &deleg, "rt", &tok, &oe), -1);
+    T_EQ_INT(oauth_refresh(http, &conf, &deleg, "rt", NULL, &tok, &oe), -1);
     T_EQ_INT(oe.cls, OAUTH_TRANSIENT);
     {
 	struct oauth_device dev;
@@ -643,6 +706,7 @@ int     main(void)
     T_RUN(test_parse_success);
     T_RUN(test_parse_error);
     T_RUN(test_scope);
+    T_RUN(test_scope_sources);
     T_RUN(test_endpoint);
     T_RUN(test_authorize_url);
     T_RUN(test_pkce);

@@ -1,0 +1,1503 @@
+/*
+ * NAME
+ *	fetch 3
+ * SUMMARY
+ *	one round of the inbound poller for one [source]: Graph -> MTA
+ * DESCRIPTION
+ *	See fetch.h.  The state is written (atomically, with fsync) at
+ *	every transition of a message, so that a kill -9 at any point
+ *	neither loses a message nor injects it twice; see fetchstate.h
+ *	for the one ambiguous window (between the end of the data and the
+ *	MTA's reply) and how a restart handles it.
+ *
+ *	Only unread messages are injected: marking a message read is the
+ *	after-action of "after = read", and a rejected message is marked
+ *	read too, so a full resync (410) finds nothing processed unread.
+ *	The done list covers the rest (Graph's delta may report a message
+ *	we just processed with a stale isRead).  A message read by a
+ *	person before m365-fetch saw it is left alone (like fetchmail
+ *	without --all).
+ *
+ *	Memory does not grow with message size: $value goes to an
+ *	unlinked temporary file (http.h to_fd) and the injector reads it
+ *	back in 64 KB blocks.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+
+#include "addr.h"
+#include "auth.h"
+#include "fetch.h"
+#include "fetchstate.h"
+#include "graph.h"
+#include "inject.h"
+#include "log.h"
+#include "rcpt.h"
+#include "util.h"
+
+#define FETCH_SELECT	"id,internetMessageId,isRead,from,subject"
+#define FETCH_TRACE	"X-M365Relay-Source"
+#define FETCH_VALUE_TIMEOUT	3600	/* seconds for one $value download */
+#define FETCH_DEF_RETRY	60		/* 429/503 without Retry-After */
+
+/* Outcome of one step inside a round. */
+#define STEP_OK		0		/* go on */
+#define STEP_NEXT	1		/* this message waits; go on with others */
+#define STEP_STOP	(-1)		/* end the round (reason in the result) */
+
+struct fetch_ctx {
+    const struct conf *conf;
+    struct http *http;
+    const struct conf_source *src;
+    const struct conf_account *acct;
+    const char *mailbox;		/* NULL: /me */
+    char   *token;
+    struct fetchstate st;
+    struct inject *inj;
+    volatile sig_atomic_t *stop;
+    struct fetch_result *out;
+    const char *tmpdir;
+    char    host[256];
+    char    graph_host[256];
+    const char *cur_id;			/* data_end hook */
+    const char *cur_imid;
+    int     stopped;			/* stop was seen: round incomplete */
+};
+
+static const char *const fetch_well_known[] = {
+    "inbox", "archive", "clutter", "conflicts", "conversationhistory",
+    "deleteditems", "drafts", "junkemail", "localfailures", "msgfolderroot",
+    "outbox", "recoverableitemsdeletions", "scheduled", "searchfolders",
+    "sentitems", "serverfailures", "syncissues", 0,
+};
+
+/* fetch_status_name - for logs */
+
+const char *fetch_status_name(enum fetch_status s)
+{
+    switch (s) {
+    case FETCH_DONE:
+	return ("done");
+    case FETCH_DEFERRED:
+	return ("deferred");
+    case FETCH_OFFLINE:
+	return ("offline");
+    case FETCH_BUSY:
+    default:
+	return ("busy");
+    }
+}
+
+/* fetch_mailbox - the mailbox a source reads, NULL for /me */
+
+const char *fetch_mailbox(const struct conf_source *src)
+{
+    if (src->mailbox && *src->mailbox)
+	return (src->mailbox);
+    if (src->acct && src->acct->mailbox && *src->acct->mailbox)
+	return (src->acct->mailbox);
+    return (NULL);
+}
+
+/* fetch_is_well_known - a well-known folder name (case-insensitive) */
+
+static int fetch_is_well_known(const char *name)
+{
+    const char *const *p;
+
+    for (p = fetch_well_known; *p; p++)
+	if (strcasecmp(name, *p) == 0)
+	    return (1);
+    return (0);
+}
+
+/* fetch_save - write the state; STEP_STOP (deferred) on failure */
+
+static int fetch_save(struct fetch_ctx *c)
+{
+    char    err[600];
+
+    if (fetchstate_save(c->conf, c->src->name, &c->st, err, sizeof(err)) == 0)
+	return (STEP_OK);
+    msg_error("%s: cannot record the delivery state: %s", c->src->name, err);
+    c->out->status = FETCH_DEFERRED;
+    snprintf(c->out->why, sizeof(c->out->why), "cannot record the delivery "
+	     "state: %s", err);
+    return (STEP_STOP);
+}
+
+/* fetch_defer - end the round: try again next round */
+
+static int fetch_defer(struct fetch_ctx *c, const char *fmt,...)
+    __attribute__((format(printf, 2, 3)));
+
+static int fetch_defer(struct fetch_ctx *c, const char *fmt,...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(c->out->why, sizeof(c->out->why), fmt, ap);
+    va_end(ap);
+    if (c->out->status == FETCH_DONE)
+	c->out->status = FETCH_DEFERRED;
+    return (STEP_STOP);
+}
+
+/* fetch_notify_mail - one notification to the admin; 0 when queued */
+
+static int fetch_notify_mail(struct fetch_ctx *c)
+{
+    const struct conf_source *src = c->src;
+    struct inject_result ir;
+    struct inject_msg im;
+    struct inject *inj;
+    struct strbuf body;
+    char    date[64], mid[33], err[300];
+    char   *rcpt[1];
+    time_t  now = time(NULL);
+    struct tm tm;
+    int     fd, rc;
+
+    if ((fd = inject_tmpfile(c->tmpdir)) < 0) {
+	msg_warn("%s: cannot create a temporary file in %s for the notice to "
+		 "%s: %s", src->name, c->tmpdir, src->notify, strerror(errno));
+	return (-1);
+    }
+    localtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+    random_hex(mid, 16);
+    strbuf_init(&body, STRBUF_MAX_SMALL);
+    strbuf_printf(&body,
+		  "From: m365-fetch <MAILER-DAEMON@%s>\r\n"
+		  "To: <%s>\r\n"
+		  "Subject: m365-fetch: source %s needs attention\r\n"
+		  "Date: %s\r\n"
+		  "Message-ID: <%s.m365-fetch@%s>\r\n"
+		  "Auto-Submitted: auto-generated\r\n"
+		  "MIME-Version: 1.0\r\n"
+		  "Content-Type: text/plain; charset=us-ascii\r\n"
+		  "\r\n"
+		  "m365-fetch on %s stopped fetching mail for source %s\r\n"
+		  "(mailbox %s, folder %s) at %s.\r\n\r\n"
+		  "Cause:\r\n  %.600s\r\n\r\n"
+		  "What to do:\r\n  %.600s\r\n\r\n"
+		  "Mail stays in Microsoft 365 and is fetched once the source "
+		  "works\r\nagain; m365-fetch resumes by itself.  This notice is "
+		  "sent once\r\nper outage; see also: m365ctl status.\r\n",
+		  c->host, src->notify, src->name, date, mid, c->host, c->host,
+		  src->name, c->mailbox ? c->mailbox : "(signed-in user)",
+		  src->folder ? src->folder : "inbox", date,
+		  c->st.last_error ? c->st.last_error : "unknown",
+		  c->st.remedy ? c->st.remedy : "see the log");
+    rc = (write(fd, body.data, body.len) == (ssize_t) body.len) ? 0 : -1;
+    strbuf_free(&body);
+    if (rc < 0) {
+	msg_warn("%s: cannot write the notice to %s: %s", src->name,
+		 src->notify, strerror(errno));
+	close(fd);
+	return (-1);
+    }
+    if ((inj = inject_create(c->conf, src->deliver_to, err, sizeof(err))) == NULL) {
+	msg_warn("%s: cannot send the notice to %s: %s", src->name,
+		 src->notify, err);
+	close(fd);
+	return (-1);
+    }
+    memset(&im, 0, sizeof(im));
+    rcpt[0] = src->notify;
+    im.fd = fd;
+    im.sender = "";
+    im.rcpts = rcpt;
+    im.nrcpts = 1;
+    rc = inject_message(inj, &im, &ir);
+    inject_free(inj);
+    close(fd);
+    msg_info("%s: offline notice to=<%s>, relay=%s, dsn=%s, status=%s (%s)",
+	     src->name, src->notify, ir.relay, ir.dsn,
+	     inject_status_name(ir.status), ir.reply);
+    return (rc);
+}
+
+/* fetch_offline - an administrator must act: log once, notify once */
+
+static int fetch_offline(struct fetch_ctx *c, const char *error,
+			         const char *remedy)
+{
+    if (fetchstate_set_offline(&c->st, error, remedy))
+	msg_error("%s: source offline: %s; %s", c->src->name, error, remedy);
+    else
+	msg_debug("%s: still offline: %s", c->src->name, error);
+    if (c->src->notify && *c->src->notify && !c->st.notified
+	&& fetch_notify_mail(c) == 0)
+	c->st.notified = 1;
+    (void) fetch_save(c);
+    c->out->status = FETCH_OFFLINE;
+    snprintf(c->out->why, sizeof(c->out->why), "%s; %s", error, remedy);
+    return (STEP_STOP);
+}
+
+/* fetch_token - an access token (cached in the context) */
+
+static int fetch_token(struct fetch_ctx *c, int force)
+{
+    struct m365_result res;
+    char    remedy[300];
+    char   *refused = NULL;
+
+    result_init(&res);
+    if (force) {
+	refused = c->token;
+	c->token = NULL;
+    }
+    if (c->token != NULL)
+	return (STEP_OK);
+    if (auth_token(c->http, c->conf, c->acct, force, refused, &c->token,
+		   &res) == 0) {
+	xfree_secret(refused);
+	return (STEP_OK);
+    }
+    xfree_secret(refused);
+    if (res.status == M365_REAUTH || res.status == M365_CONFIG) {
+	if (res.status == M365_REAUTH)
+	    snprintf(remedy, sizeof(remedy), "the source resumes by itself "
+		     "after: m365ctl login %s", c->acct->name);
+	else
+	    snprintf(remedy, sizeof(remedy), "fix [account %s], check it "
+		     "with: m365ctl test %s; the source resumes by itself",
+		     c->acct->name, c->acct->name);
+	return (fetch_offline(c, res.text, remedy));
+    }
+    return (fetch_defer(c, "%s", res.text));
+}
+
+/*
+ * fetch_graph - one Graph request with the source's token; a 401 renews
+ * the token once.  With out_fd >= 0 a 2xx body goes to that file (which
+ * is emptied before a retry).  STEP_OK when a response arrived (check
+ * resp->status); STEP_STOP when no token could be had; -2 on a
+ * transport error (resp->error).
+ */
+static int fetch_graph(struct fetch_ctx *c, const char *method,
+		               const char *url, const char *json, int out_fd,
+		               long timeout, struct http_resp *resp)
+{
+    char    prefer[64];
+    const char *hdrs[3];
+    struct http_req req;
+    int     attempt;
+
+    snprintf(prefer, sizeof(prefer), "Prefer: odata.maxpagesize=%ld",
+	     c->src->page_size > 0 ? c->src->page_size : 50);
+    hdrs[0] = "Accept: application/json";
+    hdrs[1] = strstr(url, "/delta") ? prefer : NULL;
+    hdrs[2] = NULL;
+    for (attempt = 0; attempt < 2; attempt++) {
+	if (fetch_token(c, attempt) != STEP_OK)
+	    return (STEP_STOP);
+	memset(&req, 0, sizeof(req));
+	req.method = method;
+	req.url = url;
+	req.bearer = c->token;
+	req.headers = out_fd >= 0 ? hdrs + 2 : hdrs;
+	req.timeout = timeout;
+	if (json) {
+	    req.body = json;
+	    req.body_len = strlen(json);
+	    req.content_type = "application/json";
+	}
+	if (out_fd >= 0) {
+	    req.to_fd = 1;
+	    req.out_fd = out_fd;
+	    if (ftruncate(out_fd, 0) < 0 || lseek(out_fd, 0, SEEK_SET) < 0) {
+		snprintf(resp->error, sizeof(resp->error), "cannot reset the "
+			 "spool file: %s", strerror(errno));
+		return (-2);
+	    }
+	}
+	if (http_perform(c->http, &req, resp) < 0)
+	    return (-2);
+	if (resp->status >= 200 && resp->status < 300 && c->st.offline) {
+	    /* Graph accepted the token: whatever was wrong is fixed. */
+	    fetchstate_set_online(&c->st);
+	    msg_info("%s: source back online", c->src->name);
+	    (void) fetch_save(c);
+	}
+	if (resp->status != 401)
+	    return (STEP_OK);
+	msg_info("%s: Graph refused the access token of account %s (401); "
+		 "renewing it", c->src->name, c->acct->name);
+    }
+    return (STEP_OK);
+}
+
+/* fetch_mailbox_missing - a 4xx that says the mailbox is unusable */
+
+static int fetch_mailbox_missing(const struct http_resp *resp)
+{
+    struct graph_error ge;
+
+    graph_parse_error(resp, &ge);
+    return (strcasecmp(ge.code, "MailboxNotEnabledForRESTAPI") == 0
+	    || strcasecmp(ge.code, "ErrorInvalidUser") == 0
+	    || strcasecmp(ge.code, "ErrorNonExistentMailbox") == 0);
+}
+
+/* fetch_graph_fail - a Graph reply that ends the round; STEP_STOP */
+
+static int fetch_graph_fail(struct fetch_ctx *c, const char *what,
+			            int rc, const struct http_resp *resp)
+{
+    struct graph_error ge;
+    char    detail[400];
+    char    remedy[400];
+    const char *mb = c->mailbox ? c->mailbox : "(signed-in user)";
+    long    wait;
+
+    if (rc == STEP_STOP)
+	return (STEP_STOP);
+    if (rc == -2)
+	return (fetch_defer(c, "%s: cannot reach Graph: %s", what, resp->error));
+    graph_parse_error(resp, &ge);
+    if (ge.code[0])
+	snprintf(detail, sizeof(detail), "%ld %s: %.200s%s%s", resp->status,
+		 ge.code, ge.message, ge.request_id[0] ? ", request-id=" : "",
+		 ge.request_id);
+    else
+	snprintf(detail, sizeof(detail), "HTTP %ld%s%s", resp->status,
+		 resp->request_id[0] ? ", request-id=" : "", resp->request_id);
+
+    if (resp->status == 429 || resp->status == 503 || resp->status == 504) {
+	if (resp->retry_after > 0) {
+	    /* Remembered, so that a timer run does not ask again too soon. */
+	    wait = resp->retry_after;
+	    c->st.not_before = time(NULL) + wait;
+	} else {
+	    wait = resp->status == 429 ? FETCH_DEF_RETRY : 0;
+	}
+	c->out->retry_after = wait;
+	if (wait == 0)
+	    return (fetch_defer(c, "%s: Graph is busy (%s)", what, detail));
+	return (fetch_defer(c, "%s: Microsoft 365 asked to wait %ld seconds "
+			    "(%s)", what, wait, detail));
+    }
+    if (resp->status >= 500)
+	return (fetch_defer(c, "%s: Graph is temporarily unavailable (%s)",
+			    what, detail));
+    if (resp->status == 401 || resp->status == 403) {
+	if (c->acct->auth == CONF_AUTH_DELEGATED)
+	    snprintf(remedy, sizeof(remedy), "grant the delegated permission "
+		     "Mail.ReadWrite%s (admin consent: m365ctl consent-url %s)"
+		     "%s, then run m365ctl login %s", c->mailbox
+		     && (c->acct->mailbox == NULL
+			 || !addr_same(c->mailbox, c->acct->mailbox)) ?
+		     " and Mail.ReadWrite.Shared" : "", c->acct->name,
+		     c->src->mailbox ? " and Full Access to the mailbox" : "",
+		     c->acct->name);
+	else
+	    snprintf(remedy, sizeof(remedy), "grant the application "
+		     "permission Mail.ReadWrite with admin consent and check "
+		     "any RBAC for Applications scope or application access "
+		     "policy for %s", mb);
+	snprintf(detail + strlen(detail), sizeof(detail) - strlen(detail),
+		 " for mailbox %s", mb);
+	return (fetch_offline(c, detail, remedy));
+    }
+    if (fetch_mailbox_missing(resp)) {
+	snprintf(remedy, sizeof(remedy), "check the mailbox address %s of "
+		 "[source %s] and its Exchange Online licence", mb,
+		 c->src->name);
+	return (fetch_offline(c, detail, remedy));
+    }
+    return (fetch_defer(c, "%s: unexpected reply from Graph (%s)", what,
+			detail));
+}
+
+/* fetch_json - parse a reply body; NULL (round deferred) if not JSON */
+
+static cJSON *fetch_json(struct fetch_ctx *c, const char *what,
+			         const struct http_resp *resp)
+{
+    cJSON  *root = NULL;
+
+    if (resp->body.len > 0)
+	root = cJSON_ParseWithLength(resp->body.data, resp->body.len);
+    if (cJSON_IsObject(root))
+	return (root);
+    cJSON_Delete(root);
+    fetch_defer(c, "%s: Graph sent a reply that is not a JSON object", what);
+    return (NULL);
+}
+
+/* fetch_folder_url - .../mailFolders/{escaped id}{suffix}; free() it */
+
+static char *fetch_folder_url(struct fetch_ctx *c, const char *id,
+			              const char *suffix)
+{
+    struct strbuf sb;
+    char   *esc = url_escape(id);
+    char   *url;
+
+    strbuf_init(&sb, STRBUF_MAX_SMALL);
+    strbuf_printf(&sb, "/mailFolders/%s%s", esc, suffix ? suffix : "");
+    free(esc);
+    url = graph_url(c->conf, c->mailbox, strbuf_str(&sb));
+    strbuf_free(&sb);
+    return (url);
+}
+
+/*
+ * fetch_lookup_folder - one path element: a well-known name (top level
+ * only), else displayName under parent (NULL: top level).  *id_r is
+ * malloc()ed; STEP_OK, or STEP_STOP with the round's reason set.
+ */
+static int fetch_lookup_folder(struct fetch_ctx *c, const char *parent,
+			               const char *name, char **id_r)
+{
+    struct http_resp resp;
+    struct strbuf q;
+    cJSON  *root, *val, *item, *idv;
+    char   *url, *esc;
+    const char *p;
+    int     rc;
+
+    *id_r = NULL;
+    http_resp_init(&resp);
+    strbuf_init(&q, STRBUF_MAX_SMALL);
+    if (parent == NULL && fetch_is_well_known(name)) {
+	url = fetch_folder_url(c, name, NULL);
+    } else {
+	/* OData string literal: ' doubles; then percent-encoded. */
+	for (p = name; *p; p++) {
+	    if (*p == '\'')
+		strbuf_putc(&q, '\'');
+	    strbuf_putc(&q, *p);
+	}
+	esc = url_escape(strbuf_str(&q));
+	strbuf_reset(&q);
+	if (parent) {
+	    char   *pe = url_escape(parent);
+
+	    strbuf_printf(&q, "/mailFolders/%s/childFolders?$filter="
+			  "displayName%%20eq%%20'%s'&$top=2", pe, esc);
+	    free(pe);
+	} else {
+	    strbuf_printf(&q, "/mailFolders?$filter=displayName%%20eq%%20"
+			  "'%s'&$top=2", esc);
+	}
+	free(esc);
+	url = graph_url(c->conf, c->mailbox, strbuf_str(&q));
+    }
+    strbuf_free(&q);
+    rc = fetch_graph(c, "GET", url, NULL, -1, 0, &resp);
+    free(url);
+    if (rc != STEP_OK || resp.status < 200 || resp.status >= 300) {
+	if (rc == STEP_OK && resp.status == 404 && !fetch_mailbox_missing(&resp)) {
+	    char    why[300];
+
+	    snprintf(why, sizeof(why), "folder \"%s\" does not exist in "
+		     "mailbox %s", name, c->mailbox ? c->mailbox :
+		     "(signed-in user)");
+	    http_resp_free(&resp);
+	    return (fetch_offline(c, why, "fix \"folder\" in the [source] "
+				  "section"));
+	}
+	rc = fetch_graph_fail(c, "folder lookup", rc, &resp);
+	http_resp_free(&resp);
+	return (rc);
+    }
+    if ((root = fetch_json(c, "folder lookup", &resp)) == NULL) {
+	http_resp_free(&resp);
+	return (STEP_STOP);
+    }
+    http_resp_free(&resp);
+    val = cJSON_GetObjectItemCaseSensitive(root, "value");
+    item = cJSON_IsArray(val) ? cJSON_GetArrayItem(val, 0) : root;
+    idv = item ? cJSON_GetObjectItemCaseSensitive(item, "id") : NULL;
+    if (cJSON_IsString(idv) && idv->valuestring && *idv->valuestring)
+	*id_r = xstrdup(idv->valuestring);
+    if (cJSON_IsArray(val) && cJSON_GetArraySize(val) > 1)
+	msg_warn("%s: more than one folder is named \"%s\"; using the first",
+		 c->src->name, name);
+    cJSON_Delete(root);
+    if (*id_r == NULL) {
+	char    why[400];
+
+	snprintf(why, sizeof(why), "no folder named \"%s\" in mailbox %s",
+		 name, c->mailbox ? c->mailbox : "(signed-in user)");
+	return (fetch_offline(c, why, "create the folder or fix the folder "
+			      "name in the [source] section (\"A/B\" names a "
+			      "child folder)"));
+    }
+    return (STEP_OK);
+}
+
+/* fetch_resolve - folder path "A/B/C" (or a well-known name) to an id */
+
+static int fetch_resolve(struct fetch_ctx *c, const char *path, char **id_r)
+{
+    char   *copy = xstrdup(path);
+    char   *elem, *slash, *id = NULL, *next;
+    int     rc = STEP_OK;
+
+    for (elem = copy; elem && rc == STEP_OK; elem = slash ? slash + 1 : NULL) {
+	if ((slash = strchr(elem, '/')) != NULL)
+	    *slash = 0;
+	if (*elem == 0)
+	    continue;
+	rc = fetch_lookup_folder(c, id, elem, &next);
+	free(id);
+	id = next;
+    }
+    free(copy);
+    if (rc == STEP_OK && id == NULL)
+	rc = fetch_offline(c, "empty folder name", "fix \"folder\" in the "
+			   "[source] section");
+    if (rc != STEP_OK) {
+	free(id);
+	id = NULL;
+    }
+    *id_r = id;
+    return (rc);
+}
+
+/* fetch_source_folder - the source folder id, resolved once */
+
+static int fetch_source_folder(struct fetch_ctx *c)
+{
+    const char *want = c->src->folder && *c->src->folder ? c->src->folder :
+    "inbox";
+    char   *id;
+    int     rc;
+
+    if (c->st.folder_id && c->st.folder && strcmp(c->st.folder, want) == 0)
+	return (STEP_OK);
+    if ((rc = fetch_resolve(c, want, &id)) != STEP_OK)
+	return (rc);
+    if (c->st.folder_id == NULL || strcmp(c->st.folder_id, id) != 0) {
+	/* Another folder: its delta starts from scratch. */
+	free(c->st.delta_link);
+	c->st.delta_link = NULL;
+    }
+    free(c->st.folder_id);
+    c->st.folder_id = id;
+    free(c->st.folder);
+    c->st.folder = xstrdup(want);
+    msg_info("%s: folder \"%s\" of mailbox %s resolved", c->src->name, want,
+	     c->mailbox ? c->mailbox : "(signed-in user)");
+    return (fetch_save(c));
+}
+
+/* fetch_target - destinationId for a move: well-known name or cached id */
+
+static int fetch_target(struct fetch_ctx *c, const char *name, char **dest_r)
+{
+    const char *cached;
+    char   *id;
+    int     rc;
+
+    if (fetch_is_well_known(name)) {
+	*dest_r = xstrdup(name);
+	return (STEP_OK);
+    }
+    if ((cached = fetchstate_folder_get(&c->st, name)) != NULL) {
+	*dest_r = xstrdup(cached);
+	return (STEP_OK);
+    }
+    if ((rc = fetch_resolve(c, name, &id)) != STEP_OK)
+	return (rc);
+    fetchstate_folder_set(&c->st, name, id);
+    *dest_r = id;
+    return (STEP_OK);
+}
+
+/* fetch_message_url - /users/{mb}/messages/{id}{suffix}; free() it */
+
+static char *fetch_message_url(struct fetch_ctx *c, const char *id,
+			               const char *suffix)
+{
+    struct strbuf sb;
+    char   *esc = url_escape(id);
+    char   *url;
+
+    strbuf_init(&sb, STRBUF_MAX_SMALL);
+    strbuf_printf(&sb, "/messages/%s%s", esc, suffix ? suffix : "");
+    free(esc);
+    url = graph_url(c->conf, c->mailbox, strbuf_str(&sb));
+    strbuf_free(&sb);
+    return (url);
+}
+
+/*
+ * fetch_move - move a message to a folder; a 404 means it is gone
+ * already (a move that happened before a crash: moving gives a new id).
+ */
+static int fetch_move(struct fetch_ctx *c, const char *id, const char *folder)
+{
+    struct http_resp resp;
+    cJSON  *body;
+    char   *dest, *json, *url;
+    int     rc;
+
+    if ((rc = fetch_target(c, folder, &dest)) != STEP_OK)
+	return (rc);
+    body = cJSON_CreateObject();
+    cJSON_AddStringToObject(body, "destinationId", dest);
+    json = cJSON_PrintUnformatted(body);
+    cJSON_Delete(body);
+    url = fetch_message_url(c, id, "/move");
+    http_resp_init(&resp);
+    rc = fetch_graph(c, "POST", url, json, -1, 0, &resp);
+    free(url);
+    free(json);
+    if (rc == STEP_OK && resp.status == 404
+	&& !fetch_is_well_known(folder) && strstr(resp.body.data ?
+			    resp.body.data : "", "destination") != NULL) {
+	/* The cached target folder is gone: resolve it next time. */
+	fetchstate_folder_set(&c->st, folder, NULL);
+    } else if (rc == STEP_OK && ((resp.status >= 200 && resp.status < 300)
+				 || resp.status == 404)) {
+	free(dest);
+	http_resp_free(&resp);
+	return (STEP_OK);
+    }
+    free(dest);
+    rc = fetch_graph_fail(c, "move", rc, &resp);
+    http_resp_free(&resp);
+    return (rc);
+}
+
+/* fetch_patch - PATCH a message; 404 = gone, fine; *status_r the status */
+
+static int fetch_patch(struct fetch_ctx *c, const char *id, const char *json,
+		               long *status_r)
+{
+    struct http_resp resp;
+    char   *url = fetch_message_url(c, id, NULL);
+    int     rc;
+
+    http_resp_init(&resp);
+    rc = fetch_graph(c, "PATCH", url, json, -1, 0, &resp);
+    free(url);
+    *status_r = rc == STEP_OK ? resp.status : 0;
+    if (rc == STEP_OK && ((resp.status >= 200 && resp.status < 300)
+			  || resp.status == 404)) {
+	http_resp_free(&resp);
+	return (STEP_OK);
+    }
+    if (rc == STEP_OK && resp.status == 400) {
+	http_resp_free(&resp);
+	return (STEP_NEXT);			/* caller may simplify */
+    }
+    rc = fetch_graph_fail(c, "mark read", rc, &resp);
+    http_resp_free(&resp);
+    return (rc);
+}
+
+/* fetch_after - the after-action for a message the MTA accepted */
+
+static int fetch_after(struct fetch_ctx *c, const char *id)
+{
+    struct http_resp resp;
+    char   *url;
+    long    st;
+    int     rc;
+
+    switch (c->src->after) {
+    case CONF_AFTER_MOVE:
+	return (fetch_move(c, id, c->src->after_folder ? c->src->after_folder :
+			   "archive"));
+    case CONF_AFTER_DELETE:
+	url = fetch_message_url(c, id, NULL);
+	http_resp_init(&resp);
+	rc = fetch_graph(c, "DELETE", url, NULL, -1, 0, &resp);
+	free(url);
+	if (rc == STEP_OK && ((resp.status >= 200 && resp.status < 300)
+			      || resp.status == 404)) {
+	    http_resp_free(&resp);
+	    return (STEP_OK);
+	}
+	rc = fetch_graph_fail(c, "delete", rc, &resp);
+	http_resp_free(&resp);
+	return (rc);
+    case CONF_AFTER_READ:
+    default:
+	rc = fetch_patch(c, id, "{\"isRead\":true}", &st);
+	return (rc == STEP_NEXT ? fetch_defer(c, "mark read: Graph answered "
+					      "400") : rc);
+    }
+}
+
+/* fetch_reject_action - a refused or looping message: park it visibly */
+
+static int fetch_reject_action(struct fetch_ctx *c, const char *id)
+{
+    long    st;
+    int     rc;
+
+    if (c->src->reject_folder && *c->src->reject_folder)
+	return (fetch_move(c, id, c->src->reject_folder));
+    rc = fetch_patch(c, id, "{\"isRead\":true,\"flag\":{\"flagStatus\":"
+		     "\"flagged\"}}", &st);
+    if (rc == STEP_NEXT)			/* no flag support: read only */
+	rc = fetch_patch(c, id, "{\"isRead\":true}", &st);
+    return (rc == STEP_NEXT ? fetch_defer(c, "mark read: Graph answered "
+					  "400") : rc);
+}
+
+/* fetch_read_header - the message's header section (first 1 MB at most) */
+
+static void fetch_read_header(int fd, struct strbuf *hdr)
+{
+    char    buf[16384];
+    ssize_t n;
+    char   *end;
+
+    strbuf_init(hdr, STRBUF_MAX_HEADERS);
+    if (lseek(fd, 0, SEEK_SET) < 0)
+	return;
+    for (;;) {
+	n = read(fd, buf, sizeof(buf));
+	if (n < 0 && errno == EINTR)
+	    continue;
+	if (n <= 0)
+	    break;
+	if (strbuf_append(hdr, buf, (size_t) n) < 0)
+	    break;
+	if (memchr(buf, 0, (size_t) n) != NULL)
+	    break;
+	if (strstr(hdr->data, "\n\n") || strstr(hdr->data, "\n\r\n"))
+	    break;
+    }
+    if (hdr->data == NULL)
+	return;
+    if ((end = strstr(hdr->data, "\n\r\n")) != NULL
+	|| (end = strstr(hdr->data, "\n\n")) != NULL)
+	strbuf_truncate(hdr, (size_t) (end - hdr->data) + 1);
+}
+
+/*
+ * fetch_header_next - the unfolded value of the next NAME field at or
+ * after *pos in a header section; NULL when there is none.  free() it.
+ */
+static char *fetch_header_next(const struct strbuf *hdr, const char *name,
+			               size_t *pos)
+{
+    const char *h = hdr->data ? hdr->data : "";
+    size_t  len = hdr->len, nlen = strlen(name);
+    size_t  i = *pos, e;
+    struct strbuf v;
+
+    while (i < len) {
+	e = i;
+	while (e < len && h[e] != '\n')
+	    e++;
+	if (e - i > nlen && strncasecmp(h + i, name, nlen) == 0
+	    && h[i + nlen] == ':') {
+	    strbuf_init(&v, STRBUF_MAX_LINE);
+	    strbuf_append(&v, h + i + nlen + 1, e - i - nlen - 1);
+	    /* Continuation lines start with blank space. */
+	    while (e + 1 < len && (h[e + 1] == ' ' || h[e + 1] == '\t')) {
+		i = e + 1;
+		e = i;
+		while (e < len && h[e] != '\n')
+		    e++;
+		strbuf_append(&v, h + i, e - i);
+	    }
+	    *pos = e < len ? e + 1 : len;
+	    while (v.len > 0 && (v.data[v.len - 1] == '\r'
+				 || v.data[v.len - 1] == ' '
+				 || v.data[v.len - 1] == '\t'))
+		strbuf_truncate(&v, v.len - 1);
+	    if (v.data == NULL)
+		strbuf_puts(&v, "");
+	    return (strbuf_take(&v));
+	}
+	i = e + 1;
+    }
+    *pos = len;
+    return (NULL);
+}
+
+/* fetch_trace_matches - does "NAME; mailbox=MB; id=X" name us? */
+
+static int fetch_trace_matches(const char *value, const char *name,
+			               const char *mailbox)
+{
+    const char *p = value;
+    size_t  n;
+
+    while (*p == ' ' || *p == '\t')
+	p++;
+    n = strcspn(p, "; \t\r");
+    if (n == strlen(name) && strncmp(p, name, n) == 0)
+	return (1);
+    if (mailbox && (p = strstr(value, "mailbox=")) != NULL) {
+	char    mb[320];
+
+	p += 8;
+	n = strcspn(p, "; \t\r");
+	snprintf(mb, sizeof(mb), "%.*s", (int) n, p);
+	if (addr_same(mb, mailbox))
+	    return (1);
+    }
+    return (0);
+}
+
+/* fetch_envelope_sender - from the config, Return-Path, or From */
+
+static char *fetch_envelope_sender(struct fetch_ctx *c,
+				           const struct strbuf *hdr)
+{
+    struct addr_list al;
+    size_t  pos = 0;
+    char   *rp, *s = NULL;
+
+    if (c->src->envelope_sender && *c->src->envelope_sender)
+	return (xstrdup(strcmp(c->src->envelope_sender, "<>") == 0 ? "" :
+			c->src->envelope_sender));
+    if ((rp = fetch_header_next(hdr, "Return-Path", &pos)) != NULL) {
+	const char *p = rp + strspn(rp, " \t");
+
+	if (strncmp(p, "<>", 2) == 0) {
+	    free(rp);
+	    return (xstrdup(""));
+	}
+	memset(&al, 0, sizeof(al));
+	if (addr_parse(p, strlen(p), &al) == 0 && al.n > 0 && !al.items[0].bad)
+	    s = addr_internal(al.items[0].addr);
+	addr_list_free(&al);
+	free(rp);
+	if (s)
+	    return (s);
+    }
+    if ((s = rcpt_header_from(hdr->data ? hdr->data : "", hdr->len)) != NULL)
+	return (s);
+    return (xstrdup(""));
+}
+
+/* fetch_clean - a header-safe copy of foreign text (no CR/LF/;) */
+
+static void fetch_clean(char *dst, size_t len, const char *src)
+{
+    size_t  i;
+
+    log_printable(dst, len, src ? src : "", src ? strlen(src) : 0);
+    for (i = 0; dst[i]; i++)
+	if (dst[i] == ';' || dst[i] == '(' || dst[i] == ')')
+	    dst[i] = '_';
+}
+
+/* fetch_prefix - the trace header fields for one message */
+
+static char *fetch_prefix(struct fetch_ctx *c, const char *id)
+{
+    struct strbuf sb;
+    char    date[64], mb[320], folder[300], gid[600];
+    time_t  now = time(NULL);
+    struct tm tm;
+
+    localtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+    fetch_clean(mb, sizeof(mb), c->mailbox ? c->mailbox : "me");
+    fetch_clean(folder, sizeof(folder), c->src->folder ? c->src->folder :
+		"inbox");
+    fetch_clean(gid, sizeof(gid), id);
+    strbuf_init(&sb, STRBUF_MAX_SMALL);
+    strbuf_printf(&sb, "Received: from %s (Microsoft Graph mailbox %s folder "
+		  "%s)\r\n\tby %s (m365-fetch) with HTTPS; %s\r\n"
+		  FETCH_TRACE ": %s; mailbox=%s; id=%s\r\n",
+		  c->graph_host, mb, folder, c->host, date, c->src->name, mb,
+		  gid);
+    return (strbuf_take(&sb));
+}
+
+/* fetch_data_end - state "data_sent" just before the end of the data */
+
+static int fetch_data_end(void *ctx)
+{
+    struct fetch_ctx *c = ctx;
+    char    err[600];
+
+    fetchstate_pending_set(&c->st, c->cur_id, c->cur_imid,
+			   FETCHSTATE_DATA_SENT, NULL);
+    if (fetchstate_save(c->conf, c->src->name, &c->st, err, sizeof(err)) < 0) {
+	msg_error("%s: cannot record the delivery state, abandoning the "
+		  "transaction: %s", c->src->name, err);
+	return (-1);
+    }
+    return (0);
+}
+
+/* fetch_log - one house-format line per message */
+
+static void fetch_log(struct fetch_ctx *c, const char *id, const char *imid,
+		              long long size, const char *relay, const char *dsn,
+		              const char *status, const char *reply)
+{
+    struct strbuf to;
+    char    mid[300], rp[420];
+    char  **r;
+
+    strbuf_init(&to, STRBUF_MAX_SMALL);
+    for (r = c->src->recipients; r && *r; r++) {
+	char    one[300];
+
+	log_printable(one, sizeof(one), *r, strlen(*r));
+	strbuf_printf(&to, "%s<%s>", to.len ? "," : "", one);
+    }
+    log_printable(mid, sizeof(mid), imid ? imid : "", imid ? strlen(imid) : 0);
+    log_printable(rp, sizeof(rp), reply ? reply : "", reply ? strlen(reply) : 0);
+    msg_info("%s: id=%s, message-id=%s%s%s, size=%lld, to=%s, relay=%s, "
+	     "dsn=%s, status=%s (%s)", c->src->name, id,
+	     (mid[0] && mid[0] != '<') ? "<" : "", mid,
+	     (mid[0] && mid[0] != '<') ? ">" : "", size,
+	     to.data ? to.data : "", relay, dsn, status, rp);
+    strbuf_free(&to);
+}
+
+/* fetch_rcpt_count - configured recipients */
+
+static size_t fetch_rcpt_count(const struct conf_source *src)
+{
+    size_t  n = 0;
+
+    while (src->recipients && src->recipients[n])
+	n++;
+    return (n);
+}
+
+/* fetch_finish - message done: drop from pending, remember, save */
+
+static int fetch_finish(struct fetch_ctx *c, const char *id)
+{
+    fetchstate_finish(&c->st, id);
+    return (fetch_save(c));
+}
+
+/*
+ * fetch_message - download, check, inject, after-action for one message.
+ * dup = 1: a restart found it in state data_sent (maybe a duplicate).
+ */
+static int fetch_message(struct fetch_ctx *c, const char *id,
+			         const char *imid_in, int dup)
+{
+    struct http_resp resp;
+    struct inject_result ir;
+    struct inject_msg im;
+    struct strbuf hdr;
+    char   *url, *prefix = NULL, *sender = NULL, *imid = NULL, *val;
+    char   *idc = xstrdup(id);			/* id may live in the state */
+    long long size;
+    size_t  pos = 0;
+    int     fd, rc, loop = 0;
+
+    if ((fd = inject_tmpfile(c->tmpdir)) < 0) {
+	free(idc);
+	return (fetch_defer(c, "cannot create a temporary file in %s: %s "
+			    "(set TMPDIR to a writable directory)", c->tmpdir,
+			    strerror(errno)));
+    }
+    url = fetch_message_url(c, idc, "/$value");
+    http_resp_init(&resp);
+    rc = fetch_graph(c, "GET", url, NULL, fd, FETCH_VALUE_TIMEOUT, &resp);
+    free(url);
+    if (rc == STEP_OK && resp.status == 404) {
+	/* Deleted or moved by someone else meanwhile: nothing to do. */
+	msg_info("%s: id=%s: the message no longer exists; skipped",
+		 c->src->name, idc);
+	fetchstate_pending_drop(&c->st, idc);
+	rc = fetch_save(c);
+	goto out;
+    }
+    if (rc != STEP_OK || resp.status < 200 || resp.status >= 300) {
+	rc = fetch_graph_fail(c, "download", rc, &resp);
+	goto out;
+    }
+    size = resp.fd_bytes;
+
+    /* Header checks: loop guard, envelope sender, Message-ID. */
+    fetch_read_header(fd, &hdr);
+    while ((val = fetch_header_next(&hdr, FETCH_TRACE, &pos)) != NULL) {
+	loop |= fetch_trace_matches(val, c->src->name, c->mailbox);
+	free(val);
+    }
+    pos = 0;
+    imid = imid_in && *imid_in ? xstrdup(imid_in) :
+	fetch_header_next(&hdr, "Message-ID", &pos);
+    if (imid) {
+	char   *t = imid + strspn(imid, " \t");
+
+	memmove(imid, t, strlen(t) + 1);
+    }
+    sender = fetch_envelope_sender(c, &hdr);
+    strbuf_free(&hdr);
+
+    if (loop) {
+	fetchstate_pending_set(&c->st, idc, imid, FETCHSTATE_REJECTED,
+			       "loop: the message carries our own "
+			       FETCH_TRACE " header");
+	c->st.rejected++;
+	c->out->rejected++;
+	if ((rc = fetch_save(c)) != STEP_OK)
+	    goto out;
+	fetch_log(c, idc, imid, size, "none", "5.4.6", "skipped",
+		  "mail loop: the message already carries our "
+		  FETCH_TRACE " header; not injected again");
+	if ((rc = fetch_reject_action(c, idc)) == STEP_OK)
+	    rc = fetch_finish(c, idc);
+	goto out;
+    }
+
+    /* Exactly once: record before, during and after the transaction. */
+    fetchstate_pending_set(&c->st, idc, imid, FETCHSTATE_INJECTING, NULL);
+    if ((rc = fetch_save(c)) != STEP_OK)
+	goto out;
+    if (dup)
+	msg_warn("%s: id=%s: an earlier run stopped between the end of the "
+		 "data and the MTA's reply; injecting again, the recipients "
+		 "may get this message twice", c->src->name, idc);
+    prefix = fetch_prefix(c, idc);
+    memset(&im, 0, sizeof(im));
+    im.fd = fd;
+    im.prefix = prefix;
+    im.sender = sender;
+    im.rcpts = c->src->recipients;
+    im.nrcpts = fetch_rcpt_count(c->src);
+    im.data_end = fetch_data_end;
+    im.data_end_arg = c;
+    c->cur_id = idc;
+    c->cur_imid = imid;
+    (void) inject_message(c->inj, &im, &ir);
+    c->cur_id = c->cur_imid = NULL;
+
+    switch (ir.status) {
+    case INJECT_OK:
+	fetchstate_pending_set(&c->st, idc, imid, FETCHSTATE_INJECTED, ir.reply);
+	c->st.injected++;
+	c->out->injected++;
+	if ((rc = fetch_save(c)) != STEP_OK)
+	    break;
+	fetch_log(c, idc, imid, size, ir.relay, ir.dsn, "sent", ir.reply);
+	if ((rc = fetch_after(c, idc)) == STEP_OK)
+	    rc = fetch_finish(c, idc);
+	break;
+    case INJECT_PERM:
+	fetchstate_pending_set(&c->st, idc, imid, FETCHSTATE_REJECTED, ir.reply);
+	c->st.rejected++;
+	c->out->rejected++;
+	if ((rc = fetch_save(c)) != STEP_OK)
+	    break;
+	fetch_log(c, idc, imid, size, ir.relay, ir.dsn, "bounced", ir.reply);
+	msg_warn("%s: id=%s: the MTA refused the message permanently; %s",
+		 c->src->name, idc, c->src->reject_folder ?
+		 "moving it to the reject folder" :
+		 "marking it read and flagged in the mailbox");
+	if ((rc = fetch_reject_action(c, idc)) == STEP_OK)
+	    rc = fetch_finish(c, idc);
+	break;
+    case INJECT_RCPT:
+	fetchstate_pending_drop(&c->st, idc);
+	c->out->deferred++;
+	if ((rc = fetch_save(c)) != STEP_OK)
+	    break;
+	fetch_log(c, idc, imid, size, ir.relay, "4.1.1", "deferred", ir.reply);
+	{
+	    char    why[600], remedy[300];
+
+	    snprintf(why, sizeof(why), "the MTA refuses the configured "
+		     "recipients (%s)", ir.reply);
+	    snprintf(remedy, sizeof(remedy), "fix \"recipients\" in [source "
+		     "%s] or the MTA's configuration", c->src->name);
+	    rc = fetch_offline(c, why, remedy);
+	}
+	break;
+    case INJECT_TEMP:
+    default:
+	/* Lost after the end of the data: keep data_sent (ambiguous). */
+	if (!ir.data_sent)
+	    fetchstate_pending_drop(&c->st, idc);
+	c->out->deferred++;
+	if ((rc = fetch_save(c)) != STEP_OK)
+	    break;
+	fetch_log(c, idc, imid, size, ir.relay, ir.dsn, "deferred", ir.reply);
+	if (ir.code >= 400 && ir.code < 500 && !ir.data_sent) {
+	    /* The MTA works but wants this one later: go on with others. */
+	    if (c->out->status == FETCH_DONE)
+		c->out->status = FETCH_DEFERRED;
+	    snprintf(c->out->why, sizeof(c->out->why), "the MTA deferred a "
+		     "message: %s", ir.reply);
+	    rc = STEP_NEXT;
+	} else {
+	    rc = fetch_defer(c, "cannot hand mail to the MTA (%s): %s",
+			     ir.relay, ir.reply);
+	}
+	break;
+    }
+
+out:
+    http_resp_free(&resp);
+    close(fd);
+    free(prefix);
+    free(sender);
+    free(imid);
+    free(idc);
+    return (rc);
+}
+
+/* fetch_recover - finish what an interrupted round left pending */
+
+static int fetch_recover(struct fetch_ctx *c)
+{
+    char  **ids, **imids;
+    enum fetchstate_action *acts;
+    size_t  n = c->st.npending, i;
+    int     rc = STEP_OK, r;
+
+    if (n == 0)
+	return (STEP_OK);
+    ids = xcalloc(n, sizeof(char *));
+    imids = xcalloc(n, sizeof(char *));
+    acts = xcalloc(n, sizeof(*acts));
+    for (i = 0; i < n; i++) {
+	ids[i] = xstrdup(c->st.pending[i].id);
+	imids[i] = c->st.pending[i].imid ? xstrdup(c->st.pending[i].imid) : NULL;
+	acts[i] = fetchstate_recovery(c->st.pending + i);
+    }
+    for (i = 0; i < n && rc != STEP_STOP; i++) {
+	if (*c->stop) {
+	    c->stopped = 1;
+	    rc = fetch_defer(c, "stopped by a signal");
+	    break;
+	}
+	switch (acts[i]) {
+	case FETCHSTATE_REDO_AFTER:
+	    msg_info("%s: id=%s: finishing the after-action of an earlier "
+		     "run (the MTA has the message)", c->src->name, ids[i]);
+	    if ((r = fetch_after(c, ids[i])) == STEP_OK)
+		r = fetch_finish(c, ids[i]);
+	    break;
+	case FETCHSTATE_REDO_REJECT:
+	    if ((r = fetch_reject_action(c, ids[i])) == STEP_OK)
+		r = fetch_finish(c, ids[i]);
+	    break;
+	case FETCHSTATE_REDO_INJECT_DUP:
+	    r = fetch_message(c, ids[i], imids[i], 1);
+	    break;
+	case FETCHSTATE_REDO_INJECT:
+	default:
+	    msg_info("%s: id=%s: an earlier run stopped before the end of the "
+		     "data; injecting again", c->src->name, ids[i]);
+	    r = fetch_message(c, ids[i], imids[i], 0);
+	    break;
+	}
+	if (r == STEP_STOP)
+	    rc = STEP_STOP;
+	else if (r == STEP_NEXT)
+	    rc = STEP_NEXT;
+    }
+    for (i = 0; i < n; i++) {
+	free(ids[i]);
+	free(imids[i]);
+    }
+    free(ids);
+    free(imids);
+    free(acts);
+    return (rc);
+}
+
+/* fetch_link_ok - a nextLink/deltaLink must stay on graph_url */
+
+static int fetch_link_ok(const struct conf *conf, const char *link)
+{
+    size_t  n = strlen(conf->graph_url);
+
+    while (n > 0 && conf->graph_url[n - 1] == '/')
+	n--;
+    return (strncasecmp(link, conf->graph_url, n) == 0 && link[n] == '/');
+}
+
+/* fetch_is_resync - 410 Gone or a sync-state error code */
+
+static int fetch_is_resync(const struct http_resp *resp)
+{
+    struct graph_error ge;
+
+    if (resp->status == 410)
+	return (1);
+    if (resp->status < 400 || resp->status >= 500)
+	return (0);
+    graph_parse_error(resp, &ge);
+    return (strcasecmp(ge.code, "SyncStateNotFound") == 0
+	    || strcasecmp(ge.code, "resyncRequired") == 0
+	    || strcasecmp(ge.code, "SyncStateInvalid") == 0);
+}
+
+/* fetch_page - one delta page: process its messages, return next link */
+
+static int fetch_page(struct fetch_ctx *c, cJSON *root, char **next_r,
+		              char **delta_r, int *deferred)
+{
+    cJSON  *val, *item, *v;
+    const char *id, *imid;
+    int     r;
+
+    val = cJSON_GetObjectItemCaseSensitive(root, "value");
+    cJSON_ArrayForEach(item, (cJSON_IsArray(val) ? val : NULL)) {
+	if (*c->stop) {
+	    c->stopped = 1;
+	    return (fetch_defer(c, "stopped by a signal"));
+	}
+	if (cJSON_GetObjectItemCaseSensitive(item, "@removed") != NULL)
+	    continue;
+	v = cJSON_GetObjectItemCaseSensitive(item, "id");
+	if (!cJSON_IsString(v) || v->valuestring == NULL || *v->valuestring == 0)
+	    continue;
+	id = v->valuestring;
+	v = cJSON_GetObjectItemCaseSensitive(item, "isRead");
+	if (cJSON_IsTrue(v))
+	    continue;
+	if (fetchstate_done_has(&c->st, id)) {
+	    msg_debug("%s: id=%s: already processed", c->src->name, id);
+	    continue;
+	}
+	if (fetchstate_pending_find(&c->st, id) != NULL) {
+	    *deferred = 1;			/* recovery left it for later */
+	    continue;
+	}
+	v = cJSON_GetObjectItemCaseSensitive(item, "internetMessageId");
+	imid = cJSON_IsString(v) ? v->valuestring : NULL;
+	if ((r = fetch_message(c, id, imid, 0)) == STEP_STOP)
+	    return (STEP_STOP);
+	if (r == STEP_NEXT)
+	    *deferred = 1;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(root, "@odata.nextLink");
+    if (cJSON_IsString(v) && v->valuestring && *v->valuestring)
+	*next_r = xstrdup(v->valuestring);
+    v = cJSON_GetObjectItemCaseSensitive(root, "@odata.deltaLink");
+    if (cJSON_IsString(v) && v->valuestring && *v->valuestring)
+	*delta_r = xstrdup(v->valuestring);
+    return (STEP_OK);
+}
+
+/* fetch_delta - follow the delta from the saved link (or from scratch) */
+
+static int fetch_delta(struct fetch_ctx *c, int deferred)
+{
+    struct http_resp resp;
+    cJSON  *root;
+    char   *url, *next, *delta, *esc;
+    struct strbuf sb;
+    int     rc, resynced = 0, from_saved, first;
+
+again:
+    first = 1;
+    if (c->st.delta_link) {
+	url = xstrdup(c->st.delta_link);
+	from_saved = 1;
+    } else {
+	esc = url_escape(c->st.folder_id);
+	strbuf_init(&sb, STRBUF_MAX_SMALL);
+	strbuf_printf(&sb, "/mailFolders/%s/messages/delta?$select=%s", esc,
+		      FETCH_SELECT);
+	free(esc);
+	url = graph_url(c->conf, c->mailbox, strbuf_str(&sb));
+	strbuf_free(&sb);
+	from_saved = 0;
+    }
+    for (;;) {
+	http_resp_init(&resp);
+	rc = fetch_graph(c, "GET", url, NULL, -1, 0, &resp);
+	if (rc == STEP_OK && fetch_is_resync(&resp) && !resynced
+	    && (from_saved || strstr(url, "skiptoken") || strstr(url, "deltatoken"))) {
+	    msg_warn("%s: Graph lost the delta state (HTTP %ld); resynchronizing "
+		     "the folder (processed messages are not injected again)",
+		     c->src->name, resp.status);
+	    http_resp_free(&resp);
+	    free(url);
+	    free(c->st.delta_link);
+	    c->st.delta_link = NULL;
+	    if (fetch_save(c) != STEP_OK)
+		return (STEP_STOP);
+	    resynced = 1;
+	    goto again;
+	}
+	if (rc == STEP_OK && resp.status == 404 && !fetch_mailbox_missing(&resp)
+	    && first) {
+	    /* The folder is gone or was renamed: resolve it next round. */
+	    http_resp_free(&resp);
+	    free(url);
+	    free(c->st.folder_id);
+	    c->st.folder_id = NULL;
+	    free(c->st.delta_link);
+	    c->st.delta_link = NULL;
+	    if (fetch_save(c) != STEP_OK)
+		return (STEP_STOP);
+	    return (fetch_defer(c, "delta: the folder was not found (404); "
+				"resolving \"%s\" again next round",
+				c->src->folder ? c->src->folder : "inbox"));
+	}
+	if (rc != STEP_OK || resp.status < 200 || resp.status >= 300) {
+	    rc = fetch_graph_fail(c, "delta", rc, &resp);
+	    http_resp_free(&resp);
+	    free(url);
+	    return (rc);
+	}
+	root = fetch_json(c, "delta", &resp);
+	http_resp_free(&resp);
+	free(url);
+	if (root == NULL)
+	    return (STEP_STOP);
+	next = delta = NULL;
+	rc = fetch_page(c, root, &next, &delta, &deferred);
+	cJSON_Delete(root);
+	if (rc == STEP_STOP) {
+	    free(next);
+	    free(delta);
+	    return (STEP_STOP);
+	}
+	if (next) {
+	    free(delta);
+	    if (!fetch_link_ok(c->conf, next)) {
+		free(next);
+		return (fetch_defer(c, "delta: Graph sent a nextLink outside "
+				    "graph_url %s; refusing to follow it",
+				    c->conf->graph_url));
+	    }
+	    url = next;
+	    from_saved = first = 0;
+	    continue;
+	}
+	if (delta == NULL)
+	    return (fetch_defer(c, "delta: the last page has neither "
+				"@odata.nextLink nor @odata.deltaLink"));
+	if (!fetch_link_ok(c->conf, delta)) {
+	    free(delta);
+	    return (fetch_defer(c, "delta: Graph sent a deltaLink outside "
+				"graph_url %s", c->conf->graph_url));
+	}
+	break;
+    }
+
+    /* Every message of the round is with the MTA: move on. */
+    if (deferred || c->st.npending > 0) {
+	free(delta);
+	if (c->out->status == FETCH_DONE)
+	    c->out->status = FETCH_DEFERRED;
+	if (c->out->why[0] == 0)
+	    snprintf(c->out->why, sizeof(c->out->why), "some messages wait "
+		     "for the next round");
+	return (STEP_OK);
+    }
+    free(c->st.delta_link);
+    c->st.delta_link = delta;
+    return (fetch_save(c));
+}
+
+/* fetch_round - one round for one source (see fetch.h) */
+
+int     fetch_round(const struct conf *conf, struct http *http,
+		            const struct conf_source *src,
+		            volatile sig_atomic_t *stop, struct fetch_result *out)
+{
+    struct fetch_ctx c;
+    char    err[600];
+    const char *cp;
+    size_t  n;
+    int     lockfd, rc;
+    time_t  now = time(NULL);
+
+    memset(out, 0, sizeof(*out));
+    memset(&c, 0, sizeof(c));
+    c.conf = conf;
+    c.http = http;
+    c.src = src;
+    c.stop = stop;
+    c.out = out;
+    c.acct = src->acct ? src->acct : conf_account(conf, src->account);
+    c.mailbox = fetch_mailbox(src);
+    if ((c.tmpdir = getenv("TMPDIR")) == NULL || *c.tmpdir == 0)
+	c.tmpdir = "/tmp";
+    if (gethostname(c.host, sizeof(c.host)) < 0 || c.host[0] == 0)
+	snprintf(c.host, sizeof(c.host), "localhost");
+    c.host[sizeof(c.host) - 1] = 0;
+    fetch_clean(c.host, sizeof(c.host), c.host);
+    cp = strstr(conf->graph_url, "://");
+    cp = cp ? cp + 3 : conf->graph_url;
+    n = strcspn(cp, "/:");
+    snprintf(c.graph_host, sizeof(c.graph_host), "%.*s", (int) n, cp);
+
+    if (c.acct == NULL) {
+	out->status = FETCH_OFFLINE;
+	snprintf(out->why, sizeof(out->why), "[source %s]: account \"%s\" is "
+		 "not defined", src->name, src->account ? src->account : "");
+	return (-1);
+    }
+    lockfd = fetchstate_lock(conf, src->name, err, sizeof(err));
+    if (lockfd == -2) {
+	out->status = FETCH_BUSY;
+	snprintf(out->why, sizeof(out->why), "%s", err);
+	return (-1);
+    }
+    if (lockfd < 0) {
+	out->status = FETCH_DEFERRED;
+	snprintf(out->why, sizeof(out->why), "%s", err);
+	return (-1);
+    }
+    if (fetchstate_load(conf, src->name, &c.st, err, sizeof(err)) < 0) {
+	fetchstate_unlock(lockfd);
+	out->status = FETCH_DEFERRED;
+	snprintf(out->why, sizeof(out->why), "%s", err);
+	return (-1);
+    }
+    if (c.st.not_before > now) {
+	out->status = FETCH_DEFERRED;
+	out->retry_after = (long) (c.st.not_before - now);
+	snprintf(out->why, sizeof(out->why), "Microsoft 365 asked to wait "
+		 "(Retry-After) %ld more seconds", out->retry_after);
+	goto done;
+    }
+    c.st.not_before = 0;
+    c.st.last_round = now;
+
+    /* Token, folder: when these work the source is online again. */
+    if (fetch_token(&c, 0) != STEP_OK || fetch_source_folder(&c) != STEP_OK)
+	goto done;
+    if ((c.inj = inject_create(conf, src->deliver_to, err, sizeof(err))) == NULL) {
+	(void) fetch_offline(&c, err, "fix deliver_to in the [source] section");
+	goto done;
+    }
+    rc = fetch_recover(&c);
+    if (rc == STEP_STOP)
+	goto done;
+    rc = fetch_delta(&c, rc == STEP_NEXT);
+    if (rc == STEP_OK && out->status == FETCH_DONE) {
+	c.st.last_success = time(NULL);
+	(void) fetch_save(&c);
+    }
+
+done:
+    if (out->status == FETCH_DEFERRED && !c.st.offline) {
+	free(c.st.last_error);
+	c.st.last_error = xstrdup(out->why);
+	(void) fetchstate_save(conf, src->name, &c.st, err, sizeof(err));
+    }
+    inject_free(c.inj);
+    xfree_secret(c.token);
+    fetchstate_clear(&c.st);
+    fetchstate_unlock(lockfd);
+    return (out->status == FETCH_DONE ? 0 : -1);
+}

@@ -1,0 +1,620 @@
+/*
+ * NAME
+ *	fetchstate 3
+ * SUMMARY
+ *	durable per-source state of m365-fetch (exactly once into the MTA)
+ * DESCRIPTION
+ *	See fetchstate.h.  The whole state is one small JSON document that
+ *	is rewritten atomically on every transition; with a bounded done
+ *	list and only the messages of the current round pending it stays
+ *	a few kilobytes, so the rewrite (and its fsync) is cheap next to
+ *	the SMTP transaction it protects.
+ *
+ *	Source names that could leave the sources directory ('/' anywhere,
+ *	a leading '.') are refused.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+
+#include "fetchstate.h"
+#include "log.h"
+#include "util.h"
+
+#define FETCHSTATE_FILE_MAX	(8UL * 1024 * 1024)
+
+static const char *const fetchstate_names[] = {
+    "injecting", "data_sent", "injected", "rejected",
+};
+
+/* fetchstate_name_ok - a source name that stays inside the directory */
+
+static int fetchstate_name_ok(const char *source)
+{
+    return (source != NULL && *source != 0 && *source != '.'
+	    && strchr(source, '/') == NULL);
+}
+
+/* fetchstate_path - state_dir/sources/SOURCE plus suffix */
+
+int     fetchstate_path(const struct conf *conf, const char *source,
+			        const char *suffix, char *buf, size_t len)
+{
+    int     n;
+
+    if (!fetchstate_name_ok(source) || conf->state_dir == NULL)
+	return (-1);
+    n = snprintf(buf, len, "%s/sources/%s%s", conf->state_dir, source,
+		 suffix ? suffix : "");
+    return (n < 0 || (size_t) n >= len ? -1 : 0);
+}
+
+/* fetchstate_path_err - fetchstate_path() with an error text */
+
+static int fetchstate_path_err(const struct conf *conf, const char *source,
+			               const char *suffix, char *buf, size_t len,
+			               char *err, size_t errlen)
+{
+    if (!fetchstate_name_ok(source)) {
+	snprintf(err, errlen, "invalid source name \"%s\": it must not be "
+		 "empty, contain '/' or start with '.'", source ? source : "");
+	return (-1);
+    }
+    if (conf->state_dir == NULL || *conf->state_dir == 0) {
+	snprintf(err, errlen, "state_dir is not set in the configuration");
+	return (-1);
+    }
+    if (fetchstate_path(conf, source, suffix, buf, len) < 0) {
+	snprintf(err, errlen, "state path too long: %s/sources/%s%s",
+		 conf->state_dir, source, suffix ? suffix : "");
+	return (-1);
+    }
+    return (0);
+}
+
+/* fetchstate_owner - conf->user when running as root, else keep */
+
+static void fetchstate_owner(const struct conf *conf, uid_t *uid, gid_t *gid)
+{
+    *uid = (uid_t) -1;
+    *gid = (gid_t) -1;
+    if (geteuid() != 0)
+	return;
+    if (conf_user_ids(conf, uid, gid) < 0) {
+	*uid = (uid_t) -1;
+	*gid = (gid_t) -1;
+    }
+}
+
+/* fetchstate_dir - make state_dir/sources (0700) */
+
+static int fetchstate_dir(const struct conf *conf, char *err, size_t errlen)
+{
+    char    dir[PATH_MAX];
+    uid_t   uid;
+    gid_t   gid;
+
+    if (conf->state_dir == NULL || *conf->state_dir == 0) {
+	snprintf(err, errlen, "state_dir is not set in the configuration");
+	return (-1);
+    }
+    if (snprintf(dir, sizeof(dir), "%s/sources", conf->state_dir)
+	>= (int) sizeof(dir)) {
+	snprintf(err, errlen, "state_dir path too long: %s", conf->state_dir);
+	return (-1);
+    }
+    if (mkdir_p(dir, 0700, err, errlen) < 0)
+	return (-1);
+    fetchstate_owner(conf, &uid, &gid);
+    if (uid != (uid_t) -1 && chown(dir, uid, gid) < 0) {
+	snprintf(err, errlen, "cannot chown %s: %s", dir, strerror(errno));
+	return (-1);
+    }
+    return (0);
+}
+
+/* fetchstate_replace - replace an owned string */
+
+static void fetchstate_replace(char **slot, const char *value)
+{
+    free(*slot);
+    *slot = value ? xstrdup(value) : NULL;
+}
+
+/* fetchstate_clear - release everything, leave an empty state */
+
+void    fetchstate_clear(struct fetchstate *st)
+{
+    size_t  i;
+
+    free(st->folder);
+    free(st->folder_id);
+    free(st->delta_link);
+    for (i = 0; i < st->npending; i++) {
+	free(st->pending[i].id);
+	free(st->pending[i].imid);
+	free(st->pending[i].mta_reply);
+    }
+    free(st->pending);
+    for (i = 0; i < st->ndone; i++)
+	free(st->done[i]);
+    free(st->done);
+    for (i = 0; i < st->nfolders; i++) {
+	free(st->folders[i].name);
+	free(st->folders[i].id);
+    }
+    free(st->folders);
+    free(st->last_error);
+    free(st->remedy);
+    memset(st, 0, sizeof(*st));
+}
+
+/* fetchstate_get_str - a string member, or NULL */
+
+static char *fetchstate_get_str(const cJSON *obj, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+
+    return (cJSON_IsString(v) && v->valuestring && *v->valuestring ?
+	    xstrdup(v->valuestring) : NULL);
+}
+
+/* fetchstate_get_num - a numeric (or boolean) member, or 0 */
+
+static double fetchstate_get_num(const cJSON *obj, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+
+    if (cJSON_IsNumber(v))
+	return (v->valuedouble);
+    if (cJSON_IsBool(v))
+	return (cJSON_IsTrue(v) ? 1 : 0);
+    return (0);
+}
+
+/* fetchstate_pstate_name - "injecting", "data_sent", ... */
+
+const char *fetchstate_pstate_name(enum fetchstate_pstate s)
+{
+    if ((unsigned) s < sizeof(fetchstate_names) / sizeof(fetchstate_names[0]))
+	return (fetchstate_names[s]);
+    return ("unknown");
+}
+
+/* fetchstate_pstate_parse - state name to enum; -1 if unknown */
+
+static int fetchstate_pstate_parse(const char *name)
+{
+    size_t  i;
+
+    for (i = 0; name && i < sizeof(fetchstate_names) / sizeof(fetchstate_names[0]); i++)
+	if (strcmp(name, fetchstate_names[i]) == 0)
+	    return ((int) i);
+    return (-1);
+}
+
+/*
+ * fetchstate_parse - the JSON document into st (which is overwritten).
+ * An unknown pending state is read as data_sent: the safe assumption
+ * is that the MTA may have the message, which is logged as such.
+ */
+int     fetchstate_parse(const char *json, size_t len, struct fetchstate *st,
+			         char *err, size_t errlen)
+{
+    cJSON  *root, *obj, *item;
+    char   *state;
+    int     s;
+
+    memset(st, 0, sizeof(*st));
+    root = cJSON_ParseWithLength(json, len);
+    if (!cJSON_IsObject(root)) {
+	cJSON_Delete(root);
+	snprintf(err, errlen, "not a JSON object");
+	return (-1);
+    }
+    st->folder = fetchstate_get_str(root, "folder");
+    st->folder_id = fetchstate_get_str(root, "folder_id");
+    st->delta_link = fetchstate_get_str(root, "delta_link");
+    st->offline = fetchstate_get_num(root, "offline") != 0;
+    st->last_error = fetchstate_get_str(root, "last_error");
+    st->remedy = fetchstate_get_str(root, "remedy");
+    st->notified = fetchstate_get_num(root, "notified") != 0;
+    st->offline_since = (time_t) fetchstate_get_num(root, "offline_since");
+    st->not_before = (time_t) fetchstate_get_num(root, "not_before");
+    st->last_round = (time_t) fetchstate_get_num(root, "last_round");
+    st->last_success = (time_t) fetchstate_get_num(root, "last_success");
+    st->injected = (long) fetchstate_get_num(root, "injected");
+    st->rejected = (long) fetchstate_get_num(root, "rejected");
+
+    obj = cJSON_GetObjectItemCaseSensitive(root, "pending");
+    cJSON_ArrayForEach(item, (cJSON_IsObject(obj) ? obj : NULL)) {
+	struct fetchstate_pending *p;
+
+	if (item->string == NULL || *item->string == 0 || !cJSON_IsObject(item))
+	    continue;
+	state = fetchstate_get_str(item, "state");
+	s = fetchstate_pstate_parse(state);
+	free(state);
+	p = fetchstate_pending_set(st, item->string, NULL,
+				   s < 0 ? FETCHSTATE_DATA_SENT :
+				   (enum fetchstate_pstate) s, NULL);
+	p->imid = fetchstate_get_str(item, "imid");
+	p->mta_reply = fetchstate_get_str(item, "mta_reply");
+	p->at = (time_t) fetchstate_get_num(item, "at");
+    }
+    obj = cJSON_GetObjectItemCaseSensitive(root, "done");
+    cJSON_ArrayForEach(item, (cJSON_IsArray(obj) ? obj : NULL)) {
+	if (cJSON_IsString(item) && item->valuestring && *item->valuestring)
+	    fetchstate_done_add(st, item->valuestring);
+    }
+    obj = cJSON_GetObjectItemCaseSensitive(root, "folder_ids");
+    cJSON_ArrayForEach(item, (cJSON_IsObject(obj) ? obj : NULL)) {
+	if (item->string && cJSON_IsString(item) && item->valuestring
+	    && *item->valuestring)
+	    fetchstate_folder_set(st, item->string, item->valuestring);
+    }
+    cJSON_Delete(root);
+    return (0);
+}
+
+/* fetchstate_add_str - a string member, or null */
+
+static void fetchstate_add_str(cJSON *obj, const char *name, const char *value)
+{
+    if (value)
+	cJSON_AddStringToObject(obj, name, value);
+    else
+	cJSON_AddNullToObject(obj, name);
+}
+
+/* fetchstate_format - the JSON document; free() it */
+
+char   *fetchstate_format(const struct fetchstate *st)
+{
+    cJSON  *root, *obj, *item;
+    char   *text;
+    size_t  i;
+
+    if ((root = cJSON_CreateObject()) == NULL)
+	return (NULL);
+    fetchstate_add_str(root, "folder", st->folder);
+    fetchstate_add_str(root, "folder_id", st->folder_id);
+    fetchstate_add_str(root, "delta_link", st->delta_link);
+    obj = cJSON_AddObjectToObject(root, "pending");
+    for (i = 0; obj && i < st->npending; i++) {
+	const struct fetchstate_pending *p = st->pending + i;
+
+	if ((item = cJSON_AddObjectToObject(obj, p->id)) == NULL)
+	    continue;
+	fetchstate_add_str(item, "imid", p->imid);
+	cJSON_AddStringToObject(item, "state", fetchstate_pstate_name(p->state));
+	fetchstate_add_str(item, "mta_reply", p->mta_reply);
+	cJSON_AddNumberToObject(item, "at", (double) p->at);
+    }
+    obj = cJSON_AddArrayToObject(root, "done");
+    for (i = 0; obj && i < st->ndone; i++)
+	cJSON_AddItemToArray(obj, cJSON_CreateString(st->done[i]));
+    obj = cJSON_AddObjectToObject(root, "folder_ids");
+    for (i = 0; obj && i < st->nfolders; i++)
+	cJSON_AddStringToObject(obj, st->folders[i].name, st->folders[i].id);
+    cJSON_AddBoolToObject(root, "offline", st->offline);
+    fetchstate_add_str(root, "last_error", st->last_error);
+    fetchstate_add_str(root, "remedy", st->remedy);
+    cJSON_AddBoolToObject(root, "notified", st->notified);
+    cJSON_AddNumberToObject(root, "offline_since", (double) st->offline_since);
+    cJSON_AddNumberToObject(root, "not_before", (double) st->not_before);
+    cJSON_AddNumberToObject(root, "last_round", (double) st->last_round);
+    cJSON_AddNumberToObject(root, "last_success", (double) st->last_success);
+    cJSON_AddNumberToObject(root, "injected", (double) st->injected);
+    cJSON_AddNumberToObject(root, "rejected", (double) st->rejected);
+    text = cJSON_Print(root);
+    cJSON_Delete(root);
+    return (text);
+}
+
+/* fetchstate_load - read a source's state; missing file = empty state */
+
+int     fetchstate_load(const struct conf *conf, const char *source,
+			        struct fetchstate *st, char *err, size_t errlen)
+{
+    char    path[PATH_MAX];
+    char    why[200];
+    struct strbuf buf;
+    struct stat sb;
+
+    memset(st, 0, sizeof(*st));
+    if (fetchstate_path_err(conf, source, ".json", path, sizeof(path),
+			    err, errlen) < 0)
+	return (-1);
+    if (lstat(path, &sb) < 0) {
+	if (errno == ENOENT)
+	    return (0);
+	snprintf(err, errlen, "cannot access state file %s: %s", path,
+		 strerror(errno));
+	return (-1);
+    }
+    if (!S_ISREG(sb.st_mode)) {
+	snprintf(err, errlen, "state file %s is not a regular file: remove "
+		 "it", path);
+	return (-1);
+    }
+    if (file_read(path, FETCHSTATE_FILE_MAX, &buf, err, errlen) < 0)
+	return (-1);
+    if (fetchstate_parse(buf.data ? buf.data : "", buf.len, st, why,
+			 sizeof(why)) < 0) {
+	strbuf_free(&buf);
+	snprintf(err, errlen, "state file %s is damaged (%s): move it away; "
+		 "the next round then resynchronizes the folder, and only "
+		 "messages still unread (after = read) or still in the folder "
+		 "(move, delete) are fetched", path, why);
+	return (-1);
+    }
+    strbuf_free(&buf);
+    return (0);
+}
+
+/* fetchstate_save - write a source's state atomically, mode 0600 */
+
+int     fetchstate_save(const struct conf *conf, const char *source,
+			        const struct fetchstate *st, char *err,
+			        size_t errlen)
+{
+    char    path[PATH_MAX];
+    char   *text;
+    uid_t   uid;
+    gid_t   gid;
+    int     rc;
+
+    if (fetchstate_path_err(conf, source, ".json", path, sizeof(path),
+			    err, errlen) < 0)
+	return (-1);
+    if (fetchstate_dir(conf, err, errlen) < 0)
+	return (-1);
+    if ((text = fetchstate_format(st)) == NULL) {
+	snprintf(err, errlen, "cannot format the state of source %s (out "
+		 "of memory)", source);
+	return (-1);
+    }
+    fetchstate_owner(conf, &uid, &gid);
+    rc = file_write_atomic(path, text, strlen(text), 0600, uid, gid,
+			   err, errlen);
+    free(text);
+    return (rc);
+}
+
+/* fetchstate_lock - exclusive, non-blocking; -2 when held elsewhere */
+
+int     fetchstate_lock(const struct conf *conf, const char *source,
+			        char *err, size_t errlen)
+{
+    char    path[PATH_MAX];
+    uid_t   uid;
+    gid_t   gid;
+    int     fd;
+
+    if (fetchstate_path_err(conf, source, ".lock", path, sizeof(path),
+			    err, errlen) < 0)
+	return (-1);
+    if (fetchstate_dir(conf, err, errlen) < 0)
+	return (-1);
+    if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0) {
+	snprintf(err, errlen, "cannot open lock file %s: %s", path,
+		 strerror(errno));
+	return (-1);
+    }
+    fetchstate_owner(conf, &uid, &gid);
+    if (uid != (uid_t) -1)
+	(void) fchown(fd, uid, gid);
+    while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+	if (errno == EINTR)
+	    continue;
+	if (errno == EWOULDBLOCK) {
+	    snprintf(err, errlen, "another m365-fetch process is working on "
+		     "source %s (lock %s held)", source, path);
+	    close(fd);
+	    return (-2);
+	}
+	snprintf(err, errlen, "cannot lock %s: %s", path, strerror(errno));
+	close(fd);
+	return (-1);
+    }
+    return (fd);
+}
+
+/* fetchstate_unlock - release the lock; -1 is ok */
+
+void    fetchstate_unlock(int fd)
+{
+    if (fd >= 0)
+	close(fd);
+}
+
+/* fetchstate_pending_find - the pending entry of a message, or NULL */
+
+struct fetchstate_pending *fetchstate_pending_find(struct fetchstate *st,
+						           const char *id)
+{
+    size_t  i;
+
+    for (i = 0; id && i < st->npending; i++)
+	if (strcmp(st->pending[i].id, id) == 0)
+	    return (st->pending + i);
+    return (NULL);
+}
+
+/* fetchstate_pending_set - add or update; imid/mta_reply NULL = keep */
+
+struct fetchstate_pending *fetchstate_pending_set(struct fetchstate *st,
+				             const char *id, const char *imid,
+		                enum fetchstate_pstate state, const char *reply)
+{
+    struct fetchstate_pending *p;
+
+    if ((p = fetchstate_pending_find(st, id)) == NULL) {
+	st->pending = xrealloc(st->pending, (st->npending + 1) * sizeof(*p));
+	p = st->pending + st->npending++;
+	memset(p, 0, sizeof(*p));
+	p->id = xstrdup(id);
+    }
+    if (imid)
+	fetchstate_replace(&p->imid, imid);
+    if (reply)
+	fetchstate_replace(&p->mta_reply, reply);
+    p->state = state;
+    p->at = time(NULL);
+    return (p);
+}
+
+/* fetchstate_pending_drop - forget a pending message (if there) */
+
+void    fetchstate_pending_drop(struct fetchstate *st, const char *id)
+{
+    struct fetchstate_pending *p;
+    size_t  i;
+
+    if ((p = fetchstate_pending_find(st, id)) == NULL)
+	return;
+    i = (size_t) (p - st->pending);
+    free(p->id);
+    free(p->imid);
+    free(p->mta_reply);
+    memmove(p, p + 1, (st->npending - i - 1) * sizeof(*p));
+    st->npending--;
+}
+
+/* fetchstate_recovery - what a restart does with a pending message */
+
+enum fetchstate_action fetchstate_recovery(const struct fetchstate_pending *p)
+{
+    switch (p->state) {
+    case FETCHSTATE_INJECTING:
+	return (FETCHSTATE_REDO_INJECT);
+    case FETCHSTATE_INJECTED:
+	return (FETCHSTATE_REDO_AFTER);
+    case FETCHSTATE_REJECTED:
+	return (FETCHSTATE_REDO_REJECT);
+    case FETCHSTATE_DATA_SENT:
+    default:
+	return (FETCHSTATE_REDO_INJECT_DUP);
+    }
+}
+
+/* fetchstate_done_has - was this message processed recently? */
+
+int     fetchstate_done_has(const struct fetchstate *st, const char *id)
+{
+    size_t  i;
+
+    for (i = st->ndone; id && i > 0; i--)
+	if (strcmp(st->done[i - 1], id) == 0)
+	    return (1);
+    return (0);
+}
+
+/* fetchstate_done_add - remember a processed message, drop the oldest */
+
+void    fetchstate_done_add(struct fetchstate *st, const char *id)
+{
+    if (id == NULL || *id == 0 || fetchstate_done_has(st, id))
+	return;
+    if (st->ndone >= FETCHSTATE_DONE_MAX) {
+	free(st->done[0]);
+	memmove(st->done, st->done + 1, (st->ndone - 1) * sizeof(char *));
+	st->ndone--;
+    }
+    st->done = xrealloc(st->done, (st->ndone + 1) * sizeof(char *));
+    st->done[st->ndone++] = xstrdup(id);
+}
+
+/* fetchstate_finish - the message is completely processed */
+
+void    fetchstate_finish(struct fetchstate *st, const char *id)
+{
+    char   *copy = xstrdup(id);		/* id may point into the entry */
+
+    fetchstate_pending_drop(st, copy);
+    fetchstate_done_add(st, copy);
+    free(copy);
+}
+
+/* fetchstate_folder_get - cached id of a move target, or NULL */
+
+const char *fetchstate_folder_get(const struct fetchstate *st, const char *name)
+{
+    size_t  i;
+
+    for (i = 0; name && i < st->nfolders; i++)
+	if (strcmp(st->folders[i].name, name) == 0)
+	    return (st->folders[i].id);
+    return (NULL);
+}
+
+/* fetchstate_folder_set - cache (id) or forget (NULL) a move target */
+
+void    fetchstate_folder_set(struct fetchstate *st, const char *name,
+			              const char *id)
+{
+    size_t  i;
+
+    for (i = 0; i < st->nfolders; i++) {
+	if (strcmp(st->folders[i].name, name) != 0)
+	    continue;
+	if (id) {
+	    fetchstate_replace(&st->folders[i].id, id);
+	    return;
+	}
+	free(st->folders[i].name);
+	free(st->folders[i].id);
+	memmove(st->folders + i, st->folders + i + 1,
+		(st->nfolders - i - 1) * sizeof(st->folders[0]));
+	st->nfolders--;
+	return;
+    }
+    if (id == NULL)
+	return;
+    st->folders = xrealloc(st->folders, (st->nfolders + 1) * sizeof(st->folders[0]));
+    st->folders[st->nfolders].name = xstrdup(name);
+    st->folders[st->nfolders].id = xstrdup(id);
+    st->nfolders++;
+}
+
+/* fetchstate_set_offline - record why; 1 if the source just went offline */
+
+int     fetchstate_set_offline(struct fetchstate *st, const char *error,
+			               const char *remedy)
+{
+    int     changed = !st->offline;
+
+    fetchstate_replace(&st->last_error, error);
+    fetchstate_replace(&st->remedy, remedy);
+    if (changed) {
+	st->offline = 1;
+	st->offline_since = time(NULL);
+	st->notified = 0;
+    }
+    return (changed);
+}
+
+/* fetchstate_set_online - clear the offline mark; 1 if it was offline */
+
+int     fetchstate_set_online(struct fetchstate *st)
+{
+    int     changed = st->offline;
+
+    st->offline = 0;
+    st->notified = 0;
+    st->offline_since = 0;
+    fetchstate_replace(&st->last_error, NULL);
+    fetchstate_replace(&st->remedy, NULL);
+    return (changed);
+}

@@ -1,0 +1,325 @@
+/*
+ * NAME
+ *	test_fetchstate 1
+ * SUMMARY
+ *	unit tests for fetchstate.c: round trip, transitions, bounded done
+ *	list, crash-recovery decisions, lock, damaged files
+ */
+#include "config.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "fetchstate.h"
+#include "t.h"
+#include "util.h"
+
+static struct conf conf;
+static char dir[256];
+
+/* setup - a private state_dir */
+
+static void setup(void)
+{
+    const char *tmp = getenv("TMPDIR");
+
+    snprintf(dir, sizeof(dir), "%s/test_fetchstate.XXXXXX",
+	     tmp && *tmp ? tmp : "/tmp");
+    if (mkdtemp(dir) == NULL) {
+	perror("mkdtemp");
+	exit(1);
+    }
+    memset(&conf, 0, sizeof(conf));
+    conf.state_dir = dir;
+    conf.path = "test.conf";
+}
+
+/* teardown - remove what the tests wrote */
+
+static void teardown(void)
+{
+    char    cmd[600];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+	fprintf(stderr, "cannot remove %s\n", dir);
+}
+
+static void test_transitions(void)
+{
+    struct fetchstate st;
+    struct fetchstate_pending *p;
+
+    memset(&st, 0, sizeof(st));
+    p = fetchstate_pending_set(&st, "AAA", "<m1@x>", FETCHSTATE_INJECTING, NULL);
+    T_EQ_INT(st.npending, 1);
+    T_EQ_INT(p->state, FETCHSTATE_INJECTING);
+    T_EQ_INT(fetchstate_recovery(p), FETCHSTATE_REDO_INJECT);
+    T_OK(p->at > 0);
+
+    /* NULL imid/reply keep what is there. */
+    p = fetchstate_pending_set(&st, "AAA", NULL, FETCHSTATE_DATA_SENT, NULL);
+    T_EQ_INT(st.npending, 1);
+    T_EQ_STR(p->imid, "<m1@x>");
+    T_EQ_INT(fetchstate_recovery(p), FETCHSTATE_REDO_INJECT_DUP);
+    p = fetchstate_pending_set(&st, "AAA", NULL, FETCHSTATE_INJECTED,
+			       "250 2.0.0 Ok: queued as ABC");
+    T_EQ_INT(fetchstate_recovery(p), FETCHSTATE_REDO_AFTER);
+    T_EQ_STR(p->mta_reply, "250 2.0.0 Ok: queued as ABC");
+
+    p = fetchstate_pending_set(&st, "BBB", NULL, FETCHSTATE_REJECTED, "550 no");
+    T_EQ_INT(st.npending, 2);
+    T_EQ_INT(fetchstate_recovery(p), FETCHSTATE_REDO_REJECT);
+    T_OK(p->imid == NULL);
+
+    /* Finishing moves a message from pending to done (id may be the entry's). */
+    fetchstate_finish(&st, st.pending[0].id);
+    T_EQ_INT(st.npending, 1);
+    T_OK(fetchstate_pending_find(&st, "AAA") == NULL);
+    T_OK(fetchstate_pending_find(&st, "BBB") != NULL);
+    T_OK(fetchstate_done_has(&st, "AAA"));
+    T_OK(!fetchstate_done_has(&st, "BBB"));
+    fetchstate_pending_drop(&st, "BBB");
+    fetchstate_pending_drop(&st, "nothing");
+    T_EQ_INT(st.npending, 0);
+    T_OK(!fetchstate_done_has(&st, "BBB"));
+    fetchstate_clear(&st);
+    T_EQ_INT(st.ndone, 0);
+}
+
+static void test_done_bounded(void)
+{
+    struct fetchstate st;
+    char    id[32];
+    int     i;
+
+    memset(&st, 0, sizeof(st));
+    for (i = 0; i < FETCHSTATE_DONE_MAX + 10; i++) {
+	snprintf(id, sizeof(id), "id-%d", i);
+	fetchstate_done_add(&st, id);
+    }
+    T_EQ_INT(st.ndone, FETCHSTATE_DONE_MAX);
+    T_OK(!fetchstate_done_has(&st, "id-0"));
+    T_OK(!fetchstate_done_has(&st, "id-9"));
+    T_OK(fetchstate_done_has(&st, "id-10"));
+    snprintf(id, sizeof(id), "id-%d", FETCHSTATE_DONE_MAX + 9);
+    T_OK(fetchstate_done_has(&st, id));
+    T_EQ_STR(st.done[st.ndone - 1], id);
+
+    /* A duplicate is not added twice and evicts nothing. */
+    fetchstate_done_add(&st, "id-10");
+    T_EQ_INT(st.ndone, FETCHSTATE_DONE_MAX);
+    T_OK(fetchstate_done_has(&st, "id-10"));
+    T_EQ_STR(st.done[0], "id-10");
+    fetchstate_done_add(&st, "");
+    fetchstate_done_add(&st, NULL);
+    T_EQ_INT(st.ndone, FETCHSTATE_DONE_MAX);
+    fetchstate_clear(&st);
+}
+
+static void test_round_trip(void)
+{
+    struct fetchstate st, back;
+    struct stat sb;
+    char    err[600], path[512];
+    char   *text;
+
+    memset(&st, 0, sizeof(st));
+    st.folder = xstrdup("Help desk/New");
+    st.folder_id = xstrdup("AQMkAGI2=");
+    st.delta_link = xstrdup("https://graph.microsoft.com/v1.0/users/a%40b/"
+			    "mailFolders/X/messages/delta?$deltatoken=abc");
+    fetchstate_pending_set(&st, "M1", "<one@x>", FETCHSTATE_INJECTED,
+			   "250 2.0.0 Ok: queued as 4XyZ");
+    fetchstate_pending_set(&st, "M2", NULL, FETCHSTATE_DATA_SENT, NULL);
+    fetchstate_done_add(&st, "D1");
+    fetchstate_done_add(&st, "D2");
+    fetchstate_folder_set(&st, "Processed", "F-1");
+    fetchstate_set_offline(&st, "AADSTS50173 invalid_grant", "m365ctl login a");
+    st.notified = 1;
+    st.not_before = 1700000100;
+    st.injected = 42;
+    st.rejected = 3;
+
+    /* Through the file: 0600, and every field back. */
+    T_EQ_INT(fetchstate_save(&conf, "helpdesk", &st, err, sizeof(err)), 0);
+    T_EQ_INT(fetchstate_path(&conf, "helpdesk", ".json", path, sizeof(path)), 0);
+    T_EQ_INT(stat(path, &sb), 0);
+    T_EQ_INT(sb.st_mode & 0777, 0600);
+    snprintf(path, sizeof(path), "%s/sources", dir);
+    T_EQ_INT(stat(path, &sb), 0);
+    T_EQ_INT(sb.st_mode & 0777, 0700);
+    T_EQ_INT(fetchstate_load(&conf, "helpdesk", &back, err, sizeof(err)), 0);
+    T_EQ_STR(back.folder, "Help desk/New");
+    T_EQ_STR(back.folder_id, "AQMkAGI2=");
+    T_EQ_STR(back.delta_link, st.delta_link);
+    T_EQ_INT(back.npending, 2);
+    T_EQ_STR(back.pending[0].id, "M1");
+    T_EQ_STR(back.pending[0].imid, "<one@x>");
+    T_EQ_INT(back.pending[0].state, FETCHSTATE_INJECTED);
+    T_EQ_STR(back.pending[0].mta_reply, "250 2.0.0 Ok: queued as 4XyZ");
+    T_EQ_INT(back.pending[0].at, st.pending[0].at);
+    T_EQ_STR(back.pending[1].id, "M2");
+    T_OK(back.pending[1].imid == NULL);
+    T_EQ_INT(back.pending[1].state, FETCHSTATE_DATA_SENT);
+    T_EQ_INT(back.ndone, 2);
+    T_EQ_STR(back.done[0], "D1");
+    T_EQ_STR(back.done[1], "D2");
+    T_EQ_STR(fetchstate_folder_get(&back, "Processed"), "F-1");
+    T_OK(fetchstate_folder_get(&back, "Other") == NULL);
+    T_EQ_INT(back.offline, 1);
+    T_EQ_STR(back.last_error, "AADSTS50173 invalid_grant");
+    T_EQ_STR(back.remedy, "m365ctl login a");
+    T_EQ_INT(back.notified, 1);
+    T_EQ_INT(back.offline_since, st.offline_since);
+    T_EQ_INT(back.not_before, 1700000100);
+    T_EQ_INT(back.injected, 42);
+    T_EQ_INT(back.rejected, 3);
+    fetchstate_clear(&back);
+
+    /* The documented JSON names. */
+    text = fetchstate_format(&st);
+    T_CONTAINS(text, "\"delta_link\"");
+    T_CONTAINS(text, "\"state\":\t\"injected\"");
+    T_CONTAINS(text, "\"state\":\t\"data_sent\"");
+    T_CONTAINS(text, "\"mta_reply\"");
+    T_CONTAINS(text, "\"done\"");
+    T_CONTAINS(text, "\"offline\":\ttrue");
+    free(text);
+    fetchstate_clear(&st);
+
+    /* A missing file is an empty state. */
+    T_EQ_INT(fetchstate_load(&conf, "never", &back, err, sizeof(err)), 0);
+    T_OK(back.delta_link == NULL && back.npending == 0 && !back.offline);
+    fetchstate_clear(&back);
+}
+
+/* A kill -9 left states behind: what does a restart do with each? */
+static void test_recovery_decisions(void)
+{
+    static const char json[] =
+	"{\"pending\": {"
+	"\"A\": {\"state\": \"injecting\", \"at\": 1},"
+	"\"B\": {\"state\": \"data_sent\", \"at\": 2},"
+	"\"C\": {\"state\": \"injected\", \"mta_reply\": \"250 ok\"},"
+	"\"D\": {\"state\": \"rejected\"},"
+	"\"E\": {\"state\": \"something-new\"},"
+	"\"\": {\"state\": \"injected\"},"
+	"\"F\": 7}, \"done\": [\"X\", 5, \"\"], \"delta_link\": null}";
+    struct fetchstate st;
+    char    err[200];
+
+    T_EQ_INT(fetchstate_parse(json, sizeof(json) - 1, &st, err, sizeof(err)), 0);
+    T_EQ_INT(st.npending, 5);
+    T_EQ_INT(fetchstate_recovery(fetchstate_pending_find(&st, "A")),
+	     FETCHSTATE_REDO_INJECT);
+    T_EQ_INT(fetchstate_recovery(fetchstate_pending_find(&st, "B")),
+	     FETCHSTATE_REDO_INJECT_DUP);
+    T_EQ_INT(fetchstate_recovery(fetchstate_pending_find(&st, "C")),
+	     FETCHSTATE_REDO_AFTER);
+    T_EQ_INT(fetchstate_recovery(fetchstate_pending_find(&st, "D")),
+	     FETCHSTATE_REDO_REJECT);
+    /* Unknown: assume the MTA may have it (inject again, log duplicate). */
+    T_EQ_INT(fetchstate_recovery(fetchstate_pending_find(&st, "E")),
+	     FETCHSTATE_REDO_INJECT_DUP);
+    T_OK(fetchstate_pending_find(&st, "F") == NULL);
+    T_EQ_INT(st.ndone, 1);
+    T_OK(fetchstate_done_has(&st, "X"));
+    T_OK(st.delta_link == NULL);
+    T_EQ_STR(fetchstate_pstate_name(FETCHSTATE_DATA_SENT), "data_sent");
+    fetchstate_clear(&st);
+
+    T_EQ_INT(fetchstate_parse("[1]", 3, &st, err, sizeof(err)), -1);
+    T_EQ_INT(fetchstate_parse("{\"a\":", 5, &st, err, sizeof(err)), -1);
+}
+
+static void test_damaged_and_names(void)
+{
+    struct fetchstate st;
+    char    err[600], path[512];
+    int     fd;
+
+    snprintf(path, sizeof(path), "%s/sources", dir);
+    T_EQ_INT(mkdir_p(path, 0700, err, sizeof(err)), 0);
+    T_EQ_INT(fetchstate_path(&conf, "bad", ".json", path, sizeof(path)), 0);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    T_OK(fd >= 0);
+    T_EQ_INT(write(fd, "not json", 8), 8);
+    close(fd);
+    T_EQ_INT(fetchstate_load(&conf, "bad", &st, err, sizeof(err)), -1);
+    T_CONTAINS(err, "damaged");
+    T_CONTAINS(err, path);
+
+    T_EQ_INT(fetchstate_load(&conf, "../etc", &st, err, sizeof(err)), -1);
+    T_CONTAINS(err, "invalid source name");
+    T_EQ_INT(fetchstate_save(&conf, ".hidden", &st, err, sizeof(err)), -1);
+    T_EQ_INT(fetchstate_path(&conf, "a/b", ".json", path, sizeof(path)), -1);
+}
+
+static void test_lock(void)
+{
+    char    err[600];
+    int     a, b, c;
+
+    a = fetchstate_lock(&conf, "locked", err, sizeof(err));
+    T_OK(a >= 0);
+    b = fetchstate_lock(&conf, "locked", err, sizeof(err));
+    T_EQ_INT(b, -2);
+    T_CONTAINS(err, "another m365-fetch process");
+    c = fetchstate_lock(&conf, "other", err, sizeof(err));
+    T_OK(c >= 0);
+    fetchstate_unlock(a);
+    b = fetchstate_lock(&conf, "locked", err, sizeof(err));
+    T_OK(b >= 0);
+    fetchstate_unlock(b);
+    fetchstate_unlock(c);
+}
+
+static void test_offline(void)
+{
+    struct fetchstate st;
+
+    memset(&st, 0, sizeof(st));
+    T_EQ_INT(fetchstate_set_offline(&st, "e1", "r1"), 1);
+    T_OK(st.offline_since > 0);
+    st.notified = 1;
+    /* Still offline: not a new period, the notice is not sent again. */
+    T_EQ_INT(fetchstate_set_offline(&st, "e2", "r2"), 0);
+    T_EQ_INT(st.notified, 1);
+    T_EQ_STR(st.last_error, "e2");
+    T_EQ_INT(fetchstate_set_online(&st), 1);
+    T_EQ_INT(st.offline, 0);
+    T_EQ_INT(st.notified, 0);
+    T_OK(st.last_error == NULL && st.remedy == NULL);
+    T_EQ_INT(fetchstate_set_online(&st), 0);
+    /* A new offline period may notify again. */
+    T_EQ_INT(fetchstate_set_offline(&st, "e3", "r3"), 1);
+    T_EQ_INT(st.notified, 0);
+    fetchstate_folder_set(&st, "A", "1");
+    fetchstate_folder_set(&st, "B", "2");
+    fetchstate_folder_set(&st, "A", "3");
+    T_EQ_STR(fetchstate_folder_get(&st, "A"), "3");
+    fetchstate_folder_set(&st, "A", NULL);
+    T_OK(fetchstate_folder_get(&st, "A") == NULL);
+    T_EQ_STR(fetchstate_folder_get(&st, "B"), "2");
+    fetchstate_clear(&st);
+}
+
+int     main(void)
+{
+    setup();
+    T_RUN(test_transitions);
+    T_RUN(test_done_bounded);
+    T_RUN(test_round_trip);
+    T_RUN(test_recovery_decisions);
+    T_RUN(test_damaged_and_names);
+    T_RUN(test_lock);
+    T_RUN(test_offline);
+    teardown();
+    return (T_DONE());
+}
