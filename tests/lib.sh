@@ -14,6 +14,12 @@
 #   emu_setup              certificates, $T/emu.json, start the emulator
 #   emu_ctl METHOD PATH [JSON]   call the emulator (control API or any path)
 #   emu_sent_count, emu_stat KEY, emu_user_code, emu_stop
+#   emu_put_message MB FILE [FOLDER [JSON-EXTRA]]   file a message; print its id
+#   emu_gen_messages MB SIZE [COUNT [FOLDER]]       generated messages; print ids
+#   emu_mailbox MB         the mailbox as JSON (folders with their messages)
+#   emu_mb_eval MB EXPR    json_eval EXPR over the mailbox JSON, with helpers
+#                          f(NAME) = folder by well-known or display name
+#   emu_folder_add MB NAME create a folder; print its id
 #   write_conf FILE        an m365relay.conf for the emulator
 #
 # Works under "set -u".  Only 127.0.0.1 is contacted.
@@ -171,13 +177,13 @@ emu_setup() {
   "device_interval": 1,
   "apps": {
     "$EMU_APP_DELEG": {"public": true},
-    "$EMU_APP_SECRET": {"secret": "$(cat "$T/secret")", "roles": ["Mail.Send"]},
-    "$EMU_APP_CERT": {"certificate": "$T/certs/client.pem", "roles": ["Mail.Send"]}
+    "$EMU_APP_SECRET": {"secret": "$(cat "$T/secret")", "roles": ["Mail.Send", "Mail.ReadWrite"]},
+    "$EMU_APP_CERT": {"certificate": "$T/certs/client.pem", "roles": ["Mail.Send", "Mail.ReadWrite"]}
   },
   "users": {
     "alice@contoso.test": {"display_name": "Alice", "send_as": ["shared@contoso.test"]},
     "bob@contoso.test": {"display_name": "Bob"},
-    "shared@contoso.test": {"display_name": "Shared", "shared": true},
+    "shared@contoso.test": {"display_name": "Shared", "shared": true, "full_access": ["alice@contoso.test"]},
     "onprem@contoso.test": {"display_name": "On-premises user", "rest_disabled": true}
   },
   "login_user": "alice@contoso.test"
@@ -242,6 +248,60 @@ if not d:
     sys.exit(1)
 print(d[-1]["user_code"])
 '
+}
+
+# emu_put_message MB FILE [FOLDER [JSON-EXTRA]] - file the MIME bytes of FILE
+# in mailbox MB (folder default inbox; JSON-EXTRA e.g. '"isRead": true');
+# print the new message id
+emu_put_message() {
+    local mb=$1 file=$2 folder=${3:-inbox} extra=${4:-} req
+    req=$(mktemp "${T:-${TMPDIR:-/tmp}}/emu-put.XXXXXX") || return 1
+    {
+        printf '{"folder": "%s", %s"mime_b64": "' "$folder" "${extra:+$extra, }"
+        openssl base64 -A <"$file"
+        printf '"}'
+    } >"$req"
+    emu_curl --fail-with-body -X POST -H 'Content-Type: application/json' \
+        --data-binary "@$req" "$EMU_URL/_emu/mailbox/$mb/messages" |
+        json_eval 'd["id"]'
+    local rc=${PIPESTATUS[0]}
+    rm -f "$req"
+    return "$rc"
+}
+
+# emu_gen_messages MB SIZE [COUNT [FOLDER]] - generate COUNT messages of
+# about SIZE bytes in MB; print their ids, one a line
+emu_gen_messages() {
+    emu_ctl POST "/_emu/mailbox/$1/messages" \
+        "{\"folder\": \"${4:-inbox}\", \"size\": $2, \"count\": ${3:-1}}" |
+        json_eval '"\n".join(m["id"] for m in d.get("messages", [d]))'
+}
+
+# emu_mailbox MB - the mailbox as JSON
+emu_mailbox() {
+    emu_ctl GET "/_emu/mailbox/$1"
+}
+
+# emu_mb_eval MB EXPR - evaluate EXPR over the mailbox JSON d; f(NAME) is
+# the folder with that well-known or display name (case-insensitive)
+emu_mb_eval() {
+    emu_mailbox "$1" | "$PYTHON" -c '
+import json, sys
+d = json.load(sys.stdin)
+def f(name):
+    for x in d["folders"]:
+        if name.lower() in (str(x["wellKnownName"]).lower(), x["displayName"].lower()):
+            return x
+    raise SystemExit("no folder %r" % name)
+v = eval(sys.argv[1], {"d": d, "f": f, "json": json, "sys": sys})
+print(v if isinstance(v, str) else json.dumps(v))
+' "$2"
+}
+
+# emu_folder_add MB NAME - create a folder (or find it); print its id
+emu_folder_add() {
+    emu_ctl POST "/_emu/mailbox/$1/folders" "{\"displayName\": \"$2\"}" |
+        json_eval 'd["id"]'
 }
 
 # emu_stop - stop the emulator

@@ -31,6 +31,7 @@ import hashlib
 import html
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -46,6 +47,11 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MAX_GRAPH_BODY = 4194304        # Graph's 4 MB request limit
+# Fault kinds of the mailbox endpoints and their /_emu/stats counters.
+MAIL_KINDS = {"mailFolders": "mailfolders_requests",
+              "message": "message_requests", "delta": "delta_requests",
+              "value": "value_requests", "patch": "patch_requests",
+              "move": "move_requests", "delete": "delete_requests"}
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -221,20 +227,34 @@ class State:
         os.makedirs(self.sent_dir, exist_ok=True)
         self.log_path = os.path.join(data_dir, "requests.log")
         self.pubkey_cache = {}
+        self.spool_dir = os.path.join(data_dir, "mailboxes")
+        os.makedirs(self.spool_dir, exist_ok=True)
+        self.mailboxes = {}         # upn -> Mailbox
+        self.delta_sessions = {}    # $skiptoken -> paging state
         self.reset(tokens=True)
 
-    def reset(self, tokens=False):
-        """reset - clear sent messages, stats and faults (tokens too)"""
+    def reset(self, tokens=False, mailboxes=False):
+        """reset - clear sent messages, stats and faults (tokens and
+        mailboxes too)"""
         with self.lock:
             self.sent = []
             self.seq = 0
             for name in os.listdir(self.sent_dir):
                 os.unlink(os.path.join(self.sent_dir, name))
+            for mb in self.mailboxes.values():
+                if mailboxes:
+                    mb.clear()
+                    continue
+                for mid in [k for k, m in mb.msgs.items()
+                            if m["path"].startswith(self.sent_dir)]:
+                    mb.remove(mid)      # Sent Items copies of sendMail
             self.faults = []
             self.stats = {"requests": 0, "token_requests": 0, "by_grant": {},
                           "sendmail_requests": 0, "sendmail_accepted": 0,
                           "users_requests": 0, "devicecode_requests": 0,
                           "authorize_requests": 0}
+            for kind in MAIL_KINDS:
+                self.stats[MAIL_KINDS[kind]] = 0
             if tokens:
                 self.access = {}      # token -> info
                 self.refresh = {}     # token -> info
@@ -274,13 +294,64 @@ class State:
             with open(self.log_path, "a", encoding="utf-8") as f:
                 f.write(line)
 
+    # --- mailboxes ---------------------------------------------------
+
+    def mbox(self, upn):
+        """mbox - the Mailbox of a configured user (made on first use)"""
+        with self.lock:
+            mb = self.mailboxes.get(upn)
+            if mb is None:
+                mb = self.mailboxes[upn] = Mailbox(upn, self.spool_dir)
+            return mb
+
+    def spool_path(self):
+        """spool_path - a new file name for MIME bytes"""
+        return os.path.join(self.spool_dir, uuid.uuid4().hex + ".eml")
+
+    def drop_message(self, mb, mid):
+        """drop_message - remove a message for good (and its file)"""
+        msg = mb.remove(mid)
+        if msg.get("owned"):
+            try:
+                os.unlink(msg["path"])
+            except OSError:
+                pass
+
+    def mailbox_json(self, mb):
+        """mailbox_json - GET /_emu/mailbox/{mb}"""
+        out = []
+        for f in mb.folders.values():
+            out.append({"id": f["id"], "displayName": f["displayName"],
+                        "wellKnownName": f["wellKnownName"],
+                        "parentFolderId": f["parent"],
+                        "messages": [
+                            {"id": m["id"], "isRead": m["isRead"],
+                             "internetMessageId": m["internetMessageId"],
+                             "subject": m.get("subject"), "size": m["size"],
+                             "receivedDateTime": m["receivedDateTime"],
+                             "flagStatus": m.get("flagStatus", "notFlagged"),
+                             "path": m["path"]}
+                            for m in mb.folder_messages(f["id"])]})
+        return {"mailbox": mb.upn, "folders": out}
+
+    def file_sent(self, upn, path):
+        """file_sent - a copy of an accepted sendMail in Sent Items"""
+        try:
+            meta = mime_meta(path)
+        except OSError:
+            return
+        with self.lock:
+            mb = self.mbox(upn)
+            mb.add_message(mb.folder("sentitems")["id"], path, meta, True)
+
     # --- faults ------------------------------------------------------
 
-    def take_fault(self, kind):
-        """take_fault - consume one count of the first matching fault"""
+    def take_fault(self, kind, skip=None):
+        """take_fault - consume one count of the first matching fault
+        (skip(fault) true: that fault does not apply to this request)"""
         with self.lock:
             for f in self.faults:
-                if f["match"] in (kind, "any"):
+                if f["match"] in (kind, "any") and not (skip and skip(f)):
                     f["count"] -= 1
                     if f["count"] <= 0:
                         self.faults.remove(f)
@@ -530,6 +601,294 @@ def json_to_eml_1(message, mailbox):
 
 
 # ---------------------------------------------------------------------
+# Mailboxes (for the inbound poller m365-fetch)
+
+WELL_KNOWN_FOLDERS = [
+    ("archive", "Archive"), ("deleteditems", "Deleted Items"),
+    ("drafts", "Drafts"), ("inbox", "Inbox"), ("junkemail", "Junk Email"),
+    ("outbox", "Outbox"), ("sentitems", "Sent Items")]
+DEFAULT_DELTA_PAGE = 10         # Graph's default page of messages/delta
+MAX_DELTA_PAGE = 1000
+DELTA_SESSION_TTL = 3600        # seconds a $skiptoken stays usable
+STREAM_CHUNK = 65536
+MESSAGE_FIELDS = ["createdDateTime", "lastModifiedDateTime",
+                  "receivedDateTime", "sentDateTime", "hasAttachments",
+                  "internetMessageId", "subject", "bodyPreview", "isRead",
+                  "isDraft", "flag", "categories", "parentFolderId", "from",
+                  "sender", "toRecipients", "ccRecipients"]
+ITEM_NOT_FOUND = "The specified object was not found in the store."
+ACCESS_DENIED = "Access is denied. Check credentials and try again."
+
+
+def graph_id(prefix, nbytes=42):
+    """graph_id - an opaque id shaped like Exchange's (url-safe, '=' pad)"""
+    return prefix + b64url(secrets.token_bytes(nbytes)) + "AAA="
+
+
+def email_address(name, addr):
+    """email_address - Graph's emailAddress object"""
+    return {"emailAddress": {"name": name or addr, "address": addr}}
+
+
+class Mailbox:
+    """One user's mailbox: folders, messages and the delta change log.
+
+    Every change takes a new sequence number from self.seq: a message
+    arriving in (or moved into) a folder gets created = changed = seq, a
+    PATCH sets changed = seq, and a message leaving a folder leaves a
+    tombstone (seq, id, created) in that folder.  A delta token records
+    the sequence number its round saw, so the next round reports exactly
+    what changed after it.  MIME bytes live in files, never in memory."""
+
+    def __init__(self, upn, spool):
+        self.upn = upn
+        self.spool = spool
+        self.seq = 0
+        self.folders = {}           # id -> folder dict
+        self.msgs = {}              # id -> message dict
+        self.tombstones = {}        # folder id -> [(seq, id, created)]
+        for wk, name in WELL_KNOWN_FOLDERS:
+            self.add_folder(name, wk)
+
+    def next_seq(self):
+        self.seq += 1
+        return self.seq
+
+    def add_folder(self, name, well_known=None, parent=None):
+        fid = graph_id("AQMkAD")
+        self.folders[fid] = {"id": fid, "displayName": name,
+                             "wellKnownName": well_known,
+                             "parent": parent or self.root_id(),
+                             "epoch": 1,    # a "gone" fault bumps it
+                             "created": self.next_seq()}
+        self.tombstones[fid] = []
+        return self.folders[fid]
+
+    def folder(self, ref):
+        """folder - a folder by id or well-known name (not displayName)"""
+        if ref in self.folders:
+            return self.folders[ref]
+        for f in self.folders.values():
+            if f["wellKnownName"] and f["wellKnownName"] == ref.lower():
+                return f
+        return None
+
+    def folder_by_name(self, name):
+        """folder_by_name - id, well-known name, displayName or a path
+        "Inbox/Sub" of display names (control API)"""
+        f = self.folder(name)
+        if f is not None:
+            return f
+        parent = self.root_id()
+        for part in name.split("/"):
+            f = None
+            for g in self.folders.values():
+                if g["parent"] == parent and \
+                        g["displayName"].lower() == part.lower():
+                    f = g
+                    break
+            if f is None:
+                return None
+            parent = f["id"]
+        return f
+
+    def children(self, parent):
+        """children - folders directly under parent, by display name"""
+        return sorted((f for f in self.folders.values()
+                       if f["parent"] == parent),
+                      key=lambda f: f["displayName"].lower())
+
+    def folder_messages(self, fid):
+        return sorted((m for m in self.msgs.values() if m["folder"] == fid),
+                      key=lambda m: m["created"])
+
+    def add_message(self, fid, path, meta, is_read=False, received=None):
+        """add_message - file the MIME at path into folder fid"""
+        seq = self.next_seq()
+        now = iso_time()
+        msg = dict(meta, id=graph_id("AAMkAG"), folder=fid, path=path,
+                   isRead=bool(is_read), created=seq, changed=seq,
+                   receivedDateTime=received or now,
+                   createdDateTime=now, lastModifiedDateTime=now)
+        self.msgs[msg["id"]] = msg
+        return msg
+
+    def remove(self, mid):
+        """remove - take a message out of its folder (tombstone it)"""
+        msg = self.msgs.pop(mid)
+        self.tombstones[msg["folder"]].append(
+            (self.next_seq(), mid, msg["created"]))
+        return msg
+
+    def move(self, mid, fid):
+        """move - move a message; it gets a NEW id, as in Exchange"""
+        old = self.remove(mid)
+        seq = self.next_seq()
+        msg = dict(old, id=graph_id("AAMkAG"), folder=fid, created=seq,
+                   changed=seq, lastModifiedDateTime=iso_time())
+        self.msgs[msg["id"]] = msg
+        return msg
+
+    def update(self, mid, changes):
+        msg = self.msgs[mid]
+        msg.update(changes)
+        msg["changed"] = self.next_seq()
+        msg["lastModifiedDateTime"] = iso_time()
+        return msg
+
+    def changes(self, fid, since):
+        """changes - [(kind, id)] for a delta round after seq since"""
+        if since is None:
+            return [("msg", m["id"]) for m in self.folder_messages(fid)]
+        ev = [(m["changed"], "msg", m["id"]) for m in self.msgs.values()
+              if m["folder"] == fid and m["changed"] > since]
+        ev += [(s, "removed", mid) for s, mid, created in
+               self.tombstones.get(fid, []) if s > since and created <= since]
+        return [(kind, mid) for _s, kind, mid in sorted(ev)]
+
+    def clear(self):
+        """clear - drop every message and custom folder"""
+        for m in self.msgs.values():
+            if m.get("owned"):
+                try:
+                    os.unlink(m["path"])
+                except OSError:
+                    pass
+        self.__init__(self.upn, self.spool)
+
+    def render(self, msg, select=None):
+        """render - the Graph JSON of a message ($select: list of names)"""
+        full = {"createdDateTime": msg["createdDateTime"],
+                "lastModifiedDateTime": msg["lastModifiedDateTime"],
+                "receivedDateTime": msg["receivedDateTime"],
+                "sentDateTime": msg.get("sentDateTime") or
+                msg["receivedDateTime"],
+                "hasAttachments": msg.get("hasAttachments", False),
+                "internetMessageId": msg["internetMessageId"],
+                "subject": msg.get("subject") or "",
+                "bodyPreview": msg.get("bodyPreview", ""),
+                "isRead": msg["isRead"], "isDraft": False,
+                "flag": {"flagStatus": msg.get("flagStatus", "notFlagged")},
+                "categories": list(msg.get("categories", [])),
+                "parentFolderId": msg["folder"],
+                "from": email_address(*msg["from"]) if msg.get("from")
+                else None,
+                "sender": email_address(*msg["from"]) if msg.get("from")
+                else None,
+                "toRecipients": [email_address(n, a)
+                                 for n, a in msg.get("to", [])],
+                "ccRecipients": [email_address(n, a)
+                                 for n, a in msg.get("cc", [])]}
+        out = {"@odata.etag": 'W/"CQAAABYAAAD%s"' % b64url(hashlib.sha1(
+            ("%s.%d" % (msg["id"], msg["changed"])).encode()).digest()),
+               "id": msg["id"]}
+        if select is None:
+            out.update(full)
+        else:
+            names = {k.lower(): k for k in full}
+            for s in select:
+                k = names.get(s.lower())
+                if k:
+                    out[k] = full[k]
+        return out
+
+    def render_folder(self, f):
+        msgs = self.folder_messages(f["id"])
+        return {"id": f["id"], "displayName": f["displayName"],
+                "parentFolderId": f["parent"],
+                "childFolderCount": len(self.children(f["id"])),
+                "unreadItemCount": sum(1 for m in msgs if not m["isRead"]),
+                "totalItemCount": len(msgs), "sizeInBytes": sum(
+                    m["size"] for m in msgs), "isHidden": False}
+
+    def root_id(self):
+        return "AQMkADRootFolder" + b64url(self.upn.encode())[:16] + "AAA="
+
+
+def mime_meta(path):
+    """mime_meta - Graph metadata parsed from the headers of a MIME file"""
+    with open(path, "rb") as f:
+        head = b""
+        while b"\r\n\r\n" not in head and b"\n\n" not in head:
+            chunk = f.read(65536)
+            if not chunk:
+                break
+            head += chunk
+            if len(head) > 1048576:
+                break
+    msg = email.parser.BytesParser(policy=email.policy.compat32) \
+        .parsebytes(head, headersonly=True)
+
+    def addr_list(name):
+        flat = [str(v).replace("\r\n", " ").replace("\n", " ")
+                for v in msg.get_all(name) or []]
+        return [(header_text(n) or "", a) for n, a in
+                email.utils.getaddresses(flat) if a]
+
+    froms = addr_list("From")
+    mid = msg.get("Message-ID")
+    mid = str(mid).strip() if mid else \
+        "<%s@%s>" % (uuid.uuid4().hex, "emu.contoso.test")
+    ctype = str(msg.get("Content-Type", "")).lower()
+    sent = None
+    if msg.get("Date"):
+        try:
+            sent = iso_time(email.utils.parsedate_to_datetime(
+                str(msg["Date"])).astimezone(datetime.timezone.utc))
+        except (TypeError, ValueError):
+            sent = None
+    return {"internetMessageId": mid,
+            "subject": header_text(msg.get("Subject")) or "",
+            "from": froms[0] if froms else None,
+            "to": addr_list("To"), "cc": addr_list("Cc"),
+            "hasAttachments": ctype.startswith("multipart/mixed"),
+            "sentDateTime": sent, "size": os.path.getsize(path)}
+
+
+def write_generated(path, size, subject, sender, rcpt, index):
+    """write_generated - a MIME message of about size bytes, written in
+    pieces (a text part plus a base64 attachment-like part)"""
+    mid = "<gen-%s-%d@emu.contoso.test>" % (uuid.uuid4().hex, index)
+    boundary = "=_m365emu_" + uuid.uuid4().hex
+    head = ("From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\n"
+            "Message-ID: %s\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=\"%s\"\r\n\r\n"
+            "--%s\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+            "Generated message %d (%d bytes).\r\n\r\n--%s\r\n"
+            "Content-Type: application/octet-stream; name=\"data.bin\"\r\n"
+            "Content-Transfer-Encoding: base64\r\n"
+            "Content-Disposition: attachment; filename=\"data.bin\"\r\n\r\n"
+            % (sender, rcpt, subject, email.utils.formatdate(),
+               mid, boundary, boundary, index, size, boundary)).encode()
+    tail = ("\r\n--%s--\r\n" % boundary).encode()
+    body_len = max(0, size - len(head) - len(tail))
+    line = 78                                   # 76 + CRLF
+    nlines = body_len // line
+    # One block of distinct lines, repeated: a few hundred kB in memory.
+    block_lines = max(1, min(4096, nlines))
+    seed = hashlib.sha256(mid.encode()).digest()
+    block = b"".join(base64.b64encode(hashlib.sha512(
+        seed + i.to_bytes(4, "big")).digest()[:57]) + b"\r\n"
+        for i in range(block_lines))
+    with open(path, "wb") as f:
+        f.write(head)
+        left = nlines
+        while left > 0:
+            n = min(left, block_lines)
+            f.write(block[:n * line])
+            left -= n
+        f.write(tail)
+    return mid
+
+
+class MimeStream:
+    """A $value answer: an open MIME file, sent chunked."""
+
+    def __init__(self, f):
+        self.f = f
+
+
+# ---------------------------------------------------------------------
 # HTTP
 
 class Handler(BaseHTTPRequestHandler):
@@ -546,6 +905,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self):
         super().setup()
+        try:
+            # Headers and body go out in separate writes: without
+            # TCP_NODELAY, Nagle + delayed ACK stall each answer ~40 ms.
+            self.connection.setsockopt(socket.IPPROTO_TCP,
+                                       socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         try:
             self.connection.do_handshake()
         except (ssl.SSLError, OSError):
@@ -691,6 +1057,8 @@ class Handler(BaseHTTPRequestHandler):
                     self.with_faults("users", body, segs[2]
                                      if low[1] == "users" else None)
                     return
+            elif self.route_mail(segs, body):
+                return
             raise graph_error(400, "BadRequest",
                               "Resource not found for the segment '%s'."
                               % (segs[-1] if segs else ""),
@@ -701,17 +1069,19 @@ class Handler(BaseHTTPRequestHandler):
 
     # --- faults ------------------------------------------------------
 
-    def with_faults(self, kind, body, arg):
+    def with_faults(self, kind, body, arg, endpoint=None):
         """with_faults - apply the first matching fault, then the endpoint"""
         st = self.server.state
-        endpoint = {"token": self.ep_token, "devicecode": self.ep_devicecode,
-                    "authorize": self.ep_authorize, "users": self.ep_user,
-                    "sendMail": self.ep_sendmail}[kind]
+        endpoint = endpoint or {
+            "token": self.ep_token, "devicecode": self.ep_devicecode,
+            "authorize": self.ep_authorize, "users": self.ep_user,
+            "sendMail": self.ep_sendmail}[kind]
         with st.lock:
-            counter = {"token": "token_requests", "sendMail":
-                       "sendmail_requests", "users": "users_requests",
-                       "devicecode": "devicecode_requests",
-                       "authorize": "authorize_requests"}[kind]
+            counter = MAIL_KINDS.get(kind) or {
+                "token": "token_requests", "sendMail": "sendmail_requests",
+                "users": "users_requests",
+                "devicecode": "devicecode_requests",
+                "authorize": "authorize_requests"}[kind]
             st.stats[counter] += 1
             if kind == "token":
                 grant = urllib.parse.parse_qs(body.decode("utf-8", "replace")
@@ -719,13 +1089,20 @@ class Handler(BaseHTTPRequestHandler):
                 short = {DEVICE_GRANT: "device_code"}.get(grant, grant)
                 st.stats["by_grant"][short] = \
                     st.stats["by_grant"].get(short, 0) + 1
-        fault = st.take_fault(kind)
+        has_token = bool(self.query.get("$deltatoken") or
+                         self.query.get("$skiptoken"))
+        fault = st.take_fault(kind, lambda f: f.get("action") == "gone" and
+                              not has_token)
         action = (fault or {}).get("action", "error")
         extra = {}
         if fault and fault.get("retry_after") is not None:
             extra["Retry-After"] = fault["retry_after"]
-        if fault is None:
+        if fault is None or action == "truncate":
             status, rbody, rheaders = self.run_endpoint(endpoint, body, arg)
+        elif action == "gone":
+            e = self.gone(self.token_target(), fault.get("code"),
+                          fault.get("message"))
+            status, rbody, rheaders = e.status, e.body, e.headers
         elif action == "slow":
             time.sleep(float(fault.get("delay", 5)))
             status, rbody, rheaders = self.run_endpoint(endpoint, body, arg)
@@ -742,6 +1119,9 @@ class Handler(BaseHTTPRequestHandler):
             rheaders = dict(rheaders, **extra)
         if kind == "authorize" and isinstance(rbody, str):
             self.send(status, rbody, ctype="text/html", headers=rheaders)
+        elif isinstance(rbody, MimeStream):
+            self.send_stream(status, rbody, rheaders,
+                             truncate=action == "truncate")
         else:
             self.send(status, rbody, headers=rheaders)
 
@@ -769,6 +1149,10 @@ class Handler(BaseHTTPRequestHandler):
                           correlation_id=self.headers.get("client-request-id"))
             return e.status, e.body, {}
         code, message = GRAPH_FAULT_DEFAULTS.get(status, ("UnknownError", ""))
+        if kind in MAIL_KINDS and status == 403:
+            code, message = "ErrorAccessDenied", ACCESS_DENIED
+        elif kind in MAIL_KINDS and status == 404:
+            code, message = "ErrorItemNotFound", ITEM_NOT_FOUND
         code = fault.get("code", code)
         message = fault.get("message", message)
         headers = {}
@@ -1143,7 +1527,9 @@ class Handler(BaseHTTPRequestHandler):
                     "client_id": info["client_id"],
                     "principal": info["user"] or info["client_id"],
                     "auth": "delegated" if info["user"] else "app"})
-        self.server.state.record(rec, eml)
+        rec = self.server.state.record(rec, eml)
+        if rec.get("save_to_sent_items", True) is not False:
+            self.server.state.file_sent(upn, rec["eml_path"])
         return 202, b"", {}
 
     def parse_mime(self, body, upn, uinfo):
@@ -1213,6 +1599,446 @@ class Handler(BaseHTTPRequestHandler):
                 "save_to_sent_items": req.get("saveToSentItems", True)}, \
             json_to_eml(message, upn)
 
+    # --- Graph: mailboxes (m365-fetch) ---------------------------------
+
+    def route_mail(self, segs, body):
+        """route_mail - mailFolders, messages, delta, $value, move; False
+        when the path is not a mailbox endpoint"""
+        low = [s.lower() for s in segs]
+        if len(segs) >= 4 and low[1] == "users":
+            ident, rest = segs[2], segs[3:]
+        elif len(segs) >= 3 and low[1] == "me":
+            ident, rest = None, segs[2:]
+        else:
+            return False
+        rest = [urllib.parse.unquote(s) for s in rest]
+        head = rest[0]
+        if head.lower().startswith("mailfolders(") and head.endswith(")"):
+            inner = head[len("mailfolders("):-1].strip().strip("'\"")
+            rest = ["mailFolders", inner] + rest[1:]
+        r = [s.lower() for s in rest]
+        m = self.command
+        route = None
+        if r[0] == "mailfolders":
+            if len(r) == 1:
+                route = {"GET": ("mailFolders", self.ep_folders_list),
+                         "POST": ("mailFolders", self.ep_folder_create)
+                         }.get(m)
+                arg = (ident, None)
+            elif len(r) == 2 and m == "GET":
+                route, arg = ("mailFolders", self.ep_folder_get), \
+                    (ident, rest[1])
+            elif len(r) == 3 and r[2] == "childfolders":
+                route = {"GET": ("mailFolders", self.ep_folders_list),
+                         "POST": ("mailFolders", self.ep_folder_create)
+                         }.get(m)
+                arg = (ident, rest[1])
+            elif len(r) == 3 and r[2] == "messages" and m == "GET":
+                route, arg = ("message", self.ep_messages_list), \
+                    (ident, rest[1])
+            elif r[2:] == ["messages", "delta"] and m == "GET":
+                route, arg = ("delta", self.ep_delta), (ident, rest[1])
+            elif len(r) >= 4 and r[2] == "messages":
+                rest, r = rest[2:], r[2:]
+        if route is None and r[0] == "messages" and len(r) in (2, 3):
+            arg = (ident, rest[1])
+            if len(r) == 2:
+                route = {"GET": ("message", self.ep_message_get),
+                         "PATCH": ("patch", self.ep_patch),
+                         "DELETE": ("delete", self.ep_delete)}.get(m)
+            elif r[2] == "$value" and m == "GET":
+                route = ("value", self.ep_value)
+            elif r[2] == "move" and m == "POST":
+                route = ("move", self.ep_move)
+        if route is None:
+            return False
+        self.with_faults(route[0], body, arg, route[1])
+        return True
+
+    def check_mail_right(self, info, upn, uinfo, write):
+        """check_mail_right - may this token read (write) mailbox upn?"""
+        if not info["user"]:
+            roles = info["roles"]
+            if "Mail.ReadWrite" in roles or (not write and
+                                             "Mail.Read" in roles):
+                return
+            raise self.gerr(403, "ErrorAccessDenied", ACCESS_DENIED)
+        me, scopes = info["user"].lower(), info["scopes"]
+        shared = "mail.readwrite.shared" in scopes or (
+            not write and "mail.read.shared" in scopes)
+        if upn == me:
+            if "mail.readwrite" in scopes or shared or (
+                    not write and "mail.read" in scopes):
+                return
+        else:
+            fa = [a.lower() for a in uinfo.get("full_access", [])]
+            if shared and me in fa:
+                return
+        raise self.gerr(403, "ErrorAccessDenied", ACCESS_DENIED)
+
+    def mail_target(self, ident, write):
+        """mail_target - (upn, Mailbox) after the token and right checks"""
+        info = self.bearer()
+        upn, uinfo = self.mailbox(info, ident, "read")
+        self.check_mail_right(info, upn, uinfo, write)
+        return upn, self.server.state.mbox(upn)
+
+    def bad_id(self, ref, what="object"):
+        """bad_id - 404 for a well-formed unknown id, else 400 malformed"""
+        if ref.startswith(("AAMk", "AQMk")) and len(ref) > 40:
+            return self.gerr(404, "ErrorItemNotFound", ITEM_NOT_FOUND)
+        return self.gerr(400, "ErrorInvalidIdMalformed", "Id is malformed.")
+
+    def find_folder(self, mb, ref):
+        f = mb.folder(ref)
+        if f is None:
+            raise self.bad_id(ref)
+        return f
+
+    def find_message(self, mb, mid):
+        msg = mb.msgs.get(mid)
+        if msg is None:
+            raise self.bad_id(mid)
+        return msg
+
+    def select(self):
+        """select - the $select names, or None"""
+        sel = self.query.get("$select")
+        if not sel:
+            return None
+        return [s.strip() for s in sel[0].split(",") if s.strip()]
+
+    def json_body(self, body):
+        try:
+            obj = json.loads(body) if body.strip() else {}
+            if isinstance(obj, dict):
+                return obj
+        except ValueError:
+            pass
+        raise self.gerr(400, "BadRequest", "Unable to read JSON request "
+                        "payload. Please ensure Content-Type header is set "
+                        "and payload is of valid JSON format.")
+
+    def int_query(self, name, default):
+        try:
+            v = int(self.query.get(name, [default])[0])
+            if v < 0:
+                raise ValueError
+            return v
+        except (TypeError, ValueError):
+            raise self.gerr(400, "ErrorInvalidUrlQuery", "The value of %s "
+                            "is not a valid number." % name) from None
+
+    def self_url(self, params):
+        """self_url - this request's URL (as the client wrote the path) with
+        new query parameters: for @odata.nextLink and deltaLink"""
+        host = self.headers.get("Host") or "graph.microsoft.com"
+        path = urllib.parse.urlsplit(self.path).path
+        q = "&".join("%s=%s" % (k, urllib.parse.quote(str(v), safe="'"))
+                     for k, v in params)
+        return "https://%s%s%s" % (host, path, "?" + q if q else "")
+
+    def ep_folders_list(self, body, arg):
+        """ep_folders_list - GET mailFolders and mailFolders/{id}/
+        childFolders [?$filter=displayName eq 'X']"""
+        st = self.server.state
+        upn, mb = self.mail_target(arg[0], False)
+        top = self.int_query("$top", 10)
+        skip = self.int_query("$skip", 0)
+        flt = self.query.get("$filter", [None])[0]
+        with st.lock:
+            parent = mb.root_id() if arg[1] is None else \
+                self.find_folder(mb, arg[1])["id"]
+            folders = mb.children(parent)
+            if flt is not None:
+                m = re.match(r"^\s*displayName\s+eq\s+'((?:[^']|'')*)'\s*$",
+                             flt, re.I)
+                if not m:
+                    raise self.gerr(400, "ErrorInvalidUrlQueryFilter",
+                                    "The query filter contains one or more "
+                                    "invalid nodes.")
+                want = m.group(1).replace("''", "'").lower()
+                folders = [f for f in folders
+                           if f["displayName"].lower() == want]
+            page = [mb.render_folder(f) for f in folders[skip:skip + top]]
+        out = {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata"
+                                 "#users('%s')/mailFolders" % upn,
+               "value": page}
+        if skip + top < len(folders):
+            params = [("$top", top), ("$skip", skip + top)]
+            if flt is not None:
+                params.insert(0, ("$filter", flt))
+            out["@odata.nextLink"] = self.self_url(params)
+        return 200, out, {}
+
+    def ep_folder_create(self, body, arg):
+        """ep_folder_create - POST mailFolders (or .../childFolders)
+        {"displayName"}"""
+        st = self.server.state
+        upn, mb = self.mail_target(arg[0], True)
+        name = self.json_body(body).get("displayName")
+        if not isinstance(name, str) or not name.strip():
+            raise self.gerr(400, "ErrorInvalidParameter", "The value of the "
+                            "parameter 'DisplayName' is empty.")
+        with st.lock:
+            parent = mb.root_id() if arg[1] is None else \
+                self.find_folder(mb, arg[1])["id"]
+            if any(f["displayName"].lower() == name.lower()
+                   for f in mb.children(parent)):
+                raise self.gerr(409, "ErrorFolderExists", "A folder with "
+                                "the specified name already exists.")
+            return 201, mb.render_folder(mb.add_folder(name, None,
+                                                       parent)), {}
+
+    def ep_folder_get(self, body, arg):
+        """ep_folder_get - GET mailFolders/{id | well-known name}"""
+        st = self.server.state
+        upn, mb = self.mail_target(arg[0], False)
+        with st.lock:
+            return 200, mb.render_folder(self.find_folder(mb, arg[1])), {}
+
+    def ep_messages_list(self, body, arg):
+        """ep_messages_list - GET mailFolders/{id}/messages ($top/$skip)"""
+        st = self.server.state
+        upn, mb = self.mail_target(arg[0], False)
+        top = self.int_query("$top", 10)
+        skip = self.int_query("$skip", 0)
+        sel = self.select()
+        with st.lock:
+            f = self.find_folder(mb, arg[1])
+            msgs = mb.folder_messages(f["id"])
+            page = [mb.render(m, sel) for m in msgs[skip:skip + top]]
+        out = {"value": page}
+        if skip + top < len(msgs):
+            params = [("$top", top), ("$skip", skip + top)]
+            if sel:
+                params.insert(0, ("$select", ",".join(sel)))
+            out["@odata.nextLink"] = self.self_url(params)
+        return 200, out, {}
+
+    def prefer_page(self):
+        """prefer_page - odata.maxpagesize of the Prefer header, or None"""
+        for part in self.headers.get("Prefer", "").split(","):
+            k, _, v = part.strip().partition("=")
+            if k.strip().lower() == "odata.maxpagesize":
+                try:
+                    return max(1, min(int(v.strip().strip('"')),
+                                      MAX_DELTA_PAGE))
+                except ValueError:
+                    return None
+        return None
+
+    def gone(self, target=(None, None), code=None, message=None):
+        """gone - 410 SyncStateNotFound; with target (upn, folder id) the
+        folder's older delta and skip tokens die too"""
+        st = self.server.state
+        upn, fid = target
+        if upn:
+            with st.lock:
+                f = st.mbox(upn).folders.get(fid)
+                if f is not None:
+                    f["epoch"] += 1
+        return self.gerr(410, code or "SyncStateNotFound", message or
+                         "The sync state is not found or has expired. "
+                         "Please resync.",
+                         {"Location": self.self_url([])})
+
+    def token_target(self):
+        """token_target - (upn, folder id) of this request's delta or
+        skip token; (None, None) when it names none"""
+        st = self.server.state
+        skt = self.query.get("$skiptoken", [None])[0]
+        if skt:
+            with st.lock:
+                sess = st.delta_sessions.get(skt)
+            return (sess["mb"], sess["fid"]) if sess else (None, None)
+        dt = self.query.get("$deltatoken", [None])[0]
+        try:
+            tok = json.loads(b64url_decode(dt))
+            return tok["m"], tok["f"]
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            return None, None
+
+    def ep_delta(self, body, arg):
+        """ep_delta - GET mailFolders/{id}/messages/delta: full rounds,
+        paging with $skiptoken, incremental rounds with $deltatoken"""
+        st = self.server.state
+        upn, mb = self.mail_target(arg[0], False)
+        page = self.prefer_page()
+        skt = self.query.get("$skiptoken", [None])[0]
+        dt = self.query.get("$deltatoken", [None])[0]
+        headers = {}
+        if page:
+            headers["Preference-Applied"] = "odata.maxpagesize=%d" % page
+        with st.lock:
+            f = self.find_folder(mb, arg[1])
+            now = time.time()
+            for k in [k for k, s in st.delta_sessions.items()
+                      if now - s["time"] > DELTA_SESSION_TTL]:
+                del st.delta_sessions[k]
+            if skt:
+                sess = st.delta_sessions.get(skt)
+                if sess is None or sess["mb"] != upn:
+                    raise self.gone()
+                if sess["fid"] != f["id"]:
+                    raise self.gerr(400, "ErrorInvalidUrlQuery", "The "
+                                    "$skiptoken belongs to another folder.")
+                if sess["epoch"] != f["epoch"]:
+                    raise self.gone()
+            else:
+                since, sel = None, self.select()
+                if dt:
+                    try:
+                        tok = json.loads(b64url_decode(dt))
+                        since, tsel = int(tok["s"]), tok.get("q")
+                        tm, tf, te = tok["m"], tok["f"], tok["e"]
+                    except (ValueError, KeyError, TypeError,
+                            binascii.Error):
+                        raise self.gerr(400, "ErrorInvalidUrlQuery",
+                                        "The delta token is invalid.") \
+                            from None
+                    if tm != upn or tf != f["id"]:
+                        raise self.gerr(400, "ErrorInvalidUrlQuery", "The "
+                                        "delta token belongs to another "
+                                        "folder.")
+                    if te != f["epoch"]:
+                        raise self.gone()
+                    sel = sel or tsel
+                sess = {"mb": upn, "fid": f["id"], "epoch": f["epoch"],
+                        "items": mb.changes(f["id"], since), "offset": 0,
+                        "upto": mb.seq, "select": sel, "time": now,
+                        "page": page or self.int_query("$top", 0) or
+                        DEFAULT_DELTA_PAGE}
+            size = page or sess["page"]
+            off = sess["offset"]
+            value = []
+            for kind, mid in sess["items"][off:off + size]:
+                msg = mb.msgs.get(mid)
+                if kind == "msg" and msg and msg["folder"] == f["id"]:
+                    item = mb.render(msg, sess["select"])
+                else:
+                    item = {"id": mid, "@removed": {"reason": "deleted"}}
+                item["@odata.type"] = "#microsoft.graph.message"
+                value.append(item)
+            out = {"@odata.context": "https://graph.microsoft.com/v1.0/"
+                                     "$metadata#Collection(message)",
+                   "value": value}
+            if off + size < len(sess["items"]):
+                new = secrets.token_urlsafe(24)
+                st.delta_sessions[new] = dict(sess, offset=off + size,
+                                              page=size, time=now)
+                out["@odata.nextLink"] = self.self_url([("$skiptoken", new)])
+            else:
+                tok = b64url(json.dumps(
+                    {"m": upn, "f": f["id"], "s": sess["upto"],
+                     "e": f["epoch"], "q": sess["select"]}).encode())
+                out["@odata.deltaLink"] = self.self_url(
+                    [("$deltatoken", tok)])
+        return 200, out, headers
+
+    def ep_message_get(self, body, arg):
+        """ep_message_get - GET messages/{id}"""
+        st = self.server.state
+        upn, mb = self.mail_target(arg[0], False)
+        with st.lock:
+            return 200, mb.render(self.find_message(mb, arg[1]),
+                                  self.select()), {}
+
+    def ep_value(self, body, arg):
+        """ep_value - GET messages/{id}/$value: the MIME, streamed"""
+        st = self.server.state
+        upn, mb = self.mail_target(arg[0], False)
+        with st.lock:
+            path = self.find_message(mb, arg[1])["path"]
+        try:
+            f = open(path, "rb")
+        except OSError:
+            raise self.gerr(404, "ErrorItemNotFound", ITEM_NOT_FOUND) \
+                from None
+        return 200, MimeStream(f), {}
+
+    def ep_patch(self, body, arg):
+        """ep_patch - PATCH messages/{id} (isRead)"""
+        st = self.server.state
+        upn, mb = self.mail_target(arg[0], True)
+        req = self.json_body(body)
+        changes = {}
+        if "isRead" in req:
+            if not isinstance(req["isRead"], bool):
+                raise self.gerr(400, "BadRequest", "Cannot convert the "
+                                "literal '%s' to the expected type "
+                                "'Edm.Boolean'." % req["isRead"])
+            changes["isRead"] = req["isRead"]
+        flag = req.get("flag")
+        if isinstance(flag, dict) and flag.get("flagStatus") in (
+                "notFlagged", "flagged", "complete"):
+            changes["flagStatus"] = flag["flagStatus"]
+        if isinstance(req.get("categories"), list):
+            changes["categories"] = [str(c) for c in req["categories"]]
+        with st.lock:
+            self.find_message(mb, arg[1])
+            return 200, mb.render(mb.update(arg[1], changes)), {}
+
+    def ep_move(self, body, arg):
+        """ep_move - POST messages/{id}/move: 201, the message, NEW id"""
+        st = self.server.state
+        upn, mb = self.mail_target(arg[0], True)
+        dest = self.json_body(body).get("destinationId")
+        if not isinstance(dest, str) or not dest:
+            raise self.gerr(400, "ErrorInvalidParameter", "The value of the "
+                            "parameter 'DestinationId' is empty.")
+        with st.lock:
+            self.find_message(mb, arg[1])
+            f = self.find_folder(mb, dest)
+            return 201, mb.render(mb.move(arg[1], f["id"])), {}
+
+    def ep_delete(self, body, arg):
+        """ep_delete - DELETE messages/{id}: to Deleted Items; 204"""
+        st = self.server.state
+        upn, mb = self.mail_target(arg[0], True)
+        with st.lock:
+            msg = self.find_message(mb, arg[1])
+            trash = mb.folder("deleteditems")
+            if msg["folder"] == trash["id"]:
+                st.drop_message(mb, arg[1])
+            else:
+                mb.move(arg[1], trash["id"])
+        return 204, b"", {}
+
+    def send_stream(self, status, stream, headers, truncate=False):
+        """send_stream - chunked response without Content-Length ($value);
+        truncate: stop in the middle and reset the connection"""
+        self.send_response(status)
+        self.send_header("request-id", self.request_id)
+        self.send_header("client-request-id", self.client_request_id)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "private")
+        for k, v in (headers or {}).items():
+            self.send_header(k, str(v))
+        self.end_headers()
+        with stream.f as f:
+            total = os.fstat(f.fileno()).st_size
+            sent = 0
+            while True:
+                data = f.read(STREAM_CHUNK)
+                if not data:
+                    break
+                if truncate and sent + len(data) >= total // 2:
+                    # Half of it, then the connection closes: the client
+                    # sees the stream end before the last chunk.
+                    data = data[:max(1, total // 2 - sent)]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.status_sent = "truncated"
+                    return
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                sent += len(data)
+        self.wfile.write(b"0\r\n\r\n")
+        self.status_sent = status
+
+
     # --- control API -------------------------------------------------
 
     def control(self, segs, body):
@@ -1223,6 +2049,10 @@ class Handler(BaseHTTPRequestHandler):
             arg = json.loads(body) if body.strip() else {}
         except ValueError:
             self.send(400, {"error": "request body is not JSON"})
+            return
+        if segs[:1] == ["mailbox"]:
+            status, out = self.ctl_mailbox(segs[1:], arg)
+            self.send(status, out)
             return
         routes = {("POST", "faults"): self.ctl_add_faults,
                   ("GET", "faults"): lambda a: (200, list(st.faults)),
@@ -1251,15 +2081,21 @@ class Handler(BaseHTTPRequestHandler):
         st = self.server.state
         faults = arg if isinstance(arg, list) else [arg]
         kinds = {"sendMail", "token", "users", "devicecode", "authorize",
-                 "any"}
-        actions = {"error", "accept_retry_after", "reset_after_body", "slow"}
+                 "any"} | set(MAIL_KINDS)
+        actions = {"error", "accept_retry_after", "reset_after_body", "slow",
+                   "gone", "truncate"}
+        only = {"gone": "delta", "truncate": "value"}
         for f in faults:
             if not isinstance(f, dict) or f.get("match") not in kinds:
                 return 400, {"error": "each fault needs match in %s"
                              % sorted(kinds)}
-            if f.get("action", "error") not in actions:
+            action = f.get("action", "error")
+            if action not in actions:
                 return 400, {"error": "action must be one of %s"
                              % sorted(actions)}
+            if action in only and f["match"] != only[action]:
+                return 400, {"error": "action %s needs match %s"
+                             % (action, only[action])}
         for f in faults:
             st.faults.append(dict(f, count=int(f.get("count", 1)),
                                   action=f.get("action", "error")))
@@ -1271,7 +2107,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def ctl_reset(self, arg):
         tokens = isinstance(arg, dict) and bool(arg.get("tokens"))
-        self.server.state.reset(tokens=tokens)
+        mailboxes = isinstance(arg, dict) and bool(arg.get("mailboxes"))
+        self.server.state.reset(tokens=tokens, mailboxes=mailboxes)
         return 200, {"reset": True}
 
     def ctl_devices(self, arg):
@@ -1361,6 +2198,119 @@ class Handler(BaseHTTPRequestHandler):
                 info["exp"] = time.time() - 1
                 n += 1
         return 200, {"expired": n}
+
+    # --- control API: mailboxes ----------------------------------------
+
+    def ctl_mailbox(self, rest, arg):
+        """ctl_mailbox - /_emu/mailbox/{mb}[/messages[/{id}] | /folders]"""
+        st = self.server.state
+        if not rest:
+            return 404, {"error": "use /_emu/mailbox/{user}"}
+        upn, _ = st.user(rest[0])
+        if upn is None:
+            return 404, {"error": "unknown user %r (add it to the emulator "
+                         "configuration)" % urllib.parse.unquote(rest[0])}
+        sub = [urllib.parse.unquote(s) for s in rest[1:]]
+        m = self.command
+        if not isinstance(arg, dict) and m in ("POST", "PATCH"):
+            return 400, {"error": "the body must be a JSON object"}
+        if m == "POST" and sub == ["messages"]:
+            return self.ctl_put_messages(upn, arg)
+        with st.lock:
+            mb = st.mbox(upn)
+            if m == "GET" and not sub:
+                return 200, st.mailbox_json(mb)
+            if m == "DELETE" and not sub:
+                mb.clear()
+                return 200, {"cleared": upn}
+            if m == "POST" and sub == ["folders"]:
+                name = arg.get("displayName")
+                if not isinstance(name, str) or not name or "/" in name:
+                    return 400, {"error": "give displayName (without /)"}
+                parent = mb.root_id()
+                if arg.get("parent"):
+                    p = mb.folder_by_name(str(arg["parent"]))
+                    if p is None:
+                        return 400, {"error": "no folder %r"
+                                     % arg["parent"]}
+                    parent = p["id"]
+                f = None
+                for g in mb.children(parent):
+                    if g["displayName"].lower() == name.lower():
+                        f = g
+                if f is None:
+                    f = mb.add_folder(name, None, parent)
+                return 200, {"id": f["id"], "displayName": f["displayName"]}
+            if len(sub) == 2 and sub[0] == "messages" and m in ("PATCH",
+                                                                "DELETE"):
+                if sub[1] not in mb.msgs:
+                    return 404, {"error": "no message %r" % sub[1]}
+                if m == "DELETE":
+                    st.drop_message(mb, sub[1])
+                    return 200, {"deleted": sub[1]}
+                changes = {k: arg[k] for k in ("isRead",) if k in arg}
+                return 200, mb.render(mb.update(sub[1], changes))
+        return 404, {"error": "no control endpoint %s /_emu/mailbox/%s"
+                     % (m, "/".join(rest))}
+
+    def ctl_put_messages(self, upn, arg):
+        """ctl_put_messages - file a message ("mime", "mime_b64") or
+        generate "count" messages of about "size" bytes"""
+        st = self.server.state
+        with st.lock:
+            f = st.mbox(upn).folder_by_name(str(arg.get("folder", "inbox")))
+        if f is None:
+            return 400, {"error": "no folder %r in %s" % (arg.get("folder"),
+                                                          upn)}
+        paths = []
+        try:
+            if "mime" in arg or "mime_b64" in arg:
+                if "mime" in arg:
+                    data = str(arg["mime"]).encode("utf-8")
+                else:
+                    data = base64.b64decode(str(arg["mime_b64"]),
+                                            validate=True)
+                path = st.spool_path()
+                with open(path, "wb") as out:
+                    out.write(data)
+                paths.append(path)
+            elif "size" in arg:
+                size, count = int(arg["size"]), int(arg.get("count", 1))
+                if size < 0 or not 1 <= count <= 100000:
+                    raise ValueError("size or count out of range")
+                for i in range(count):
+                    path = st.spool_path()
+                    write_generated(
+                        path, size, str(arg.get("subject", "Generated "
+                                                "message %d" % (i + 1))),
+                        str(arg.get("from", "sender@example.org")),
+                        str(arg.get("to", upn)), i + 1)
+                    paths.append(path)
+            else:
+                return 400, {"error": "give mime, mime_b64 or size"}
+            metas = [mime_meta(p) for p in paths]
+        except (ValueError, TypeError, binascii.Error, OSError) as e:
+            for p in paths:
+                try:
+                    os.unlink(p)
+                except OSError:
+                    pass
+            return 400, {"error": "cannot store the message: %s" % e}
+        out = []
+        with st.lock:
+            mb = st.mbox(upn)
+            if f["id"] not in mb.folders:      # cleared meanwhile
+                f = mb.folder_by_name(f["displayName"]) or mb.folder("inbox")
+            for p, meta in zip(paths, metas):
+                msg = mb.add_message(f["id"], p, dict(meta, owned=True),
+                                     arg.get("isRead", False),
+                                     arg.get("receivedDateTime"))
+                out.append({"id": msg["id"], "size": msg["size"],
+                            "internetMessageId": msg["internetMessageId"]})
+        res = dict(out[0])
+        if len(out) > 1:
+            res["messages"] = out
+        return 200, res
 
 
 def redirect_ok(app, uri):

@@ -5,7 +5,9 @@
 # PKCE, refresh rotation, revocation, client credentials with a secret and
 # with a certificate assertion built here with the openssl CLI), Graph
 # users and sendMail (exact MIME bytes, recipients, errors, permissions),
-# every fault kind, the statistics and the control API.
+# mailboxes (folders, delta paging and incremental rounds, $value, PATCH,
+# move, DELETE, shared-mailbox permissions), every fault kind, the
+# statistics and the control API.
 
 set -u
 : "${top_srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
@@ -552,6 +554,291 @@ check "8 parallel sends all accepted" test "$(cat "$T"/par.* | sort -u)" = 202
 check "8 parallel sends recorded" test "$(emu_sent_count)" = 8
 check "parallel requests are served concurrently (< 6 s for 8 x 1 s)" \
     test $(( (t1 - t0) / 1000000 )) -lt 6000
+
+#
+# Mailboxes (m365-fetch): folders, delta with paging, $value, PATCH, move,
+# DELETE, permissions, faults and the control API.
+#
+emu_ctl POST /_emu/reset >/dev/null
+client_secret "$T/secret"
+MB_AT=$(field 'd["access_token"]')
+# deleg_token SCOPES - a delegated access token for login_user (auth code + PKCE)
+deleg_token() {
+    local v c loc code
+    v=$(openssl rand -base64 48 | tr '+/' '-_' | tr -d '=\n')
+    c=$(printf '%s' "$v" | openssl dgst -sha256 -binary | b64url)
+    req GET "/organizations/oauth2/v2.0/authorize" -G \
+        --data-urlencode "client_id=$EMU_APP_DELEG" --data-urlencode "response_type=code" \
+        --data-urlencode "redirect_uri=$REDIRECT" --data-urlencode "scope=$1" \
+        --data-urlencode "code_challenge=$c" --data-urlencode "code_challenge_method=S256"
+    loc=$(header Location)
+    code=$(printf '%s' "$loc" | sed -n 's/.*[?&]code=\([^&]*\).*/\1/p')
+    token --data-urlencode "grant_type=authorization_code" \
+        --data-urlencode "client_id=$EMU_APP_DELEG" --data-urlencode "code=$code" \
+        --data-urlencode "redirect_uri=$REDIRECT" --data-urlencode "code_verifier=$v"
+    field 'd["access_token"]'
+}
+# greq METHOD PATH TOKEN [CURL-ARGS...] - a Graph request with a bearer token
+greq() {
+    local method=$1 path=$2 tok=$3
+    shift 3
+    req "$method" "$path" -H "Authorization: Bearer $tok" "$@"
+}
+BOB=/v1.0/users/bob@contoso.test
+SEL='$select=id,internetMessageId,isRead,from,subject'
+
+# mkmime FILE N - a message with CRLF line ends and a unique Message-ID
+mkmime() {
+    printf '%s\r\n' "From: \"Sender $2\" <sender$2@example.org>" 'To: bob@contoso.test' \
+        "Subject: mailbox test $2" "Message-ID: <mbtest-$2@example.org>" \
+        'MIME-Version: 1.0' 'Content-Type: text/plain; charset=us-ascii' '' \
+        "Body of message $2." 'Second line.' >"$1"
+}
+for i in 1 2 3 4 5; do
+    mkmime "$T/in$i.eml" "$i"
+    eval "ID$i=\$(emu_put_message bob@contoso.test \"\$T/in$i.eml\")"
+done
+check "emu_put_message returns Graph-shaped ids" test "${ID1#AAMk}" != "$ID1" -a "$ID1" != "$ID2"
+check "GET /_emu/mailbox lists 5 unread inbox messages" test \
+    "$(emu_mb_eval bob@contoso.test '[m["isRead"] for m in f("inbox")["messages"]]')" = \
+    '[false, false, false, false, false]'
+check "control API: internetMessageId from the MIME" test \
+    "$(emu_mb_eval bob@contoso.test 'f("inbox")["messages"][0]["internetMessageId"]')" = '<mbtest-1@example.org>'
+
+greq GET "$BOB/mailFolders/inbox" "$MB_AT"
+expect "GET mailFolders/inbox (well-known name)" 200 'd["displayName"]' Inbox \
+    'd["totalItemCount"]' 5 'd["unreadItemCount"]' 5
+INBOX_ID=$(field 'd["id"]')
+greq GET "$BOB/mailFolders('Inbox')" "$MB_AT"
+expect "GET mailFolders('Inbox') syntax" 200 'd["id"]' "$INBOX_ID"
+greq GET "$BOB/mailFolders/$INBOX_ID" "$MB_AT"
+expect "GET mailFolders/{id}" 200 'd["displayName"]' Inbox
+greq GET "$BOB/mailFolders/Processed" "$MB_AT"
+expect "a display name is not a folder id: 400 ErrorInvalidIdMalformed" 400 \
+    'd["error"]["code"]' ErrorInvalidIdMalformed
+greq GET "$BOB/mailFolders" "$MB_AT" -G --data-urlencode "\$filter=displayName eq 'Processed'"
+expect "mailFolders \$filter: no Processed folder yet" 200 'len(d["value"])' 0
+greq POST "$BOB/mailFolders" "$MB_AT" -H 'Content-Type: application/json' \
+    --data-binary '{"displayName": "Processed"}'
+expect "POST mailFolders creates a folder: 201" 201 'd["displayName"]' Processed
+PROC_ID=$(field 'd["id"]')
+greq POST "$BOB/mailFolders" "$MB_AT" -H 'Content-Type: application/json' \
+    --data-binary '{"displayName": "processed"}'
+expect "an existing folder name: 409 ErrorFolderExists" 409 'd["error"]["code"]' ErrorFolderExists
+greq GET "$BOB/mailFolders" "$MB_AT" -G --data-urlencode "\$filter=displayName eq 'processed'"
+expect "mailFolders \$filter=displayName eq (case-insensitive)" 200 \
+    'len(d["value"])' 1 'd["value"][0]["id"]' "$PROC_ID"
+check "control API folders: finds the same folder" \
+    test "$(emu_folder_add bob@contoso.test Processed)" = "$PROC_ID"
+greq POST "$BOB/mailFolders/inbox/childFolders" "$MB_AT" -H 'Content-Type: application/json' \
+    --data-binary '{"displayName": "Sub"}'
+expect "POST mailFolders/inbox/childFolders" 201 'd["parentFolderId"]' "$INBOX_ID"
+SUB_ID=$(field 'd["id"]')
+greq GET "$BOB/mailFolders/inbox/childFolders" "$MB_AT" -G --data-urlencode "\$filter=displayName eq 'Sub'"
+expect "childFolders \$filter finds the subfolder" 200 'd["value"][0]["id"]' "$SUB_ID"
+greq GET "$BOB/mailFolders" "$MB_AT" -G --data-urlencode "\$filter=displayName eq 'Sub'"
+expect "mailFolders lists only top-level folders" 200 'len(d["value"])' 0
+greq GET "$BOB/mailFolders/inbox" "$MB_AT"
+expect "childFolderCount of the inbox" 200 'd["childFolderCount"]' 1
+check "control API folders with a parent: the same subfolder" test \
+    "$(emu_ctl POST /_emu/mailbox/bob@contoso.test/folders '{"displayName": "sub", "parent": "Inbox"}' | json_eval 'd["id"]')" = "$SUB_ID"
+greq GET "$BOB/mailFolders?\$top=3" "$MB_AT"
+expect "mailFolders \$top=3 pages with @odata.nextLink" 200 'len(d["value"])' 3 \
+    '"$skip=3" in d["@odata.nextLink"]' true
+greq GET "$BOB/mailFolders" "$MB_AT" -G --data-urlencode "\$filter=startswith(displayName,'P')"
+expect "unsupported \$filter: 400" 400 'd["error"]["code"]' ErrorInvalidUrlQueryFilter
+
+# Delta: three pages of 2, 2 and 1, then a deltaLink.
+greq GET "$BOB/mailFolders/inbox/messages/delta?$SEL" "$MB_AT" -H 'Prefer: odata.maxpagesize=2'
+expect "delta page 1: 2 messages and a nextLink" 200 'len(d["value"])' 2 \
+    '"@odata.nextLink" in d and "@odata.deltaLink" not in d' true \
+    'd["@odata.nextLink"].startswith("https://127.0.0.1:'"$EMU_PORT"'/v1.0/users/bob@contoso.test/mailFolders/inbox/messages/delta?$skiptoken=")' true \
+    'd["value"][0]["id"]' "$ID1" 'd["value"][0]["internetMessageId"]' '<mbtest-1@example.org>' \
+    'd["value"][0]["from"]["emailAddress"]["address"]' sender1@example.org \
+    'd["value"][0]["isRead"]' false 'd["value"][0]["subject"]' 'mailbox test 1' \
+    '"bodyPreview" in d["value"][0] or "receivedDateTime" in d["value"][0]' false
+check "Preference-Applied: odata.maxpagesize=2" test "$(header Preference-Applied)" = odata.maxpagesize=2
+NEXT=$(field 'd["@odata.nextLink"]')
+greq GET "${NEXT#"$EMU_URL"}" "$MB_AT" -H 'Prefer: odata.maxpagesize=2'
+expect "delta page 2 (\$skiptoken)" 200 'len(d["value"])' 2 'd["value"][0]["id"]' "$ID3" \
+    'd["value"][0]["subject"]' 'mailbox test 3'
+greq GET "${NEXT#"$EMU_URL"}" "$MB_AT" -H 'Prefer: odata.maxpagesize=2'
+expect "a \$skiptoken can be replayed (same page)" 200 'd["value"][0]["id"]' "$ID3"
+NEXT=$(field 'd["@odata.nextLink"]')
+greq GET "${NEXT#"$EMU_URL"}" "$MB_AT" -H 'Prefer: odata.maxpagesize=2'
+expect "delta page 3: last message and a deltaLink" 200 'len(d["value"])' 1 \
+    '"$deltatoken=" in d["@odata.deltaLink"] and "@odata.nextLink" not in d' true
+DLINK=$(field 'd["@odata.deltaLink"]')
+greq GET "${DLINK#"$EMU_URL"}" "$MB_AT"
+expect "deltaLink without changes: empty page and a deltaLink" 200 'len(d["value"])' 0 \
+    '"@odata.deltaLink" in d' true
+
+# $value: exact bytes, chunked, no Content-Length; ids URL-encoded work too.
+greq GET "$BOB/messages/$ID2/\$value" "$MB_AT"
+expect "\$value answers 200" 200
+check "\$value returns the exact MIME bytes" cmp "$T/body" "$T/in2.eml"
+check "\$value: Transfer-Encoding chunked" test "$(header Transfer-Encoding)" = chunked
+check "\$value: no Content-Length" test -z "$(header Content-Length)"
+check "\$value: Content-Type text/plain" test "$(header Content-Type)" = text/plain
+greq GET "$BOB/messages/$(printf '%s' "$ID2" | sed 's/=/%3D/g')/\$value" "$MB_AT"
+check "\$value with a URL-encoded id" cmp "$T/body" "$T/in2.eml"
+greq GET "$BOB/messages/AAMkAGnotthere0000000000000000000000000000000000AAA=" "$MB_AT"
+expect "unknown message id: 404 ErrorItemNotFound" 404 'd["error"]["code"]' ErrorItemNotFound
+greq GET "$BOB/messages/bogus" "$MB_AT"
+expect "malformed message id: 400 ErrorInvalidIdMalformed" 400 'd["error"]["code"]' ErrorInvalidIdMalformed
+
+# PATCH, move, DELETE.
+greq PATCH "$BOB/messages/$ID1" "$MB_AT" -H 'Content-Type: application/json' --data-binary '{"isRead": true}'
+expect "PATCH isRead: 200 with the message" 200 'd["isRead"]' true 'd["id"]' "$ID1"
+greq PATCH "$BOB/messages/$ID5" "$MB_AT" -H 'Content-Type: application/json' \
+    --data-binary '{"flag": {"flagStatus": "flagged"}}'
+expect "PATCH flag" 200 'd["flag"]["flagStatus"]' flagged 'd["isRead"]' false
+greq POST "$BOB/messages/$ID2/move" "$MB_AT" -H 'Content-Type: application/json' \
+    --data-binary '{"destinationId": "Processed"}'
+expect "move to a display name: 400 (needs an id or well-known name)" 400
+greq POST "$BOB/messages/$ID2/move" "$MB_AT" -H 'Content-Type: application/json' \
+    --data-binary "{\"destinationId\": \"$PROC_ID\"}"
+expect "move: 201 with the moved message" 201 'd["parentFolderId"]' "$PROC_ID" \
+    'd["internetMessageId"]' '<mbtest-2@example.org>'
+MOVED=$(field 'd["id"]')
+check "move gives the message a new id" test -n "$MOVED" -a "$MOVED" != "$ID2"
+greq GET "$BOB/messages/$ID2" "$MB_AT"
+expect "the old id is gone after a move: 404" 404
+greq GET "$BOB/messages/$MOVED/\$value" "$MB_AT"
+check "the moved message keeps its MIME" cmp "$T/body" "$T/in2.eml"
+greq DELETE "$BOB/messages/$ID3" "$MB_AT"
+expect "DELETE: 204" 204
+check "DELETE moved it to Deleted Items" test \
+    "$(emu_mb_eval bob@contoso.test '[m["internetMessageId"] for m in f("deleteditems")["messages"]]')" = \
+    '["<mbtest-3@example.org>"]'
+check "Processed holds the moved message" test \
+    "$(emu_mb_eval bob@contoso.test '[m["id"] for m in f("Processed")["messages"]]')" = "[\"$MOVED\"]"
+mkmime "$T/in6.eml" 6
+ID6=$(emu_put_message bob@contoso.test "$T/in6.eml")
+greq GET "${DLINK#"$EMU_URL"}" "$MB_AT"
+expect "incremental delta after the changes" 200 \
+    '[(x["id"], x.get("@removed", {}).get("reason"), x.get("isRead")) for x in d["value"]] == [("'"$ID1"'", None, True), ("'"$ID5"'", None, False), ("'"$ID2"'", "deleted", None), ("'"$ID3"'", "deleted", None), ("'"$ID6"'", None, False)]' true \
+    'sorted(d["value"][0])' '["@odata.etag", "@odata.type", "from", "id", "internetMessageId", "isRead", "subject"]'
+DLINK2=$(field 'd["@odata.deltaLink"]')
+greq GET "$BOB/mailFolders/$PROC_ID/messages/delta" "$MB_AT"
+expect "delta of a custom folder (no \$select: full messages)" 200 \
+    'd["value"][0]["id"]' "$MOVED" '"receivedDateTime" in d["value"][0]' true
+PLINK=$(field 'd["@odata.deltaLink"]')
+greq GET "$BOB/mailFolders/inbox/messages?\$top=2&\$select=subject" "$MB_AT"
+expect "GET mailFolders/inbox/messages with \$top" 200 'len(d["value"])' 2 \
+    '"@odata.nextLink" in d' true
+
+# Permissions.
+emu_ctl POST /_emu/config "{\"apps\": {\"$EMU_APP_SECRET\": {\"roles\": [\"Mail.Send\"]}}}" >/dev/null
+client_secret "$T/secret"
+SEND_AT=$(field 'd["access_token"]')
+emu_ctl POST /_emu/config "{\"apps\": {\"$EMU_APP_SECRET\": {\"roles\": [\"Mail.Send\", \"Mail.Read\"]}}}" >/dev/null
+client_secret "$T/secret"
+READ_AT=$(field 'd["access_token"]')
+emu_ctl POST /_emu/config "{\"apps\": {\"$EMU_APP_SECRET\": {\"roles\": [\"Mail.Send\", \"Mail.ReadWrite\"]}}}" >/dev/null
+greq GET "$BOB/mailFolders/inbox/messages/delta" "$SEND_AT"
+expect "app token without Mail.Read*: 403 ErrorAccessDenied" 403 'd["error"]["code"]' ErrorAccessDenied
+greq GET "$BOB/mailFolders/inbox/messages/delta" "$READ_AT"
+expect "app token with Mail.Read may read" 200
+greq PATCH "$BOB/messages/$ID4" "$READ_AT" -H 'Content-Type: application/json' --data-binary '{"isRead": true}'
+expect "app token with Mail.Read may not PATCH: 403" 403 'd["error"]["code"]' ErrorAccessDenied
+D_SEND=$(deleg_token "offline_access $GRAPH_SCOPE/Mail.Send")
+D_RW=$(deleg_token "offline_access $GRAPH_SCOPE/Mail.ReadWrite")
+D_SH=$(deleg_token "offline_access $GRAPH_SCOPE/Mail.ReadWrite $GRAPH_SCOPE/Mail.ReadWrite.Shared")
+emu_ctl POST /_emu/config '{"login_user": "bob@contoso.test"}' >/dev/null
+D_BOB=$(deleg_token "offline_access $GRAPH_SCOPE/Mail.ReadWrite.Shared")
+emu_ctl POST /_emu/config '{"login_user": "alice@contoso.test"}' >/dev/null
+greq GET "/v1.0/me/mailFolders/inbox/messages/delta" "$D_SEND"
+expect "delegated without Mail.ReadWrite: 403 on the own mailbox" 403 'd["error"]["code"]' ErrorAccessDenied
+greq GET "/v1.0/me/mailFolders/inbox/messages/delta" "$D_RW"
+expect "delegated Mail.ReadWrite: own mailbox via /me" 200
+greq GET "/v1.0/users/shared@contoso.test/mailFolders/inbox/messages/delta" "$D_RW"
+expect "delegated Mail.ReadWrite only: shared mailbox 403" 403 'd["error"]["code"]' ErrorAccessDenied
+greq GET "/v1.0/users/shared@contoso.test/mailFolders/inbox/messages/delta" "$D_SH"
+expect "delegated Mail.ReadWrite.Shared + full_access: shared mailbox" 200
+greq GET "/v1.0/users/shared@contoso.test/mailFolders/inbox/messages/delta" "$D_BOB"
+expect "Mail.ReadWrite.Shared without full_access: 403" 403 'd["error"]["code"]' ErrorAccessDenied
+greq GET "/v1.0/users/onprem@contoso.test/mailFolders/inbox" "$MB_AT"
+expect "mailbox not enabled for REST: 404" 404 'd["error"]["code"]' MailboxNotEnabledForRESTAPI
+
+# Faults.
+emu_ctl POST /_emu/faults '[{"match": "delta", "status": 429, "retry_after": 3}]' >/dev/null
+greq GET "${DLINK2#"$EMU_URL"}" "$MB_AT"
+expect "delta fault 429" 429 'd["error"]["code"]' ApplicationThrottled
+check "delta 429 carries Retry-After: 3" test "$(header Retry-After)" = 3
+emu_ctl POST /_emu/faults '[{"match": "delta", "action": "gone"}]' >/dev/null
+greq GET "$BOB/mailFolders/inbox/messages/delta" "$MB_AT"
+expect "a gone fault does not hit a delta request without a token" 200
+check "the gone fault is still queued" test "$(emu_ctl GET /_emu/faults | json_eval 'len(d)')" = 1
+FRESH=$(field 'd["@odata.deltaLink"]')
+greq GET "${DLINK2#"$EMU_URL"}" "$MB_AT"
+expect "gone: 410 SyncStateNotFound on a deltaLink" 410 'd["error"]["code"]' SyncStateNotFound
+check "410 carries a Location" test -n "$(header Location)"
+greq GET "${FRESH#"$EMU_URL"}" "$MB_AT"
+expect "after gone every older deltaLink stays invalid (410)" 410
+greq GET "${PLINK#"$EMU_URL"}" "$MB_AT"
+expect "a 410 of one folder leaves another folder's deltaLink valid" 200
+greq GET "$BOB/mailFolders/inbox/messages/delta?$SEL" "$MB_AT"
+expect "full resync after 410: every inbox message again" 200 'len(d["value"])' 4
+greq GET "$(field 'd["@odata.deltaLink"]' | sed "s|^$EMU_URL||")" "$MB_AT"
+expect "the new deltaLink works" 200 'len(d["value"])' 0
+greq GET "$BOB/mailFolders/inbox/messages/delta?\$deltatoken=garbage" "$MB_AT"
+expect "a malformed deltatoken: 400" 400
+emu_ctl POST /_emu/faults '[{"match": "value", "action": "truncate"}]' >/dev/null
+rm -f "$T/body"
+greq GET "$BOB/messages/$ID4/\$value" "$MB_AT" 2>/dev/null
+check "value truncate: the transfer fails" test "$STATUS" = curl-failed
+check "value truncate: fewer bytes than the message" test "$(wc -c <"$T/body")" -lt "$(wc -c <"$T/in4.eml")"
+emu_ctl POST /_emu/faults '[{"match": "patch", "action": "slow", "delay": 1.2}]' >/dev/null
+t0=$(date +%s%N)
+greq PATCH "$BOB/messages/$ID4" "$MB_AT" -H 'Content-Type: application/json' --data-binary '{"isRead": true}'
+t1=$(date +%s%N)
+expect "patch slow fault, then the PATCH" 200 'd["isRead"]' true
+check "patch slow fault took >= 1.2 s" test $(( (t1 - t0) / 1000000 )) -ge 1200
+for k in move delete mailFolders message; do
+    emu_ctl POST /_emu/faults "[{\"match\": \"$k\", \"status\": 503, \"retry_after\": 1}]" >/dev/null
+done
+greq POST "$BOB/messages/$ID5/move" "$MB_AT" -H 'Content-Type: application/json' --data-binary '{"destinationId": "archive"}'
+expect "move fault 503" 503 'd["error"]["code"]' ErrorServerBusy
+greq DELETE "$BOB/messages/$ID5" "$MB_AT"
+expect "delete fault 503" 503
+greq GET "$BOB/mailFolders/inbox" "$MB_AT"
+expect "mailFolders fault 503" 503
+greq GET "$BOB/messages/$ID5" "$MB_AT"
+expect "message fault 503" 503
+check "the message is untouched by the faults" test \
+    "$(emu_mb_eval bob@contoso.test "[m['id'] for m in f('inbox')['messages'] if m['id'] == '$ID5']")" = "[\"$ID5\"]"
+check "a gone fault must match delta" test "$(emu_curl -o /dev/null -w '%{http_code}' \
+    -X POST --data-binary '[{"match": "any", "action": "gone"}]' "$EMU_URL/_emu/faults")" = 400
+check "stats: delta_requests and value_requests" test \
+    "$(emu_stat delta_requests)" -ge 10 -a "$(emu_stat value_requests)" -ge 4
+
+# Generated messages (large ones are written in pieces, streamed back).
+GEN=$(emu_gen_messages shared@contoso.test 3000000 2)
+check "generate 2 messages of 3 MB" test "$(printf '%s\n' "$GEN" | wc -l)" = 2
+GID=$(printf '%s\n' "$GEN" | head -n 1)
+greq GET "/v1.0/users/shared@contoso.test/messages/$GID/\$value" "$MB_AT"
+SZ=$(wc -c <"$T/body")
+check "generated message: about 3 MB ($SZ bytes)" test "$SZ" -gt 2990000 -a "$SZ" -le 3000000
+check "generated message: size in the control API matches \$value" test \
+    "$(emu_mb_eval shared@contoso.test "[m['size'] for m in f('inbox')['messages'] if m['id'] == '$GID'][0]")" = "$SZ"
+check "generated message: a MIME multipart with a base64 part" \
+    grep -q '^Content-Transfer-Encoding: base64' "$T/body"
+
+# Out-of-band changes through the control API; sendMail lands in Sent Items.
+check "control API PATCH: mark unread" emu_ctl PATCH "/_emu/mailbox/bob@contoso.test/messages/$ID1" '{"isRead": false}'
+check "control API DELETE: remove a message" emu_ctl DELETE "/_emu/mailbox/bob@contoso.test/messages/$ID6"
+check "control API: unknown user is a 404" test "$(emu_curl -o /dev/null -w '%{http_code}' \
+    "$EMU_URL/_emu/mailbox/nobody@contoso.test")" = 404
+send_mime /v1.0/users/bob@contoso.test/sendMail "$T/f.eml" "$MB_AT"
+check "sendMail files a copy in Sent Items (read)" test \
+    "$(emu_mb_eval bob@contoso.test '[(m["subject"], m["isRead"]) for m in f("sentitems")["messages"]]')" = '[["fault", true]]'
+emu_ctl POST /_emu/reset >/dev/null
+check "reset drops the Sent Items copies, keeps the mailbox" test \
+    "$(emu_mb_eval bob@contoso.test '(len(f("sentitems")["messages"]), len(f("inbox")["messages"]))')" = '[0, 3]'
+emu_ctl POST /_emu/reset '{"mailboxes": true}' >/dev/null
+check "reset with mailboxes empties them" test \
+    "$(emu_mb_eval bob@contoso.test 'sum(len(x["messages"]) for x in d["folders"])')" = 0
 
 #
 # Logs never contain tokens; clean exit on SIGTERM.

@@ -1,0 +1,589 @@
+#!/usr/bin/env bash
+# test-fetch.sh - end to end for the inbound poller m365-fetch:
+#
+#   the Microsoft 365 emulator's mailboxes (delta, $value, PATCH, move,
+#   DELETE) -> m365-fetch (as an unprivileged user) -> SMTP on loopback
+#   -> a real, private Postfix -> local(8) -> Maildir
+#
+# Every case asserts what arrived in the Maildir (exact body bytes, the
+# original header block, how many copies), what happened in the emulated
+# mailbox (read, moved with a new id, deleted, left unread) and what
+# m365-fetch logged.
+#
+# Needs root (namespaces, a private Postfix, useradd) and the Debian
+# package postfix; without root it is skipped (exit 77).  It re-executes
+# itself inside private net/uts/mount/pid namespaces like test-postfix.sh:
+# the only network is loopback and every process it started dies with it.
+
+# shellcheck disable=SC2317  # helper functions run through check()
+set -u
+
+me=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
+: "${top_srcdir:=$(dirname "$me")/../..}"
+: "${top_builddir:=$top_srcdir}"
+top_srcdir=$(cd "$top_srcdir" && pwd)
+top_builddir=$(cd "$top_builddir" && pwd)
+export top_srcdir top_builddir
+
+if [ "$(id -u)" != 0 ]; then
+    echo "SKIP: test-fetch.sh needs root (private Postfix, namespaces, useradd)"
+    exit 77
+fi
+if [ -z "${M365_E2E_IN_NS:-}" ]; then
+    missing=""
+    for c in postfix postconf postqueue unshare ip ss python3 curl openssl setpriv; do
+	command -v "$c" >/dev/null 2>&1 || missing="$missing $c"
+    done
+    if [ -n "$missing" ]; then
+	echo "not ok - required programs are missing:$missing"
+	echo "  run tests/run-all.sh as root: it installs postfix and the rest (CI does)"
+	echo "0 passed, 1 failed"
+	exit 1
+    fi
+    exec unshare --net --uts --mount --pid --fork --kill-child --mount-proc \
+	env M365_E2E_IN_NS=1 bash "$me" "$@"
+fi
+
+# ---- inside the namespaces
+ip link set lo up
+hostname mx.e2e.test
+
+. "$top_srcdir/tests/lib.sh"
+. "$top_srcdir/tests/postfix.sh"
+
+FETCH=$top_builddir/relay/m365-fetch
+t_init fetch
+trap 'pf_stop; t_cleanup' EXIT
+[ -x "$FETCH" ] || { bad "m365-fetch is built ($FETCH)"; t_done; }
+
+cat > "$T/hosts" <<'EOF'
+127.0.0.1 localhost
+127.0.0.1 mx.e2e.test mx
+::1 localhost ip6-localhost ip6-loopback
+127.0.0.1 graph.microsoft.com login.microsoftonline.com
+EOF
+printf 'nameserver 127.0.0.1\n' > "$T/resolv.conf"
+mount --bind "$T/hosts" /etc/hosts
+mount --bind "$T/resolv.conf" /etc/resolv.conf
+
+RUSER=m365test          # runs m365-fetch
+MBX=m365mbx             # local Maildir user the sources deliver to
+ADM=m365adm             # local Maildir user that gets the offline notice
+SMTP_PORT=2525
+
+# ---- emulator, configuration
+emu_setup || { bad "emulator starts"; t_done; }
+CONF=$T/m365relay.conf
+write_conf "$CONF"
+sed -i -e "s|^[[:space:]]*login_url[[:space:]]*=.*|login_url = https://login.microsoftonline.com:$EMU_PORT|" \
+       -e "s|^[[:space:]]*graph_url[[:space:]]*=.*|graph_url = https://graph.microsoft.com:$EMU_PORT|" \
+       -e "s|^[[:space:]]*\[global\][[:space:]]*$|[global]\nuser = $RUSER|" "$CONF"
+# source NAME FOLDER AFTER [EXTRA-LINES...] - append a [source] of bob's mailbox
+source_conf() {
+    local name=$1 folder=$2 after=$3 l
+    shift 3
+    {
+	printf '\n[source %s]\naccount = app\nmailbox = bob@contoso.test\n' "$name"
+	printf 'folder = %s\ndeliver_to = smtp://127.0.0.1:%s\n' "$folder" "$SMTP_PORT"
+	printf 'recipients = %s@local.test\nafter = %s\n' "$MBX" "$after"
+	for l in "$@"; do printf '%s\n' "$l"; done
+    } >> "$CONF"
+}
+source_conf read inbox read "reject_folder = Rejected" "page_size = 10"
+source_conf move MoveIn move:Processed
+source_conf del DelIn delete
+source_conf paged Paged read "page_size = 2"
+source_conf rej RejIn read "reject_folder = Rejected"
+source_conf badrcpt BadIn read "reject_folder = Rejected"
+sed -i '/^\[source badrcpt\]/,$ s|^recipients = .*|recipients = nosuchuser@local.test|' "$CONF"
+cat >> "$CONF" <<EOF
+
+[source shared]
+account = deleg
+mailbox = shared@contoso.test
+folder = inbox
+deliver_to = smtp://127.0.0.1:$SMTP_PORT
+recipients = $MBX@local.test
+after = read
+notify = $ADM@local.test
+EOF
+
+for u in "$RUSER" "$MBX" "$ADM"; do
+    pf_user "$u" || { bad "create user $u"; t_done; }
+done
+chmod 755 "$T" "$T/certs"
+chmod 644 "$CONF" "$T/certs/ca.pem" "$T/certs/client.pem"
+mkdir -p "$T/state"
+chown -R "$RUSER" "$T/state"
+chmod 700 "$T/state"
+chown "$RUSER" "$T/secret" "$T/certs/client.key"
+chmod 600 "$T/secret" "$T/certs/client.key"
+touch "$T/relay.log"
+chown "$RUSER" "$T/relay.log"
+chmod 640 "$T/relay.log"
+
+for f in MoveIn DelIn Paged RejIn BadIn Processed Rejected; do
+    emu_folder_add bob@contoso.test "$f" >/dev/null || bad "create folder $f in the emulator"
+done
+
+# ---- Postfix: local.test delivered by local(8) into Maildirs
+# (mail_spool_directory ends in "/"); unknown local users are refused
+# at RCPT (550 5.1.1); messages over 2 MB are refused (552 5.3.4).
+PF_RELAY=$RELAY PF_CONF=$CONF pf_setup "$T/pf" "$SMTP_PORT" 2526 ||
+    { bad "private Postfix set up"; t_done; }
+postconf -c "$PF_ETC" -e "local_recipient_maps = proxy:unix:passwd.byname" \
+    "message_size_limit = 2000000" "home_mailbox =" ||
+    { bad "postconf of the private Postfix"; t_done; }
+pf_start || { bad "private Postfix starts"; t_done; }
+ok "private Postfix on 127.0.0.1:$SMTP_PORT delivers local.test to $PF_DIR/mail/USER/"
+MD=$PF_DIR/mail/$MBX
+MDA=$PF_DIR/mail/$ADM
+
+# ---- helpers
+
+NRUN=0
+# fetch ARGS... - run m365-fetch as $RUSER; output in $T/fetch.N.out
+# (FETCH_OUT names it), the exit code is returned
+fetch() {
+    NRUN=$((NRUN + 1))
+    FETCH_OUT=$T/fetch.$NRUN.out
+    setpriv --reuid="$RUSER" --regid="$(id -g "$RUSER")" --init-groups \
+	"$FETCH" -c "$CONF" "$@" > "$FETCH_OUT" 2>&1
+}
+
+# fetch_rc WANT MSG ARGS... - one round; ok when it exits with WANT
+fetch_rc() {
+    local want=$1 msg=$2 rc
+    shift 2
+    fetch "$@"
+    rc=$?
+    if [ "$rc" = "$want" ]; then
+	ok "$msg"
+    else
+	bad "$msg (m365-fetch $* exited $rc, want $want)"
+	sed 's/^/#   /' "$FETCH_OUT" | tail -n 20
+    fi
+}
+
+# mkin FILE TAG [HEADER...] - a message with CRLF line ends, 8-bit UTF-8,
+# a leading dot, "From " and trailing blanks in the body
+mkin() {
+    local f=$1 tag=$2 h
+    shift 2
+    {
+	printf 'From: "Sender %s" <sender@example.org>\r\n' "$tag"
+	printf 'To: bob@contoso.test\r\n'
+	printf 'Subject: fetch %s\r\n' "$tag"
+	printf 'Date: %s\r\n' "$(date -R)"
+	printf 'Message-ID: <%s.%s.%s@fetch.test>\r\n' "$tag" "$(date +%s%N)" "$RANDOM"
+	for h in "$@"; do printf '%s\r\n' "$h"; done
+	printf 'MIME-Version: 1.0\r\n'
+	printf 'Content-Type: text/plain; charset=utf-8\r\n'
+	printf 'Content-Transfer-Encoding: 8bit\r\n\r\n'
+	printf 'Body of %s: Gr\xc3\xbc\xc3\x9fe \xe2\x80\x93 \xc3\xbcn\xc3\xafc\xc3\xb6d\xc3\xa9.\r\n' "$tag"
+	printf '.a line that starts with a dot\r\n.\r\n'
+	printf 'From the start of a line\r\n'
+	printf 'trailing blanks   \r\n\r\nend-of-%s\r\n' "$tag"
+    } > "$f"
+}
+
+# imid FILE - the Message-ID of a message file
+imid() {
+    sed -n 's/^Message-ID: \(<[^>]*>\).*/\1/Ip' "$1" | head -n 1
+}
+
+# put FOLDER FILE [MB] - file a message in the emulated mailbox; print its id
+put() {
+    emu_put_message "${3:-bob@contoso.test}" "$2" "$1"
+}
+
+# md_count IMID [MAILDIR] - copies of the message in the Maildir
+md_count() {
+    python3 - "${2:-$MD}" "$1" <<'EOF'
+import os, sys
+md, want = sys.argv[1], sys.argv[2].encode()
+n = 0
+for sub in ("new", "cur"):
+    d = os.path.join(md, sub)
+    for name in os.listdir(d) if os.path.isdir(d) else []:
+        with open(os.path.join(d, name), "rb") as f:
+            head = f.read().replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+        for line in head.split(b"\n"):
+            if line.lower().startswith(b"message-id:") and line.split(b":", 1)[1].strip() == want:
+                n += 1
+print(n)
+EOF
+}
+
+# wait_md IMID N [TIMEOUT] - wait until the Maildir holds N copies
+wait_md() {
+    local limit=$(( ${3:-15} * 10 )) i
+    for ((i = 0; i < limit; i++)); do
+	[ "$(md_count "$1")" -ge "$2" ] && return 0
+	sleep 0.1
+    done
+    echo "  wait_md: $(md_count "$1") copies of $1 after ${3:-15} s, want $2" >&2
+    return 1
+}
+
+# md_intact FILE SOURCE GRAPHID - the delivered copy of FILE: exactly one,
+# body bytes identical, the original header block unchanged, and our
+# trace fields (X-M365Relay-Source naming SOURCE and GRAPHID, Received)
+md_intact() {
+    python3 - "$MD" "$1" "$2" "$3" <<'EOF'
+import os, sys
+md, orig_path, source, gid = sys.argv[1:5]
+orig = open(orig_path, "rb").read().replace(b"\r\n", b"\n")
+ohdr, obody = orig.split(b"\n\n", 1)
+mid = [l for l in ohdr.split(b"\n") if l.lower().startswith(b"message-id:")][0].split(b":", 1)[1].strip()
+found = []
+for sub in ("new", "cur"):
+    d = os.path.join(md, sub)
+    for name in os.listdir(d) if os.path.isdir(d) else []:
+        data = open(os.path.join(d, name), "rb").read().replace(b"\r\n", b"\n")
+        hdr, body = data.split(b"\n\n", 1)
+        if any(l.lower().startswith(b"message-id:") and l.split(b":", 1)[1].strip() == mid
+               for l in hdr.split(b"\n")):
+            found.append((name, hdr, body))
+errs = []
+if len(found) != 1:
+    errs.append("%d copies of %s in %s" % (len(found), mid.decode(), md))
+for name, hdr, body in found:
+    if body != obody:
+        errs.append("%s: body differs (%d bytes, want %d)" % (name, len(body), len(obody)))
+    if ohdr not in hdr:
+        errs.append("%s: the original header block is not intact" % name)
+    low = hdr.lower()
+    trace = [l for l in hdr.split(b"\n") if l.lower().startswith(b"x-m365relay-source:")]
+    if not trace or source.encode() not in trace[0] or gid.encode() not in hdr:
+        errs.append("%s: no X-M365Relay-Source naming %s and id %s: %r" % (name, source, gid, trace))
+    if low.count(b"\nreceived:") + low.startswith(b"received:") < 2:
+        errs.append("%s: fewer than two Received: fields (ours and Postfix's)" % name)
+for e in errs:
+    print("  md_intact: " + e, file=sys.stderr)
+sys.exit(1 if errs else 0)
+EOF
+}
+
+# mbb EXPR - emu_mb_eval over bob's mailbox
+mbb() {
+    emu_mb_eval bob@contoso.test "$1"
+}
+
+# msg_where IMID [MB] - "FOLDER read|unread" of the message with that
+# internetMessageId, one line per copy
+msg_where() {
+    emu_mb_eval "${2:-bob@contoso.test}" "'\\n'.join('%s %s' % (x['displayName'], 'read' if m['isRead'] else 'unread') for x in d['folders'] for m in x['messages'] if m['internetMessageId'] == '$1')"
+}
+
+# log_has ERE - m365-fetch's log (log_file) has a matching line
+log_has() {
+    grep -Eq -- "$1" "$T/relay.log"
+}
+
+# ctl_login LOGFILE - device-code sign-in of account deleg, approved in
+# the emulator (as in test-postfix.sh)
+ctl_login() {
+    local out=$1 lp code="" i
+    timeout 60 "$CTL" -c "$CONF" login deleg --device-code > "$out" 2>&1 &
+    lp=$!
+    for ((i = 0; i < 200; i++)); do
+	code=$(emu_user_code 2>/dev/null) && [ -n "$code" ] && grep -qF -- "$code" "$out" && break
+	code=""
+	kill -0 "$lp" 2>/dev/null || break
+	sleep 0.1
+    done
+    if [ -z "$code" ]; then
+	echo "  ctl_login: no device code shown by m365ctl:" >&2
+	sed 's/^/    /' "$out" >&2
+	kill "$lp" 2>/dev/null
+	wait "$lp" 2>/dev/null
+	return 1
+    fi
+    emu_ctl POST /_emu/device/approve \
+	"{\"user_code\": \"$code\", \"user\": \"alice@contoso.test\"}" >/dev/null
+    if ! wait "$lp"; then
+	echo "  ctl_login: m365ctl login failed:" >&2
+	sed 's/^/    /' "$out" >&2
+	return 1
+    fi
+}
+
+M=$T/msg
+mkdir -p "$M"
+
+check "m365-fetch -n: configuration OK" \
+    sh -c "setpriv --reuid=$RUSER --regid=$(id -g $RUSER) --init-groups '$FETCH' -c '$CONF' -n 2>&1 | grep -q 'configuration OK'"
+fetch --once read
+rc=$?
+check "m365-fetch refuses root without M365RELAY_ALLOW_ROOT" \
+    sh -c "! env -u M365RELAY_ALLOW_ROOT '$FETCH' -c '$CONF' --once read >/dev/null 2>&1"
+test "$rc" = 0 || bad "an empty first round of source read exits 0 (exit $rc)"
+
+# ---- a. after = read: MIME intact, marked read, exactly once
+for i in 1 2 3; do
+    mkin "$M/a$i" "a$i"
+    eval "A$i=\$(put inbox \"\$M/a$i\")"
+done
+fetch_rc 0 "a: a round of source read exits 0" --once read
+for i in 1 2 3; do
+    gid=; eval "gid=\$A$i"
+    check "a: message $i arrives once in the Maildir with the MIME intact" \
+	wait_md "$(imid "$M/a$i")" 1
+    check "a: message $i: body bytes, header block, trace fields" md_intact "$M/a$i" read "$gid"
+    check "a: message $i is marked read in the mailbox" \
+	test "$(msg_where "$(imid "$M/a$i")")" = "Inbox read"
+done
+check "a: log line per message (house format, status=sent)" \
+    log_has "read: id=$A1, message-id=$(imid "$M/a1"), size=[0-9]+, to=<$MBX@local.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:$SMTP_PORT, .*dsn=2\.0\.0, status=sent \(250 "
+fetch_rc 0 "a: a second round exits 0" --once read
+sleep 1
+check "a: the second round injected nothing again" \
+    test "$(md_count "$(imid "$M/a1")")$(md_count "$(imid "$M/a2")")$(md_count "$(imid "$M/a3")")" = 111
+
+# ---- b. after = move:Processed (new id) and after = delete
+mkin "$M/b1" b1
+B1=$(put MoveIn "$M/b1")
+mkin "$M/b2" b2
+B2=$(put DelIn "$M/b2")
+fetch_rc 0 "b: a round of sources move and del exits 0" --once move del
+check "b: moved message arrives intact" wait_md "$(imid "$M/b1")" 1
+check "b: moved message: body, headers, trace" md_intact "$M/b1" move "$B1"
+check "b: after = move:Processed: the message is in Processed" \
+    test "$(msg_where "$(imid "$M/b1")")" = "Processed unread"
+check "b: the moved message has a new id" \
+    test "$(mbb "[m['id'] for m in f('Processed')['messages']][0]")" != "$B1"
+check "b: MoveIn is empty" test "$(mbb "len(f('MoveIn')['messages'])")" = 0
+check "b: deleted message arrives intact" wait_md "$(imid "$M/b2")" 1
+check "b: deleted message: body, headers, trace" md_intact "$M/b2" del "$B2"
+check "b: after = delete: the message is in Deleted Items" \
+    test "$(msg_where "$(imid "$M/b2")")" = "Deleted Items unread"
+fetch_rc 0 "b: the next round exits 0" --once move del
+sleep 1
+check "b: @removed entries in the next delta round inject nothing" \
+    test "$(md_count "$(imid "$M/b1")")$(md_count "$(imid "$M/b2")")" = 11
+
+# ---- c. paging: 7 messages, page_size 2
+PAGED=()
+for i in 1 2 3 4 5 6 7; do
+    mkin "$M/c$i" "c$i"
+    put Paged "$M/c$i" >/dev/null
+    PAGED+=("$(imid "$M/c$i")")
+done
+d0=$(emu_stat delta_requests)
+fetch_rc 0 "c: a round of source paged (page_size 2) exits 0" --once paged
+d1=$(emu_stat delta_requests)
+check "c: the round followed nextLinks over >= 4 delta pages ($((d1 - d0)) requests)" test $((d1 - d0)) -ge 4
+sleep 1
+all=ok
+for id in "${PAGED[@]}"; do
+    wait_md "$id" 1 10 2>/dev/null && [ "$(md_count "$id")" = 1 ] || all="missing $id"
+done
+check "c: all 7 messages arrived exactly once" test "$all" = ok
+check "c: all 7 are marked read" test "$(mbb "sorted({m['isRead'] for m in f('Paged')['messages']})")" = '[true]'
+
+# ---- d. the MTA is down: round defers, nothing lost, later exactly once
+pf_stop
+pf_wait_closed() { ! ss -Hltn "sport = :$SMTP_PORT" | grep -q .; }
+wait_until 10 pf_wait_closed
+mkin "$M/d1" d1
+D1=$(put inbox "$M/d1")
+fetch_rc 75 "d: MTA down: the round exits 75" --once read
+check "d: MTA down: the message stays unread in the inbox" \
+    test "$(msg_where "$(imid "$M/d1")")" = "Inbox unread"
+fetch_rc 75 "d: MTA still down: again 75" --once read
+pf_start || bad "d: Postfix starts again"
+fetch_rc 0 "d: MTA back: the round exits 0" --once read
+check "d: the message arrives" wait_md "$(imid "$M/d1")" 1
+check "d: body, headers, trace" md_intact "$M/d1" read "$D1"
+check "d: now marked read" test "$(msg_where "$(imid "$M/d1")")" = "Inbox read"
+fetch_rc 0 "d: another round" --once read
+sleep 1
+check "d: delivered exactly once" test "$(md_count "$(imid "$M/d1")")" = 1
+
+# ---- e. kill -9 between injection and mark: no duplicate, ends read
+# (the PATCH is held for 30 s: longer than the rest of the case, so the
+# read mark seen at the end comes from the restarted m365-fetch)
+emu_ctl POST /_emu/faults '[{"match": "patch", "action": "slow", "delay": 30}]' >/dev/null
+mkin "$M/e1" e1
+put inbox "$M/e1" >/dev/null
+p0=$(emu_stat patch_requests)
+setpriv --reuid="$RUSER" --regid="$(id -g "$RUSER")" --init-groups \
+    "$FETCH" -c "$CONF" --once read > "$T/fetch.kill.out" 2>&1 &
+fpid=$!
+patch_above() { [ "$(emu_stat patch_requests)" -gt "$1" ]; }
+if wait_until 20 patch_above "$p0"; then
+    ok "e: m365-fetch injected and waits in the PATCH"
+    kill -9 "$fpid"
+    wait "$fpid" 2>/dev/null
+    check "e: the injected message arrives (before the kill)" wait_md "$(imid "$M/e1")" 1
+    check "e: still unread after the kill" test "$(msg_where "$(imid "$M/e1")")" = "Inbox unread"
+    fetch_rc 0 "e: the restarted round exits 0" --once read
+    check "e: marked read by the restarted m365-fetch" test "$(msg_where "$(imid "$M/e1")")" = "Inbox read"
+    fetch_rc 0 "e: one more round" --once read
+    sleep 1
+    check "e: no duplicate in the Maildir" test "$(md_count "$(imid "$M/e1")")" = 1
+else
+    bad "e: m365-fetch reached the PATCH within 20 s"
+    kill -9 "$fpid" 2>/dev/null
+    wait "$fpid" 2>/dev/null
+    sed 's/^/#   /' "$T/fetch.kill.out" | tail -n 20
+fi
+emu_ctl DELETE /_emu/faults >/dev/null
+
+# ---- f. 410 resync: nothing processed is injected again
+# A processed message marked unread again by a user must not come back
+# either: the done list covers it.
+emu_ctl PATCH "/_emu/mailbox/bob@contoso.test/messages/$A2" '{"isRead": false}' >/dev/null
+mkin "$M/f1" f1
+F1=$(put inbox "$M/f1")
+emu_ctl POST /_emu/faults '[{"match": "delta", "action": "gone"}]' >/dev/null
+fetch_rc 0 "f: 410 SyncStateNotFound: the round resyncs and exits 0" --once read
+check "f: the gone fault was used" test "$(emu_ctl GET /_emu/faults)" = '[]'
+check "f: the new message arrives" wait_md "$(imid "$M/f1")" 1
+check "f: new message intact" md_intact "$M/f1" read "$F1"
+sleep 1
+counts=""
+for f in a1 a2 a3 d1 e1; do counts="$counts$(md_count "$(imid "$M/$f")")"; done
+check "f: no earlier message injected again after the resync" test "$counts" = 11111
+fetch_rc 0 "f: the next round uses the new deltaLink" --once read
+
+# ---- g. 429 with Retry-After on delta: defer, then succeed
+mkin "$M/g1" g1
+G1=$(put inbox "$M/g1")
+emu_ctl POST /_emu/faults '[{"match": "delta", "status": 429, "retry_after": 2}]' >/dev/null
+fetch_rc 75 "g: 429 on delta: the round defers (75)" --once read
+check "g: nothing injected, the message unread" test "$(md_count "$(imid "$M/g1")") $(msg_where "$(imid "$M/g1")")" = "0 Inbox unread"
+sleep 2.5
+fetch_rc 0 "g: after Retry-After the round succeeds" --once read
+check "g: the message arrives once, intact" wait_md "$(imid "$M/g1")" 1
+check "g: body, headers, trace" md_intact "$M/g1" read "$G1"
+
+# ---- h. $value breaks off in the middle: nothing partial is injected
+mkin "$M/h1" h1 "X-Padding: $(head -c 3000 /dev/zero | tr '\0' x)"
+for i in $(seq 400); do printf 'padding line %04d of a message whose download is cut off\r\n' "$i"; done >> "$M/h1"
+H1=$(put inbox "$M/h1")
+emu_ctl POST /_emu/faults '[{"match": "value", "action": "truncate"}]' >/dev/null
+fetch --once read
+rc=$?
+check "h: a cut-off download is not success (exit $rc)" test "$rc" = 75
+sleep 1
+check "h: nothing of it was injected" test "$(md_count "$(imid "$M/h1")")" = 0
+check "h: still unread" test "$(msg_where "$(imid "$M/h1")")" = "Inbox unread"
+fetch_rc 0 "h: the next round delivers it" --once read
+check "h: arrives once with the complete MIME" wait_md "$(imid "$M/h1")" 1
+check "h: body, headers, trace" md_intact "$M/h1" read "$H1"
+
+# ---- i. permanent rejection by the MTA (552: too big): reject_folder
+mkin "$M/i1" i1
+put RejIn "$M/i1" >/dev/null
+BIG=$(emu_gen_messages bob@contoso.test 3000000 1 RejIn)
+BIG_IMID=$(mbb "[m['internetMessageId'] for m in f('RejIn')['messages'] if m['id'] == '$BIG'][0]")
+fetch_rc 0 "i: a round with a message the MTA refuses exits 0" --once rej
+check "i: the small message of the round arrives" wait_md "$(imid "$M/i1")" 1
+check "i: the refused message is moved to Rejected" test "$(msg_where "$BIG_IMID")" = "Rejected unread" -o \
+    "$(msg_where "$BIG_IMID")" = "Rejected read"
+check "i: the refusal is logged with the MTA's reply" log_has "rej: id=$BIG, .*dsn=5\.[0-9.]+, status=bounced"
+n552=$(grep -c "rej: id=$BIG" "$T/relay.log")
+fetch_rc 0 "i: the next round exits 0" --once rej
+check "i: not retried" test "$(grep -c "rej: id=$BIG" "$T/relay.log")" = "$n552"
+check "i: never delivered" test "$(md_count "$BIG_IMID")" = 0
+
+# ---- j. recipient unknown (550 5.1.1): never silently dropped
+mkin "$M/j1" j1
+put BadIn "$M/j1" >/dev/null
+fetch --once badrcpt
+rc=$?
+check "j: a refused recipient is not success (exit $rc)" test "$rc" != 0
+where=$(msg_where "$(imid "$M/j1")")
+check "j: the message is kept (still in BadIn unread, or in Rejected): $where" \
+    test "$where" = "BadIn unread" -o "$where" = "Rejected unread" -o "$where" = "Rejected read"
+check "j: the refusal (5.1.1) is logged" log_has "badrcpt: .*5\.1\.1"
+
+# ---- k. loop guard: our own trace header for this source is not re-injected
+mkin "$M/k1" k1 "X-M365Relay-Source: read; mailbox=bob@contoso.test; id=AAMkAGolderid0000000000000000000000000000000AAA="
+K1=$(put inbox "$M/k1")
+fetch_rc 0 "k: a round with a looping message exits 0" --once read
+sleep 1
+check "k: the looping message is not injected" test "$(md_count "$(imid "$M/k1")")" = 0
+where=$(msg_where "$(imid "$M/k1")")
+check "k: it is handled (moved to Rejected or marked read): $where" \
+    test "$where" = "Rejected unread" -o "$where" = "Rejected read" -o "$where" = "Inbox read"
+check "k: logged as skipped" log_has "read: id=$K1, .*status=skipped"
+
+# ---- l. shared mailbox (delegated, Mail.ReadWrite.Shared); revoked grant
+if ctl_login "$T/login1.out"; then
+    ok "l: m365ctl login deleg (device code, approved in the emulator)"
+    grep -q 'Mail.ReadWrite.Shared' "$T/login1.out" "$T/state"/* 2>/dev/null ||
+	echo "# note: login output does not name Mail.ReadWrite.Shared"
+    chown -R "$RUSER" "$T/state"
+    mkin "$M/l1" l1
+    L1=$(put inbox "$M/l1" shared@contoso.test)
+    fetch_rc 0 "l: a round of source shared exits 0" --once shared
+    check "l: shared mailbox message arrives" wait_md "$(imid "$M/l1")" 1
+    check "l: body, headers, trace" md_intact "$M/l1" shared "$L1"
+    check "l: marked read in the shared mailbox" \
+	test "$(msg_where "$(imid "$M/l1")" shared@contoso.test)" = "Inbox read"
+
+    emu_ctl POST /_emu/revoke '{"user": "alice@contoso.test"}' >/dev/null
+    emu_ctl POST /_emu/expire '{"user": "alice@contoso.test"}' >/dev/null
+    mkin "$M/l2" l2
+    L2=$(put inbox "$M/l2" shared@contoso.test)
+    mkin "$M/l3" l3
+    put inbox "$M/l3" >/dev/null
+    fetch_rc 75 "l: revoked grant: a round of every source exits 75" --once
+    check "l: the other sources continue (source read delivered)" \
+	wait_md "$(imid "$M/l3")" 1
+    check "l: the shared message stays unread, not injected" \
+	test "$(msg_where "$(imid "$M/l2")" shared@contoso.test) $(md_count "$(imid "$M/l2")")" = "Inbox unread 0"
+    check "l: the offline state is logged with AADSTS50173 and the remedy" \
+	log_has "shared: .*(AADSTS50173|50173).*m365ctl login deleg|shared: .*m365ctl login deleg.*50173"
+    "$CTL" -c "$CONF" status > "$T/status.out" 2>&1
+    check "l: m365ctl status: account deleg is offline" \
+	sh -c "awk '/^account /{f = (\$2 == \"deleg\")} f' '$T/status.out' | grep -Eq 'state:[[:space:]]*offline'"
+    check "l: m365ctl status shows source shared offline" \
+	sh -c "awk '/^source /{f = (\$2 == \"shared\")} f' '$T/status.out' | grep -q offline"
+    check "l: the notification arrives in the admin's Maildir" \
+	wait_until 15 sh -c "ls '$MDA/new' 2>/dev/null | grep -q ."
+    check "l: the notification names the source and the remedy" \
+	sh -c "cat '$MDA'/new/* | grep -q 'shared' && cat '$MDA'/new/* | grep -q 'm365ctl login deleg'"
+    fetch_rc 75 "l: still offline: 75" --once shared
+    sleep 1
+    check "l: one notification per offline period" test "$(ls "$MDA/new" | wc -l)" = 1
+    if ctl_login "$T/login2.out"; then
+	ok "l: m365ctl login deleg again"
+	chown -R "$RUSER" "$T/state"
+	fetch_rc 0 "l: the source resumes by itself after the login" --once shared
+	check "l: the waiting shared message arrives once" \
+	    wait_md "$(imid "$M/l2")" 1
+	check "l: body, headers, trace" md_intact "$M/l2" shared "$L2"
+	"$CTL" -c "$CONF" status > "$T/status2.out" 2>&1
+	awk '/^source /{f = ($2 == "shared")} f' "$T/status2.out" > "$T/status2.shared"
+	check "l: m365ctl status: source shared listed and no longer offline" \
+	    sh -c "test -s '$T/status2.shared' && ! grep -q offline '$T/status2.shared'"
+    else
+	bad "l: m365ctl login deleg again"
+    fi
+else
+    bad "l: m365ctl login deleg (device code, approved in the emulator)"
+fi
+
+# ---- m. daemon mode: rounds by itself; SIGTERM ends it cleanly
+mkin "$M/m1" m1
+M1=$(put inbox "$M/m1")
+setpriv --reuid="$RUSER" --regid="$(id -g "$RUSER")" --init-groups \
+    "$FETCH" -c "$CONF" read > "$T/fetch.daemon.out" 2>&1 &
+dpid=$!
+check "m: the daemon delivers without --once" wait_md "$(imid "$M/m1")" 1 20
+check "m: body, headers, trace" md_intact "$M/m1" read "$M1"
+is_read() { [ "$(msg_where "$1")" = "Inbox read" ]; }
+check "m: marked read" wait_until 10 is_read "$(imid "$M/m1")"
+kill -TERM "$dpid"
+t0=$(date +%s)
+wait "$dpid"
+rc=$?
+check "m: SIGTERM: the daemon exits 0 (exit $rc)" test "$rc" = 0
+check "m: SIGTERM: it exits promptly" test $(( $(date +%s) - t0 )) -le 10
+
+check "no token or secret in the log" sh -c "! grep -qF -- \"\$(cat '$T/secret')\" '$T/relay.log'"
+t_done
