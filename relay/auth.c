@@ -127,13 +127,17 @@ int     auth_token(struct http *http, const struct conf *conf,
 	return (-1);
     }
     now = time(NULL);
-    if (!force && auth_valid(&ts, now)) {
+    if (!force && auth_valid(&ts, now) && !(delegated && ts.offline)) {
 	*token_r = xstrdup(ts.access_token);
 	tokstore_clear(&ts);
 	return (0);
     }
 
-    /* 2. An offline account waits for m365ctl login. */
+    /*
+     * 2. An offline account waits for m365ctl login: no token request and,
+     * since its token was refused or could not be renewed, no Graph
+     * request either.
+     */
     if (delegated && ts.offline) {
 	auth_offline(acct, &ts, res);
 	tokstore_clear(&ts);

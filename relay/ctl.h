@@ -10,7 +10,8 @@
  *	status, logout, check, consent-url and the helpers below),
  *	ctl_login.c (interactive sign-in: device code, browser with a
  *	loopback listener, paste-back) and ctl_test.c (the connection
- *	test, the "ping" of the Microsoft 365 admin pages).
+ *	test, the "ping" of the Microsoft 365 admin pages, of an account
+ *	or of an inbound [source]).
  *
  *	Commands return an exit status for main(): CTL_OK, CTL_FAIL (the
  *	operation ran and failed, e.g. a test step failed or the sign-in
@@ -31,6 +32,7 @@
 #include "conf.h"
 #include "http.h"
 #include "oauth.h"
+#include "strbuf.h"
 
 #define CTL_OK		0
 #define CTL_FAIL	1
@@ -62,6 +64,11 @@ extern int ctl_get_user(struct http *, const struct conf *,
 			                struct ctl_user *, struct http_resp *);
 extern int ctl_test(const struct conf *, const struct conf_account *,
 		            int fresh, const char *send_to);
+extern int ctl_test_source(const struct conf *, const struct conf_source *,
+			           int fresh);
+
+/* Seconds the source test waits for the MTA's connection and greeting. */
+#define CTL_SMTP_TIMEOUT	5
 
 /* m365ctl.c: helpers shared by the commands */
 extern int ctl_prepare_state(const struct conf *);
@@ -74,5 +81,9 @@ extern int ctl_scope_has(const char *scopes, const char *name);
 extern void ctl_fmt_time(char *buf, size_t len, time_t when);
 extern void ctl_fmt_expiry(char *buf, size_t len, time_t expires, time_t now);
 extern int ctl_same_address(const char *a, const char *b);
+extern const char *ctl_source_mailbox(const struct conf_source *);
+extern int ctl_source_shared(const struct conf_source *);
+extern int ctl_account_sources(const struct conf *, const struct conf_account *,
+			               struct strbuf *names);
 
 #endif

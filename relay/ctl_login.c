@@ -698,6 +698,51 @@ done:
     return (rc);
 }
 
+/*
+ * ctl_login_sources - the [source]s that read mail with this account:
+ * which mailbox and folder, and whether the sign-in granted the
+ * Mail.ReadWrite (.Shared) that oauth_scope() asked for because of them.
+ */
+static void ctl_login_sources(const struct conf *conf,
+			              const struct conf_account *acct,
+			              const struct oauth_token *tok)
+{
+    const struct conf_source *src;
+    const char *mb;
+    int     need_rw = 0, need_shared = 0;
+
+    for (src = conf->sources; src; src = src->next) {
+	if (src->acct != acct)
+	    continue;
+	mb = ctl_source_mailbox(src);
+	printf("account %s: used by source %s (mailbox %s, folder %s, "
+	       "deliver_to %s)\n", acct->name, src->name,
+	       mb ? mb : "of the signed-in user", src->folder ? src->folder :
+	       "inbox", src->deliver_to);
+	need_rw = 1;
+	if (ctl_source_shared(src))
+	    need_shared = 1;
+    }
+    if (!need_rw || tok->scope == NULL || tok->scope[0] == 0)
+	return;
+    if (need_shared && !ctl_scope_has(tok->scope, "Mail.ReadWrite.Shared"))
+	printf("account %s: warning: Mail.ReadWrite.Shared was requested for "
+	       "the sources but not granted: an administrator adds the "
+	       "delegated permission to app %s and consents (m365ctl "
+	       "consent-url %s); then sign in again\n", acct->name,
+	       acct->client_id, acct->name);
+    else if (!ctl_scope_has(tok->scope, "Mail.ReadWrite")
+	     && !ctl_scope_has(tok->scope, "Mail.ReadWrite.Shared"))
+	printf("account %s: warning: Mail.ReadWrite was requested for the "
+	       "sources but not granted: an administrator adds the delegated "
+	       "permission to app %s and consents (m365ctl consent-url %s); "
+	       "then sign in again\n", acct->name, acct->client_id,
+	       acct->name);
+    else
+	printf("account %s: the sources resume by themselves at their next "
+	       "round; check one with m365ctl test SOURCE\n", acct->name);
+}
+
 /* ctl_login_report - after the tokens are stored: who, which scopes */
 
 static void ctl_login_report(struct http *http, const struct conf *conf,
@@ -738,6 +783,7 @@ static void ctl_login_report(struct http *http, const struct conf *conf,
 	msg_debug("GET /me after sign-in: HTTP %ld %s", resp.status,
 		  resp.error);
     http_resp_free(&resp);
+    ctl_login_sources(conf, acct, tok);
 }
 
 /* ctl_login - sign in a delegated account and store its tokens */

@@ -2,11 +2,13 @@
  * NAME
  *	ctl_test 3
  * SUMMARY
- *	m365ctl test: the connection test ("ping") of one account
+ *	m365ctl test: the connection test ("ping") of an account or a source
  * SYNOPSIS
  *	#include "ctl.h"
  *
  *	int	ctl_test(conf, acct, fresh, send_to)
+ *
+ *	int	ctl_test_source(conf, src, fresh)
  *
  *	int	ctl_get_user(http, conf, mailbox, token, user, resp)
  * DESCRIPTION
@@ -33,21 +35,47 @@
  *	A 401 from Graph is answered once with a fresh token (force), as
  *	the relay does; a revoked grant then shows up as AADSTS50173.
  *
+ *	ctl_test_source() tests an inbound [source] of m365-fetch:
+ *
+ *	config      the keys and secret files of the source's account;
+ *	state       what m365-fetch recorded (state_dir/sources/NAME.json,
+ *	            read only): offline with the error and remedy, the last
+ *	            round, or never run;
+ *	sign-in, token, user   as above, for the source's account;
+ *	folder      the folder resolved as m365-fetch does it: GET
+ *	            /users/{mailbox}/mailFolders/{well-known name}, else
+ *	            mailFolders?$filter=displayName eq 'NAME' ("A/B" through
+ *	            childFolders); 403 ErrorAccessDenied names Mail.ReadWrite
+ *	            and the RBAC scope (app-only) or Mail.ReadWrite(.Shared)
+ *	            and Full Access (delegated);
+ *	permission  delegated: Mail.ReadWrite granted (Mail.ReadWrite.Shared
+ *	            for another user's mailbox); app-only: the role
+ *	            Mail.ReadWrite when the token is a JWT;
+ *	deliver     smtp://HOST:PORT: a TCP connection and the MTA's 220
+ *	            greeting within CTL_SMTP_TIMEOUT seconds each (then
+ *	            QUIT); sendmail: sendmail_path is an executable file.
+ *	The deliver step runs even when an earlier step failed.
+ *
  *	ctl_get_user() reads GET /me (mailbox NULL) or GET /users/{mailbox}
  *	into a struct ctl_user.
  * DIAGNOSTICS
- *	ctl_test() returns CTL_OK when every step passed, else CTL_FAIL.
+ *	ctl_test() and ctl_test_source() return CTL_OK when every step
+ *	passed, else CTL_FAIL.
  *	ctl_get_user() returns 0 on HTTP 200 with a parsable body, else -1
  *	(resp tells why).  Token values are never printed.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <netdb.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,6 +86,7 @@
 #include "conf.h"
 #include "ctl.h"
 #include "deliver.h"
+#include "fetchstate.h"
 #include "graph.h"
 #include "http.h"
 #include "log.h"
@@ -371,20 +400,17 @@ static int ctl_step_token(struct ctl_run *run, int fresh)
 }
 
 /*
- * ctl_graph_user - GET a user; a 401 is answered once with a fresh token
- * (a revoked grant shows up here).  Returns 0 on 200, -1 otherwise with
- * resp filled; -2 when the fresh token could not be had (reported).
+ * ctl_renew - Graph answered 401: get a fresh token, once per run (a
+ * revoked grant shows up here).  0 when there is a new token to retry
+ * with (resp reset); -1 when the 401 stands; -2 when the fresh token
+ * could not be had (reported).
  */
-static int ctl_graph_user(struct ctl_run *run, const char *mailbox,
-			          struct ctl_user *user, struct http_resp *resp)
+static int ctl_renew(struct ctl_run *run, struct http_resp *resp)
 {
     struct m365_result res;
     char   *refused;
     int     rc;
 
-    if (ctl_get_user(run->http, run->conf, mailbox, run->token, user,
-		     resp) == 0)
-	return (0);
     if (resp->status != 401 || run->refreshed)
 	return (-1);
     run->refreshed = 1;
@@ -402,6 +428,24 @@ static int ctl_graph_user(struct ctl_run *run, const char *mailbox,
     }
     http_resp_free(resp);
     http_resp_init(resp);
+    return (0);
+}
+
+/*
+ * ctl_graph_user - GET a user; a 401 is answered once with a fresh token.
+ * Returns 0 on 200, -1 otherwise with resp filled; -2 when the fresh
+ * token could not be had (reported).
+ */
+static int ctl_graph_user(struct ctl_run *run, const char *mailbox,
+			          struct ctl_user *user, struct http_resp *resp)
+{
+    int     rc;
+
+    if (ctl_get_user(run->http, run->conf, mailbox, run->token, user,
+		     resp) == 0)
+	return (0);
+    if ((rc = ctl_renew(run, resp)) < 0)
+	return (rc);
     return (ctl_get_user(run->http, run->conf, mailbox, run->token, user,
 			 resp));
 }
@@ -888,6 +932,715 @@ int     ctl_test(const struct conf *conf, const struct conf_account *acct,
     }
 
 done:
+    if (run.fails)
+	printf("result: %d step%s FAILED%s\n", run.fails,
+	       run.fails == 1 ? "" : "s",
+	       run.warns ? " (see also the warnings)" : "");
+    else
+	printf("result: all checks passed%s\n",
+	       run.warns ? " (with warnings)" : "");
+    xfree_secret(run.token);
+    if (run.http)
+	http_free(run.http);
+    return (run.fails ? CTL_FAIL : CTL_OK);
+}
+
+/*
+ * The connection test of an inbound [source] (m365-fetch): the
+ * account's configuration, the source's recorded state, sign-in and
+ * token, the mailbox folder it reads (GET mailFolders/{well-known name},
+ * else by displayName with $filter, "A/B" through childFolders, as
+ * m365-fetch resolves it), the permission to change messages
+ * (Mail.ReadWrite), and the MTA behind deliver_to.
+ */
+
+/* Well-known folder names; any other name is a displayName. */
+static const char *const ctl_well_known[] = {
+    "inbox", "archive", "clutter", "conflicts", "conversationhistory",
+    "deleteditems", "drafts", "junkemail", "localfailures", "msgfolderroot",
+    "outbox", "recoverableitemsdeletions", "scheduled", "searchfolders",
+    "sentitems", "serverfailures", "syncissues", 0,
+};
+
+/* ctl_is_well_known - a well-known folder name (case-insensitive) */
+
+static int ctl_is_well_known(const char *name)
+{
+    const char *const *p;
+
+    for (p = ctl_well_known; *p; p++)
+	if (strcasecmp(name, *p) == 0)
+	    return (1);
+    return (0);
+}
+
+/* ctl_mb_name - a source's mailbox for messages */
+
+static const char *ctl_mb_name(const struct conf_source *src)
+{
+    const char *mb = ctl_source_mailbox(src);
+
+    return (mb ? mb : "(the signed-in user's)");
+}
+
+/*
+ * ctl_src_get - GET /users/{mailbox}{suffix} (/me when mailbox is NULL);
+ * a 401 is answered once with a fresh token.  0 on 2xx, -1 otherwise
+ * (resp tells why), -2 when no fresh token could be had (reported).
+ */
+static int ctl_src_get(struct ctl_run *run, const char *mailbox,
+		               const char *suffix, struct http_resp *resp)
+{
+    int     rc;
+
+    for (;;) {
+	(void) graph_get(run->http, run->conf, mailbox, suffix, run->token,
+			 resp);
+	if (resp->status >= 200 && resp->status < 300)
+	    return (0);
+	if ((rc = ctl_renew(run, resp)) < 0)
+	    return (rc);
+    }
+}
+
+/*
+ * ctl_folder_query - the request for one folder path element: a
+ * well-known name at the top, else displayName eq 'NAME' under parent
+ * (NULL: the top).  what describes it for humans.  free() the result.
+ */
+static char *ctl_folder_query(const char *parent, const char *name,
+			              struct strbuf *what)
+{
+    struct strbuf q;
+    const char *p;
+    char   *esc, *pe;
+
+    strbuf_init(&q, STRBUF_MAX_SMALL);
+    if (parent == NULL && ctl_is_well_known(name)) {
+	esc = url_escape(name);
+	strbuf_printf(&q, "/mailFolders/%s", esc);
+	free(esc);
+	strbuf_printf(what, "GET /users/{mailbox}/mailFolders/%s", name);
+	return (strbuf_take(&q));
+    }
+    /* OData string literal: a quote doubles; then percent-encoded. */
+    for (p = name; *p; p++) {
+	if (*p == '\'')
+	    strbuf_putc(&q, '\'');
+	strbuf_putc(&q, *p);
+    }
+    esc = url_escape(strbuf_str(&q));
+    strbuf_reset(&q);
+    if (parent) {
+	pe = url_escape(parent);
+	strbuf_printf(&q, "/mailFolders/%s/childFolders?$filter=displayName"
+		      "%%20eq%%20'%s'&$top=2", pe, esc);
+	free(pe);
+	strbuf_printf(what, "GET /users/{mailbox}/mailFolders/{id}/"
+		      "childFolders?$filter=displayName eq '%s'", name);
+    } else {
+	strbuf_printf(&q, "/mailFolders?$filter=displayName%%20eq%%20'%s'"
+		      "&$top=2", esc);
+	strbuf_printf(what, "GET /users/{mailbox}/mailFolders?$filter="
+		      "displayName eq '%s'", name);
+    }
+    free(esc);
+    return (strbuf_take(&q));
+}
+
+/* ctl_src_access_remedy - what grants a source access to its mailbox */
+
+static void ctl_src_access_remedy(struct ctl_run *run,
+				          const struct conf_source *src,
+				          int shared, const char *who)
+{
+    const struct conf_account *acct = run->acct;
+
+    if (acct->auth != CONF_AUTH_DELEGATED)
+	ctl_remedy("grant the Microsoft Graph application permission "
+		   "Mail.ReadWrite to app %s with admin consent (m365ctl "
+		   "consent-url %s), and add mailbox %s to the app's RBAC for "
+		   "Applications management scope (or application access "
+		   "policy) in Exchange Online; changes can take more than an "
+		   "hour", acct->client_id, acct->name, ctl_mb_name(src));
+    else if (shared)
+	ctl_remedy("%s needs Full Access to mailbox %s (Exchange admin "
+		   "center: Recipients, Mailboxes, %s, Delegation, Read and "
+		   "manage) and the delegated permissions Mail.ReadWrite and "
+		   "Mail.ReadWrite.Shared for app %s (admin consent: m365ctl "
+		   "consent-url %s); then m365ctl login %s, which asks for "
+		   "them because [source %s] uses the account", who,
+		   ctl_mb_name(src), ctl_mb_name(src), acct->client_id,
+		   acct->name, acct->name, src->name);
+    else
+	ctl_remedy("grant the delegated permission Mail.ReadWrite to app %s "
+		   "(admin consent: m365ctl consent-url %s), then m365ctl "
+		   "login %s, which asks for it because [source %s] uses the "
+		   "account", acct->client_id, acct->name, acct->name,
+		   src->name);
+}
+
+/* ctl_src_fail - the folder step failed: what it means, what to do */
+
+static void ctl_src_fail(struct ctl_run *run, const struct conf_source *src,
+			         const char *what, const char *elem, int shared,
+			         const char *who, const struct http_resp *resp)
+{
+    struct graph_error ge;
+    const char *mb = ctl_mb_name(src);
+
+    memset(&ge, 0, sizeof(ge));
+    (void) graph_parse_error(resp, &ge);
+    if (resp->status == 403) {
+	ctl_step(run, "FAIL", "folder", "%s: access to mailbox %s denied "
+		 "(HTTP 403 %s: %s)", what, mb, ge.code[0] ? ge.code :
+		 "Forbidden", ge.message);
+	ctl_src_access_remedy(run, src, shared, who);
+	return;
+    }
+    if (resp->status == 404
+	&& strcasecmp(ge.code, "MailboxNotEnabledForRESTAPI") == 0) {
+	ctl_step(run, "FAIL", "folder", "%s: mailbox %s is not enabled for "
+		 "the REST API (HTTP 404 %s: %s)", what, mb, ge.code,
+		 ge.message);
+	ctl_remedy("%s has no Exchange Online mailbox: assign an Exchange "
+		   "Online licence (a shared mailbox needs none), or the "
+		   "mailbox is inactive, soft-deleted or on-premises", mb);
+	return;
+    }
+    if ((resp->status == 404 || resp->status == 400)
+	&& (strcasecmp(ge.code, "ErrorItemNotFound") == 0
+	    || strcasecmp(ge.code, "ErrorInvalidIdMalformed") == 0
+	    || strcasecmp(ge.code, "ErrorFolderNotFound") == 0)) {
+	ctl_step(run, "FAIL", "folder", "%s: folder \"%s\" does not exist in "
+		 "mailbox %s (HTTP %ld %s)", what, elem, mb, resp->status,
+		 ge.code);
+	ctl_remedy("fix \"folder\" in [source %s] of %s", src->name,
+		   run->conf->path);
+	return;
+    }
+    if (resp->status == 404) {
+	ctl_step(run, "FAIL", "folder", "%s: no user or mailbox %s in tenant "
+		 "%s (HTTP 404 %s: %s)", what, mb, run->acct->tenant,
+		 ge.code[0] ? ge.code : "ResourceNotFound", ge.message);
+	ctl_remedy("check \"mailbox\" of [source %s] (default: the mailbox "
+		   "of [account %s]) in %s", src->name, run->acct->name,
+		   run->conf->path);
+	return;
+    }
+    ctl_graph_fail(run, "folder", what, resp);
+}
+
+/*
+ * ctl_step_folder - resolve the source's folder like m365-fetch does;
+ * 0 found, -1 failed (reported), -2 no token (reported).
+ */
+static int ctl_step_folder(struct ctl_run *run, const struct conf_source *src,
+			           int shared, const char *who)
+{
+    const char *want = src->folder && *src->folder ? src->folder : "inbox";
+    struct http_resp resp;
+    struct strbuf what;
+    cJSON  *root, *val, *item, *v;
+    char   *copy = xstrdup(want);
+    char   *elem, *slash, *suffix;
+    char   *id = NULL;
+    char    name[200] = "";
+    long    total = -1, unread = -1;
+    int     listed;
+    int     rc = 0;
+
+    strbuf_init(&what, STRBUF_MAX_SMALL);
+    for (elem = copy; elem && rc == 0; elem = slash ? slash + 1 : NULL) {
+	if ((slash = strchr(elem, '/')) != NULL)
+	    *slash = 0;
+	if (*elem == 0)
+	    continue;
+	strbuf_reset(&what);
+	suffix = ctl_folder_query(id, elem, &what);
+	http_resp_init(&resp);
+	rc = ctl_src_get(run, ctl_source_mailbox(src), suffix, &resp);
+	free(suffix);
+	if (rc == -1)
+	    ctl_src_fail(run, src, strbuf_str(&what), elem, shared, who, &resp);
+	if (rc < 0) {
+	    http_resp_free(&resp);
+	    break;
+	}
+	root = resp.body.len ? cJSON_ParseWithLength(resp.body.data,
+						     resp.body.len) : NULL;
+	http_resp_free(&resp);
+	val = cJSON_GetObjectItemCaseSensitive(root, "value");
+	item = cJSON_IsArray(val) ? cJSON_GetArrayItem(val, 0) : root;
+	v = cJSON_GetObjectItemCaseSensitive(item, "id");
+	free(id);
+	id = cJSON_IsString(v) && v->valuestring && *v->valuestring ?
+	    xstrdup(v->valuestring) : NULL;
+	ctl_json_copy(item, "displayName", name, sizeof(name));
+	v = cJSON_GetObjectItemCaseSensitive(item, "totalItemCount");
+	total = cJSON_IsNumber(v) ? (long) v->valuedouble : -1;
+	v = cJSON_GetObjectItemCaseSensitive(item, "unreadItemCount");
+	unread = cJSON_IsNumber(v) ? (long) v->valuedouble : -1;
+	if (cJSON_IsArray(val) && cJSON_GetArraySize(val) > 1)
+	    ctl_step(run, "warn", "folder", "more than one folder is named "
+		     "\"%s\"; m365-fetch uses the first", elem);
+	listed = cJSON_IsArray(val);
+	cJSON_Delete(root);
+	if (id == NULL) {
+	    if (!listed)
+		ctl_step(run, "FAIL", "folder", "%s: Graph sent an unreadable "
+			 "reply", strbuf_str(&what));
+	    else {
+		ctl_step(run, "FAIL", "folder", "no folder named \"%s\" in "
+			 "mailbox %s", elem, ctl_mb_name(src));
+		ctl_remedy("create the folder, or fix \"folder\" in [source "
+			   "%s] of %s (a well-known name such as inbox, or a "
+			   "display name; \"A/B\" names child folder B of A)",
+			   src->name, run->conf->path);
+	    }
+	    rc = -1;
+	}
+    }
+    if (rc == 0 && id == NULL) {
+	ctl_step(run, "FAIL", "folder", "[source %s] names no folder "
+		 "(folder = \"%s\")", src->name, want);
+	ctl_remedy("set \"folder\" in [source %s] (default inbox)", src->name);
+	rc = -1;
+    }
+    if (rc == 0) {
+	if (total >= 0 && unread >= 0)
+	    ctl_step(run, "ok", "folder", "%s of mailbox %s found (\"%s\": "
+		     "%ld messages, %ld unread)", want, ctl_mb_name(src),
+		     name, total, unread);
+	else
+	    ctl_step(run, "ok", "folder", "%s of mailbox %s found (\"%s\")",
+		     want, ctl_mb_name(src), name);
+    }
+    strbuf_free(&what);
+    free(id);
+    free(copy);
+    return (rc);
+}
+
+/* ctl_step_src_permission - Mail.ReadWrite(.Shared) or the app role */
+
+static void ctl_step_src_permission(struct ctl_run *run,
+				            const struct conf_source *src,
+				            int shared, const char *who)
+{
+    const struct conf_account *acct = run->acct;
+    struct tokstore ts;
+    struct strbuf roles;
+    const cJSON *role;
+    char    err[512];
+    cJSON  *claims;
+    int     has = 0;
+
+    if (acct->auth != CONF_AUTH_DELEGATED) {
+	if ((claims = ctl_jwt_claims(run->token)) == NULL) {
+	    ctl_step(run, "--", "permission", "cannot inspect app roles (token "
+		     "is opaque); the after-action (%s) needs the application "
+		     "permission Mail.ReadWrite", src->after == CONF_AFTER_MOVE ?
+		     "move" : src->after == CONF_AFTER_DELETE ? "delete" :
+		     "mark read");
+	    return;
+	}
+	strbuf_init(&roles, STRBUF_MAX_SMALL);
+	cJSON_ArrayForEach(role, cJSON_GetObjectItemCaseSensitive(claims,
+								  "roles")) {
+	    if (!cJSON_IsString(role) || role->valuestring == NULL)
+		continue;
+	    if (strcmp(role->valuestring, "Mail.ReadWrite") == 0)
+		has = 1;
+	    strbuf_printf(&roles, "%s%s", roles.len ? " " : "",
+			  role->valuestring);
+	}
+	cJSON_Delete(claims);
+	if (has)
+	    ctl_step(run, "ok", "permission", "the token carries the "
+		     "application role Mail.ReadWrite (roles: %s)",
+		     strbuf_str(&roles));
+	else {
+	    ctl_step(run, "FAIL", "permission", "the token has no application "
+		     "role Mail.ReadWrite (roles: %s): m365-fetch cannot mark, "
+		     "move or delete messages", roles.len ?
+		     strbuf_str(&roles) : "none");
+	    ctl_src_access_remedy(run, src, shared, who);
+	}
+	strbuf_free(&roles);
+	return;
+    }
+
+    memset(&ts, 0, sizeof(ts));
+    if (tokstore_load(run->conf, acct->name, &ts, err, sizeof(err)) < 0) {
+	ctl_step(run, "FAIL", "permission", "%s", err);
+	tokstore_clear(&ts);
+	return;
+    }
+    if (ts.scope == NULL || ts.scope[0] == 0) {
+	ctl_step(run, "--", "permission", "no granted scopes recorded in the "
+		 "token store; cannot check Mail.ReadWrite");
+    } else if (shared && !ctl_scope_has(ts.scope, "Mail.ReadWrite.Shared")) {
+	ctl_step(run, "FAIL", "permission", "mailbox %s is not %s's own and "
+		 "Mail.ReadWrite.Shared was not granted (scopes: %s)",
+		 ctl_mb_name(src), who, ts.scope);
+	ctl_src_access_remedy(run, src, shared, who);
+    } else if (!ctl_scope_has(ts.scope, "Mail.ReadWrite")
+	       && !ctl_scope_has(ts.scope, "Mail.ReadWrite.Shared")) {
+	ctl_step(run, "FAIL", "permission", "the granted scopes lack "
+		 "Mail.ReadWrite (scopes: %s): m365-fetch cannot mark, move "
+		 "or delete messages", ts.scope);
+	ctl_src_access_remedy(run, src, shared, who);
+    } else if (shared)
+	ctl_step(run, "ok", "permission", "Mail.ReadWrite.Shared granted and "
+		 "%s can open mailbox %s (Full Access)", who, ctl_mb_name(src));
+    else
+	ctl_step(run, "ok", "permission", "Mail.ReadWrite granted (scopes: "
+		 "%s)", ts.scope);
+    tokstore_clear(&ts);
+}
+
+/* ctl_step_src_state - what m365-fetch recorded for the source */
+
+static void ctl_step_src_state(struct ctl_run *run,
+			               const struct conf_source *src)
+{
+    struct fetchstate st;
+    char    err[1024];
+    char    when[80];
+    char    ok_when[80];
+
+    if (fetchstate_load(run->conf, src->name, &st, err, sizeof(err)) < 0) {
+	ctl_step(run, "FAIL", "state", "%s", err);
+	return;
+    }
+    if (st.offline) {
+	ctl_fmt_time(when, sizeof(when), st.offline_since);
+	ctl_step(run, "warn", "state", "source %s is offline since %s: %s; "
+		 "m365-fetch brings it back online by itself at the next "
+		 "round that works", src->name, when, st.last_error ?
+		 st.last_error : "see the log");
+	if (st.remedy && st.remedy[0])
+	    ctl_remedy("%s", st.remedy);
+    } else if (st.last_round <= 0 && st.last_success <= 0) {
+	ctl_step(run, "--", "state", "m365-fetch has not run source %s yet",
+		 src->name);
+    } else {
+	ctl_fmt_time(when, sizeof(when), st.last_round);
+	ctl_fmt_time(ok_when, sizeof(ok_when), st.last_success);
+	if (st.last_success >= st.last_round)
+	    ctl_step(run, "ok", "state", "last round %s completed; %ld "
+		     "injected, %ld rejected, %lu pending", when, st.injected,
+		     st.rejected, (unsigned long) st.npending);
+	else
+	    ctl_step(run, "warn", "state", "last round %s did not complete "
+		     "(%s); last success %s; %lu pending", when,
+		     st.last_error ? st.last_error : "see the log", ok_when,
+		     (unsigned long) st.npending);
+    }
+    fetchstate_clear(&st);
+}
+
+/* ctl_ms_left - milliseconds until deadline (monotonic seconds), >= 0 */
+
+static int ctl_ms_left(double deadline)
+{
+    double  left = deadline - time_mono();
+
+    return (left <= 0 ? 0 : (int) (left * 1000) + 1);
+}
+
+/*
+ * ctl_tcp_connect - TCP connection to host:port within timeout seconds;
+ * the socket, or -1 with why filled and *err_r the errno (ETIMEDOUT for
+ * the timeout, 0 for a name that does not resolve).
+ */
+static int ctl_tcp_connect(const char *host, long port, int timeout,
+			           char *why, size_t len, int *err_r)
+{
+    struct addrinfo hints, *res, *ai;
+    struct pollfd pfd;
+    socklen_t elen;
+    double  deadline = time_mono() + timeout;
+    char    portstr[16];
+    int     fd = -1, err = ECONNREFUSED, gai, n;
+
+    *err_r = 0;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    snprintf(portstr, sizeof(portstr), "%ld", port);
+    if ((gai = getaddrinfo(host, portstr, &hints, &res)) != 0) {
+	snprintf(why, len, "cannot resolve host %s: %s", host,
+		 gai_strerror(gai));
+	return (-1);
+    }
+    for (ai = res; ai; ai = ai->ai_next) {
+	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC
+		    | SOCK_NONBLOCK, ai->ai_protocol);
+	if (fd < 0) {
+	    err = errno;
+	    continue;
+	}
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+	    break;
+	err = errno;
+	if (err == EINPROGRESS) {
+	    pfd.fd = fd;
+	    pfd.events = POLLOUT;
+	    while ((n = poll(&pfd, 1, ctl_ms_left(deadline))) < 0
+		   && errno == EINTR)
+		 /* void */ ;
+	    if (n == 0)
+		err = ETIMEDOUT;
+	    else if (n < 0)
+		err = errno;
+	    else {
+		elen = sizeof(err);
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
+		    err = errno;
+		if (err == 0)
+		    break;
+	    }
+	}
+	close(fd);
+	fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+	*err_r = err;
+	if (err == ETIMEDOUT)
+	    snprintf(why, len, "no connection within %d s", timeout);
+	else
+	    snprintf(why, len, "%s", strerror(err));
+    }
+    return (fd);
+}
+
+/*
+ * ctl_smtp_greeting - read the (possibly multi-line) greeting within
+ * timeout seconds; its last line (printable, without CRLF) in line.
+ * The reply code, or -1 with why filled.
+ */
+static int ctl_smtp_greeting(int fd, int timeout, char *line, size_t len,
+			             char *why, size_t wlen)
+{
+    struct pollfd pfd;
+    double  deadline = time_mono() + timeout;
+    char    buf[2048];
+    size_t  have = 0, start = 0, i, end;
+    ssize_t got;
+    int     n;
+
+    for (;;) {
+	/* Complete lines: "220-..." continues, "220 ..." or "220" ends. */
+	for (i = start; i < have; i++) {
+	    if (buf[i] != '\n')
+		continue;
+	    end = i;
+	    if (end > start && buf[end - 1] == '\r')
+		end--;
+	    log_printable(line, len, buf + start, end - start);
+	    if (end - start < 3 || buf[start] < '1' || buf[start] > '5'
+		|| buf[start + 1] < '0' || buf[start + 1] > '9'
+		|| buf[start + 2] < '0' || buf[start + 2] > '9'
+		|| (end - start > 3 && buf[start + 3] != ' '
+		    && buf[start + 3] != '-')) {
+		snprintf(why, wlen, "not an SMTP greeting: %.200s", line);
+		return (-1);
+	    }
+	    if (end - start == 3 || buf[start + 3] == ' ')
+		return ((buf[start] - '0') * 100 + (buf[start + 1] - '0') * 10
+			+ (buf[start + 2] - '0'));
+	    start = i + 1;
+	}
+	if (have == sizeof(buf)) {
+	    snprintf(why, wlen, "the greeting is longer than %lu bytes",
+		     (unsigned long) sizeof(buf));
+	    return (-1);
+	}
+	pfd.fd = fd;
+	pfd.events = POLLIN;
+	while ((n = poll(&pfd, 1, ctl_ms_left(deadline))) < 0 && errno == EINTR)
+	     /* void */ ;
+	if (n == 0) {
+	    snprintf(why, wlen, "no greeting within %d s", timeout);
+	    return (-1);
+	}
+	if (n < 0) {
+	    snprintf(why, wlen, "poll: %s", strerror(errno));
+	    return (-1);
+	}
+	got = read(fd, buf + have, sizeof(buf) - have);
+	if (got < 0 && (errno == EINTR || errno == EAGAIN))
+	    continue;
+	if (got < 0) {
+	    snprintf(why, wlen, "read: %s", strerror(errno));
+	    return (-1);
+	}
+	if (got == 0) {
+	    snprintf(why, wlen, "the connection was closed before a "
+		     "greeting%s", have ? " line was complete" : " was sent");
+	    return (-1);
+	}
+	have += (size_t) got;
+    }
+}
+
+/* ctl_step_deliver_smtp - deliver_to = smtp://HOST:PORT answers 220 */
+
+static void ctl_step_deliver_smtp(struct ctl_run *run,
+				          const struct conf_source *src)
+{
+    static const char quit[] = "QUIT\r\n";
+    char    why[300];
+    char    line[600];
+    int     fd, err, code;
+
+    fd = ctl_tcp_connect(src->deliver_host, src->deliver_port,
+			 CTL_SMTP_TIMEOUT, why, sizeof(why), &err);
+    if (fd < 0) {
+	ctl_step(run, "FAIL", "deliver", "%s: cannot connect to %s port %ld: "
+		 "%s", src->deliver_to, src->deliver_host, src->deliver_port,
+		 why);
+	if (err == 0)
+	    ctl_remedy("fix deliver_to in [source %s] of %s (an address such "
+		       "as smtp://127.0.0.1:25 or smtp://[::1]:25)", src->name,
+		       run->conf->path);
+	else if (err == ETIMEDOUT)
+	    ctl_remedy("a firewall drops the connection or the MTA is "
+		       "overloaded: check the packet filter for port %ld, the "
+		       "MTA, and deliver_to in [source %s]", src->deliver_port,
+		       src->name);
+	else
+	    ctl_remedy("start the MTA and make it listen there (Postfix: "
+		       "systemctl start postfix; inet_interfaces in main.cf, "
+		       "the smtp service in master.cf), or fix deliver_to in "
+		       "[source %s] of %s; messages stay unread in Microsoft "
+		       "365 until the MTA takes them", src->name,
+		       run->conf->path);
+	return;
+    }
+    code = ctl_smtp_greeting(fd, CTL_SMTP_TIMEOUT, line, sizeof(line), why,
+			     sizeof(why));
+    if (code == 220)
+	(void) send(fd, quit, sizeof(quit) - 1, MSG_NOSIGNAL);
+    close(fd);
+    if (code < 0) {
+	ctl_step(run, "FAIL", "deliver", "%s: connected, but %s",
+		 src->deliver_to, why);
+	ctl_remedy("the service on %s port %ld is not a working SMTP server: "
+		   "check the MTA and deliver_to in [source %s]",
+		   src->deliver_host, src->deliver_port, src->name);
+    } else if (code != 220) {
+	ctl_step(run, "FAIL", "deliver", "%s: the MTA refuses the connection: "
+		 "%s", src->deliver_to, line);
+	ctl_remedy("the MTA does not accept mail from this host now: allow "
+		   "connections from %s (Postfix: mynetworks, "
+		   "smtpd_client_restrictions, postscreen) and check its log",
+		   src->deliver_host);
+    } else
+	ctl_step(run, "ok", "deliver", "%s: the MTA answers: %s",
+		 src->deliver_to, line);
+}
+
+/* ctl_step_deliver_sendmail - deliver_to = sendmail: is it executable? */
+
+static void ctl_step_deliver_sendmail(struct ctl_run *run,
+				              const struct conf_source *src)
+{
+    const char *path = run->conf->sendmail_path && *run->conf->sendmail_path ?
+    run->conf->sendmail_path : "/usr/sbin/sendmail";
+    struct stat sb;
+
+    if (stat(path, &sb) < 0) {
+	ctl_step(run, "FAIL", "deliver", "sendmail: %s: %s", path,
+		 strerror(errno));
+	ctl_remedy("install the MTA (Postfix, Sendmail and Exim provide "
+		   "/usr/sbin/sendmail), set sendmail_path in [global] of %s, "
+		   "or use deliver_to = smtp://127.0.0.1:25 in [source %s]",
+		   run->conf->path, src->name);
+    } else if (!S_ISREG(sb.st_mode)) {
+	ctl_step(run, "FAIL", "deliver", "sendmail: %s is not a regular file",
+		 path);
+	ctl_remedy("set sendmail_path in [global] of %s to the MTA's "
+		   "sendmail program", run->conf->path);
+    } else if (access(path, X_OK) < 0) {
+	ctl_step(run, "FAIL", "deliver", "sendmail: %s is not executable "
+		 "(%s)", path, strerror(errno));
+	ctl_remedy("make it executable (chmod 755 %s) or set sendmail_path in "
+		   "[global] of %s to the MTA's sendmail program", path,
+		   run->conf->path);
+    } else
+	ctl_step(run, "ok", "deliver", "sendmail: %s is executable (runs as "
+		 "\"%s -i -f SENDER -- RECIPIENTS\")", path, path);
+}
+
+/* ctl_src_graph - sign-in, token, user, folder, permission; stops early */
+
+static void ctl_src_graph(struct ctl_run *run, const struct conf_source *src,
+			          int fresh)
+{
+    const struct conf_account *acct = run->acct;
+    const char *mb = ctl_source_mailbox(src);
+    const char *who = "the signed-in user";
+    struct ctl_user me;
+    char    err[512];
+    int     shared = 0;
+    int     rc;
+
+    memset(&me, 0, sizeof(me));
+    if (acct->auth == CONF_AUTH_DELEGATED && ctl_step_signin(run) < 0)
+	return;
+    if ((run->http = http_create(run->conf, err, sizeof(err))) == NULL) {
+	ctl_step(run, "FAIL", "https", "%s", err);
+	return;
+    }
+    if (ctl_step_token(run, fresh) < 0)
+	return;
+    if (acct->auth == CONF_AUTH_DELEGATED) {
+	if (ctl_step_me(run, &me) == -2 || run->token == NULL)
+	    return;
+	if (me.upn[0] || me.mail[0]) {
+	    who = me.upn[0] ? me.upn : me.mail;
+	    shared = (mb != NULL && !ctl_same_address(mb, me.upn)
+		      && !ctl_same_address(mb, me.mail));
+	} else
+	    shared = ctl_source_shared(src);
+    }
+    /* A failed folder step already named the permissions to grant. */
+    rc = ctl_step_folder(run, src, shared, who);
+    if (rc < 0 || run->token == NULL)
+	return;
+    ctl_step_src_permission(run, src, shared, who);
+}
+
+/* ctl_test_source - the connection test of one [source] */
+
+int     ctl_test_source(const struct conf *conf,
+			        const struct conf_source *src, int fresh)
+{
+    struct ctl_run run;
+
+    memset(&run, 0, sizeof(run));
+    run.conf = conf;
+    run.acct = src->acct;
+
+    printf("m365ctl test source %s: account %s (%s), mailbox %s, folder %s, "
+	   "deliver_to %s\n", src->name, src->acct->name,
+	   ctl_auth_kind(src->acct), ctl_mb_name(src),
+	   src->folder ? src->folder : "inbox", src->deliver_to);
+    if (ctl_step_config(&run) == 0) {
+	ctl_step_src_state(&run, src);
+	ctl_src_graph(&run, src, fresh);
+    } else
+	ctl_step_src_state(&run, src);
+    if (src->deliver_host == NULL)
+	ctl_step_deliver_sendmail(&run, src);
+    else
+	ctl_step_deliver_smtp(&run, src);
+
     if (run.fails)
 	printf("result: %d step%s FAILED%s\n", run.fails,
 	       run.fails == 1 ? "" : "s",

@@ -11,12 +11,18 @@
  *	  login ACCOUNT [--device-code | --browser | --paste]
  *	  consent-url ACCOUNT
  *	  test ACCOUNT [--fresh] [--send RCPT]
- *	  status [--json] [ACCOUNT...]
+ *	  test [--source] SOURCE [--fresh]
+ *	  status [--json] [NAME...]
  *	  logout ACCOUNT
  *	  check
  *	See m365ctl(8).  This file holds main(), the option parsing, the
  *	small commands (status, logout, check, consent-url) and helpers
  *	shared with ctl_login.c and ctl_test.c (ctl.h).
+ *
+ *	status also shows the [source NAME] sections of m365-fetch from
+ *	their state files (fetchstate_load(): read only, without the
+ *	source's lock, which m365-fetch takes without waiting - probing it
+ *	could make a running poller skip a round).
  * DIAGNOSTICS
  *	Exit 0 on success, 1 when the operation failed (a test step, a
  *	declined sign-in), 64 usage error, 75 Microsoft could not be
@@ -39,8 +45,10 @@
 #include <cJSON.h>
 #include <curl/curl.h>
 
+#include "addr.h"
 #include "conf.h"
 #include "ctl.h"
+#include "fetchstate.h"
 #include "log.h"
 #include "oauth.h"
 #include "strbuf.h"
@@ -63,8 +71,11 @@ static int ctl_usage(const char *why)
 	    "  consent-url ACCOUNT     print the admin-consent URL of the tenant\n"
 	    "  test ACCOUNT [--fresh] [--send RCPT]\n"
 	    "                          connection test, optionally send a test message\n"
-	    "  status [--json] [ACCOUNT...]\n"
-	    "                          token state, expiry, last error of each account\n"
+	    "  test [--source] SOURCE [--fresh]\n"
+	    "                          connection test of an inbound [source]: mailbox\n"
+	    "                          folder, permissions, deliver_to\n"
+	    "  status [--json] [NAME...]\n"
+	    "                          state of each account and [source] (or those named)\n"
 	    "  logout ACCOUNT          remove the stored tokens of an account\n"
 	    "  check                   check the configuration (same as -n)\n"
 	    "options: -c FILE (default %s), -n check, -v verbose, -V version\n",
@@ -127,6 +138,51 @@ void    ctl_fmt_expiry(char *buf, size_t len, time_t expires, time_t now)
 int     ctl_same_address(const char *a, const char *b)
 {
     return (a && b && strcasecmp(a, b) == 0);
+}
+
+/* ctl_source_mailbox - the mailbox a source reads; NULL: the signed-in user's */
+
+const char *ctl_source_mailbox(const struct conf_source *src)
+{
+    if (src->mailbox && *src->mailbox)
+	return (src->mailbox);
+    if (src->acct && src->acct->mailbox && *src->acct->mailbox)
+	return (src->acct->mailbox);
+    return (NULL);
+}
+
+/*
+ * ctl_source_shared - does a source read another mailbox than its
+ * account's own (so that a delegated account needs
+ * Mail.ReadWrite.Shared)?  The same rule as the scopes that login asks
+ * for (oauth_scope()).
+ */
+int     ctl_source_shared(const struct conf_source *src)
+{
+    const char *mb = ctl_source_mailbox(src);
+
+    return (mb != NULL && src->acct != NULL && src->acct->mailbox != NULL
+	    && !addr_same(mb, src->acct->mailbox));
+}
+
+/* ctl_account_sources - "a, b": the sources an account reads for; count */
+
+int     ctl_account_sources(const struct conf *conf,
+			            const struct conf_account *acct,
+			            struct strbuf *names)
+{
+    const struct conf_source *src;
+    int     n = 0;
+
+    for (src = conf->sources; src; src = src->next) {
+	if (src->acct != acct && (src->account == NULL
+				  || strcmp(src->account, acct->name) != 0))
+	    continue;
+	if (names)
+	    strbuf_printf(names, "%s%s", n ? ", " : "", src->name);
+	n++;
+    }
+    return (n);
 }
 
 /*
@@ -296,6 +352,39 @@ static const struct conf_account *ctl_find_account(const struct conf *conf,
     return (NULL);
 }
 
+/* ctl_list_names - " a b c" or " (none)": accounts or sources, to stderr */
+
+static void ctl_list_names(const struct conf *conf, int sources)
+{
+    const struct conf_account *a;
+    const struct conf_source *s;
+
+    if (sources) {
+	for (s = conf->sources; s; s = s->next)
+	    fprintf(stderr, " %s", s->name);
+	fprintf(stderr, "%s", conf->sources ? "" : " (none)");
+    } else {
+	for (a = conf->accounts; a; a = a->next)
+	    fprintf(stderr, " %s", a->name);
+	fprintf(stderr, "%s", conf->accounts ? "" : " (none)");
+    }
+}
+
+/* ctl_find_name - is name an account or a source?  Else say which exist */
+
+static int ctl_find_name(const struct conf *conf, const char *name)
+{
+    if (conf_account(conf, name) != NULL || conf_source(conf, name) != NULL)
+	return (0);
+    fprintf(stderr, "m365ctl: no [account %s] or [source %s] in %s; "
+	    "accounts:", name, name, conf->path ? conf->path : ctl_conf_path);
+    ctl_list_names(conf, 0);
+    fprintf(stderr, "; sources:");
+    ctl_list_names(conf, 1);
+    fprintf(stderr, "\n");
+    return (-1);
+}
+
 /* ctl_account_state - one word for the state of an account */
 
 static const char *ctl_account_state(const struct conf_account *acct,
@@ -341,12 +430,16 @@ static void ctl_json_str(cJSON *obj, const char *key, const char *s)
 
 /* ctl_status_json - one account as a JSON object; never token values */
 
-static cJSON *ctl_status_json(const struct conf_account *acct,
+static cJSON *ctl_status_json(const struct conf *conf,
+			              const struct conf_account *acct,
 			              const struct tokstore *ts, time_t now)
 {
     cJSON  *obj = cJSON_CreateObject();
+    cJSON  *srcs;
+    const struct conf_source *src;
     int     delegated = (acct->auth == CONF_AUTH_DELEGATED);
 
+    cJSON_AddStringToObject(obj, "kind", "account");
     cJSON_AddStringToObject(obj, "name", acct->name);
     cJSON_AddStringToObject(obj, "auth", conf_auth_name(acct->auth));
     ctl_json_str(obj, "mailbox", acct->mailbox);
@@ -372,14 +465,20 @@ static cJSON *ctl_status_json(const struct conf_account *acct,
     ctl_json_time(obj, "last_error_at",
 		  ts->last_error && ts->last_error[0] ? ts->last_error_at : 0);
     ctl_json_str(obj, "remedy", ts->remedy);
+    srcs = cJSON_AddArrayToObject(obj, "sources");
+    for (src = conf->sources; srcs && src; src = src->next)
+	if (src->acct == acct)
+	    cJSON_AddItemToArray(srcs, cJSON_CreateString(src->name));
     return (obj);
 }
 
 /* ctl_status_text - one account for humans; never token values */
 
-static void ctl_status_text(const struct conf_account *acct,
+static void ctl_status_text(const struct conf *conf,
+			            const struct conf_account *acct,
 			            const struct tokstore *ts, time_t now)
 {
+    struct strbuf names;
     char    when[80];
     char    exp[80];
 
@@ -418,15 +517,132 @@ static void ctl_status_text(const struct conf_account *acct,
 	if (ts->remedy && ts->remedy[0])
 	    printf("  remedy:         %s\n", ts->remedy);
     }
+    strbuf_init(&names, STRBUF_MAX_SMALL);
+    if (ctl_account_sources(conf, acct, &names) > 0)
+	printf("  sources:        %s\n", strbuf_str(&names));
+    strbuf_free(&names);
 }
 
-/* ctl_status - status [--json] [ACCOUNT...] */
+/*
+ * ctl_source_state - one word for a source: online, offline, never run,
+ * or error (the state file could not be read: load_err).
+ */
+static const char *ctl_source_state(const struct fetchstate *st,
+				            const char *load_err)
+{
+    if (load_err)
+	return ("error");
+    if (st->offline)
+	return ("offline");
+    if (st->last_round <= 0 && st->last_success <= 0)
+	return ("never run");
+    return ("online");
+}
+
+/* ctl_source_round_ok - did the last round complete? */
+
+static int ctl_source_round_ok(const struct fetchstate *st)
+{
+    return (st->last_round > 0 && st->last_success >= st->last_round);
+}
+
+/* ctl_source_json - one source as a JSON object ("kind": "source") */
+
+static cJSON *ctl_source_json(const struct conf_source *src,
+			              const struct fetchstate *st,
+			              const char *load_err, time_t now)
+{
+    cJSON  *obj = cJSON_CreateObject();
+    const char *mb = ctl_source_mailbox(src);
+
+    cJSON_AddStringToObject(obj, "kind", "source");
+    cJSON_AddStringToObject(obj, "name", src->name);
+    ctl_json_str(obj, "account", src->account);
+    ctl_json_str(obj, "mailbox", mb);
+    ctl_json_str(obj, "folder", src->folder ? src->folder : "inbox");
+    ctl_json_str(obj, "deliver_to", src->deliver_to);
+    cJSON_AddStringToObject(obj, "state", ctl_source_state(st, load_err));
+    ctl_json_time(obj, "offline_since", st->offline ? st->offline_since : 0);
+    ctl_json_time(obj, "last_round", st->last_round);
+    ctl_json_time(obj, "last_success", st->last_success);
+    if (st->last_round > 0)
+	cJSON_AddBoolToObject(obj, "last_round_ok", ctl_source_round_ok(st));
+    else
+	cJSON_AddNullToObject(obj, "last_round_ok");
+    ctl_json_time(obj, "not_before", st->not_before > now ? st->not_before : 0);
+    cJSON_AddNumberToObject(obj, "injected", (double) st->injected);
+    cJSON_AddNumberToObject(obj, "rejected", (double) st->rejected);
+    cJSON_AddNumberToObject(obj, "pending", (double) st->npending);
+    ctl_json_str(obj, "last_error", load_err ? load_err : st->last_error);
+    ctl_json_str(obj, "remedy", load_err ? NULL : st->remedy);
+    return (obj);
+}
+
+/* ctl_source_text - one source for humans */
+
+static void ctl_source_text(const struct conf_source *src,
+			            const struct fetchstate *st,
+			            const char *load_err, time_t now)
+{
+    const char *mb = ctl_source_mailbox(src);
+    char    when[80];
+
+    printf("source %s\n", src->name);
+    printf("  account:        %s\n", src->account ? src->account : "-");
+    printf("  mailbox:        %s\n", mb ? mb : "(the signed-in user's)");
+    printf("  folder:         %s\n", src->folder ? src->folder : "inbox");
+    printf("  deliver_to:     %s\n", src->deliver_to ? src->deliver_to : "-");
+    printf("  state:          %s\n", ctl_source_state(st, load_err));
+    if (load_err) {
+	printf("  last error:     %s\n", load_err);
+	return;
+    }
+    if (st->offline && st->offline_since > 0) {
+	ctl_fmt_time(when, sizeof(when), st->offline_since);
+	printf("  offline since:  %s\n", when);
+    }
+    ctl_fmt_time(when, sizeof(when), st->last_round);
+    printf("  last round:     %s%s\n", when, st->last_round <= 0 ? "" :
+	   ctl_source_round_ok(st) ? " (completed)" : " (did not complete)");
+    ctl_fmt_time(when, sizeof(when), st->last_success);
+    printf("  last success:   %s\n", when);
+    if (st->not_before > now) {
+	ctl_fmt_time(when, sizeof(when), st->not_before);
+	printf("  retry after:    %s (Microsoft 365 asked to wait)\n", when);
+    }
+    printf("  messages:       %ld injected, %ld rejected, %lu pending\n",
+	   st->injected, st->rejected, (unsigned long) st->npending);
+    if (st->last_error && st->last_error[0])
+	printf("  last error:     %s%s\n", st->last_error, !st->offline
+	       && ctl_source_round_ok(st) ? " (before the last completed "
+	       "round)" : "");
+    if (st->remedy && st->remedy[0])
+	printf("  remedy:         %s\n", st->remedy);
+}
+
+/* ctl_status_named - was this name given (or none at all)? */
+
+static int ctl_status_named(int argc, char **argv, int named, const char *name)
+{
+    int     i;
+
+    if (!named)
+	return (1);
+    for (i = 0; i < argc; i++)
+	if (argv[i][0] != '-' && strcmp(argv[i], name) == 0)
+	    return (1);
+    return (0);
+}
+
+/* ctl_status - status [--json] [NAME...]: accounts, then sources */
 
 static int ctl_status(const struct conf *conf, int argc, char **argv)
 {
     const struct conf_account *acct;
+    const struct conf_source *src;
     struct tokstore ts;
-    char    err[512];
+    struct fetchstate st;
+    char    err[1024];
     cJSON  *arr = NULL;
     char   *text;
     time_t  now = time(NULL);
@@ -441,7 +657,7 @@ static int ctl_status(const struct conf *conf, int argc, char **argv)
 	    json = 1;
 	else if (argv[i][0] == '-')
 	    return (ctl_usage("status: unknown option"));
-	else if (ctl_find_account(conf, argv[i]) == NULL)
+	else if (ctl_find_name(conf, argv[i]) < 0)
 	    return (EX_USAGE);
 	else
 	    named++;
@@ -449,13 +665,8 @@ static int ctl_status(const struct conf *conf, int argc, char **argv)
     if (json)
 	arr = cJSON_CreateArray();
     for (acct = conf->accounts; acct; acct = acct->next) {
-	if (named) {
-	    for (i = 0; i < argc; i++)
-		if (argv[i][0] != '-' && strcmp(argv[i], acct->name) == 0)
-		    break;
-	    if (i == argc)
-		continue;
-	}
+	if (!ctl_status_named(argc, argv, named, acct->name))
+	    continue;
 	memset(&ts, 0, sizeof(ts));
 	if (tokstore_load(conf, acct->name, &ts, err, sizeof(err)) < 0) {
 	    fprintf(stderr, "m365ctl: account %s: %s\n", acct->name, err);
@@ -464,14 +675,34 @@ static int ctl_status(const struct conf *conf, int argc, char **argv)
 	    continue;
 	}
 	if (json) {
-	    cJSON_AddItemToArray(arr, ctl_status_json(acct, &ts, now));
+	    cJSON_AddItemToArray(arr, ctl_status_json(conf, acct, &ts, now));
 	} else {
 	    if (!first)
 		printf("\n");
-	    ctl_status_text(acct, &ts, now);
+	    ctl_status_text(conf, acct, &ts, now);
 	    first = 0;
 	}
 	tokstore_clear(&ts);
+    }
+    for (src = conf->sources; src; src = src->next) {
+	const char *load_err = NULL;
+
+	if (!ctl_status_named(argc, argv, named, src->name))
+	    continue;
+	if (fetchstate_load(conf, src->name, &st, err, sizeof(err)) < 0) {
+	    fprintf(stderr, "m365ctl: source %s: %s\n", src->name, err);
+	    load_err = err;
+	    rc = CTL_FAIL;
+	}
+	if (json) {
+	    cJSON_AddItemToArray(arr, ctl_source_json(src, &st, load_err, now));
+	} else {
+	    if (!first)
+		printf("\n");
+	    ctl_source_text(src, &st, load_err, now);
+	    first = 0;
+	}
+	fetchstate_clear(&st);
     }
     if (json) {
 	if ((text = cJSON_Print(arr)) != NULL) {
@@ -532,7 +763,9 @@ static int ctl_logout(const struct conf *conf, const struct conf_account *acct)
 static int ctl_consent_url(const struct conf *conf,
 			           const struct conf_account *acct)
 {
+    struct strbuf names;
     char   *url;
+    int     nsrc;
 
     if ((url = oauth_consent_url(conf, acct)) == NULL) {
 	fprintf(stderr, "m365ctl: account %s: cannot build the consent URL "
@@ -540,6 +773,8 @@ static int ctl_consent_url(const struct conf *conf,
 	return (CTL_FAIL);
     }
     printf("%s\n", url);
+    strbuf_init(&names, STRBUF_MAX_SMALL);
+    nsrc = ctl_account_sources(conf, acct, &names);
     if (acct->auth == CONF_AUTH_DELEGATED)
 	printf("A Global Administrator or Privileged Role Administrator of "
 	       "tenant %s opens this URL to consent to the delegated "
@@ -552,6 +787,17 @@ static int ctl_consent_url(const struct conf *conf,
 	       "permission Mail.Send for app %s; then restrict it to the "
 	       "sending mailboxes with RBAC for Applications in Exchange "
 	       "Online.\n", acct->tenant, acct->client_id);
+    if (nsrc > 0 && acct->auth == CONF_AUTH_DELEGATED)
+	printf("The account reads mail for source(s) %s: the delegated "
+	       "permission Mail.ReadWrite (Mail.ReadWrite.Shared for another "
+	       "user's or a shared mailbox) is part of the consent.\n",
+	       strbuf_str(&names));
+    else if (nsrc > 0)
+	printf("The account reads mail for source(s) %s: grant the "
+	       "application permission Mail.ReadWrite as well, and include "
+	       "the mailboxes those sources read in the RBAC scope.\n",
+	       strbuf_str(&names));
+    strbuf_free(&names);
     free(url);
     return (CTL_OK);
 }
@@ -640,11 +886,20 @@ static int ctl_cmd_login(const struct conf *conf, int argc, char **argv)
     if ((acct = ctl_one_account(conf, "login", name)) == NULL)
 	return (EX_USAGE);
     if (acct->auth != CONF_AUTH_DELEGATED) {
+	struct strbuf names;
+
+	strbuf_init(&names, STRBUF_MAX_SMALL);
 	fprintf(stderr, "m365ctl: account %s uses app-only authentication "
 		"(auth = %s): it needs no sign-in.  An administrator grants "
 		"the application permission Mail.Send once (m365ctl "
 		"consent-url %s); check it with m365ctl test %s\n",
 		acct->name, conf_auth_name(acct->auth), acct->name, acct->name);
+	if (ctl_account_sources(conf, acct, &names) > 0)
+	    fprintf(stderr, "m365ctl: account %s reads mail for source(s) %s: "
+		    "that needs the application permission Mail.ReadWrite as "
+		    "well; check with m365ctl test SOURCE\n", acct->name,
+		    strbuf_str(&names));
+	strbuf_free(&names);
 	return (EX_USAGE);
     }
     if (ctl_prepare_state(conf) < 0)
@@ -652,14 +907,19 @@ static int ctl_cmd_login(const struct conf *conf, int argc, char **argv)
     return (ctl_login(conf, acct, method));
 }
 
-/* ctl_cmd_test - test ACCOUNT [--fresh] [--send RCPT] */
-
+/*
+ * ctl_cmd_test - test ACCOUNT [--fresh] [--send RCPT], or test [--source]
+ * SOURCE [--fresh].  A name that is both an account and a source means
+ * the account unless --source is given.
+ */
 static int ctl_cmd_test(const struct conf *conf, int argc, char **argv)
 {
     const struct conf_account *acct;
+    const struct conf_source *src = NULL;
     const char *name = NULL;
     const char *rcpt = NULL;
     int     fresh = 0;
+    int     source = 0;
     int     i;
 
     for (i = 0; i < argc; i++) {
@@ -671,12 +931,41 @@ static int ctl_cmd_test(const struct conf *conf, int argc, char **argv)
 	    rcpt = argv[i] + 7;
 	else if (strcmp(argv[i], "--fresh") == 0)
 	    fresh = 1;
+	else if (strcmp(argv[i], "--source") == 0)
+	    source = 1;
 	else if (argv[i][0] == '-')
 	    return (ctl_usage("test: unknown option"));
 	else if (name)
-	    return (ctl_usage("test: one ACCOUNT only"));
+	    return (ctl_usage("test: one ACCOUNT or SOURCE only"));
 	else
 	    name = argv[i];
+    }
+    if (name && (source || conf_account(conf, name) == NULL)
+	&& (src = conf_source(conf, name)) != NULL) {
+	if (rcpt)
+	    return (ctl_usage("test: --send tests an account, not a source "
+			      "(m365ctl test ACCOUNT --send RCPT)"));
+	if (src->acct == NULL) {
+	    fprintf(stderr, "m365ctl: [source %s] names no usable account\n",
+		    src->name);
+	    return (EX_CONFIG);
+	}
+	if (ctl_prepare_state(conf) < 0)
+	    return (EX_CONFIG);
+	return (ctl_test_source(conf, src, fresh));
+    }
+    if (source) {
+	if (name == NULL)
+	    return (ctl_usage("test: --source needs a SOURCE"));
+	fprintf(stderr, "m365ctl: no [source %s] in %s; sources:", name,
+		conf->path ? conf->path : ctl_conf_path);
+	ctl_list_names(conf, 1);
+	fprintf(stderr, "\n");
+	return (EX_USAGE);
+    }
+    if (name && conf_account(conf, name) == NULL) {
+	(void) ctl_find_name(conf, name);
+	return (EX_USAGE);
     }
     if (rcpt && (rcpt[0] == 0 || strchr(rcpt, '@') == NULL
 		 || strpbrk(rcpt, " \t\r\n<>,;\"()") != NULL))

@@ -15,6 +15,19 @@
 # account offline with "m365ctl login deleg"; a new login brings it back),
 # logout, consent-url, and (as root) token files owned by [global] user.
 #
+# Inbound sources ([source NAME] sections of m365-fetch): status lists
+# them after the accounts (text, and --json with "kind": "source"; NAME
+# filters both; the state file is read, never changed), a state file
+# marked offline shows the error and the remedy, counts and a damaged
+# file; test SOURCE resolves the folder (well-known name, display name,
+# missing folder), reports 403 ErrorAccessDenied with the app-only and
+# the delegated (Full Access, Mail.ReadWrite.Shared) remedy, and checks
+# deliver_to (a tiny SMTP server answering 220 or 554, a closed port,
+# an executable or not executable sendmail_path); login lists the
+# sources that use the account; with m365-fetch built, a real round
+# through the SMTP sink shows the injected count, and a revoked grant
+# puts the source offline until m365ctl login.
+#
 # Needs python3, curl and openssl; skips (77) without them.
 
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -491,5 +504,383 @@ if [ "$(id -u)" = 0 ] && id nobody >/dev/null 2>&1; then
     [ "$owner" = nobody ] && ok "tokens directory owned by [global] user" ||
 	bad "tokens directory owned by [global] user (got $owner)"
 fi
+
+# ------------------------------------------- inbound sources ([source])
+
+FETCH=$top_builddir/relay/m365-fetch
+SRCSTATE=$T/state/sources
+
+# A tiny SMTP server on 127.0.0.1: greets with GREETING (an empty one:
+# says nothing); when that is a 220 it accepts every message ("250 ...
+# queued as SINKn") and appends a line per message to LOG.  The port
+# goes to PORTFILE.
+cat >"$T/smtp.py" <<'EOF'
+import os, socketserver, sys, threading, time
+portfile, greeting, log = sys.argv[1], sys.argv[2], sys.argv[3]
+lock = threading.Lock()
+count = [0]
+class H(socketserver.StreamRequestHandler):
+    def w(self, s):
+        self.wfile.write((s + "\r\n").encode())
+    def handle(self):
+        if not greeting:
+            time.sleep(30)
+            return
+        self.w(greeting)
+        if not greeting.startswith("220"):
+            return
+        while True:
+            line = self.rfile.readline()
+            if not line:
+                return
+            cmd = line.strip().upper()
+            if cmd.startswith((b"EHLO", b"HELO")):
+                self.w("250 sink")
+            elif cmd.startswith((b"MAIL", b"RCPT", b"RSET", b"NOOP")):
+                self.w("250 2.0.0 Ok")
+            elif cmd == b"DATA":
+                self.w("354 End data with <CR><LF>.<CR><LF>")
+                size = 0
+                while True:
+                    l = self.rfile.readline()
+                    if not l or l in (b".\r\n", b".\n"):
+                        break
+                    size += len(l)
+                with lock:
+                    count[0] += 1
+                    n = count[0]
+                    with open(log, "a") as f:
+                        f.write("message %d size %d\n" % (n, size))
+                self.w("250 2.0.0 Ok: queued as SINK%d" % n)
+            elif cmd == b"QUIT":
+                self.w("221 2.0.0 Bye")
+                return
+            else:
+                self.w("502 5.5.2 Error: command not recognized")
+class S(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+srv = S(("127.0.0.1", 0), H)
+with open(portfile + ".tmp", "w") as f:
+    f.write(str(srv.server_address[1]))
+os.rename(portfile + ".tmp", portfile)
+srv.serve_forever()
+EOF
+
+# start_smtp NAME GREETING - start the server; its port in $T/NAME.port
+start_smtp() {
+    "$PYTHON" "$T/smtp.py" "$T/$1.port" "$2" "$T/$1.log" \
+	>"$T/$1.out" 2>&1 &
+    t_bg_pid $!
+    wait_until 10 test -s "$T/$1.port" ||
+	bad "the SMTP server $1 starts ($(cat "$T/$1.out"))"
+}
+
+start_smtp sink "220 sink.test ESMTP ready"
+start_smtp refuser "554 5.7.1 sink.test: no SMTP service here"
+start_smtp silent ""
+SINK_PORT=$(cat "$T/sink.port")
+REFUSE_PORT=$(cat "$T/refuser.port")
+SILENT_PORT=$(cat "$T/silent.port")
+CLOSED_PORT=$("$PYTHON" -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')
+
+mkdir -p "$T/bin"
+printf '#!/bin/sh\ncat >/dev/null\nexit 0\n' >"$T/bin/sendmail"
+chmod 755 "$T/bin/sendmail"
+emu_folder_add bob@contoso.test Processed >/dev/null
+
+SCONF=$T/sources.conf
+sed "s|^\[global\]|[global]\nsendmail_path = $T/bin/sendmail|" "$CONF" >"$SCONF"
+cat >>"$SCONF" <<EOF
+
+[source inbox]
+account = app
+deliver_to = smtp://127.0.0.1:$SINK_PORT
+recipients = helpdesk@localhost
+
+[source proc]
+account = app
+folder = Processed
+deliver_to = smtp://127.0.0.1:$CLOSED_PORT
+recipients = helpdesk@localhost
+
+[source shared]
+account = deleg
+mailbox = shared@contoso.test
+deliver_to = sendmail
+recipients = helpdesk
+
+[source app]
+account = cert
+mailbox = alice@contoso.test
+deliver_to = smtp://127.0.0.1:$SINK_PORT
+recipients = helpdesk@localhost
+EOF
+CONF_SAVED=$CONF
+CONF=$SCONF
+
+ctl check
+expect_rc "check with [source] sections" 0
+
+# status: the sources after the accounts
+ctl status
+expect_rc "status with sources" 0
+has "status lists source inbox" "source inbox"
+has "status: a source that never ran" "state:          never run"
+has "status: the source's mailbox defaults to the account's" "mailbox:        bob@contoso.test"
+has "status: the source's deliver_to" "deliver_to:     smtp://127.0.0.1:$SINK_PORT"
+has "status: the source's folder" "folder:         Processed"
+has "status: the account names its sources" "sources:        inbox, proc"
+pos_acct=$(grep -n '^account cert$' "$T/ctl.out" | cut -d: -f1)
+pos_src=$(grep -n '^source inbox$' "$T/ctl.out" | cut -d: -f1)
+if [ -n "$pos_acct" ] && [ -n "$pos_src" ] && [ "$pos_acct" -lt "$pos_src" ]; then
+    ok "status: sources come after the accounts"
+else
+    bad "status: sources come after the accounts"
+    show
+fi
+
+ctl status --json
+expect_rc "status --json with sources" 0
+got=$(json_eval '" ".join("%s:%s" % (o.get("kind"), o["name"]) for o in d)' <"$T/ctl.out")
+[ "$got" = "account:deleg account:app account:cert source:inbox source:proc source:shared source:app" ] &&
+    ok "status --json: accounts (kind account), then sources (kind source)" ||
+    bad "status --json: accounts (kind account), then sources (kind source) (got $got)"
+keys=$(json_eval 'sorted([o for o in d if o["kind"] == "source"][0].keys())' <"$T/ctl.out")
+for k in kind name account mailbox folder deliver_to state offline_since \
+    last_round last_success injected rejected pending last_error remedy; do
+    case $keys in
+    *"\"$k\""*) ok "status --json: sources have key $k" ;;
+    *) bad "status --json: sources have key $k ($keys)" ;;
+    esac
+done
+got=$(json_eval '[(o["state"], o["mailbox"], o["injected"], o["pending"]) for o in d if o["name"] == "shared" and o["kind"] == "source"][0]' <"$T/ctl.out")
+[ "$got" = '["never run", "shared@contoso.test", 0, 0]' ] &&
+    ok "status --json: source shared never ran, shared mailbox" ||
+    bad "status --json: source shared never ran, shared mailbox (got $got)"
+got=$(json_eval '[o["sources"] for o in d if o["kind"] == "account" and o["name"] == "app"][0]' <"$T/ctl.out")
+[ "$got" = '["inbox", "proc"]' ] && ok "status --json: account app lists its sources" ||
+    bad "status --json: account app lists its sources (got $got)"
+
+ctl status --json inbox
+got=$(json_eval '" ".join("%s:%s" % (o["kind"], o["name"]) for o in d)' <"$T/ctl.out")
+[ "$got" = "source:inbox" ] && ok "status NAME filters the sources" ||
+    bad "status NAME filters the sources (got $got)"
+ctl status --json app
+got=$(json_eval '" ".join("%s:%s" % (o["kind"], o["name"]) for o in d)' <"$T/ctl.out")
+[ "$got" = "account:app source:app" ] &&
+    ok "status NAME shows an account and a source of that name" ||
+    bad "status NAME shows an account and a source of that name (got $got)"
+ctl status proc
+lacks "status proc: no accounts" "account app"
+has "status proc: the source" "source proc"
+ctl status nosuch
+expect_rc "status of an unknown name" 64
+has "unknown name: lists the sources" "sources: inbox proc shared app"
+
+# A state file as m365-fetch writes it (relay/fetchstate.c), marked offline.
+mkdir -p "$SRCSTATE"
+now=$(date +%s)
+cat >"$SRCSTATE/proc.json" <<EOF
+{
+	"folder":	"Processed",
+	"folder_id":	null,
+	"delta_link":	null,
+	"pending":	{
+		"AAMkAGI2TG93AAA=": {
+			"imid":	"<p1@example.test>",
+			"state":	"injected",
+			"mta_reply":	"250 2.0.0 Ok: queued as X1",
+			"at":	$now
+		}
+	},
+	"done":	[],
+	"folder_ids":	{},
+	"offline":	true,
+	"last_error":	"403 ErrorAccessDenied: Access is denied. Check credentials and try again. for mailbox bob@contoso.test",
+	"remedy":	"grant the application permission Mail.ReadWrite with admin consent",
+	"notified":	true,
+	"offline_since":	$((now - 120)),
+	"not_before":	0,
+	"last_round":	$now,
+	"last_success":	$((now - 3600)),
+	"injected":	7,
+	"rejected":	1
+}
+EOF
+chmod 600 "$SRCSTATE/proc.json"
+sum0=$(sha256sum <"$SRCSTATE/proc.json")
+ctl status proc
+expect_rc "status of an offline source" 0
+has "offline source: state" "state:          offline"
+has "offline source: since" "offline since:"
+has "offline source: the error" "last error:     403 ErrorAccessDenied"
+has "offline source: the remedy" "remedy:         grant the application permission Mail.ReadWrite"
+has "offline source: counts" "messages:       7 injected, 1 rejected, 1 pending"
+has "offline source: the last round did not complete" "(did not complete)"
+ctl status --json proc
+got=$(json_eval 'd[0]["state"] + " " + str(d[0]["injected"]) + " " + str(d[0]["rejected"]) + " " + str(d[0]["pending"]) + " " + str("Mail.ReadWrite" in d[0]["remedy"]) + " " + str(d[0]["last_round_ok"])' <"$T/ctl.out")
+[ "$got" = "offline 7 1 1 True False" ] && ok "status --json: offline source" ||
+    bad "status --json: offline source (got $got)"
+sum1=$(sha256sum <"$SRCSTATE/proc.json")
+[ "$sum0" = "$sum1" ] && ok "status does not change the state file" ||
+    bad "status does not change the state file"
+[ ! -e "$SRCSTATE/proc.lock" ] && ok "status does not take the source lock" ||
+    bad "status does not take the source lock"
+
+echo '{"offline": tru' >"$SRCSTATE/shared.json"
+ctl status shared
+expect_rc "status with a damaged state file" 1
+has "damaged state: state error" "state:          error"
+has "damaged state: says what to do" "move it away"
+rm -f "$SRCSTATE/shared.json"
+
+# test SOURCE
+ctl test inbox
+expect_rc "test inbox (app-only, well-known folder, SMTP sink)" 0
+has "test inbox: header" "m365ctl test source inbox: account app (app-only, client secret), mailbox bob@contoso.test, folder inbox"
+has "test inbox: never ran" "--   state: m365-fetch has not run source inbox yet"
+has "test inbox: folder found" "ok   folder: inbox of mailbox bob@contoso.test found"
+has "test inbox: the MTA greets" "ok   deliver: smtp://127.0.0.1:$SINK_PORT: the MTA answers: 220 sink.test ESMTP ready"
+has "test inbox: summary" "result: all checks passed"
+
+ctl test proc
+expect_rc "test proc (closed port)" 1
+has "test proc: folder by display name" "ok   folder: Processed of mailbox bob@contoso.test found (\"Processed\""
+has "test proc: offline state shown" "warn state: source proc is offline since"
+has "test proc: recorded remedy shown" "remedy: grant the application permission Mail.ReadWrite"
+has "test proc: connection refused" "FAIL deliver: smtp://127.0.0.1:$CLOSED_PORT: cannot connect to 127.0.0.1 port $CLOSED_PORT: Connection refused"
+has "test proc: remedy starts the MTA" "remedy: start the MTA"
+[ "$(sha256sum <"$SRCSTATE/proc.json")" = "$sum0" ] &&
+    ok "test does not change the state file" || bad "test does not change the state file"
+
+VCONF=$T/variant.conf
+sed -e "s|^folder = Processed|folder = Nowhere|" \
+    -e "s|smtp://127.0.0.1:$SINK_PORT|smtp://127.0.0.1:$REFUSE_PORT|" "$SCONF" >"$VCONF"
+CONF=$VCONF
+ctl test proc
+expect_rc "test with a missing folder" 1
+has "missing folder: named" "FAIL folder: no folder named \"Nowhere\" in mailbox bob@contoso.test"
+has "missing folder: remedy" "fix \"folder\" in [source proc]"
+ctl test inbox
+expect_rc "test with an MTA that refuses" 1
+has "refusing MTA: the reply" "FAIL deliver: smtp://127.0.0.1:$REFUSE_PORT: the MTA refuses the connection: 554 5.7.1"
+has "refusing MTA: remedy" "mynetworks"
+sed -e "s|smtp://127.0.0.1:$SINK_PORT|smtp://127.0.0.1:$SILENT_PORT|" "$SCONF" >"$VCONF"
+t0=$(date +%s)
+ctl test inbox
+t1=$(date +%s)
+expect_rc "test with an MTA that never greets" 1
+has "silent MTA: the greeting times out" "FAIL deliver: smtp://127.0.0.1:$SILENT_PORT: connected, but no greeting within 5 s"
+[ $((t1 - t0)) -le 15 ] && ok "silent MTA: the test gives up after about 5 s" ||
+    bad "silent MTA: the test gives up after about 5 s (took $((t1 - t0)) s)"
+CONF=$SCONF
+
+emu_ctl POST /_emu/faults '[{"match": "mailFolders", "status": 403, "code": "ErrorAccessDenied", "message": "Access is denied. Check credentials and try again.", "count": 1}]' >/dev/null
+ctl test inbox
+expect_rc "test inbox with 403 ErrorAccessDenied" 1
+has "app-only 403: the Graph code" "FAIL folder: GET /users/{mailbox}/mailFolders/inbox: access to mailbox bob@contoso.test denied (HTTP 403 ErrorAccessDenied"
+has "app-only 403: application permission remedy" "application permission Mail.ReadWrite"
+has "app-only 403: RBAC remedy" "RBAC for Applications management scope"
+emu_ctl DELETE /_emu/faults >/dev/null
+
+ctl test app
+has "test NAME of an account and a source: the account" "m365ctl test app: app-only, client secret"
+ctl test --source app
+expect_rc "test --source app" 0
+has "test --source: the source" "m365ctl test source app: account cert (app-only, certificate), mailbox alice@contoso.test"
+ctl test --source deleg
+expect_rc "test --source of a name that is no source" 64
+ctl test inbox --send bob@contoso.test
+expect_rc "test SOURCE --send" 64
+
+# Delegated source on a shared mailbox; login lists the sources.
+ctl logout deleg
+ctl test shared
+expect_rc "test shared before sign-in" 1
+has "test shared: sign in first" "m365ctl login deleg"
+has "test shared: deliver is checked even so" "ok   deliver: sendmail: $T/bin/sendmail is executable"
+device_login "login of an account used by a source"
+has "login lists the source" "account deleg: used by source shared (mailbox shared@contoso.test, folder inbox, deliver_to sendmail)"
+has "login: Mail.ReadWrite.Shared granted" "Mail.ReadWrite.Shared"
+ctl test shared
+expect_rc "test shared (delegated, Full Access)" 0
+has "test shared: folder" "ok   folder: inbox of mailbox shared@contoso.test found"
+has "test shared: permission" "ok   permission: Mail.ReadWrite.Shared granted and alice@contoso.test can open mailbox shared@contoso.test"
+chmod 644 "$T/bin/sendmail"
+ctl test shared
+expect_rc "test with a sendmail that is not executable" 1
+has "sendmail not executable" "FAIL deliver: sendmail: $T/bin/sendmail is not executable"
+chmod 755 "$T/bin/sendmail"
+
+sed -e "/^\[source shared\]/,/^\[/s|^mailbox = shared@contoso.test|mailbox = bob@contoso.test\nfolder = sentitems|" \
+    "$SCONF" >"$VCONF"
+CONF=$VCONF
+ctl test shared
+expect_rc "test a mailbox without Full Access" 1
+has "no Full Access: 403" "access to mailbox bob@contoso.test denied (HTTP 403 ErrorAccessDenied"
+has "no Full Access: remedy names Full Access" "needs Full Access to mailbox bob@contoso.test"
+has "no Full Access: remedy names the scope" "Mail.ReadWrite.Shared"
+lacks "no Full Access: no permission verdict after the failure" "ok   permission:"
+sed -e "/^\[source shared\]/,/^\[/s|^mailbox = shared@contoso.test|mailbox = onprem@contoso.test|" \
+    "$SCONF" >"$VCONF"
+ctl test shared
+expect_rc "test a mailbox not enabled for REST" 1
+has "source mailbox not enabled for REST" "MailboxNotEnabledForRESTAPI"
+CONF=$SCONF
+
+# A real round of m365-fetch, then a revoked grant.
+if [ -x "$FETCH" ]; then
+    emu_gen_messages bob@contoso.test 3000 2 >/dev/null
+    M365RELAY_ALLOW_ROOT=1 "$FETCH" -c "$SCONF" --once inbox >"$T/fetch.out" 2>&1
+    frc=$?
+    [ "$frc" = 0 ] && ok "m365-fetch --once inbox: exit 0" ||
+	{ bad "m365-fetch --once inbox: exit $frc"; sed 's/^/#   /' "$T/fetch.out"; }
+    n=$(wc -l <"$T/sink.log" 2>/dev/null || echo 0)
+    [ "$n" -eq 2 ] && ok "the SMTP sink got 2 messages" ||
+	bad "the SMTP sink got 2 messages (got $n)"
+    ctl status inbox
+    has "after a round: online" "state:          online"
+    has "after a round: counts" "messages:       2 injected, 0 rejected, 0 pending"
+    has "after a round: completed" "(completed)"
+    ctl status --json inbox
+    got=$(json_eval 'd[0]["state"] + " " + str(d[0]["injected"]) + " " + str(d[0]["last_round_ok"]) + " " + str(d[0]["last_success"] is not None)' <"$T/ctl.out")
+    [ "$got" = "online 2 True True" ] && ok "status --json after a round" ||
+	bad "status --json after a round (got $got)"
+    ctl test inbox
+    has "test after a round: state" "ok   state: last round"
+
+    emu_ctl POST /_emu/revoke '{"user": "alice@contoso.test"}' >/dev/null
+    M365RELAY_ALLOW_ROOT=1 "$FETCH" -c "$SCONF" --once shared >"$T/fetch.out" 2>&1
+    frc=$?
+    [ "$frc" = 75 ] && ok "m365-fetch --once shared with a revoked grant: exit 75" ||
+	{ bad "m365-fetch --once shared with a revoked grant: exit $frc (want 75)"; sed 's/^/#   /' "$T/fetch.out"; }
+    ctl status shared
+    has "revoked: source offline" "state:          offline"
+    has "revoked: AADSTS50173" "AADSTS50173"
+    has "revoked: remedy m365ctl login deleg" "m365ctl login deleg"
+    ctl status --json shared
+    got=$(json_eval 'd[0]["state"] + " " + str("50173" in (d[0]["last_error"] or "")) + " " + str("m365ctl login deleg" in (d[0]["remedy"] or ""))' <"$T/ctl.out")
+    [ "$got" = "offline True True" ] && ok "status --json: revoked source offline" ||
+	bad "status --json: revoked source offline (got $got)"
+    ctl test shared
+    expect_rc "test shared with a revoked grant" 1
+    has "test shared: the source is offline" "warn state: source shared is offline since"
+    has "test shared: remedy" "m365ctl login deleg"
+    device_login "login after the source went offline"
+    has "login says the sources resume" "the sources resume by themselves"
+    M365RELAY_ALLOW_ROOT=1 "$FETCH" -c "$SCONF" --once shared >"$T/fetch.out" 2>&1
+    frc=$?
+    [ "$frc" = 0 ] && ok "m365-fetch --once shared after login: exit 0" ||
+	{ bad "m365-fetch --once shared after login: exit $frc"; sed 's/^/#   /' "$T/fetch.out"; }
+    ctl status shared
+    has "after login: source online again" "state:          online"
+else
+    echo "# $FETCH not built: the m365-fetch rounds are not tested here"
+fi
+CONF=$CONF_SAVED
 
 t_done

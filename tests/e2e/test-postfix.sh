@@ -330,7 +330,9 @@ check "c: queue empty" pf_wait_empty 10
 
 # ---- d. 429 / 503 from sendMail: deferred in Postfix, then delivered once
 dn=0
-for fault in "429 ApplicationThrottled 2" "503 ErrorServerBusy 1"; do
+# Retry-After 6 s: the relay remembers it, so Postfix's quicker retries (2-4 s
+# backoff here) defer locally and cannot deliver before the checks below.
+for fault in "429 ApplicationThrottled 6" "503 ErrorServerBusy 6"; do
     read -r st code ra <<< "$fault"
     dn=$((dn + 1))
     S="d$dn $st"
