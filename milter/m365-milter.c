@@ -6,20 +6,25 @@
  * SYNOPSIS
  *	m365-milter [-c file] [-p socket] [-f] [-n] [-v] [-P pidfile]
  * DESCRIPTION
- *	Loads the configuration, opens the milter socket (removing a stale
- *	unix socket, then chmod/chown so the MTA can connect), detaches
- *	(unless -f), writes the pid file, drops root privileges to the
- *	[global] user (priv.c) and runs libmilter.
+ *	Loads the configuration, detaches (unless -f), writes the pid
+ *	file and forks.  The parent is the supervisor (supervise.c), the
+ *	child the worker: it opens the milter socket (removing a stale
+ *	unix socket, then chmod/chown so the MTA can connect), drops root
+ *	privileges to the [global] user (priv.c), tells the supervisor it
+ *	is ready and runs libmilter.  The supervisor then drops to the
+ *	same user.
  *
- *	Signals.  libmilter owns SIGHUP, SIGTERM and SIGINT: its own
- *	signal thread sigwait()s for them and stops the milter cleanly on
- *	SIGHUP and SIGTERM (libmilter/signal.c: "case SIGHUP: case
- *	SIGTERM: mi_stop_milters(MILTER_STOP)").  A second thread waiting
- *	for SIGHUP would race with it (which thread gets the signal is
- *	unspecified), so SIGHUP cannot be made a reload safely.  Like
- *	OpenDKIM, m365-milter reloads on SIGUSR1: SIGUSR1 is blocked in
- *	every thread before libmilter starts any, and one thread of ours
- *	sigwait()s for it.
+ *	Signals.  libmilter owns SIGHUP, SIGTERM and SIGINT in the
+ *	process that runs it: its own signal thread sigwait()s for them
+ *	and stops the milter on SIGHUP as on SIGTERM (libmilter/signal.c:
+ *	"case SIGHUP: case SIGTERM: mi_stop_milters(MILTER_STOP)").  A
+ *	second thread waiting for SIGHUP would race with it (which thread
+ *	gets the signal is unspecified).  So SIGHUP goes to the
+ *	supervisor, whose pid is in the pid file and which never calls
+ *	libmilter; it turns SIGHUP (and SIGUSR1) into SIGUSR1 for the
+ *	worker and SIGTERM/SIGINT into SIGTERM.  In the worker SIGUSR1 is
+ *	blocked in every thread before libmilter starts any, and one
+ *	thread of ours sigwait()s for it and reloads.
  *
  *	Out of memory: libmilter runs callbacks in many threads and an
  *	allocation can fail deep inside the relay core, so the hook
@@ -28,12 +33,12 @@
  *	milter.
  * DIAGNOSTICS
  *	Exit status: 0 clean stop, 64 usage, 78 configuration error,
- *	71 cannot listen or drop privileges.
+ *	71 cannot listen, write the pid file or drop privileges, 70 the
+ *	worker died from a signal (crash, kill -9).
  */
 #include "config.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -41,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sysexits.h>
 #include <unistd.h>
 
@@ -53,6 +59,7 @@
 #include "policy.h"
 #include "priv.h"
 #include "strbuf.h"
+#include "supervise.h"
 #include "util.h"
 
 #define MILTER_DEF_SOCKET	"unix:" M365_RUNDIR "/milter.sock"
@@ -266,29 +273,53 @@ static void milter_prepare_dir(const char *path, uid_t uid, gid_t gid,
 	msg_warn("cannot chown %s: %s", dir, strerror(errno));
 }
 
-/* milter_daemonize - detach from the terminal */
+/* milter_daemonize - detach; the caller waits until the milter is ready */
 
-static void milter_daemonize(void)
+static int milter_daemonize(void)
 {
     pid_t   pid;
-    int     fd;
+    int     pipefd[2];
+    int     status = 0;
+    ssize_t n;
+    char    byte;
 
-    if ((pid = fork()) < 0) {
+    if (pipe(pipefd) < 0 || (pid = fork()) < 0) {
 	msg_error("cannot fork: %s", strerror(errno));
 	exit(EX_OSERR);
     }
-    if (pid > 0)
-	_exit(EX_OK);
+    if (pid > 0) {
+	/* A startup error still reaches whoever started the milter. */
+	(void) close(pipefd[1]);
+	while ((n = read(pipefd[0], &byte, 1)) < 0 && errno == EINTR)
+	     /* again */ ;
+	if (n == 1)
+	    _exit(EX_OK);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+	     /* again */ ;
+	_exit(WIFEXITED(status) ? WEXITSTATUS(status) : EX_OSERR);
+    }
+    (void) close(pipefd[0]);
     if (setsid() < 0)
 	msg_warn("setsid: %s", strerror(errno));
-    if ((fd = open("/dev/null", O_RDWR)) >= 0) {
-	(void) dup2(fd, STDIN_FILENO);
-	(void) dup2(fd, STDOUT_FILENO);
-	(void) dup2(fd, STDERR_FILENO);
-	if (fd > STDERR_FILENO)
-	    close(fd);
-    }
-    log_to_stderr(0);
+    if (chdir("/") < 0)
+	msg_warn("chdir /: %s", strerror(errno));
+    return (pipefd[1]);
+}
+
+/* milter_abspath - a copy of path that survives chdir("/") */
+
+static char *milter_abspath(const char *path)
+{
+    char    cwd[PATH_MAX];
+    size_t  len;
+    char   *abs;
+
+    if (*path == '/' || getcwd(cwd, sizeof(cwd)) == NULL)
+	return (xstrdup(path));
+    len = strlen(cwd) + strlen(path) + 2;
+    abs = xmalloc(len);
+    snprintf(abs, len, "%s/%s", cwd, path);
+    return (abs);
 }
 
 /* milter_open_log - log_file from [global]; a new file goes to the user */
@@ -317,13 +348,112 @@ static void milter_open_log(const struct conf *conf, uid_t uid, gid_t gid,
 	msg_warn("cannot chown %s: %s", conf->log_file, strerror(errno));
 }
 
+/* milter_work - the worker: open the socket, drop privileges, run libmilter */
+
+static int milter_work(struct conf *conf, int ready_fd, int foreground,
+		               uid_t uid, gid_t gid, int have_user)
+{
+    char   *spec;
+    const char *sock_path;
+    char    err[300];
+    sigset_t set;
+    pthread_t tid;
+    int     rc;
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+	msg_error("cannot initialize libcurl");
+	exit(EX_OSERR);
+    }
+
+    /* Listen (as root when started as root), then fix the socket's mode. */
+    /* Copies: a reload frees this conf while smfi_main() runs. */
+    spec = xstrdup(milter_socket_spec(conf));
+    if ((sock_path = milter_socket_path(spec)) != NULL)
+	milter_prepare_dir(sock_path, uid, gid, have_user);
+    if (smfi_setconn(spec) != MI_SUCCESS) {
+	msg_error("cannot use milter socket %s", spec);
+	exit(EX_OSERR);
+    }
+    if (conf->milter.timeout > 0)
+	(void) smfi_settimeout((int) conf->milter.timeout);
+    if (mlfi_register() != MI_SUCCESS) {
+	msg_error("cannot register with libmilter");
+	exit(EX_OSERR);
+    }
+    if (smfi_opensocket(1) != MI_SUCCESS) {
+	msg_error("cannot listen on %s: %s", spec, sock_path ?
+		  "check that the directory exists and is writable" :
+		  "check that the port is free and the address is local");
+	exit(EX_OSERR);
+    }
+    if (sock_path) {
+	mode_t  mode = (mode_t) (conf->milter.socket_mode > 0 ?
+				 conf->milter.socket_mode : MILTER_DEF_MODE);
+
+	if (chmod(sock_path, mode) < 0) {
+	    msg_error("cannot chmod %s: %s", sock_path, strerror(errno));
+	    exit(EX_OSERR);
+	}
+	if (geteuid() == 0 && chown(sock_path, uid, gid) < 0) {
+	    msg_error("cannot chown %s: %s", sock_path, strerror(errno));
+	    exit(EX_OSERR);
+	}
+    }
+
+    if (priv_drop(conf->user, err, sizeof(err)) < 0) {
+	msg_error("%s", err);
+	exit(EX_OSERR);
+    }
+    /* After the drop: a change of credentials cancels the request. */
+    if (supervise_lifeline() < 0) {
+	msg_error("the supervisor process has gone away; stopping");
+	exit(EX_OSERR);
+    }
+
+    /*
+     * Block the signals before any thread exists, so that every thread
+     * inherits the mask: SIGUSR1 (reload) then reaches only our
+     * sigwait(), SIGHUP/SIGTERM/SIGINT only libmilter's (which blocks
+     * them itself, but only in the thread that calls smfi_main()).
+     */
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    if ((rc = pthread_sigmask(SIG_BLOCK, &set, NULL)) != 0
+	|| (rc = pthread_create(&tid, NULL, milter_signal_thread, NULL)) != 0) {
+	msg_error("cannot start the reload thread: %s", strerror(rc));
+	exit(EX_OSERR);
+    }
+    (void) pthread_detach(tid);
+    if (!foreground)
+	supervise_detach_stdio();
+
+    msg_info("m365-milter started: listening on %s, mode %s, uid %ld, "
+	     "supervisor pid %ld", spec, conf->milter.mode ==
+	     CONF_MILTER_DELIVER ? "deliver" : "filter", (long) geteuid(),
+	     (long) getppid());
+    mlt_conf_install(conf);
+    supervise_ready(ready_fd);
+    rc = smfi_main();
+    msg_info("m365-milter stopping%s", rc == MI_SUCCESS ? "" :
+	     " after a libmilter error");
+    if (sock_path)
+	(void) unlink(sock_path);
+    /* Messages still in progress keep their own reference. */
+    mlt_conf_shutdown();
+    free(spec);
+    curl_global_cleanup();
+    return (rc == MI_SUCCESS ? EX_OK : EX_OSERR);
+}
+
 int     main(int argc, char **argv)
 {
     const char *pid_opt = NULL;
-    char   *spec;
-    const char *sock_path;
     char   *pid_file;
     struct strbuf errors;
+    struct supervise sv;
     struct conf *conf;
     char    err[300];
     char    pidbuf[32];
@@ -332,8 +462,8 @@ int     main(int argc, char **argv)
     int     have_user = 0;
     uid_t   uid = (uid_t) -1;
     gid_t   gid = (gid_t) -1;
-    sigset_t set;
-    pthread_t tid;
+    pid_t   worker;
+    int     notify_fd = -1, ready_fd;
     int     ch, rc;
 
     log_open(argv[0]);
@@ -413,51 +543,13 @@ int     main(int argc, char **argv)
     milter_open_log(conf, uid, gid, have_user);
     util_set_oom_hook(milter_oom);
     signal(SIGPIPE, SIG_IGN);
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
-	msg_error("cannot initialize libcurl");
-	exit(EX_OSERR);
-    }
 
-    /* Listen (as root when started as root), then fix the socket's mode. */
-    /* Copies: a reload frees this conf while smfi_main() runs. */
-    spec = xstrdup(milter_socket_spec(conf));
-    if ((sock_path = milter_socket_path(spec)) != NULL)
-	milter_prepare_dir(sock_path, uid, gid, have_user);
-    if (smfi_setconn(spec) != MI_SUCCESS) {
-	msg_error("cannot use milter socket %s", spec);
-	exit(EX_OSERR);
-    }
-    if (conf->milter.timeout > 0)
-	(void) smfi_settimeout((int) conf->milter.timeout);
-    if (mlfi_register() != MI_SUCCESS) {
-	msg_error("cannot register with libmilter");
-	exit(EX_OSERR);
-    }
-    if (smfi_opensocket(1) != MI_SUCCESS) {
-	msg_error("cannot listen on %s: %s", spec, sock_path ?
-		  "check that the directory exists and is writable" :
-		  "check that the port is free and the address is local");
-	exit(EX_OSERR);
-    }
-    if (sock_path) {
-	mode_t  mode = (mode_t) (conf->milter.socket_mode > 0 ?
-				 conf->milter.socket_mode : MILTER_DEF_MODE);
-
-	if (chmod(sock_path, mode) < 0) {
-	    msg_error("cannot chmod %s: %s", sock_path, strerror(errno));
-	    exit(EX_OSERR);
-	}
-	if (geteuid() == 0 && chown(sock_path, uid, gid) < 0) {
-	    msg_error("cannot chown %s: %s", sock_path, strerror(errno));
-	    exit(EX_OSERR);
-	}
-    }
-
-    if (!foreground)
-	milter_daemonize();
+    /* The pid file names the supervisor: it is the one to signal. */
     if (pid_opt == NULL)
 	pid_opt = conf->milter.pid_file;
-    pid_file = pid_opt && *pid_opt ? xstrdup(pid_opt) : NULL;
+    pid_file = pid_opt && *pid_opt ? milter_abspath(pid_opt) : NULL;
+    if (!foreground)
+	notify_fd = milter_daemonize();
     if (pid_file) {
 	snprintf(pidbuf, sizeof(pidbuf), "%ld\n", (long) getpid());
 	if (file_write_atomic(pid_file, pidbuf, strlen(pidbuf), 0644, uid, gid,
@@ -467,44 +559,25 @@ int     main(int argc, char **argv)
 	}
     }
 
-    if (priv_drop(conf->user, err, sizeof(err)) < 0) {
-	msg_error("%s", err);
+    /* No libmilter call before this point: the supervisor has none. */
+    if ((worker = supervise_fork(&ready_fd)) < 0) {
+	msg_error("cannot fork the worker process: %s", strerror(errno));
+	if (pid_file)
+	    (void) unlink(pid_file);
 	exit(EX_OSERR);
     }
-
-    /*
-     * Block the signals before any thread exists, so that every thread
-     * inherits the mask: SIGUSR1 (reload) then reaches only our
-     * sigwait(), SIGHUP/SIGTERM/SIGINT only libmilter's (which blocks
-     * them itself, but only in the thread that calls smfi_main()).
-     */
-    sigemptyset(&set);
-    sigaddset(&set, SIGUSR1);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    if ((rc = pthread_sigmask(SIG_BLOCK, &set, NULL)) != 0
-	|| (rc = pthread_create(&tid, NULL, milter_signal_thread, NULL)) != 0) {
-	msg_error("cannot start the reload thread: %s", strerror(rc));
-	exit(EX_OSERR);
+    if (worker == 0) {
+	if (notify_fd >= 0)
+	    (void) close(notify_fd);
+	free(pid_file);
+	return (milter_work(conf, ready_fd, foreground, uid, gid, have_user));
     }
-    (void) pthread_detach(tid);
-
-    msg_info("m365-milter started: listening on %s, mode %s, uid %ld",
-	     spec, conf->milter.mode == CONF_MILTER_DELIVER ? "deliver" :
-	     "filter", (long) geteuid());
-    mlt_conf_install(conf);
-    rc = smfi_main();
-    msg_info("m365-milter stopping%s", rc == MI_SUCCESS ? "" :
-	     " after a libmilter error");
-    if (pid_file && unlink(pid_file) < 0 && errno != ENOENT)
-	msg_warn("cannot remove %s: %s", pid_file, strerror(errno));
-    if (sock_path)
-	(void) unlink(sock_path);
-    /* Messages still in progress keep their own reference. */
-    mlt_conf_shutdown();
+    sv.user = conf->user;
+    sv.pid_file = pid_file;
+    sv.notify_fd = notify_fd;
+    sv.detach = !foreground;
+    rc = supervise_run(worker, ready_fd, &sv);
+    conf_free(conf);
     free(pid_file);
-    free(spec);
-    curl_global_cleanup();
-    return (rc == MI_SUCCESS ? EX_OK : EX_OSERR);
+    return (rc);
 }

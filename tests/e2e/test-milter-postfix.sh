@@ -152,7 +152,7 @@ start_milter "$T/milter-accept.conf" "$MPORT2" ||
     { bad "m365-milter (unknown_sender = accept) listens on 127.0.0.1:$MPORT2"; t_done; }
 ok "two m365-milter instances (filter mode) listen on :$MPORT and :$MPORT2"
 check "m365-milter dropped root: runs as $RUSER" \
-    sh -c "[ \"\$(awk '/^Uid:/ {print \$2}' /proc/${MPIDS[0]}/status)\" = \"\$(id -u $RUSER)\" ]"
+    wait_until 5 sh -c "[ \"\$(awk '/^Uid:/ {print \$2}' /proc/${MPIDS[0]}/status)\" = \"\$(id -u $RUSER)\" ]"
 
 # ---- Postfix: tests/postfix.sh plus the lines of contrib/postfix/main.cf.milter
 PF_RELAY=$RELAY PF_CONF=$CONF pf_setup "$T/pf" 2525 2526 ||

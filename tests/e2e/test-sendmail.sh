@@ -305,7 +305,7 @@ if ! sm_wait_port "$MPORT"; then
 fi
 ok "m365-milter (deliver mode) listens on 127.0.0.1:$MPORT"
 check "m365-milter dropped root: runs as $RUSER" \
-    sh -c "[ \"\$(awk '/^Uid:/ {print \$2}' /proc/$MPID/status)\" = \"\$(id -u $RUSER)\" ]"
+    wait_until 5 sh -c "[ \"\$(awk '/^Uid:/ {print \$2}' /proc/$MPID/status)\" = \"\$(id -u $RUSER)\" ]"
 
 SM_MILTER=inet:$MPORT@127.0.0.1 SM_RELAY='' \
     sm_setup "$T/sm2" "$SMPORT" || { bad "Sendmail with INPUT_MAIL_FILTER set up"; t_done; }

@@ -11,7 +11,14 @@
 #   milter_base_conf FILE  [global] + two delegated accounts, no emulator
 #   milter_start NAME CONF [ARGS...]   start "m365-milter -f" on
 #                          unix:$T/run/NAME.sock, pid file $T/run/NAME.pid;
-#                          sets MILTER_PID, MILTER_SOCK
+#                          waits until it listens and (as root) until the
+#                          supervisor has dropped its privileges too; sets
+#                          MILTER_PID (the supervisor, = $!, the pid in
+#                          the pid file), MILTER_WORKER (the libmilter
+#                          process, its child), MILTER_SOCK
+#   milter_worker PID      print the worker's pid (the supervisor's child)
+#   milter_uid PID         print the real uid of a process
+#   milter_uid_is PID UID  true when PID's real uid is UID
 #   milter_stop PID        SIGTERM, wait; returns the exit status
 #   mt_run NAME LUA [NAME=VALUE...]    run miltertest -s LUA with
 #                          -D SOCK=... and the given globals; ok/bad NAME
@@ -101,6 +108,26 @@ milter_start() {
 	bad "m365-milter ($name) starts and listens on $MILTER_SOCK"
 	t_done
     fi
+    # The supervisor drops its privileges just after the worker listens.
+    if [ "$(id -u)" = 0 ]; then
+	wait_until 10 milter_uid_is "$MILTER_PID" "$RUN_UID"
+    fi
+    MILTER_WORKER=$(milter_worker "$MILTER_PID")
+}
+
+# milter_worker PID - the worker process of the supervisor PID
+milter_worker() {
+    pgrep -P "$1" | head -n 1
+}
+
+# milter_uid PID - real uid of a process (empty when it does not exist)
+milter_uid() {
+    awk '/^Uid:/ { print $2 }' "/proc/$1/status" 2>/dev/null
+}
+
+# milter_uid_is PID UID - the process runs with real uid UID
+milter_uid_is() {
+    [ "$(milter_uid "$1")" = "$2" ]
 }
 
 # milter_stop PID - SIGTERM and wait (libmilter needs up to ~5 s)

@@ -1,13 +1,14 @@
--- t-reload.lua - configuration reload (SIGUSR1) while messages are in flight
+-- t-reload.lua - configuration reload (SIGHUP) while messages are in flight
 --
 -- Globals (miltertest -D): SOCK, LUADIR, PHASE, RELOAD (a shell script
--- that installs config 2 and waits until the milter logged the reload).
+-- that installs config 2, sends SIGHUP to the pid in the pid file and
+-- waits until the milter logged the reload).
 -- Config 1: unknown_sender = accept, rewrite_sender = no.
 -- Config 2: unknown_sender = reject, rewrite_sender = yes.
 -- PHASE "first": a message starts under config 1, the configuration is
 -- reloaded, a new message gets config 2 while the first one finishes
 -- under config 1.  PHASE "after": a broken configuration was refused,
--- config 2 still applies.
+-- config 2 still applies.  PHASE "conf1": config 1 applies (again).
 
 dofile(LUADIR .. "/mt-lib.lua")
 
@@ -32,7 +33,7 @@ if PHASE == "first" then
   call("rcptto", mt.rcptto, old, "<r@example.net>")
 
   -- ... the configuration changes ...
-  check(os.execute("bash '" .. RELOAD .. "'"), "SIGUSR1 reload logged")
+  check(os.execute("bash '" .. RELOAD .. "'"), "SIGHUP reload logged")
 
   -- ... new messages get config 2,
   conn = connect()
@@ -52,6 +53,11 @@ if PHASE == "first" then
   call("eom", mt.eom, old)
   expect(old, SMFIR_CONTINUE, "in-flight message finished")
   mt.disconnect(old)
+elseif PHASE == "conf1" then
+  conn = connect()
+  call("mailfrom", mt.mailfrom, conn, "<nobody@unknown.test>")
+  expect(conn, SMFIR_ACCEPT, "config 1: unknown sender accepted")
+  mt.disconnect(conn)
 else
   conn = connect()
   call("mailfrom", mt.mailfrom, conn, "<nobody@unknown.test>")
