@@ -107,26 +107,53 @@ struct ctl_run {
     int     warns;
 };
 
+/* ctl_vstep - print "TAG  step: text" (printable); count FAIL, warn */
+
+static void __attribute__((format(printf, 4, 0)))
+        ctl_vstep(struct ctl_run *run, const char *tag, const char *step,
+		          const char *fmt, va_list ap)
+{
+    char    raw[1200];
+    char    text[1200];
+
+    vsnprintf(raw, sizeof(raw), fmt, ap);
+    log_printable(text, sizeof(text), raw, strlen(raw));
+    printf("%-4s %s: %s\n", tag, step, text);
+    if (run && strcmp(tag, "FAIL") == 0)
+	run->fails++;
+    else if (run && strcmp(tag, "warn") == 0)
+	run->warns++;
+    fflush(stdout);
+}
+
 /* ctl_step - print one step line: "ok   token: ..." */
 
 static void __attribute__((format(printf, 4, 5)))
         ctl_step(struct ctl_run *run, const char *tag, const char *step,
 		         const char *fmt,...)
 {
-    char    raw[1200];
-    char    text[1200];
     va_list ap;
 
     va_start(ap, fmt);
-    vsnprintf(raw, sizeof(raw), fmt, ap);
+    ctl_vstep(run, tag, step, fmt, ap);
     va_end(ap);
-    log_printable(text, sizeof(text), raw, strlen(raw));
-    printf("%-4s %s: %s\n", tag, step, text);
-    if (strcmp(tag, "FAIL") == 0)
-	run->fails++;
-    else if (strcmp(tag, "warn") == 0)
-	run->warns++;
-    fflush(stdout);
+}
+
+/* ctl_run_end - print the result line, release the run; CTL_OK/FAIL */
+
+static int ctl_run_end(struct ctl_run *run)
+{
+    if (run->fails)
+	printf("result: %d step%s FAILED%s\n", run->fails,
+	       run->fails == 1 ? "" : "s",
+	       run->warns ? " (see also the warnings)" : "");
+    else
+	printf("result: all checks passed%s\n",
+	       run->warns ? " (with warnings)" : "");
+    xfree_secret(run->token);
+    if (run->http)
+	http_free(run->http);
+    return (run->fails ? CTL_FAIL : CTL_OK);
 }
 
 /* ctl_remedy - the fix for the step above */
@@ -134,16 +161,11 @@ static void __attribute__((format(printf, 4, 5)))
 static void __attribute__((format(printf, 1, 2)))
         ctl_remedy(const char *fmt,...)
 {
-    char    raw[1200];
-    char    text[1200];
     va_list ap;
 
     va_start(ap, fmt);
-    vsnprintf(raw, sizeof(raw), fmt, ap);
+    ctl_vstep(NULL, "", "remedy", fmt, ap);	/* "     remedy: ..." */
     va_end(ap);
-    log_printable(text, sizeof(text), raw, strlen(raw));
-    printf("     remedy: %s\n", text);
-    fflush(stdout);
 }
 
 /* ctl_json_copy - copy a string member of a JSON object */
@@ -638,30 +660,86 @@ static unsigned char *ctl_b64url_decode(const char *in, size_t n,
     return (out);
 }
 
-/* ctl_jwt_claims - the payload of a JWT as JSON, or NULL (opaque token) */
-
-static cJSON *ctl_jwt_claims(const char *token)
+/*
+ * ctl_jwt_roles - the application roles of a JWT access token, space
+ * separated, into roles (initialized here; the caller frees it).  1 if
+ * one of them is want, 0 if not, -1 for an opaque token (no roles).
+ */
+static int ctl_jwt_roles(const char *token, const char *want,
+			         struct strbuf *roles)
 {
     const char *dot1, *dot2;
     unsigned char *payload;
     size_t  len;
     cJSON  *claims;
+    const cJSON *role;
+    int     has = 0;
 
+    strbuf_init(roles, STRBUF_MAX_SMALL);
     if ((dot1 = strchr(token, '.')) == NULL
 	|| (dot2 = strchr(dot1 + 1, '.')) == NULL
 	|| strchr(dot2 + 1, '.') != NULL)
-	return (NULL);
+	return (-1);
     if ((payload = ctl_b64url_decode(dot1 + 1, (size_t) (dot2 - dot1 - 1),
 				     &len)) == NULL)
-	return (NULL);
+	return (-1);
     claims = cJSON_ParseWithLength((const char *) payload, len);
     OPENSSL_cleanse(payload, len);
     free(payload);
-    if (claims && !cJSON_IsObject(claims)) {
+    if (!cJSON_IsObject(claims)) {
 	cJSON_Delete(claims);
-	claims = NULL;
+	return (-1);
     }
-    return (claims);
+    cJSON_ArrayForEach(role, cJSON_GetObjectItemCaseSensitive(claims,
+							      "roles")) {
+	if (!cJSON_IsString(role) || role->valuestring == NULL)
+	    continue;
+	if (strcmp(role->valuestring, want) == 0)
+	    has = 1;
+	strbuf_printf(roles, "%s%s", roles->len ? " " : "",
+		      role->valuestring);
+    }
+    cJSON_Delete(claims);
+    return (has);
+}
+
+/* ctl_step_role - report the application role perm (has: the token has it) */
+
+static int ctl_step_role(struct ctl_run *run, const char *perm, int has,
+			         struct strbuf *roles, const char *consequence)
+{
+    if (has)
+	ctl_step(run, "ok", "permission", "the token carries the "
+		 "application role %s (roles: %s)", perm, strbuf_str(roles));
+    else
+	ctl_step(run, "FAIL", "permission", "the token has no application "
+		 "role %s (roles: %s)%s", perm, roles->len ?
+		 strbuf_str(roles) : "none", consequence);
+    return (has);
+}
+
+/*
+ * ctl_granted_scopes - load the token store entry of the run's account
+ * for its granted scopes; -1 (reported, ts cleared) when that fails or
+ * no scopes are recorded, so that perm cannot be checked.
+ */
+static int ctl_granted_scopes(struct ctl_run *run, const char *perm,
+			              struct tokstore *ts)
+{
+    char    err[512];
+
+    if (tokstore_load(run->conf, run->acct->name, ts, err, sizeof(err)) < 0) {
+	ctl_step(run, "FAIL", "permission", "%s", err);
+	tokstore_clear(ts);
+	return (-1);
+    }
+    if (ts->scope == NULL || ts->scope[0] == 0) {
+	ctl_step(run, "--", "permission", "no granted scopes recorded in the "
+		 "token store; cannot check %s", perm);
+	tokstore_clear(ts);
+	return (-1);
+    }
+    return (0);
 }
 
 /* ctl_step_permission - granted scopes (delegated) or roles (app-only) */
@@ -670,62 +748,30 @@ static void ctl_step_permission(struct ctl_run *run, const struct ctl_user *me)
 {
     const struct conf_account *acct = run->acct;
     struct tokstore ts;
-    char    err[512];
     struct strbuf roles;
-    const cJSON *role;
-    const cJSON *arr;
     const char *who;
-    cJSON  *claims;
-    int     has_send = 0;
+    int     has_send;
     int     other;
 
     if (acct->auth != CONF_AUTH_DELEGATED) {
-	if ((claims = ctl_jwt_claims(run->token)) == NULL) {
+	if ((has_send = ctl_jwt_roles(run->token, "Mail.Send", &roles)) < 0) {
 	    ctl_step(run, "--", "permission", "cannot inspect app roles "
 		     "(token is opaque)");
+	    strbuf_free(&roles);
 	    return;
 	}
-	strbuf_init(&roles, STRBUF_MAX_SMALL);
-	arr = cJSON_GetObjectItemCaseSensitive(claims, "roles");
-	cJSON_ArrayForEach(role, arr) {
-	    if (!cJSON_IsString(role) || role->valuestring == NULL)
-		continue;
-	    if (strcmp(role->valuestring, "Mail.Send") == 0)
-		has_send = 1;
-	    strbuf_printf(&roles, "%s%s", roles.len ? " " : "",
-			  role->valuestring);
-	}
-	cJSON_Delete(claims);
-	if (has_send)
-	    ctl_step(run, "ok", "permission", "the token carries the "
-		     "application role Mail.Send (roles: %s)",
-		     strbuf_str(&roles));
-	else {
-	    ctl_step(run, "FAIL", "permission", "the token has no application "
-		     "role Mail.Send (roles: %s)",
-		     roles.len ? strbuf_str(&roles) : "none");
+	if (!ctl_step_role(run, "Mail.Send", has_send, &roles, ""))
 	    ctl_remedy("add the Microsoft Graph application permission "
 		       "Mail.Send to app %s and grant admin consent (m365ctl "
 		       "consent-url %s); new roles appear in tokens issued "
 		       "after the consent (m365ctl test %s --fresh)",
 		       acct->client_id, acct->name, acct->name);
-	}
 	strbuf_free(&roles);
 	return;
     }
 
-    memset(&ts, 0, sizeof(ts));
-    if (tokstore_load(run->conf, acct->name, &ts, err, sizeof(err)) < 0) {
-	ctl_step(run, "FAIL", "permission", "%s", err);
-	tokstore_clear(&ts);
+    if (ctl_granted_scopes(run, "Mail.Send", &ts) < 0)
 	return;
-    }
-    if (ts.scope == NULL || ts.scope[0] == 0) {
-	ctl_step(run, "--", "permission", "no granted scopes recorded in the "
-		 "token store; cannot check Mail.Send");
-	tokstore_clear(&ts);
-	return;
-    }
     if (ctl_scope_has(ts.scope, "Mail.Send"))
 	ctl_step(run, "ok", "permission", "Mail.Send granted (scopes: %s)",
 		 ts.scope);
@@ -767,7 +813,7 @@ static int ctl_build_message(struct ctl_run *run, const char *rcpt,
 			             struct msg *m, struct m365_result *res)
 {
     const struct conf_account *acct = run->acct;
-    const char *tmpdir = getenv("TMPDIR");
+    const char *tmpdir = file_tmpdir(NULL);
     const char *domain;
     struct strbuf text;
     char    path[4096];
@@ -776,14 +822,9 @@ static int ctl_build_message(struct ctl_run *run, const char *rcpt,
     char    id[33];
     time_t  now = time(NULL);
     struct tm tm;
-    const char *p;
-    size_t  left;
-    ssize_t n;
     int     fd;
     int     rc;
 
-    if (tmpdir == NULL || tmpdir[0] == 0)
-	tmpdir = "/tmp";
     snprintf(path, sizeof(path), "%s/m365ctl.XXXXXX", tmpdir);
     if ((fd = mkstemp(path)) < 0) {
 	result_set(res, M365_SYSTEM, EX_TEMPFAIL, "4.3.0", "cannot create a "
@@ -820,14 +861,12 @@ static int ctl_build_message(struct ctl_run *run, const char *rcpt,
 		  "No action is needed.\n",
 		  date, acct->mailbox, rcpt, id, domain, acct->name, host,
 		  acct->mailbox, acct->name, ctl_auth_kind(acct), date);
-    for (p = text.data, left = text.len; left > 0; p += n, left -= (size_t) n) {
-	if ((n = write(fd, p, left)) < 0) {
-	    result_set(res, M365_SYSTEM, EX_TEMPFAIL, "4.3.0", "cannot write "
-		       "the test message to %s: %s", tmpdir, strerror(errno));
-	    strbuf_free(&text);
-	    close(fd);
-	    return (-1);
-	}
+    if (file_write_all(fd, text.data, text.len) < 0) {
+	result_set(res, M365_SYSTEM, EX_TEMPFAIL, "4.3.0", "cannot write "
+		   "the test message to %s: %s", tmpdir, strerror(errno));
+	strbuf_free(&text);
+	close(fd);
+	return (-1);
     }
     strbuf_free(&text);
     if (lseek(fd, 0, SEEK_SET) < 0) {
@@ -932,17 +971,7 @@ int     ctl_test(const struct conf *conf, const struct conf_account *acct,
     }
 
 done:
-    if (run.fails)
-	printf("result: %d step%s FAILED%s\n", run.fails,
-	       run.fails == 1 ? "" : "s",
-	       run.warns ? " (see also the warnings)" : "");
-    else
-	printf("result: all checks passed%s\n",
-	       run.warns ? " (with warnings)" : "");
-    xfree_secret(run.token);
-    if (run.http)
-	http_free(run.http);
-    return (run.fails ? CTL_FAIL : CTL_OK);
+    return (ctl_run_end(&run));
 }
 
 /*
@@ -953,26 +982,6 @@ done:
  * m365-fetch resolves it), the permission to change messages
  * (Mail.ReadWrite), and the MTA behind deliver_to.
  */
-
-/* Well-known folder names; any other name is a displayName. */
-static const char *const ctl_well_known[] = {
-    "inbox", "archive", "clutter", "conflicts", "conversationhistory",
-    "deleteditems", "drafts", "junkemail", "localfailures", "msgfolderroot",
-    "outbox", "recoverableitemsdeletions", "scheduled", "searchfolders",
-    "sentitems", "serverfailures", "syncissues", 0,
-};
-
-/* ctl_is_well_known - a well-known folder name (case-insensitive) */
-
-static int ctl_is_well_known(const char *name)
-{
-    const char *const *p;
-
-    for (p = ctl_well_known; *p; p++)
-	if (strcasecmp(name, *p) == 0)
-	    return (1);
-    return (0);
-}
 
 /* ctl_mb_name - a source's mailbox for messages */
 
@@ -1011,41 +1020,15 @@ static int ctl_src_get(struct ctl_run *run, const char *mailbox,
 static char *ctl_folder_query(const char *parent, const char *name,
 			              struct strbuf *what)
 {
-    struct strbuf q;
-    const char *p;
-    char   *esc, *pe;
-
-    strbuf_init(&q, STRBUF_MAX_SMALL);
-    if (parent == NULL && ctl_is_well_known(name)) {
-	esc = url_escape(name);
-	strbuf_printf(&q, "/mailFolders/%s", esc);
-	free(esc);
+    if (parent == NULL && graph_folder_well_known(name))
 	strbuf_printf(what, "GET /users/{mailbox}/mailFolders/%s", name);
-	return (strbuf_take(&q));
-    }
-    /* OData string literal: a quote doubles; then percent-encoded. */
-    for (p = name; *p; p++) {
-	if (*p == '\'')
-	    strbuf_putc(&q, '\'');
-	strbuf_putc(&q, *p);
-    }
-    esc = url_escape(strbuf_str(&q));
-    strbuf_reset(&q);
-    if (parent) {
-	pe = url_escape(parent);
-	strbuf_printf(&q, "/mailFolders/%s/childFolders?$filter=displayName"
-		      "%%20eq%%20'%s'&$top=2", pe, esc);
-	free(pe);
+    else if (parent)
 	strbuf_printf(what, "GET /users/{mailbox}/mailFolders/{id}/"
 		      "childFolders?$filter=displayName eq '%s'", name);
-    } else {
-	strbuf_printf(&q, "/mailFolders?$filter=displayName%%20eq%%20'%s'"
-		      "&$top=2", esc);
+    else
 	strbuf_printf(what, "GET /users/{mailbox}/mailFolders?$filter="
 		      "displayName eq '%s'", name);
-    }
-    free(esc);
-    return (strbuf_take(&q));
+    return (graph_folder_query(parent, name));
 }
 
 /* ctl_src_access_remedy - what grants a source access to its mailbox */
@@ -1228,59 +1211,30 @@ static void ctl_step_src_permission(struct ctl_run *run,
 				            const struct conf_source *src,
 				            int shared, const char *who)
 {
-    const struct conf_account *acct = run->acct;
     struct tokstore ts;
     struct strbuf roles;
-    const cJSON *role;
-    char    err[512];
-    cJSON  *claims;
-    int     has = 0;
+    int     has;
 
-    if (acct->auth != CONF_AUTH_DELEGATED) {
-	if ((claims = ctl_jwt_claims(run->token)) == NULL) {
+    if (run->acct->auth != CONF_AUTH_DELEGATED) {
+	if ((has = ctl_jwt_roles(run->token, "Mail.ReadWrite", &roles)) < 0) {
 	    ctl_step(run, "--", "permission", "cannot inspect app roles (token "
 		     "is opaque); the after-action (%s) needs the application "
 		     "permission Mail.ReadWrite", src->after == CONF_AFTER_MOVE ?
 		     "move" : src->after == CONF_AFTER_DELETE ? "delete" :
 		     "mark read");
+	    strbuf_free(&roles);
 	    return;
 	}
-	strbuf_init(&roles, STRBUF_MAX_SMALL);
-	cJSON_ArrayForEach(role, cJSON_GetObjectItemCaseSensitive(claims,
-								  "roles")) {
-	    if (!cJSON_IsString(role) || role->valuestring == NULL)
-		continue;
-	    if (strcmp(role->valuestring, "Mail.ReadWrite") == 0)
-		has = 1;
-	    strbuf_printf(&roles, "%s%s", roles.len ? " " : "",
-			  role->valuestring);
-	}
-	cJSON_Delete(claims);
-	if (has)
-	    ctl_step(run, "ok", "permission", "the token carries the "
-		     "application role Mail.ReadWrite (roles: %s)",
-		     strbuf_str(&roles));
-	else {
-	    ctl_step(run, "FAIL", "permission", "the token has no application "
-		     "role Mail.ReadWrite (roles: %s): m365-fetch cannot mark, "
-		     "move or delete messages", roles.len ?
-		     strbuf_str(&roles) : "none");
+	if (!ctl_step_role(run, "Mail.ReadWrite", has, &roles, ": m365-fetch "
+			   "cannot mark, move or delete messages"))
 	    ctl_src_access_remedy(run, src, shared, who);
-	}
 	strbuf_free(&roles);
 	return;
     }
 
-    memset(&ts, 0, sizeof(ts));
-    if (tokstore_load(run->conf, acct->name, &ts, err, sizeof(err)) < 0) {
-	ctl_step(run, "FAIL", "permission", "%s", err);
-	tokstore_clear(&ts);
+    if (ctl_granted_scopes(run, "Mail.ReadWrite", &ts) < 0)
 	return;
-    }
-    if (ts.scope == NULL || ts.scope[0] == 0) {
-	ctl_step(run, "--", "permission", "no granted scopes recorded in the "
-		 "token store; cannot check Mail.ReadWrite");
-    } else if (shared && !ctl_scope_has(ts.scope, "Mail.ReadWrite.Shared")) {
+    if (shared && !ctl_scope_has(ts.scope, "Mail.ReadWrite.Shared")) {
 	ctl_step(run, "FAIL", "permission", "mailbox %s is not %s's own and "
 		 "Mail.ReadWrite.Shared was not granted (scopes: %s)",
 		 ctl_mb_name(src), who, ts.scope);
@@ -1641,15 +1595,5 @@ int     ctl_test_source(const struct conf *conf,
     else
 	ctl_step_deliver_smtp(&run, src);
 
-    if (run.fails)
-	printf("result: %d step%s FAILED%s\n", run.fails,
-	       run.fails == 1 ? "" : "s",
-	       run.warns ? " (see also the warnings)" : "");
-    else
-	printf("result: all checks passed%s\n",
-	       run.warns ? " (with warnings)" : "");
-    xfree_secret(run.token);
-    if (run.http)
-	http_free(run.http);
-    return (run.fails ? CTL_FAIL : CTL_OK);
+    return (ctl_run_end(&run));
 }

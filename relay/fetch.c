@@ -77,13 +77,6 @@ struct fetch_ctx {
     int     stopped;			/* stop was seen: round incomplete */
 };
 
-static const char *const fetch_well_known[] = {
-    "inbox", "archive", "clutter", "conflicts", "conversationhistory",
-    "deleteditems", "drafts", "junkemail", "localfailures", "msgfolderroot",
-    "outbox", "recoverableitemsdeletions", "scheduled", "searchfolders",
-    "sentitems", "serverfailures", "syncissues", 0,
-};
-
 /* fetch_status_name - for logs */
 
 const char *fetch_status_name(enum fetch_status s)
@@ -110,18 +103,6 @@ const char *fetch_mailbox(const struct conf_source *src)
     if (src->acct && src->acct->mailbox && *src->acct->mailbox)
 	return (src->acct->mailbox);
     return (NULL);
-}
-
-/* fetch_is_well_known - a well-known folder name (case-insensitive) */
-
-static int fetch_is_well_known(const char *name)
-{
-    const char *const *p;
-
-    for (p = fetch_well_known; *p; p++)
-	if (strcasecmp(name, *p) == 0)
-	    return (1);
-    return (0);
 }
 
 /* fetch_save - write the state; STEP_STOP (deferred) on failure */
@@ -441,23 +422,6 @@ static cJSON *fetch_json(struct fetch_ctx *c, const char *what,
     return (NULL);
 }
 
-/* fetch_folder_url - .../mailFolders/{escaped id}{suffix}; free() it */
-
-static char *fetch_folder_url(struct fetch_ctx *c, const char *id,
-			              const char *suffix)
-{
-    struct strbuf sb;
-    char   *esc = url_escape(id);
-    char   *url;
-
-    strbuf_init(&sb, STRBUF_MAX_SMALL);
-    strbuf_printf(&sb, "/mailFolders/%s%s", esc, suffix ? suffix : "");
-    free(esc);
-    url = graph_url(c->conf, c->mailbox, strbuf_str(&sb));
-    strbuf_free(&sb);
-    return (url);
-}
-
 /*
  * fetch_lookup_folder - one path element: a well-known name (top level
  * only), else displayName under parent (NULL: top level).  *id_r is
@@ -467,40 +431,15 @@ static int fetch_lookup_folder(struct fetch_ctx *c, const char *parent,
 			               const char *name, char **id_r)
 {
     struct http_resp resp;
-    struct strbuf q;
     cJSON  *root, *val, *item, *idv;
-    char   *url, *esc;
-    const char *p;
+    char   *url, *query;
     int     rc;
 
     *id_r = NULL;
     http_resp_init(&resp);
-    strbuf_init(&q, STRBUF_MAX_SMALL);
-    if (parent == NULL && fetch_is_well_known(name)) {
-	url = fetch_folder_url(c, name, NULL);
-    } else {
-	/* OData string literal: ' doubles; then percent-encoded. */
-	for (p = name; *p; p++) {
-	    if (*p == '\'')
-		strbuf_putc(&q, '\'');
-	    strbuf_putc(&q, *p);
-	}
-	esc = url_escape(strbuf_str(&q));
-	strbuf_reset(&q);
-	if (parent) {
-	    char   *pe = url_escape(parent);
-
-	    strbuf_printf(&q, "/mailFolders/%s/childFolders?$filter="
-			  "displayName%%20eq%%20'%s'&$top=2", pe, esc);
-	    free(pe);
-	} else {
-	    strbuf_printf(&q, "/mailFolders?$filter=displayName%%20eq%%20"
-			  "'%s'&$top=2", esc);
-	}
-	free(esc);
-	url = graph_url(c->conf, c->mailbox, strbuf_str(&q));
-    }
-    strbuf_free(&q);
+    query = graph_folder_query(parent, name);
+    url = graph_url(c->conf, c->mailbox, query);
+    free(query);
     rc = fetch_graph(c, "GET", url, NULL, -1, 0, &resp);
     free(url);
     if (rc != STEP_OK || resp.status < 200 || resp.status >= 300) {
@@ -608,7 +547,7 @@ static int fetch_target(struct fetch_ctx *c, const char *name, char **dest_r)
     char   *id;
     int     rc;
 
-    if (fetch_is_well_known(name)) {
+    if (graph_folder_well_known(name)) {
 	*dest_r = xstrdup(name);
 	return (STEP_OK);
     }
@@ -663,7 +602,7 @@ static int fetch_move(struct fetch_ctx *c, const char *id, const char *folder)
     free(url);
     free(json);
     if (rc == STEP_OK && resp.status == 404
-	&& !fetch_is_well_known(folder) && strstr(resp.body.data ?
+	&& !graph_folder_well_known(folder) && strstr(resp.body.data ?
 			    resp.body.data : "", "destination") != NULL) {
 	/* The cached target folder is gone: resolve it next time. */
 	fetchstate_folder_set(&c->st, folder, NULL);
@@ -1429,8 +1368,7 @@ int     fetch_round(const struct conf *conf, struct http *http,
     c.out = out;
     c.acct = src->acct ? src->acct : conf_account(conf, src->account);
     c.mailbox = fetch_mailbox(src);
-    if ((c.tmpdir = getenv("TMPDIR")) == NULL || *c.tmpdir == 0)
-	c.tmpdir = "/tmp";
+    c.tmpdir = file_tmpdir(NULL);
     if (gethostname(c.host, sizeof(c.host)) < 0 || c.host[0] == 0)
 	snprintf(c.host, sizeof(c.host), "localhost");
     c.host[sizeof(c.host) - 1] = 0;

@@ -28,6 +28,7 @@
 #include <cJSON.h>
 
 #include "fetchstate.h"
+#include "json.h"
 #include "log.h"
 #include "util.h"
 
@@ -159,29 +160,6 @@ void    fetchstate_clear(struct fetchstate *st)
     memset(st, 0, sizeof(*st));
 }
 
-/* fetchstate_get_str - a string member, or NULL */
-
-static char *fetchstate_get_str(const cJSON *obj, const char *name)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
-
-    return (cJSON_IsString(v) && v->valuestring && *v->valuestring ?
-	    xstrdup(v->valuestring) : NULL);
-}
-
-/* fetchstate_get_num - a numeric (or boolean) member, or 0 */
-
-static double fetchstate_get_num(const cJSON *obj, const char *name)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
-
-    if (cJSON_IsNumber(v))
-	return (v->valuedouble);
-    if (cJSON_IsBool(v))
-	return (cJSON_IsTrue(v) ? 1 : 0);
-    return (0);
-}
-
 /* fetchstate_pstate_name - "injecting", "data_sent", ... */
 
 const char *fetchstate_pstate_name(enum fetchstate_pstate s)
@@ -204,37 +182,31 @@ static int fetchstate_pstate_parse(const char *name)
 }
 
 /*
- * fetchstate_parse - the JSON document into st (which is overwritten).
- * An unknown pending state is read as data_sent: the safe assumption
- * is that the MTA may have the message, which is logged as such.
+ * fetchstate_from_json - a parsed document into st (which is
+ * overwritten).  An unknown pending state is read as data_sent: the
+ * safe assumption is that the MTA may have the message, which is
+ * logged as such.
  */
-int     fetchstate_parse(const char *json, size_t len, struct fetchstate *st,
-			         char *err, size_t errlen)
+static void fetchstate_from_json(const cJSON *root, struct fetchstate *st)
 {
-    cJSON  *root, *obj, *item;
+    const cJSON *obj, *item;
     char   *state;
     int     s;
 
     memset(st, 0, sizeof(*st));
-    root = cJSON_ParseWithLength(json, len);
-    if (!cJSON_IsObject(root)) {
-	cJSON_Delete(root);
-	snprintf(err, errlen, "not a JSON object");
-	return (-1);
-    }
-    st->folder = fetchstate_get_str(root, "folder");
-    st->folder_id = fetchstate_get_str(root, "folder_id");
-    st->delta_link = fetchstate_get_str(root, "delta_link");
-    st->offline = fetchstate_get_num(root, "offline") != 0;
-    st->last_error = fetchstate_get_str(root, "last_error");
-    st->remedy = fetchstate_get_str(root, "remedy");
-    st->notified = fetchstate_get_num(root, "notified") != 0;
-    st->offline_since = (time_t) fetchstate_get_num(root, "offline_since");
-    st->not_before = (time_t) fetchstate_get_num(root, "not_before");
-    st->last_round = (time_t) fetchstate_get_num(root, "last_round");
-    st->last_success = (time_t) fetchstate_get_num(root, "last_success");
-    st->injected = (long) fetchstate_get_num(root, "injected");
-    st->rejected = (long) fetchstate_get_num(root, "rejected");
+    st->folder = json_get_str(root, "folder");
+    st->folder_id = json_get_str(root, "folder_id");
+    st->delta_link = json_get_str(root, "delta_link");
+    st->offline = json_get_num(root, "offline") != 0;
+    st->last_error = json_get_str(root, "last_error");
+    st->remedy = json_get_str(root, "remedy");
+    st->notified = json_get_num(root, "notified") != 0;
+    st->offline_since = (time_t) json_get_num(root, "offline_since");
+    st->not_before = (time_t) json_get_num(root, "not_before");
+    st->last_round = (time_t) json_get_num(root, "last_round");
+    st->last_success = (time_t) json_get_num(root, "last_success");
+    st->injected = (long) json_get_num(root, "injected");
+    st->rejected = (long) json_get_num(root, "rejected");
 
     obj = cJSON_GetObjectItemCaseSensitive(root, "pending");
     cJSON_ArrayForEach(item, (cJSON_IsObject(obj) ? obj : NULL)) {
@@ -242,15 +214,15 @@ int     fetchstate_parse(const char *json, size_t len, struct fetchstate *st,
 
 	if (item->string == NULL || *item->string == 0 || !cJSON_IsObject(item))
 	    continue;
-	state = fetchstate_get_str(item, "state");
+	state = json_get_str(item, "state");
 	s = fetchstate_pstate_parse(state);
 	free(state);
 	p = fetchstate_pending_set(st, item->string, NULL,
 				   s < 0 ? FETCHSTATE_DATA_SENT :
 				   (enum fetchstate_pstate) s, NULL);
-	p->imid = fetchstate_get_str(item, "imid");
-	p->mta_reply = fetchstate_get_str(item, "mta_reply");
-	p->at = (time_t) fetchstate_get_num(item, "at");
+	p->imid = json_get_str(item, "imid");
+	p->mta_reply = json_get_str(item, "mta_reply");
+	p->at = (time_t) json_get_num(item, "at");
     }
     obj = cJSON_GetObjectItemCaseSensitive(root, "done");
     cJSON_ArrayForEach(item, (cJSON_IsArray(obj) ? obj : NULL)) {
@@ -263,18 +235,25 @@ int     fetchstate_parse(const char *json, size_t len, struct fetchstate *st,
 	    && *item->valuestring)
 	    fetchstate_folder_set(st, item->string, item->valuestring);
     }
-    cJSON_Delete(root);
-    return (0);
 }
 
-/* fetchstate_add_str - a string member, or null */
+/* fetchstate_parse - the JSON document into st (which is overwritten) */
 
-static void fetchstate_add_str(cJSON *obj, const char *name, const char *value)
+int     fetchstate_parse(const char *json, size_t len, struct fetchstate *st,
+			         char *err, size_t errlen)
 {
-    if (value)
-	cJSON_AddStringToObject(obj, name, value);
-    else
-	cJSON_AddNullToObject(obj, name);
+    cJSON  *root;
+
+    memset(st, 0, sizeof(*st));
+    root = cJSON_ParseWithLength(json, len);
+    if (!cJSON_IsObject(root)) {
+	cJSON_Delete(root);
+	snprintf(err, errlen, "not a JSON object");
+	return (-1);
+    }
+    fetchstate_from_json(root, st);
+    cJSON_Delete(root);
+    return (0);
 }
 
 /* fetchstate_format - the JSON document; free() it */
@@ -287,18 +266,18 @@ char   *fetchstate_format(const struct fetchstate *st)
 
     if ((root = cJSON_CreateObject()) == NULL)
 	return (NULL);
-    fetchstate_add_str(root, "folder", st->folder);
-    fetchstate_add_str(root, "folder_id", st->folder_id);
-    fetchstate_add_str(root, "delta_link", st->delta_link);
+    (void) json_add_str(root, "folder", st->folder);
+    (void) json_add_str(root, "folder_id", st->folder_id);
+    (void) json_add_str(root, "delta_link", st->delta_link);
     obj = cJSON_AddObjectToObject(root, "pending");
     for (i = 0; obj && i < st->npending; i++) {
 	const struct fetchstate_pending *p = st->pending + i;
 
 	if ((item = cJSON_AddObjectToObject(obj, p->id)) == NULL)
 	    continue;
-	fetchstate_add_str(item, "imid", p->imid);
+	(void) json_add_str(item, "imid", p->imid);
 	cJSON_AddStringToObject(item, "state", fetchstate_pstate_name(p->state));
-	fetchstate_add_str(item, "mta_reply", p->mta_reply);
+	(void) json_add_str(item, "mta_reply", p->mta_reply);
 	cJSON_AddNumberToObject(item, "at", (double) p->at);
     }
     obj = cJSON_AddArrayToObject(root, "done");
@@ -308,8 +287,8 @@ char   *fetchstate_format(const struct fetchstate *st)
     for (i = 0; obj && i < st->nfolders; i++)
 	cJSON_AddStringToObject(obj, st->folders[i].name, st->folders[i].id);
     cJSON_AddBoolToObject(root, "offline", st->offline);
-    fetchstate_add_str(root, "last_error", st->last_error);
-    fetchstate_add_str(root, "remedy", st->remedy);
+    (void) json_add_str(root, "last_error", st->last_error);
+    (void) json_add_str(root, "remedy", st->remedy);
     cJSON_AddBoolToObject(root, "notified", st->notified);
     cJSON_AddNumberToObject(root, "offline_since", (double) st->offline_since);
     cJSON_AddNumberToObject(root, "not_before", (double) st->not_before);
@@ -328,38 +307,24 @@ int     fetchstate_load(const struct conf *conf, const char *source,
 			        struct fetchstate *st, char *err, size_t errlen)
 {
     char    path[PATH_MAX];
-    char    why[200];
-    struct strbuf buf;
-    struct stat sb;
+    cJSON  *root;
+    int     rc;
 
     memset(st, 0, sizeof(*st));
     if (fetchstate_path_err(conf, source, ".json", path, sizeof(path),
 			    err, errlen) < 0)
 	return (-1);
-    if (lstat(path, &sb) < 0) {
-	if (errno == ENOENT)
-	    return (0);
-	snprintf(err, errlen, "cannot access state file %s: %s", path,
-		 strerror(errno));
-	return (-1);
-    }
-    if (!S_ISREG(sb.st_mode)) {
-	snprintf(err, errlen, "state file %s is not a regular file: remove "
-		 "it", path);
-	return (-1);
-    }
-    if (file_read(path, FETCHSTATE_FILE_MAX, &buf, err, errlen) < 0)
-	return (-1);
-    if (fetchstate_parse(buf.data ? buf.data : "", buf.len, st, why,
-			 sizeof(why)) < 0) {
-	strbuf_free(&buf);
-	snprintf(err, errlen, "state file %s is damaged (%s): move it away; "
-		 "the next round then resynchronizes the folder, and only "
-		 "messages still unread (after = read) or still in the folder "
-		 "(move, delete) are fetched", path, why);
-	return (-1);
-    }
-    strbuf_free(&buf);
+    rc = json_file_load(path, "state file", FETCHSTATE_FILE_MAX, 0, &root,
+			err, errlen);
+    if (rc == -2)
+	snprintf(err, errlen, "state file %s is damaged (not a JSON "
+		 "object): move it away; the next round then resynchronizes "
+		 "the folder, and only messages still unread (after = read) or "
+		 "still in the folder (move, delete) are fetched", path);
+    if (rc <= 0)
+	return (rc == 0 ? 0 : -1);
+    fetchstate_from_json(root, st);
+    cJSON_Delete(root);
     return (0);
 }
 

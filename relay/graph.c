@@ -149,6 +149,65 @@ int     graph_get(struct http *http, const struct conf *conf,
     return (ret);
 }
 
+/* Well-known folder names; any other name is a displayName. */
+static const char *const graph_well_known[] = {
+    "inbox", "archive", "clutter", "conflicts", "conversationhistory",
+    "deleteditems", "drafts", "junkemail", "localfailures", "msgfolderroot",
+    "outbox", "recoverableitemsdeletions", "scheduled", "searchfolders",
+    "sentitems", "serverfailures", "syncissues", 0,
+};
+
+/* graph_folder_well_known - a well-known folder name (case-insensitive) */
+
+int     graph_folder_well_known(const char *name)
+{
+    const char *const *p;
+
+    for (p = graph_well_known; *p; p++)
+	if (strcasecmp(name, *p) == 0)
+	    return (1);
+    return (0);
+}
+
+/*
+ * graph_folder_query - the suffix (after /users/{mailbox}) that finds
+ * one folder path element: a well-known name at the top, else
+ * displayName eq 'NAME' under parent (NULL: the top).  free() it.
+ */
+char   *graph_folder_query(const char *parent, const char *name)
+{
+    struct strbuf q;
+    const char *p;
+    char   *esc, *pe;
+
+    strbuf_init(&q, STRBUF_MAX_SMALL);
+    if (parent == NULL && graph_folder_well_known(name)) {
+	esc = url_escape(name);
+	strbuf_printf(&q, "/mailFolders/%s", esc);
+	free(esc);
+	return (strbuf_take(&q));
+    }
+    /* OData string literal: a quote doubles; then percent-encoded. */
+    for (p = name; *p; p++) {
+	if (*p == '\'')
+	    strbuf_putc(&q, '\'');
+	strbuf_putc(&q, *p);
+    }
+    esc = url_escape(strbuf_str(&q));
+    strbuf_reset(&q);
+    if (parent) {
+	pe = url_escape(parent);
+	strbuf_printf(&q, "/mailFolders/%s/childFolders?$filter=displayName"
+		      "%%20eq%%20'%s'&$top=2", pe, esc);
+	free(pe);
+    } else {
+	strbuf_printf(&q, "/mailFolders?$filter=displayName%%20eq%%20'%s'"
+		      "&$top=2", esc);
+    }
+    free(esc);
+    return (strbuf_take(&q));
+}
+
 /* graph_is - case-insensitive error code test */
 
 static int graph_is(const struct graph_error *ge, const char *code)

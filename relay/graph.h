@@ -11,6 +11,8 @@
  *	base64-encoded MIME message (Content-Type: text/plain) to
  *	/users/{mailbox}/sendMail.  graph_parse_error() extracts
  *	error.code / error.message / innerError.request-id from a reply.
+ *	graph_folder_query() gives the suffix that looks up one element
+ *	of a folder path (a well-known name, else by displayName).
  *
  *	graph_classify_send() maps a sendMail outcome to a result:
  *	  2xx (also 202 + Retry-After: never resend)   2.0.0 sent
@@ -45,6 +47,8 @@ extern int graph_send_mime(struct http *, const struct conf *,
 extern int graph_get(struct http *, const struct conf *, const char *mailbox,
 		             const char *suffix, const char *token,
 			             struct http_resp *);
+extern int graph_folder_well_known(const char *name);
+extern char *graph_folder_query(const char *parent, const char *name);
 extern void graph_classify_send(const struct http_resp *, int transport_ok,
 		                const char *from_addr, const char *mailbox,
 				        struct m365_result *);

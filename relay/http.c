@@ -254,24 +254,6 @@ static size_t http_header_cb(char *buf, size_t size, size_t nmemb, void *ctx)
     return (len);
 }
 
-/* http_write_fd - write all of buf to fd; 0 or errno */
-
-static int http_write_fd(int fd, const char *buf, size_t len)
-{
-    ssize_t n;
-
-    while (len > 0) {
-	if ((n = write(fd, buf, len)) < 0) {
-	    if (errno == EINTR)
-		continue;
-	    return (errno ? errno : EIO);
-	}
-	buf += n;
-	len -= (size_t) n;
-    }
-    return (0);
-}
-
 /* http_write_cb - collect the body, refuse it past its cap */
 
 static size_t http_write_cb(char *buf, size_t size, size_t nmemb, void *ctx)
@@ -286,8 +268,10 @@ static size_t http_write_cb(char *buf, size_t size, size_t nmemb, void *ctx)
 	x->fd_mode = (x->req->to_fd && status >= 200 && status < 300);
     }
     if (x->fd_mode > 0) {
-	if ((x->fd_errno = http_write_fd(x->req->out_fd, buf, len)) != 0)
+	if (file_write_all(x->req->out_fd, buf, len) < 0) {
+	    x->fd_errno = errno ? errno : EIO;
 	    return (0);				/* CURLE_WRITE_ERROR */
+	}
 	x->resp->fd_bytes += (long long) len;
 	return (len);
     }

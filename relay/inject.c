@@ -262,6 +262,20 @@ static void inject_consume(struct inject_reader *r)
 	r->ipos++;
 }
 
+/* inject_reader_init - read m from its start; free(r->ibuf) afterwards */
+
+static void inject_reader_init(struct inject_reader *r,
+			               const struct inject_msg *m, int crlf)
+{
+    memset(r, 0, sizeof(*r));
+    r->prefix = m->prefix ? m->prefix : "";
+    r->prefix_len = strlen(r->prefix);
+    r->fd = m->fd;
+    r->ibuf = xmalloc(INJECT_BUF);
+    r->crlf = crlf;
+    r->msg = m;
+}
+
 /*
  * inject_fill - up to max converted bytes; 0 at the end, -1 on a read
  * error.  CRLF mode turns a bare LF into CRLF; LF mode turns CRLF into
@@ -427,13 +441,7 @@ static int inject_smtp(struct inject *inj, const struct inject_msg *m,
     long    code = 0, port = 0;
     size_t  i;
 
-    memset(&r, 0, sizeof(r));
-    r.prefix = m->prefix ? m->prefix : "";
-    r.prefix_len = strlen(r.prefix);
-    r.fd = m->fd;
-    r.ibuf = xmalloc(INJECT_BUF);
-    r.crlf = 1;
-    r.msg = m;
+    inject_reader_init(&r, m, 1);
     errbuf = xcalloc(1, CURL_ERROR_SIZE);
 
     from = inject_address(m->sender);
@@ -542,24 +550,6 @@ static int inject_smtp(struct inject *inj, const struct inject_msg *m,
     return (res->status == INJECT_OK ? 0 : -1);
 }
 
-/* inject_write_all - write to the sendmail pipe; 0, or errno */
-
-static int inject_write_all(int fd, const char *buf, size_t len)
-{
-    ssize_t n;
-
-    while (len > 0) {
-	if ((n = write(fd, buf, len)) < 0) {
-	    if (errno == EINTR)
-		continue;
-	    return (errno);
-	}
-	buf += n;
-	len -= (size_t) n;
-    }
-    return (0);
-}
-
 /* inject_tmpfile - an unlinked temporary file in dir ($TMPDIR, /tmp) */
 
 int     inject_tmpfile(const char *dir)
@@ -567,10 +557,7 @@ int     inject_tmpfile(const char *dir)
     char    path[4096];
     int     fd;
 
-    if (dir == NULL || *dir == 0)
-	dir = getenv("TMPDIR");
-    if (dir == NULL || *dir == 0)
-	dir = "/tmp";
+    dir = file_tmpdir(dir);
     if (snprintf(path, sizeof(path), "%s/m365-fetch.XXXXXX", dir)
 	>= (int) sizeof(path)) {
 	errno = ENAMETOOLONG;
@@ -693,19 +680,16 @@ static int inject_sendmail(struct inject *inj, const struct inject_msg *m,
     }
 
     /* Stream the message; a child that quits early ends it (EPIPE). */
-    memset(&r, 0, sizeof(r));
-    r.prefix = m->prefix ? m->prefix : "";
-    r.prefix_len = strlen(r.prefix);
-    r.fd = m->fd;
-    r.ibuf = xmalloc(INJECT_BUF);
-    r.crlf = 0;
-    r.msg = m;
+    inject_reader_init(&r, m, 0);
     obuf = xmalloc(INJECT_BUF);
     if (lseek(m->fd, 0, SEEK_SET) < 0)
 	r.err = errno;
-    while (r.err == 0 && (n = inject_fill(&r, obuf, INJECT_BUF)) > 0)
-	if ((werr = inject_write_all(in[1], obuf, (size_t) n)) != 0)
+    while (r.err == 0 && (n = inject_fill(&r, obuf, INJECT_BUF)) > 0) {
+	if (file_write_all(in[1], obuf, (size_t) n) < 0) {
+	    werr = errno;
 	    break;
+	}
+    }
     if (r.err == 0 && werr == 0 && n == 0 && inject_data_end(&r) == 0) {
 	close(in[1]);				/* the end of the data */
 	in[1] = -1;

@@ -58,6 +58,21 @@ int     log_to_file(const char *path)
     return (0);
 }
 
+/*
+ * log_to_setting - apply a log_file setting: NULL or "syslog" (keep),
+ * "stderr", or a file (on failure a warning, and syslog stays).
+ */
+void    log_to_setting(const char *log_file)
+{
+    if (log_file == NULL || strcmp(log_file, "syslog") == 0)
+	return;
+    if (strcmp(log_file, "stderr") == 0)
+	log_to_stderr(1);
+    else if (log_to_file(log_file) < 0)
+	msg_warn("cannot open log_file %s: %s; using syslog", log_file,
+		 strerror(errno));
+}
+
 /* log_set_verbose - enable msg_debug() */
 
 void    log_set_verbose(int level)

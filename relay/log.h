@@ -11,6 +11,8 @@
  *	stderr as well (foreground, -v); log_to_file() appends them to a
  *	file instead of syslog (tests, hosts without syslog), one write()
  *	per record so that parallel processes do not interleave.
+ *	log_to_setting() applies a log_file setting ("syslog", "stderr"
+ *	or a file name).
  *
  *	msg_debug() prints only when verbose.  Records are capped at
  *	LOG_MAX_RECORD bytes.  Foreign text must go through
@@ -28,6 +30,7 @@
 extern void log_open(const char *ident);
 extern void log_to_stderr(int on);
 extern int log_to_file(const char *path);
+extern void log_to_setting(const char *log_file);
 extern void log_set_verbose(int level);
 extern int log_verbose(void);
 

@@ -32,7 +32,6 @@
  */
 #include "config.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -245,13 +244,7 @@ int     main(int argc, char **argv)
 	printf("configuration OK\n");
 	exit(EX_OK);
     }
-    if (conf->log_file && strcmp(conf->log_file, "syslog") != 0) {
-	if (strcmp(conf->log_file, "stderr") == 0)
-	    log_to_stderr(1);
-	else if (log_to_file(conf->log_file) < 0)
-	    msg_warn("cannot open log_file %s: %s; using syslog",
-		     conf->log_file, strerror(errno));
-    }
+    log_to_setting(conf->log_file);
 
     /* Like m365-relay: never as root (the state files belong to user). */
     if (geteuid() == 0 && (getenv("M365RELAY_ALLOW_ROOT") == NULL

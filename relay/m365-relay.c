@@ -21,7 +21,6 @@
  */
 #include "config.h"
 
-#include <errno.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -175,13 +174,7 @@ int     main(int argc, char **argv)
 	relay_exit(&res);
     }
     strbuf_free(&errors);
-    if (conf->log_file && strcmp(conf->log_file, "syslog") != 0) {
-	if (strcmp(conf->log_file, "stderr") == 0)
-	    log_to_stderr(1);
-	else if (log_to_file(conf->log_file) < 0)
-	    msg_warn("cannot open log_file %s: %s; using syslog",
-		     conf->log_file, strerror(errno));
-    }
+    log_to_setting(conf->log_file);
 
     /* Like Postfix pipe(8) and OpenSMTPD's helpers: never as root. */
     if (geteuid() == 0 && getenv("M365RELAY_ALLOW_ROOT") == NULL) {
@@ -195,8 +188,7 @@ int     main(int argc, char **argv)
     }
 
     /* The message. */
-    if ((tmpdir = getenv("TMPDIR")) == NULL || *tmpdir == 0)
-	tmpdir = "/tmp";
+    tmpdir = file_tmpdir(NULL);
     if (msg_read(&m, STDIN_FILENO, tmpdir, (off_t) GRAPH_MAX_MIME, &res) < 0) {
 	d.queue_id = queue_id;
 	d.sender = sender ? sender : "";

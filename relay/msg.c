@@ -83,24 +83,6 @@ static int msg_too_big(const struct msg *m)
     return (m->max_size > 0 && m->size > m->max_size);
 }
 
-/* msg_write_all - write a whole buffer, retrying short writes */
-
-static int msg_write_all(int fd, const char *p, size_t n)
-{
-    ssize_t w;
-
-    while (n > 0) {
-	if ((w = write(fd, p, n)) < 0) {
-	    if (errno == EINTR)
-		continue;
-	    return (-1);
-	}
-	p += w;
-	n -= (size_t) w;
-    }
-    return (0);
-}
-
 /* msg_write_error - record a spool write failure */
 
 static void msg_write_error(struct msg *m)
@@ -115,14 +97,10 @@ static void msg_write_error(struct msg *m)
 
 static int msg_spool_open(struct msg *m)
 {
-    const char *dir = m->spool_dir;
+    const char *dir = file_tmpdir(m->spool_dir);
     char    path[4096];
     int     fd;
 
-    if (dir == NULL || *dir == 0)
-	dir = getenv("TMPDIR");
-    if (dir == NULL || *dir == 0)
-	dir = "/tmp";
     if (snprintf(path, sizeof(path), "%s/m365relay.XXXXXX", dir)
 	>= (int) sizeof(path)) {
 	result_set(&m->error, M365_SYSTEM, EX_TEMPFAIL, "4.3.0",
@@ -149,7 +127,7 @@ static int msg_spool_open(struct msg *m)
     }
     m->body_fd = fd;
     if (m->body_mem.len > 0
-	&& msg_write_all(fd, m->body_mem.data, m->body_mem.len) < 0) {
+	&& file_write_all(fd, m->body_mem.data, m->body_mem.len) < 0) {
 	msg_write_error(m);
 	return (-1);
     }
@@ -165,7 +143,7 @@ static int msg_spool_flush(struct msg *m)
 {
     if (m->wlen == 0 || msg_failed(m))
 	return (msg_failed(m) ? -1 : 0);
-    if (msg_write_all(m->body_fd, m->wbuf, m->wlen) < 0) {
+    if (file_write_all(m->body_fd, m->wbuf, m->wlen) < 0) {
 	msg_write_error(m);
 	return (-1);
     }
@@ -210,7 +188,7 @@ static void msg_store(struct msg *m, const char *p, size_t n)
     if (m->wlen + n > MSG_BLOCK && msg_spool_flush(m) < 0)
 	return;
     if (n >= MSG_BLOCK) {
-	if (msg_write_all(m->body_fd, p, n) < 0) {
+	if (file_write_all(m->body_fd, p, n) < 0) {
 	    msg_write_error(m);
 	    return;
 	}

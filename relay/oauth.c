@@ -38,6 +38,7 @@
 
 #include "addr.h"
 #include "http.h"
+#include "json.h"
 #include "jwt.h"
 #include "log.h"
 #include "oauth.h"
@@ -380,24 +381,12 @@ void    oauth_remedy(const struct oauth_error *err, const char *account,
     strbuf_free(&sb);
 }
 
-/* oauth_json_wipe - cleanse every string of a parsed tree */
-
-static void oauth_json_wipe(cJSON *item)
-{
-    for (; item; item = item->next) {
-	if (item->valuestring)
-	    OPENSSL_cleanse(item->valuestring, strlen(item->valuestring));
-	if (item->child)
-	    oauth_json_wipe(item->child);
-    }
-}
-
 /* oauth_json_delete - wipe, then free a parsed tree (it holds tokens) */
 
 static void oauth_json_delete(cJSON *root)
 {
     if (root) {
-	oauth_json_wipe(root);
+	json_wipe(root);
 	cJSON_Delete(root);
     }
 }

@@ -36,6 +36,7 @@
 #include <cJSON.h>
 #include <openssl/crypto.h>
 
+#include "json.h"
 #include "log.h"
 #include "tokstore.h"
 #include "util.h"
@@ -163,98 +164,41 @@ static int tokstore_dir(const struct conf *conf, uid_t uid, gid_t gid,
     return (0);
 }
 
-/* tokstore_wipe_json - overwrite every string in a cJSON tree */
-
-static void tokstore_wipe_json(cJSON *item)
-{
-    for (; item != NULL; item = item->next) {
-	if (item->valuestring)
-	    OPENSSL_cleanse(item->valuestring, strlen(item->valuestring));
-	if (item->child)
-	    tokstore_wipe_json(item->child);
-    }
-}
-
-/* tokstore_get_str - a string member, or NULL */
-
-static char *tokstore_get_str(const cJSON *obj, const char *name)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
-
-    return (cJSON_IsString(v) && v->valuestring && *v->valuestring ?
-	    xstrdup(v->valuestring) : NULL);
-}
-
-/* tokstore_get_num - a numeric member, or 0 */
-
-static double tokstore_get_num(const cJSON *obj, const char *name)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
-
-    if (cJSON_IsNumber(v))
-	return (v->valuedouble);
-    if (cJSON_IsBool(v))
-	return (cJSON_IsTrue(v) ? 1 : 0);
-    return (0);
-}
-
 /* tokstore_load - read an account's entry; missing file = empty entry */
 
 int     tokstore_load(const struct conf *conf, const char *account,
 		              struct tokstore *ts, char *err, size_t errlen)
 {
     char    path[PATH_MAX];
-    struct strbuf buf;
-    struct stat st;
     cJSON  *root;
+    int     rc;
 
     memset(ts, 0, sizeof(*ts));
     if (tokstore_path_err(conf, account, ".json", path, sizeof(path),
 			  err, errlen) < 0)
 	return (-1);
-    if (lstat(path, &st) < 0) {
-	if (errno == ENOENT)
-	    return (0);
-	snprintf(err, errlen, "cannot access token file %s: %s", path,
-		 strerror(errno));
-	return (-1);
-    }
-    if (file_check_private(path, "token file", err, errlen) < 0)
-	return (-1);
-    if (file_read(path, TOKSTORE_FILE_MAX, &buf, err, errlen) < 0)
-	return (-1);
-    root = cJSON_ParseWithLength(buf.data, buf.len);
-    strbuf_cleanse(&buf);
-    if (!cJSON_IsObject(root)) {
-	cJSON_Delete(root);
+    rc = json_file_load(path, "token file", TOKSTORE_FILE_MAX,
+			JSON_FILE_PRIVATE, &root, err, errlen);
+    if (rc == -2)
 	snprintf(err, errlen, "token file %s is damaged (not a JSON object): "
 		 "remove it and sign in again (m365ctl login %s)", path,
 		 account);
-	return (-1);
-    }
-    ts->access_token = tokstore_get_str(root, "access_token");
-    ts->access_expires = (time_t) tokstore_get_num(root, "access_expires");
-    ts->refresh_token = tokstore_get_str(root, "refresh_token");
-    ts->refresh_issued = (time_t) tokstore_get_num(root, "refresh_issued");
-    ts->signed_in = (time_t) tokstore_get_num(root, "signed_in");
-    ts->scope = tokstore_get_str(root, "scope");
-    ts->offline = tokstore_get_num(root, "offline") != 0;
-    ts->last_error = tokstore_get_str(root, "last_error");
-    ts->remedy = tokstore_get_str(root, "remedy");
-    ts->last_error_at = (time_t) tokstore_get_num(root, "last_error_at");
-    ts->token_requests = (long) tokstore_get_num(root, "token_requests");
-    tokstore_wipe_json(root);
+    if (rc <= 0)
+	return (rc == 0 ? 0 : -1);
+    ts->access_token = json_get_str(root, "access_token");
+    ts->access_expires = (time_t) json_get_num(root, "access_expires");
+    ts->refresh_token = json_get_str(root, "refresh_token");
+    ts->refresh_issued = (time_t) json_get_num(root, "refresh_issued");
+    ts->signed_in = (time_t) json_get_num(root, "signed_in");
+    ts->scope = json_get_str(root, "scope");
+    ts->offline = json_get_num(root, "offline") != 0;
+    ts->last_error = json_get_str(root, "last_error");
+    ts->remedy = json_get_str(root, "remedy");
+    ts->last_error_at = (time_t) json_get_num(root, "last_error_at");
+    ts->token_requests = (long) json_get_num(root, "token_requests");
+    json_wipe(root);
     cJSON_Delete(root);
     return (0);
-}
-
-/* tokstore_add_str - a string member, or null */
-
-static int tokstore_add_str(cJSON *obj, const char *name, const char *value)
-{
-    if (value)
-	return (cJSON_AddStringToObject(obj, name, value) ? 0 : -1);
-    return (cJSON_AddNullToObject(obj, name) ? 0 : -1);
 }
 
 /* tokstore_save - write an account's entry atomically, mode 0600 */
@@ -276,17 +220,17 @@ int     tokstore_save(const struct conf *conf, const char *account,
     if (tokstore_dir(conf, uid, gid, err, errlen) < 0)
 	return (-1);
     if ((root = cJSON_CreateObject()) == NULL
-	|| tokstore_add_str(root, "access_token", ts->access_token) < 0
+	|| json_add_str(root, "access_token", ts->access_token) < 0
 	|| !cJSON_AddNumberToObject(root, "access_expires",
 				    (double) ts->access_expires)
-	|| tokstore_add_str(root, "refresh_token", ts->refresh_token) < 0
+	|| json_add_str(root, "refresh_token", ts->refresh_token) < 0
 	|| !cJSON_AddNumberToObject(root, "refresh_issued",
 				    (double) ts->refresh_issued)
 	|| !cJSON_AddNumberToObject(root, "signed_in", (double) ts->signed_in)
-	|| tokstore_add_str(root, "scope", ts->scope) < 0
+	|| json_add_str(root, "scope", ts->scope) < 0
 	|| !cJSON_AddBoolToObject(root, "offline", ts->offline != 0)
-	|| tokstore_add_str(root, "last_error", ts->last_error) < 0
-	|| tokstore_add_str(root, "remedy", ts->remedy) < 0
+	|| json_add_str(root, "last_error", ts->last_error) < 0
+	|| json_add_str(root, "remedy", ts->remedy) < 0
 	|| !cJSON_AddNumberToObject(root, "last_error_at",
 				    (double) ts->last_error_at)
 	|| !cJSON_AddNumberToObject(root, "token_requests",
@@ -294,11 +238,11 @@ int     tokstore_save(const struct conf *conf, const char *account,
 	|| (json = cJSON_Print(root)) == NULL) {
 	snprintf(err, errlen, "out of memory writing token file %s", path);
 	if (root)
-	    tokstore_wipe_json(root);
+	    json_wipe(root);
 	cJSON_Delete(root);
 	return (-1);
     }
-    tokstore_wipe_json(root);
+    json_wipe(root);
     cJSON_Delete(root);
     ret = file_write_atomic(path, json, strlen(json), 0600, uid, gid,
 			    err, errlen);

@@ -164,6 +164,36 @@ int     file_read(const char *path, size_t max, struct strbuf *out,
     return (0);
 }
 
+/* file_tmpdir - dir if set, else $TMPDIR if set, else /tmp */
+
+const char *file_tmpdir(const char *dir)
+{
+    if (dir == NULL || *dir == 0)
+	dir = getenv("TMPDIR");
+    if (dir == NULL || *dir == 0)
+	dir = "/tmp";
+    return (dir);
+}
+
+/* file_write_all - write all of buf, retrying; 0, or -1 with errno */
+
+int     file_write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    ssize_t n;
+
+    while (len > 0) {
+	if ((n = write(fd, p, len)) < 0) {
+	    if (errno == EINTR)
+		continue;
+	    return (-1);
+	}
+	p += n;
+	len -= (size_t) n;
+    }
+    return (0);
+}
+
 /*
  * file_write_atomic - write a temporary file next to path with the given
  * mode, fsync it, give it to owner/group (when running as root; pass
@@ -175,9 +205,7 @@ int     file_write_atomic(const char *path, const void *data, size_t len,
 {
     char    tmp[PATH_MAX];
     char    dir[PATH_MAX];
-    const char *p = data;
     char   *slash;
-    ssize_t n;
     int     fd, dfd;
 
     if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long) getpid())
@@ -190,15 +218,9 @@ int     file_write_atomic(const char *path, const void *data, size_t len,
 	snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
 	return (-1);
     }
-    while (len > 0) {
-	if ((n = write(fd, p, len)) < 0) {
-	    if (errno == EINTR)
-		continue;
-	    snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-	    goto fail;
-	}
-	p += n;
-	len -= (size_t) n;
+    if (file_write_all(fd, data, len) < 0) {
+	snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+	goto fail;
     }
     if (fchmod(fd, mode) < 0) {
 	snprintf(err, errlen, "cannot chmod %s: %s", tmp, strerror(errno));

@@ -37,9 +37,11 @@ extern int file_check_private(const char *path, const char *what,
 			              char *err, size_t errlen);
 extern int file_read(const char *path, size_t max, struct strbuf *out,
 		             char *err, size_t errlen);
+extern int file_write_all(int fd, const void *buf, size_t len);
 extern int file_write_atomic(const char *path, const void *data, size_t len,
 		             mode_t mode, uid_t owner, gid_t group,
 			             char *err, size_t errlen);
+extern const char *file_tmpdir(const char *dir);	/* dir, $TMPDIR, /tmp */
 extern int mkdir_p(const char *path, mode_t mode, char *err, size_t errlen);
 
 /* Encodings. */
