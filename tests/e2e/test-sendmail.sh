@@ -56,6 +56,11 @@ if [ -z "${M365_E2E_IN_NS:-}" ]; then
 	echo "0 passed, 1 failed"
 	exit 1
     fi
+    # Sendmail logs only through syslog(3), to the one /dev/log of the
+    # machine (a mount namespace does not give it its own /dev): two runs at
+    # once would catch each other's lines.  Take turns.
+    exec 9>"${TMPDIR:-/tmp}/m365relay-test-sendmail.lock"
+    flock -w 600 9 || { echo "not ok - another test-sendmail.sh holds the lock"; echo "0 passed, 1 failed"; exit 1; }
     exec unshare --net --uts --mount --pid --fork --kill-child --mount-proc \
 	env M365_E2E_IN_NS=1 bash "$me" "$@"
 fi
