@@ -54,6 +54,7 @@
 #include <libmilter/mfapi.h>
 
 #include "conf.h"
+#include "http.h"
 #include "log.h"
 #include "mlfi.h"
 #include "policy.h"
@@ -356,14 +357,21 @@ static int milter_work(struct conf *conf, int ready_fd, int foreground,
     char   *spec;
     const char *sock_path;
     char    err[300];
+    struct http *http;
     sigset_t set;
     pthread_t tid;
     int     rc;
 
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
-	msg_error("cannot initialize libcurl");
+    /*
+     * libcurl's global state, before any thread exists: http_create()
+     * initializes it on first use, unguarded, and the callbacks of
+     * several connections may make their first client at once.
+     */
+    if ((http = http_create(NULL, err, sizeof(err))) == NULL) {
+	msg_error("%s", err);
 	exit(EX_OSERR);
     }
+    http_free(http);
 
     /* Listen (as root when started as root), then fix the socket's mode. */
     /* Copies: a reload frees this conf while smfi_main() runs. */

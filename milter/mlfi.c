@@ -175,7 +175,7 @@ static long long mlfi_canon_len(const char *s)
     return (n);
 }
 
-/* mlfi_domain_match - is addr in one of the deliver_domains? */
+/* mlfi_domain_match - does Graph deliver to addr (deliver_domains)? */
 
 static int mlfi_domain_match(char *const *domains, const char *addr)
 {
@@ -183,10 +183,11 @@ static int mlfi_domain_match(char *const *domains, const char *addr)
     const char *dom;
     size_t  dlen, plen;
 
+    /* Graph cannot deliver to a bare local name ("root"): the MTA can. */
+    if (at == NULL || at[1] == 0)
+	return (0);
     if (domains == NULL)
 	return (1);			/* not set: every recipient */
-    if (at == NULL)
-	return (0);
     dom = at + 1;
     dlen = strlen(dom);
     for (; *domains; domains++) {
@@ -205,6 +206,22 @@ static int mlfi_domain_match(char *const *domains, const char *addr)
 	if (strcasecmp(dom, p) == 0)
 	    return (1);
     }
+    return (0);
+}
+
+/* mlfi_size_arg - the SIZE= value; too many digits for a long is huge */
+
+static int mlfi_size_arg(const char *s, long *size)
+{
+    const char *cp;
+
+    /* RFC 1870: size-value ::= 1*20DIGIT.  Other text: the MTA's business. */
+    for (cp = s; *cp >= '0' && *cp <= '9'; cp++)
+	 /* void */ ;
+    if (cp == s || *cp != 0)
+	return (-1);
+    if (parse_long(s, 0, LONG_MAX, size) < 0)
+	*size = LONG_MAX;			/* overflow: larger than any limit */
     return (0);
 }
 
@@ -311,11 +328,11 @@ static sfsistat mlfi_envfrom(SMFICTX *ctx, char **argv)
     /* SIZE=: say "too large" now, not in a bounce later. */
     for (i = 1; argv[i] != NULL; i++) {
 	if (strncasecmp(argv[i], "SIZE=", 5) != 0
-	    || parse_long(argv[i] + 5, 0, LONG_MAX, &size) < 0)
+	    || mlfi_size_arg(argv[i] + 5, &size) < 0)
 	    continue;
 	if (c->acct->max_message_size > 0 && size > c->acct->max_message_size) {
-	    snprintf(text, sizeof(text), "message size %ld exceeds the limit "
-		     "of %ld bytes for <%s>", size,
+	    snprintf(text, sizeof(text), "message size %.30s exceeds the limit "
+		     "of %ld bytes for <%s>", argv[i] + 5,
 		     c->acct->max_message_size, who);
 	    msg_info("%s: milter-reject: MAIL FROM <%s>: 552 5.3.4 %s",
 		     c->qid, who, text);
@@ -420,13 +437,15 @@ static sfsistat mlfi_body(SMFICTX *ctx, unsigned char *data, size_t len)
 /* mlfi_from_parts - display name and mailbox text of the first From: */
 
 static int mlfi_from_parts(const char *value, char **display_r,
-			           char **mailbox_r, char **addr_r)
+			           char **comments_r, char **mailbox_r,
+			           char **addr_r)
 {
     struct addr_list list;
     const struct addr_item *it;
-    size_t  i, lt, b, e;
-    int     inq = 0, depth = 0, esc = 0;
+    size_t  i, lt, b, e, cstart = 0;
+    int     inq = 0, depth = 0, esc = 0, over = 0;
     struct strbuf sb;
+    struct strbuf cm;
 
     memset(&list, 0, sizeof(list));
     if (addr_parse(value, strlen(value), &list) < 0 || list.n == 0
@@ -436,6 +455,13 @@ static int mlfi_from_parts(const char *value, char **display_r,
     }
     it = list.items;
     lt = it->end;
+
+    /*
+     * Find the "<" of an angle address; on the way collect the comments
+     * outside quotes.  "addr (Name)" is the old way of writing a display
+     * name: without an angle address the comments are kept.
+     */
+    strbuf_init(&cm, STRBUF_MAX_LINE);
     for (i = it->start; i < it->end; i++) {
 	char    ch = value[i];
 
@@ -447,9 +473,16 @@ static int mlfi_from_parts(const char *value, char **display_r,
 	    if (ch == '"')
 		inq = 0;
 	} else if (ch == '(') {
-	    depth++;
+	    if (depth++ == 0)
+		cstart = i;
 	} else if (ch == ')' && depth > 0) {
-	    depth--;
+	    if (--depth == 0) {
+		if (cm.len > 0)
+		    over |= strbuf_putc(&cm, ' ') < 0;
+		for (b = cstart; b <= i; b++)
+		    if (value[b] != '\r' && value[b] != '\n')
+			over |= strbuf_putc(&cm, value[b]) < 0;
+	    }
 	} else if (depth == 0 && ch == '"') {
 	    inq = 1;
 	} else if (depth == 0 && ch == '<') {
@@ -457,6 +490,10 @@ static int mlfi_from_parts(const char *value, char **display_r,
 	    break;
 	}
     }
+    if (lt < it->end)
+	strbuf_reset(&cm);
+    *comments_r = strbuf_take(&cm);
+    strbuf_free(&cm);
 
     /* Display name: text before "<" (none for a bare addr-spec). */
     strbuf_init(&sb, STRBUF_MAX_LINE);
@@ -467,7 +504,7 @@ static int mlfi_from_parts(const char *value, char **display_r,
 	     /* void */ ;
 	for (i = b; i < e; i++)
 	    if (value[i] != '\r' && value[i] != '\n')
-		(void) strbuf_putc(&sb, value[i]);
+		over |= strbuf_putc(&sb, value[i]) < 0;
     }
     *display_r = strbuf_take(&sb);
 
@@ -478,12 +515,13 @@ static int mlfi_from_parts(const char *value, char **display_r,
 	 /* void */ ;
     for (i = b; i < e; i++)
 	if (value[i] != '\r' && value[i] != '\n')
-	    (void) strbuf_putc(&sb, value[i]);
+	    over |= strbuf_putc(&sb, value[i]) < 0;
     *mailbox_r = strbuf_take(&sb);
     *addr_r = xstrdup(it->addr);
     strbuf_free(&sb);
     addr_list_free(&list);
-    return (0);
+    /* A display name cut short could end inside a quoted string. */
+    return (over ? -1 : 0);
 }
 
 /* mlfi_message_id - stable Message-ID from queue id, sender, date, content */
@@ -537,8 +575,8 @@ static sfsistat mlfi_eom_filter(SMFICTX *ctx, struct mlfi_ctx *c)
     char    text[M365_TEXT_MAX];
     char    mid[400];
     struct strbuf actions;
-    char   *display = NULL, *mailbox = NULL, *addr = NULL;
-    char   *value = NULL;
+    char   *display = NULL, *comments = NULL, *mailbox = NULL;
+    char   *addr = NULL, *value = NULL;
     sfsistat st = SMFIS_CONTINUE;
 
     mlfi_printable(who, sizeof(who), c->sender);
@@ -565,13 +603,23 @@ static sfsistat mlfi_eom_filter(SMFICTX *ctx, struct mlfi_ctx *c)
 	value = NULL;
     }
     if (mc->rewrite_from && c->from != NULL
-	&& mlfi_from_parts(c->from, &display, &mailbox, &addr) == 0
-	&& !addr_same(addr, acct->mailbox)) {
-	size_t  len = strlen(display) + strlen(acct->mailbox) + 4;
+	&& mlfi_from_parts(c->from, &display, &comments, &mailbox,
+			   &addr) < 0) {
+	mlfi_printable(text, sizeof(text), c->from);
+	msg_warn("%s: From: header \"%.200s\" is not a mailbox this milter "
+		 "can rewrite (unbalanced quotes or brackets, no address, or "
+		 "longer than %lu bytes); left unchanged", c->qid, text,
+		 (unsigned long) STRBUF_MAX_LINE);
+    } else if (mc->rewrite_from && c->from != NULL
+	       && !addr_same(addr, acct->mailbox)) {
+	size_t  len = strlen(display) + strlen(comments)
+	    + strlen(acct->mailbox) + 4;
 
 	value = xmalloc(len);
 	if (*display)
 	    snprintf(value, len, "%s <%s>", display, acct->mailbox);
+	else if (*comments)
+	    snprintf(value, len, "%s %s", acct->mailbox, comments);
 	else
 	    snprintf(value, len, "%s", acct->mailbox);
 	if (smfi_chgheader(ctx, "From", 1, value) != MI_SUCCESS) {
@@ -580,14 +628,18 @@ static sfsistat mlfi_eom_filter(SMFICTX *ctx, struct mlfi_ctx *c)
 	    goto done;
 	}
 	(void) strbuf_printf(&actions, " from=<%s>", acct->mailbox);
-	if (mc->add_reply_to && !c->has_reply_to) {
+
+	/* A Reply-To: without a domain would send replies astray. */
+	if (mc->add_reply_to && !c->has_reply_to
+	    && strchr(addr, '@') != NULL) {
 	    if (smfi_addheader(ctx, "Reply-To", mailbox) != MI_SUCCESS) {
 		st = mlt_fail(ctx, conf, MLT_FAIL_INTERNAL, c->qid, NULL,
 			      "cannot add a Reply-To: header "
 			      "(smfi_addheader)");
 		goto done;
 	    }
-	    (void) strbuf_printf(&actions, " reply-to=<%s>", addr);
+	    (void) strbuf_printf(&actions, " reply-to=<%s>",
+				 mlfi_printable(text, sizeof(text), addr));
 	}
     }
     if (mc->add_message_id && !c->has_message_id) {
@@ -607,6 +659,7 @@ static sfsistat mlfi_eom_filter(SMFICTX *ctx, struct mlfi_ctx *c)
 done:
     free(value);
     free(display);
+    free(comments);
     free(mailbox);
     free(addr);
     strbuf_free(&actions);

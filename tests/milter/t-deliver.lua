@@ -1,7 +1,8 @@
 -- t-deliver.lua - m365-milter in deliver mode, against the M365 emulator
 --
 -- Globals (miltertest -D): SOCK, LUADIR, EMU_URL, CA_FILE, STATE (the
--- state_dir, to clear Retry-After state).  The configuration
+-- state_dir, to clear Retry-After state), SOCK_ALL (a second milter
+-- with the same configuration but no deliver_domains).  The configuration
 -- (t-deliver.sh): mode = deliver, deliver_domains = contoso.test
 -- .graph.test, on_account_offline = reject, memory_limit = 1K (bodies
 -- over 1 KB are spooled), accounts from tests/lib.sh write_conf: "app"
@@ -135,6 +136,19 @@ expect(conn, SMFIR_REPLYCODE, "account offline: on_account_offline = reject")
 check(mt.eom_check(conn, MT_SMTPREPLY, "550", "5.7.0",
   "account deleg has not signed in yet: run m365ctl login deleg"),
   "offline reply: 550 5.7.0 with the remedy")
+mt.disconnect(conn)
+
+------------------------------------------- no deliver_domains, local name
+-- SOCK_ALL: the same configuration without deliver_domains (every
+-- recipient).  "<root>" (Sendmail passes local recipients so) has no
+-- domain: Graph cannot deliver it, so it stays with the MTA and the
+-- message is not discarded.
+conn = connect(SOCK_ALL)
+stage = message(conn, {qid = "DLV9", from = "<bob@contoso.test>",
+  rcpts = {"<carol@contoso.test>", "<root>"}, headers = headers("dlv9"), body = "root too\r\n"})
+expect(conn, SMFIR_CONTINUE, "no deliver_domains, local name: continues to the MTA")
+check(mt.eom_check(conn, MT_RCPTDELETE, "<carol@contoso.test>"), "carol sent and removed")
+check(not mt.eom_check(conn, MT_RCPTDELETE, "<root>"), "<root> stays for the MTA")
 mt.disconnect(conn)
 
 done()

@@ -40,11 +40,17 @@ fi
 
 check "m365-milter -n accepts the deliver configuration" \
     "$MILTER" -n -c "$T/d.conf"
+# A second milter without deliver_domains: every recipient with a domain.
+grep -v '^deliver_domains' "$T/d.conf" >"$T/all.conf"
+milter_start all "$T/all.conf"
+PID_ALL=$MILTER_PID
+SOCK_ALL=$MILTER_SOCK
 milter_start d "$T/d.conf"
 PID=$MILTER_PID
 
 mt_run "deliver mode: miltertest t-deliver.lua" t-deliver.lua \
-    "LUADIR=$LUADIR" "EMU_URL=$EMU_URL" "CA_FILE=$CA_FILE" "STATE=$T/state"
+    "LUADIR=$LUADIR" "EMU_URL=$EMU_URL" "CA_FILE=$CA_FILE" "STATE=$T/state" \
+    "SOCK_ALL=unix:$SOCK_ALL"
 
 # sent PYEXPR - evaluate over s = the messages the emulator recorded
 sent() {
@@ -73,6 +79,8 @@ check "permanent failure: nothing recorded" test -z "$(by_subject dlv5 "m['seq']
 check "202 + Retry-After: recorded as sent" test "$(by_subject dlv6 "m['seq']" | wc -w)" = 1
 check "during Retry-After: not sent" test -z "$(by_subject dlv7 "m['seq']")"
 check "offline account: not sent" test -z "$(by_subject dlv8 "m['seq']")"
+check "no deliver_domains: the bare local name stays with the MTA" \
+    test "$(by_subject dlv9 "m['recipients']")" = "['carol@contoso.test']"
 
 # The spooled body arrived byte for byte.
 eml=$(by_subject dlv1 "m['eml_path']")
@@ -111,4 +119,6 @@ check "spool directory empty" test -z "$(ls -A "$T/spool")"
 
 milter_stop "$PID"
 check "SIGTERM: exit status 0" test $? = 0
+milter_stop "$PID_ALL"
+check "SIGTERM: second milter exit status 0" test $? = 0
 t_done

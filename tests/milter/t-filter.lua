@@ -172,6 +172,63 @@ expect(conn, SMFIR_CONTINUE, "mailbox sender: message continues")
 no_changes(conn, "mailbox sender with Message-ID")
 mt.disconnect(conn)
 
+-- "addr (Name)": the old way of writing a display name; the comment stays.
+conn = connect()
+stage = message(conn, {qid = "RW5", from = "<app@app.test>",
+  headers = std_headers("app@app.test (Billing Robot)", {{"Message-ID", "<rw5@app.test>"}}),
+  body = "x\r\n"})
+expect(conn, SMFIR_CONTINUE, "rewrite 5: message continues")
+check(mt.eom_check(conn, MT_HDRCHANGE, "From", "bob@contoso.test (Billing Robot)"),
+  "From: addr (Name): the comment display name is kept")
+check(mt.eom_check(conn, MT_HDRADD, "Reply-To", "app@app.test (Billing Robot)"),
+  "Reply-To: the original mailbox with its comment")
+mt.disconnect(conn)
+
+-- RFC 2047 encoded-word display name: kept as written (never decoded).
+conn = connect()
+stage = message(conn, {qid = "RW6", from = "<app@app.test>",
+  headers = std_headers("=?UTF-8?B?w4RwcA==?= <app@app.test>", {{"Message-ID", "<rw6@app.test>"}}),
+  body = "x\r\n"})
+expect(conn, SMFIR_CONTINUE, "rewrite 6: message continues")
+check(mt.eom_check(conn, MT_HDRCHANGE, "From", "=?UTF-8?B?w4RwcA==?= <bob@contoso.test>"),
+  "From: encoded-word display name kept")
+mt.disconnect(conn)
+
+-- A From: without any domain ("root", as cron writes it): rewritten, but
+-- no Reply-To: that would send replies to a bare local name.
+conn = connect()
+stage = message(conn, {qid = "RW7", from = "<app@app.test>",
+  headers = std_headers("root", {{"Message-ID", "<rw7@app.test>"}}),
+  body = "x\r\n"})
+expect(conn, SMFIR_CONTINUE, "rewrite 7: message continues")
+check(mt.eom_check(conn, MT_HDRCHANGE, "From", "bob@contoso.test"),
+  "From: root becomes the mailbox")
+check(not mt.eom_check(conn, MT_HDRADD, "Reply-To"), "no Reply-To: root added")
+mt.disconnect(conn)
+
+-- An unparseable From: (unbalanced quote) is left alone, with a warning.
+conn = connect()
+stage = message(conn, {qid = "BADFROM", from = "<app@app.test>",
+  headers = std_headers("\"Billing <app@app.test>", {{"Message-ID", "<bad@app.test>"}}),
+  body = "x\r\n"})
+expect(conn, SMFIR_CONTINUE, "unparseable From: message continues")
+check(not mt.eom_check(conn, MT_HDRCHANGE, "From"), "unparseable From: not changed")
+check(not mt.eom_check(conn, MT_HDRADD, "Reply-To"), "unparseable From: no Reply-To")
+mt.disconnect(conn)
+
+-- SIZE= larger than a long: still "too large", not ignored.
+conn = connect()
+call("macro", mt.macro, conn, SMFIC_MAIL, "i", "SIZEHUGE")
+call("mailfrom", mt.mailfrom, conn, "<s@app.test>", "SIZE=99999999999999999999")
+expect(conn, SMFIR_REPLYCODE, "SIZE=99999999999999999999 (overflows a long) rejected at MAIL FROM")
+mt.disconnect(conn)
+
+-- SIZE= that is not a number: left to the MTA, the byte count decides.
+conn = connect()
+call("mailfrom", mt.mailfrom, conn, "<s@app.test>", "SIZE=12abc")
+expect(conn, SMFIR_CONTINUE, "SIZE=12abc ignored (the MTA checks the syntax)")
+mt.disconnect(conn)
+
 ---------------------------------------------------------- Message-ID stability
 local function mid_of(qid, body)
   local c = connect()

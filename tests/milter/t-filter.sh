@@ -81,7 +81,20 @@ log_has "queue id re-read at end of message" \
     ' LATEQID7: milter: from=<bob@contoso\.test>, account=app, '
 log_has "message after an abort handled" ' AFTERABORT: milter: '
 log_lacks "no sender rewrite for the mailbox itself" ' RW4: .*sender=<'
-log_lacks "no errors or warnings" '(error|warning|fatal|panic):'
+log_has "SIZE= beyond a long rejected with 552 5.3.4" \
+    ' SIZEHUGE: milter-reject: MAIL FROM <s@app\.test>: 552 5\.3\.4 message size 99999999999999999999 exceeds the limit of 2048 bytes'
+log_has "From: without a domain: no Reply-To" \
+    ' RW7: milter: from=<app@app\.test>, account=app, size=[0-9]+, nrcpt=1, changed=sender=<bob@contoso\.test> from=<bob@contoso\.test>$'
+log_has "unparseable From: left unchanged, with a warning" \
+    ' BADFROM: From: header ".*" is not a mailbox this milter can rewrite .*; left unchanged$'
+# The only warning is the one for the unparseable From: above.
+if grep -E '(error|warning|fatal|panic):' "$LOG" | grep -vq ' BADFROM: '; then
+    bad "no errors or warnings: unexpected lines:"
+    grep -E '(error|warning|fatal|panic):' "$LOG" | grep -v ' BADFROM: ' |
+	head -n 3 | sed 's/^/#   /'
+else
+    ok "no errors or warnings (besides the unparseable From:)"
+fi
 
 # Clean stop on SIGTERM: exit 0, pid file and socket removed.
 milter_stop "$PID_A"

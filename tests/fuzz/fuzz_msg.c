@@ -1,0 +1,447 @@
+/*
+ * NAME
+ *	fuzz_msg - libFuzzer target for message reading and streaming
+ * SUMMARY
+ *	msg_read() and msg_add_header()/msg_add_body()/msg_finish(),
+ *	then the base64 stream of msg_src to the end
+ * DESCRIPTION
+ *	Byte 0 of the input chooses the path and the limits:
+ *	  bit 0     0: msg_read() from a file descriptor (the MTA's pipe;
+ *	            a scratch file here, rewritten for every input);
+ *	            1: the milter's incremental path;
+ *	  bits 1-2  max_size: none, 64, 512 or 4096 bytes;
+ *	  bits 3-4  mem_limit (incremental path): 0, 16, 256, 1 MB;
+ *	  bits 5-7  read size of the stream consumer: 1, 2, 3, 5, 7, 64,
+ *	            1000 or 65536 bytes, so the carry of partial base64
+ *	            quanta is exercised.
+ *	For msg_read() the rest is the message as the MTA sends it.  For
+ *	the incremental path it is a list of records: a header is
+ *	"name NUL value NUL"; a record starting with NUL ends the header
+ *	fields; what follows is the body, cut into chunks at every 0xff
+ *	byte (which is kept).
+ *
+ *	Invariants (abort() on violation), for every message accepted:
+ *	- the header section has CRLF line ends only, no empty line and
+ *	  no line that is neither a field nor a continuation (a header
+ *	  value can never end the header section or start the body);
+ *	- size == hdr.len + 2 + body_len, body_len fits max_size;
+ *	- the body has CRLF line ends only (no bare LF);
+ *	- incremental path: the body is exactly the chunks with each bare
+ *	  LF made CRLF, in memory when it fits mem_limit, else in the file;
+ *	- the msg_src stream decodes to hdr + separator + body, its length
+ *	  is msg_src_length(), and a rewind gives the same bytes.
+ *	A refused message carries a 4.x.x or 5.x.x result.
+ * DIAGNOSTICS
+ *	A failed invariant prints one line to stderr, then abort().
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "log.h"
+#include "msg.h"
+#include "status.h"
+#include "strbuf.h"
+#include "util.h"
+
+extern int LLVMFuzzerInitialize(int *, char ***);
+extern int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
+
+static const off_t fuzz_max_size[] = {0, 64, 512, 4096};
+static const size_t fuzz_mem_limit[] = {0, 16, 256, 1024 * 1024};
+static const size_t fuzz_chunk[] = {1, 2, 3, 5, 7, 64, 1000, 65536};
+
+static char fuzz_dir[4096];
+static char fuzz_path[4200];
+static int fuzz_fd = -1;
+
+/* fuzz_fail - report a broken invariant and crash */
+
+static void fuzz_fail(const char *what)
+{
+    fprintf(stderr, "fuzz_msg: invariant violated: %s\n", what);
+    abort();
+}
+
+/* fuzz_oom - out of memory is a finding, not an exit(75) */
+
+static void fuzz_oom(void)
+{
+    abort();
+}
+
+/* fuzz_cleanup - remove the scratch file and directory */
+
+static void fuzz_cleanup(void)
+{
+    if (fuzz_fd >= 0)
+	(void) close(fuzz_fd);
+    if (fuzz_path[0])
+	(void) unlink(fuzz_path);
+    if (fuzz_dir[0])
+	(void) rmdir(fuzz_dir);
+}
+
+/* fuzz_b64val - value of one base64 character, -1 if none */
+
+static int fuzz_b64val(int c)
+{
+    if (c >= 'A' && c <= 'Z')
+	return (c - 'A');
+    if (c >= 'a' && c <= 'z')
+	return (c - 'a' + 26);
+    if (c >= '0' && c <= '9')
+	return (c - '0' + 52);
+    if (c == '+')
+	return (62);
+    if (c == '/')
+	return (63);
+    return (-1);
+}
+
+/* fuzz_b64decode - strict decoder (padding only at the end) */
+
+static void fuzz_b64decode(const char *in, size_t len, struct strbuf *out)
+{
+    size_t  i, k, pad;
+    int     v[4];
+    unsigned char b[3];
+
+    if (len % 4 != 0)
+	fuzz_fail("the base64 stream length is not a multiple of 4");
+    for (i = 0; i < len; i += 4) {
+	for (pad = 0, k = 0; k < 4; k++) {
+	    if (in[i + k] == '=' && k >= 2 && i + 4 == len) {
+		v[k] = 0;
+		pad++;
+	    } else if (pad > 0 || (v[k] = fuzz_b64val(in[i + k])) < 0) {
+		fuzz_fail("the stream is not canonical base64");
+	    }
+	}
+	b[0] = (unsigned char) (v[0] << 2 | v[1] >> 4);
+	b[1] = (unsigned char) ((v[1] & 15) << 4 | v[2] >> 2);
+	b[2] = (unsigned char) ((v[2] & 3) << 6 | v[3]);
+	if (strbuf_append(out, b, 3 - pad) < 0)
+	    fuzz_fail("the decoded stream is too large");
+    }
+}
+
+/* fuzz_body - the stored body, from memory or the spool file */
+
+static void fuzz_body(const struct msg *m, struct strbuf *out)
+{
+    char    buf[8192];
+    off_t   off = 0;
+    ssize_t got;
+
+    if (m->body_fd < 0) {
+	if ((off_t) m->body_mem.len != m->body_len)
+	    fuzz_fail("body_len is not the in-memory body length");
+	if (m->body_mem.len > 0
+	    && strbuf_append(out, m->body_mem.data, m->body_mem.len) < 0)
+	    fuzz_fail("the body does not fit the check buffer");
+	return;
+    }
+    while (off < m->body_len) {
+	got = pread(m->body_fd, buf, sizeof(buf), off);
+	if (got < 0 && errno == EINTR)
+	    continue;
+	if (got <= 0)
+	    fuzz_fail("the spool file is shorter than body_len");
+	if (strbuf_append(out, buf, (size_t) got) < 0)
+	    fuzz_fail("the body does not fit the check buffer");
+	off += got;
+    }
+    if (pread(m->body_fd, buf, 1, off) != 0)
+	fuzz_fail("the spool file is longer than body_len");
+}
+
+/* fuzz_check_hdr - CRLF only, every line a field or a continuation */
+
+static void fuzz_check_hdr(const struct strbuf *h)
+{
+    const char *p = h->data ? h->data : "";
+    const char *end = p + h->len, *eol;
+    size_t  i, n;
+    int     first = 1;
+
+    for (; p < end; p = eol + 2, first = 0) {
+	eol = memchr(p, '\n', (size_t) (end - p));
+	if (eol == NULL || eol == p || eol[-1] != '\r')
+	    fuzz_fail("a header line does not end with CRLF");
+	eol--;					/* at the CR */
+	n = (size_t) (eol - p);
+	if (n == 0)
+	    fuzz_fail("an empty line inside the header section");
+	if (p[0] == ' ' || p[0] == '\t') {
+	    if (first)
+		fuzz_fail("the header section starts with a continuation");
+	    continue;
+	}
+	/* RFC 5322 ftext, then (obsolete) white space before the colon. */
+	for (i = 0; i < n && p[i] != ':'; i++)
+	    if ((unsigned char) p[i] < 0x21 || (unsigned char) p[i] > 0x7e)
+		break;
+	if (i == 0)
+	    fuzz_fail("a header line is neither a field nor a continuation");
+	while (i < n && (p[i] == ' ' || p[i] == '\t'))
+	    i++;
+	if (i == n || p[i] != ':')
+	    fuzz_fail("a header line is neither a field nor a continuation");
+    }
+}
+
+/* fuzz_check_crlf - no bare LF */
+
+static void fuzz_check_crlf(const char *p, size_t n)
+{
+    size_t  i;
+
+    for (i = 0; i < n; i++)
+	if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r'))
+	    fuzz_fail("a bare LF in the body");
+}
+
+/* fuzz_stream - read the whole msg_src and compare with the message */
+
+static void fuzz_stream(const struct msg *m, size_t chunk,
+		                const struct strbuf *body)
+{
+    struct msg_src *src = msg_src_create(&m->hdr, m);
+    struct strbuf enc, dec, want;
+    char   *buf = xmalloc(chunk);
+    size_t  got;
+    int     pass;
+    char   *first = NULL;
+    size_t  first_len = 0;
+
+    for (pass = 0; pass < 2; pass++) {
+	strbuf_init(&enc, STRBUF_MAX_JSON * 4);
+	for (;;) {
+	    got = msg_src_read(buf, 1, chunk, src);
+	    if (got == CURL_READFUNC_ABORT) {
+		fprintf(stderr, "fuzz_msg: %s\n", msg_src_error(src));
+		fuzz_fail("msg_src_read() aborted");
+	    }
+	    if (got > chunk)
+		fuzz_fail("msg_src_read() returned more than asked");
+	    if (got == 0)
+		break;
+	    if (strbuf_append(&enc, buf, got) < 0)
+		fuzz_fail("the stream does not fit the check buffer");
+	}
+	if ((long long) enc.len != msg_src_length(src))
+	    fuzz_fail("msg_src_length() is not the stream length");
+	if (pass == 0) {
+	    first_len = enc.len;
+	    first = strbuf_take(&enc);
+	    if (msg_src_rewind(src) != 0)
+		fuzz_fail("msg_src_rewind() failed");
+	    chunk = chunk > 1 ? chunk / 2 : 1;	/* other boundaries */
+	} else {
+	    if (enc.len != first_len
+		|| (first_len > 0 && memcmp(first, enc.data, first_len) != 0))
+		fuzz_fail("a rewound stream differs from the first");
+	    strbuf_init(&dec, STRBUF_MAX_JSON * 4);
+	    fuzz_b64decode(enc.data ? enc.data : "", enc.len, &dec);
+	    strbuf_init(&want, STRBUF_MAX_JSON * 4);
+	    (void) strbuf_append(&want, m->hdr.data ? m->hdr.data : "",
+				 m->hdr.len);
+	    if (m->hdr.len > 0 && m->hdr.data[m->hdr.len - 1] != '\n')
+		(void) strbuf_puts(&want, "\r\n");
+	    (void) strbuf_puts(&want, "\r\n");
+	    if (body->len > 0)
+		(void) strbuf_append(&want, body->data, body->len);
+	    if (dec.len != want.len
+		|| (want.len > 0 && memcmp(dec.data, want.data, want.len) != 0))
+		fuzz_fail("the decoded stream is not header + CRLF + body");
+	    strbuf_free(&dec);
+	    strbuf_free(&want);
+	    strbuf_free(&enc);
+	}
+    }
+    free(first);
+    free(buf);
+    msg_src_free(src);
+}
+
+/* fuzz_check_msg - a finished message, then its stream */
+
+static void fuzz_check_msg(const struct msg *m, off_t max_size, size_t chunk,
+			           const struct strbuf *want_body)
+{
+    struct strbuf body;
+
+    fuzz_check_hdr(&m->hdr);
+    if (m->size != (off_t) m->hdr.len + 2 + m->body_len)
+	fuzz_fail("size is not hdr.len + 2 + body_len");
+    if (max_size > 0 && m->size > max_size)
+	fuzz_fail("a message over max_size was accepted");
+    strbuf_init(&body, STRBUF_MAX_JSON * 4);
+    fuzz_body(m, &body);
+    fuzz_check_crlf(body.data ? body.data : "", body.len);
+    if (want_body != NULL
+	&& (want_body->len != body.len
+	    || (body.len > 0
+		&& memcmp(want_body->data, body.data, body.len) != 0)))
+	fuzz_fail("the stored body is not the input with bare LF -> CRLF");
+    fuzz_stream(m, chunk, &body);
+    strbuf_free(&body);
+}
+
+/* fuzz_check_refusal - a refused message has a 4xx or 5xx result */
+
+static void fuzz_check_refusal(const struct m365_result *res)
+{
+    if ((res->dsn[0] != '4' && res->dsn[0] != '5') || res->status == M365_OK)
+	fuzz_fail("a refused message without a 4.x.x/5.x.x result");
+}
+
+/* fuzz_read - msg_read() from a file descriptor */
+
+static void fuzz_read(const uint8_t *data, size_t size, off_t max_size,
+		              size_t chunk)
+{
+    struct msg m;
+    struct m365_result res;
+
+    if (ftruncate(fuzz_fd, 0) < 0 || pwrite(fuzz_fd, data, size, 0)
+	!= (ssize_t) size || lseek(fuzz_fd, 0, SEEK_SET) != 0) {
+	perror(fuzz_path);
+	abort();
+    }
+    if (msg_read(&m, fuzz_fd, fuzz_dir, max_size, &res) == 0)
+	fuzz_check_msg(&m, max_size, chunk, NULL);
+    else
+	fuzz_check_refusal(&res);
+    msg_free(&m);
+}
+
+/* fuzz_canon_add - reference body: bare LF -> CRLF across chunks */
+
+static void fuzz_canon_add(struct strbuf *ref, const uint8_t *p, size_t n,
+			           int *last_cr)
+{
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+	if (p[i] == '\n' && !*last_cr)
+	    (void) strbuf_putc(ref, '\r');
+	(void) strbuf_putc(ref, p[i]);
+	*last_cr = p[i] == '\r';
+    }
+}
+
+/* fuzz_incremental - the milter's msg_add_header()/msg_add_body() path */
+
+static void fuzz_incremental(const uint8_t *data, size_t size,
+			             off_t max_size, size_t mem_limit,
+			             size_t chunk)
+{
+    struct msg m;
+    struct m365_result res;
+    struct strbuf ref;
+    const uint8_t *p = data, *end = data + size, *name, *value, *nul, *cut;
+    int     failed = 0, last_cr = 0;
+
+    msg_init(&m, fuzz_dir, mem_limit, max_size);
+    result_init(&res);
+    strbuf_init(&ref, STRBUF_MAX_JSON * 4);
+
+    /* Header records "name NUL value NUL" until an empty name. */
+    while (p < end && *p != 0) {
+	name = p;
+	if ((nul = memchr(p, 0, (size_t) (end - p))) == NULL)
+	    break;
+	value = nul + 1;
+	if ((nul = memchr(value, 0, (size_t) (end - value))) == NULL)
+	    break;
+	if (msg_add_header(&m, (const char *) name, (const char *) value,
+			   &res) < 0) {
+	    fuzz_check_refusal(&res);
+	    failed = 1;
+	}
+	p = nul + 1;
+    }
+    if (p < end && *p == 0)
+	p++;
+
+    /* Body chunks, cut after each 0xff. */
+    while (p < end) {
+	cut = memchr(p, 0xff, (size_t) (end - p));
+	cut = cut ? cut + 1 : end;
+	fuzz_canon_add(&ref, p, (size_t) (cut - p), &last_cr);
+	if (msg_add_body(&m, p, (size_t) (cut - p), &res) < 0) {
+	    fuzz_check_refusal(&res);
+	    failed = 1;
+	}
+	p = cut;
+    }
+    if (msg_finish(&m, &res) == 0) {
+	if (failed)
+	    fuzz_fail("msg_finish() succeeded after a failed call");
+	if (m.body_fd < 0 && (size_t) m.body_len > mem_limit)
+	    fuzz_fail("a body over mem_limit stayed in memory");
+	if (m.body_fd >= 0 && (m.body_mem.len > 0
+			       || (size_t) m.body_len <= mem_limit))
+	    fuzz_fail("a body within mem_limit was spooled, or kept twice");
+	fuzz_check_msg(&m, max_size, chunk, &ref);
+    } else {
+	fuzz_check_refusal(&res);
+    }
+    msg_free(&m);
+    strbuf_free(&ref);
+}
+
+/* LLVMFuzzerInitialize - scratch directory and file, quiet logging */
+
+int     LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void) argc;
+    (void) argv;
+    (void) log_to_file("/dev/null");
+    util_set_oom_hook(fuzz_oom);
+    snprintf(fuzz_dir, sizeof(fuzz_dir), "%s/fuzz_msg.XXXXXX",
+	     file_tmpdir(NULL));
+    if (mkdtemp(fuzz_dir) == NULL) {
+	perror(fuzz_dir);
+	abort();
+    }
+    snprintf(fuzz_path, sizeof(fuzz_path), "%s/input", fuzz_dir);
+    if ((fuzz_fd = open(fuzz_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
+			0600)) < 0) {
+	perror(fuzz_path);
+	abort();
+    }
+    atexit(fuzz_cleanup);
+    return (0);
+}
+
+/* LLVMFuzzerTestOneInput - mode byte, then a message or records */
+
+int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    unsigned mode;
+    off_t   max_size;
+    size_t  mem_limit, chunk;
+
+    if (size < 1)
+	return (0);
+    mode = data[0];
+    max_size = fuzz_max_size[(mode >> 1) & 3];
+    mem_limit = fuzz_mem_limit[(mode >> 3) & 3];
+    chunk = fuzz_chunk[(mode >> 5) & 7];
+    if ((mode & 1) == 0)
+	fuzz_read(data + 1, size - 1, max_size, chunk);
+    else
+	fuzz_incremental(data + 1, size - 1, max_size, mem_limit, chunk);
+    return (0);
+}
