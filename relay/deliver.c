@@ -127,7 +127,8 @@ int     deliver_with(const struct conf *conf, struct http *http,
     src = msg_src_create(&hdr, m);
     http_resp_init(&resp);
     ok = graph_send_mime(http, conf, acct->mailbox, token, src, &resp) == 0;
-    if (ok && resp.status == 401) {
+    /* A 401 status line is a refusal even when the transfer broke after it. */
+    if (resp.status == 401) {
 	/* The cached token was refused: refresh once, send once more. */
 	msg_info("%s: Graph refused the access token of account %s (401); "
 		 "renewing it", d->queue_id, acct->name);
@@ -147,8 +148,8 @@ int     deliver_with(const struct conf *conf, struct http *http,
 	}
 	ok = graph_send_mime(http, conf, acct->mailbox, token, src, &resp) == 0;
     }
-    if (ok)
-	deliver_note_retry_after(conf, acct->mailbox, &resp);
+    /* The status line and headers arrived even if the body broke off. */
+    deliver_note_retry_after(conf, acct->mailbox, &resp);
     graph_classify_send(&resp, ok, from, acct->mailbox, res);
 
 done_resp:

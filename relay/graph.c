@@ -248,6 +248,21 @@ void    graph_classify_send(const struct http_resp *resp, int transport_ok,
     res->http_status = transport_ok ? st : 0;
     snprintf(res->request_id, sizeof(res->request_id), "%s", resp->request_id);
 
+    /*
+     * A 2xx status line arrived, then the transfer broke (body cut short,
+     * reset or timeout while reading it, a body over the cap): Graph has
+     * accepted the message.  Deferring would make the MTA send it again.
+     */
+    if (!transport_ok && st >= 200 && st < 300) {
+	res->http_status = st;
+	result_set(res, M365_OK, EX_OK, "2.0.0", "%ld %s%s%s", st,
+		   st == 202 ? "Accepted" : "OK",
+		   res->request_id[0] ? ", request-id=" : "", res->request_id);
+	msg_warn("sendMail answered %ld, then the connection failed (%s); "
+		 "the message was accepted (request-id=%s)", st, resp->error,
+		 res->request_id[0] ? res->request_id : "-");
+	return;
+    }
     if (!transport_ok) {
 	if (resp->upload_done) {
 	    result_set(res, M365_TEMP, EX_TEMPFAIL, "4.4.2",

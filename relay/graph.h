@@ -16,6 +16,7 @@
  *
  *	graph_classify_send() maps a sendMail outcome to a result:
  *	  2xx (also 202 + Retry-After: never resend)   2.0.0 sent
+ *	  (also when the transfer broke after a 2xx status line)
  *	  400 ErrorInvalidRecipients                   5.1.1 EX_NOUSER
  *	  400 ErrorMimeContent..., invalid MIME        5.6.0 EX_DATAERR
  *	  400/413 size (ErrorMessageSizeExceeded,4MB)  5.3.4 EX_DATAERR

@@ -206,6 +206,9 @@ static long http_retry_after(const char *val)
 
     if (parse_long(val, 0, 100000000L, &secs) == 0)
 	return (secs);
+    /* Delta-seconds beyond any sane wait: still a wait (callers cap it). */
+    if (*val != 0 && strspn(val, "0123456789") == strlen(val))
+	return (100000000L);
     if ((when = curl_getdate(val, NULL)) == (time_t) -1)
 	return (-1);
     secs = (long) (when - time(NULL));

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -139,6 +140,13 @@ int     main(int argc, char **argv)
     }
     rcpts = argv + i;
     nrcpts = (size_t) (argc - i);
+
+    /*
+     * Postfix pipe(8) expands the null sender (a bounce) to MAILER-DAEMON
+     * unless master.cf sets null_sender=; a real sender is qualified.
+     */
+    if (sender && strcasecmp(sender, "MAILER-DAEMON") == 0)
+	sender = "";
 
     if (verbose || isatty(STDERR_FILENO))
 	log_to_stderr(1);

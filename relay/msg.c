@@ -299,7 +299,7 @@ static int msg_status(const struct msg *m, struct m365_result *res, int final)
 
 static int msg_order_error(const char *what, struct m365_result *res)
 {
-    result_set(res, M365_SYSTEM, EX_SOFTWARE, "4.3.0",
+    result_set(res, M365_SYSTEM, EX_TEMPFAIL, "4.3.0",
 	       "internal error: %s called out of order", what);
     return (-1);
 }

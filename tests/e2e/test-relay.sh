@@ -211,6 +211,21 @@ eq "no account: no token request" "$(estat token_requests)" 0
 contains "no account: bounced in the log" "$(grep QNOACCT "$LOG")" \
     'to=<one@example\.net>.*dsn=5\.7\.1, status=bounced'
 
+# Postfix pipe(8) passes the null sender of a bounce as MAILER-DAEMON
+# (its null_sender default): it must take the "<>" account like -f "".
+sed 's/^senders = @cert.test$/senders = @cert.test <>/' "$CONF" \
+    >"$T/nullsender.conf"
+grep -q '^senders = @cert.test <>$' "$T/nullsender.conf" ||
+    bad "could not add <> to the cert account's senders"
+for ns in MAILER-DAEMON ''; do
+    emu_reset
+    relay "$T/mc" -c "$T/nullsender.conf" -q QNULL -f "$ns" -- \
+	cert@example.net
+    expect_rc "null sender \"$ns\"" 0
+    eq "null sender \"$ns\": sent by the <> account" \
+	"$(sent "s[0]['mailbox']")" shared@contoso.test
+done
+
 # --------------------------------------------------------------- recipients
 
 # Bcc only: no To/Cc at all, envelope recipients become Bcc.
@@ -473,6 +488,19 @@ expect_rc "after the Retry-After wait" 0
 eq "after the wait: delivered" "$(sent "s[-1]['recipients']")" thr@example.net
 expect_log "after the wait" QTHR4 thr@example.net bob@contoso.test 2.0.0 sent
 
+# A Retry-After too large to be meant literally (no documented ceiling,
+# graph-facts.md section 9) still means "wait": capped, not ignored.
+emu_reset
+fault '{"match":"sendMail","status":429,"retry_after":"99999999999","code":"ApplicationThrottled","message":"Application is over its MailboxConcurrency limit."}'
+relay "$T/mt1" -c "$CONF" -q QTHRBIG1 -f bob@contoso.test -- thr@example.net
+expect_rc "429 + huge Retry-After" 75
+n_send=$(estat sendmail_requests)
+relay "$T/mt1" -c "$CONF" -q QTHRBIG2 -f bob@contoso.test -- thr@example.net
+expect_rc "huge Retry-After: the next delivery defers" 75
+eq "huge Retry-After: the next delivery sends no request" \
+    "$(estat sendmail_requests)" "$n_send"
+emu_reset
+
 # ---------------------------------------------------- 503, 504, 202+RA
 
 emu_reset
@@ -547,6 +575,90 @@ eq "reset on a reused connection: one token request" \
 eq "reset on a reused connection: sendMail posted once" \
     "$(estat sendmail_requests)" 1
 eq "reset on a reused connection: one message recorded" "$(sent 'len(s)')" 1
+
+# ------------------------------- 202, then the connection breaks
+# Graph's status line says 202 Accepted (with Retry-After), then the
+# response body is cut short.  The message was accepted: exit 0, never a
+# defer that makes the MTA send it again; the Retry-After still counts.
+# A stand-in Graph (HTTPS with the emulator's certificate) on 127.0.0.1;
+# the token still comes from the emulator.
+
+python3 - "$T/fake202" "$T/certs/server.pem" "$T/certs/server.key" <<'PY' &
+import socket, ssl, sys
+base = sys.argv[1]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+plain = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+plain.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+plain.bind(("127.0.0.1", 0))
+plain.listen(5)
+srv = ctx.wrap_socket(plain, server_side=True)
+with open(base + ".port.tmp", "w") as f:
+    f.write(str(srv.getsockname()[1]))
+import os
+os.rename(base + ".port.tmp", base + ".port")
+srv.settimeout(60)
+while True:
+    try:
+        c, _ = srv.accept()
+    except socket.timeout:
+        break
+    except (ssl.SSLError, OSError):
+        continue
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = c.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    clen = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            clen = int(value.strip())
+    while len(body) < clen:
+        chunk = c.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    with open(base + ".requests", "a") as f:
+        f.write(head.split(b"\r\n")[0].decode() + " %d\n" % len(body))
+    c.sendall(b"HTTP/1.1 202 Accepted\r\nrequest-id: fake-202-id\r\n"
+              b"Retry-After: 30\r\nContent-Length: 100\r\n\r\npartial")
+    c.close()
+PY
+fake_pid=$!
+t_bg_pid "$fake_pid"
+for i in $(seq 1 50); do
+    [ -s "$T/fake202.port" ] && break
+    sleep 0.1
+done
+if [ -s "$T/fake202.port" ]; then
+    fake_port=$(cat "$T/fake202.port")
+    sed "s|^graph_url = .*|graph_url = https://127.0.0.1:$fake_port|" "$CONF" \
+	>"$T/fake202.conf"
+    emu_reset
+    relay "$T/mt1" -c "$T/fake202.conf" -q Q202CUT -f bob@contoso.test -- \
+	thr@example.net
+    expect_rc "202 then a cut-off body: accepted" 0
+    eq "202 then a cut-off body: no status line on stdout" "$first" ""
+    eq "202 then a cut-off body: posted once" \
+	"$(grep -c 'POST /v1.0/users/bob@contoso.test/sendMail' \
+	    "$T/fake202.requests" 2>/dev/null)" 1
+    contains "202 then a cut-off body: logged as sent" \
+	"$(grep Q202CUT "$LOG")" 'dsn=2\.0\.0, status=sent \(202 Accepted, request-id=fake-202-id\)'
+    relay "$T/mt1" -c "$T/fake202.conf" -q Q202NEXT -f bob@contoso.test -- \
+	thr@example.net
+    expect_rc "202 then a cut-off body: its Retry-After defers the next" 75
+    eq "202 then a cut-off body: the next one waits, no request" \
+	"$(grep -c sendMail "$T/fake202.requests" 2>/dev/null)" 1
+else
+    bad "202 then a cut-off body: the stand-in Graph did not start"
+fi
+kill "$fake_pid" 2>/dev/null
+wait "$fake_pid" 2>/dev/null
+emu_reset
 
 # ---------------------------------------------------- slow response
 

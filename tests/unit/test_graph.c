@@ -108,6 +108,45 @@ static void test_transport(void)
     strbuf_free(&r.body);
 }
 
+/*
+ * The status line said 202 (or another 2xx), then the transfer broke
+ * (body cut short, reset while reading it, response body over the cap):
+ * Graph accepted the message, so deferring would make the MTA send it
+ * again.  A refusal whose body was cut off is still not a success.
+ */
+static void test_status_then_transport_error(void)
+{
+    struct http_resp r;
+    struct m365_result res;
+
+    mkresp(&r, 202, NULL, -1);
+    r.curl_code = 18;				/* CURLE_PARTIAL_FILE */
+    snprintf(r.error, sizeof(r.error), "Transferred a partial file");
+    snprintf(r.request_id, sizeof(r.request_id), "rid-202");
+    result_init(&res);
+    graph_classify_send(&r, 0, NULL, "bob@contoso.test", &res);
+    T_EQ_INT(res.status, M365_OK);
+    T_EQ_INT(res.sysexit, EX_OK);
+    T_EQ_STR(res.dsn, "2.0.0");
+    T_CONTAINS(res.text, "202 Accepted");
+    T_EQ_STR(res.request_id, "rid-202");
+    T_EQ_INT(res.http_status, 202);
+
+    r.status = 200;
+    r.curl_code = 23;				/* CURLE_WRITE_ERROR */
+    graph_classify_send(&r, 0, NULL, "bob@contoso.test", &res);
+    T_EQ_INT(res.sysexit, EX_OK);
+    T_EQ_STR(res.dsn, "2.0.0");
+
+    r.status = 400;
+    r.curl_code = 18;
+    result_init(&res);
+    graph_classify_send(&r, 0, NULL, "bob@contoso.test", &res);
+    T_EQ_INT(res.sysexit, EX_TEMPFAIL);
+    T_EQ_STR(res.dsn, "4.4.2");
+    strbuf_free(&r.body);
+}
+
 static void test_url(void)
 {
     struct conf conf;
@@ -148,6 +187,7 @@ int     main(void)
 {
     T_RUN(test_classify);
     T_RUN(test_transport);
+    T_RUN(test_status_then_transport_error);
     T_RUN(test_url);
     T_RUN(test_parse_error);
     return (T_DONE());

@@ -966,6 +966,8 @@ static void test_incr_errors(void)
     T_EQ_INT(msg_add_body(&m, "b", 1, &res), 0);
     T_EQ_INT(msg_add_header(&m, "Subject", "late", &res), -1);
     T_EQ_STR(res.dsn, "4.3.0");
+    /* A 4.x.x must come with EX_TEMPFAIL: EX_SOFTWARE bounces (style.md 6). */
+    T_EQ_INT(res.sysexit, EX_TEMPFAIL);
     T_CONTAINS(res.text, "out of order");
     T_EQ_INT(msg_finish(&m, &res), 0);		/* not poisoned */
     T_EQ_INT(msg_finish(&m, &res), -1);
