@@ -127,6 +127,11 @@ static int addr_tokenize(const char *v, size_t len, struct addr_toks *tl,
     unsigned char c;
     int     depth;
 
+    /* A NUL would cut an address short in every C string made from it. */
+    if (memchr(v, 0, len) != NULL) {
+	snprintf(err, errlen, "a NUL byte in the header value");
+	return (-1);
+    }
     while (i < len) {
 	c = (unsigned char) v[i];
 	if (ADDR_IS_WSP(c)) {

@@ -52,6 +52,7 @@
 #define FETCH_TRACE	"X-M365Relay-Source"
 #define FETCH_VALUE_TIMEOUT	3600	/* seconds for one $value download */
 #define FETCH_DEF_RETRY	60		/* 429/503 without Retry-After */
+#define FETCH_MAX_RETRY	3600		/* cap on a Retry-After from Graph */
 
 /* Outcome of one step inside a round. */
 #define STEP_OK		0		/* go on */
@@ -75,6 +76,7 @@ struct fetch_ctx {
     const char *cur_id;			/* data_end hook */
     const char *cur_imid;
     int     stopped;			/* stop was seen: round incomplete */
+    int     graph_ok;			/* Graph accepted a request */
 };
 
 /* fetch_status_name - for logs */
@@ -310,12 +312,13 @@ static int fetch_graph(struct fetch_ctx *c, const char *method,
 	}
 	if (http_perform(c->http, &req, resp) < 0)
 	    return (-2);
-	if (resp->status >= 200 && resp->status < 300 && c->st.offline) {
-	    /* Graph accepted the token: whatever was wrong is fixed. */
-	    fetchstate_set_online(&c->st);
-	    msg_info("%s: source back online", c->src->name);
-	    (void) fetch_save(c);
-	}
+	/*
+	 * A 2xx is no proof that an offline source was fixed (the MTA may
+	 * still refuse the recipients, $value may still be forbidden):
+	 * fetch_round() decides at the end of the round.
+	 */
+	if (resp->status >= 200 && resp->status < 300)
+	    c->graph_ok = 1;
 	if (resp->status != 401)
 	    return (STEP_OK);
 	msg_info("%s: Graph refused the access token of account %s (401); "
@@ -363,7 +366,8 @@ static int fetch_graph_fail(struct fetch_ctx *c, const char *what,
     if (resp->status == 429 || resp->status == 503 || resp->status == 504) {
 	if (resp->retry_after > 0) {
 	    /* Remembered, so that a timer run does not ask again too soon. */
-	    wait = resp->retry_after;
+	    wait = resp->retry_after < FETCH_MAX_RETRY ? resp->retry_after :
+		FETCH_MAX_RETRY;
 	    c->st.not_before = time(NULL) + wait;
 	} else {
 	    wait = resp->status == 429 ? FETCH_DEF_RETRY : 0;
@@ -580,39 +584,80 @@ static char *fetch_message_url(struct fetch_ctx *c, const char *id,
 }
 
 /*
- * fetch_move - move a message to a folder; a 404 means it is gone
- * already (a move that happened before a crash: moving gives a new id).
+ * fetch_message_gone - after a 404: is the message itself gone?  1 yes,
+ * 0 it is still there, STEP_STOP when Graph could not say.
+ */
+static int fetch_message_gone(struct fetch_ctx *c, const char *id)
+{
+    struct http_resp resp;
+    char   *url = fetch_message_url(c, id, "?$select=id");
+    int     rc;
+
+    http_resp_init(&resp);
+    rc = fetch_graph(c, "GET", url, NULL, -1, 0, &resp);
+    free(url);
+    if (rc == STEP_OK && resp.status == 404) {
+	http_resp_free(&resp);
+	return (1);
+    }
+    if (rc == STEP_OK && resp.status >= 200 && resp.status < 300) {
+	http_resp_free(&resp);
+	return (0);
+    }
+    (void) fetch_graph_fail(c, "move", rc, &resp);
+    http_resp_free(&resp);
+    return (STEP_STOP);
+}
+
+/*
+ * fetch_move - move a message to a folder.  Graph answers 404
+ * ErrorItemNotFound both when the message is gone (a move that happened
+ * before a crash: moving gives a new id) and when the destination folder
+ * is (a cached id of a folder deleted since): a GET of the message tells
+ * which; a stale folder is resolved again and the move retried once.
  */
 static int fetch_move(struct fetch_ctx *c, const char *id, const char *folder)
 {
     struct http_resp resp;
     cJSON  *body;
     char   *dest, *json, *url;
-    int     rc;
+    int     rc, attempt, gone;
 
-    if ((rc = fetch_target(c, folder, &dest)) != STEP_OK)
-	return (rc);
-    body = cJSON_CreateObject();
-    cJSON_AddStringToObject(body, "destinationId", dest);
-    json = cJSON_PrintUnformatted(body);
-    cJSON_Delete(body);
-    url = fetch_message_url(c, id, "/move");
-    http_resp_init(&resp);
-    rc = fetch_graph(c, "POST", url, json, -1, 0, &resp);
-    free(url);
-    free(json);
-    if (rc == STEP_OK && resp.status == 404
-	&& !graph_folder_well_known(folder) && strstr(resp.body.data ?
-			    resp.body.data : "", "destination") != NULL) {
-	/* The cached target folder is gone: resolve it next time. */
-	fetchstate_folder_set(&c->st, folder, NULL);
-    } else if (rc == STEP_OK && ((resp.status >= 200 && resp.status < 300)
-				 || resp.status == 404)) {
+    for (attempt = 0;; attempt++) {
+	if ((rc = fetch_target(c, folder, &dest)) != STEP_OK)
+	    return (rc);
+	body = cJSON_CreateObject();
+	cJSON_AddStringToObject(body, "destinationId", dest);
+	json = cJSON_PrintUnformatted(body);
+	cJSON_Delete(body);
 	free(dest);
+	url = fetch_message_url(c, id, "/move");
+	http_resp_init(&resp);
+	rc = fetch_graph(c, "POST", url, json, -1, 0, &resp);
+	free(url);
+	free(json);
+	if (rc == STEP_OK && resp.status >= 200 && resp.status < 300) {
+	    http_resp_free(&resp);
+	    return (STEP_OK);
+	}
+	if (rc != STEP_OK || resp.status != 404 || fetch_mailbox_missing(&resp))
+	    break;
+	if (graph_folder_well_known(folder)) {
+	    http_resp_free(&resp);
+	    return (STEP_OK);			/* the message is gone */
+	}
+	if ((gone = fetch_message_gone(c, id)) != 0) {
+	    http_resp_free(&resp);
+	    return (gone == 1 ? STEP_OK : STEP_STOP);
+	}
+	/* The message is there: the cached target folder is not. */
+	msg_warn("%s: id=%s: move target folder \"%s\" is gone (404); "
+		 "resolving it again", c->src->name, id, folder);
+	fetchstate_folder_set(&c->st, folder, NULL);
+	if (attempt > 0)
+	    break;
 	http_resp_free(&resp);
-	return (STEP_OK);
     }
-    free(dest);
     rc = fetch_graph_fail(c, "move", rc, &resp);
     http_resp_free(&resp);
     return (rc);
@@ -1072,7 +1117,8 @@ static int fetch_message(struct fetch_ctx *c, const char *id,
 	if ((rc = fetch_save(c)) != STEP_OK)
 	    break;
 	fetch_log(c, idc, imid, size, ir.relay, ir.dsn, "deferred", ir.reply);
-	if (ir.code >= 400 && ir.code < 500 && !ir.data_sent) {
+	if (ir.code >= 400 && ir.code < 500 && ir.code != 421
+	    && !ir.data_sent) {
 	    /* The MTA works but wants this one later: go on with others. */
 	    if (c->out->status == FETCH_DONE)
 		c->out->status = FETCH_DEFERRED;
@@ -1428,6 +1474,14 @@ int     fetch_round(const struct conf *conf, struct http *http,
     }
 
 done:
+    if (c.st.offline && c.graph_ok && out->status != FETCH_OFFLINE
+	&& out->status != FETCH_BUSY) {
+	/* Graph worked and nothing put the source offline again. */
+	fetchstate_set_online(&c.st);
+	msg_info("%s: source back online", src->name);
+	if (out->status == FETCH_DONE)
+	    (void) fetch_save(&c);
+    }
     if (out->status == FETCH_DEFERRED && !c.st.offline) {
 	free(c.st.last_error);
 	c.st.last_error = xstrdup(out->why);

@@ -27,6 +27,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,7 +73,15 @@ struct http_xfer {
     char    client_req_id[80];		/* response "client-request-id" */
 };
 
-static int http_global_done;
+static pthread_once_t http_global_once = PTHREAD_ONCE_INIT;
+static CURLcode http_global_rc;
+
+/* http_global_init - curl_global_init() once per process, thread-safe */
+
+static void http_global_init(void)
+{
+    http_global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
 
 /* http_create - one reusable client for the whole process */
 
@@ -81,13 +90,11 @@ struct http *http_create(const struct conf *conf, char *err, size_t errlen)
     struct http *h;
     CURLcode rc;
 
-    if (!http_global_done) {
-	if ((rc = curl_global_init(CURL_GLOBAL_DEFAULT)) != CURLE_OK) {
-	    snprintf(err, errlen, "cannot initialize libcurl: %s",
-		     curl_easy_strerror(rc));
-	    return (NULL);
-	}
-	http_global_done = 1;
+    (void) pthread_once(&http_global_once, http_global_init);
+    if ((rc = http_global_rc) != CURLE_OK) {
+	snprintf(err, errlen, "cannot initialize libcurl: %s",
+		 curl_easy_strerror(rc));
+	return (NULL);
     }
     h = xcalloc(1, sizeof(*h));
     if ((h->curl = curl_easy_init()) == NULL) {

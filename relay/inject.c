@@ -11,6 +11,12 @@
  *	nothing secret passes on this connection.  The commands libcurl
  *	sends (CURLINFO_HEADER_OUT) tell which stage a failure belongs to.
  *
+ *	A 5xx reply that cannot be about the message (to the greeting,
+ *	EHLO/HELO, or 530: the MTA wants TLS or AUTH first) is INJECT_TEMP:
+ *	the MTA is unusable, the message must stay where it is.  A 4xx
+ *	reply to the end of the data is a definite refusal, so data_sent
+ *	is cleared (no "maybe a duplicate" on the retry).
+ *
  *	The sendmail child runs in its own process group, so a SIGINT or
  *	SIGTERM meant for m365-fetch does not kill it half-way; its
  *	output goes to an unlinked temporary file (no pipe deadlock).  The
@@ -524,15 +530,22 @@ static int inject_smtp(struct inject *inj, const struct inject_msg *m,
 	snprintf(res->reply, sizeof(res->reply), "%s", r.reply[0] ? r.reply :
 		 curl_easy_strerror(rc));
 	inject_dsn(res->dsn, sizeof(res->dsn), r.reply, 5, "5.0.0");
-	res->status = (r.stage == STAGE_RCPT && strncmp(res->dsn, "5.1.", 4) == 0
-		       && strcmp(res->dsn, "5.1.7") != 0
-		       && strcmp(res->dsn, "5.1.8") != 0) ?
-	    INJECT_RCPT : INJECT_PERM;
+	if (r.stage == STAGE_CONNECT || code == 530)
+	    /* Greeting, EHLO/HELO, or TLS/AUTH demanded: not this message. */
+	    res->status = INJECT_TEMP;
+	else if (r.stage == STAGE_RCPT && strncmp(res->dsn, "5.1.", 4) == 0
+		 && strcmp(res->dsn, "5.1.7") != 0
+		 && strcmp(res->dsn, "5.1.8") != 0)
+	    res->status = INJECT_RCPT;
+	else
+	    res->status = INJECT_PERM;
     } else if (code >= 400 && code < 500) {
 	res->status = INJECT_TEMP;
 	snprintf(res->reply, sizeof(res->reply), "%s", r.reply[0] ? r.reply :
 		 curl_easy_strerror(rc));
 	inject_dsn(res->dsn, sizeof(res->dsn), r.reply, 4, "4.0.0");
+	/* A 4xx to the end of the data is a definite "not taken". */
+	res->data_sent = 0;
     } else {
 	char    detail[CURL_ERROR_SIZE];
 

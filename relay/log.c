@@ -87,6 +87,9 @@ int     log_verbose(void)
 
 /* log_vrecord - format and emit one record */
 
+static void log_vrecord(int, const char *, const char *, va_list)
+	    __attribute__((format(printf, 3, 0)));
+
 static void log_vrecord(int prio, const char *tag, const char *fmt, va_list ap)
 {
     char    text[LOG_MAX_RECORD];

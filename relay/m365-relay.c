@@ -22,6 +22,7 @@
 #include "config.h"
 
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +98,8 @@ int     main(int argc, char **argv)
     size_t  k;
 
     log_open(argv[0]);
+    /* A peer that goes away must be an error return, not a killed relay. */
+    signal(SIGPIPE, SIG_IGN);
     result_init(&res);
     d.start = time_now();
 

@@ -329,12 +329,12 @@ static int msg_valid_name(const char *name)
 
     if (name == NULL || *name == 0 || *name == ' ' || *name == '\t')
 	return (0);
-    for (cp = name; *cp; cp++) {
-	if (((unsigned char) *cp < ' ' && *cp != '\t') || *cp == ':'
-	    || (unsigned char) *cp == 127)
-	    return (0);
-    }
-    return (1);
+    /* RFC 5322 ftext (printable ASCII but ':'), then optional WSP. */
+    for (cp = name; *cp > ' ' && *cp < 127 && *cp != ':'; cp++)
+	 /* void */ ;
+    while (*cp == ' ' || *cp == '\t')
+	cp++;
+    return (*cp == 0);
 }
 
 /* msg_add_header - append "name: value" CRLF, folding made CRLF */

@@ -468,6 +468,15 @@ int     rcpt_from_headers(const char *hdr, size_t hdrlen, char ***rcpts_r,
 		goto fail;
 	    }
 	    canon = addr_internal(l.items[j].addr);
+	    if (*canon == 0) {
+		/* To: "" unquotes to nothing: not an address. */
+		snprintf(err, errlen, "the %s: header contains \"%.100s\", "
+			 "which is not a mail address",
+			 rcpt_kind_name[f->kind], l.items[j].addr);
+		free(canon);
+		addr_list_free(&l);
+		goto fail;
+	    }
 	    for (k = 0; k < n && strcasecmp(list[k], canon) != 0; k++)
 		 /* void */ ;
 	    if (k < n) {

@@ -94,7 +94,7 @@ source_conf move MoveIn move:Processed
 source_conf del DelIn delete
 source_conf paged Paged read "page_size = 2"
 source_conf rej RejIn read "reject_folder = Rejected"
-source_conf badrcpt BadIn read "reject_folder = Rejected"
+source_conf badrcpt BadIn read "reject_folder = Rejected" "notify = $MBX@local.test"
 sed -i '/^\[source badrcpt\]/,$ s|^recipients = .*|recipients = nosuchuser@local.test|' "$CONF"
 cat >> "$CONF" <<EOF
 
@@ -106,6 +106,19 @@ deliver_to = smtp://127.0.0.1:$SMTP_PORT
 recipients = $MBX@local.test
 after = read
 notify = $ADM@local.test
+EOF
+
+QUIRK_PORT=2599
+cat >> "$CONF" <<EOF
+
+[source quirk]
+account = app
+mailbox = bob@contoso.test
+folder = QuirkIn
+deliver_to = smtp://127.0.0.1:$QUIRK_PORT
+recipients = $MBX@local.test
+after = read
+reject_folder = Rejected
 EOF
 
 for u in "$RUSER" "$MBX" "$ADM"; do
@@ -122,7 +135,7 @@ touch "$T/relay.log"
 chown "$RUSER" "$T/relay.log"
 chmod 640 "$T/relay.log"
 
-for f in MoveIn DelIn Paged RejIn BadIn Processed Rejected; do
+for f in MoveIn DelIn Paged RejIn BadIn QuirkIn Processed Rejected; do
     emu_folder_add bob@contoso.test "$f" >/dev/null || bad "create folder $f in the emulator"
 done
 
@@ -363,6 +376,28 @@ sleep 1
 check "b: @removed entries in the next delta round inject nothing" \
     test "$(md_count "$(imid "$M/b1")")$(md_count "$(imid "$M/b2")")" = 11
 
+# ---- b2. the cached id of the move target is stale (the folder was
+# deleted and created again): Graph answers the move with 404
+# ErrorItemNotFound, the same reply as for a message that is gone.  The
+# message must still end in Processed - not stay unread in MoveIn with
+# the source believing it was moved.
+python3 - "$T/state/sources/move.json" <<'EOF' || bad "b2: edit the state of source move"
+import json, sys
+p = sys.argv[1]
+d = json.load(open(p))
+assert d["folder_ids"].get("Processed"), d["folder_ids"]
+d["folder_ids"]["Processed"] = "AAMkAGdeletedfolder" + "0" * 40 + "AAA="
+open(p, "w").write(json.dumps(d))
+EOF
+mkin "$M/b3" b3
+B3=$(put MoveIn "$M/b3")
+fetch_rc 0 "b2: a round with a stale cached move target exits 0" --once move
+check "b2: the message arrives once" wait_md "$(imid "$M/b3")" 1
+check "b2: it ends in Processed, not left in MoveIn: $(msg_where "$(imid "$M/b3")")" \
+    test "$(msg_where "$(imid "$M/b3")")" = "Processed unread"
+check "b2: the folder id is resolved again" \
+    sh -c "! grep -q AAMkAGdeletedfolder '$T/state/sources/move.json'"
+
 # ---- c. paging: 7 messages, page_size 2
 PAGED=()
 for i in 1 2 3 4 5 6 7; do
@@ -499,6 +534,26 @@ where=$(msg_where "$(imid "$M/j1")")
 check "j: the message is kept (still in BadIn unread, or in Rejected): $where" \
     test "$where" = "BadIn unread" -o "$where" = "Rejected unread" -o "$where" = "Rejected read"
 check "j: the refusal (5.1.1) is logged" log_has "badrcpt: .*5\.1\.1"
+# The source stays offline while the MTA keeps refusing the recipients:
+# later rounds must not bring it "back online" (a delta reply is no proof
+# that the MTA was fixed) only to put it offline, log it and mail the
+# notice again - once per interval in daemon mode.
+notices() {
+    grep -l 'source badrcpt needs attention' "$MD"/new/* "$MD"/cur/* 2>/dev/null | wc -l
+}
+check "j: the offline notice arrives" wait_until 15 sh -c "[ \$(grep -l 'source badrcpt needs attention' '$MD'/new/* 2>/dev/null | wc -l) -ge 1 ]"
+fetch --once badrcpt
+fetch --once badrcpt
+rc=$?
+check "j: still not success while the recipients are refused (exit $rc)" test "$rc" = 75
+check "j: the message is still kept: $(msg_where "$(imid "$M/j1")")" \
+    test "$(msg_where "$(imid "$M/j1")")" = "BadIn unread"
+check "j: 'source offline' is logged once, not once per round ($(grep -c 'badrcpt: source offline' "$T/relay.log"))" \
+    test "$(grep -c 'badrcpt: source offline' "$T/relay.log")" = 1
+check "j: no 'back online' between rounds that fail the same way" \
+    sh -c "! grep -q 'badrcpt: source back online' '$T/relay.log'"
+sleep 1
+check "j: one offline notice, not one per round ($(notices))" test "$(notices)" = 1
 
 # ---- k. loop guard: our own trace header for this source is not re-injected
 mkin "$M/k1" k1 "X-M365Relay-Source: read; mailbox=bob@contoso.test; id=AAMkAGolderid0000000000000000000000000000000AAA="
@@ -567,6 +622,103 @@ if ctl_login "$T/login1.out"; then
 else
     bad "l: m365ctl login deleg (device code, approved in the emulator)"
 fi
+
+# ---- n. MTA replies that are not about the message (scripted SMTP server)
+# $T/quirk.mode picks the behaviour of each new connection:
+#   greet554  554 greeting (MTA refusing all clients)
+#   mail530   530 5.7.0 to MAIL FROM (the MTA wants TLS/AUTH: a setup issue)
+#   data451   451 4.3.0 to the end of the data (a definite "not taken")
+#   ok        250 to everything; each accepted message is logged
+cat > "$T/quirk.py" <<'EOF'
+import socket, sys, threading
+port, modef, logf = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port))
+s.listen(16)
+lock = threading.Lock()
+def log(x):
+    with lock, open(logf, "a") as f:
+        f.write(x + "\n")
+def serve(c):
+    mode = open(modef).read().strip()
+    f = c.makefile("rb")
+    say = lambda x: c.sendall(x.encode() + b"\r\n")
+    say("554 5.3.2 quirk.test closed for maintenance" if mode == "greet554" else "220 quirk.test ESMTP")
+    while True:
+        l = f.readline()
+        if not l:
+            break
+        u = l.strip().upper()
+        if u.startswith(b"EHLO") or u.startswith(b"HELO"):
+            if mode == "greet554":
+                say("554 5.3.2 quirk.test closed")
+            else:
+                say("250-quirk.test"); say("250 8BITMIME")
+        elif u.startswith(b"MAIL"):
+            say("530 5.7.0 Must issue a STARTTLS command first" if mode == "mail530" else "250 2.1.0 Ok")
+        elif u.startswith(b"RCPT"):
+            say("250 2.1.5 Ok")
+        elif u == b"DATA":
+            say("354 End data with <CR><LF>.<CR><LF>")
+            n = 0
+            while True:
+                d = f.readline()
+                if not d or d == b".\r\n":
+                    break
+                n += len(d)
+            if mode == "data451":
+                log("data451 %d" % n)
+                say("451 4.3.0 Error: queue file write error")
+            else:
+                log("accepted %d" % n)
+                say("250 2.0.0 Ok: queued as Q%d" % n)
+        elif u == b"QUIT":
+            say("221 2.0.0 Bye")
+            break
+        else:
+            say("250 2.0.0 Ok")
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+EOF
+echo greet554 > "$T/quirk.mode"
+: > "$T/quirk.log"
+python3 "$T/quirk.py" "$QUIRK_PORT" "$T/quirk.mode" "$T/quirk.log" 2>"$T/quirk.err" &
+t_bg_pid $!
+quirk_up() { ss -Hltn "sport = :$QUIRK_PORT" | grep -q .; }
+wait_until 10 quirk_up || bad "n: the scripted SMTP server listens on $QUIRK_PORT"
+mkin "$M/n1" n1
+put QuirkIn "$M/n1" >/dev/null
+N1=$(imid "$M/n1")
+fetch_rc 75 "n: a 554 greeting (MTA refuses all clients) defers the round" --once quirk
+check "n: 554 greeting: the message stays unread in its folder (not parked as refused): $(msg_where "$N1")" \
+    test "$(msg_where "$N1")" = "QuirkIn unread"
+check "n: 554 greeting: not logged as bounced" sh -c "! grep -q 'quirk: id=.*status=bounced' '$T/relay.log'"
+echo mail530 > "$T/quirk.mode"
+fetch_rc 75 "n: 530 to MAIL FROM (MTA wants TLS/AUTH) defers the round" --once quirk
+check "n: 530: the message stays unread in its folder: $(msg_where "$N1")" \
+    test "$(msg_where "$N1")" = "QuirkIn unread"
+check "n: 530: not logged as bounced" sh -c "! grep -q 'quirk: id=.*status=bounced' '$T/relay.log'"
+echo data451 > "$T/quirk.mode"
+fetch_rc 75 "n: 451 to the end of the data defers" --once quirk
+check "n: 451 after the data: the MTA saw the data once" test "$(grep -c '^data451' "$T/quirk.log")" = 1
+check "n: 451 after the data: the state keeps no ambiguous data_sent entry" \
+    sh -c "! grep -q data_sent '$T/state/sources/quirk.json'"
+echo ok > "$T/quirk.mode"
+fetch_rc 0 "n: MTA fine again: the round exits 0" --once quirk
+check "n: accepted exactly once" test "$(grep -c '^accepted' "$T/quirk.log")" = 1
+check "n: no false 'may get this message twice' warning after a definite 451" \
+    sh -c "! grep -q 'quirk: .*twice' '$T/relay.log'"
+check "n: now marked read" test "$(msg_where "$N1")" = "QuirkIn read"
+
+# ---- o. an absurd Retry-After must not park a source for years
+emu_ctl POST /_emu/faults '[{"match": "delta", "status": 429, "retry_after": 99999999}]' >/dev/null
+fetch_rc 75 "o: 429 with Retry-After 99999999 defers" --once quirk
+emu_ctl DELETE /_emu/faults >/dev/null
+nb=$(python3 -c 'import json,sys,time; print(int(json.load(open(sys.argv[1]))["not_before"] - time.time()))' "$T/state/sources/quirk.json")
+check "o: the wait is capped at an hour (not_before in $nb s)" test "$nb" -le 3600
 
 # ---- m. daemon mode: rounds by itself; SIGTERM ends it cleanly
 mkin "$M/m1" m1

@@ -260,6 +260,19 @@ static void test_quote_roundtrip(void)
     }
 }
 
+/* test_nul - a NUL anywhere in the value is an error (fuzzer finding) */
+
+static void test_nul(void)
+{
+    static const char v[] = "\"a\0\"@example.com";
+    struct addr_list l;
+
+    T_EQ_INT(addr_parse(v, sizeof(v) - 1, &l), -1);
+    addr_list_free(&l);
+    T_EQ_INT(addr_parse("a@b (x\0y)", 10, &l), -1);
+    addr_list_free(&l);
+}
+
 int     main(void)
 {
     T_RUN(test_parse_table);
@@ -269,5 +282,6 @@ int     main(void)
     T_RUN(test_same);
     T_RUN(test_forms);
     T_RUN(test_quote_roundtrip);
+    T_RUN(test_nul);
     return (T_DONE());
 }

@@ -984,6 +984,31 @@ static void test_incr_errors(void)
     msg_free(&m);
 }
 
+/* test_incr_names - header names must be RFC 5322 ftext (fuzzer finding) */
+
+static void test_incr_names(void)
+{
+    static const char *const bad[] = {"a b", "\xe9", "X:Y", " X", ""};
+    static const char *const good[] = {"Subject", "X-Odd_Name!", "Subject \t"};
+    struct m365_result res;
+    struct msg m;
+    size_t  i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+	msg_init(&m, "/tmp", 1024, 0);
+	result_init(&res);
+	T_EQ_INT(msg_add_header(&m, bad[i], "x", &res), -1);
+	T_EQ_STR(res.dsn, "5.6.0");
+	msg_free(&m);
+    }
+    for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+	msg_init(&m, "/tmp", 1024, 0);
+	result_init(&res);
+	T_EQ_INT(msg_add_header(&m, good[i], "x", &res), 0);
+	msg_free(&m);
+    }
+}
+
 int     main(void)
 {
     const char *base = getenv("TMPDIR");
@@ -1014,5 +1039,6 @@ int     main(void)
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)
 	printf("# could not remove %s\n", tmpdir);
+    T_RUN(test_incr_names);
     return (T_DONE());
 }

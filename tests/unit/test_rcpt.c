@@ -375,6 +375,22 @@ static void test_header_from(void)
     }
 }
 
+/* test_empty_quoted - To: "" is not an address (fuzzer finding) */
+
+static void test_empty_quoted(void)
+{
+    static const char hdr[] = "To: \"\"\r\nSubject: x\r\n";
+    char  **list = NULL;
+    size_t  n = 0;
+    char    err[200];
+
+    T_EQ_INT(rcpt_from_headers(hdr, sizeof(hdr) - 1, &list, &n, err,
+			       sizeof(err)), -1);
+    T_CONTAINS(err, "not a mail address");
+    if (list)
+	rcpt_list_free(list, n);
+}
+
 int     main(void)
 {
     T_RUN(test_rewrite_table);
@@ -383,5 +399,6 @@ int     main(void)
     T_RUN(test_many);
     T_RUN(test_from_headers);
     T_RUN(test_header_from);
+    T_RUN(test_empty_quoted);
     return (T_DONE());
 }
