@@ -88,16 +88,19 @@ int     deliver_with(const struct conf *conf, struct http *http,
 		 "recipients of this delivery", d->queue_id,
 		 (unsigned long) plan.removed);
 
-    /* Size: Graph refuses request bodies over 4 MB (base64 MIME). */
-    enc_len = (long long) base64_encoded_len((size_t) hdr.len + 2
-					     + (size_t) m->body_len);
+    /*
+     * Size: Graph refuses request bodies over 4 MB (base64 MIME).  The
+     * stream knows its exact length (the header/body separator may be 2
+     * or 4 bytes), so ask it rather than estimate.
+     */
+    src = msg_src_create(&hdr, m);
+    enc_len = msg_src_length(src);
     if (enc_len > GRAPH_MAX_REQUEST) {
 	result_set(res, M365_PERM, EX_DATAERR, "5.3.4",
 		   "message size %lld exceeds the %ld bytes that Graph "
 		   "sendMail accepts (4 MB request, base64-encoded); large "
 		   "message support is not available yet",
-		   (long long) hdr.len + 2 + (long long) m->body_len,
-		   (long) GRAPH_MAX_MIME);
+		   enc_len / 4 * 3, (long) GRAPH_MAX_MIME);
 	goto done;
     }
     if (acct->max_message_size > 0
@@ -124,7 +127,6 @@ int     deliver_with(const struct conf *conf, struct http *http,
 	goto done;
 
     from = rcpt_header_from(hdr.data, hdr.len);
-    src = msg_src_create(&hdr, m);
     http_resp_init(&resp);
     ok = graph_send_mime(http, conf, acct->mailbox, token, src, &resp) == 0;
     /* A 401 status line is a refusal even when the transfer broke after it. */
