@@ -13,6 +13,14 @@
  *	(struct mlfi_ctx, including its struct http) or read-only (the
  *	configuration handle); the relay core's shared state (token
  *	store, throttle files) is protected by file locks.
+ *
+ *	Progress: while deliver mode waits for Graph, the struct http
+ *	calls mlfi_progress() every MLFI_PROGRESS_INTERVAL seconds, which
+ *	sends SMFIR_PROGRESS so that the MTA restarts its milter timeout
+ *	and does not tempfail (and later resend) a message Graph is
+ *	about to accept.  The environment variable
+ *	M365_MILTER_PROGRESS_INTERVAL (seconds, read once at start) is
+ *	for the test suite only; it is not a configuration setting.
  */
 #include "config.h"
 
@@ -41,6 +49,10 @@
 #define MLFI_QID_MAX		64
 #define MLFI_HASH_MAX		(64 * 1024)	/* content bytes in Message-ID */
 #define MLFI_DEF_MEMORY		(1024L * 1024)	/* body bytes in memory */
+#define MLFI_PROGRESS_INTERVAL	10		/* seconds between progress */
+#define MLFI_PROGRESS_ENV	"M365_MILTER_PROGRESS_INTERVAL"	/* tests */
+
+static int mlfi_progress_interval = MLFI_PROGRESS_INTERVAL;
 
 struct mlfi_rcpt {
     char   *raw;			/* as the MTA gave it (for delrcpt) */
@@ -76,6 +88,14 @@ struct mlfi_ctx {
     struct msg msg;
     int     msg_active;
     struct m365_result msg_err;		/* first msg_add_*() failure */
+};
+
+/* Deliver mode: what mlfi_progress() needs while Graph works. */
+struct mlfi_progress {
+    SMFICTX *ctx;
+    const char *qid;
+    double  start;			/* time_mono() before deliver_with() */
+    int     failed;			/* smfi_progress() failed once */
 };
 
 /* mlfi_printable - foreign text made safe for a log line */
@@ -677,12 +697,30 @@ static const char *mlfi_perm_rcode(const char *dsn)
     return ("554");
 }
 
+/* mlfi_progress - tell the MTA the milter still works on the message */
+
+static void mlfi_progress(void *arg)
+{
+    struct mlfi_progress *p = arg;
+
+    if (smfi_progress(p->ctx) == MI_SUCCESS) {
+	msg_info("%s: milter: progress sent to the MTA (waiting for "
+		 "Microsoft 365 for %.0fs)", p->qid, time_mono() - p->start);
+    } else if (!p->failed) {
+	p->failed = 1;
+	msg_warn("%s: milter: cannot send a progress reply to the MTA "
+		 "(smfi_progress); the MTA may time out while Microsoft 365 "
+		 "is still busy", p->qid);
+    }
+}
+
 /* mlfi_eom_deliver - send through Graph, then drop those recipients */
 
 static sfsistat mlfi_eom_deliver(SMFICTX *ctx, struct mlfi_ctx *c)
 {
     const struct conf *conf = c->cf->conf;
     struct m365_result res;
+    struct mlfi_progress prog;
     struct delivery d;
     char  **rcpts;
     char    err[300];
@@ -733,7 +771,14 @@ static sfsistat mlfi_eom_deliver(SMFICTX *ctx, struct mlfi_ctx *c)
     d.rcpts = rcpts;
     d.nrcpts = n;
     d.start = c->start;
+    /* Keep the MTA's milter timeout from expiring while Graph works. */
+    prog.ctx = ctx;
+    prog.qid = c->qid;
+    prog.start = time_mono();
+    prog.failed = 0;
+    http_set_progress(c->http, mlfi_progress, &prog, mlfi_progress_interval);
     (void) deliver_with(conf, c->http, c->acct, &c->msg, &d, &res);
+    http_set_progress(c->http, NULL, NULL, 0);
     deliver_log(&d, conf, c->acct, &res);
     free(rcpts);
 
@@ -819,6 +864,20 @@ static sfsistat mlfi_close(SMFICTX *ctx)
 int     mlfi_register(void)
 {
     struct smfiDesc desc;
+    const char *val;
+    char    shown[40];
+    long    secs;
+
+    /* Test suite only: a short progress interval (not a setting). */
+    if ((val = getenv(MLFI_PROGRESS_ENV)) != NULL && *val != 0) {
+	if (parse_long(val, 1, 3600, &secs) == 0)
+	    mlfi_progress_interval = (int) secs;
+	else
+	    msg_warn("ignoring %s=\"%s\": not a number of seconds from "
+		     "1 to 3600; using %d", MLFI_PROGRESS_ENV,
+		     mlfi_printable(shown, sizeof(shown), val),
+		     MLFI_PROGRESS_INTERVAL);
+    }
 
     memset(&desc, 0, sizeof(desc));
     desc.xxfi_name = (char *) MLFI_NAME;

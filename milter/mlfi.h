@@ -16,10 +16,12 @@
  *	(SIZE= at MAIL FROM, byte count at end of message) and rewrites
  *	the sender, From: and Message-ID as configured.  Deliver mode
  *	sends the message through the relay core (deliver_with()) at end
- *	of message and removes the recipients it delivered.  The body is
- *	never kept in filter mode (it is only counted and hashed); in
- *	deliver mode it is held in a struct msg (memory up to
- *	memory_limit, then an unlinked temporary file).
+ *	of message and removes the recipients it delivered; while Graph
+ *	works it sends progress replies (smfi_progress()) every 10
+ *	seconds so that the MTA's milter timeout does not expire.  The
+ *	body is never kept in filter mode (it is only counted and
+ *	hashed); in deliver mode it is held in a struct msg (memory up
+ *	to memory_limit, then an unlinked temporary file).
  * DIAGNOSTICS
  *	mlfi_register() returns MI_SUCCESS or MI_FAILURE.
  */

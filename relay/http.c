@@ -57,6 +57,10 @@ struct http {
     long    timeout;
     long    connect_timeout;
     char    errbuf[CURL_ERROR_SIZE];
+    void    (*progress_cb) (void *);	/* or NULL: no progress calls */
+    void   *progress_arg;
+    double  progress_interval;		/* seconds */
+    double  progress_last;		/* time_mono() of the last call */
 };
 
 /* Per-request state shared with the libcurl callbacks. */
@@ -141,6 +145,17 @@ void    http_resp_init(struct http_resp *resp)
 void    http_resp_free(struct http_resp *resp)
 {
     strbuf_cleanse(&resp->body);
+}
+
+/* http_set_progress - call cb(arg) every interval s during requests */
+
+void    http_set_progress(struct http *h, void (*cb) (void *), void *arg,
+			          int interval)
+{
+    h->progress_cb = cb;
+    h->progress_arg = cb ? arg : NULL;
+    h->progress_interval = interval < 1 ? 1 : interval;
+    h->progress_last = time_mono();
 }
 
 /* http_form_add - append name=value, percent-encoded, '&'-separated */
@@ -321,6 +336,29 @@ static int http_seek_cb(void *ctx, curl_off_t offset, int origin)
     x->sent = 0;
     x->eof = 0;
     return (CURL_SEEKFUNC_OK);
+}
+
+/*
+ * http_xferinfo_cb - libcurl calls this about once a second (more often
+ * while data flows), also while it connects or waits for the response;
+ * pass it on at most once per interval.  Never aborts the transfer.
+ */
+static int http_xferinfo_cb(void *ctx, curl_off_t dltotal, curl_off_t dlnow,
+			            curl_off_t ultotal, curl_off_t ulnow)
+{
+    struct http *h = ctx;
+    double  now = time_mono();
+
+    (void) dltotal;
+    (void) dlnow;
+    (void) ultotal;
+    (void) ulnow;
+    if (h->progress_cb != NULL
+	&& now - h->progress_last >= h->progress_interval) {
+	h->progress_last = now;
+	h->progress_cb(h->progress_arg);
+    }
+    return (0);
 }
 
 /* http_uuid - a random (version 4) UUID for client-request-id */
@@ -537,6 +575,11 @@ int     http_perform(struct http *h, const struct http_req *req,
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, http_write_cb);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &x);
     http_set_method(c, req, &x);
+    if (h->progress_cb != NULL) {
+	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, http_xferinfo_cb);
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, h);
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    }
 
     rc = curl_easy_perform(c);
 

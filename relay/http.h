@@ -34,6 +34,14 @@
  *	parsed.  A write error to out_fd fails the transfer (-1, error
  *	names the cause).  The struct is zeroed by every caller, so the
  *	default (to_fd 0) keeps the in-memory behaviour.
+ *
+ *	Progress: http_set_progress() makes http_perform() call cb(arg)
+ *	at most once every interval seconds (at least 1) while a request
+ *	is in flight, e.g. for a milter to tell its MTA "still working".
+ *	The callback cannot abort the transfer and must not call back
+ *	into this struct http.  The interval counts from the
+ *	http_set_progress() call across requests.  A NULL cb (the
+ *	default of http_create()) turns it off.
  * DIAGNOSTICS
  *	http_perform() returns 0 when an HTTP response arrived (any
  *	status), -1 on a transport error (resp->error names it: DNS,
@@ -84,6 +92,8 @@ extern void http_resp_init(struct http_resp *);
 extern void http_resp_free(struct http_resp *);
 extern int http_perform(struct http *, const struct http_req *,
 			        struct http_resp *);
+extern void http_set_progress(struct http *, void (*cb) (void *),
+			              void *arg, int interval);
 extern int http_form_add(struct strbuf *form, const char *name,
 			         const char *value);	/* x-www-form-urlencoded */
 

@@ -138,6 +138,23 @@ check(mt.eom_check(conn, MT_SMTPREPLY, "550", "5.7.0",
   "offline reply: 550 5.7.0 with the remedy")
 mt.disconnect(conn)
 
+--------------------------------------------- slow Graph: progress replies
+-- The milter on SOCK runs with M365_MILTER_PROGRESS_INTERVAL=1 (t-deliver.sh).
+-- Graph answers sendMail after 7 s; miltertest gives up on a milter that
+-- stays silent for 4 s (like an MTA's milter timeout), so the message
+-- only gets through when progress replies keep the connection alive.
+emu("POST", "/_emu/faults", '[{"match": "sendMail", "action": "slow", ' ..
+  '"delay": 7, "count": 1}]')
+mt.set_timeout(4)
+conn = connect()
+stage = message(conn, {qid = "DLV10", from = "<bob@contoso.test>",
+  rcpts = {"<carol@contoso.test>"}, headers = headers("dlv10"), body = "slow\r\n"})
+check(stage == "eom", "slow Graph: end of message answered within the 4 s timeout")
+expect(conn, SMFIR_DISCARD, "slow Graph (7 s): sent, discarded")
+check(mt.eom_check(conn, MT_RCPTDELETE, "<carol@contoso.test>"), "slow Graph: carol removed")
+mt.disconnect(conn)
+mt.set_timeout(10)
+
 ------------------------------------------- no deliver_domains, local name
 -- SOCK_ALL: the same configuration without deliver_domains (every
 -- recipient).  "<root>" (Sendmail passes local recipients so) has no

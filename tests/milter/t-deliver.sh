@@ -4,7 +4,8 @@
 #
 # The milter sends at end of message through the relay core; t-deliver.lua
 # drives it with miltertest (all-Graph, mixed, no-Graph recipients, a 503,
-# ErrorInvalidRecipients, 202 + Retry-After, an offline account).  This
+# ErrorInvalidRecipients, 202 + Retry-After, an offline account, a slow
+# sendMail answered while progress replies keep miltertest waiting).  This
 # wrapper then checks what the emulator recorded (exact recipients, the
 # message delivered once after the transient failure, the spooled 20 KB
 # body intact) and the delivery log lines (same format as m365-relay).
@@ -45,7 +46,8 @@ grep -v '^deliver_domains' "$T/d.conf" >"$T/all.conf"
 milter_start all "$T/all.conf"
 PID_ALL=$MILTER_PID
 SOCK_ALL=$MILTER_SOCK
-milter_start d "$T/d.conf"
+# Progress replies every second (test-only variable; default 10 s).
+M365_MILTER_PROGRESS_INTERVAL=1 milter_start d "$T/d.conf"
 PID=$MILTER_PID
 
 mt_run "deliver mode: miltertest t-deliver.lua" t-deliver.lua \
@@ -79,6 +81,8 @@ check "permanent failure: nothing recorded" test -z "$(by_subject dlv5 "m['seq']
 check "202 + Retry-After: recorded as sent" test "$(by_subject dlv6 "m['seq']" | wc -w)" = 1
 check "during Retry-After: not sent" test -z "$(by_subject dlv7 "m['seq']")"
 check "offline account: not sent" test -z "$(by_subject dlv8 "m['seq']")"
+check "slow Graph: delivered exactly once" \
+    test "$(by_subject dlv10 "m['seq']" | wc -w)" = 1
 check "no deliver_domains: the bare local name stays with the MTA" \
     test "$(by_subject dlv9 "m['recipients']")" = "['carol@contoso.test']"
 
@@ -113,6 +117,9 @@ log_has "during Retry-After: deferred without asking Graph" \
     " DLV7: milter-tempfail: 451 4\\.7\\.0 Microsoft 365 asked to wait"
 log_has "offline account: rejected by on_account_offline = reject" \
     " DLV8: milter-reject: 550 5\\.7\\.0 account deleg has not signed in yet: run m365ctl login deleg \\(account offline: on_account_offline = reject\\)"
+log_has "slow Graph: progress replies sent while waiting" \
+    " DLV10: milter: progress sent to the MTA \\(waiting for Microsoft 365 for [0-9]+s\\)"
+log_has "slow Graph: status=sent" " DLV10: to=<carol@contoso\\.test>, .*dsn=2\\.0\\.0, status=sent"
 
 # Nothing left in the spool directory (unlinked temporary files).
 check "spool directory empty" test -z "$(ls -A "$T/spool")"
