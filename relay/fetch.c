@@ -76,6 +76,7 @@ struct fetch_ctx {
     const char *cur_id;			/* data_end hook */
     const char *cur_imid;
     int     stopped;			/* stop was seen: round incomplete */
+    int     stop_clean;			/* ... and nothing else went wrong */
     int     graph_ok;			/* Graph accepted a request */
 };
 
@@ -136,6 +137,21 @@ static int fetch_defer(struct fetch_ctx *c, const char *fmt,...)
     va_end(ap);
     if (c->out->status == FETCH_DONE)
 	c->out->status = FETCH_DEFERRED;
+    return (STEP_STOP);
+}
+
+/* fetch_stopped - a signal asked to stop: the rest waits, no error */
+
+static int fetch_stopped(struct fetch_ctx *c)
+{
+    c->stopped = 1;
+    if (c->out->status == FETCH_DONE)
+	c->out->status = FETCH_DEFERRED;
+    if (c->out->why[0] == 0) {
+	/* A clean stop is no error: fetch_round() records none. */
+	c->stop_clean = 1;
+	snprintf(c->out->why, sizeof(c->out->why), "stopped by a signal");
+    }
     return (STEP_STOP);
 }
 
@@ -747,7 +763,7 @@ static void fetch_read_header(int fd, struct strbuf *hdr)
 {
     char    buf[16384];
     ssize_t n;
-    char   *end;
+    char   *end, *crlf;
 
     strbuf_init(hdr, STRBUF_MAX_HEADERS);
     if (lseek(fd, 0, SEEK_SET) < 0)
@@ -767,8 +783,16 @@ static void fetch_read_header(int fd, struct strbuf *hdr)
     }
     if (hdr->data == NULL)
 	return;
-    if ((end = strstr(hdr->data, "\n\r\n")) != NULL
-	|| (end = strstr(hdr->data, "\n\n")) != NULL)
+    /* The first blank line of either form ends the header. */
+    if (hdr->data[0] == '\n' || strncmp(hdr->data, "\r\n", 2) == 0) {
+	strbuf_truncate(hdr, 0);		/* no header at all */
+	return;
+    }
+    end = strstr(hdr->data, "\n\n");
+    crlf = strstr(hdr->data, "\n\r\n");
+    if (crlf != NULL && (end == NULL || crlf < end))
+	end = crlf;
+    if (end != NULL)
 	strbuf_truncate(hdr, (size_t) (end - hdr->data) + 1);
 }
 
@@ -815,29 +839,39 @@ static char *fetch_header_next(const struct strbuf *hdr, const char *name,
     return (NULL);
 }
 
-/* fetch_trace_matches - does "NAME; mailbox=MB; id=X" name us? */
-
+/*
+ * fetch_trace_matches - does "NAME; mailbox=MB; id=X" name us?  A field
+ * with mailbox= is ours when it names our mailbox (whatever the source
+ * name: another source of the same mailbox, or this one); both sides
+ * "me" (the signed-in user, unknown here) fall back on the name.  An
+ * old field without mailbox= is ours when it names this source.
+ */
 static int fetch_trace_matches(const char *value, const char *name,
 			               const char *mailbox)
 {
     const char *p = value;
-    size_t  n;
+    const char *q;
+    char    mb[320];
+    size_t  n, nlen;
+    int     same_name;
 
     while (*p == ' ' || *p == '\t')
 	p++;
-    n = strcspn(p, "; \t\r");
-    if (n == strlen(name) && strncmp(p, name, n) == 0)
-	return (1);
-    if (mailbox && (p = strstr(value, "mailbox=")) != NULL) {
-	char    mb[320];
-
-	p += 8;
-	n = strcspn(p, "; \t\r");
-	snprintf(mb, sizeof(mb), "%.*s", (int) n, p);
-	if (addr_same(mb, mailbox))
-	    return (1);
-    }
-    return (0);
+    nlen = strcspn(p, "; \t\r");
+    same_name = nlen == strlen(name) && strncmp(p, name, nlen) == 0;
+    for (q = p + nlen; (q = strstr(q, "mailbox=")) != NULL; q += 8)
+	if (q > value && (q[-1] == ';' || q[-1] == ' ' || q[-1] == '\t'))
+	    break;
+    if (q == NULL)
+	return (same_name);
+    q += 8;
+    n = strcspn(q, "; \t\r");
+    snprintf(mb, sizeof(mb), "%.*s", (int) n, q);
+    if (mailbox == NULL)
+	return (strcmp(mb, "me") == 0 && same_name);
+    if (strcmp(mb, "me") == 0)
+	return (0);
+    return (addr_same(mb, mailbox));
 }
 
 /* fetch_envelope_sender - from the config, Return-Path, or From */
@@ -972,6 +1006,53 @@ static int fetch_finish(struct fetch_ctx *c, const char *id)
 }
 
 /*
+ * fetch_value_skip - a $value error that concerns this message only
+ * (400, 500 for a corrupt item, ...): not throttling or a busy service
+ * (429, 503, 504), not a refused token or permission (401, 403), not a
+ * mailbox that is unusable; those stop the round for every message.
+ */
+static int fetch_value_skip(const struct http_resp *resp)
+{
+    if (resp->status < 400)
+	return (0);
+    if (resp->status == 401 || resp->status == 403 || resp->status == 429
+	|| resp->status == 503 || resp->status == 504)
+	return (0);
+    return (!fetch_mailbox_missing(resp));
+}
+
+/*
+ * fetch_value_failed - Graph cannot serve this one message: log it and
+ * go on with the others; it stays unread (and pending, if it was) and
+ * is tried again next round.  The deltaLink does not move past it.
+ */
+static int fetch_value_failed(struct fetch_ctx *c, const char *id,
+			              const char *imid, const struct http_resp *resp)
+{
+    struct graph_error ge;
+    char    detail[400];
+
+    graph_parse_error(resp, &ge);
+    if (ge.code[0])
+	snprintf(detail, sizeof(detail), "%ld %s: %.200s%s%s", resp->status,
+		 ge.code, ge.message, ge.request_id[0] ? ", request-id=" : "",
+		 ge.request_id);
+    else
+	snprintf(detail, sizeof(detail), "HTTP %ld%s%s", resp->status,
+		 resp->request_id[0] ? ", request-id=" : "", resp->request_id);
+    c->out->deferred++;
+    fetch_log(c, id, imid, 0, "none", "4.0.0", "deferred", detail);
+    msg_warn("%s: id=%s: Graph cannot send the content of this message "
+	     "(%s); it stays unread and is tried again next round, the "
+	     "other messages go on", c->src->name, id, detail);
+    if (c->out->status == FETCH_DONE)
+	c->out->status = FETCH_DEFERRED;
+    snprintf(c->out->why, sizeof(c->out->why), "download of message id=%s "
+	     "failed (%s); tried again next round", id, detail);
+    return (STEP_NEXT);
+}
+
+/*
  * fetch_message - download, check, inject, after-action for one message.
  * dup = 1: a restart found it in state data_sent (maybe a duplicate).
  */
@@ -1004,6 +1085,10 @@ static int fetch_message(struct fetch_ctx *c, const char *id,
 		 c->src->name, idc);
 	fetchstate_pending_drop(&c->st, idc);
 	rc = fetch_save(c);
+	goto out;
+    }
+    if (rc == STEP_OK && fetch_value_skip(&resp)) {
+	rc = fetch_value_failed(c, idc, imid_in, &resp);
 	goto out;
     }
     if (rc != STEP_OK || resp.status < 200 || resp.status >= 300) {
@@ -1163,8 +1248,7 @@ static int fetch_recover(struct fetch_ctx *c)
     }
     for (i = 0; i < n && rc != STEP_STOP; i++) {
 	if (*c->stop) {
-	    c->stopped = 1;
-	    rc = fetch_defer(c, "stopped by a signal");
+	    rc = fetch_stopped(c);
 	    break;
 	}
 	switch (acts[i]) {
@@ -1241,10 +1325,8 @@ static int fetch_page(struct fetch_ctx *c, cJSON *root, char **next_r,
 
     val = cJSON_GetObjectItemCaseSensitive(root, "value");
     cJSON_ArrayForEach(item, (cJSON_IsArray(val) ? val : NULL)) {
-	if (*c->stop) {
-	    c->stopped = 1;
-	    return (fetch_defer(c, "stopped by a signal"));
-	}
+	if (*c->stop)
+	    return (fetch_stopped(c));
 	if (cJSON_GetObjectItemCaseSensitive(item, "@removed") != NULL)
 	    continue;
 	v = cJSON_GetObjectItemCaseSensitive(item, "id");
@@ -1482,7 +1564,7 @@ done:
 	if (out->status == FETCH_DONE)
 	    (void) fetch_save(&c);
     }
-    if (out->status == FETCH_DEFERRED && !c.st.offline) {
+    if (out->status == FETCH_DEFERRED && !c.st.offline && !c.stop_clean) {
 	free(c.st.last_error);
 	c.st.last_error = xstrdup(out->why);
 	(void) fetchstate_save(conf, src->name, &c.st, err, sizeof(err));

@@ -38,10 +38,19 @@
  *	      THISHOST (m365-fetch) with HTTPS; DATE
  *	  X-M365Relay-Source: NAME; mailbox=MB; id=GRAPHID
  *	Loop guard: a message whose header already carries an
- *	X-M365Relay-Source field naming this source or this mailbox was
- *	injected by us before and came back (a forward, an alias, a
- *	bounce that quotes the header): it is not injected again but
- *	handled like a rejected message and logged with status=skipped.
+ *	X-M365Relay-Source field naming this mailbox (mailbox=, whatever
+ *	the source name), or - an old field without mailbox= - naming
+ *	this source, was injected by us before and came back (a forward,
+ *	an alias, a bounce that quotes the header): it is not injected
+ *	again but handled like a rejected message and logged with
+ *	status=skipped.  The header ends at the first blank line, LF or
+ *	CRLF.
+ *
+ *	A $value error of one message (not 404, 401, 403, 429, 503, 504,
+ *	nor an unusable mailbox; e.g. 400 or 500 for a corrupt item) is
+ *	logged with status=deferred and skips that message for this
+ *	round: it stays unread, the other messages go on, and the
+ *	deltaLink is not saved, so the next round tries it again.
  *
  *	Problems an administrator must fix (sign-in required, consent or
  *	permission missing, mailbox or folder unknown, recipients refused
@@ -53,7 +62,8 @@
  *
  *	stop is polled between messages: a round that is asked to stop
  *	finishes the message in hand (injection, after-action, state) and
- *	returns FETCH_DEFERRED.
+ *	returns FETCH_DEFERRED ("stopped by a signal"); a clean stop is
+ *	not recorded as last_error in the state.
  * DIAGNOSTICS
  *	One log line per message in the house format:
  *	"NAME: id=..., message-id=<...>, size=N, to=<rcpt>, relay=...,

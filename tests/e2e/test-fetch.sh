@@ -94,6 +94,7 @@ source_conf move MoveIn move:Processed
 source_conf del DelIn delete
 source_conf paged Paged read "page_size = 2"
 source_conf rej RejIn read "reject_folder = Rejected"
+source_conf term TermIn read
 source_conf badrcpt BadIn read "reject_folder = Rejected" "notify = $MBX@local.test"
 sed -i '/^\[source badrcpt\]/,$ s|^recipients = .*|recipients = nosuchuser@local.test|' "$CONF"
 cat >> "$CONF" <<EOF
@@ -135,7 +136,7 @@ touch "$T/relay.log"
 chown "$RUSER" "$T/relay.log"
 chmod 640 "$T/relay.log"
 
-for f in MoveIn DelIn Paged RejIn BadIn QuirkIn Processed Rejected; do
+for f in MoveIn DelIn Paged RejIn BadIn QuirkIn TermIn Processed Rejected; do
     emu_folder_add bob@contoso.test "$f" >/dev/null || bad "create folder $f in the emulator"
 done
 
@@ -720,6 +721,94 @@ emu_ctl DELETE /_emu/faults >/dev/null
 nb=$(python3 -c 'import json,sys,time; print(int(json.load(open(sys.argv[1]))["not_before"] - time.time()))' "$T/state/sources/quirk.json")
 check "o: the wait is capped at an hour (not_before in $nb s)" test "$nb" -le 3600
 
+# ---- p. one message whose $value keeps failing (500, e.g. a corrupt item)
+# must not block the source: the others of the round are injected, it
+# stays unread, the deltaLink does not move past it, and once Graph
+# serves it again the next round delivers it exactly once.
+mkin "$M/p1" p1
+P1=$(put inbox "$M/p1")
+mkin "$M/p2" p2
+P2=$(put inbox "$M/p2")
+mkin "$M/p3" p3
+P3=$(put inbox "$M/p3")
+dl_read() {
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("delta_link") or "")' \
+	"$T/state/sources/read.json"
+}
+DL0=$(dl_read)
+emu_ctl POST /_emu/faults "[{\"match\": \"value\", \"status\": 500, \"count\": 2, \"path_contains\": \"$P1\"}]" >/dev/null
+fetch_rc 75 "p: \$value of one message fails (500): the round defers" --once read
+check "p: the other messages of the round arrive" wait_md "$(imid "$M/p2")" 1
+check "p: the other messages of the round arrive (2)" wait_md "$(imid "$M/p3")" 1
+check "p: body, headers, trace of another message" md_intact "$M/p3" read "$P3"
+check "p: the failed message is not injected and stays unread" \
+    test "$(md_count "$(imid "$M/p1")") $(msg_where "$(imid "$M/p1")")" = "0 Inbox unread"
+check "p: the others are marked read" \
+    test "$(msg_where "$(imid "$M/p2")") $(msg_where "$(imid "$M/p3")")" = "Inbox read Inbox read"
+check "p: the failure is logged for that message" log_has "read: id=$P1, .*status=deferred.*500"
+check "p: the deltaLink did not move past the failed message" test "$(dl_read)" = "$DL0"
+fetch_rc 75 "p: still failing: the next round defers again" --once read
+check "p: still not injected, still unread" \
+    test "$(md_count "$(imid "$M/p1")") $(msg_where "$(imid "$M/p1")")" = "0 Inbox unread"
+check "p: the fault is used up" test "$(emu_ctl GET /_emu/faults)" = '[]'
+check "p: the deltaLink still did not move" test "$(dl_read)" = "$DL0"
+fetch_rc 0 "p: Graph serves it again: the round completes" --once read
+check "p: the failed message arrives" wait_md "$(imid "$M/p1")" 1
+check "p: exactly once, intact" md_intact "$M/p1" read "$P1"
+check "p: now marked read" test "$(msg_where "$(imid "$M/p1")")" = "Inbox read"
+sleep 1
+check "p: the others were not injected twice" \
+    test "$(md_count "$(imid "$M/p2")") $(md_count "$(imid "$M/p3")")" = "1 1"
+check "p: the deltaLink moves on once nothing is left" test "$(dl_read)" != "$DL0"
+
+# ---- q. LF-only message whose body starts with lines that look like our
+# trace field and a Return-Path, followed by a CRLF blank line: the header
+# ends at the first blank line, so the body is neither a loop nor a
+# Return-Path.
+Q1ID="<q1.$(date +%s%N).$RANDOM@fetch.test>"
+{
+    printf 'From: "Sender q1" <sender-q1@example.org>\n'
+    printf 'To: bob@contoso.test\nSubject: fetch q1 (LF line ends)\n'
+    printf 'Date: %s\nMessage-ID: %s\n' "$(date -R)" "$Q1ID"
+    printf 'MIME-Version: 1.0\nContent-Type: text/plain; charset=us-ascii\n\n'
+    printf 'X-M365Relay-Source: read; mailbox=bob@contoso.test; id=AAMkAGquoted000000000000000000000000000000000AAA=\n'
+    printf 'Return-Path: <quoted@example.net>\n'
+    printf 'LF-only body that quotes a header above.\n\r\nend-of-q1\n'
+} > "$M/q1"
+Q1=$(put inbox "$M/q1")
+fetch_rc 0 "q: a round with an LF-only message exits 0" --once read
+check "q: the message is injected (the body is not read as header)" wait_md "$Q1ID" 1
+check "q: not logged as skipped" sh -c "! grep -q 'read: id=$Q1, .*status=skipped' '$T/relay.log'"
+check "q: marked read, not parked as a loop" test "$(msg_where "$Q1ID")" = "Inbox read"
+q_rp() {
+    grep -l -F -- "$Q1ID" "$MD"/new/* "$MD"/cur/* 2>/dev/null | head -n 1 |
+	xargs -r sed -n 's/^Return-Path: //p' | head -n 1 | tr -d '\r'
+}
+check "q: the envelope sender comes from From, not from the body ($(q_rp))" \
+    test "$(q_rp)" = "<sender-q1@example.org>"
+
+# ---- r. loop guard: a trace field that names this source but another
+# mailbox is not ours; an old field without mailbox= still matches by
+# name; a field naming another source for this mailbox still matches.
+mkin "$M/r1" r1 "X-M365Relay-Source: read; mailbox=carol@fabrikam.test; id=AAMkAGcarol00000000000000000000000000000000000AAA="
+R1=$(put inbox "$M/r1")
+mkin "$M/r2" r2 "X-M365Relay-Source: read"
+R2=$(put inbox "$M/r2")
+mkin "$M/r3" r3 "X-M365Relay-Source: elsewhere; mailbox=BOB@contoso.test; id=AAMkAGelse000000000000000000000000000000000000AAA="
+R3=$(put inbox "$M/r3")
+fetch_rc 0 "r: a round with foreign and own trace fields exits 0" --once read
+check "r: same source name, other mailbox: injected" wait_md "$(imid "$M/r1")" 1
+check "r: body, headers, trace" md_intact "$M/r1" read "$R1"
+check "r: same source name, other mailbox: not logged as skipped" \
+    sh -c "! grep -q 'read: id=$R1, .*status=skipped' '$T/relay.log'"
+sleep 1
+check "r: old field without mailbox= naming this source: skipped" \
+    test "$(md_count "$(imid "$M/r2")")" = 0
+check "r: old field: logged as skipped" log_has "read: id=$R2, .*status=skipped"
+check "r: another source name for this mailbox: skipped" \
+    test "$(md_count "$(imid "$M/r3")")" = 0
+check "r: this mailbox: logged as skipped" log_has "read: id=$R3, .*status=skipped"
+
 # ---- m. daemon mode: rounds by itself; SIGTERM ends it cleanly
 mkin "$M/m1" m1
 M1=$(put inbox "$M/m1")
@@ -736,6 +825,38 @@ wait "$dpid"
 rc=$?
 check "m: SIGTERM: the daemon exits 0 (exit $rc)" test "$rc" = 0
 check "m: SIGTERM: it exits promptly" test $(( $(date +%s) - t0 )) -le 10
+
+# ---- s. SIGTERM in the middle of a round: the message in hand is
+# finished, the rest waits, and a clean stop records no error
+mkin "$M/s1" s1
+S1=$(put TermIn "$M/s1")
+mkin "$M/s2" s2
+S2=$(put TermIn "$M/s2")
+emu_ctl POST /_emu/faults "[{\"match\": \"value\", \"action\": \"slow\", \"delay\": 3, \"path_contains\": \"$S1\"}]" >/dev/null
+setpriv --reuid="$RUSER" --regid="$(id -g "$RUSER")" --init-groups \
+    "$FETCH" -c "$CONF" term > "$T/fetch.daemon2.out" 2>&1 &
+dpid=$!
+in_download() { [ "$(emu_ctl GET /_emu/faults)" = '[]' ]; }
+check "s: the daemon is downloading the first message" wait_until 20 in_download
+kill -TERM "$dpid"
+wait "$dpid"
+rc=$?
+check "s: SIGTERM during a round: the daemon exits 0 (exit $rc)" test "$rc" = 0
+check "s: the message in hand is delivered" wait_md "$(imid "$M/s1")" 1
+check "s: the message in hand is marked read" test "$(msg_where "$(imid "$M/s1")")" = "TermIn read"
+check "s: the next message waits, unread" \
+    test "$(md_count "$(imid "$M/s2")") $(msg_where "$(imid "$M/s2")")" = "0 TermIn unread"
+"$CTL" -c "$CONF" status term > "$T/status.term" 2>&1
+awk '/^source /{f = ($2 == "term")} f' "$T/status.term" > "$T/status.term.src"
+check "s: m365ctl status lists source term" test -s "$T/status.term.src"
+check "s: m365ctl status shows no last error after a clean stop" \
+    sh -c "! grep -qi 'last error' '$T/status.term.src'"
+check "s: the state records no error" \
+    python3 -c 'import json,sys; sys.exit(1 if json.load(open(sys.argv[1])).get("last_error") else 0)' \
+    "$T/state/sources/term.json"
+fetch_rc 0 "s: the next round completes" --once term
+check "s: the waiting message arrives" wait_md "$(imid "$M/s2")" 1
+check "s: the first one was not injected twice" test "$(md_count "$(imid "$M/s1")")" = 1
 
 check "no token or secret in the log" sh -c "! grep -qF -- \"\$(cat '$T/secret')\" '$T/relay.log'"
 t_done

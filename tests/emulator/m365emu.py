@@ -346,11 +346,16 @@ class State:
 
     # --- faults ------------------------------------------------------
 
-    def take_fault(self, kind, skip=None):
+    def take_fault(self, kind, skip=None, path=None):
         """take_fault - consume one count of the first matching fault
-        (skip(fault) true: that fault does not apply to this request)"""
+        (skip(fault) true: that fault does not apply to this request;
+        a fault with path_contains applies only when the request path,
+        URL-decoded, contains that text)"""
         with self.lock:
             for f in self.faults:
+                pc = f.get("path_contains")
+                if pc is not None and (path is None or pc not in path):
+                    continue
                 if f["match"] in (kind, "any") and not (skip and skip(f)):
                     f["count"] -= 1
                     if f["count"] <= 0:
@@ -1092,7 +1097,9 @@ class Handler(BaseHTTPRequestHandler):
         has_token = bool(self.query.get("$deltatoken") or
                          self.query.get("$skiptoken"))
         fault = st.take_fault(kind, lambda f: f.get("action") == "gone" and
-                              not has_token)
+                              not has_token,
+                              urllib.parse.unquote(
+                                  urllib.parse.urlsplit(self.path).path))
         action = (fault or {}).get("action", "error")
         extra = {}
         if fault and fault.get("retry_after") is not None:
@@ -2093,6 +2100,10 @@ class Handler(BaseHTTPRequestHandler):
             if action not in actions:
                 return 400, {"error": "action must be one of %s"
                              % sorted(actions)}
+            pc = f.get("path_contains")
+            if pc is not None and (not isinstance(pc, str) or not pc):
+                return 400, {"error": "path_contains must be a non-empty "
+                             "string"}
             if action in only and f["match"] != only[action]:
                 return 400, {"error": "action %s needs match %s"
                              % (action, only[action])}

@@ -789,6 +789,19 @@ rm -f "$T/body"
 greq GET "$BOB/messages/$ID4/\$value" "$MB_AT" 2>/dev/null
 check "value truncate: the transfer fails" test "$STATUS" = curl-failed
 check "value truncate: fewer bytes than the message" test "$(wc -c <"$T/body")" -lt "$(wc -c <"$T/in4.eml")"
+emu_ctl POST /_emu/faults "[{\"match\": \"value\", \"status\": 500, \"path_contains\": \"$ID4\"}]" >/dev/null
+greq GET "$BOB/messages/$ID5/\$value" "$MB_AT"
+expect "value fault with path_contains: another message passes" 200
+check "value fault with path_contains: the fault stays queued" \
+    test "$(emu_ctl GET /_emu/faults | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 1
+greq GET "$BOB/messages/$(printf '%s' "$ID4" | sed 's/=/%3D/g')/\$value" "$MB_AT"
+expect "value fault with path_contains: that message (URL-encoded id) fails" 500
+greq GET "$BOB/messages/$ID4/\$value" "$MB_AT"
+expect "value fault with path_contains: used up, the message passes" 200
+check "value fault with path_contains: exact bytes afterwards" cmp "$T/body" "$T/in4.eml"
+req POST /_emu/faults -H 'Content-Type: application/json' \
+    --data-binary '[{"match": "value", "path_contains": ""}]'
+expect "an empty path_contains is refused" 400
 emu_ctl POST /_emu/faults '[{"match": "patch", "action": "slow", "delay": 1.2}]' >/dev/null
 t0=$(date +%s%N)
 greq PATCH "$BOB/messages/$ID4" "$MB_AT" -H 'Content-Type: application/json' --data-binary '{"isRead": true}'
