@@ -51,17 +51,6 @@ static void relay_exit(const struct m365_result *res)
     exit(res->dsn[0] == '2' ? EX_OK : res->sysexit);
 }
 
-/* relay_usage - explain the command line */
-
-static void relay_usage(const char *prog)
-{
-    fprintf(stderr,
-	    "usage: %s [-c config] [-v] [-q queue_id] -f sender [--] recipient ...\n"
-	    "       %s [-c config] [-v] -t [-i] [-f sender] [recipient ...]\n"
-	    "       %s [-c config] -n\n", prog, prog, prog);
-    exit(EX_USAGE);
-}
-
 /* relay_drain - read and discard the rest of stdin (MTA pipe) */
 
 static void relay_drain(void)
@@ -70,6 +59,25 @@ static void relay_drain(void)
 
     while (read(STDIN_FILENO, buf, sizeof(buf)) > 0)
 	 /* void */ ;
+}
+
+/*
+ * relay_usage - explain the command line.  Under an MTA a bad command
+ * line is a typo in master.cf or the mailer definition: defer (4.3.5)
+ * so that the mail waits for the fix instead of bouncing.
+ */
+static void relay_usage(const char *prog, const char *why)
+{
+    fprintf(stderr,
+	    "usage: %s [-c config] [-v] [-q queue_id] -f sender [--] recipient ...\n"
+	    "       %s [-c config] [-v] -t [-i] [-f sender] [recipient ...]\n"
+	    "       %s [-c config] -n\n", prog, prog, prog);
+    if (!isatty(STDIN_FILENO))
+	relay_drain();
+    printf("4.3.5 m365-relay: command-line error (%s): check the pipe "
+	   "transport in master.cf or the Sendmail mailer's A= field\n", why);
+    fflush(stdout);
+    exit(EX_TEMPFAIL);
 }
 
 int     main(int argc, char **argv)
@@ -116,7 +124,7 @@ int     main(int argc, char **argv)
 	if (strcmp(a, "-c") == 0 || strcmp(a, "-f") == 0 || strcmp(a, "-q") == 0
 	    || strcmp(a, "-F") == 0 || strcmp(a, "-r") == 0) {
 	    if (i + 1 >= argc)
-		relay_usage(argv[0]);
+		relay_usage(argv[0], "option needs a value");
 	    if (a[1] == 'c')
 		conf_path = argv[++i];
 	    else if (a[1] == 'f' || a[1] == 'r')
@@ -138,7 +146,7 @@ int     main(int argc, char **argv)
 	    /* sendmail compatibility: no meaning here. */
 	} else {
 	    fprintf(stderr, "%s: unknown option %s\n", argv[0], a);
-	    relay_usage(argv[0]);
+	    relay_usage(argv[0], "unknown option");
 	}
     }
     rcpts = argv + i;

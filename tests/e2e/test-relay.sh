@@ -164,6 +164,14 @@ eq "-n on a broken configuration exits 78 (EX_CONFIG)" "$rc" 78
 contains "-n names file:line of the bad key" "$(cat "$T/out")" \
     "broken\\.conf:$badline:"
 
+# A command-line error (a master.cf typo) defers instead of bouncing.
+printf 'Subject: x\n\nbody\n' >"$T/musage"
+relay "$T/musage" -c "$CONF" --bogus-option -f bob@contoso.test -- x@example.net
+expect_rc "unknown option defers (master.cf typo must not bounce)" 75
+expect_first "unknown option" '^4\.3\.5 m365-relay: command-line error'
+relay "$T/musage" -c "$CONF" -f
+expect_rc "option without its value defers" 75
+
 # ----------------------------------------------------- plain app delivery
 
 emu_reset
