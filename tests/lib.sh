@@ -14,6 +14,7 @@
 #   emu_setup              certificates, $T/emu.json, start the emulator
 #   emu_ctl METHOD PATH [JSON]   call the emulator (control API or any path)
 #   emu_sent_count, emu_stat KEY, emu_user_code, emu_stop
+#   ctl_login LOGFILE      device-code sign-in of account deleg, approved in the emulator
 #   emu_put_message MB FILE [FOLDER [JSON-EXTRA]]   file a message; print its id
 #   emu_gen_messages MB SIZE [COUNT [FOLDER]]       generated messages; print ids
 #   emu_mailbox MB         the mailbox as JSON (folders with their messages)
@@ -354,4 +355,32 @@ key_file = $T/certs/client.key
 mailbox = shared@contoso.test
 senders = @cert.test
 EOF
+}
+
+# ctl_login LOGFILE - device-code sign-in of account deleg ($CTL with
+# $CONF), approved as alice@contoso.test through the emulator's control API
+ctl_login() {
+    local out=$1 lp code="" i
+    timeout 60 "$CTL" -c "$CONF" login deleg --device-code > "$out" 2>&1 &
+    lp=$!
+    for ((i = 0; i < 200; i++)); do
+	code=$(emu_user_code 2>/dev/null) && [ -n "$code" ] && grep -qF -- "$code" "$out" && break
+	code=""
+	kill -0 "$lp" 2>/dev/null || break
+	sleep 0.1
+    done
+    if [ -z "$code" ]; then
+	echo "  ctl_login: no device code shown by m365ctl:" >&2
+	sed 's/^/    /' "$out" >&2
+	kill "$lp" 2>/dev/null
+	wait "$lp" 2>/dev/null
+	return 1
+    fi
+    emu_ctl POST /_emu/device/approve \
+	"{\"user_code\": \"$code\", \"user\": \"alice@contoso.test\"}" >/dev/null
+    if ! wait "$lp"; then
+	echo "  ctl_login: m365ctl login failed:" >&2
+	sed 's/^/    /' "$out" >&2
+	return 1
+    fi
 }

@@ -18,35 +18,17 @@
 # shellcheck disable=SC2317  # helper functions run through check()
 set -u
 
-me=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
-: "${top_srcdir:=$(dirname "$me")/../..}"
-: "${top_builddir:=$top_srcdir}"
-top_srcdir=$(cd "$top_srcdir" && pwd)
-top_builddir=$(cd "$top_builddir" && pwd)
-export top_srcdir top_builddir
+. "$(dirname "$0")/ns.sh"
 
-if [ "$(id -u)" != 0 ]; then
-    echo "SKIP: test-fetch.sh needs root (private Postfix, namespaces, useradd)"
-    exit 77
-fi
 if [ -z "${M365_E2E_IN_NS:-}" ]; then
-    missing=""
-    for c in postfix postconf postqueue unshare ip ss python3 curl openssl setpriv; do
-	command -v "$c" >/dev/null 2>&1 || missing="$missing $c"
-    done
-    if [ -n "$missing" ]; then
-	echo "not ok - required programs are missing:$missing"
-	echo "  run tests/run-all.sh as root: it installs postfix and the rest (CI does)"
-	echo "0 passed, 1 failed"
-	exit 1
-    fi
-    exec unshare --net --uts --mount --pid --fork --kill-child --mount-proc \
-	env M365_E2E_IN_NS=1 bash "$me" "$@"
+    e2e_outside test-fetch.sh "private Postfix, namespaces, useradd" \
+	"run tests/run-all.sh as root: it installs postfix and the rest (CI does)" \
+	postfix postconf postqueue setpriv
+    e2e_enter "$@"
 fi
 
 # ---- inside the namespaces
-ip link set lo up
-hostname mx.e2e.test
+e2e_inside
 
 . "$top_srcdir/tests/lib.sh"
 . "$top_srcdir/tests/postfix.sh"
@@ -56,15 +38,7 @@ t_init fetch
 trap 'pf_stop; t_cleanup' EXIT
 [ -x "$FETCH" ] || { bad "m365-fetch is built ($FETCH)"; t_done; }
 
-cat > "$T/hosts" <<'EOF'
-127.0.0.1 localhost
-127.0.0.1 mx.e2e.test mx
-::1 localhost ip6-localhost ip6-loopback
-127.0.0.1 graph.microsoft.com login.microsoftonline.com
-EOF
-printf 'nameserver 127.0.0.1\n' > "$T/resolv.conf"
-mount --bind "$T/hosts" /etc/hosts
-mount --bind "$T/resolv.conf" /etc/resolv.conf
+e2e_private_hosts
 
 RUSER=m365test          # runs m365-fetch
 MBX=m365mbx             # local Maildir user the sources deliver to
@@ -293,34 +267,6 @@ msg_where() {
 # log_has ERE - m365-fetch's log (log_file) has a matching line
 log_has() {
     grep -Eq -- "$1" "$T/relay.log"
-}
-
-# ctl_login LOGFILE - device-code sign-in of account deleg, approved in
-# the emulator (as in test-postfix.sh)
-ctl_login() {
-    local out=$1 lp code="" i
-    timeout 60 "$CTL" -c "$CONF" login deleg --device-code > "$out" 2>&1 &
-    lp=$!
-    for ((i = 0; i < 200; i++)); do
-	code=$(emu_user_code 2>/dev/null) && [ -n "$code" ] && grep -qF -- "$code" "$out" && break
-	code=""
-	kill -0 "$lp" 2>/dev/null || break
-	sleep 0.1
-    done
-    if [ -z "$code" ]; then
-	echo "  ctl_login: no device code shown by m365ctl:" >&2
-	sed 's/^/    /' "$out" >&2
-	kill "$lp" 2>/dev/null
-	wait "$lp" 2>/dev/null
-	return 1
-    fi
-    emu_ctl POST /_emu/device/approve \
-	"{\"user_code\": \"$code\", \"user\": \"alice@contoso.test\"}" >/dev/null
-    if ! wait "$lp"; then
-	echo "  ctl_login: m365ctl login failed:" >&2
-	sed 's/^/    /' "$out" >&2
-	return 1
-    fi
 }
 
 M=$T/msg

@@ -24,35 +24,17 @@
 # shellcheck disable=SC2317  # helper functions run through check()
 set -u
 
-me=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
-: "${top_srcdir:=$(dirname "$me")/../..}"
-: "${top_builddir:=$top_srcdir}"
-top_srcdir=$(cd "$top_srcdir" && pwd)
-top_builddir=$(cd "$top_builddir" && pwd)
-export top_srcdir top_builddir
+. "$(dirname "$0")/ns.sh"
 
-if [ "$(id -u)" != 0 ]; then
-    echo "SKIP: test-milter-postfix.sh needs root (private Postfix, namespaces, useradd)"
-    exit 77
-fi
 if [ -z "${M365_E2E_IN_NS:-}" ]; then
-    missing=""
-    for c in postfix postqueue postsuper postcat postconf swaks unshare ip ss python3 curl openssl runuser; do
-	command -v "$c" >/dev/null 2>&1 || missing="$missing $c"
-    done
-    if [ -n "$missing" ]; then
-	echo "not ok - required programs are missing:$missing"
-	echo "  run tests/run-all.sh, which installs them (as root)"
-	echo "0 passed, 1 failed"
-	exit 1
-    fi
-    exec unshare --net --uts --mount --pid --fork --kill-child --mount-proc \
-	env M365_E2E_IN_NS=1 bash "$me" "$@"
+    e2e_outside test-milter-postfix.sh "private Postfix, namespaces, useradd" \
+	"run tests/run-all.sh, which installs them (as root)" \
+	postfix postqueue postsuper postcat postconf swaks runuser
+    e2e_enter "$@"
 fi
 
 # ---- inside the namespaces
-ip link set lo up
-hostname mx.e2e.test
+e2e_inside
 
 . "$top_srcdir/tests/lib.sh"
 . "$top_srcdir/tests/postfix.sh"
@@ -73,16 +55,7 @@ stop_all() {
 }
 trap 'stop_all; t_cleanup' EXIT
 
-cat > "$T/hosts" <<'EOF'
-127.0.0.1 localhost
-127.0.0.1 mx.e2e.test mx
-::1 localhost ip6-localhost ip6-loopback
-::1 mx.e2e.test mx
-127.0.0.1 graph.microsoft.com login.microsoftonline.com
-EOF
-printf 'nameserver 127.0.0.1\n' > "$T/resolv.conf"
-mount --bind "$T/hosts" /etc/hosts
-mount --bind "$T/resolv.conf" /etc/resolv.conf
+e2e_private_hosts
 
 if [ ! -x "$MILTER" ]; then
     bad "m365-milter is built ($MILTER missing: run make)"

@@ -25,29 +25,13 @@
 # shellcheck disable=SC2317  # helper functions run through check()
 set -u
 
-me=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
-: "${top_srcdir:=$(dirname "$me")/../..}"
-: "${top_builddir:=$top_srcdir}"
-top_srcdir=$(cd "$top_srcdir" && pwd)
-top_builddir=$(cd "$top_builddir" && pwd)
-export top_srcdir top_builddir
+. "$(dirname "$0")/ns.sh"
 
-if [ "$(id -u)" != 0 ]; then
-    echo "SKIP: test-sendmail.sh needs root (private Sendmail, namespaces, useradd)"
-    exit 77
-fi
 if [ -z "${M365_E2E_IN_NS:-}" ]; then
+    e2e_outside test-sendmail.sh "private Sendmail, namespaces, useradd" \
+	"run tests/run-all.sh, which installs them (as root)" \
+	swaks runuser m4 dpkg apt-get useradd
     . "$top_srcdir/tests/sendmail.sh"
-    missing=""
-    for c in swaks unshare ip ss python3 curl openssl runuser m4 dpkg apt-get useradd; do
-	command -v "$c" >/dev/null 2>&1 || missing="$missing $c"
-    done
-    if [ -n "$missing" ]; then
-	echo "not ok - required programs are missing:$missing"
-	echo "  run tests/run-all.sh, which installs them (as root)"
-	echo "0 passed, 1 failed"
-	exit 1
-    fi
     # The Sendmail packages come from the apt mirror: fetch them before
     # the network namespace cuts it off.
     if ! sm_fetch || ! sm_check_libs; then
@@ -61,13 +45,11 @@ if [ -z "${M365_E2E_IN_NS:-}" ]; then
     # once would catch each other's lines.  Take turns.
     exec 9>"${TMPDIR:-/tmp}/m365relay-test-sendmail.lock"
     flock -w 600 9 || { echo "not ok - another test-sendmail.sh holds the lock"; echo "0 passed, 1 failed"; exit 1; }
-    exec unshare --net --uts --mount --pid --fork --kill-child --mount-proc \
-	env M365_E2E_IN_NS=1 bash "$me" "$@"
+    e2e_enter "$@"
 fi
 
 # ---- inside the namespaces
-ip link set lo up
-hostname mx.e2e.test
+e2e_inside
 
 . "$top_srcdir/tests/lib.sh"
 . "$top_srcdir/tests/sendmail.sh"
@@ -87,16 +69,7 @@ stop_all() {
 }
 trap 'stop_all; t_cleanup' EXIT
 
-cat > "$T/hosts" <<'EOF'
-127.0.0.1 localhost
-127.0.0.1 mx.e2e.test mx
-::1 localhost ip6-localhost ip6-loopback
-::1 mx.e2e.test mx
-127.0.0.1 graph.microsoft.com login.microsoftonline.com
-EOF
-printf 'nameserver 127.0.0.1\n' > "$T/resolv.conf"
-mount --bind "$T/hosts" /etc/hosts
-mount --bind "$T/resolv.conf" /etc/resolv.conf
+e2e_private_hosts
 
 # ---- emulator, configuration, the unprivileged user
 emu_setup || { bad "emulator starts"; t_done; }
