@@ -539,6 +539,9 @@ int     main(int argc, char **argv)
 	}
 	rc = conf_check_secrets(conf, &errors) < 0 || errors.len > 0;
 	fputs(rc ? strbuf_str(&errors) : "", stderr);
+	/* Valid, but mail could be accepted that cannot go out: say so. */
+	if (!rc && conf_warnings(conf, &errors) > 0)
+	    fputs(strbuf_str(&errors), stderr);
 	conf_free(conf);
 	strbuf_free(&errors);
 	if (rc)

@@ -584,6 +584,48 @@ static void mlfi_message_id(struct mlfi_ctx *c, const struct conf *conf,
     snprintf(out, outlen, "<%s@%s>", id, domain);
 }
 
+/*
+ * mlfi_rewrite_check - rewrite_sender: can the relay send the message
+ * with its new sender?  The Postfix transport (m365-relay) picks the
+ * account for the new sender, the account's mailbox: this account, or
+ * the first with the same mailbox, whose limits then apply.  The client
+ * must not get 250 for a message the relay would bounce: that bounce
+ * goes to the rewritten sender, and the original sender never hears of
+ * it.  Returns 0, or -1 with *st set (reply already set).
+ */
+static int mlfi_rewrite_check(SMFICTX *ctx, struct mlfi_ctx *c,
+			              const char *who, sfsistat *st)
+{
+    const struct conf *conf = c->cf->conf;
+    const struct conf_account *acct = c->acct;
+    const struct conf_account *relay;
+    char    text[M365_TEXT_MAX];
+
+    /* Never NULL today (an account sends for its mailbox); be sure. */
+    if ((relay = conf_account_for_sender(conf, acct->mailbox)) == NULL) {
+	snprintf(text, sizeof(text), "configuration error: no account sends "
+		 "for <%s>, the sender that rewrite_sender gives the mail of "
+		 "account %s (see m365-relay -n)", acct->mailbox, acct->name);
+	msg_error("%s: milter-tempfail: END-OF-MESSAGE from <%s>: 451 4.3.5 "
+		  "%s", c->qid, who, text);
+	(void) mlt_setreply(ctx, "451", "4.3.5", text);
+	*st = SMFIS_TEMPFAIL;
+	return (-1);
+    }
+    if (relay->max_message_size > 0 && c->size > relay->max_message_size) {
+	snprintf(text, sizeof(text), "message size %lld exceeds the limit of "
+		 "%ld bytes for <%s> (account %s, which sends for the "
+		 "rewritten sender <%s>)", c->size, relay->max_message_size,
+		 who, relay->name, acct->mailbox);
+	msg_info("%s: milter-reject: END-OF-MESSAGE from <%s>: 552 5.3.4 %s",
+		 c->qid, who, text);
+	(void) mlt_setreply(ctx, "552", "5.3.4", text);
+	*st = SMFIS_REJECT;
+	return (-1);
+    }
+    return (0);
+}
+
 /* mlfi_eom_filter - size by byte count, then the configured rewrites */
 
 static sfsistat mlfi_eom_filter(SMFICTX *ctx, struct mlfi_ctx *c)
@@ -608,6 +650,9 @@ static sfsistat mlfi_eom_filter(SMFICTX *ctx, struct mlfi_ctx *c)
 	(void) mlt_setreply(ctx, "552", "5.3.4", text);
 	return (SMFIS_REJECT);
     }
+    if (mc->rewrite_sender && !addr_same(c->sender, acct->mailbox)
+	&& mlfi_rewrite_check(ctx, c, who, &st) < 0)
+	return (st);
 
     strbuf_init(&actions, STRBUF_MAX_SMALL);
     if (mc->rewrite_sender && !addr_same(c->sender, acct->mailbox)) {

@@ -194,6 +194,8 @@ static const struct conf_param conf_params[] = {
     {"log_file", G(log_file), T_LOGDEST, 0 /* syslog */ , 0, 0, 0, 0},
     {"timeout", G(timeout), T_LONG, "60", 0, 1, 3600, 0},
     {"connect_timeout", G(connect_timeout), T_LONG, "15", 0, 1, 600, 0},
+    {"token_retry_interval", G(token_retry_interval), T_LONG, "30", 0, 1,
+    3600, 0},
     {"max_message_size", G(max_message_size), T_SIZE, "35M", 0,
     1 * SIZE_K, 150 * SIZE_M, 0},
     {"sendmail_path", G(sendmail_path), T_PATH, "/usr/sbin/sendmail", 0, 0,
@@ -294,6 +296,9 @@ struct conf_state {
     size_t  nsrcs;
     struct conf_source **src_tail;	/* where the next source goes */
 };
+
+/* What some editors put before the first line of a UTF-8 file. */
+#define CONF_UTF8_BOM	"\xEF\xBB\xBF"
 
 /* The sections, for "expected ..." hints. */
 #define CONF_SECTIONS	"[global], [milter], [account NAME] or [source NAME]"
@@ -1682,7 +1687,21 @@ struct conf *conf_load(const char *path, struct strbuf *errors)
 	    conf_err(&st, st.line, "NUL byte in line (is this a text file?)");
 	    continue;
 	}
-	line = conf_trim(buf);
+	line = buf;
+
+	/*
+	 * Some Windows editors start a UTF-8 file with a byte order mark.
+	 * At the start of the file it means nothing here; anywhere else
+	 * (two files joined) it is named rather than misparsed.
+	 */
+	if (strncmp(line, CONF_UTF8_BOM, 3) == 0) {
+	    if (st.line > 1)
+		conf_err(&st, st.line, "a UTF-8 byte order mark (BOM) in the "
+			 "middle of the file (were two files joined? remove "
+			 "the three bytes EF BB BF at the start of this line)");
+	    line += 3;
+	}
+	line = conf_trim(line);
 	if (*line == 0 || *line == '#' || *line == ';')
 	    continue;
 	if (*line == '[')
@@ -1700,6 +1719,19 @@ struct conf *conf_load(const char *path, struct strbuf *errors)
     free(buf);
 
     conf_derive(&st);
+
+    /*
+     * Every program needs an account: the relay and the milter send
+     * through one, each source reads with one.  An empty or truncated
+     * file must not look like a valid configuration that bounces all
+     * mail ("no account sends for ..."); as an error it defers.
+     */
+    if (conf->accounts == 0)
+	conf_err(&st, st.line > 0 ? st.line : 1, "no [account NAME] section "
+		 "(%s; an empty or truncated file?): add the account that "
+		 "sends or reads mail, with tenant, client_id and mailbox; "
+		 "see m365relay.conf(5)", st.line > 0 ? "the file ends here" :
+		 "the file is empty");
 
     for (i = 0; i < st.naccts; i++)
 	free(st.accts[i]);
@@ -1771,9 +1803,13 @@ static int conf_sender_match(const char *pat, const char *sender)
 /*
  * conf_account_for_sender - the account that sends for an envelope sender
  *
- * First match in file order wins; then the default account; else NULL.
- * The sender may carry angle brackets; "" and "<>" are the null sender,
- * which only "<>" patterns (or the default account) take.
+ * An account whose own mailbox is the sender (the first in file order);
+ * else the first senders pattern in file order that matches; then the
+ * default account; else NULL.  The mailbox rule comes first because the
+ * milter's rewrite_sender replaces the sender with the account's mailbox:
+ * the relay must then pick an account that sends for it, whatever the
+ * patterns say.  The sender may carry angle brackets; "" and "<>" are the
+ * null sender, which only "<>" patterns (or the default account) take.
  */
 
 struct conf_account *conf_account_for_sender(const struct conf *conf,
@@ -1798,6 +1834,12 @@ struct conf_account *conf_account_for_sender(const struct conf *conf,
 	len -= 2;
     }
     bare = xstrndup(sender, len);
+    for (a = conf->accounts; a && *bare; a = a->next) {
+	if (a->mailbox != 0 && strcasecmp(a->mailbox, bare) == 0) {
+	    free(bare);
+	    return (a);
+	}
+    }
     for (a = conf->accounts; a; a = a->next) {
 	for (pp = a->senders; pp && *pp; pp++)
 	    if (conf_sender_match(*pp, bare)) {
@@ -1868,6 +1910,43 @@ int     conf_check_secrets(const struct conf *conf, struct strbuf *errors)
 	}
     }
     return (ret);
+}
+
+/*
+ * conf_warnings - valid settings that still let mail in that cannot go
+ * out as configured
+ *
+ * rewrite_sender = yes (filter mode): the milter chose account A for a
+ * message and gives it A's mailbox as sender; the relay then sends it
+ * through the first account with that mailbox.  When that is another
+ * account B (two accounts share a mailbox), B's limits apply; the milter
+ * checks B's max_message_size at end of message, but the administrator
+ * should know.  Returns the number of warning lines appended.
+ */
+
+int     conf_warnings(const struct conf *conf, struct strbuf *warnings)
+{
+    const struct conf_account *a, *r;
+    int     n = 0;
+
+    if (conf == 0 || conf->milter.mode != CONF_MILTER_FILTER
+	|| !conf->milter.rewrite_sender)
+	return (0);
+    for (a = conf->accounts; a; a = a->next) {
+	if ((r = conf_account_for_sender(conf, a->mailbox)) == a)
+	    continue;
+	n++;
+	/* r is never NULL: a itself sends for its mailbox. */
+	if (warnings != 0 && r != 0)
+	    strbuf_printf(warnings, "%s:%d: warning: account %s has the "
+			  "mailbox %s of account %s (line %d): with "
+			  "rewrite_sender = yes the relay sends its mail "
+			  "through account %s, with that account's limits "
+			  "(give each account its own mailbox, or set "
+			  "rewrite_sender = no)\n", conf->path, a->line,
+			  a->name, a->mailbox, r->name, r->line, r->name);
+    }
+    return (n);
 }
 
 /* conf_auth_name - the config spelling of an auth method */

@@ -17,8 +17,8 @@
  *	Sections:
  *	[global]           cloud, login_url, graph_url, graph_resource,
  *	                   ca_file, state_dir, user, log_file, timeout,
- *	                   connect_timeout, max_message_size,
- *	                   sendmail_path
+ *	                   connect_timeout, token_retry_interval,
+ *	                   max_message_size, sendmail_path
  *	[milter]           socket, socket_mode, pid_file, mode,
  *	                   unknown_sender, rewrite_sender, rewrite_from,
  *	                   add_reply_to, add_message_id, message_id_domain,
@@ -42,10 +42,22 @@
  *	account when unset; deliver_to is split into deliver_host and
  *	deliver_port.  conf_source() finds a source by name.
  *
- *	conf_account_for_sender() implements "first match wins" over the
- *	accounts in file order, then the default account.  Patterns:
- *	"user@example.com", "@example.com" or "*@example.com" (domain),
- *	shell globs (fnmatch, case-insensitive), "<>" (null sender).
+ *	At least one [account NAME] section is required: a file without
+ *	one (empty, truncated, only [global]) is an error, so that every
+ *	program defers instead of bouncing for want of an account.  A
+ *	UTF-8 byte order mark at the start of the file is skipped.
+ *
+ *	conf_account_for_sender() first looks for an account whose own
+ *	mailbox is the sender (an account always sends for its mailbox;
+ *	the first such account in file order), then implements "first
+ *	match wins" over the accounts' senders patterns in file order,
+ *	then the default account.  Patterns: "user@example.com",
+ *	"@example.com" or "*@example.com" (domain), shell globs (fnmatch,
+ *	case-insensitive), "<>" (null sender).
+ *
+ *	conf_warnings() appends one "FILE:LINE: warning: ..." line per
+ *	setting that is valid but lets mail be accepted that cannot be
+ *	sent as configured (for -n); it returns the number of lines.
  *
  *	The [milter] keys have defaults for everything, so the section is
  *	optional; conf->milter is always filled in.  Unset strings are NULL
@@ -178,6 +190,8 @@ struct conf {
     char   *log_file;			/* NULL: syslog; "stderr"; path */
     long    timeout;			/* seconds per HTTP request */
     long    connect_timeout;		/* seconds */
+    long    token_retry_interval;	/* seconds a failed token request
+					 * is remembered (auth.c) */
     long    max_message_size;		/* default for accounts; 35 MB */
     struct conf_account *accounts;	/* file order */
     struct conf_milter milter;		/* [milter] section */
@@ -191,6 +205,7 @@ extern struct conf_account *conf_account(const struct conf *, const char *name);
 extern struct conf_account *conf_account_for_sender(const struct conf *,
 						            const char *sender);
 extern int conf_check_secrets(const struct conf *, struct strbuf *errors);
+extern int conf_warnings(const struct conf *, struct strbuf *warnings);
 extern const char *conf_auth_name(enum conf_auth);
 extern struct conf_source *conf_source(const struct conf *, const char *name);
 

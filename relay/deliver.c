@@ -39,6 +39,24 @@ static void deliver_note_retry_after(const struct conf *conf,
 	throttle_set(conf, mailbox, resp->retry_after);
 }
 
+/*
+ * deliver_no_rcpts - no envelope recipient at all: the MTA passed none,
+ * which is a typo in master.cf or the mailer definition, never a fault
+ * of the message; defer (4.3.5) so that the mail waits for the fix
+ * instead of bouncing.  Returns 1 (and fills res) when d has none.
+ */
+static int deliver_no_rcpts(const struct delivery *d, struct m365_result *res)
+{
+    if (d->nrcpts > 0)
+	return (0);
+    result_set(res, M365_CONFIG, EX_TEMPFAIL, "4.3.5",
+	       "no recipient given: the MTA passed no recipient address; "
+	       "the Postfix pipe transport in master.cf must end with "
+	       "\"-- ${recipient}\" (argv=... -f ${sender} -- ${recipient}), "
+	       "the Sendmail mailer's A= field with \"-- $u\"");
+    return (1);
+}
+
 /* deliver_with - send with the given account */
 
 int     deliver_with(const struct conf *conf, struct http *http,
@@ -61,11 +79,8 @@ int     deliver_with(const struct conf *conf, struct http *http,
     result_init(res);
     strbuf_init(&hdr, STRBUF_MAX_HEADERS + 64 * 1024);
 
-    if (d->nrcpts == 0) {
-	result_set(res, M365_PERM, EX_USAGE, "5.5.1",
-		   "no recipients given");
+    if (deliver_no_rcpts(d, res))
 	goto done;
-    }
     if (d->nrcpts > DELIVER_MAX_RCPT) {
 	result_set(res, M365_PERM, EX_DATAERR, "5.5.3",
 		   "too many recipients (%lu) for one Exchange Online message "
@@ -173,6 +188,12 @@ int     deliver(const struct conf *conf, struct http *http, struct msg *m,
     const struct conf_account *acct;
 
     result_init(res);
+    /* Before the account: a master.cf typo must not bounce as 5.7.1. */
+    if (deliver_no_rcpts(d, res)) {
+	if (acct_r)
+	    *acct_r = NULL;
+	return (-1);
+    }
     acct = conf_account_for_sender(conf, d->sender);
     if (acct_r)
 	*acct_r = acct;

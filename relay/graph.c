@@ -215,21 +215,28 @@ static int graph_is(const struct graph_error *ge, const char *code)
     return (strcasecmp(ge->code, code) == 0);
 }
 
-/* graph_describe - "403 ErrorSendAsDenied: message" for result texts */
-
+/*
+ * graph_describe - "403 ErrorSendAsDenied: message" for result texts;
+ * when the reply body could not be read whole (transport_ok 0: over
+ * the cap, cut short), also why.
+ */
 static void graph_describe(char *buf, size_t len, const struct http_resp *resp,
-			           const struct graph_error *ge)
+			           const struct graph_error *ge, int transport_ok)
 {
     char    body[120];
+    size_t  n;
 
     if (ge->code[0])
 	snprintf(buf, len, "%ld %s: %.200s", resp->status, ge->code, ge->message);
-    else if (resp->body.len > 0)
+    else if (resp->body.len > 0 && transport_ok)
 	snprintf(buf, len, "%ld %s", resp->status,
 		 log_printable(body, sizeof(body), resp->body.data,
 			       resp->body.len));
     else
 	snprintf(buf, len, "%ld (no error details)", resp->status);
+    if (!transport_ok && (n = strlen(buf)) + 1 < len)
+	snprintf(buf + n, len - n, "; the reply body was not read: %.200s",
+		 resp->error);
 }
 
 /*
@@ -263,7 +270,14 @@ void    graph_classify_send(const struct http_resp *resp, int transport_ok,
 		 res->request_id[0] ? res->request_id : "-");
 	return;
     }
-    if (!transport_ok) {
+    /*
+     * No status line (or only an interim one): the transport broke
+     * before Graph answered.  With a final non-2xx status line Graph has
+     * answered, and the status decides below, even when the body could
+     * not be read (over the cap, cut short): that is not "connection
+     * lost".
+     */
+    if (!transport_ok && st < 200) {
 	if (resp->upload_done) {
 	    result_set(res, M365_TEMP, EX_TEMPFAIL, "4.4.2",
 		       "connection to Graph lost after the whole message was "
@@ -278,10 +292,15 @@ void    graph_classify_send(const struct http_resp *resp, int transport_ok,
 	}
 	return;
     }
-    graph_parse_error(resp, &ge);
+    /* A body that was not read whole is not parsed: no code from it. */
+    if (transport_ok)
+	graph_parse_error(resp, &ge);
+    else
+	memset(&ge, 0, sizeof(ge));
     if (ge.request_id[0])
 	snprintf(res->request_id, sizeof(res->request_id), "%s", ge.request_id);
-    graph_describe(what, sizeof(what), resp, &ge);
+    res->http_status = st;
+    graph_describe(what, sizeof(what), resp, &ge, transport_ok);
 
     if (st >= 200 && st < 300) {
 	/* 202, also with Retry-After: accepted; never send it again. */

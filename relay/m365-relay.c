@@ -173,6 +173,8 @@ int     main(int argc, char **argv)
 	    fputs(strbuf_str(&errors), stderr);
 	    exit(EX_CONFIG);
 	}
+	if (conf_warnings(conf, &errors) > 0)
+	    fputs(strbuf_str(&errors), stderr);
 	printf("configuration OK\n");
 	exit(EX_OK);
     }
@@ -232,6 +234,17 @@ int     main(int argc, char **argv)
 	}
 	rcpts = hdr_rcpts;
 	nrcpts = nhdr;
+
+	/*
+	 * -t is sendmail(1) use by a program, not an MTA transport: the
+	 * message itself names no recipient, and trying again cannot help.
+	 */
+	if (nrcpts == 0) {
+	    result_set(&res, M365_PERM, EX_USAGE, "5.5.1",
+		       "no recipient addresses found in the message header "
+		       "(-t) or on the command line");
+	    relay_exit(&res);
+	}
     }
     if (sender == NULL) {
 	from_hdr = rcpt_header_from(m.hdr.data ? m.hdr.data : "", m.hdr.len);

@@ -251,15 +251,46 @@ int     tokstore_save(const struct conf *conf, const char *account,
     return (ret);
 }
 
-/* tokstore_lock - exclusive lock shared by all processes of an account */
+/*
+ * tokstore_flock - flock(LOCK_EX) that waits at most max_wait seconds
+ * (< 0: no limit).  A bounded wait polls with LOCK_NB, 10 ms at first,
+ * then up to 200 ms between tries.  0, -1 with errno, -2 timed out.
+ */
+static int tokstore_flock(int fd, double max_wait)
+{
+    struct timespec ts;
+    double  deadline = time_mono() + max_wait;
+    long    nap = 10;			/* milliseconds */
 
-int     tokstore_lock(const struct conf *conf, const char *account,
-		              char *err, size_t errlen)
+    for (;;) {
+	if (flock(fd, max_wait < 0 ? LOCK_EX : LOCK_EX | LOCK_NB) == 0)
+	    return (0);
+	if (errno == EINTR)
+	    continue;
+	if (errno != EWOULDBLOCK || max_wait < 0)
+	    return (-1);
+	if (time_mono() >= deadline)
+	    return (-2);
+	ts.tv_sec = 0;
+	ts.tv_nsec = nap * 1000000L;
+	(void) nanosleep(&ts, NULL);
+	if (nap < 200)
+	    nap *= 2;
+    }
+}
+
+/*
+ * tokstore_lock_wait - exclusive lock shared by all processes of an
+ * account, waiting at most max_wait seconds (< 0: no limit).  Returns
+ * the descriptor, -1 with err set, or -2 when the wait timed out.
+ */
+int     tokstore_lock_wait(const struct conf *conf, const char *account,
+			           double max_wait, char *err, size_t errlen)
 {
     char    path[PATH_MAX];
     uid_t   uid;
     gid_t   gid;
-    int     fd;
+    int     fd, rc;
 
     if (tokstore_path_err(conf, account, ".lock", path, sizeof(path),
 			  err, errlen) < 0)
@@ -281,14 +312,26 @@ int     tokstore_lock(const struct conf *conf, const char *account,
 	close(fd);
 	return (-1);
     }
-    while (flock(fd, LOCK_EX) < 0) {
-	if (errno == EINTR)
-	    continue;
-	snprintf(err, errlen, "cannot lock %s: %s", path, strerror(errno));
+    if ((rc = tokstore_flock(fd, max_wait)) < 0) {
+	if (rc == -2)
+	    snprintf(err, errlen, "timed out after %.0f s waiting for the "
+		     "token lock %s (another process holds it)", max_wait,
+		     path);
+	else
+	    snprintf(err, errlen, "cannot lock %s: %s", path,
+		     strerror(errno));
 	close(fd);
-	return (-1);
+	return (rc);
     }
     return (fd);
+}
+
+/* tokstore_lock - tokstore_lock_wait() without a time limit */
+
+int     tokstore_lock(const struct conf *conf, const char *account,
+		              char *err, size_t errlen)
+{
+    return (tokstore_lock_wait(conf, account, -1, err, errlen));
 }
 
 /* tokstore_unlock - release the lock from tokstore_lock() */

@@ -16,7 +16,9 @@
  *	tokstore_lock() takes an exclusive flock() on state_dir/tokens/
  *	NAME.lock (created 0600); Postfix runs many deliveries at once
  *	and only the lock holder refreshes: the others wait, re-read the
- *	file and find the new token.
+ *	file and find the new token.  tokstore_lock_wait() waits at most
+ *	max_wait seconds (then -2, err says so), so that a stuck holder
+ *	cannot hold up every delivery.
  *
  *	tokstore_load() on a missing file gives an empty entry (no token,
  *	online) and returns 0.  A file that group/other can read is
@@ -52,6 +54,8 @@ extern int tokstore_save(const struct conf *, const char *account,
 		                const struct tokstore *, char *err, size_t errlen);
 extern int tokstore_lock(const struct conf *, const char *account,
 			         char *err, size_t errlen);
+extern int tokstore_lock_wait(const struct conf *, const char *account,
+			              double max_wait, char *err, size_t errlen);
 extern void tokstore_unlock(int fd);
 extern int tokstore_remove(const struct conf *, const char *account,
 			           char *err, size_t errlen);

@@ -384,3 +384,30 @@ ctl_login() {
 	return 1
     fi
 }
+
+# t_eq MSG GOT WANT - ok when the two strings are equal
+t_eq() {
+    if [ "$2" = "$3" ]; then
+        ok "$1"
+    else
+        bad "$1: got [$2], want [$3]"
+    fi
+}
+
+# t_match MSG TEXT REGEX - ok when TEXT matches the extended regex
+t_match() {
+    if printf '%s\n' "$2" | grep -Eq -- "$3"; then
+        ok "$1"
+    else
+        bad "$1: /$3/ not in: $2"
+    fi
+}
+
+# t_nomatch MSG TEXT REGEX - ok when TEXT does not match the regex
+t_nomatch() {
+    if printf '%s\n' "$2" | grep -Eq -- "$3"; then
+        bad "$1: /$3/ in: $2"
+    else
+        ok "$1"
+    fi
+}

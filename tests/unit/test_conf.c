@@ -68,6 +68,19 @@ static int t_lines(const struct strbuf *sb)
     return (n);
 }
 
+/* t_noacct_lines - lines of an error buffer that say "no account" */
+
+static int t_noacct_lines(const struct strbuf *sb)
+{
+    const char *cp;
+    int     n = 0;
+
+    for (cp = strbuf_str(sb); (cp = strstr(cp, ": no [account NAME] "
+					   "section (")) != NULL; cp++)
+	n++;
+    return (n);
+}
+
 /* A valid account body used as context by the error cases. */
 #define ACCT "[account main]\ntenant = contoso.onmicrosoft.com\n" \
 	"client_id = 11111111-2222-3333-4444-555555555555\n" \
@@ -247,7 +260,7 @@ static void test_defaults(void)
     strbuf_free(&err);
 
     /* An empty [milter] section is the same. */
-    c = t_load("[milter]\n", &err);
+    c = t_load("[milter]\n" ACCT, &err);
     T_OK(c != NULL);
     if (c) {
 	T_EQ_STR(c->milter.socket, "unix:" M365_RUNDIR "/milter.sock");
@@ -258,11 +271,11 @@ static void test_defaults(void)
     strbuf_free(&err);
 
     /* log_file = syslog is the same as unset; a path is kept. */
-    c = t_load("[global]\nlog_file = syslog\n", &err);
+    c = t_load("[global]\nlog_file = syslog\n" ACCT, &err);
     T_OK(c != NULL && c->log_file == NULL);
     conf_free(c);
     strbuf_free(&err);
-    c = t_load("[global]\nlog_file = /var/log/m365relay.log\n", &err);
+    c = t_load("[global]\nlog_file = /var/log/m365relay.log\n" ACCT, &err);
     T_OK(c != NULL);
     T_EQ_STR(c ? c->log_file : NULL, "/var/log/m365relay.log");
     conf_free(c);
@@ -336,7 +349,7 @@ static void test_milter_full(void)
     c = t_load("[milter]\nmode = filter\nunknown_sender = accept\n"
 	       "on_internal_error = reject\non_graph_error = accept\n"
 	       "on_account_offline = reject\nmemory_limit = 64M\n"
-	       "timeout = 86400\nsocket_mode = 0\n", &err);
+	       "timeout = 86400\nsocket_mode = 0\n" ACCT, &err);
     T_OK(c != NULL);
     if (c) {
 	T_EQ_INT(c->milter.mode, CONF_MILTER_FILTER);
@@ -351,7 +364,7 @@ static void test_milter_full(void)
     conf_free(c);
     strbuf_free(&err);
     c = t_load("[milter]\nmemory_limit = 1K\ntimeout = 1\n"
-	       "socket_mode = 777\n", &err);
+	       "socket_mode = 777\n" ACCT, &err);
     T_OK(c != NULL);
     if (c) {
 	T_EQ_INT(c->milter.memory_limit, 1024);
@@ -383,7 +396,7 @@ static void test_milter_sockets(void)
     size_t  i;
 
     for (i = 0; i < sizeof(good_sockets) / sizeof(good_sockets[0]); i++) {
-	snprintf(text, sizeof(text), "[milter]\nsocket = %s\n",
+	snprintf(text, sizeof(text), "[milter]\nsocket = %s\n" ACCT,
 		 good_sockets[i]);
 	c = t_load(text, &err);
 	T_CHECK(c != NULL, "socket %s: %s", good_sockets[i], strbuf_str(&err));
@@ -424,8 +437,8 @@ static void test_milter_delivers(void)
     size_t  i;
 
     c = t_load("[milter]\nmode = deliver\n"
-	       "deliver_domains = contoso.com .contoso.com, FABRIKAM.example\n",
-	       &err);
+	       "deliver_domains = contoso.com .contoso.com, FABRIKAM.example\n"
+	       ACCT, &err);
     T_OK(c != NULL);
     if (c == NULL) {
 	strbuf_free(&err);
@@ -440,7 +453,7 @@ static void test_milter_delivers(void)
     strbuf_free(&err);
 
     /* A subdomain entry alone does not take the parent domain. */
-    c = t_load("[milter]\ndeliver_domains = .contoso.com\n", &err);
+    c = t_load("[milter]\ndeliver_domains = .contoso.com\n" ACCT, &err);
     T_OK(c != NULL);
     T_EQ_INT(conf_milter_delivers(c, "a@contoso.com"), 0);
     T_EQ_INT(conf_milter_delivers(c, "a@eu.contoso.com"), 1);
@@ -448,7 +461,7 @@ static void test_milter_delivers(void)
     strbuf_free(&err);
 
     /* Unset: every recipient. */
-    c = t_load("[milter]\nmode = deliver\n", &err);
+    c = t_load("[milter]\nmode = deliver\n" ACCT, &err);
     T_OK(c != NULL);
     T_EQ_INT(conf_milter_delivers(c, "anyone@anywhere.example"), 1);
     T_EQ_INT(conf_milter_delivers(c, "postmaster"), 1);
@@ -495,8 +508,11 @@ static void test_clouds(void)
     struct conf *c;
     size_t  i;
 
+    char    text[1024];
+
     for (i = 0; i < sizeof(cloud_cases) / sizeof(cloud_cases[0]); i++) {
-	c = t_load(cloud_cases[i].text, &err);
+	snprintf(text, sizeof(text), "%s" ACCT, cloud_cases[i].text);
+	c = t_load(text, &err);
 	T_OK(c != NULL);
 	if (c == NULL) {
 	    printf("# case %lu: %s", (unsigned long) i, strbuf_str(&err));
@@ -763,7 +779,8 @@ static void t_err_cases(const struct err_case *cases, size_t n)
 	snprintf(want, sizeof(want), "%s:%d: %s", t_conf_path,
 		 cases[i].line, cases[i].want);
 	T_CONTAINS(strbuf_str(&err), want);
-	T_EQ_INT(t_lines(&err), 1);
+	/* A case without any account also gets that (separate) error. */
+	T_EQ_INT(t_lines(&err) - t_noacct_lines(&err), 1);
 	if (t_fail != before)
 	    printf("# error case %lu failed\n", (unsigned long) i);
 	strbuf_free(&err);
@@ -1204,7 +1221,7 @@ static void test_source_all_errors(void)
 	       "deliver_to = sendmail\n",	/* 6 */
 	       &err);
     T_OK(c == NULL);
-    T_EQ_INT(t_lines(&err), 6);
+    T_EQ_INT(t_lines(&err), 7);		/* and: no account at all */
     snprintf(want, sizeof(want), "%s:1: [source a]: missing required key "
 	     "\"recipients\"", t_conf_path);
     T_CONTAINS(strbuf_str(&err), want);
@@ -1258,8 +1275,8 @@ static void test_all_errors(void)
 	       "socket = inet:99999@127.0.0.1\n"	/* 2 */
 	       "mode = deliver\n"	/* 3 */
 	       "on_graph_error = retry\n"	/* 4 */
-	       "deliver_domains = a.example b@example\n",	/* 5 */
-	       &err);
+	       "deliver_domains = a.example b@example\n"	/* 5 */
+	       ACCT, &err);
     T_OK(c == NULL);
     T_EQ_INT(t_lines(&err), 3);
     snprintf(want, sizeof(want), "%s:2: bad port \"99999\"", t_conf_path);
@@ -1283,22 +1300,90 @@ static void test_all_errors(void)
     T_OK(conf_load(want, NULL) == NULL);
 }
 
+/*
+ * Without any account no program can work: the relay would bounce every
+ * message ("no account sends for ..."), so an empty, truncated or
+ * account-less file is an error, reported at its last line.
+ */
 static void test_no_accounts(void)
+{
+    static const struct {
+	const char *text;
+	int     line;
+	const char *why;
+    } cases[] = {
+	{"", 1, "the file is empty"},
+	{"\n\n", 2, "the file ends here"},
+	{"# nothing configured yet\n[global]\ncloud = global\n", 3,
+	"the file ends here"},
+	{"[global]\nstate_dir = /var/lib/m365relay\n[milter]\n"
+	"mode = filter\n", 4, "the file ends here"},
+	/* Truncated inside the first account's header line. */
+	{"[global]\ntimeout = 30\n[acc", 3, "the file ends here"},
+    };
+    struct strbuf err;
+    struct conf *c;
+    char    want[512];
+    size_t  i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+	c = t_load(cases[i].text, &err);
+	T_OK(c == NULL);
+	snprintf(want, sizeof(want), "%s:%d: no [account NAME] section (%s; "
+		 "an empty or truncated file?): add the account that sends "
+		 "or reads mail, with tenant, client_id and mailbox; see "
+		 "m365relay.conf(5)\n", t_conf_path, cases[i].line,
+		 cases[i].why);
+	T_CONTAINS(strbuf_str(&err), want);
+	if (c != NULL)
+	    printf("# case %lu loaded\n", (unsigned long) i);
+	conf_free(c);
+	strbuf_free(&err);
+    }
+
+    /* One account is enough, whatever else is missing. */
+    c = t_load("[global]\n" ACCT, &err);
+    T_OK(c != NULL);
+    T_EQ_STR(strbuf_str(&err), "");
+    conf_free(c);
+    strbuf_free(&err);
+}
+
+/*
+ * A UTF-8 byte order mark before the first line (Windows editors) is
+ * skipped; one anywhere else is named, not reported as "missing '='".
+ */
+static void test_bom(void)
 {
     struct strbuf err;
     struct conf *c;
+    char    want[512];
 
-    c = t_load("# nothing configured yet\n[global]\ncloud = global\n", &err);
+    c = t_load("\xEF\xBB\xBF[global]\ntimeout = 30\n" ACCT, &err);
     T_OK(c != NULL);
-    T_OK(c && c->accounts == NULL);
-    T_OK(conf_account_for_sender(c, "a@b.example") == NULL);
-    T_OK(conf_account_for_sender(c, "") == NULL);
-    T_EQ_INT(conf_check_secrets(c, &err), 0);
+    T_EQ_STR(strbuf_str(&err), "");
+    T_EQ_INT(c ? c->timeout : 0, 30);
     conf_free(c);
     strbuf_free(&err);
 
-    c = t_load("", &err);			/* an empty file is valid */
+    /* A file that starts with a comment or an account, BOM first. */
+    c = t_load("\xEF\xBB\xBF# m365relay.conf\r\n" ACCT, &err);
     T_OK(c != NULL);
+    T_EQ_STR(strbuf_str(&err), "");
+    conf_free(c);
+    strbuf_free(&err);
+    c = t_load("\xEF\xBB\xBF" ACCT, &err);
+    T_OK(c != NULL && c->accounts && strcmp(c->accounts->name, "main") == 0);
+    conf_free(c);
+    strbuf_free(&err);
+
+    /* Two files joined: the second one's BOM is named. */
+    c = t_load(ACCT "\xEF\xBB\xBF[global]\ntimeout = 30\n", &err);
+    T_OK(c == NULL);
+    snprintf(want, sizeof(want), "%s:5: a UTF-8 byte order mark (BOM) in "
+	     "the middle of the file", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    T_EQ_INT(t_lines(&err), 1);
     conf_free(c);
     strbuf_free(&err);
 }
@@ -1377,6 +1462,106 @@ static void test_senders(void)
     strbuf_free(&err);
 }
 
+/*
+ * An account always sends for its own mailbox (issue 8.1): the milter's
+ * rewrite_sender gives a message the account's mailbox as sender, and
+ * the relay must then find an account for it, even when the account's
+ * patterns do not cover its mailbox and there is no default account.
+ */
+static void test_own_mailbox(void)
+{
+    struct strbuf err;
+    struct strbuf warn;
+    struct conf *c;
+    struct conf_account *a;
+
+    c = t_load("[milter]\nmode = filter\nrewrite_sender = yes\n"
+	       "[account cert]\ntenant = t\nclient_id = c\n"
+	       "mailbox = bob@contoso.com\nsenders = *@cert.example\n", &err);
+    T_OK(c != NULL);
+    a = conf_account_for_sender(c, "app@cert.example");
+    T_EQ_STR(a ? a->name : "(none)", "cert");
+    a = conf_account_for_sender(c, "bob@contoso.com");
+    T_EQ_STR(a ? a->name : "(none)", "cert");
+    a = conf_account_for_sender(c, "<Bob@Contoso.COM>");
+    T_EQ_STR(a ? a->name : "(none)", "cert");
+    T_OK(conf_account_for_sender(c, "bob@contoso.com.evil") == NULL);
+    T_OK(conf_account_for_sender(c, "alice@contoso.com") == NULL);
+    T_OK(conf_account_for_sender(c, "") == NULL);
+    strbuf_init(&warn, STRBUF_MAX_SMALL);
+    T_EQ_INT(conf_warnings(c, &warn), 0);
+    T_EQ_STR(strbuf_str(&warn), "");
+    strbuf_free(&warn);
+    conf_free(c);
+    strbuf_free(&err);
+
+    /*
+     * The mailbox beats an earlier account's pattern: mail that the
+     * milter rewrote for account "bob" goes out through "bob", not
+     * through "bulk" (whose mailbox would need Send As for it).
+     */
+    c = t_load(ACCT_N("bulk", "senders = *@example.com\n")
+	       ACCT_N("bob", "senders = @bob.example\n"), &err);
+    T_OK(c != NULL);
+    a = conf_account_for_sender(c, "bob@example.com");
+    T_EQ_STR(a ? a->name : "(none)", "bob");
+    a = conf_account_for_sender(c, "carol@example.com");
+    T_EQ_STR(a ? a->name : "(none)", "bulk");
+    conf_free(c);
+    strbuf_free(&err);
+}
+
+/*
+ * conf_warnings(): two accounts with one mailbox and rewrite_sender =
+ * yes: the milter accepts under one account's limits, the relay sends
+ * through the other.  Not an error (a delegated and an app-only account
+ * may share a mailbox), but -n says so.
+ */
+static void test_warnings(void)
+{
+    static const char *const text =
+	"[milter]\nrewrite_sender = yes\n"		/* 1-2 */
+	"[account small]\ntenant = t\nclient_id = c\n"	/* 3-5 */
+	"mailbox = shared@example.com\nsenders = @a.example\n"
+	"max_message_size = 2K\n"				/* 6-8 */
+	"[account big]\ntenant = t\nclient_id = c\n"	/* 9-11 */
+	"mailbox = SHARED@example.com\nsenders = @b.example\n";
+    struct strbuf err, warn;
+    struct conf *c;
+    char    want[512];
+
+    c = t_load(text, &err);
+    T_OK(c != NULL);
+    strbuf_init(&warn, STRBUF_MAX_SMALL);
+    T_EQ_INT(conf_warnings(c, &warn), 1);
+    snprintf(want, sizeof(want), "%s:9: warning: account big has the mailbox "
+	     "SHARED@example.com of account small (line 3): with "
+	     "rewrite_sender = yes the relay sends its mail through account "
+	     "small, with that account's limits (give each account its own "
+	     "mailbox, or set rewrite_sender = no)\n", t_conf_path);
+    T_EQ_STR(strbuf_str(&warn), want);
+    T_EQ_INT(conf_warnings(c, NULL), 1);
+    conf_free(c);
+    strbuf_free(&err);
+    strbuf_reset(&warn);
+
+    /* Without rewriting (or in deliver mode) the sender stays: quiet. */
+    c = t_load(text + strlen("[milter]\nrewrite_sender = yes\n"), &err);
+    T_OK(c != NULL);
+    T_EQ_INT(conf_warnings(c, &warn), 0);
+    conf_free(c);
+    strbuf_free(&err);
+    snprintf(want, sizeof(want), "[milter]\nmode = deliver\n%s",
+	     text + strlen("[milter]\n"));
+    c = t_load(want, &err);
+    T_OK(c != NULL);
+    T_EQ_INT(conf_warnings(c, &warn), 0);
+    T_EQ_STR(strbuf_str(&warn), "");
+    conf_free(c);
+    strbuf_free(&err);
+    strbuf_free(&warn);
+}
+
 static void test_secrets(void)
 {
     struct strbuf err;
@@ -1438,7 +1623,9 @@ static void test_secrets(void)
     unlink(want);
     strbuf_reset(&err);
     T_EQ_INT(conf_check_secrets(c, &err), -1);
-    T_CONTAINS(strbuf_str(&err), "account app: cannot access client secret");
+    T_CONTAINS(strbuf_str(&err), "account app: cannot ");
+    T_CONTAINS(strbuf_str(&err), " client secret file ");
+    T_CONTAINS(strbuf_str(&err), "No such file or directory");
     conf_free(c);
     strbuf_free(&err);
 }
@@ -1454,13 +1641,13 @@ static void test_misc(void)
     T_EQ_STR(conf_auth_name(CONF_AUTH_SECRET), "secret");
     T_EQ_STR(conf_auth_name(CONF_AUTH_CERTIFICATE), "certificate");
 
-    c = t_load("[global]\nuser = root\n", &err);
+    c = t_load("[global]\nuser = root\n" ACCT, &err);
     T_EQ_INT(conf_user_ids(c, &uid, &gid), 0);
     T_EQ_INT(uid, 0);
     T_EQ_INT(gid, 0);
     conf_free(c);
     strbuf_free(&err);
-    c = t_load("[global]\nuser = no-such-user-m365\n", &err);
+    c = t_load("[global]\nuser = no-such-user-m365\n" ACCT, &err);
     T_EQ_INT(conf_user_ids(c, &uid, &gid), -1);
     conf_free(c);
     strbuf_free(&err);
@@ -1478,15 +1665,17 @@ static void test_misc(void)
     }
     conf_free(c);
     strbuf_free(&err);
-    c = t_load("[global]\nmax_message_size = 150m\n", &err);
+    c = t_load("[global]\nmax_message_size = 150m\n" ACCT, &err);
     T_OK(c != NULL && c->max_message_size == 150L * 1024 * 1024);
     conf_free(c);
     strbuf_free(&err);
 }
 
 /*
- * The shipped sample must load as it is (everything commented out) and
- * with every "# key = value" and "# [account" line uncommented.
+ * The shipped sample as it is (every account commented out) fails with
+ * exactly the "no account" error (installed unchanged, it must not look
+ * valid); with every "# key = value" and "# [account" line uncommented it
+ * loads.
  */
 
 static void test_sample(void)
@@ -1510,8 +1699,9 @@ static void test_sample(void)
     }
     strbuf_init(&err, STRBUF_MAX_SMALL);
     c = conf_load(path, &err);
-    T_OK(c != NULL);
-    T_EQ_STR(strbuf_str(&err), "");
+    T_OK(c == NULL);
+    T_EQ_INT(t_lines(&err), 1);
+    T_EQ_INT(t_noacct_lines(&err), 1);
     conf_free(c);
     strbuf_free(&err);
 
@@ -1664,7 +1854,10 @@ int     main(void)
     T_RUN(test_source_all_errors);
     T_RUN(test_all_errors);
     T_RUN(test_no_accounts);
+    T_RUN(test_bom);
     T_RUN(test_senders);
+    T_RUN(test_own_mailbox);
+    T_RUN(test_warnings);
     T_RUN(test_secrets);
     T_RUN(test_misc);
     T_RUN(test_sample);

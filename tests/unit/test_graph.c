@@ -143,8 +143,66 @@ static void test_status_then_transport_error(void)
     result_init(&res);
     graph_classify_send(&r, 0, NULL, "bob@contoso.test", &res);
     T_EQ_INT(res.sysexit, EX_TEMPFAIL);
-    T_EQ_STR(res.dsn, "4.4.2");
+    T_EQ_STR(res.dsn, "4.3.0");
     strbuf_free(&r.body);
+}
+
+/*
+ * Graph answered with a final error status, but its body could not be
+ * read whole (over the 4 MB cap, or cut short): the status decides, and
+ * the text says what happened - not "connection lost after the whole
+ * message was sent", which would send the administrator after a network
+ * problem.  A body that was not read whole is not parsed.
+ */
+struct cut_case {
+    long    status;
+    long    retry_after;
+    const char *body;			/* what was read before the break */
+    int     want_exit;
+    const char *want_dsn;
+    const char *want_text;
+};
+
+static const struct cut_case cut_cases[] = {
+    {400, -1, "{\"error\":{\"code\":\"BadRequest\",\"message\":\"xxxx",
+    EX_TEMPFAIL, "4.3.0", "unexpected reply from Graph (400 (no error "
+    "details); the reply body was not read: Failed writing received data"},
+    {413, -1, "", EX_DATAERR, "5.3.4", "message too large for Microsoft 365 "
+    "(413 (no error details); the reply body was not read: "},
+    {429, 5, "", EX_TEMPFAIL, "4.7.0", "throttled by Microsoft 365 (429"},
+    /* Not parsed: a cut ErrorSendAsDenied is no evidence for a bounce. */
+    {403, -1, "{\"error\":{\"code\":\"ErrorSendAsDenied\",\"message\":"
+    "\"no", EX_TEMPFAIL, "4.7.1", "Graph denied access to mailbox"},
+    {503, -1, "", EX_TEMPFAIL, "4.4.2", "Graph is temporarily unavailable"},
+};
+
+static void test_error_body_not_read(void)
+{
+    struct http_resp r;
+    struct m365_result res;
+    size_t  i;
+
+    for (i = 0; i < sizeof(cut_cases) / sizeof(cut_cases[0]); i++) {
+	const struct cut_case *c = cut_cases + i;
+
+	mkresp(&r, c->status, c->body, c->retry_after);
+	r.curl_code = 23;			/* CURLE_WRITE_ERROR */
+	snprintf(r.error, sizeof(r.error), "Failed writing received data to "
+		 "disk/application: the response body is larger than "
+		 "4194304 bytes");
+	result_init(&res);
+	graph_classify_send(&r, 0, "ceo@contoso.test", "bob@contoso.test",
+			    &res);
+	T_EQ_INT(res.sysexit, c->want_exit);
+	T_EQ_STR(res.dsn, c->want_dsn);
+	T_CONTAINS(res.text, c->want_text);
+	T_CHECK(strstr(res.text, "connection to Graph lost") == NULL,
+		"status %ld: not \"connection lost\": %s", c->status,
+		res.text);
+	T_CONTAINS(res.text, "larger than 4194304 bytes");
+	T_EQ_INT(res.http_status, c->status);
+	strbuf_free(&r.body);
+    }
 }
 
 static void test_url(void)
@@ -188,6 +246,7 @@ int     main(void)
     T_RUN(test_classify);
     T_RUN(test_transport);
     T_RUN(test_status_then_transport_error);
+    T_RUN(test_error_body_not_read);
     T_RUN(test_url);
     T_RUN(test_parse_error);
     return (T_DONE());
