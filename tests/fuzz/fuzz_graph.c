@@ -23,6 +23,10 @@
  *	  (202 + Retry-After is never resent);
  *	- a transport failure, 429 and every 5xx defer (4.x.x), never
  *	  bounce: the message may have been accepted (rule 3, rule 11);
+ *	- a final status line followed by a broken transfer (flag 0x80:
+ *	  body over the cap, cut short) is classified by that status: a
+ *	  2xx is sent, anything else is never "connection lost" and keeps
+ *	  its http_status (issue 7.10);
  *	- the result text is printable.
  * DIAGNOSTICS
  *	A failed invariant prints one line to stderr, then abort().
@@ -59,6 +63,7 @@ static const long fuzz_status[] = {
 #define FUZZ_F_TIMEOUT		0x08	/* curl_code 28, else 7 */
 #define FUZZ_F_RETRY_AFTER	0x10
 #define FUZZ_F_ADDRS		0x60	/* From:/mailbox pair, 0..3 */
+#define FUZZ_F_STATUS_KEPT	0x80	/* not ok: the status line arrived */
 
 /* fuzz_fail - report a broken invariant and crash */
 
@@ -116,7 +121,8 @@ static void fuzz_check_result(const struct http_resp *resp, int ok,
 {
     const char *d = res->dsn;
     long    st = resp->status;
-    int     sent = ok && st >= 200 && st < 300;
+    int     answered = ok || st >= 200;	/* a final status line came */
+    int     sent = answered && st >= 200 && st < 300;
 
     if (!(d[0] == '2' || d[0] == '4' || d[0] == '5') || d[1] != '.'
 	|| d[2] < '0' || d[2] > '9' || strchr(d + 3, '.') == NULL)
@@ -131,8 +137,13 @@ static void fuzz_check_result(const struct http_resp *resp, int ok,
 	fuzz_fail("a 5.x.x DSN with EX_TEMPFAIL", resp, res);
     if (sent != (d[0] == '2'))
 	fuzz_fail("sent is not exactly a 2xx reply", resp, res);
-    if ((!ok || st == 429 || st >= 500) && d[0] != '4')
+    if ((!answered || st == 429 || st >= 500) && d[0] != '4')
 	fuzz_fail("a transport error, 429 or 5xx does not defer", resp, res);
+    if (!ok && answered && !sent
+	&& (strstr(res->text, "connection to Graph lost") != NULL
+	    || res->http_status != st))
+	fuzz_fail("a status line then a broken body is taken for a lost "
+		  "connection", resp, res);
     if (!fuzz_printable(res->text, sizeof(res->text))
 	|| !fuzz_printable(res->request_id, sizeof(res->request_id)))
 	fuzz_fail("the result text is not printable", resp, res);
@@ -173,7 +184,12 @@ int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	snprintf(resp.request_id, sizeof(resp.request_id),
 		 "0a1b2c3d-4e5f-6789-abcd-ef0123456789");
     resp.retry_after = (flags & FUZZ_F_RETRY_AFTER) ? 30 : -1;
-    if (!ok) {
+    if (!ok && (flags & FUZZ_F_STATUS_KEPT)) {
+	resp.curl_code = 23;			/* CURLE_WRITE_ERROR */
+	snprintf(resp.error, sizeof(resp.error), "Failed writing received "
+		 "data to disk/application: the response body is larger "
+		 "than %lu bytes", (unsigned long) STRBUF_MAX_JSON);
+    } else if (!ok) {
 	resp.status = 0;
 	resp.curl_code = (flags & FUZZ_F_TIMEOUT) ? 28 : 7;
 	snprintf(resp.error, sizeof(resp.error), "%s",
