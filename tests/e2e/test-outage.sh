@@ -46,6 +46,27 @@ reason() {
     head -n 1 "$1" | sed 's/ \[no new token request before [0-9:]*\]$//'
 }
 
+# send CONF QID - one delivery of $T/m1 from bob@contoso.test to
+# QID@example.net (queue id QID), output in $T/QID.out; sets rc and
+# elapsed (milliseconds)
+send() {
+    local t0
+    t0=$(now_ms)
+    timeout 60 "$RELAY" -c "$1" -q "$2" -f bob@contoso.test -- \
+	"$2@example.net" <"$T/m1" >"$T/$2.out" 2>&1
+    rc=$?
+    elapsed=$(($(now_ms) - t0))
+}
+
+# within MSG MS - ok when the last send took less than MS milliseconds
+within() {
+    if [ "$elapsed" -lt "$2" ]; then
+	ok "$1 (${elapsed} ms)"
+    else
+	bad "$1: took ${elapsed} ms, want < $2 ms"
+    fi
+}
+
 printf 'From: Bob <bob@contoso.test>\nTo: x@example.net\nSubject: outage\nDate: Sat, 28 Nov 2026 10:00:00 +0000\nMessage-ID: <outage.%s@test.example>\n\nbody\n' "$$" >"$T/m1"
 
 # ------------------------------- 20 relays, hanging token endpoint
@@ -90,17 +111,9 @@ else
 fi
 
 # Within the interval: at once, same reason, no token request.
-t0=$(now_ms)
-"$RELAY" -c "$CONF" -q QH20 -f bob@contoso.test -- h20@example.net \
-    <"$T/m1" >"$T/h20.out" 2>&1
-rc=$?
-elapsed=$(($(now_ms) - t0))
+send "$CONF" h20
 t_eq "a delivery during the interval defers (75)" "$rc" 75
-if [ "$elapsed" -lt 2000 ]; then
-    ok "a delivery during the interval defers at once (${elapsed} ms)"
-else
-    bad "a delivery during the interval took ${elapsed} ms"
-fi
+within "a delivery during the interval defers at once" 2000
 t_eq "... with the same reason" "$(reason "$T/h20.out")" "$(reason "$T/h0.out")"
 t_match "... and says when the next token request may be made" \
     "$(head -n 1 "$T/h20.out")" '\[no new token request before [0-9]{2}:[0-9]{2}:[0-9]{2}\]$'
@@ -114,18 +127,14 @@ t_eq "... and makes no token request" "$(emu_stat token_requests)" 1
 sed "s/^\\[global\\]\$/[global]\\ntoken_retry_interval = 3/" "$CONF" \
     >"$T/short.conf"
 rm -f "$memo"
-"$RELAY" -c "$T/short.conf" -q QR0 -f bob@contoso.test -- r0@example.net \
-    <"$T/m1" >"$T/r0.out" 2>&1
-t_eq "token_retry_interval = 3: the hanging endpoint times out (75)" "$?" 75
+send "$T/short.conf" r0
+t_eq "token_retry_interval = 3: the hanging endpoint times out (75)" "$rc" 75
 emu_ctl DELETE /_emu/faults >/dev/null
-"$RELAY" -c "$T/short.conf" -q QR1 -f bob@contoso.test -- r1@example.net \
-    <"$T/m1" >"$T/r1.out" 2>&1
-t_eq "the endpoint is back, but the failure is still remembered: defers" "$?" 75
+send "$T/short.conf" r1
+t_eq "the endpoint is back, but the failure is still remembered: defers" "$rc" 75
 t_eq "... without a token request" "$(emu_stat token_requests)" 2
 sleep 3
-"$RELAY" -c "$T/short.conf" -q QR2 -f bob@contoso.test -- r2@example.net \
-    <"$T/m1" >"$T/r2.out" 2>&1
-rc=$?
+send "$T/short.conf" r2
 t_eq "after token_retry_interval the next delivery asks again and sends" "$rc" 0
 t_eq "... with one more token request" "$(emu_stat token_requests)" 3
 check "... and the remembered failure is gone" test ! -e "$memo"
@@ -138,9 +147,8 @@ rm -f "$T/state/tokens/app.json"
 emu_ctl POST /_emu/faults \
     '[{"match":"token","status":503,"count":1000}]' >/dev/null
 for i in 1 2 3; do
-    "$RELAY" -c "$T/short.conf" -q "QS$i" -f bob@contoso.test -- \
-	"s$i@example.net" <"$T/m1" >"$T/s$i.out" 2>&1
-    eval "src$i=\$?"
+    send "$T/short.conf" "s$i"
+    eval "src$i=\$rc"
 done
 t_eq "503 from the token endpoint: three deferrals" "$src1$src2$src3" 757575
 t_eq "503 from the token endpoint: one token request for three deliveries" \
@@ -161,17 +169,9 @@ flock -o "$T/state/tokens/app.lock" sleep 40 &
 holder=$!
 t_bg_pid "$holder"
 sleep 0.3
-t0=$(now_ms)
-timeout 30 "$RELAY" -c "$T/t1.conf" -q QL1 -f bob@contoso.test -- \
-    l1@example.net <"$T/m1" >"$T/l1.out" 2>&1
-rc=$?
-elapsed=$(($(now_ms) - t0))
+send "$T/t1.conf" l1
 t_eq "a stuck lock holder: the relay defers (75)" "$rc" 75
-if [ "$elapsed" -lt 20000 ]; then
-    ok "a stuck lock holder: gave up after ${elapsed} ms (timeout 1 s + margin)"
-else
-    bad "a stuck lock holder: took ${elapsed} ms"
-fi
+within "a stuck lock holder: gave up after timeout 1 s + margin" 20000
 t_match "a stuck lock holder: 4.4.1 says another process is asking" \
     "$(head -n 1 "$T/l1.out")" '^4\.4\.1 account app: .*another process is asking the token endpoint'
 kill "$holder" 2>/dev/null
@@ -187,10 +187,8 @@ print(json.dumps([{"match": "sendMail", "status": int(sys.argv[1]),
     >"$T/bigfault.json"
 emu_curl --fail -X POST -H 'Content-Type: application/json' \
     --data-binary "@$T/bigfault.json" "$EMU_URL/_emu/faults" >/dev/null
-"$RELAY" -c "$CONF" -q QBIG -f bob@contoso.test -- big@example.net \
-    <"$T/m1" >"$T/big.out" 2>&1
-rc=$?
-first=$(head -n 1 "$T/big.out")
+send "$CONF" big1
+first=$(head -n 1 "$T/big1.out")
 t_eq "400 with a 5 MB body: defers (75)" "$rc" 75
 t_match "400 with a 5 MB body: Graph's status, the body not read" "$first" \
     '^4\.3\.0 unexpected reply from Graph \(400 \(no error details\); the reply body was not read: .*larger than'
@@ -206,10 +204,8 @@ print(json.dumps([{"match": "sendMail", "status": 413,
     >"$T/bigfault.json"
 emu_curl --fail -X POST -H 'Content-Type: application/json' \
     --data-binary "@$T/bigfault.json" "$EMU_URL/_emu/faults" >/dev/null
-"$RELAY" -c "$CONF" -q QBIG2 -f bob@contoso.test -- big@example.net \
-    <"$T/m1" >"$T/big.out" 2>&1
-rc=$?
-t_eq "413 with a 5 MB body: too large (65, 5.3.4)" "$rc/$(head -n 1 "$T/big.out" | cut -c1-5)" \
-    "65/5.3.4"
+send "$CONF" big2
+t_eq "413 with a 5 MB body: too large (65, 5.3.4)" \
+    "$rc/$(head -n 1 "$T/big2.out" | cut -c1-5)" "65/5.3.4"
 
 t_done

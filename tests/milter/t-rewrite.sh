@@ -29,31 +29,19 @@ CONF=$T/r.conf
 # The emulator's [global] section, then the accounts of this test.
 sed -n '1,/^\[account /p' "$T/emu.conf" | sed '$d' >"$CONF"
 sed -i "s|^\\[global\\]\$|[global]\\nuser = $RUN_USER|" "$CONF"
+# account NAME MAILBOX SENDERS [LINE] - an app-only (client secret) account
+account() {
+    printf '\n[account %s]\ntenant = %s\nclient_id = %s\nauth = secret\n' \
+	"$1" "$EMU_TENANT" "$EMU_APP_SECRET"
+    printf 'secret_file = %s\nmailbox = %s\nsenders = %s\n' "$T/secret" "$2" "$3"
+    [ -z "${4:-}" ] || printf '%s\n' "$4"
+}
+{
+    account cert bob@contoso.test '*@cert.example'
+    account small shared@contoso.test @small.test 'max_message_size = 2K'
+    account big shared@contoso.test @big.test
+} >>"$CONF"
 cat >>"$CONF" <<EOF
-[account cert]
-tenant = $EMU_TENANT
-client_id = $EMU_APP_SECRET
-auth = secret
-secret_file = $T/secret
-mailbox = bob@contoso.test
-senders = *@cert.example
-
-[account small]
-tenant = $EMU_TENANT
-client_id = $EMU_APP_SECRET
-auth = secret
-secret_file = $T/secret
-mailbox = shared@contoso.test
-senders = @small.test
-max_message_size = 2K
-
-[account big]
-tenant = $EMU_TENANT
-client_id = $EMU_APP_SECRET
-auth = secret
-secret_file = $T/secret
-mailbox = shared@contoso.test
-senders = @big.test
 
 [milter]
 mode = filter
