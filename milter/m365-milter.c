@@ -8,11 +8,13 @@
  * DESCRIPTION
  *	Loads the configuration, detaches (unless -f), writes the pid
  *	file and forks.  The parent is the supervisor (supervise.c), the
- *	child the worker: it opens the milter socket (removing a stale
- *	unix socket, then chmod/chown so the MTA can connect), drops root
- *	privileges to the [global] user (priv.c), tells the supervisor it
- *	is ready and runs libmilter.  The supervisor then drops to the
- *	same user.
+ *	child the worker: it opens the milter socket (a unix socket is
+ *	created with the [global] user's ids and a umask for socket_mode,
+ *	so it is born with its final owner and mode; the directory must
+ *	not be writable by anybody else), drops root privileges to the
+ *	[global] user (priv.c), tells the supervisor it is ready and runs
+ *	libmilter.  The supervisor then drops to the same user.  Every
+ *	program that holds secrets is non-dumpable (util_nodump()).
  *
  *	Signals.  libmilter owns SIGHUP, SIGTERM and SIGINT in the
  *	process that runs it: its own signal thread sigwait()s for them
@@ -39,6 +41,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -250,28 +253,108 @@ static void *milter_signal_thread(void *unused)
     return (NULL);
 }
 
-/* milter_prepare_dir - the socket's directory exists and is ours */
-
-static void milter_prepare_dir(const char *path, uid_t uid, gid_t gid,
-			               int have_user)
+/*
+ * milter_socket_dir - the directory of the unix socket.  A missing one is
+ * created and given to the user (through the descriptor).  One that
+ * anybody but root and the user (or the user's group) can write to is
+ * refused: whoever can write there can replace the socket the MTA talks
+ * to.  The user must be able to create the socket there: it is created
+ * with the user's ids (milter_work()).  Returns 0, or -1 after logging
+ * the cause and the fix.
+ */
+static int milter_socket_dir(const char *path, uid_t uid, gid_t gid,
+			             int have_user, const char *user)
 {
     char    dir[PATH_MAX];
     char    err[300];
     char   *slash;
     struct stat st;
+    int     fd;
 
-    snprintf(dir, sizeof(dir), "%s", path);
-    if ((slash = strrchr(dir, '/')) == NULL || slash == dir)
-	return;
-    *slash = 0;
-    if (stat(dir, &st) == 0)
-	return;
-    if (mkdir_p(dir, 0755, err, sizeof(err)) < 0) {
-	msg_warn("%s", err);
-	return;
+    if (!have_user) {
+	uid = geteuid();
+	gid = getegid();
     }
-    if (geteuid() == 0 && have_user && chown(dir, uid, gid) < 0)
-	msg_warn("cannot chown %s: %s", dir, strerror(errno));
+    snprintf(dir, sizeof(dir), "%s", path);
+    if ((slash = strrchr(dir, '/')) == NULL)
+	return (0);
+    if (slash == dir)
+	slash[1] = 0;
+    else
+	*slash = 0;
+    if (stat(dir, &st) < 0) {
+	if (errno != ENOENT) {
+	    msg_error("cannot access the socket directory %s: %s", dir,
+		      strerror(errno));
+	    return (-1);
+	}
+	if (mkdir_p(dir, 0755, err, sizeof(err)) < 0) {
+	    msg_error("%s", err);
+	    return (-1);
+	}
+	/* Made by root: the user's now, through the descriptor. */
+	if ((fd = dir_open_owned(AT_FDCWD, dir, dir, have_user ? uid :
+				 (uid_t) -1, gid, FILE_CLAIM, err,
+				 sizeof(err))) < 0) {
+	    msg_error("%s", err);
+	    return (-1);
+	}
+	if (fstat(fd, &st) < 0) {
+	    msg_error("cannot access the socket directory %s: %s", dir,
+		      strerror(errno));
+	    close(fd);
+	    return (-1);
+	}
+	close(fd);
+    }
+    if (!S_ISDIR(st.st_mode)) {
+	msg_error("the socket directory %s is not a directory", dir);
+	return (-1);
+    }
+    if ((st.st_uid != 0 && st.st_uid != uid)
+	|| ((st.st_mode & S_IWGRP) && st.st_gid != 0 && st.st_gid != gid)
+	|| (st.st_mode & S_IWOTH)) {
+	msg_error("the socket directory %s (owner uid %ld, group %ld, mode "
+		  "%04o) can be written to by others than root and user %s: "
+		  "they could replace the socket the MTA connects to; fix: "
+		  "chown %s: %s && chmod 0755 %s (or use inet:PORT@127.0.0.1)",
+		  dir, (long) st.st_uid, (long) st.st_gid,
+		  (unsigned) (st.st_mode & 07777), user ? user : "(self)",
+		  user ? user : "USER", dir, dir);
+	return (-1);
+    }
+    if (uid != 0 && !(st.st_uid == uid && (st.st_mode & S_IWUSR))
+	&& !(st.st_gid == gid && (st.st_mode & S_IWGRP))) {
+	msg_error("the socket directory %s is not writable by user %s, who "
+		  "creates the socket: fix with chown %s: %s", dir,
+		  user ? user : "(self)", user ? user : "USER", dir);
+	return (-1);
+    }
+    return (0);
+}
+
+/*
+ * milter_socket_check - the socket just made (with the user's ids) is
+ * there and has the configured mode.  Runs with the user's ids, so the
+ * chmod (needed only where a default ACL overrides the umask) cannot
+ * reach a file of root's.  Returns 0, or -1 after logging.
+ */
+static int milter_socket_check(const char *path, mode_t mode)
+{
+    struct stat st;
+
+    if (lstat(path, &st) < 0 || !S_ISSOCK(st.st_mode)
+	|| st.st_uid != geteuid()) {
+	msg_error("the milter socket %s was removed or replaced right after "
+		  "it was created: somebody else can write to its directory; "
+		  "stopping", path);
+	return (-1);
+    }
+    if ((st.st_mode & 07777) != mode && chmod(path, mode) < 0) {
+	msg_error("cannot chmod %s: %s", path, strerror(errno));
+	return (-1);
+    }
+    return (0);
 }
 
 /* milter_daemonize - detach; the caller waits until the milter is ready */
@@ -323,13 +406,15 @@ static char *milter_abspath(const char *path)
     return (abs);
 }
 
-/* milter_open_log - log_file from [global]; a new file goes to the user */
-
-static void milter_open_log(const struct conf *conf, uid_t uid, gid_t gid,
-			            int have_user)
+/*
+ * milter_open_log - log_file from [global].  Opened as root before the
+ * drop, like every file root keeps for the user (log_open_file(): no
+ * symbolic link, one link only, a new file goes to the user, who appends
+ * to it later from m365-relay too).
+ */
+static void milter_open_log(const struct conf *conf)
 {
-    struct stat st;
-    int     existed;
+    char    err[512];
 
     if (conf->log_file == NULL || strcmp(conf->log_file, "syslog") == 0)
 	return;
@@ -337,16 +422,8 @@ static void milter_open_log(const struct conf *conf, uid_t uid, gid_t gid,
 	log_to_stderr(1);
 	return;
     }
-    existed = stat(conf->log_file, &st) == 0;
-    if (log_to_file(conf->log_file) < 0) {
-	msg_warn("cannot open log_file %s: %s; using syslog", conf->log_file,
-		 strerror(errno));
-	return;
-    }
-    /* m365-relay (running as the user) appends to the same file. */
-    if (!existed && geteuid() == 0 && have_user
-	&& chown(conf->log_file, uid, gid) < 0)
-	msg_warn("cannot chown %s: %s", conf->log_file, strerror(errno));
+    if (log_open_file(conf->log_file, err, sizeof(err)) < 0)
+	msg_warn("%s; using syslog", err);
 }
 
 /* milter_work - the worker: open the socket, drop privileges, run libmilter */
@@ -360,6 +437,7 @@ static int milter_work(struct conf *conf, int ready_fd, int foreground,
     struct http *http;
     sigset_t set;
     pthread_t tid;
+    mode_t  mode = MILTER_DEF_MODE, old_umask = 0;
     int     rc;
 
     /*
@@ -373,11 +451,11 @@ static int milter_work(struct conf *conf, int ready_fd, int foreground,
     }
     http_free(http);
 
-    /* Listen (as root when started as root), then fix the socket's mode. */
     /* Copies: a reload frees this conf while smfi_main() runs. */
     spec = xstrdup(milter_socket_spec(conf));
-    if ((sock_path = milter_socket_path(spec)) != NULL)
-	milter_prepare_dir(sock_path, uid, gid, have_user);
+    if ((sock_path = milter_socket_path(spec)) != NULL
+	&& milter_socket_dir(sock_path, uid, gid, have_user, conf->user) < 0)
+	exit(EX_OSERR);
     if (smfi_setconn(spec) != MI_SUCCESS) {
 	msg_error("cannot use milter socket %s", spec);
 	exit(EX_OSERR);
@@ -388,24 +466,43 @@ static int milter_work(struct conf *conf, int ready_fd, int foreground,
 	msg_error("cannot register with libmilter");
 	exit(EX_OSERR);
     }
-    if (smfi_opensocket(1) != MI_SUCCESS) {
-	msg_error("cannot listen on %s: %s", spec, sock_path ?
-		  "check that the directory exists and is writable" :
-		  "check that the port is free and the address is local");
-	exit(EX_OSERR);
-    }
-    if (sock_path) {
-	mode_t  mode = (mode_t) (conf->milter.socket_mode > 0 ?
-				 conf->milter.socket_mode : MILTER_DEF_MODE);
 
-	if (chmod(sock_path, mode) < 0) {
-	    msg_error("cannot chmod %s: %s", sock_path, strerror(errno));
+    /*
+     * A unix socket is made with the user's ids and a umask that gives
+     * it the configured mode: it is born with its final owner, group
+     * and mode, and root never acts on a name in a directory that the
+     * user can change (a symbolic link renamed over the socket would
+     * otherwise hand the link's target to the user).  A TCP port is
+     * bound as root.
+     */
+    if (sock_path) {
+	mode = (mode_t) (conf->milter.socket_mode > 0 ?
+			 conf->milter.socket_mode : MILTER_DEF_MODE);
+	if (have_user && priv_as_user(uid, gid, err, sizeof(err)) < 0) {
+	    msg_error("%s", err);
 	    exit(EX_OSERR);
 	}
-	if (geteuid() == 0 && chown(sock_path, uid, gid) < 0) {
-	    msg_error("cannot chown %s: %s", sock_path, strerror(errno));
+	old_umask = umask(~mode & 0777);
+    }
+    rc = smfi_opensocket(1);
+    if (sock_path) {
+	(void) umask(old_umask);
+	if (rc == MI_SUCCESS && milter_socket_check(sock_path, mode) < 0)
+	    exit(EX_OSERR);
+	if (have_user && priv_as_root(err, sizeof(err)) < 0) {
+	    msg_error("%s", err);
 	    exit(EX_OSERR);
 	}
+    }
+    if (rc != MI_SUCCESS) {
+	if (sock_path)
+	    msg_error("cannot listen on %s: check that user %s can create "
+		      "files in the socket's directory", spec, have_user ?
+		      conf->user : "(this user)");
+	else
+	    msg_error("cannot listen on %s: check that the port is free and "
+		      "the address is local", spec);
+	exit(EX_OSERR);
     }
 
     if (priv_drop(conf->user, err, sizeof(err)) < 0) {
@@ -474,6 +571,7 @@ int     main(int argc, char **argv)
     int     notify_fd = -1, ready_fd;
     int     ch, rc;
 
+    util_nodump();
     log_open(argv[0]);
     milter_conf_path = M365_CONFFILE;
     while ((ch = getopt(argc, argv, "c:p:fnvP:")) != -1) {
@@ -530,6 +628,8 @@ int     main(int argc, char **argv)
 	    exit(check_only ? EX_CONFIG : EX_OSERR);
 	}
 	have_user = 1;
+	/* Root trusts and creates files for this user only. */
+	file_set_service_user(conf->user);
     }
     if (check_only) {
 	/* Secret files must belong to the user that reads them. */
@@ -551,7 +651,7 @@ int     main(int argc, char **argv)
     }
     strbuf_free(&errors);
 
-    milter_open_log(conf, uid, gid, have_user);
+    milter_open_log(conf);
     util_set_oom_hook(milter_oom);
     signal(SIGPIPE, SIG_IGN);
 

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "priv.h"
+#include "util.h"
 
 /* priv_lookup - uid and primary gid of a user */
 
@@ -89,5 +90,50 @@ int     priv_drop(const char *user, char *err, size_t errlen)
 		 "dropping privileges; refusing to run", user);
 	return (-1);
     }
+    /* The change of ids made the process dumpable again. */
+    util_nodump();
+    return (0);
+}
+
+/*
+ * priv_as_user - act as uid/gid for a while (effective ids only), so that
+ * files made meanwhile are born with that owner and no path that the
+ * user controls is followed with root's rights.  The supplementary
+ * groups become gid alone (priv_drop() does the same later).
+ */
+int     priv_as_user(uid_t uid, gid_t gid, char *err, size_t errlen)
+{
+    if (geteuid() != 0)
+	return (0);
+    if (setgroups(1, &gid) < 0 || setegid(gid) < 0) {
+	snprintf(err, errlen, "cannot switch to group %ld: %s", (long) gid,
+		 strerror(errno));
+	return (-1);
+    }
+    if (seteuid(uid) < 0) {
+	snprintf(err, errlen, "cannot switch to user %ld: %s", (long) uid,
+		 strerror(errno));
+	return (-1);
+    }
+    util_nodump();
+    return (0);
+}
+
+/* priv_as_root - back to root after priv_as_user() */
+
+int     priv_as_root(char *err, size_t errlen)
+{
+    uid_t   ruid, euid, suid;
+
+    if (getresuid(&ruid, &euid, &suid) < 0 || euid == 0)
+	return (0);
+    if (suid != 0)
+	return (0);				/* never was root */
+    if (seteuid(0) < 0 || setegid(0) < 0) {
+	snprintf(err, errlen, "cannot switch back to root: %s",
+		 strerror(errno));
+	return (-1);
+    }
+    util_nodump();
     return (0);
 }

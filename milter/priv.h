@@ -13,9 +13,17 @@
  *	it verifies that root cannot be regained (setuid(0) must fail)
  *	and that real, effective and saved ids are the user's.  The user
  *	must not be root.  Called when not running as root, it changes
- *	nothing and succeeds.
+ *	nothing and succeeds.  Afterwards the process is made
+ *	non-dumpable again (util_nodump(): the kernel resets that flag on
+ *	every change of ids).
+ *
+ *	priv_as_user() switches the effective ids to a user for a while
+ *	(the socket is created that way, so that it is born with the
+ *	user's owner and root never acts on a path the user controls);
+ *	priv_as_root() switches back.  Not running as root, both change
+ *	nothing and succeed.
  * DIAGNOSTICS
- *	Both return 0, or -1 with err naming the cause and the fix; the
+ *	All return 0, or -1 with err naming the cause and the fix; the
  *	caller exits with EX_OSERR (71).
  */
 #ifndef M365_MILTER_PRIV_H
@@ -27,5 +35,7 @@
 extern int priv_lookup(const char *user, uid_t *uid, gid_t *gid,
 		               char *err, size_t errlen);
 extern int priv_drop(const char *user, char *err, size_t errlen);
+extern int priv_as_user(uid_t uid, gid_t gid, char *err, size_t errlen);
+extern int priv_as_root(char *err, size_t errlen);
 
 #endif

@@ -97,9 +97,13 @@ static void fetchstate_owner(const struct conf *conf, uid_t *uid, gid_t *gid)
     }
 }
 
-/* fetchstate_dir - make state_dir/sources (0700) */
-
-static int fetchstate_dir(const struct conf *conf, char *err, size_t errlen)
+/*
+ * fetchstate_open_dir - make state_dir/sources (0700) and open it; as
+ * root it goes to the [global] user through the descriptor (no chown by
+ * name in a directory that user controls).  -1 with err set.
+ */
+static int fetchstate_open_dir(const struct conf *conf, char *err,
+			               size_t errlen)
 {
     char    dir[PATH_MAX];
     uid_t   uid;
@@ -117,10 +121,19 @@ static int fetchstate_dir(const struct conf *conf, char *err, size_t errlen)
     if (mkdir_p(dir, 0700, err, errlen) < 0)
 	return (-1);
     fetchstate_owner(conf, &uid, &gid);
-    if (uid != (uid_t) -1 && chown(dir, uid, gid) < 0) {
-	snprintf(err, errlen, "cannot chown %s: %s", dir, strerror(errno));
+    return (dir_open_owned(AT_FDCWD, dir, dir, uid, gid, FILE_CLAIM,
+			   err, errlen));
+}
+
+/* fetchstate_dir - make state_dir/sources (0700) */
+
+static int fetchstate_dir(const struct conf *conf, char *err, size_t errlen)
+{
+    int     fd;
+
+    if ((fd = fetchstate_open_dir(conf, err, errlen)) < 0)
 	return (-1);
-    }
+    close(fd);
     return (0);
 }
 
@@ -357,29 +370,32 @@ int     fetchstate_save(const struct conf *conf, const char *source,
     return (rc);
 }
 
-/* fetchstate_lock - exclusive, non-blocking; -2 when held elsewhere */
-
+/*
+ * fetchstate_lock - exclusive, non-blocking; -2 when held elsewhere.  As
+ * root the lock file is opened like every file root keeps for the
+ * [global] user (file_open_owned(): no symbolic link, one link only).
+ */
 int     fetchstate_lock(const struct conf *conf, const char *source,
 			        char *err, size_t errlen)
 {
     char    path[PATH_MAX];
+    char    name[PATH_MAX];
     uid_t   uid;
     gid_t   gid;
-    int     fd;
+    int     fd, dfd;
 
     if (fetchstate_path_err(conf, source, ".lock", path, sizeof(path),
 			    err, errlen) < 0)
 	return (-1);
-    if (fetchstate_dir(conf, err, errlen) < 0)
+    snprintf(name, sizeof(name), "%s.lock", source);
+    if ((dfd = fetchstate_open_dir(conf, err, errlen)) < 0)
 	return (-1);
-    if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0) {
-	snprintf(err, errlen, "cannot open lock file %s: %s", path,
-		 strerror(errno));
-	return (-1);
-    }
     fetchstate_owner(conf, &uid, &gid);
-    if (uid != (uid_t) -1)
-	(void) fchown(fd, uid, gid);
+    fd = file_open_owned(dfd, name, path, "lock file", O_RDWR | O_CREAT,
+			 0600, uid, gid, FILE_CLAIM, err, errlen);
+    close(dfd);
+    if (fd < 0)
+	return (-1);
     while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
 	if (errno == EINTR)
 	    continue;

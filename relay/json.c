@@ -72,25 +72,14 @@ int     json_file_load(const char *path, const char *what, size_t max,
 		               size_t errlen)
 {
     struct strbuf buf;
-    struct stat st;
+    int     fd;
 
     *root = NULL;
-    if (lstat(path, &st) < 0) {
-	if (errno == ENOENT)
-	    return (0);
-	snprintf(err, errlen, "cannot access %s %s: %s", what, path,
-		 strerror(errno));
-	return (-1);
-    }
-    if (flags & JSON_FILE_PRIVATE) {
-	if (file_check_private(path, what, err, errlen) < 0)
-	    return (-1);
-    } else if (!S_ISREG(st.st_mode)) {
-	snprintf(err, errlen, "%s %s is not a regular file: remove it",
-		 what, path);
-	return (-1);
-    }
-    if (file_read(path, max, &buf, err, errlen) < 0)
+    /* Judge the file that is read, not the name (no lstat, then open). */
+    if ((fd = file_open_checked(path, what, (flags & JSON_FILE_PRIVATE) ?
+				FILE_PRIVATE : 0, err, errlen)) < 0)
+	return (errno == ENOENT ? 0 : -1);
+    if (file_read_fd(fd, path, max, &buf, err, errlen) < 0)
 	return (-1);
     *root = cJSON_ParseWithLength(buf.data, buf.len);
     strbuf_cleanse(&buf);

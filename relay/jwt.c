@@ -12,6 +12,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,17 +64,31 @@ static int jwt_no_passphrase(char *buf, int size, int rwflag, void *arg)
 
 static X509 *jwt_read_cert(const char *path, char *err, size_t errlen)
 {
+    struct strbuf pem;
     char    why[256];
     X509   *cert;
     BIO    *bio;
+    int     fd;
 
-    if ((bio = BIO_new_file(path, "r")) == NULL) {
-	snprintf(err, errlen, "cannot open certificate file %s: %s", path,
+    /* Public: a symbolic link is fine, a FIFO must not hang us. */
+    if ((fd = file_open_checked(path, "certificate file", FILE_FOLLOW, err,
+				errlen)) < 0) {
+	if (errno != EINVAL)
+	    snprintf(err, errlen, "cannot open certificate file %s: %s", path,
+		     strerror(errno));
+	return (NULL);
+    }
+    if (file_read_fd(fd, path, JWT_KEY_MAX, &pem, err, errlen) < 0)
+	return (NULL);
+    if ((bio = BIO_new_mem_buf(pem.data, (int) pem.len)) == NULL) {
+	strbuf_free(&pem);
+	snprintf(err, errlen, "cannot read certificate file %s: %s", path,
 		 jwt_ssl_reason(why, sizeof(why)));
 	return (NULL);
     }
     cert = PEM_read_bio_X509(bio, NULL, jwt_no_passphrase, NULL);
     BIO_free(bio);
+    strbuf_free(&pem);
     if (cert == NULL) {
 	snprintf(err, errlen, "certificate file %s does not hold a PEM "
 		 "certificate (-----BEGIN CERTIFICATE-----): %s", path,
@@ -92,9 +107,8 @@ static EVP_PKEY *jwt_read_key(const char *path, char *err, size_t errlen)
     EVP_PKEY *key;
     BIO    *bio;
 
-    if (file_check_private(path, "key file", err, errlen) < 0)
-	return (NULL);
-    if (file_read(path, JWT_KEY_MAX, &pem, err, errlen) < 0)
+    if (file_read_private(path, "key file", JWT_KEY_MAX, &pem, err,
+			  errlen) < 0)
 	return (NULL);
     if ((bio = BIO_new_mem_buf(pem.data, (int) pem.len)) == NULL) {
 	strbuf_cleanse(&pem);

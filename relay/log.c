@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "util.h"
 
 static const char *log_ident = "m365relay";
 static int log_stderr;
@@ -44,18 +45,44 @@ void    log_to_stderr(int on)
     log_stderr = on;
 }
 
-/* log_to_file - append records to a file instead of syslog */
-
-int     log_to_file(const char *path)
+/*
+ * log_open_file - append records to a file instead of syslog.  Run by
+ * root (the milter before it drops privileges, m365ctl) the file is
+ * opened like a lock file (file_open_owned()): a symbolic link, a file
+ * with several links or of a third user is refused, and a file that root
+ * creates goes to the [global] user, who appends to it later.
+ */
+int     log_open_file(const char *path, char *err, size_t errlen)
 {
+    uid_t   uid;
+    gid_t   gid;
     int     fd;
 
-    if ((fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640)) < 0)
+    if (geteuid() == 0) {
+	(void) file_service_ids(&uid, &gid);
+	fd = file_open_owned(AT_FDCWD, path, path, "log file",
+			     O_WRONLY | O_APPEND | O_CREAT, 0640, uid, gid,
+			     FILE_DEVICE_OK, err, errlen);
+    } else if ((fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
+			  0640)) < 0) {
+	snprintf(err, errlen, "cannot open log file %s: %s", path,
+		 strerror(errno));
+    }
+    if (fd < 0)
 	return (-1);
     if (log_fd >= 0)
 	close(log_fd);
     log_fd = fd;
     return (0);
+}
+
+/* log_to_file - log_open_file() without the error text (errno is set) */
+
+int     log_to_file(const char *path)
+{
+    char    err[512];
+
+    return (log_open_file(path, err, sizeof(err)));
 }
 
 /*
@@ -64,13 +91,14 @@ int     log_to_file(const char *path)
  */
 void    log_to_setting(const char *log_file)
 {
+    char    err[512];
+
     if (log_file == NULL || strcmp(log_file, "syslog") == 0)
 	return;
     if (strcmp(log_file, "stderr") == 0)
 	log_to_stderr(1);
-    else if (log_to_file(log_file) < 0)
-	msg_warn("cannot open log_file %s: %s; using syslog", log_file,
-		 strerror(errno));
+    else if (log_open_file(log_file, err, sizeof(err)) < 0)
+	msg_warn("%s; using syslog", err);
 }
 
 /* log_set_verbose - enable msg_debug() */

@@ -10,7 +10,11 @@
  *	default records go to syslog; log_to_stderr() sends them to
  *	stderr as well (foreground, -v); log_to_file() appends them to a
  *	file instead of syslog (tests, hosts without syslog), one write()
- *	per record so that parallel processes do not interleave.
+ *	per record so that parallel processes do not interleave;
+ *	log_open_file() does the same with an error text.  Run by root
+ *	they refuse a symbolic link, a file with several links or one of
+ *	a third user, and give a new file to the [global] user
+ *	(file_open_owned() in util.c).
  *	log_to_setting() applies a log_file setting ("syslog", "stderr"
  *	or a file name).
  *
@@ -30,6 +34,7 @@
 extern void log_open(const char *ident);
 extern void log_to_stderr(int on);
 extern int log_to_file(const char *path);
+extern int log_open_file(const char *path, char *err, size_t errlen);
 extern void log_to_setting(const char *log_file);
 extern void log_set_verbose(int level);
 extern int log_verbose(void);

@@ -196,6 +196,7 @@ int     main(int argc, char **argv)
     int     once = 0, check_only = 0, verbose = 0, ch, all_ok = 1;
     long    wait;
 
+    util_nodump();			/* secrets never in a core file */
     log_open("m365-fetch");
     while ((ch = getopt_long(argc, argv, "c:nvh", longopts, NULL)) != -1) {
 	switch (ch) {
@@ -222,6 +223,7 @@ int     main(int argc, char **argv)
     /* Configuration. */
     strbuf_init(&errors, STRBUF_MAX_JSON);
     conf = conf_load(conf_path, &errors);
+    file_set_service_user(conf ? conf->user : NULL);	/* root trusts */
     if (conf != NULL) {
 	if (conf->sources == NULL)
 	    strbuf_printf(&errors, "%s: no [source NAME] sections: nothing "

@@ -105,6 +105,7 @@ int     main(int argc, char **argv)
     int     i;
     size_t  k;
 
+    util_nodump();			/* secrets never in a core file */
     log_open(argv[0]);
     /* A peer that goes away must be an error return, not a killed relay. */
     signal(SIGPIPE, SIG_IGN);
@@ -166,6 +167,7 @@ int     main(int argc, char **argv)
     /* Configuration. */
     strbuf_init(&errors, STRBUF_MAX_JSON);
     conf = conf_load(conf_path, &errors);
+    file_set_service_user(conf ? conf->user : NULL);	/* root trusts */
     if (conf != NULL && check_only)
 	conf_check_secrets(conf, &errors);
     if (check_only) {

@@ -31,6 +31,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -261,13 +262,21 @@ void    ctl_print_oauth_error(const char *what, const struct oauth_error *oe,
 	fprintf(stderr, "m365ctl: remedy: %s\n", remedy);
 }
 
-/* ctl_chown_dir - give a state directory to the relay's user (root only) */
-
+/*
+ * ctl_chown_dir - give a state directory to the relay's user (root only),
+ * through a descriptor: the user may control the parent directory, and
+ * a chown by name would follow a symbolic link planted there.
+ */
 static void ctl_chown_dir(const char *dir, uid_t uid, gid_t gid)
 {
-    if (chown(dir, uid, gid) < 0)
-	fprintf(stderr, "m365ctl: warning: cannot chown %s to uid %ld: %s\n",
-		dir, (long) uid, strerror(errno));
+    char    err[512];
+    int     fd;
+
+    if ((fd = dir_open_owned(AT_FDCWD, dir, dir, uid, gid, FILE_CLAIM, err,
+			     sizeof(err))) < 0)
+	fprintf(stderr, "m365ctl: warning: %s\n", err);
+    else
+	close(fd);
 }
 
 /*
@@ -811,6 +820,7 @@ static struct conf *ctl_load(const char *path)
 
     strbuf_init(&errors, STRBUF_MAX_JSON);
     conf = conf_load(path, &errors);
+    file_set_service_user(conf ? conf->user : NULL);	/* root trusts */
     if (conf == NULL) {
 	if (errors.len > 0) {
 	    fputs(errors.data, stderr);
@@ -1008,6 +1018,7 @@ int     main(int argc, char **argv)
     int     rc;
     int     ch;
 
+    util_nodump();			/* secrets never in a core file */
     log_open("m365ctl");
     while ((ch = getopt(argc, argv, "+c:hnvV")) != -1) {
 	switch (ch) {

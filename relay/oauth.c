@@ -1073,10 +1073,8 @@ static char *oauth_read_secret(const struct conf_account *acct,
 	oauth_set_error(err, 0, OAUTH_CONFIG, "", msg);
 	return (NULL);
     }
-    if (file_check_private(acct->secret_file, "client secret file", why,
-			   sizeof(why)) < 0
-	|| file_read(acct->secret_file, OAUTH_SECRET_MAX, &sb, why,
-		     sizeof(why)) < 0) {
+    if (file_read_private(acct->secret_file, "client secret file",
+			  OAUTH_SECRET_MAX, &sb, why, sizeof(why)) < 0) {
 	oauth_set_error(err, 0, OAUTH_CONFIG, "", why);
 	return (NULL);
     }

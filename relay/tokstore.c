@@ -118,14 +118,20 @@ static void tokstore_owner(const struct conf *conf, uid_t *uid, gid_t *gid)
     }
 }
 
-/* tokstore_dir - make state_dir/tokens (0700, owned by the relay user) */
-
+/*
+ * tokstore_dir - make state_dir/tokens (0700, owned by the relay user)
+ * and open it.  Root (m365ctl) works through descriptors only: the
+ * relay user owns the state directory and could otherwise swap a name
+ * for a symbolic link between a check and a chown.  Returns the open
+ * tokens directory, or -1 with err set.
+ */
 static int tokstore_dir(const struct conf *conf, uid_t uid, gid_t gid,
 			        char *err, size_t errlen)
 {
     char    dir[PATH_MAX];
     struct stat st;
     int     created_state = 0;
+    int     sfd, tfd;
 
     if (conf->state_dir == NULL || *conf->state_dir == 0) {
 	snprintf(err, errlen, "state_dir is not set in the configuration");
@@ -140,28 +146,25 @@ static int tokstore_dir(const struct conf *conf, uid_t uid, gid_t gid,
 	created_state = 1;
     if (mkdir_p(dir, 0700, err, errlen) < 0)
 	return (-1);
-    if (uid == (uid_t) -1)
-	return (0);
 
     /*
      * Root gives the directories it made to the relay user; the state
      * directory only when it created it (an existing one is the
-     * administrator's choice).
+     * administrator's choice, and may be a symbolic link).
      */
-    if (created_state && chown(conf->state_dir, uid, gid) < 0) {
-	snprintf(err, errlen, "cannot chown %s: %s", conf->state_dir,
-		 strerror(errno));
+    if (created_state)
+	sfd = dir_open_owned(AT_FDCWD, conf->state_dir, conf->state_dir,
+			     uid, gid, FILE_CLAIM, err, errlen);
+    else if ((sfd = open(conf->state_dir, O_RDONLY | O_DIRECTORY
+			 | O_CLOEXEC)) < 0)
+	snprintf(err, errlen, "cannot open directory %s: %s",
+		 conf->state_dir, strerror(errno));
+    if (sfd < 0)
 	return (-1);
-    }
-    if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
-	snprintf(err, errlen, "%s is not a directory: remove it", dir);
-	return (-1);
-    }
-    if ((st.st_uid != uid || st.st_gid != gid) && chown(dir, uid, gid) < 0) {
-	snprintf(err, errlen, "cannot chown %s: %s", dir, strerror(errno));
-	return (-1);
-    }
-    return (0);
+    tfd = dir_open_owned(sfd, "tokens", dir, uid, gid, FILE_CLAIM,
+			 err, errlen);
+    close(sfd);
+    return (tfd);
 }
 
 /* tokstore_load - read an account's entry; missing file = empty entry */
@@ -209,15 +212,17 @@ int     tokstore_save(const struct conf *conf, const char *account,
     char    path[PATH_MAX];
     cJSON  *root;
     char   *json = NULL;
+    char    name[PATH_MAX];
     uid_t   uid;
     gid_t   gid;
-    int     ret;
+    int     ret, dfd;
 
     if (tokstore_path_err(conf, account, ".json", path, sizeof(path),
 			  err, errlen) < 0)
 	return (-1);
+    snprintf(name, sizeof(name), "%s.json", account);
     tokstore_owner(conf, &uid, &gid);
-    if (tokstore_dir(conf, uid, gid, err, errlen) < 0)
+    if ((dfd = tokstore_dir(conf, uid, gid, err, errlen)) < 0)
 	return (-1);
     if ((root = cJSON_CreateObject()) == NULL
 	|| json_add_str(root, "access_token", ts->access_token) < 0
@@ -240,12 +245,14 @@ int     tokstore_save(const struct conf *conf, const char *account,
 	if (root)
 	    json_wipe(root);
 	cJSON_Delete(root);
+	close(dfd);
 	return (-1);
     }
     json_wipe(root);
     cJSON_Delete(root);
-    ret = file_write_atomic(path, json, strlen(json), 0600, uid, gid,
-			    err, errlen);
+    ret = file_write_at(dfd, name, path, json, strlen(json), 0600, uid, gid,
+			err, errlen);
+    close(dfd);
     OPENSSL_cleanse(json, strlen(json));
     cJSON_free(json);
     return (ret);
@@ -283,33 +290,36 @@ static int tokstore_flock(int fd, double max_wait)
  * tokstore_lock_wait - exclusive lock shared by all processes of an
  * account, waiting at most max_wait seconds (< 0: no limit).  Returns
  * the descriptor, -1 with err set, or -2 when the wait timed out.
+ *
+ * As root the lock file is opened like every file root keeps for the
+ * relay user (file_open_owned()): no symbolic link, one link only, owned
+ * by root or that user, and given to the user through the descriptor.
  */
 int     tokstore_lock_wait(const struct conf *conf, const char *account,
 			           double max_wait, char *err, size_t errlen)
 {
     char    path[PATH_MAX];
+    char    name[PATH_MAX];
     uid_t   uid;
     gid_t   gid;
-    int     fd, rc;
+    int     fd, dfd, rc;
 
     if (tokstore_path_err(conf, account, ".lock", path, sizeof(path),
 			  err, errlen) < 0)
 	return (-1);
+    snprintf(name, sizeof(name), "%s.lock", account);
     tokstore_owner(conf, &uid, &gid);
-    if (tokstore_dir(conf, uid, gid, err, errlen) < 0)
+    if ((dfd = tokstore_dir(conf, uid, gid, err, errlen)) < 0)
 	return (-1);
-    if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
-		   0600)) < 0) {
-	snprintf(err, errlen, "cannot open lock file %s: %s%s", path,
-		 strerror(errno), errno == EACCES ? " (the tokens directory "
-		 "must belong to the user the relay runs as: run m365ctl as "
-		 "root with [global] user set, or chown it)" : "");
-	return (-1);
-    }
-    if (uid != (uid_t) -1 && fchown(fd, uid, gid) < 0) {
-	snprintf(err, errlen, "cannot chown lock file %s: %s", path,
-		 strerror(errno));
-	close(fd);
+    fd = file_open_owned(dfd, name, path, "lock file", O_RDWR | O_CREAT,
+			 0600, uid, gid, FILE_CLAIM, err, errlen);
+    close(dfd);
+    if (fd < 0) {
+	if (errno == EACCES && strlen(err) + 1 < errlen)
+	    snprintf(err + strlen(err), errlen - strlen(err), " (the tokens "
+		     "directory must belong to the user the relay runs as: "
+		     "run m365ctl as root with [global] user set, or chown "
+		     "it)");
 	return (-1);
     }
     if ((rc = tokstore_flock(fd, max_wait)) < 0) {

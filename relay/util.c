@@ -11,13 +11,19 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -84,6 +90,27 @@ char   *xstrndup(const char *s, size_t n)
     return (p);
 }
 
+/*
+ * util_nodump - keep secrets out of core files and away from other
+ * processes of the same user: RLIMIT_CORE 0 and, on Linux,
+ * PR_SET_DUMPABLE 0 (no core, no ptrace attach, /proc/PID/mem and
+ * environ closed).  The kernel makes a process dumpable again whenever
+ * it changes its user or group ids, so a program that drops privileges
+ * calls this again afterwards (priv_drop() does).  Called first thing in
+ * main() by every program that handles secrets.
+ */
+void    util_nodump(void)
+{
+    struct rlimit rl;
+
+    rl.rlim_cur = 0;
+    rl.rlim_max = 0;
+    (void) setrlimit(RLIMIT_CORE, &rl);
+#if defined(__linux__) && defined(PR_SET_DUMPABLE)
+    (void) prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+#endif
+}
+
 /* xfree_secret - wipe a secret string, then free it */
 
 void    xfree_secret(char *s)
@@ -95,53 +122,198 @@ void    xfree_secret(char *s)
 }
 
 /*
+ * The unprivileged user of the installation ([global] user): running as
+ * root, files of root and of this user are trusted, and files that root
+ * creates for the others are given to it.
+ */
+static uid_t file_service_uid = (uid_t) -1;
+static gid_t file_service_gid = (gid_t) -1;
+
+/* file_set_service_user - name the [global] user; NULL/unknown: none */
+
+void    file_set_service_user(const char *user)
+{
+    struct passwd *pw;
+
+    file_service_uid = (uid_t) -1;
+    file_service_gid = (gid_t) -1;
+    if (user != NULL && *user != 0 && (pw = getpwnam(user)) != NULL
+	&& pw->pw_uid != 0) {
+	file_service_uid = pw->pw_uid;
+	file_service_gid = pw->pw_gid;
+    }
+}
+
+/* file_service_ids - the [global] user's ids; -1 when there is none */
+
+int     file_service_ids(uid_t *uid, gid_t *gid)
+{
+    if (uid)
+	*uid = file_service_uid;
+    if (gid)
+	*gid = file_service_gid;
+    return (file_service_uid == (uid_t) -1 ? -1 : 0);
+}
+
+/* file_owner_error - describe an untrusted owner, with the fix */
+
+static void file_owner_error(const char *path, const char *what,
+			             uid_t owner, uid_t user,
+			             char *err, size_t errlen)
+{
+    if (geteuid() != 0)
+	snprintf(err, errlen, "%s %s is owned by uid %ld, not by the user "
+		 "this program runs as (uid %ld): fix with chown", what, path,
+		 (long) owner, (long) geteuid());
+    else if (user != (uid_t) -1)
+	snprintf(err, errlen, "%s %s is owned by uid %ld; running as root, "
+		 "only files of root or of the [global] user (uid %ld) are "
+		 "trusted: fix with chown", what, path, (long) owner,
+		 (long) user);
+    else
+	snprintf(err, errlen, "%s %s is owned by uid %ld; running as root "
+		 "without a [global] user, only files of root are trusted: "
+		 "fix with chown root, or set user in [global]", what, path,
+		 (long) owner);
+}
+
+/* file_owner_ok - may a file of this owner be trusted? */
+
+static int file_owner_ok(uid_t owner)
+{
+    if (owner == geteuid())
+	return (1);
+    return (geteuid() == 0 && file_service_uid != (uid_t) -1
+	    && owner == file_service_uid);
+}
+
+/* file_link_error - why open(O_NOFOLLOW) failed, in words; errno kept */
+
+static void file_link_error(const char *path, const char *what, int errnum,
+			            char *err, size_t errlen)
+{
+    struct stat st;
+
+    if (errnum == ELOOP && lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
+	snprintf(err, errlen, "%s %s is a symbolic link, which is not "
+		 "followed (whoever can change the link could point it "
+		 "elsewhere): replace the link with the file itself", what,
+		 path);
+    else if (errnum == ENXIO)			/* FIFO without a reader */
+	snprintf(err, errlen, "%s %s is not a regular file: remove it", what,
+		 path);
+    else
+	snprintf(err, errlen, "cannot access %s %s: %s", what, path,
+		 strerror(errnum));
+    errno = errnum;
+}
+
+/* file_fstat - fstat() an opened file; on error close it, keep errno */
+
+static int file_fstat(int fd, const char *path, const char *what,
+		              struct stat *st, char *err, size_t errlen)
+{
+    int     saved;
+
+    if (fstat(fd, st) == 0)
+	return (0);
+    saved = errno;
+    snprintf(err, errlen, "cannot access %s %s: %s", what, path,
+	     strerror(saved));
+    close(fd);
+    errno = saved;
+    return (-1);
+}
+
+/* file_blocking - a regular file opened with O_NONBLOCK: plain again */
+
+static void file_blocking(int fd)
+{
+    int     fl = fcntl(fd, F_GETFL);
+
+    if (fl >= 0 && (fl & O_NONBLOCK))
+	(void) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+}
+
+/*
+ * file_open_checked - open a file for reading and judge what was opened,
+ * not the name: the last component is not followed when it is a symbolic
+ * link (unless FILE_FOLLOW: public files such as a certificate), a FIFO
+ * or device is refused without blocking on it, and it must
+ * be a regular file; with FILE_PRIVATE also owned by us (as root: by root
+ * or the [global] user) and not accessible by group or other.  Returns a
+ * descriptor, or -1 with err set and errno kept (ENOENT: no such file).
+ */
+int     file_open_checked(const char *path, const char *what, int flags,
+			          char *err, size_t errlen)
+{
+    struct stat st;
+    int     fd;
+
+    if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC
+		   | ((flags & FILE_FOLLOW) ? 0 : O_NOFOLLOW))) < 0) {
+	file_link_error(path, what, errno, err, errlen);
+	return (-1);
+    }
+    if (file_fstat(fd, path, what, &st, err, errlen) < 0)
+	return (-1);
+    if (!S_ISREG(st.st_mode)) {
+	snprintf(err, errlen, "%s %s is not a regular file: replace it with "
+		 "one", what, path);
+	close(fd);
+	errno = EINVAL;
+	return (-1);
+    }
+    if ((flags & FILE_PRIVATE) && !file_owner_ok(st.st_uid)) {
+	file_owner_error(path, what, st.st_uid, file_service_uid, err, errlen);
+	close(fd);
+	errno = EPERM;
+	return (-1);
+    }
+    if ((flags & FILE_PRIVATE) && (st.st_mode & (S_IRWXG | S_IRWXO))) {
+	snprintf(err, errlen, "%s %s is accessible by group or other "
+		 "(mode %04o); it holds a secret: fix with chmod 600 %s",
+		 what, path, (unsigned) (st.st_mode & 07777), path);
+	close(fd);
+	errno = EPERM;
+	return (-1);
+    }
+    file_blocking(fd);
+    return (fd);
+}
+
+/*
  * file_check_private - refuse a secret file that group or other can read,
- * or that belongs to somebody else (like ssh and msmtp).
+ * that belongs to somebody else (like ssh and msmtp), that is a symbolic
+ * link or not a regular file.  It opens the file to judge it; callers
+ * that go on to read it use file_read_private() instead, which reads
+ * the very file it judged.
  */
 int     file_check_private(const char *path, const char *what,
 			           char *err, size_t errlen)
 {
-    struct stat st;
+    int     fd;
 
-    if (stat(path, &st) < 0) {
-	snprintf(err, errlen, "cannot access %s %s: %s", what, path,
-		 strerror(errno));
+    if ((fd = file_open_checked(path, what, FILE_PRIVATE, err, errlen)) < 0)
 	return (-1);
-    }
-    if (!S_ISREG(st.st_mode)) {
-	snprintf(err, errlen, "%s %s is not a regular file", what, path);
-	return (-1);
-    }
-    if (st.st_uid != geteuid() && geteuid() != 0) {
-	snprintf(err, errlen, "%s %s is owned by uid %ld, not by the user "
-		 "this program runs as (uid %ld): fix with chown", what, path,
-		 (long) st.st_uid, (long) geteuid());
-	return (-1);
-    }
-    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-	snprintf(err, errlen, "%s %s is accessible by group or other "
-		 "(mode %04o); it holds a secret: fix with chmod 600 %s",
-		 what, path, (unsigned) (st.st_mode & 07777), path);
-	return (-1);
-    }
+    close(fd);
     return (0);
 }
 
-/* file_read - read a whole (small) file into a buffer */
+/* file_read_fd - read a whole (small) file from fd, then close fd */
 
-int     file_read(const char *path, size_t max, struct strbuf *out,
-		          char *err, size_t errlen)
+int     file_read_fd(int fd, const char *path, size_t max,
+		             struct strbuf *out, char *err, size_t errlen)
 {
     char    buf[8192];
     ssize_t n;
-    int     fd;
 
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-	snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-	return (-1);
-    }
     strbuf_init(out, max);
-    while ((n = read(fd, buf, sizeof(buf))) > 0) {
+    while ((n = read(fd, buf, sizeof(buf))) != 0) {
+	if (n < 0 && errno == EINTR)
+	    continue;
+	if (n < 0)
+	    break;
 	if (strbuf_append(out, buf, (size_t) n) < 0) {
 	    snprintf(err, errlen, "%s is larger than %lu bytes", path,
 		     (unsigned long) max);
@@ -162,6 +334,162 @@ int     file_read(const char *path, size_t max, struct strbuf *out,
     if (out->data == NULL)
 	strbuf_append(out, "", 0);
     return (0);
+}
+
+/* file_read - read a whole (small) file into a buffer */
+
+int     file_read(const char *path, size_t max, struct strbuf *out,
+		          char *err, size_t errlen)
+{
+    int     fd;
+
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+	snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+	return (-1);
+    }
+    return (file_read_fd(fd, path, max, out, err, errlen));
+}
+
+/*
+ * file_read_private - read a secret file (at most max bytes) after the
+ * checks of file_open_checked(FILE_PRIVATE), on the same descriptor.
+ */
+int     file_read_private(const char *path, const char *what, size_t max,
+			          struct strbuf *out, char *err, size_t errlen)
+{
+    int     fd;
+
+    if ((fd = file_open_checked(path, what, FILE_PRIVATE, err, errlen)) < 0)
+	return (-1);
+    return (file_read_fd(fd, path, max, out, err, errlen));
+}
+
+/*
+ * file_open_owned - open (with O_CREAT in flags: create) NAME relative to
+ * dirfd for writing, as root possibly on behalf of the user uid/gid (lock
+ * and log files in directories that user may control).  The last
+ * component is not followed; what was opened must be a regular file (or,
+ * with FILE_DEVICE_OK, a device of root's such as /dev/null).  Running as
+ * root it must also have one link only (a hard link could be a root file
+ * taken from elsewhere) and belong to root, to us or to uid; a file root
+ * has just created, or with FILE_CLAIM any file of root's, is given to
+ * uid/gid through the descriptor.  path names the file in error texts.
+ * Returns a descriptor, or -1 with err set.
+ */
+int     file_open_owned(int dirfd, const char *name, const char *path,
+			        const char *what, int oflags, mode_t mode,
+			        uid_t uid, gid_t gid, int flags,
+			        char *err, size_t errlen)
+{
+    struct stat st;
+    int     fd = -1, created = 0, tries, saved;
+    int     base = oflags & ~(O_CREAT | O_EXCL);
+
+    base |= O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+    for (tries = 0; fd < 0 && tries < 5; tries++) {
+	if (oflags & O_CREAT) {
+	    /* Knowing that we made it, we may give it away. */
+	    fd = openat(dirfd, name, base | O_CREAT | O_EXCL, mode);
+	    if (fd >= 0) {
+		created = 1;
+		break;
+	    }
+	    if (errno != EEXIST)
+		break;
+	}
+	if ((fd = openat(dirfd, name, base)) < 0
+	    && (errno != ENOENT || !(oflags & O_CREAT)))
+	    break;
+    }
+    if (fd < 0) {
+	file_link_error(path, what, errno, err, errlen);
+	return (-1);
+    }
+    if (file_fstat(fd, path, what, &st, err, errlen) < 0)
+	return (-1);
+    if (!S_ISREG(st.st_mode)
+	&& !((flags & FILE_DEVICE_OK) && S_ISCHR(st.st_mode)
+	     && st.st_uid == 0)) {
+	snprintf(err, errlen, "%s %s is not a regular file: remove it", what,
+		 path);
+	saved = EINVAL;
+	goto bad;
+    }
+    if (geteuid() == 0) {
+	if (st.st_nlink != 1) {
+	    snprintf(err, errlen, "%s %s has %lu hard links; it must have "
+		     "only one (another name of the same file could be a "
+		     "file of root's elsewhere): remove it", what, path,
+		     (unsigned long) st.st_nlink);
+	    saved = EPERM;
+	    goto bad;
+	}
+	if (st.st_uid != 0 && (uid == (uid_t) -1 || st.st_uid != uid)) {
+	    file_owner_error(path, what, st.st_uid, uid, err, errlen);
+	    saved = EPERM;
+	    goto bad;
+	}
+	if (st.st_uid == 0 && uid != (uid_t) -1 && S_ISREG(st.st_mode)
+	    && (created || (flags & FILE_CLAIM))
+	    && fchown(fd, uid, gid) < 0) {
+	    saved = errno;
+	    snprintf(err, errlen, "cannot chown %s %s: %s", what, path,
+		     strerror(saved));
+	    goto bad;
+	}
+    }
+    file_blocking(fd);
+    return (fd);
+
+bad:
+    close(fd);
+    errno = saved;
+    return (-1);
+}
+
+/*
+ * dir_open_owned - open the directory NAME relative to dirfd without
+ * following a symbolic link in its last component.  Running as root with
+ * uid given: the directory must belong to root or uid; with FILE_CLAIM
+ * it is given to uid/gid (through the descriptor) unless it is already
+ * theirs.  Returns a descriptor, or -1 with err set.
+ */
+int     dir_open_owned(int dirfd, const char *name, const char *path,
+		               uid_t uid, gid_t gid, int flags,
+		               char *err, size_t errlen)
+{
+    struct stat st;
+    int     fd;
+
+    if ((fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW
+		     | O_CLOEXEC)) < 0) {
+	if (errno == ELOOP || errno == ENOTDIR)
+	    snprintf(err, errlen, "%s is not a directory (a symbolic link or "
+		     "a file is not used): remove it", path);
+	else
+	    snprintf(err, errlen, "cannot open directory %s: %s", path,
+		     strerror(errno));
+	return (-1);
+    }
+    if (geteuid() != 0 || uid == (uid_t) -1)
+	return (fd);
+    if (fstat(fd, &st) < 0) {
+	snprintf(err, errlen, "cannot access %s: %s", path, strerror(errno));
+	close(fd);
+	return (-1);
+    }
+    if (st.st_uid != 0 && st.st_uid != uid) {
+	file_owner_error(path, "directory", st.st_uid, uid, err, errlen);
+	close(fd);
+	return (-1);
+    }
+    if ((flags & FILE_CLAIM) && (st.st_uid != uid || st.st_gid != gid)
+	&& fchown(fd, uid, gid) < 0) {
+	snprintf(err, errlen, "cannot chown %s: %s", path, strerror(errno));
+	close(fd);
+	return (-1);
+    }
+    return (fd);
 }
 
 /* file_tmpdir - dir if set, else $TMPDIR if set, else /tmp */
@@ -195,26 +523,32 @@ int     file_write_all(int fd, const void *buf, size_t len)
 }
 
 /*
- * file_write_atomic - write a temporary file next to path with the given
- * mode, fsync it, give it to owner/group (when running as root; pass
- * (uid_t) -1 to keep), rename it over path and fsync the directory.
+ * file_write_at - write a temporary file next to NAME in the directory
+ * dirfd with the given mode, fsync it, give it to owner/group (when
+ * running as root; pass (uid_t) -1 to keep), rename it over NAME and
+ * fsync the directory.  Everything happens relative to dirfd, so a
+ * directory renamed or replaced meanwhile does not redirect the write.
+ * path names the file in error texts.
  */
-int     file_write_atomic(const char *path, const void *data, size_t len,
-		            mode_t mode, uid_t owner, gid_t group,
-			          char *err, size_t errlen)
+int     file_write_at(int dirfd, const char *name, const char *path,
+		              const void *data, size_t len, mode_t mode,
+		              uid_t owner, gid_t group,
+		              char *err, size_t errlen)
 {
     char    tmp[PATH_MAX];
-    char    dir[PATH_MAX];
-    char   *slash;
-    int     fd, dfd;
+    char    tmpname[NAME_MAX + 1];
+    int     fd;
 
     if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long) getpid())
-	>= (int) sizeof(tmp)) {
+	>= (int) sizeof(tmp)
+	|| snprintf(tmpname, sizeof(tmpname), "%s.tmp.%ld", name,
+		    (long) getpid()) >= (int) sizeof(tmpname)) {
 	snprintf(err, errlen, "path too long: %s", path);
 	return (-1);
     }
-    (void) unlink(tmp);
-    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)) < 0) {
+    (void) unlinkat(dirfd, tmpname, 0);
+    if ((fd = openat(dirfd, tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+		     mode)) < 0) {
 	snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
 	return (-1);
     }
@@ -241,30 +575,59 @@ int     file_write_atomic(const char *path, const void *data, size_t len,
 	goto fail;
     }
     fd = -1;
-    if (rename(tmp, path) < 0) {
+    if (renameat(dirfd, tmpname, dirfd, name) < 0) {
 	snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, path,
 		 strerror(errno));
 	goto fail;
     }
-    snprintf(dir, sizeof(dir), "%s", path);
-    if ((slash = strrchr(dir, '/')) != NULL) {
-	if (slash == dir)
-	    slash[1] = 0;
-	else
-	    *slash = 0;
-    } else
-	snprintf(dir, sizeof(dir), ".");
-    if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
-	(void) fsync(dfd);
-	close(dfd);
-    }
+    (void) fsync(dirfd);
     return (0);
 
 fail:
     if (fd >= 0)
 	close(fd);
-    (void) unlink(tmp);
+    (void) unlinkat(dirfd, tmpname, 0);
     return (-1);
+}
+
+/* file_write_atomic - file_write_at() for a path */
+
+int     file_write_atomic(const char *path, const void *data, size_t len,
+		            mode_t mode, uid_t owner, gid_t group,
+			          char *err, size_t errlen)
+{
+    char    dir[PATH_MAX];
+    const char *name;
+    char   *slash;
+    int     dfd, rc;
+
+    if (snprintf(dir, sizeof(dir), "%s", path) >= (int) sizeof(dir)) {
+	snprintf(err, errlen, "path too long: %s", path);
+	return (-1);
+    }
+    if ((slash = strrchr(dir, '/')) != NULL) {
+	name = path + (slash - dir) + 1;
+	if (slash == dir)
+	    slash[1] = 0;
+	else
+	    *slash = 0;
+    } else {
+	name = path;
+	snprintf(dir, sizeof(dir), ".");
+    }
+    if (*name == 0) {
+	snprintf(err, errlen, "cannot write %s: not a file name", path);
+	return (-1);
+    }
+    if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+	snprintf(err, errlen, "cannot open directory %s: %s", dir,
+		 strerror(errno));
+	return (-1);
+    }
+    rc = file_write_at(dfd, name, path, data, len, mode, owner, group,
+		       err, errlen);
+    close(dfd);
+    return (rc);
 }
 
 /* mkdir_p - create a directory and its parents */

@@ -11,6 +11,25 @@
  *	and exit with EX_TEMPFAIL, so the MTA keeps the message queued).
  *	The milter installs its own hook.
  *
+ *	util_nodump() makes the process non-dumpable (no core file, no
+ *	ptrace by the same user); call it at the top of main() and again
+ *	after any change of user or group ids.
+ *
+ *	Files.  Whatever is read or written on behalf of another user is
+ *	judged after it is opened, by descriptor (fstat), never by name
+ *	first.  file_open_checked() opens a file to read it without
+ *	following a symbolic link in the last component and without
+ *	blocking on a FIFO; it must be a regular file and, with
+ *	FILE_PRIVATE, owned by us (as root: root or the [global] user
+ *	named with file_set_service_user()) and mode 0600 or stricter.
+ *	file_read_private() reads such a file, file_check_private() only
+ *	checks it.  file_open_owned() and dir_open_owned() open (create)
+ *	a file or directory that root keeps for the [global] user (lock,
+ *	log and state files) and give it to that user through the
+ *	descriptor; as root they refuse a file with more than one link or
+ *	of a third user.  file_write_at() writes a file atomically
+ *	relative to a directory descriptor.
+ *
  *	Functions that can fail for reasons a user can fix take an error
  *	buffer (err, errlen) and fill it with a complete sentence naming
  *	the cause and the fix; they return 0 on success, -1 on error.
@@ -31,12 +50,38 @@ extern char *xstrdup(const char *);
 extern char *xstrndup(const char *, size_t);
 extern void util_set_oom_hook(void (*hook) (void));
 extern void xfree_secret(char *);	/* cleanse, then free; NULL ok */
+extern void util_nodump(void);		/* no core file, no ptrace */
 
 /* Files. */
+#define FILE_PRIVATE	(1<<0)		/* owner and mode 0600 checks */
+#define FILE_CLAIM	(1<<1)		/* give root's file to the user */
+#define FILE_DEVICE_OK	(1<<2)		/* root's device (/dev/null) is ok */
+#define FILE_FOLLOW	(1<<3)		/* a symbolic link is followed */
+
+extern void file_set_service_user(const char *user);	/* [global] user */
+extern int file_service_ids(uid_t *uid, gid_t *gid);	/* -1: none */
+extern int file_open_checked(const char *path, const char *what, int flags,
+			             char *err, size_t errlen);
 extern int file_check_private(const char *path, const char *what,
 			              char *err, size_t errlen);
 extern int file_read(const char *path, size_t max, struct strbuf *out,
 		             char *err, size_t errlen);
+extern int file_read_fd(int fd, const char *path, size_t max,
+			        struct strbuf *out, char *err, size_t errlen);
+extern int file_read_private(const char *path, const char *what, size_t max,
+			             struct strbuf *out,
+			             char *err, size_t errlen);
+extern int file_open_owned(int dirfd, const char *name, const char *path,
+			           const char *what, int oflags, mode_t mode,
+			           uid_t uid, gid_t gid, int flags,
+			           char *err, size_t errlen);
+extern int dir_open_owned(int dirfd, const char *name, const char *path,
+			          uid_t uid, gid_t gid, int flags,
+			          char *err, size_t errlen);
+extern int file_write_at(int dirfd, const char *name, const char *path,
+			         const void *data, size_t len, mode_t mode,
+			         uid_t owner, gid_t group,
+			         char *err, size_t errlen);
 extern int file_write_all(int fd, const void *buf, size_t len);
 extern int file_write_atomic(const char *path, const void *data, size_t len,
 		             mode_t mode, uid_t owner, gid_t group,

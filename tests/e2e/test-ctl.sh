@@ -503,6 +503,8 @@ if [ "$(id -u)" = 0 ] && id nobody >/dev/null 2>&1; then
     owner=$(stat -c %U "$TOK" 2>/dev/null)
     [ "$owner" = nobody ] && ok "tokens directory owned by [global] user" ||
 	bad "tokens directory owned by [global] user (got $owner)"
+    # The rest runs as root without that user: root trusts only its own.
+    chown -R root: "$TOK"
 fi
 
 # ------------------------------------------- inbound sources ([source])

@@ -20,6 +20,7 @@
 #include "tokstore.h"
 #include "util.h"
 #include "t.h"
+#include "t_file.h"
 
 #define NCHILD	8
 
@@ -214,6 +215,139 @@ static void test_owner(void)
     conf.user = NULL;
 }
 
+/* test_tampered - token files are judged after they are opened */
+
+static void test_tampered(void)
+{
+    struct tokstore ts;
+    char    err[600] = "";
+    char    good[PATH_MAX];
+    char    path[PATH_MAX];
+
+    memset(&ts, 0, sizeof(ts));
+    ts.access_token = xstrdup("at-good");
+    T_EQ_INT(tokstore_save(&conf, "good", &ts, err, sizeof(err)), 0);
+    tokstore_clear(&ts);
+    tokstore_path(&conf, "good", ".json", good, sizeof(good));
+
+    /* A symbolic link to a good token file is not followed. */
+    tokstore_path(&conf, "sym", ".json", path, sizeof(path));
+    T_EQ_INT(symlink(good, path), 0);
+    T_EQ_INT(tokstore_load(&conf, "sym", &ts, err, sizeof(err)), -1);
+    T_CONTAINS(err, "symbolic link");
+    T_OK(ts.access_token == NULL);
+    tokstore_clear(&ts);
+
+    /* A FIFO is refused at once (nobody writes to it). */
+    tokstore_path(&conf, "fifo", ".json", path, sizeof(path));
+    T_EQ_INT(mkfifo(path, 0600), 0);
+    T_EQ_INT(tokstore_load(&conf, "fifo", &ts, err, sizeof(err)), -1);
+    T_CONTAINS(err, "not a regular file");
+    tokstore_clear(&ts);
+
+    /* As root: a third user's token file is not trusted. */
+    if (geteuid() == 0) {
+	tokstore_path(&conf, "third", ".json", path, sizeof(path));
+	t_put_file(path, "{\"access_token\": \"at-third\"}", 0600);
+	T_EQ_INT(chown(path, 12345, 12345), 0);
+	T_EQ_INT(tokstore_load(&conf, "third", &ts, err, sizeof(err)), -1);
+	T_CONTAINS(err, "owned by uid 12345");
+	T_OK(ts.access_token == NULL);
+	tokstore_clear(&ts);
+    }
+}
+
+/* lock_link_refused - ACCOUNT.lock a link to target: refused, kept */
+
+static void lock_link_refused(const char *account, const char *target,
+			              int hard, const char *want)
+{
+    char    path[PATH_MAX];
+    char    err[600] = "";
+    int     fd;
+
+    tokstore_path(&conf, account, ".lock", path, sizeof(path));
+    T_EQ_INT(hard ? link(target, path) : symlink(target, path), 0);
+    fd = tokstore_lock(&conf, account, err, sizeof(err));
+    T_EQ_INT(fd, -1);
+    tokstore_unlock(fd);
+    T_CONTAINS(err, want);
+    T_EQ_INT(t_owner_of(target), 0);
+}
+
+/*
+ * test_lock_links - as root (m365ctl), a lock file that the relay user
+ * replaced by a link to a file of root's is refused, and that file keeps
+ * its owner (skipped when not root).
+ */
+static void test_lock_links(void)
+{
+    struct passwd *pw;
+    char    err[600] = "";
+    char    target[PATH_MAX];
+    char    path[PATH_MAX];
+    char    state2[1200];
+    char    rootdir[1200];
+    struct tokstore ts;
+    int     fd;
+
+    if (geteuid() != 0 || (pw = getpwnam("nobody")) == NULL) {
+	printf("# test_lock_links skipped: needs root and user nobody\n");
+	return;
+    }
+    conf.user = "nobody";
+    snprintf(target, sizeof(target), "%s/root-secret", dir);
+    t_put_file(target, "root only\n", 0600);
+
+    lock_link_refused("hard", target, 1, "hard links");
+    lock_link_refused("soft", target, 0, "symbolic link");
+
+    /* A lock file of a third user. */
+    tokstore_path(&conf, "third", ".lock", path, sizeof(path));
+    t_put_file(path, "", 0600);
+    T_EQ_INT(chown(path, 12345, 12345), 0);
+    fd = tokstore_lock(&conf, "third", err, sizeof(err));
+    T_EQ_INT(fd, -1);
+    tokstore_unlock(fd);
+    T_CONTAINS(err, "owned by uid 12345");
+
+    /* The tokens directory replaced by a link to root's directory. */
+    snprintf(state2, sizeof(state2), "%s/state2", dir);
+    snprintf(rootdir, sizeof(rootdir), "%s/rootdir", dir);
+    T_EQ_INT(mkdir(state2, 0700), 0);
+    T_EQ_INT(chown(state2, pw->pw_uid, pw->pw_gid), 0);
+    T_EQ_INT(mkdir(rootdir, 0700), 0);
+    snprintf(path, sizeof(path), "%s/tokens", state2);
+    T_EQ_INT(symlink(rootdir, path), 0);
+    conf.state_dir = state2;
+    fd = tokstore_lock(&conf, "acct", err, sizeof(err));
+    T_EQ_INT(fd, -1);
+    tokstore_unlock(fd);
+    T_CONTAINS(err, "not a directory");
+    memset(&ts, 0, sizeof(ts));
+    T_EQ_INT(tokstore_save(&conf, "acct", &ts, err, sizeof(err)), -1);
+    T_EQ_INT(t_owner_of(rootdir), 0);
+    snprintf(path, sizeof(path), "%s/acct.lock", rootdir);
+    T_EQ_INT(access(path, F_OK), -1);
+    snprintf(path, sizeof(path), "%s/acct.json", rootdir);
+    T_EQ_INT(access(path, F_OK), -1);
+    conf.state_dir = state;
+
+    /* Root reads the files it gave to the user once that user is named. */
+    memset(&ts, 0, sizeof(ts));
+    ts.access_token = xstrdup("at-owned");
+    T_EQ_INT(tokstore_save(&conf, "given", &ts, err, sizeof(err)), 0);
+    tokstore_clear(&ts);
+    file_set_service_user("nobody");
+    T_EQ_INT(tokstore_load(&conf, "given", &ts, err, sizeof(err)), 0);
+    T_EQ_STR(ts.access_token, "at-owned");
+    tokstore_clear(&ts);
+    file_set_service_user(NULL);
+    T_EQ_INT(tokstore_load(&conf, "given", &ts, err, sizeof(err)), -1);
+    tokstore_clear(&ts);
+    conf.user = NULL;
+}
+
 /* child - the auth.c pattern: check, then refresh under the lock */
 
 static void child(int barrier, int report, const char *counter)
@@ -323,30 +457,6 @@ static void test_lock(void)
     tokstore_clear(&ts);
 }
 
-/* rm_rf - remove the test directory (two levels deep) */
-
-static void rm_rf(const char *path)
-{
-    char    sub[PATH_MAX];
-    struct dirent *de;
-    struct stat st;
-    DIR    *d;
-
-    if ((d = opendir(path)) != NULL) {
-	while ((de = readdir(d)) != NULL) {
-	    if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-		continue;
-	    snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
-	    if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode))
-		rm_rf(sub);
-	    else
-		unlink(sub);
-	}
-	closedir(d);
-    }
-    rmdir(path);
-}
-
 int     main(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -374,6 +484,8 @@ int     main(void)
     T_RUN(test_damaged);
     T_RUN(test_lock);
     T_RUN(test_owner);
-    rm_rf(dir);
+    T_RUN(test_tampered);
+    T_RUN(test_lock_links);
+    t_rm_rf(dir);
     return (T_DONE());
 }
