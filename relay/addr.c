@@ -98,18 +98,25 @@ static size_t addr_encoded_word(const char *s, size_t len)
 
     if (len < 8 || s[0] != '=' || s[1] != '?')
 	return (0);
-    /* charset ? encoding ? text ?= ; no white space anywhere */
+    /*
+     * charset ? encoding ? text ?= ; no white space anywhere, and no
+     * RFC 5322 special (RFC 2047 section 5: not in a phrase): other
+     * parsers take "=?utf-8?q?a@x?=" as an address, "a,b" as two
+     * elements.  Such a word is cut into atoms and specials instead.
+     */
     for (q = 0; q < 2; q++) {
 	size_t  begin = i;
 
-	while (i < len && s[i] != '?' && !ADDR_IS_WSP((unsigned char) s[i]))
+	while (i < len && s[i] != '?' && !ADDR_IS_WSP((unsigned char) s[i])
+	       && strchr(ADDR_SPECIALS, s[i]) == NULL)
 	    i++;
 	if (i >= len || s[i] != '?' || i == begin)
 	    return (0);
 	i++;
     }
     while (i + 1 < len && !(s[i] == '?' && s[i + 1] == '=')) {
-	if (ADDR_IS_WSP((unsigned char) s[i]) || s[i] == '?')
+	if (ADDR_IS_WSP((unsigned char) s[i]) || s[i] == '?'
+	    || strchr(ADDR_SPECIALS, s[i]) != NULL)
 	    return (0);
 	i++;
     }
@@ -215,6 +222,29 @@ static int addr_is_sp(const struct addr_tok *t, int ch)
     return (t->type == TK_SPECIAL && t->ch == ch);
 }
 
+/*
+ * addr_literal_ok - a domain literal of an address that everyone reads
+ * alike: "[" letters, digits, ".", ":" or "-" "]" (IPv4, "IPv6:...",
+ * RFC 5321 address literals).  "@", quotes, "[" or white space inside
+ * would split the address differently in other parsers (and in
+ * addr_internal(), which cuts at the last "@").
+ */
+static int addr_literal_ok(const char *p, size_t n)
+{
+    size_t  i;
+
+    if (n < 3)
+	return (0);
+    for (i = 1; i + 1 < n; i++) {
+	if ((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z')
+	    || (p[i] >= '0' && p[i] <= '9') || p[i] == '.' || p[i] == ':'
+	    || p[i] == '-')
+	    continue;
+	return (0);
+    }
+    return (1);
+}
+
 /* addr_spec_build - addr-spec from tokens (no comments); 0 or -1 */
 
 static int addr_spec_build(const char *v, struct addr_tok **t, size_t n,
@@ -246,6 +276,8 @@ static int addr_spec_build(const char *v, struct addr_tok **t, size_t n,
     if (i == n)
 	return (-1);
     if (t[i]->type == TK_DLIT) {
+	if (!addr_literal_ok(v + t[i]->start, t[i]->end - t[i]->start))
+	    return (-1);
 	strbuf_append(out, v + t[i]->start, t[i]->end - t[i]->start);
 	return (i + 1 == n ? 0 : -1);
     }
@@ -268,11 +300,11 @@ static int addr_spec_build(const char *v, struct addr_tok **t, size_t n,
     return (words && prev_word ? 0 : -1);
 }
 
-/* addr_item_add - turn the tokens of one list element into an item */
+/* addr_item_add - tokens of one list element as an item (bad_group: bad) */
 
 static void addr_item_add(const char *v, const struct addr_toks *tl,
 			          size_t first, size_t last, int group,
-			          struct addr_list *out)
+			          int bad_group, struct addr_list *out)
 {
     struct addr_tok **sig = xmalloc((last - first + 1) * sizeof(*sig));
     struct addr_item *it;
@@ -309,6 +341,8 @@ static void addr_item_add(const char *v, const struct addr_toks *tl,
     } else if (addr_spec_build(v, sig, n, &sb) < 0) {
 	bad = 1;
     }
+    if (bad_group)
+	bad = 1;
     if (bad) {
 	/* The element's own words, so the item never matches a mailbox. */
 	strbuf_reset(&sb);
@@ -337,7 +371,7 @@ int     addr_parse_err(const char *v, size_t len, struct addr_list *out,
 {
     struct addr_toks tl;
     size_t  i, j, k;
-    int     group = 0, angle, ret = 0;
+    int     group = 0, angle, ret = 0, bad_group = 0, words;
     struct addr_group *g;
 
     memset(out, 0, sizeof(*out));
@@ -394,10 +428,30 @@ int     addr_parse_err(const char *v, size_t len, struct addr_list *out,
 	}
 	if (j < tl.n && addr_is_sp(tl.t + j, ':')) {
 	    /* Group start: "Name:" (a colon with angle set cannot occur). */
-	    if (group) {
+	    if (group || bad_group) {
 		ret = addr_err(err, errlen, "a group inside a group",
 			       tl.t[j].start);
 		goto done;
+	    }
+
+	    /*
+	     * The name must be a phrase (words, obsolete dots): in
+	     * "a@x Cc: b@y;" other parsers see the address "a@xCc".  A
+	     * group with another name is no group: its name and members
+	     * are bad items, which callers drop.
+	     */
+	    for (words = 0, k = i; k < j; k++) {
+		if (addr_is_word(tl.t + k))
+		    words++;
+		else if (tl.t[k].type != TK_COMMENT
+			 && !addr_is_sp(tl.t + k, '.'))
+		    bad_group = 1;
+	    }
+	    if (words == 0)
+		bad_group = 1;
+	    if (bad_group) {
+		addr_item_add(v, &tl, i, j, 0, 1, out);
+		continue;
 	    }
 	    out->groups = xrealloc(out->groups,
 				(out->ngroups + 1) * sizeof(*out->groups));
@@ -411,13 +465,14 @@ int     addr_parse_err(const char *v, size_t len, struct addr_list *out,
 	for (k = i; k < j && tl.t[k].type == TK_COMMENT; k++)
 	     /* void */ ;
 	if (k < j) {
-	    addr_item_add(v, &tl, i, j - 1, group, out);
+	    addr_item_add(v, &tl, i, j - 1, group, bad_group, out);
 	    if (group)
 		out->groups[group - 1].end = tl.t[j - 1].end;
 	}
-	if (j < tl.n && addr_is_sp(tl.t + j, ';') && group) {
-	    out->groups[group - 1].end = tl.t[j].end;
-	    group = 0;
+	if (j < tl.n && addr_is_sp(tl.t + j, ';')) {
+	    if (group)
+		out->groups[group - 1].end = tl.t[j].end;
+	    group = bad_group = 0;
 	}
 	/* A ";" outside a group is taken as a list separator. */
     }

@@ -11,13 +11,23 @@
  *	with escapes, RFC 2047 encoded words, which are never decoded),
  *	comments (nested), angle addresses with obsolete routes, bare
  *	addr-specs, groups ("Team: a@x, b@y;", "undisclosed-recipients:;")
- *	and stray commas.  Each item records the addr-spec (without angle
- *	brackets, routes or comments) and the byte span of the whole
- *	mailbox in the value, so a caller can rebuild the list keeping the
- *	original text of the mailboxes it keeps.
+ *	and stray commas.  An RFC 2047 word with an RFC 5322 special in it
+ *	("=?utf-8?q?a@x?=", not allowed in a phrase) is not taken as one
+ *	word but as the atoms and specials other parsers see in it.  The
+ *	rule is: wherever a common parser (Python's email package, the
+ *	emulator's model of Exchange) could see another address, the item
+ *	is bad, so it is never kept in a header Graph reads.
+ *
+ *	Each item records the addr-spec (without angle brackets, routes
+ *	or comments) and the byte span of the whole mailbox in the value,
+ *	so a caller can rebuild the list keeping the original text of the
+ *	mailboxes it keeps.
  *
  *	An element that is not a mailbox (a phrase without address, two
- *	addresses without a comma, "<>") still yields an item, with
+ *	addresses without a comma, "<>", a domain literal other than "["
+ *	letters, digits, ".", ":", "-" "]", a display name with "@" in it,
+ *	a group whose name is not a phrase, such as "a@x Cc: b@y;": its
+ *	"name:" and each member) still yields an item, with
  *	bad = 1 and addr set to its text; such an item never matches an
  *	address (addr_same() with a bad item's addr is meaningless), so a
  *	caller drops it or reports it.

@@ -9,9 +9,11 @@
  *	(msg_add_header, msg_add_body):
  *
  *	msg_count() keeps the canonical size; the CRLF between header and
- *	body is counted from the start.  msg_body_put() turns bare LF into
- *	CRLF (existing CRLF and a lone CR are kept; a CRLF split between
- *	two chunks is recognised by last_cr) and hands the result to
+ *	body is counted by msg_body_start() when the body starts (an empty
+ *	line, a body chunk), so a header-only message has the size of its
+ *	header section.  msg_body_put() turns bare LF into CRLF (existing
+ *	CRLF and a lone CR are kept; a CRLF split between two chunks is
+ *	recognised by last_cr) and hands the result to
  *	msg_store(), which appends to body_mem while the body fits in
  *	mem_limit and otherwise moves it to a spool file made with
  *	mkostemp() in the spool directory, mode 0600, close-on-exec,
@@ -29,17 +31,20 @@
  *	line starts the body.  So input without any header field is all
  *	body, with an empty header section, and input without an empty
  *	line is all header.  A first line "From " (mbox) is dropped.
+ *	Each header line (a milter field: the whole field) is stored by
+ *	msg_hdr_put(), which runs msg_hdr_clean() over it (see msg.h).
  *	After an error or past max_size the rest of the input is still
  *	read (and counted), so the MTA does not see a broken pipe.  Empty
  *	input gives 5.6.0.
  *
  *	The stream of a struct msg_src is "hdr + CRLF + body" (CRLF CRLF
- *	when hdr does not end with a line end).  Raw bytes are taken in
- *	multiples of 3 so base64 quanta never straddle two calls; an
- *	encoded quantum the caller has no room for waits in a 4-byte
- *	carry.  A spooled body is read with pread(), an in-memory body is
- *	copied, so a rewind only resets offsets.  Memory is fixed (one
- *	48 KB buffer).
+ *	when hdr does not end with a line end; for a header-only message
+ *	one CRLF less: the input had no empty line, none is added).  Raw
+ *	bytes are taken in multiples of 3 so base64 quanta never straddle
+ *	two calls; an encoded quantum the caller has no room for waits in
+ *	a 4-byte carry.  A spooled body is read with pread(), an in-memory
+ *	body is copied, so a rewind only resets offsets.  Memory is fixed
+ *	(one 48 KB buffer).
  * DIAGNOSTICS
  *	msg_src_read() returns CURL_READFUNC_ABORT on a read error;
  *	msg_src_error() then says why.
@@ -249,20 +254,69 @@ static void msg_body_put(struct msg *m, const char *p, size_t n)
     }
 }
 
-/* msg_hdr_put - one complete header line (no line end) */
+/* msg_hdr_ftext - a byte of a header field name (RFC 5322 ftext) */
+
+static int msg_hdr_ftext(int ch)
+{
+    return (ch > ' ' && ch < 127 && ch != ':');
+}
+
+/* msg_hdr_clean - header lines that every parser reads the same way */
+
+size_t  msg_hdr_clean(char *s, size_t n)
+{
+    size_t  i = 0, o = 0, j, k;
+    int     bol = 1;
+
+    while (i < n) {
+	/* "Name :" (obsolete syntax) becomes "Name:". */
+	if (bol && msg_hdr_ftext((unsigned char) s[i])) {
+	    for (j = i; j < n && msg_hdr_ftext((unsigned char) s[j]); j++)
+		 /* void */ ;
+	    for (k = j; k < n && (s[k] == ' ' || s[k] == '\t'); k++)
+		 /* void */ ;
+	    if (k > j && k < n && s[k] == ':') {
+		memmove(s + o, s + i, j - i);
+		o += j - i;
+		i = k;
+	    }
+	}
+	/* A CR that does not end a line, and a NUL, become a space. */
+	if ((s[i] == '\r' && (i + 1 == n || s[i + 1] != '\n')) || s[i] == 0)
+	    s[o] = ' ';
+	else
+	    s[o] = s[i];
+	bol = s[o] == '\n';
+	i++;
+	o++;
+    }
+    return (o);
+}
+
+/* msg_hdr_put - one complete header line or field (no final line end) */
 
 static void msg_hdr_put(struct msg *m, const char *s, size_t n)
 {
-    msg_count(m, (off_t) n + 2);
-    if (msg_failed(m))
+    size_t  old = m->hdr.len;
+
+    if (msg_failed(m)) {
+	msg_count(m, (off_t) n + 2);
 	return;
+    }
     if (strbuf_append(&m->hdr, s, n) < 0
 	|| strbuf_append(&m->hdr, "\r\n", 2) < 0) {
 	/* Drop a partial line; the message is refused anyway. */
+	msg_count(m, (off_t) n + 2);
+	strbuf_truncate(&m->hdr, old);
 	result_set(&m->error, M365_PERM, EX_DATAERR, "5.6.0",
 		   "the message header section is larger than %lu bytes",
 		   (unsigned long) STRBUF_MAX_HEADERS);
+	return;
     }
+    /* Every header byte passes here: one rule for pipe and milter. */
+    strbuf_truncate(&m->hdr, old + msg_hdr_clean(m->hdr.data + old,
+						 m->hdr.len - old));
+    msg_count(m, (off_t) (m->hdr.len - old));
 }
 
 /* msg_too_big_result - the 5.3.4 answer; final: size is complete */
@@ -295,6 +349,16 @@ static int msg_status(const struct msg *m, struct m365_result *res, int final)
     return (0);
 }
 
+/* msg_body_start - the header section ends: count the empty line */
+
+static void msg_body_start(struct msg *m)
+{
+    if (m->state == MSG_ST_HDR) {
+	m->state = MSG_ST_BODY;
+	msg_count(m, 2);
+    }
+}
+
 /* msg_order_error - an API call out of order (a bug in the caller) */
 
 static int msg_order_error(const char *what, struct m365_result *res)
@@ -316,7 +380,7 @@ void    msg_init(struct msg *m, const char *tmpdir, size_t mem_limit,
     m->spool_dir = tmpdir && *tmpdir ? xstrdup(tmpdir) : NULL;
     m->mem_limit = mem_limit;
     m->max_size = max_size > 0 ? max_size : 0;
-    m->size = 2;				/* the empty line */
+    m->size = 0;				/* + 2 when a body starts */
     m->state = MSG_ST_HDR;
     result_init(&m->error);
 }
@@ -370,7 +434,7 @@ int     msg_add_header(struct msg *m, const char *name, const char *value,
 	}
 	run = cp + strspn(cp, "\r\n");
 	if (memchr(cp, '\n', (size_t) (run - cp)) == NULL) {
-	    /* Lone CR: kept, as in the body. */
+	    /* Lone CR: msg_hdr_put() makes it a space. */
 	    overflow = strbuf_append(&line, cp, (size_t) (run - cp)) < 0;
 	} else if (*run != 0) {
 	    /* A line break: CRLF, and folding white space after it. */
@@ -398,8 +462,7 @@ int     msg_add_header(struct msg *m, const char *name, const char *value,
 int     msg_add_body(struct msg *m, const void *data, size_t len,
 		             struct m365_result *res)
 {
-    if (m->state == MSG_ST_HDR)
-	m->state = MSG_ST_BODY;
+    msg_body_start(m);
     if (m->state != MSG_ST_BODY)
 	return (msg_order_error("msg_add_body()", res));
     if (!msg_failed(m))
@@ -413,6 +476,8 @@ int     msg_finish(struct msg *m, struct m365_result *res)
 {
     if (m->state != MSG_ST_HDR && m->state != MSG_ST_BODY)
 	return (msg_order_error("msg_finish()", res));
+    /* No empty line and no body: nothing follows the header fields. */
+    m->hdr_only = m->state == MSG_ST_HDR;
     m->state = MSG_ST_NONE;
     if (m->body_fd >= 0 && !msg_too_big(m))
 	(void) msg_spool_flush(m);
@@ -463,7 +528,7 @@ static void msg_header_line(struct msg_reader *r, const char *s, size_t n,
     }
     if (n == 0 && had_lf) {
 	r->in_hdr = 0;				/* the empty separator */
-	r->m->state = MSG_ST_BODY;
+	msg_body_start(r->m);
 	return;
     }
     if (n == 0)
@@ -471,7 +536,7 @@ static void msg_header_line(struct msg_reader *r, const char *s, size_t n,
     if (!msg_is_field(s, n) && (first || (s[0] != ' ' && s[0] != '\t'))) {
 	/* Not a header line: the body starts here (like Postfix). */
 	r->in_hdr = 0;
-	r->m->state = MSG_ST_BODY;
+	msg_body_start(r->m);
 	msg_body_put(r->m, s, n);
 	if (had_lf)
 	    msg_body_put(r->m, "\n", 1);
@@ -496,7 +561,7 @@ static size_t msg_header(struct msg_reader *r, const char *p, size_t n)
 		       "the message header section is larger than %lu bytes",
 		       (unsigned long) STRBUF_MAX_HEADERS);
 	r->in_hdr = 0;				/* count the rest */
-	r->m->state = MSG_ST_BODY;
+	msg_body_start(r->m);
 	strbuf_reset(&r->line);
 	return (lf ? seg + 1 : n);
     }
@@ -627,6 +692,9 @@ struct msg_src *msg_src_create(const struct strbuf *hdr, const struct msg *m)
 	memcpy(s->sep, "\r\n", 2);
 	s->seplen = 2;
     }
+    /* A header-only message gets no empty line it did not have. */
+    if (m->hdr_only && m->body_len == 0)
+	s->seplen -= 2;
     s->body_fd = m->body_fd;
     if (m->body_fd >= 0) {
 	s->body_len = m->body_len;

@@ -15,8 +15,22 @@
  *	(mbox style) is dropped.  A message larger than max_size bytes
  *	(canonical form) is read to the end and then refused with 5.3.4.
  *
+ *	Every header line, from msg_read() or msg_add_header(), goes
+ *	through msg_hdr_clean() before it is stored: Graph takes the
+ *	recipients from the header, so a header line must read the same
+ *	to the relay as to Exchange.  msg_hdr_clean() works in place on
+ *	whole header lines (LF or CRLF line ends) and returns the new
+ *	length: a CR that is not followed by LF and a NUL become a space
+ *	(Exchange may end a line at a bare CR, a C string ends at NUL;
+ *	the relay splits lines at LF only), and white space between a
+ *	field name and its colon (obsolete syntax, RFC 5322 section 4.5)
+ *	is removed, so "To : x" is a To field for every reader.  LF, CRLF
+ *	and all other bytes are kept.
+ *
  *	A struct msg_src streams "header + CRLF + body" (the body from
- *	body_fd, or from body_mem when body_fd is -1) base64-encoded
+ *	body_fd, or from body_mem when body_fd is -1; a header-only
+ *	message, one with neither an empty line nor a body, is streamed
+ *	without the CRLF, hdr_only is then set) base64-encoded
  *	(no line breaks) to libcurl: msg_src_read() has the signature of
  *	CURLOPT_READFUNCTION, msg_src_rewind() starts over (a retry after
  *	401), msg_src_length() is the exact encoded length.  hdr may be a
@@ -43,7 +57,8 @@ struct msg {
     struct strbuf body_mem;		/* body while under mem_limit */
     int     body_fd;			/* spooled body (CRLF), -1 if none */
     off_t   body_len;			/* body bytes stored (memory or file) */
-    off_t   size;			/* hdr + CRLF + body */
+    off_t   size;			/* hdr [+ CRLF + body] */
+    int     hdr_only;			/* no empty line, no body: none sent */
     /* Private to msg.c: construction state, released by msg_free(). */
     char   *spool_dir;			/* tmpdir copy; the one used once spooled */
     size_t  mem_limit;			/* body bytes kept in memory at most */
@@ -57,6 +72,7 @@ struct msg {
 
 extern int msg_read(struct msg *, int fd, const char *tmpdir, off_t max_size,
 		            struct m365_result *res);
+extern size_t msg_hdr_clean(char *, size_t);
 extern void msg_free(struct msg *);
 
 /*
@@ -72,17 +88,20 @@ extern void msg_free(struct msg *);
  * msg_add_header() stores "name: value" CRLF; line breaks inside value
  * ("\n", "\r\n" before the folding white space) become CRLF, a break
  * at the end of value is dropped, and a break not followed by white
- * space gets one space (so value can never end the header section).
- * An empty value gives "name:".
+ * space gets one space (so value can never end the header section or
+ * start a field); a lone CR becomes a space (msg_hdr_clean()).  An
+ * empty value gives "name:"; white space after name is dropped.
  *
  * Each call returns 0, or -1 with res filled: 4.3.0 on local I/O
  * trouble, 5.6.0 for a header section over STRBUF_MAX_HEADERS or a
  * malformed field name, 4.3.0 for calls out of order.  Past max_size
- * (0: no limit; canonical size hdr + 2 + body) every call returns -1
+ * (0: no limit; canonical size hdr + 2 + body, the 2 counted once a
+ * body starts) every call returns -1
  * with 5.3.4, but keeps counting and stops storing (the stored body is
  * dropped); msg_finish() then reports 5.3.4 with the final size.  After
- * a successful msg_finish(), size == hdr.len + 2 + body_len and the
- * body is in body_mem or body_fd, ready for msg_src_create().  Call
+ * a successful msg_finish(), size == hdr.len + 2 + body_len (hdr.len
+ * when hdr_only: no msg_add_body() call, no body) and the body is in
+ * body_mem or body_fd, ready for msg_src_create().  Call
  * msg_free() in every case; msg_init() may follow it for the next
  * message.
  */

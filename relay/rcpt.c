@@ -6,20 +6,27 @@
  * DESCRIPTION
  *	See rcpt.h.  Details of rcpt_rewrite():
  *
+ *	Every public function first runs msg_hdr_clean() over a copy of
+ *	the header section (bare CR and NUL become a space, "To :" becomes
+ *	"To:"), so it reads the header the way Graph will: msg.c applies
+ *	the same rule to every header line it stores, and rcpt_rewrite()
+ *	writes the cleaned form.
+ *
  *	Header names match case-insensitively; a field is its name line
  *	plus continuation lines.  Envelope recipients may be given with
  *	or without <>; they are compared with addr_same(), so quoting of
  *	the local part does not matter.
  *
  *	A To/Cc field from which nothing is removed is copied byte for
- *	byte.  Otherwise its value is rebuilt from the original text of
- *	the kept mailboxes, joined with ", " and folded at 78 columns; the
- *	original field-name spelling is kept.  A group keeps "Name:", its
- *	kept members and ";"; a group whose members are all removed is
- *	dropped; a group that was empty ("undisclosed-recipients:;") is
- *	kept as written.  A rebuilt field with no mailbox left is removed,
- *	and so is an empty To/Cc field.  A mailbox that appears a second
- *	time in To/Cc is removed (sent once).
+ *	byte (a DKIM signature over To and Cc stays valid), also when it
+ *	is empty or names an envelope recipient twice (still one
+ *	recipient).  Otherwise its value is rebuilt from the original
+ *	text of the kept mailboxes, joined with ", " and folded at 78
+ *	columns; the original field-name spelling is kept.  A group keeps
+ *	"Name:", its kept members and ";"; a group whose members are all
+ *	removed is dropped; a group that was empty
+ *	("undisclosed-recipients:;") is kept as written.  A rebuilt field
+ *	with no mailbox left is removed.
  *
  *	All Bcc fields are removed; one "Bcc:" field, listing the envelope
  *	recipients that no kept To/Cc mailbox names (envelope order, no
@@ -29,8 +36,9 @@
  *	that cannot be written safely (CR, LF, other controls, a broken
  *	domain) is an error rather than a wrong header.
  *
- *	The output uses the line ending of the input (CRLF when the input
- *	has any CRLF).
+ *	The output uses the line ending of the input: LF when the input
+ *	has LF line ends only, else CRLF (also for an input without any
+ *	line end), so a message never gets mixed line ends.
  *
  *	rcpt_from_headers() and rcpt_header_from() return addresses in
  *	the internal form (no angle brackets, local part unquoted), the
@@ -46,6 +54,7 @@
 #include <strings.h>
 
 #include "addr.h"
+#include "msg.h"
 #include "rcpt.h"
 #include "util.h"
 
@@ -131,6 +140,18 @@ static void rcpt_fields_split(const char *hdr, size_t len,
 	if (f->colon > f->vend)
 	    f->colon = f->vend;
     }
+}
+
+/* rcpt_clean - hdr as every reader sees it: a cleaned copy */
+
+static char *rcpt_clean(const char *hdr, size_t *len)
+{
+    char   *copy = xmalloc(*len + 1);
+
+    memcpy(copy, hdr, *len);
+    *len = msg_hdr_clean(copy, *len);
+    copy[*len] = 0;
+    return (copy);
 }
 
 /* rcpt_put - append bytes, remember a size-cap failure */
@@ -280,10 +301,11 @@ static char *rcpt_env_check(const char *env, char *err, size_t errlen)
 
 /* rcpt_rewrite - To/Cc/Bcc that name exactly the envelope recipients */
 
-int     rcpt_rewrite(const char *hdr, size_t hdrlen, char *const *env,
+int     rcpt_rewrite(const char *raw, size_t hdrlen, char *const *env,
 		             size_t nenv, struct strbuf *out,
 		             struct rcpt_plan *plan, char *err, size_t errlen)
 {
+    char   *hdr = NULL;
     struct rcpt_fields fl;
     struct addr_list *lists = NULL;
     char  **keeps = NULL;
@@ -316,6 +338,7 @@ int     rcpt_rewrite(const char *hdr, size_t hdrlen, char *const *env,
 	else
 	    envc[ne++] = canon;
     }
+    hdr = rcpt_clean(raw, &hdrlen);
     rcpt_fields_split(hdr, hdrlen, &fl);
     lists = xcalloc(fl.n ? fl.n : 1, sizeof(*lists));
     keeps = xcalloc(fl.n ? fl.n : 1, sizeof(*keeps));
@@ -344,8 +367,6 @@ int     rcpt_rewrite(const char *hdr, size_t hdrlen, char *const *env,
 	}
 	last_tocc = (long) i;
 	keeps[i] = xcalloc(lists[i].n ? lists[i].n : 1, 1);
-	if (lists[i].n == 0 && lists[i].ngroups == 0)
-	    changed[i] = 1;			/* empty field: drop */
 	for (j = 0; j < lists[i].n; j++) {
 	    const struct addr_item *it = lists[i].items + j;
 
@@ -356,7 +377,8 @@ int     rcpt_rewrite(const char *hdr, size_t hdrlen, char *const *env,
 		     /* void */ ;
 		free(canon);
 	    }
-	    if (e < ne && !covered[e]) {
+	    if (e < ne) {
+		/* Repeated: kept too, as written (DKIM signs To/Cc). */
 		covered[e] = 1;
 		keeps[i][j] = 1;
 		plan->kept++;
@@ -369,7 +391,9 @@ int     rcpt_rewrite(const char *hdr, size_t hdrlen, char *const *env,
 
     /* Write the new header section. */
     o.sb = out;
-    o.eol = memmem(hdr, hdrlen, "\r\n", 2) ? "\r\n" : "\n";
+    /* LF only when the input has LF line ends only: never mixed. */
+    o.eol = memchr(hdr, '\n', hdrlen) && !memmem(hdr, hdrlen, "\r\n", 2)
+	? "\n" : "\r\n";
     o.col = o.min_col = 0;
     o.fail = 0;
     for (i = 0; i <= fl.n; i++) {
@@ -424,6 +448,7 @@ done:
     free(keeps);
     free(changed);
     free(fl.f);
+    free(hdr);
 done_env:
     for (i = 0; i < ne; i++)
 	free(envc[i]);
@@ -434,9 +459,10 @@ done_env:
 
 /* rcpt_from_headers - To, Cc and Bcc addresses, for "sendmail -t" */
 
-int     rcpt_from_headers(const char *hdr, size_t hdrlen, char ***rcpts_r,
+int     rcpt_from_headers(const char *raw, size_t hdrlen, char ***rcpts_r,
 			          size_t *n_r, char *err, size_t errlen)
 {
+    char   *hdr = rcpt_clean(raw, &hdrlen);
     struct rcpt_fields fl;
     struct addr_list l;
     char  **list = NULL;
@@ -489,20 +515,23 @@ int     rcpt_from_headers(const char *hdr, size_t hdrlen, char ***rcpts_r,
 	addr_list_free(&l);
     }
     free(fl.f);
+    free(hdr);
     *rcpts_r = list;
     *n_r = n;
     return (0);
 
 fail:
     free(fl.f);
+    free(hdr);
     rcpt_list_free(list, n);
     return (-1);
 }
 
 /* rcpt_header_from - first From: address (internal form), or NULL */
 
-char   *rcpt_header_from(const char *hdr, size_t hdrlen)
+char   *rcpt_header_from(const char *raw, size_t hdrlen)
 {
+    char   *hdr = rcpt_clean(raw, &hdrlen);
     struct rcpt_fields fl;
     struct addr_list l;
     char   *res = NULL;
@@ -523,6 +552,7 @@ char   *rcpt_header_from(const char *hdr, size_t hdrlen)
 	break;
     }
     free(fl.f);
+    free(hdr);
     return (res);
 }
 

@@ -10,17 +10,22 @@
  *	and Bcc headers only; it has no envelope.  rcpt_rewrite() turns a
  *	header section into one whose To/Cc/Bcc name exactly the envelope
  *	recipients:
- *	- To/Cc mailboxes that are envelope recipients stay as written;
+ *	- To/Cc mailboxes that are envelope recipients stay as written,
+ *	  also when repeated; a To/Cc field that needs no removal keeps
+ *	  its bytes (DKIM signs To and Cc);
  *	- To/Cc mailboxes that are not envelope recipients are removed
  *	  (a split delivery, an alias expansion, a header-only address
- *	  must not get a copy); a To/Cc header left without mailboxes is
- *	  removed, group syntax is kept for the members that stay;
+ *	  must not get a copy); only those items go; a To/Cc header left
+ *	  without mailboxes is removed, group syntax is kept for the
+ *	  members that stay;
  *	- every Bcc header is removed, and one "Bcc:" header listing the
- *	  envelope recipients not in To/Cc is added (folded at 78 columns);
- *	- duplicates are sent once.
+ *	  envelope recipients not in To/Cc is added (folded at 78 columns).
  *	Headers other than To/Cc/Bcc are copied byte for byte.  hdr is
  *	the header section without the empty separator line; line ends
- *	may be LF or CRLF and are kept.
+ *	may be LF or CRLF and are kept (CRLF when there are none).  All
+ *	three functions read hdr as msg_hdr_clean() (msg.h) leaves it:
+ *	a bare CR or a NUL is a space, "To :" is "To:"; rcpt_rewrite()
+ *	writes that form, so Graph reads the same fields as the relay.
  *
  *	rcpt_from_headers() collects the To, Cc and Bcc addresses (for
  *	"sendmail -t"); rcpt_header_from() returns the first From:

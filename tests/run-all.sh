@@ -26,7 +26,8 @@ jobs=${JOBS:-2}
 
 PACKAGES="autoconf automake libtool pkg-config make gcc libmilter-dev
 libcurl4-openssl-dev libcjson-dev libssl-dev postfix swaks miltertest
-python3 openssl curl ca-certificates iproute2 util-linux m4 libwrap0"
+python3 openssl curl ca-certificates iproute2 util-linux m4 libwrap0
+python3-dkim"
 
 TOTAL_PASS=0 TOTAL_FAIL=0 PROBLEMS=""
 

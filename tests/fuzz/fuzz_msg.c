@@ -21,15 +21,23 @@
  *	byte (which is kept).
  *
  *	Invariants (abort() on violation), for every message accepted:
- *	- the header section has CRLF line ends only, no empty line and
- *	  no line that is neither a field nor a continuation (a header
- *	  value can never end the header section or start the body);
- *	- size == hdr.len + 2 + body_len, body_len fits max_size;
+ *	- the header section has CRLF line ends only, no bare CR, no NUL,
+ *	  no empty line, no white space before a field's colon and no line
+ *	  that is neither a field nor a continuation (a header value can
+ *	  never end the header section or start the body);
+ *	- size == hdr.len + 2 + body_len (hdr.len + body_len for a
+ *	  header-only message), body_len fits max_size;
  *	- the body has CRLF line ends only (no bare LF);
  *	- incremental path: the body is exactly the chunks with each bare
  *	  LF made CRLF, in memory when it fits mem_limit, else in the file;
- *	- the msg_src stream decodes to hdr + separator + body, its length
- *	  is msg_src_length(), and a rewind gives the same bytes.
+ *	- the msg_src stream decodes to hdr + separator + body (no
+ *	  separator for a header-only message), its length is
+ *	  msg_src_length(), and a rewind gives the same bytes;
+ *	- what Graph gets (issue 7.2): the header section rewritten by
+ *	  rcpt_rewrite() for a fixed envelope, streamed with the body and
+ *	  decoded, has CRLF line ends only up to the body, and the strict
+ *	  reader of fuzz_model.h (CR, LF, CRLF all end a line) finds only
+ *	  envelope recipients in it, and no ambiguous To/Cc/Bcc.
  *	A refused message carries a 4.x.x or 5.x.x result.
  * DIAGNOSTICS
  *	A failed invariant prints one line to stderr, then abort().
@@ -42,12 +50,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
 
+#include "addr.h"
+#include "fuzz_model.h"
 #include "log.h"
 #include "msg.h"
+#include "rcpt.h"
 #include "status.h"
 #include "strbuf.h"
 #include "util.h"
@@ -181,6 +193,9 @@ static void fuzz_check_hdr(const struct strbuf *h)
 	n = (size_t) (eol - p);
 	if (n == 0)
 	    fuzz_fail("an empty line inside the header section");
+	for (i = 0; i < n; i++)
+	    if (p[i] == '\r' || p[i] == 0)
+		fuzz_fail("a bare CR or a NUL in the header section");
 	if (p[0] == ' ' || p[0] == '\t') {
 	    if (first)
 		fuzz_fail("the header section starts with a continuation");
@@ -192,8 +207,8 @@ static void fuzz_check_hdr(const struct strbuf *h)
 		break;
 	if (i == 0)
 	    fuzz_fail("a header line is neither a field nor a continuation");
-	while (i < n && (p[i] == ' ' || p[i] == '\t'))
-	    i++;
+	if (i < n && (p[i] == ' ' || p[i] == '\t'))
+	    fuzz_fail("white space between a field name and its colon");
 	if (i == n || p[i] != ':')
 	    fuzz_fail("a header line is neither a field nor a continuation");
     }
@@ -257,7 +272,8 @@ static void fuzz_stream(const struct msg *m, size_t chunk,
 				 m->hdr.len);
 	    if (m->hdr.len > 0 && m->hdr.data[m->hdr.len - 1] != '\n')
 		(void) strbuf_puts(&want, "\r\n");
-	    (void) strbuf_puts(&want, "\r\n");
+	    if (!m->hdr_only || body->len > 0)
+		(void) strbuf_puts(&want, "\r\n");
 	    if (body->len > 0)
 		(void) strbuf_append(&want, body->data, body->len);
 	    if (dec.len != want.len
@@ -273,6 +289,84 @@ static void fuzz_stream(const struct msg *m, size_t chunk,
     msg_src_free(src);
 }
 
+/* The envelope of the Graph view: one plain, one in another form. */
+static char *const fuzz_env[] = {"alice@example.com", "<Bob@Example.ORG>"};
+
+#define FUZZ_NENV	(sizeof(fuzz_env) / sizeof(fuzz_env[0]))
+
+/* fuzz_model_found - an address the strict reader sees: envelope? */
+
+static void fuzz_model_found(const char *addr, void *ctx)
+{
+    size_t  i;
+    char   *c;
+    int     in_env = 0;
+
+    (void) ctx;
+    for (i = 0; i < FUZZ_NENV && !in_env; i++) {
+	c = addr_internal(fuzz_env[i]);
+	in_env = strcasecmp(c, addr) == 0;
+	free(c);
+    }
+    if (!in_env) {
+	fprintf(stderr, "fuzz_msg: strict reader sees <%s>\n", addr);
+	fuzz_fail("Graph could deliver to an address that is not an "
+		  "envelope recipient");
+    }
+}
+
+/* fuzz_graph_view - rewrite for fuzz_env, stream, read it strictly */
+
+static void fuzz_graph_view(const struct msg *m)
+{
+    struct strbuf hdr, enc, dec;
+    struct msg_src *src;
+    char    err[512];
+    char    buf[65536];
+    const char *why = NULL;
+    size_t  got, i, hend;
+
+    strbuf_init(&hdr, STRBUF_MAX_HEADERS + 64 * 1024);
+    err[0] = 0;
+    if (rcpt_rewrite(m->hdr.data ? m->hdr.data : "", m->hdr.len,
+		     fuzz_env, FUZZ_NENV, &hdr, NULL, err,
+		     sizeof(err)) < 0) {
+	if (err[0] == 0)
+	    fuzz_fail("rcpt_rewrite() failed without an error text");
+	strbuf_free(&hdr);
+	return;					/* refused with 5.6.0 */
+    }
+    src = msg_src_create(&hdr, m);
+    strbuf_init(&enc, STRBUF_MAX_JSON * 4);
+    while ((got = msg_src_read(buf, 1, sizeof(buf), src)) > 0) {
+	if (got == CURL_READFUNC_ABORT)
+	    fuzz_fail("msg_src_read() aborted");
+	if (strbuf_append(&enc, buf, got) < 0)
+	    fuzz_fail("the stream does not fit the check buffer");
+    }
+    strbuf_init(&dec, STRBUF_MAX_JSON * 4);
+    fuzz_b64decode(enc.data ? enc.data : "", enc.len, &dec);
+    /* Up to the body: CRLF line ends only, no NUL (issue 7.10). */
+    hend = dec.len - (size_t) m->body_len;
+    for (i = 0; i < hend; i++) {
+	if (dec.data[i] == 0 || (dec.data[i] == '\r'
+				 && (i + 1 == dec.len
+				     || dec.data[i + 1] != '\n'))
+	    || (dec.data[i] == '\n' && (i == 0 || dec.data[i - 1] != '\r')))
+	    fuzz_fail("the header Graph gets has a bare CR, a bare LF or "
+		      "a NUL");
+    }
+    if (fuzz_model_rcpts(dec.data ? dec.data : "", dec.len,
+			 fuzz_model_found, NULL, &why) < 0) {
+	fprintf(stderr, "fuzz_msg: strict reader: %s\n", why);
+	fuzz_fail("a To/Cc/Bcc value that parsers may read differently");
+    }
+    strbuf_free(&dec);
+    strbuf_free(&enc);
+    msg_src_free(src);
+    strbuf_free(&hdr);
+}
+
 /* fuzz_check_msg - a finished message, then its stream */
 
 static void fuzz_check_msg(const struct msg *m, off_t max_size, size_t chunk,
@@ -281,8 +375,10 @@ static void fuzz_check_msg(const struct msg *m, off_t max_size, size_t chunk,
     struct strbuf body;
 
     fuzz_check_hdr(&m->hdr);
-    if (m->size != (off_t) m->hdr.len + 2 + m->body_len)
+    if (m->size != (off_t) m->hdr.len + (m->hdr_only ? 0 : 2) + m->body_len)
 	fuzz_fail("size is not hdr.len + 2 + body_len");
+    if (m->hdr_only && m->body_len > 0)
+	fuzz_fail("a header-only message with a body");
     if (max_size > 0 && m->size > max_size)
 	fuzz_fail("a message over max_size was accepted");
     strbuf_init(&body, STRBUF_MAX_JSON * 4);
@@ -294,6 +390,7 @@ static void fuzz_check_msg(const struct msg *m, off_t max_size, size_t chunk,
 		&& memcmp(want_body->data, body.data, body.len) != 0)))
 	fuzz_fail("the stored body is not the input with bare LF -> CRLF");
     fuzz_stream(m, chunk, &body);
+    fuzz_graph_view(m);
     strbuf_free(&body);
 }
 

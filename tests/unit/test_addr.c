@@ -51,8 +51,20 @@ static const struct {
     {"=?UTF-8?B?w4TDpMO2?= <u@x>, =?iso-8859-1?Q?J=F6rg_M=FCller?= <j@x>",
 	"0|u@x|=?UTF-8?B?w4TDpMO2?= <u@x>\n"
     "0|j@x|=?iso-8859-1?Q?J=F6rg_M=FCller?= <j@x>"},
-    /* A sloppy encoded word with a comma stays one atom. */
-    {"=?utf-8?Q?a,b?= <k@x>, l@x", "0|k@x|=?utf-8?Q?a,b?= <k@x>\n0|l@x|l@x"},
+    /* A sloppy encoded word is cut at a comma, as other parsers do. */
+    {"=?utf-8?Q?a,b?= <k@x>, l@x",
+    "0|=?utf-8?Q?a|=?utf-8?Q?a\n0|k@x|b?= <k@x>\n0|l@x|l@x"},
+    /* Issue 7.2: where another parser sees an address, the item is bad. */
+    {"=?utf-8?q?e@z?= <b@y>", "0|!=?utf-8?q?e@z?= <b@y>|=?utf-8?q?e@z?= <b@y>"},
+    {"a@x Cc: e@z, b@y;",
+	"0|!a@x Cc:|a@x Cc:\n0|!e@z|e@z\n0|!b@y|b@y"},
+    {"[g]: b@y;, : c@z;, .:",
+	"0|![g]:|[g]:\n0|!b@y|b@y\n0|!:|:\n0|!c@z|c@z\n0|!.:|.:"},
+    {"G.(c) \"q\": b@y;", "1|b@y|b@y\nG[G.(c) \"q\":][G.(c) \"q\": b@y;]"},
+    /* A domain literal is an address literal, nothing else (fuzzer). */
+    {"u@[IPv6:2001:db8::1], v@[a@b], w@[\"x\"], x@[1 2]",
+	"0|u@[IPv6:2001:db8::1]|u@[IPv6:2001:db8::1]\n0|!v@[a@b]|v@[a@b]\n"
+    "0|!w@[\"x\"]|w@[\"x\"]\n0|!x@[1 2]|x@[1 2]"},
     {"Team: a@x, B <b@y>;, c@z",
 	"1|a@x|a@x\n1|b@y|B <b@y>\n0|c@z|c@z\n"
     "G[Team:][Team: a@x, B <b@y>;]"},

@@ -78,34 +78,58 @@ static char *body_of(const struct msg *m)
     return (b);
 }
 
+/* Header-only input: no empty line, no body (the stream adds none). */
+#define HDR_ONLY	1
+
 static const struct {
     const char *name;
     const char *in;
     const char *hdr;
     const char *body;
+    int     hdr_only;
+    size_t  inlen;			/* 0: strlen(in) */
 } read_cases[] = {
     {"LF to CRLF", "From: a@x\nTo: b@y\n\nline1\nline2\n",
-    "From: a@x\r\nTo: b@y\r\n", "line1\r\nline2\r\n"},
+    "From: a@x\r\nTo: b@y\r\n", "line1\r\nline2\r\n", 0, 0},
     {"CRLF kept, mixed fixed, bare CR kept",
 	"Subject: s\r\n\r\na\r\nb\nc\rd\n\n",
-    "Subject: s\r\n", "a\r\nb\r\nc\rd\r\n\r\n"},
+    "Subject: s\r\n", "a\r\nb\r\nc\rd\r\n\r\n", 0, 0},
     {"mbox From line dropped",
 	"From sender@x Mon Jan  1 00:00:00 2024\nSubject: s\n\nbody\n",
-    "Subject: s\r\n", "body\r\n"},
-    {"no body", "Subject: s\nTo: x@y\n", "Subject: s\r\nTo: x@y\r\n", ""},
-    {"no final line end", "Subject: s", "Subject: s\r\n", ""},
-    {"empty body after separator", "Subject: s\n\n", "Subject: s\r\n", ""},
+    "Subject: s\r\n", "body\r\n", 0, 0},
+    {"no body", "Subject: s\nTo: x@y\n", "Subject: s\r\nTo: x@y\r\n", "",
+    HDR_ONLY, 0},
+    {"no final line end", "Subject: s", "Subject: s\r\n", "", HDR_ONLY, 0},
+    {"empty body after separator", "Subject: s\n\n", "Subject: s\r\n", "", 0, 0},
     {"header-less input is body", "hello world\nmore\n", "",
-    "hello world\r\nmore\r\n"},
-    {"leading blank line: header-less", "\nbody\n", "", "body\r\n"},
+    "hello world\r\nmore\r\n", 0, 0},
+    {"leading blank line: header-less", "\nbody\n", "", "body\r\n", 0, 0},
     {"continuation lines", "Subject: a\n b\n\tc\nTo: x\n\nz",
-    "Subject: a\r\n b\r\n\tc\r\nTo: x\r\n", "z"},
+    "Subject: a\r\n b\r\n\tc\r\nTo: x\r\n", "z", 0, 0},
     {"non-header line starts the body", "Subject: a\nthis is body\nmore\n",
-    "Subject: a\r\n", "this is body\r\nmore\r\n"},
-    {"obsolete space before colon", "Subject : a\n\nb", "Subject : a\r\n", "b"},
-    {"leading continuation is body", " indented\nx\n", "", " indented\r\nx\r\n"},
-    {"mbox line only then body text", "From x\nbody line\n", "", "body line\r\n"},
+    "Subject: a\r\n", "this is body\r\nmore\r\n", 0, 0},
+    {"obsolete space before colon removed", "Subject \t: a\nTo :b\n\nb",
+    "Subject: a\r\nTo:b\r\n", "b", 0, 0},
+    {"bare CR in the header is a space, in the body kept",
+	"Subject: a\rBcc: e@x\r\nX: \r\rb\r\r\n\nc\rd\n",
+    "Subject: a Bcc: e@x\r\nX:   b \r\n", "c\rd\r\n", 0, 0},
+    {"NUL in the header is a space", "Subject: a\0Bcc: e@x\n\nb",
+    "Subject: a Bcc: e@x\r\n", "b", 0, 22},
+    {"CR at a line start: body (not a field)", "Subject: a\n\rBcc: e@x\n",
+    "Subject: a\r\n", "\rBcc: e@x\r\n", 0, 0},
+    {"leading continuation is body", " indented\nx\n", "", " indented\r\nx\r\n", 0, 0},
+    {"mbox line only then body text", "From x\nbody line\n", "", "body line\r\n", 0, 0},
+    {"header, empty line, no body", "Subject: s\r\n\r\n", "Subject: s\r\n",
+    "", 0, 0},
 };
+
+/* read_case_len - input length of read_cases[i] */
+
+static size_t read_case_len(size_t i)
+{
+    return (read_cases[i].inlen ? read_cases[i].inlen
+	    : strlen(read_cases[i].in));
+}
 
 static void test_read_table(void)
 {
@@ -116,7 +140,7 @@ static void test_read_table(void)
     char   *b;
 
     for (i = 0; i < sizeof(read_cases) / sizeof(read_cases[0]); i++) {
-	fd = input_fd(read_cases[i].in, strlen(read_cases[i].in));
+	fd = input_fd(read_cases[i].in, read_case_len(i));
 	T_OK(fd >= 0);
 	T_CHECK(msg_read(&m, fd, tmpdir, 0, &res) == 0, "%s: %s %s",
 		read_cases[i].name, res.dsn, res.text);
@@ -126,7 +150,9 @@ static void test_read_table(void)
 	T_CHECK(strcmp(b, read_cases[i].body) == 0, "%s: body \"%s\"",
 		read_cases[i].name, b);
 	T_EQ_INT(m.body_len, strlen(read_cases[i].body));
-	T_EQ_INT(m.size, (off_t) (m.hdr.len + 2 + strlen(read_cases[i].body)));
+	T_EQ_INT(m.hdr_only, read_cases[i].hdr_only);
+	T_EQ_INT(m.size, (off_t) (m.hdr.len + (read_cases[i].hdr_only ? 0 : 2)
+				  + strlen(read_cases[i].body)));
 	if (m.body_len == 0)
 	    T_EQ_INT(m.body_fd, -1);
 	free(b);
@@ -608,10 +634,19 @@ static void test_incr_memory(void)
     T_EQ_INT(m.body_len, 11);
     msg_free(&m);
 
-    /* Header only: no body call at all. */
+    /* Header only: no body call at all, no empty line streamed. */
     T_EQ_INT(incr_build(&m, 1024, 0, hdrs, "", 0, 1, &res), 0);
     T_EQ_INT(m.body_fd, -1);
     T_EQ_INT(m.body_len, 0);
+    T_EQ_INT(m.hdr_only, 1);
+    T_EQ_INT(m.size, (off_t) m.hdr.len);
+    msg_free(&m);
+    /* An empty body call: the MTA had a body (empty), the line stays. */
+    msg_init(&m, tmpdir, 1024, 0);
+    T_EQ_INT(msg_add_header(&m, "Subject", "s", &res), 0);
+    T_EQ_INT(msg_add_body(&m, "", 0, &res), 0);
+    T_EQ_INT(msg_finish(&m, &res), 0);
+    T_EQ_INT(m.hdr_only, 0);
     T_EQ_INT(m.size, (off_t) m.hdr.len + 2);
     msg_free(&m);
 }
@@ -682,9 +717,11 @@ static void test_incr_stream_equal(void)
 	    body[i] = i % 61 == 59 ? '\r' : i % 61 == 60 ? '\n'
 		: (char) ('a' + i % 23);
 	memcpy(text + hl, body, bs);
-	fd = input_fd(text, hl + bs);
+	/* No body: the milter saw no empty line either. */
+	fd = input_fd(text, bs == 0 ? hl - 1 : hl + bs);
 	T_OK(fd >= 0);
 	T_EQ_INT(msg_read(&ref, fd, tmpdir, 0, &res), 0);
+	T_EQ_INT(ref.hdr_only, bs == 0);
 	close(fd);
 	want = stream_all(&ref, &wantlen);
 	for (li = 0; li < sizeof(limits) / sizeof(limits[0]); li++) {
@@ -731,7 +768,13 @@ static const struct hdr_case hdr_cases[] = {
     /* ...nor end the header section. */
     {"X-Blank", "a\r\n\r\nbody", "X-Blank: a\r\n body\r\n"},
     {"X-Blank2", "a\n\n\tb", "X-Blank2: a\r\n\tb\r\n"},
-    {"X-CR", "a\rb", "X-CR: a\rb\r\n"},
+    /* A lone CR is a space: Exchange could end the line there. */
+    {"X-CR", "a\rb", "X-CR: a b\r\n"},
+    {"Subject", "hello\rBcc: evil@x", "Subject: hello Bcc: evil@x\r\n"},
+    {"X-CR2", "a\r\r\n b\r", "X-CR2: a\r\n b \r\n"},
+    {"X-CR3", "\r\r", "X-CR3:   \r\n"},
+    /* White space before the colon (obsolete syntax) is dropped. */
+    {"To \t", "x@y", "To: x@y\r\n"},
     {"X-Space", "  lead kept", "X-Space:   lead kept\r\n"},
 };
 
@@ -748,7 +791,7 @@ static void test_incr_headers(void)
 	T_EQ_INT(msg_finish(&m, &res), 0);
 	T_CHECK(strcmp(strbuf_str(&m.hdr), hdr_cases[i].want) == 0,
 		"%s: got \"%s\"", hdr_cases[i].name, strbuf_str(&m.hdr));
-	T_EQ_INT(m.size, (off_t) strlen(hdr_cases[i].want) + 2);
+	T_EQ_INT(m.size, (off_t) strlen(hdr_cases[i].want));
 	msg_free(&m);
     }
     /* NULL value is an empty one. */
@@ -876,11 +919,18 @@ static void test_incr_too_big(void)
     T_EQ_INT(incr_build(&m, 4096, 15, hdrs, "ab", 2, 1, &res), -1);
     T_EQ_STR(res.dsn, "5.3.4");
     msg_free(&m);
-    /* Header only: the empty line counts too. */
-    T_EQ_INT(incr_build(&m, 4096, 13, hdrs, "", 0, 1, &res), -1);
+    /* Header only: no empty line is sent, none is counted (8.7). */
+    T_EQ_INT(incr_build(&m, 4096, 11, hdrs, "", 0, 1, &res), -1);
     T_EQ_STR(res.dsn, "5.3.4");
     msg_free(&m);
-    T_EQ_INT(incr_build(&m, 4096, 14, hdrs, "", 0, 1, &res), 0);
+    T_EQ_INT(incr_build(&m, 4096, 12, hdrs, "", 0, 1, &res), 0);
+    T_EQ_INT(m.size, 12);
+    msg_free(&m);
+    /* A call past the limit is never followed by a success. */
+    msg_init(&m, tmpdir, 4096, 12);		/* "Subject: s1" CRLF: 13 */
+    T_EQ_INT(msg_add_header(&m, "Subject", "s1", &res), -1);
+    T_EQ_STR(res.dsn, "5.3.4");
+    T_EQ_INT(msg_finish(&m, &res), -1);
     msg_free(&m);
     free(body);
 }

@@ -95,26 +95,59 @@ static const struct {
 	"b@x|a@x",
 	"tO:   a@x ,b@x  \r\n\t(c)\r\nX-Other: 1\r\n",
     2, 0, 0},
-    {"duplicates are sent once",
+    /* Issue 8.2: repeated envelope recipients stay, bytes untouched. */
+    {"repeated envelope recipients keep their bytes",
 	"To: a@x, A@X\nCc: a@x\n",
 	"a@x|<a@x>|A@x",
-	"To: a@x\n",
-    1, 2, 0},
+	"To: a@x, A@X\nCc: a@x\n",
+    3, 0, 0},
+    {"only the removed item goes, repeats stay",
+	"To: a@x, z@z,\n a@x\r\nCc: \"A\" <a@x>\r\n",
+	"a@x",
+	"To: a@x, a@x\r\nCc: \"A\" <a@x>\r\n",
+    3, 1, 0},
     {"envelope local part needing quotes",
 	"Subject: s\n",
 	"john doe@x|root|<a\"b@x>",
 	"Subject: s\nBcc: \"john doe\"@x, root, \"a\\\"b\"@x\n",
     0, 0, 3},
-    {"no line end at the end",
+    {"no line end at all: CRLF",
 	"Subject: x",
 	"a@x",
-	"Subject: x\nBcc: a@x\n",
+	"Subject: x\r\nBcc: a@x\r\n",
     0, 0, 1},
-    {"empty To dropped",
+    {"empty To kept (nothing to remove)",
 	"To: \nSubject: s\n",
 	"a@x",
-	"Bcc: a@x\nSubject: s\n",
+	"To: \nBcc: a@x\nSubject: s\n",
     0, 0, 1},
+    /* Issue 7.2: a bare CR is a space, never a line break. */
+    {"bare CR in Subject cannot add a Bcc",
+	"Subject: hello\rBcc: evil@x\r\nTo: a@x\r\n",
+	"a@x",
+	"Subject: hello Bcc: evil@x\r\nTo: a@x\r\n",
+    1, 0, 0},
+    {"bare CR in a To comment",
+	"To: a@x (c\rBcc: evil@x)\r\n",
+	"a@x",
+	"To: a@x (c Bcc: evil@x)\r\n",
+    1, 0, 0},
+    {"bare CR inside To: one field, not an address list",
+	"To: a@x\rCc: evil@x\r\n",
+	"a@x",
+	"Bcc: a@x\r\n",
+    0, 2, 1},
+    {"bare CR in an X- field, no To",
+	"X-A: 1\rCc: evil@x\n",
+	"a@x",
+	"X-A: 1 Cc: evil@x\nBcc: a@x\n",
+    0, 0, 1},
+    /* Issue 7.10: "To : x" is a To field, written "To:". */
+    {"space before the colon",
+	"To : a@x\r\nBcc \t: e@x\r\nSubject : s\r\n",
+	"a@x",
+	"To: a@x\r\nSubject: s\r\n",
+    1, 1, 0},
     {"name spelling kept",
 	"CC: x@z, a@x\nsubject: y\n",
 	"a@x",
@@ -138,10 +171,11 @@ static const struct {
 	"To: aaaaaaaaaaaaaaaaaaaa@example.com, bbbbbbbbbbbbbbbbbbbb@example.com,\n"
 	" cccccccccccccccccccc@example.com\n",
     3, 1, 0},
+    /* Issue 7.10: no line end to copy: CRLF, never a bare LF. */
     {"empty header section",
 	"",
 	"a@x",
-	"Bcc: a@x\n",
+	"Bcc: a@x\r\n",
     0, 0, 1},
 };
 
@@ -375,6 +409,38 @@ static void test_header_from(void)
     }
 }
 
+/* test_nul - a NUL is a space, for all three readers (issue 7.2) */
+
+static void test_nul(void)
+{
+    static const char hdr[] = "From: f@x\0To: evil@x\r\nTo: a@x\0, e@x\r\n";
+    char   *env[] = {"a@x"};
+    struct strbuf out;
+    char  **list = NULL;
+    char   *from;
+    size_t  n = 0;
+    char    err[200];
+
+    strbuf_init(&out, STRBUF_MAX_HEADERS);
+    T_EQ_INT(rcpt_rewrite(hdr, sizeof(hdr) - 1, env, 1, &out, NULL, err,
+			  sizeof(err)), 0);
+    T_EQ_INT(out.len, strlen(strbuf_str(&out)));
+    T_EQ_STR(out.data, "From: f@x To: evil@x\r\nTo: a@x\r\n");
+    strbuf_free(&out);
+    T_EQ_INT(rcpt_from_headers(hdr, sizeof(hdr) - 1, &list, &n, err,
+			       sizeof(err)), 0);
+    T_EQ_INT(n, 2);
+    if (n == 2) {
+	T_EQ_STR(list[0], "a@x");
+	T_EQ_STR(list[1], "e@x");
+    }
+    rcpt_list_free(list, n);
+    /* The From: reads as with a space: "f@x To:" is no group name. */
+    from = rcpt_header_from(hdr, sizeof(hdr) - 1);
+    T_OK(from == NULL);
+    free(from);
+}
+
 /* test_empty_quoted - To: "" is not an address (fuzzer finding) */
 
 static void test_empty_quoted(void)
@@ -400,5 +466,6 @@ int     main(void)
     T_RUN(test_from_headers);
     T_RUN(test_header_from);
     T_RUN(test_empty_quoted);
+    T_RUN(test_nul);
     return (T_DONE());
 }
