@@ -253,6 +253,8 @@ static const struct conf_param conf_params[] = {
     {"interval", S(interval), T_LONG, "60", 0, 10, 86400, 0},
     {"page_size", S(page_size), T_LONG, "50", 0, 1, 1000, 0},
     {"notify", S(notify), T_ADDRESS, 0, 0, 0, 0, 0},
+    {"max_message_size", S(max_message_size), T_SIZE, "150M", 0, 1 * SIZE_K,
+    1024 * SIZE_M, 0},
 };
 
 #undef G

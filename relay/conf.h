@@ -28,7 +28,8 @@
  *	[source NAME]      account, mailbox, folder, deliver_to,
  *	                   recipients, envelope_sender, after
  *	                   (read | move:FOLDER | delete), reject_folder,
- *	                   interval, page_size, notify
+ *	                   interval, page_size, notify,
+ *	                   max_message_size
  *	[account NAME]     tenant, client_id, auth, secret_file,
  *	                   certificate_file, key_file, jwt_alg, mailbox,
  *	                   senders, default, scopes, save_to_sent_items,
@@ -173,6 +174,7 @@ struct conf_source {
     long    interval;			/* seconds between rounds; 60 */
     long    page_size;			/* odata.maxpagesize; 50 */
     char   *notify;			/* admin address told when offline */
+    long    max_message_size;		/* $value larger: parked; 150 MB */
     const char *file;
     int     line;
     struct conf_source *next;

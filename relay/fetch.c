@@ -50,9 +50,19 @@
 
 #define FETCH_SELECT	"id,internetMessageId,isRead,from,subject"
 #define FETCH_TRACE	"X-M365Relay-Source"
-#define FETCH_VALUE_TIMEOUT	3600	/* seconds for one $value download */
+#define FETCH_DEF_MAX_SIZE	(150L * 1024 * 1024)	/* Exchange Online */
+#define FETCH_MIN_RATE	(128L * 1024)	/* bytes/s a download must average */
+#define FETCH_LOW_SPEED	1024		/* bytes/s, over [global] timeout */
 #define FETCH_DEF_RETRY	60		/* 429/503 without Retry-After */
 #define FETCH_MAX_RETRY	3600		/* cap on a Retry-After from Graph */
+
+/* A $value download: where it goes and what bounds it. */
+struct fetch_download {
+    int     fd;				/* the spool file */
+    long    timeout;			/* overall deadline, seconds */
+    long    low_speed_time;		/* < FETCH_LOW_SPEED for this long */
+    long long max_bytes;		/* the source's max_message_size */
+};
 
 /* Outcome of one step inside a round. */
 #define STEP_OK		0		/* go on */
@@ -284,14 +294,17 @@ static int fetch_token(struct fetch_ctx *c, int force)
 
 /*
  * fetch_graph - one Graph request with the source's token; a 401 renews
- * the token once.  With out_fd >= 0 a 2xx body goes to that file (which
- * is emptied before a retry).  STEP_OK when a response arrived (check
+ * the token once.  With dl a 2xx body goes to dl->fd (emptied before a
+ * retry), within dl's bounds.  STEP_OK when a response arrived (check
  * resp->status); STEP_STOP when no token could be had; -2 on a
- * transport error (resp->error).
+ * transport error (resp->error; resp->too_big when the body passed
+ * dl->max_bytes).  http_perform() refuses to send the token outside
+ * graph_url, whatever the URL.
  */
 static int fetch_graph(struct fetch_ctx *c, const char *method,
-		               const char *url, const char *json, int out_fd,
-		               long timeout, struct http_resp *resp)
+		               const char *url, const char *json,
+		               const struct fetch_download *dl,
+		               struct http_resp *resp)
 {
     char    prefer[64];
     const char *hdrs[3];
@@ -310,17 +323,20 @@ static int fetch_graph(struct fetch_ctx *c, const char *method,
 	req.method = method;
 	req.url = url;
 	req.bearer = c->token;
-	req.headers = out_fd >= 0 ? hdrs + 2 : hdrs;
-	req.timeout = timeout;
+	req.headers = dl ? hdrs + 2 : hdrs;
 	if (json) {
 	    req.body = json;
 	    req.body_len = strlen(json);
 	    req.content_type = "application/json";
 	}
-	if (out_fd >= 0) {
+	if (dl) {
 	    req.to_fd = 1;
-	    req.out_fd = out_fd;
-	    if (ftruncate(out_fd, 0) < 0 || lseek(out_fd, 0, SEEK_SET) < 0) {
+	    req.out_fd = dl->fd;
+	    req.timeout = dl->timeout;
+	    req.max_bytes = dl->max_bytes;
+	    req.low_speed_limit = FETCH_LOW_SPEED;
+	    req.low_speed_time = dl->low_speed_time;
+	    if (ftruncate(dl->fd, 0) < 0 || lseek(dl->fd, 0, SEEK_SET) < 0) {
 		snprintf(resp->error, sizeof(resp->error), "cannot reset the "
 			 "spool file: %s", strerror(errno));
 		return (-2);
@@ -460,7 +476,7 @@ static int fetch_lookup_folder(struct fetch_ctx *c, const char *parent,
     query = graph_folder_query(parent, name);
     url = graph_url(c->conf, c->mailbox, query);
     free(query);
-    rc = fetch_graph(c, "GET", url, NULL, -1, 0, &resp);
+    rc = fetch_graph(c, "GET", url, NULL, NULL, &resp);
     free(url);
     if (rc != STEP_OK || resp.status < 200 || resp.status >= 300) {
 	if (rc == STEP_OK && resp.status == 404 && !fetch_mailbox_missing(&resp)) {
@@ -610,7 +626,7 @@ static int fetch_message_gone(struct fetch_ctx *c, const char *id)
     int     rc;
 
     http_resp_init(&resp);
-    rc = fetch_graph(c, "GET", url, NULL, -1, 0, &resp);
+    rc = fetch_graph(c, "GET", url, NULL, NULL, &resp);
     free(url);
     if (rc == STEP_OK && resp.status == 404) {
 	http_resp_free(&resp);
@@ -649,7 +665,7 @@ static int fetch_move(struct fetch_ctx *c, const char *id, const char *folder)
 	free(dest);
 	url = fetch_message_url(c, id, "/move");
 	http_resp_init(&resp);
-	rc = fetch_graph(c, "POST", url, json, -1, 0, &resp);
+	rc = fetch_graph(c, "POST", url, json, NULL, &resp);
 	free(url);
 	free(json);
 	if (rc == STEP_OK && resp.status >= 200 && resp.status < 300) {
@@ -689,7 +705,7 @@ static int fetch_patch(struct fetch_ctx *c, const char *id, const char *json,
     int     rc;
 
     http_resp_init(&resp);
-    rc = fetch_graph(c, "PATCH", url, json, -1, 0, &resp);
+    rc = fetch_graph(c, "PATCH", url, json, NULL, &resp);
     free(url);
     *status_r = rc == STEP_OK ? resp.status : 0;
     if (rc == STEP_OK && ((resp.status >= 200 && resp.status < 300)
@@ -722,7 +738,7 @@ static int fetch_after(struct fetch_ctx *c, const char *id)
     case CONF_AFTER_DELETE:
 	url = fetch_message_url(c, id, NULL);
 	http_resp_init(&resp);
-	rc = fetch_graph(c, "DELETE", url, NULL, -1, 0, &resp);
+	rc = fetch_graph(c, "DELETE", url, NULL, NULL, &resp);
 	free(url);
 	if (rc == STEP_OK && ((resp.status >= 200 && resp.status < 300)
 			      || resp.status == 404)) {
@@ -757,16 +773,55 @@ static int fetch_reject_action(struct fetch_ctx *c, const char *id)
 					  "400") : rc);
 }
 
-/* fetch_read_header - the message's header section (first 1 MB at most) */
+/*
+ * fetch_header_start - the offset where the message is injected from.
+ * A first header line that starts with white space continues nothing
+ * (RFC 5322 has no such line).  Placed after our trace fields it would
+ * continue them, so that "  From: a@example.org" vanished into
+ * X-M365Relay-Source and the MTA then made up a From of its own; on
+ * its own Postfix even ends the header there.  So: lines of white
+ * space only before the first field are skipped, and a first line
+ * "  Name: value" starts at "Name" (it is that field, as Exchange
+ * shows it).  Other indented text is kept as it is.
+ */
+static off_t fetch_header_start(int fd)
+{
+    char    buf[8192];
+    ssize_t got;
+    size_t  n, i = 0, line, k;
 
-static void fetch_read_header(int fd, struct strbuf *hdr)
+    while ((got = pread(fd, buf, sizeof(buf), 0)) < 0 && errno == EINTR)
+	 /* void */ ;
+    if (got <= 0)
+	return (0);
+    n = (size_t) got;
+    for (;;) {
+	line = i;
+	while (i < n && (buf[i] == ' ' || buf[i] == '\t'))
+	    i++;
+	if (i == line || i >= n)
+	    return ((off_t) line);		/* not indented (the usual) */
+	if (buf[i] == '\n' || (buf[i] == '\r' && i + 1 < n
+				 && buf[i + 1] == '\n')) {
+	    i += buf[i] == '\r' ? 2 : 1;	/* white space only: skip */
+	    continue;
+	}
+	for (k = i; k < n && buf[k] > ' ' && buf[k] < 127 && buf[k] != ':'; k++)
+	     /* void */ ;
+	return ((off_t) (k > i && k < n && buf[k] == ':' ? i : line));
+    }
+}
+
+/* fetch_read_header - the header section from start (1 MB at most) */
+
+static void fetch_read_header(int fd, off_t start, struct strbuf *hdr)
 {
     char    buf[16384];
     ssize_t n;
     char   *end, *crlf;
 
     strbuf_init(hdr, STRBUF_MAX_HEADERS);
-    if (lseek(fd, 0, SEEK_SET) < 0)
+    if (lseek(fd, start, SEEK_SET) < 0)
 	return;
     for (;;) {
 	n = read(fd, buf, sizeof(buf));
@@ -1053,20 +1108,139 @@ static int fetch_value_failed(struct fetch_ctx *c, const char *id,
 }
 
 /*
+ * fetch_park - a message that is never injected (refused by the MTA, a
+ * loop, too large): park it visibly (reject_folder, else read and
+ * flagged) and log why; the state says "rejected" first, so a restart
+ * only parks it.
+ */
+static int fetch_park(struct fetch_ctx *c, const char *id, const char *imid,
+		              long long size, const char *relay, const char *dsn,
+		              const char *status, const char *why)
+{
+    int     rc;
+
+    fetchstate_pending_set(&c->st, id, imid, FETCHSTATE_REJECTED, why);
+    c->st.rejected++;
+    c->out->rejected++;
+    if ((rc = fetch_save(c)) != STEP_OK)
+	return (rc);
+    fetch_log(c, id, imid, size, relay, dsn, status, why);
+    if ((rc = fetch_reject_action(c, id)) == STEP_OK)
+	rc = fetch_finish(c, id);
+    return (rc);
+}
+
+/* fetch_max_size - the source's max_message_size (bytes) */
+
+static long long fetch_max_size(const struct conf_source *src)
+{
+    return (src->max_message_size > 0 ? src->max_message_size :
+	    FETCH_DEF_MAX_SIZE);
+}
+
+/*
+ * fetch_too_big - $value passed max_message_size: the download stopped
+ * there (an endless stream cannot fill the disk) and the message is
+ * parked with the cause in the log.  Graph gives no size before the
+ * download (no Content-Length, HEAD is 405: graph-facts.md section 5).
+ */
+static int fetch_too_big(struct fetch_ctx *c, const char *id,
+			         const char *imid)
+{
+    char    why[400];
+
+    snprintf(why, sizeof(why), "the message is larger than max_message_size "
+	     "= %lld bytes of [source %s]; not injected (the download "
+	     "stopped there)", fetch_max_size(c->src), c->src->name);
+    msg_warn("%s: id=%s: %s; %s; to fetch it, raise max_message_size and "
+	     "move the message back into the folder", c->src->name, id, why,
+	     c->src->reject_folder ? "moving it to the reject folder" :
+	     "marking it read and flagged in the mailbox");
+    return (fetch_park(c, id, imid, fetch_max_size(c->src) + 1, "none",
+		       "5.3.4", "skipped", why));
+}
+
+/* fetch_accepted - the MTA has the message: record, log, after-action */
+
+static int fetch_accepted(struct fetch_ctx *c, const char *id,
+			          const char *imid, long long size,
+			          const struct inject_result *ir)
+{
+    int     rc;
+
+    fetchstate_pending_set(&c->st, id, imid, FETCHSTATE_INJECTED, ir->reply);
+    c->st.injected++;
+    c->out->injected++;
+    if ((rc = fetch_save(c)) != STEP_OK)
+	return (rc);
+    fetch_log(c, id, imid, size, ir->relay, ir->dsn, "sent", ir->reply);
+    if ((rc = fetch_after(c, id)) == STEP_OK)
+	rc = fetch_finish(c, id);
+    return (rc);
+}
+
+/* fetch_outcome_path - where the sendmail helper records its outcome */
+
+static const char *fetch_outcome_path(struct fetch_ctx *c, char *buf,
+				              size_t len)
+{
+    if (c->src->deliver_to == NULL || strcmp(c->src->deliver_to, "sendmail")
+	|| fetchstate_path(c->conf, c->src->name, ".sendmail", buf, len) < 0)
+	return (NULL);
+    return (buf);
+}
+
+static int fetch_message(struct fetch_ctx *, const char *, const char *, int);
+
+/*
+ * fetch_redo_dup - a message an earlier run left in state data_sent.
+ * For sendmail the helper of that run may have recorded how sendmail
+ * ended (inject.h): exit 0 means the MTA has it - only the after-action
+ * is left; another exit status means it has nothing - inject afresh.
+ * Without a record (SMTP, or the helper died too) the doubt remains: it
+ * is injected again with the duplicate warning.
+ */
+static int fetch_redo_dup(struct fetch_ctx *c, const char *id,
+			          const char *imid)
+{
+    struct inject_result ir;
+    char    path[PATH_MAX];
+    const char *op = fetch_outcome_path(c, path, sizeof(path));
+
+    if (op == NULL || !inject_sendmail_outcome(c->inj, op, id, &ir))
+	return (fetch_message(c, id, imid, 1));
+    if (ir.status == INJECT_OK) {
+	msg_info("%s: id=%s: the sendmail started by an earlier run queued "
+		 "the message before that run stopped; not injecting it "
+		 "again", c->src->name, id);
+	return (fetch_accepted(c, id, imid, 0, &ir));
+    }
+    if (ir.data_sent)
+	return (fetch_message(c, id, imid, 1));
+    msg_info("%s: id=%s: the sendmail started by an earlier run did not "
+	     "take the message (%s); injecting it again", c->src->name, id,
+	     ir.reply);
+    return (fetch_message(c, id, imid, 0));
+}
+
+/*
  * fetch_message - download, check, inject, after-action for one message.
  * dup = 1: a restart found it in state data_sent (maybe a duplicate).
  */
 static int fetch_message(struct fetch_ctx *c, const char *id,
 			         const char *imid_in, int dup)
 {
+    struct fetch_download dl;
     struct http_resp resp;
     struct inject_result ir;
     struct inject_msg im;
     struct strbuf hdr;
     char   *url, *prefix = NULL, *sender = NULL, *imid = NULL, *val;
     char   *idc = xstrdup(id);			/* id may live in the state */
+    char    opath[PATH_MAX];
     long long size;
     size_t  pos = 0;
+    off_t   start;
     int     fd, rc, loop = 0;
 
     if ((fd = inject_tmpfile(c->tmpdir)) < 0) {
@@ -1075,10 +1249,24 @@ static int fetch_message(struct fetch_ctx *c, const char *id,
 			    "(set TMPDIR to a writable directory)", c->tmpdir,
 			    strerror(errno)));
     }
+    /*
+     * Bounds: max_message_size; less than FETCH_LOW_SPEED bytes/s for
+     * [global] timeout seconds (a silent server); and an overall deadline
+     * of timeout + max_message_size / FETCH_MIN_RATE.
+     */
+    memset(&dl, 0, sizeof(dl));
+    dl.fd = fd;
+    dl.max_bytes = fetch_max_size(c->src);
+    dl.low_speed_time = c->conf->timeout > 0 ? c->conf->timeout : 60;
+    dl.timeout = dl.low_speed_time + (long) (dl.max_bytes / FETCH_MIN_RATE);
     url = fetch_message_url(c, idc, "/$value");
     http_resp_init(&resp);
-    rc = fetch_graph(c, "GET", url, NULL, fd, FETCH_VALUE_TIMEOUT, &resp);
+    rc = fetch_graph(c, "GET", url, NULL, &dl, &resp);
     free(url);
+    if (rc == -2 && resp.too_big && resp.status >= 200 && resp.status < 300) {
+	rc = fetch_too_big(c, idc, imid_in);
+	goto out;
+    }
     if (rc == STEP_OK && resp.status == 404) {
 	/* Deleted or moved by someone else meanwhile: nothing to do. */
 	msg_info("%s: id=%s: the message no longer exists; skipped",
@@ -1096,9 +1284,14 @@ static int fetch_message(struct fetch_ctx *c, const char *id,
 	goto out;
     }
     size = resp.fd_bytes;
+    if ((start = fetch_header_start(fd)) > 0)
+	msg_info("%s: id=%s: the header starts with %lld bytes of white space "
+		 "(malformed); injecting from the first field, so that the "
+		 "trace fields added before it cannot swallow it",
+		 c->src->name, idc, (long long) start);
 
     /* Header checks: loop guard, envelope sender, Message-ID. */
-    fetch_read_header(fd, &hdr);
+    fetch_read_header(fd, start, &hdr);
     while ((val = fetch_header_next(&hdr, FETCH_TRACE, &pos)) != NULL) {
 	loop |= fetch_trace_matches(val, c->src->name, c->mailbox);
 	free(val);
@@ -1115,38 +1308,39 @@ static int fetch_message(struct fetch_ctx *c, const char *id,
     strbuf_free(&hdr);
 
     if (loop) {
-	fetchstate_pending_set(&c->st, idc, imid, FETCHSTATE_REJECTED,
-			       "loop: the message carries our own "
-			       FETCH_TRACE " header");
-	c->st.rejected++;
-	c->out->rejected++;
-	if ((rc = fetch_save(c)) != STEP_OK)
-	    goto out;
-	fetch_log(c, idc, imid, size, "none", "5.4.6", "skipped",
-		  "mail loop: the message already carries our "
-		  FETCH_TRACE " header; not injected again");
-	if ((rc = fetch_reject_action(c, idc)) == STEP_OK)
-	    rc = fetch_finish(c, idc);
+	rc = fetch_park(c, idc, imid, size, "none", "5.4.6", "skipped",
+			"mail loop: the message already carries our "
+			FETCH_TRACE " header; not injected again");
 	goto out;
     }
 
-    /* Exactly once: record before, during and after the transaction. */
-    fetchstate_pending_set(&c->st, idc, imid, FETCHSTATE_INJECTING, NULL);
-    if ((rc = fetch_save(c)) != STEP_OK)
-	goto out;
-    if (dup)
-	msg_warn("%s: id=%s: an earlier run stopped between the end of the "
-		 "data and the MTA's reply; injecting again, the recipients "
-		 "may get this message twice", c->src->name, idc);
+    /*
+     * Exactly once: record before, during and after the transaction.  A
+     * message that the MTA may have already (data_sent) keeps that state
+     * until this attempt ends: a crash before its end of data must not
+     * make the next run inject it once more without the warning.
+     */
+    if (!dup) {
+	fetchstate_pending_set(&c->st, idc, imid, FETCHSTATE_INJECTING, NULL);
+	if ((rc = fetch_save(c)) != STEP_OK)
+	    goto out;
+    } else
+	msg_warn("%s: id=%s: an earlier run stopped after the MTA may have "
+		 "taken the message (between the end of the data and the "
+		 "MTA's reply, or while sendmail ran); injecting again, the "
+		 "recipients may get this message twice", c->src->name, idc);
     prefix = fetch_prefix(c, idc);
     memset(&im, 0, sizeof(im));
     im.fd = fd;
+    im.start = start;
     im.prefix = prefix;
     im.sender = sender;
     im.rcpts = c->src->recipients;
     im.nrcpts = fetch_rcpt_count(c->src);
     im.data_end = fetch_data_end;
     im.data_end_arg = c;
+    im.id = idc;
+    im.outcome = fetch_outcome_path(c, opath, sizeof(opath));
     c->cur_id = idc;
     c->cur_imid = imid;
     (void) inject_message(c->inj, &im, &ir);
@@ -1154,42 +1348,40 @@ static int fetch_message(struct fetch_ctx *c, const char *id,
 
     switch (ir.status) {
     case INJECT_OK:
-	fetchstate_pending_set(&c->st, idc, imid, FETCHSTATE_INJECTED, ir.reply);
-	c->st.injected++;
-	c->out->injected++;
-	if ((rc = fetch_save(c)) != STEP_OK)
-	    break;
-	fetch_log(c, idc, imid, size, ir.relay, ir.dsn, "sent", ir.reply);
-	if ((rc = fetch_after(c, idc)) == STEP_OK)
-	    rc = fetch_finish(c, idc);
+	rc = fetch_accepted(c, idc, imid, size, &ir);
 	break;
     case INJECT_PERM:
-	fetchstate_pending_set(&c->st, idc, imid, FETCHSTATE_REJECTED, ir.reply);
-	c->st.rejected++;
-	c->out->rejected++;
-	if ((rc = fetch_save(c)) != STEP_OK)
-	    break;
-	fetch_log(c, idc, imid, size, ir.relay, ir.dsn, "bounced", ir.reply);
 	msg_warn("%s: id=%s: the MTA refused the message permanently; %s",
 		 c->src->name, idc, c->src->reject_folder ?
 		 "moving it to the reject folder" :
 		 "marking it read and flagged in the mailbox");
-	if ((rc = fetch_reject_action(c, idc)) == STEP_OK)
-	    rc = fetch_finish(c, idc);
+	rc = fetch_park(c, idc, imid, size, ir.relay, ir.dsn, "bounced",
+			ir.reply);
 	break;
     case INJECT_RCPT:
+    case INJECT_NOEXT:
+	/* The MTA's setup, not the message: it waits, the source is offline. */
 	fetchstate_pending_drop(&c->st, idc);
 	c->out->deferred++;
 	if ((rc = fetch_save(c)) != STEP_OK)
 	    break;
-	fetch_log(c, idc, imid, size, ir.relay, "4.1.1", "deferred", ir.reply);
+	fetch_log(c, idc, imid, size, ir.relay, ir.status == INJECT_RCPT ?
+		  "4.1.1" : ir.dsn, "deferred", ir.reply);
 	{
-	    char    why[600], remedy[300];
+	    char    why[600], remedy[500];
 
-	    snprintf(why, sizeof(why), "the MTA refuses the configured "
-		     "recipients (%s)", ir.reply);
-	    snprintf(remedy, sizeof(remedy), "fix \"recipients\" in [source "
-		     "%s] or the MTA's configuration", c->src->name);
+	    if (ir.status == INJECT_RCPT) {
+		snprintf(why, sizeof(why), "the MTA refuses the configured "
+			 "recipients (%s)", ir.reply);
+		snprintf(remedy, sizeof(remedy), "fix \"recipients\" in "
+			 "[source %s] or the MTA's configuration", c->src->name);
+	    } else {
+		snprintf(why, sizeof(why), "%s", ir.reply);
+		snprintf(remedy, sizeof(remedy), "enable 8BITMIME in the MTA "
+			 "at %s (Postfix: do not list it in "
+			 "smtpd_discard_ehlo_keywords); the message stays "
+			 "unread until then", ir.relay);
+	    }
 	    rc = fetch_offline(c, why, remedy);
 	}
 	break;
@@ -1263,7 +1455,7 @@ static int fetch_recover(struct fetch_ctx *c)
 		r = fetch_finish(c, ids[i]);
 	    break;
 	case FETCHSTATE_REDO_INJECT_DUP:
-	    r = fetch_message(c, ids[i], imids[i], 1);
+	    r = fetch_redo_dup(c, ids[i], imids[i]);
 	    break;
 	case FETCHSTATE_REDO_INJECT:
 	default:
@@ -1285,17 +1477,6 @@ static int fetch_recover(struct fetch_ctx *c)
     free(imids);
     free(acts);
     return (rc);
-}
-
-/* fetch_link_ok - a nextLink/deltaLink must stay on graph_url */
-
-static int fetch_link_ok(const struct conf *conf, const char *link)
-{
-    size_t  n = strlen(conf->graph_url);
-
-    while (n > 0 && conf->graph_url[n - 1] == '/')
-	n--;
-    return (strncasecmp(link, conf->graph_url, n) == 0 && link[n] == '/');
 }
 
 /* fetch_is_resync - 410 Gone or a sync-state error code */
@@ -1372,6 +1553,22 @@ static int fetch_delta(struct fetch_ctx *c, int deferred)
 
 again:
     first = 1;
+    if (c->st.delta_link && !http_url_under(c->conf->graph_url,
+					    c->st.delta_link)) {
+	char    shown[120];
+
+	/* Written under another graph_url: never send it our token. */
+	log_printable(shown, sizeof(shown), c->st.delta_link,
+		      strcspn(c->st.delta_link, "?"));
+	msg_warn("%s: the saved deltaLink %s is not under graph_url %s "
+		 "(graph_url changed?); dropping it and resynchronizing the "
+		 "folder (processed messages are not injected again)",
+		 c->src->name, shown, c->conf->graph_url);
+	free(c->st.delta_link);
+	c->st.delta_link = NULL;
+	if (fetch_save(c) != STEP_OK)
+	    return (STEP_STOP);
+    }
     if (c->st.delta_link) {
 	url = xstrdup(c->st.delta_link);
 	from_saved = 1;
@@ -1387,7 +1584,7 @@ again:
     }
     for (;;) {
 	http_resp_init(&resp);
-	rc = fetch_graph(c, "GET", url, NULL, -1, 0, &resp);
+	rc = fetch_graph(c, "GET", url, NULL, NULL, &resp);
 	if (rc == STEP_OK && fetch_is_resync(&resp) && !resynced
 	    && (from_saved || strstr(url, "skiptoken") || strstr(url, "deltatoken"))) {
 	    msg_warn("%s: Graph lost the delta state (HTTP %ld); resynchronizing "
@@ -1438,7 +1635,7 @@ again:
 	}
 	if (next) {
 	    free(delta);
-	    if (!fetch_link_ok(c->conf, next)) {
+	    if (!http_url_under(c->conf->graph_url, next)) {
 		free(next);
 		return (fetch_defer(c, "delta: Graph sent a nextLink outside "
 				    "graph_url %s; refusing to follow it",
@@ -1451,7 +1648,7 @@ again:
 	if (delta == NULL)
 	    return (fetch_defer(c, "delta: the last page has neither "
 				"@odata.nextLink nor @odata.deltaLink"));
-	if (!fetch_link_ok(c->conf, delta)) {
+	if (!http_url_under(c->conf->graph_url, delta)) {
 	    free(delta);
 	    return (fetch_defer(c, "delta: Graph sent a deltaLink outside "
 				"graph_url %s", c->conf->graph_url));

@@ -21,12 +21,19 @@
  *	   internetMessageId,isRead,from,subject and Prefer:
  *	   odata.maxpagesize=page_size, following @odata.nextLink (only to
  *	   graph_url) to @odata.deltaLink; 410 Gone or SyncStateNotFound /
- *	   resyncRequired starts a full resync once per round;
+ *	   resyncRequired starts a full resync once per round; a saved
+ *	   deltaLink that is not under graph_url (graph_url changed) is
+ *	   dropped with a warning (a full resync) - http.c refuses to send
+ *	   the token outside graph_url anyway;
  *	6. per unread message that is not pending and not in the done
- *	   list: $value streamed to an unlinked temporary file, loop
- *	   guard, state "injecting", injection (state "data_sent" just
- *	   before the end of the data), state "injected", the after-action
- *	   (read: PATCH isRead; move:FOLDER; delete), then "done";
+ *	   list: $value streamed to an unlinked temporary file (at most
+ *	   the source's max_message_size: a larger one is parked like a
+ *	   refused one; a download slower than 1 KB/s for [global]
+ *	   timeout seconds, or longer than timeout + max_message_size /
+ *	   128 KB seconds, defers the round), loop guard, state
+ *	   "injecting", injection (state "data_sent" just before the end
+ *	   of the data), state "injected", the after-action (read: PATCH
+ *	   isRead; move:FOLDER; delete), then "done";
  *	   a permanent MTA refusal (5xx) records "rejected", moves the
  *	   message to reject_folder (or marks it read and flagged), logs
  *	   the reason and never retries it;
@@ -44,7 +51,17 @@
  *	an alias, a bounce that quotes the header): it is not injected
  *	again but handled like a rejected message and logged with
  *	status=skipped.  The header ends at the first blank line, LF or
- *	CRLF.
+ *	CRLF.  A header whose first line starts with white space
+ *	(malformed: it continues nothing) is injected from its first
+ *	field: white-space-only lines before it are left out, and so is
+ *	the indent of a first line "  Name: value"; otherwise that line
+ *	would continue the trace fields put before it.
+ *
+ *	deliver_to = sendmail: a message that a killed run left in state
+ *	data_sent is looked up in the record of that run's sendmail helper
+ *	(inject.h) first: sendmail exited 0 - only the after-action is
+ *	left; another exit status - injected afresh; no record - injected
+ *	again with the duplicate warning.
  *
  *	A $value error of one message (not 404, 401, 403, 429, 503, 504,
  *	nor an unusable mailbox; e.g. 400 or 500 for a corrupt item) is

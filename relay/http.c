@@ -16,7 +16,10 @@
  *	(it would print the Authorization header).  Header values are
  *	checked for CR/LF so that foreign text cannot inject headers.  The
  *	copies of the Authorization header in the header list are wiped
- *	before they are freed.
+ *	before they are freed.  The bearer-token check sits here, in the
+ *	one function every request passes, so that no caller (a nextLink,
+ *	a deltaLink read back from a state file written under another
+ *	graph_url) can forget it.
  * DIAGNOSTICS
  *	http_perform() returns 0 when an HTTP response arrived, -1 on a
  *	transport error with resp->error and resp->curl_code set.  When
@@ -54,6 +57,7 @@
 struct http {
     CURL   *curl;
     char   *ca_file;			/* or NULL */
+    char   *graph_url;			/* bearer tokens go only under it */
     long    timeout;
     long    connect_timeout;
     char    errbuf[CURL_ERROR_SIZE];
@@ -70,6 +74,7 @@ struct http_xfer {
     long long sent;			/* streamed bytes handed to curl */
     int     eof;			/* read_cb returned 0 */
     int     body_too_big;
+    int     fd_too_big;			/* to_fd body passed req->max_bytes */
     int     fd_errno;			/* write to out_fd failed */
     int     fd_mode;			/* -1 undecided, 0 memory, 1 out_fd */
     CURL   *curl;
@@ -110,6 +115,8 @@ struct http *http_create(const struct conf *conf, char *err, size_t errlen)
     if (conf != NULL) {
 	h->ca_file = (conf->ca_file && *conf->ca_file) ?
 	    xstrdup(conf->ca_file) : NULL;
+	h->graph_url = (conf->graph_url && *conf->graph_url) ?
+	    xstrdup(conf->graph_url) : NULL;
 	h->timeout = conf->timeout;
 	h->connect_timeout = conf->connect_timeout;
     }
@@ -128,6 +135,7 @@ void    http_free(struct http *h)
 	return;
     curl_easy_cleanup(h->curl);
     free(h->ca_file);
+    free(h->graph_url);
     free(h);
 }
 
@@ -171,6 +179,34 @@ int     http_form_add(struct strbuf *form, const char *name, const char *value)
     free(n);
     xfree_secret(v);			/* values may be secrets */
     return (ret);
+}
+
+/*
+ * http_url_under - does url lie under base (scheme, host and port as in
+ * base, then "/")?  Trailing slashes of base do not count; an empty or
+ * missing base contains nothing.
+ */
+int     http_url_under(const char *base, const char *url)
+{
+    size_t  n;
+
+    if (base == NULL || url == NULL)
+	return (0);
+    n = strlen(base);
+    while (n > 0 && base[n - 1] == '/')
+	n--;
+    return (n > 0 && strncasecmp(url, base, n) == 0 && url[n] == '/');
+}
+
+/* http_url_origin - "scheme://host[:port]" of a URL, printable */
+
+static void http_url_origin(char *buf, size_t len, const char *url)
+{
+    const char *p = strstr(url, "://");
+    size_t  n;
+
+    n = p ? (size_t) (p + 3 - url) + strcspn(p + 3, "/?#") : strlen(url);
+    log_printable(buf, len, url, n);
 }
 
 /* http_url_allowed - https, or http to a loopback host only */
@@ -293,6 +329,12 @@ static size_t http_write_cb(char *buf, size_t size, size_t nmemb, void *ctx)
 	x->fd_mode = (x->req->to_fd && status >= 200 && status < 300);
     }
     if (x->fd_mode > 0) {
+	if (x->req->max_bytes > 0
+	    && x->resp->fd_bytes + (long long) len > x->req->max_bytes) {
+	    x->fd_too_big = 1;
+	    x->resp->too_big = 1;
+	    return (0);				/* CURLE_WRITE_ERROR */
+	}
 	if (file_write_all(x->req->out_fd, buf, len) < 0) {
 	    x->fd_errno = errno ? errno : EIO;
 	    return (0);				/* CURLE_WRITE_ERROR */
@@ -521,6 +563,7 @@ int     http_perform(struct http *h, const struct http_req *req,
     resp->upload_done = 0;
     resp->curl_code = 0;
     resp->fd_bytes = 0;
+    resp->too_big = 0;
 
     if (req->url == NULL || !http_url_allowed(req->url, &plain_http)) {
 	char    shown[120];
@@ -531,6 +574,16 @@ int     http_perform(struct http *h, const struct http_req *req,
 		 "https (or http to 127.0.0.1, [::1], localhost) is allowed",
 		 shown);
 	resp->curl_code = CURLE_UNSUPPORTED_PROTOCOL;
+	return (-1);
+    }
+    if (req->bearer != NULL && !http_url_under(h->graph_url, req->url)) {
+	char    shown[120];
+
+	http_url_origin(shown, sizeof(shown), req->url);
+	snprintf(resp->error, sizeof(resp->error), "refusing to send the "
+		 "access token to %s: it is not under graph_url %.100s",
+		 shown, h->graph_url ? h->graph_url : "(not set)");
+	resp->curl_code = CURLE_BAD_FUNCTION_ARGUMENT;
 	return (-1);
     }
     if (http_build_headers(req, resp, &hdrs, client_id,
@@ -567,6 +620,11 @@ int     http_perform(struct http *h, const struct http_req *req,
     curl_easy_setopt(c, CURLOPT_TIMEOUT, req->timeout > 0 ? req->timeout :
 		     h->timeout);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, h->connect_timeout);
+    if (req->low_speed_time > 0) {
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, req->low_speed_limit > 0 ?
+			 req->low_speed_limit : 1L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, req->low_speed_time);
+    }
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_USERAGENT, HTTP_USER_AGENT);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
@@ -609,6 +667,9 @@ int     http_perform(struct http *h, const struct http_req *req,
 	if (x.body_too_big)
 	    snprintf(detail, sizeof(detail), "the response body is larger "
 		     "than %lu bytes", (unsigned long) resp->body.max);
+	else if (x.fd_too_big)
+	    snprintf(detail, sizeof(detail), "the response body is larger "
+		     "than %lld bytes", req->max_bytes);
 	else if (x.fd_errno)
 	    snprintf(detail, sizeof(detail), "cannot write the response "
 		     "body to its spool file: %s", strerror(x.fd_errno));

@@ -33,7 +33,19 @@
  *	any other status still goes to resp->body, so error replies can be
  *	parsed.  A write error to out_fd fails the transfer (-1, error
  *	names the cause).  The struct is zeroed by every caller, so the
- *	default (to_fd 0) keeps the in-memory behaviour.
+ *	default (to_fd 0) keeps the in-memory behaviour.  max_bytes > 0
+ *	caps such a body: the transfer stops as soon as more arrived
+ *	(-1, resp->too_big set, error names the cap), so an endless
+ *	stream cannot fill the disk.  low_speed_limit/low_speed_time
+ *	(both > 0) end a transfer that moves fewer than low_speed_limit
+ *	bytes per second for low_speed_time seconds (a server that went
+ *	silent), on top of the overall timeout.
+ *
+ *	Bearer tokens stay on Graph: a request with a bearer token is
+ *	refused (-1, nothing sent) unless its URL lies under the
+ *	configured graph_url (same scheme, host and port, then "/"),
+ *	whatever the URL came from (built, sent by Graph as a nextLink,
+ *	or read back from a state file).  http_url_under() is that test.
  *
  *	Progress: http_set_progress() makes http_perform() call cb(arg)
  *	at most once every interval seconds (at least 1) while a request
@@ -72,6 +84,9 @@ struct http_req {
     long    timeout;			/* seconds; 0: conf default */
     int     to_fd;			/* 1: a 2xx body goes to out_fd */
     int     out_fd;			/* used only when to_fd is set */
+    long long max_bytes;		/* to_fd: cap on that body; 0: none */
+    long    low_speed_limit;		/* bytes/s, with low_speed_time */
+    long    low_speed_time;		/* seconds; 0: no low-speed limit */
 };
 
 struct http_resp {
@@ -84,6 +99,7 @@ struct http_resp {
     int     curl_code;			/* CURLcode, 0 when ok */
     char    error[300];			/* transport error text */
     long long fd_bytes;			/* to_fd: body bytes written to out_fd */
+    int     too_big;			/* to_fd: stopped past max_bytes */
 };
 
 extern struct http *http_create(const struct conf *, char *err, size_t errlen);
@@ -96,5 +112,6 @@ extern void http_set_progress(struct http *, void (*cb) (void *),
 			              void *arg, int interval);
 extern int http_form_add(struct strbuf *form, const char *name,
 			         const char *value);	/* x-www-form-urlencoded */
+extern int http_url_under(const char *base, const char *url);
 
 #endif

@@ -2,43 +2,59 @@
  * NAME
  *	inject 3
  * SUMMARY
- *	hand one message to the local MTA: libcurl SMTP client or sendmail
+ *	hand one message to the local MTA: SMTP client or sendmail
  * DESCRIPTION
- *	See inject.h.  No SMTP is written by hand: libcurl speaks it
- *	(EHLO, MAIL FROM, RCPT TO, DATA, dot-stuffing, the final ".").
- *	The MTA's reply lines are taken from libcurl's debug callback
- *	(CURLINFO_HEADER_IN), which is the only place libcurl shows them;
- *	nothing secret passes on this connection.  The commands libcurl
- *	sends (CURLINFO_HEADER_OUT) tell which stage a failure belongs to.
+ *	See inject.h.
+ *
+ *	SMTP is spoken here, not by libcurl: libcurl's SMTP client sends
+ *	"MAIL FROM:<address>" with SIZE=, AUTH= and (for UTF-8 addresses
+ *	only) SMTPUTF8, and no option adds another parameter - the
+ *	address is always closed with ">" after whatever was passed - so
+ *	it cannot declare BODY=8BITMIME (RFC 6152) or SMTPUTF8 for a
+ *	UTF-8 header (RFC 6531/6532).  The client is small on purpose:
+ *	one MTA on a local network, no TLS, no AUTH, no pipelining; the
+ *	timeouts are those of RFC 5321 section 4.5.3.2.
  *
  *	A 5xx reply that cannot be about the message (to the greeting,
  *	EHLO/HELO, or 530: the MTA wants TLS or AUTH first) is INJECT_TEMP:
  *	the MTA is unusable, the message must stay where it is.  A 4xx
  *	reply to the end of the data is a definite refusal, so data_sent
- *	is cleared (no "maybe a duplicate" on the retry).
+ *	is cleared (no "maybe a duplicate" on the retry).  After any
+ *	failure the connection is closed (QUIT) and the next message
+ *	opens a new one; a kept connection that the MTA closed meanwhile
+ *	(idle timeout) is noticed before MAIL FROM and replaced once.
  *
- *	The sendmail child runs in its own process group, so a SIGINT or
- *	SIGTERM meant for m365-fetch does not kill it half-way; its
- *	output goes to an unlinked temporary file (no pipe deadlock).  The
- *	caller ignores SIGPIPE (m365-fetch does).
+ *	sendmail never reads from a pipe: the whole message (trace fields,
+ *	LF line ends) is first written to an unlinked temporary file, the
+ *	state hook runs, and only then is sendmail started with that file
+ *	as its standard input.  sendmail -i takes the end of its input as
+ *	the end of the message, so a pipe that closes early (m365-fetch
+ *	killed half-way) would queue a truncated message; a file that is
+ *	complete before sendmail starts cannot be shortened by anything
+ *	that happens to m365-fetch afterwards.  The child runs in its own
+ *	process group (a SIGINT or SIGTERM meant for m365-fetch does not
+ *	stop it half-way); its output goes to another unlinked temporary
+ *	file.  The caller ignores SIGPIPE (m365-fetch does).
  */
 #include "config.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <sysexits.h>
 #include <unistd.h>
-
-#include <curl/curl.h>
 
 #include "addr.h"
 #include "inject.h"
@@ -46,8 +62,13 @@
 #include "util.h"
 
 #define INJECT_BUF		65536
-#define INJECT_RESPONSE_WAIT	600	/* RFC 5321 4.5.3.2.6: 10 minutes */
-#define INJECT_LOW_SPEED_TIME	300
+#define INJECT_LINE		2048	/* longest reply line kept */
+#define INJECT_GREET_WAIT	300	/* RFC 5321 4.5.3.2.1-2: 5 minutes */
+#define INJECT_CMD_WAIT		300	/* MAIL, RCPT: 5 minutes */
+#define INJECT_DATA_WAIT	120	/* DATA: 2 minutes */
+#define INJECT_BLOCK_WAIT	180	/* a data block: 3 minutes */
+#define INJECT_RESPONSE_WAIT	600	/* end of data: 10 minutes */
+#define INJECT_QUIT_WAIT	5
 
 enum inject_stage {
     STAGE_CONNECT = 0, STAGE_MAIL, STAGE_RCPT, STAGE_DATA, STAGE_DATA_END,
@@ -56,11 +77,30 @@ enum inject_stage {
 struct inject {
     const struct conf *conf;
     int     sendmail;			/* 1: run conf->sendmail_path */
-    char   *url;			/* smtp://host:port/ehlo-name */
     char   *host;			/* for relay=, without brackets */
+    char    port[8];
     char   *sendmail_path;
-    CURL   *curl;
-    int     fresh;			/* open a new connection next time */
+    char    helo[256];
+    int     fd;				/* SMTP connection, or -1 */
+    char    relay[200];			/* host[ip]:port of fd */
+    int     ext_8bitmime;		/* EHLO keywords of fd's MTA */
+    int     ext_smtputf8;
+    int     ext_size;
+    char    in[INJECT_BUF];		/* unread input from fd */
+    size_t  inlen;
+};
+
+/* One SMTP reply: its code and last line (printable). */
+struct inject_reply {
+    int     code;			/* 0: no reply (res->reply says why) */
+    char    text[400];
+};
+
+/* What the message needs from the MTA, from one pass over it. */
+struct inject_info {
+    int     eight_bit;			/* a byte >= 0x80 anywhere */
+    int     utf8_header;		/* header (or an address) is UTF-8 */
+    long long size;			/* bytes as sent over SMTP, about */
 };
 
 /* One message being read: prefix, then the file; line ends converted. */
@@ -81,10 +121,9 @@ struct inject_reader {
     const struct inject_msg *msg;
     int     data_end_done;		/* data_end called and succeeded */
     int     data_end_failed;
-    enum inject_stage stage;
-    int     quit;			/* QUIT sent: ignore later replies */
-    char    reply[400];			/* last complete reply line */
 };
+
+static void inject_close(struct inject *, int);
 
 /* inject_status_name - for logs */
 
@@ -95,6 +134,7 @@ const char *inject_status_name(enum inject_status s)
 	return ("sent");
     case INJECT_TEMP:
     case INJECT_RCPT:
+    case INJECT_NOEXT:
 	return ("deferred");
     case INJECT_PERM:
     default:
@@ -174,8 +214,6 @@ struct inject *inject_create(const struct conf *conf, const char *deliver_to,
 			             char *err, size_t errlen)
 {
     struct inject *inj;
-    struct strbuf url;
-    char    helo[256];
     char   *host;
     long    port;
 
@@ -185,6 +223,7 @@ struct inject *inject_create(const struct conf *conf, const char *deliver_to,
     }
     inj = xcalloc(1, sizeof(*inj));
     inj->conf = conf;
+    inj->fd = -1;
     if (strcmp(deliver_to, "sendmail") == 0) {
 	inj->sendmail = 1;
 	inj->sendmail_path = xstrdup(conf->sendmail_path && *conf->sendmail_path ?
@@ -196,20 +235,11 @@ struct inject *inject_create(const struct conf *conf, const char *deliver_to,
 	free(inj);
 	return (NULL);
     }
-    if ((inj->curl = curl_easy_init()) == NULL) {
-	snprintf(err, errlen, "cannot create a libcurl handle (out of memory?)");
-	free(host);
-	free(inj);
-	return (NULL);
-    }
-    inject_helo_name(helo, sizeof(helo));
-    strbuf_init(&url, STRBUF_MAX_SMALL);
-    if (strchr(host, ':'))
-	strbuf_printf(&url, "smtp://[%s]:%ld/%s", host, port, helo);
-    else
-	strbuf_printf(&url, "smtp://%s:%ld/%s", host, port, helo);
-    inj->url = strbuf_take(&url);
     inj->host = host;
+    snprintf(inj->port, sizeof(inj->port), "%ld", port);
+    snprintf(inj->relay, sizeof(inj->relay), "%s[%s]:%s", host, host,
+	     inj->port);
+    inject_helo_name(inj->helo, sizeof(inj->helo));
     return (inj);
 }
 
@@ -219,9 +249,7 @@ void    inject_free(struct inject *inj)
 {
     if (inj == NULL)
 	return;
-    if (inj->curl)
-	curl_easy_cleanup(inj->curl);
-    free(inj->url);
+    inject_close(inj, 1);
     free(inj->host);
     free(inj->sendmail_path);
     free(inj);
@@ -237,8 +265,8 @@ static int inject_peek(struct inject_reader *r)
 	return ((unsigned char) r->prefix[r->prefix_off]);
     if (r->ipos < r->ilen)
 	return ((unsigned char) r->ibuf[r->ipos]);
-    if (r->in_eof)
-	return (-1);
+    if (r->in_eof || r->err)
+	return (r->err ? -2 : -1);
     for (;;) {
 	n = read(r->fd, r->ibuf, INJECT_BUF);
 	if (n < 0 && errno == EINTR)
@@ -268,8 +296,10 @@ static void inject_consume(struct inject_reader *r)
 	r->ipos++;
 }
 
-/* inject_reader_init - read m from its start; free(r->ibuf) afterwards */
-
+/*
+ * inject_reader_init - read m from m->start, after the prefix; a failed
+ * seek shows as r->err.  free(r->ibuf) afterwards.
+ */
 static void inject_reader_init(struct inject_reader *r,
 			               const struct inject_msg *m, int crlf)
 {
@@ -280,6 +310,8 @@ static void inject_reader_init(struct inject_reader *r,
     r->ibuf = xmalloc(INJECT_BUF);
     r->crlf = crlf;
     r->msg = m;
+    if (lseek(m->fd, m->start, SEEK_SET) < 0)
+	r->err = errno;
 }
 
 /*
@@ -336,7 +368,6 @@ static int inject_data_end(struct inject_reader *r)
 {
     if (r->data_end_done)
 	return (0);
-    r->stage = STAGE_DATA_END;
     if (r->msg->data_end && r->msg->data_end(r->msg->data_end_arg) != 0) {
 	r->data_end_failed = 1;
 	return (-1);
@@ -345,45 +376,109 @@ static int inject_data_end(struct inject_reader *r)
     return (0);
 }
 
-/* inject_read_cb - CURLOPT_READFUNCTION */
+/* inject_utf8 - validate UTF-8 across calls; 0 once something is bad */
 
-static size_t inject_read_cb(char *buf, size_t size, size_t nitems, void *ctx)
+static int inject_utf8(int *want, int c)
 {
-    struct inject_reader *r = ctx;
-    ssize_t n;
-
-    if ((n = inject_fill(r, buf, size * nitems)) < 0)
-	return (CURL_READFUNC_ABORT);
-    if (n == 0 && inject_data_end(r) < 0)
-	return (CURL_READFUNC_ABORT);
-    return ((size_t) n);
+    if (*want > 0) {
+	if ((c & 0xC0) != 0x80)
+	    return (0);
+	(*want)--;
+	return (1);
+    }
+    if (c < 0x80)
+	return (1);
+    if (c >= 0xC2 && c <= 0xDF)
+	*want = 1;
+    else if (c >= 0xE0 && c <= 0xEF)
+	*want = 2;
+    else if (c >= 0xF0 && c <= 0xF4)
+	*want = 3;
+    else
+	return (0);
+    return (1);
 }
 
-/* inject_debug_cb - keep the last reply line, follow the stage */
+/* inject_ascii - no byte >= 0x80 in s (NULL is ASCII) */
 
-static int inject_debug_cb(CURL *c, curl_infotype type, char *data,
-			           size_t len, void *ctx)
+static int inject_ascii(const char *s)
 {
-    struct inject_reader *r = ctx;
+    for (; s && *s; s++)
+	if ((unsigned char) *s >= 0x80)
+	    return (0);
+    return (1);
+}
 
-    (void) c;
-    if (type == CURLINFO_HEADER_IN && !r->quit) {
-	while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r'))
-	    len--;
-	if (len > 0)
-	    log_printable(r->reply, sizeof(r->reply), data, len);
-    } else if (type == CURLINFO_HEADER_OUT && r->stage != STAGE_DATA_END) {
-	if (len >= 9 && strncasecmp(data, "MAIL FROM", 9) == 0)
-	    r->stage = STAGE_MAIL;
-	else if (len >= 7 && strncasecmp(data, "RCPT TO", 7) == 0)
-	    r->stage = STAGE_RCPT;
-	else if (len >= 4 && strncasecmp(data, "DATA", 4) == 0)
-	    r->stage = STAGE_DATA;
+/*
+ * inject_scan - one pass over the message as it will be sent: 8-bit
+ * bytes anywhere (RFC 6152 BODY=8BITMIME), a header that is UTF-8 with
+ * non-ASCII bytes, or a non-ASCII envelope address (RFC 6531/6532
+ * SMTPUTF8), and the size (RFC 1870).  -1 on a read error (errno).
+ */
+static int inject_scan(const struct inject_msg *m, struct inject_info *info)
+{
+    struct inject_reader r;
+    char   *buf = xmalloc(INJECT_BUF);
+    ssize_t n, i;
+    int     c, in_header = 1, line_len = 0, want = 0, hdr_ok = 1;
+    int     hdr_8bit = 0;
+    size_t  k;
+
+    memset(info, 0, sizeof(*info));
+    inject_reader_init(&r, m, 1);
+    while ((n = inject_fill(&r, buf, INJECT_BUF)) > 0) {
+	info->size += n;
+	for (i = 0; i < n; i++) {
+	    c = (unsigned char) buf[i];
+	    if (c >= 0x80)
+		info->eight_bit = 1;
+	    if (!in_header)
+		continue;
+	    if (c == '\n') {
+		/* CRLF mode: "\r\n" alone is the blank line. */
+		if (line_len <= 1)
+		    in_header = 0;
+		line_len = 0;
+		continue;
+	    }
+	    line_len++;
+	    if (c >= 0x80)
+		hdr_8bit = 1;
+	    if (hdr_ok && !inject_utf8(&want, c))
+		hdr_ok = 0;
+	}
     }
-    /* The reply to QUIT (after a failure) is not the one that counts. */
-    if (type == CURLINFO_HEADER_OUT && len >= 4 && strncasecmp(data, "QUIT", 4) == 0)
-	r->quit = 1;
+    free(buf);
+    free(r.ibuf);
+    if (n < 0) {
+	errno = r.err;
+	return (-1);
+    }
+    info->utf8_header = (hdr_8bit && hdr_ok && want == 0);
+    if (!inject_ascii(m->sender))
+	info->utf8_header = 1;
+    for (k = 0; k < m->nrcpts; k++)
+	if (!inject_ascii(m->rcpts[k]))
+	    info->utf8_header = 1;
     return (0);
+}
+
+/* inject_fail - fill res: status, enhanced code, reply text */
+
+static void inject_fail(struct inject_result *res, enum inject_status status,
+			        const char *dsn, const char *fmt,...)
+    __attribute__((format(printf, 4, 5)));
+
+static void inject_fail(struct inject_result *res, enum inject_status status,
+			        const char *dsn, const char *fmt,...)
+{
+    va_list ap;
+
+    res->status = status;
+    snprintf(res->dsn, sizeof(res->dsn), "%s", dsn);
+    va_start(ap, fmt);
+    vsnprintf(res->reply, sizeof(res->reply), fmt, ap);
+    va_end(ap);
 }
 
 /* inject_dsn - the enhanced status code in a reply, or the default */
@@ -431,136 +526,513 @@ static char *inject_address(const char *addr)
     return (strbuf_take(&sb));
 }
 
-/* inject_smtp - one SMTP transaction through libcurl */
+/* inject_wait - poll fd for events up to secs; 1 ready, 0 timeout, -1 */
 
-static int inject_smtp(struct inject *inj, const struct inject_msg *m,
-		               struct inject_result *res)
+static int inject_wait(int fd, short events, int secs)
 {
-    struct inject_reader r;
-    struct curl_slist *rcpts = NULL, *np;
-    CURL   *c = inj->curl;
-    CURLcode rc;
-    char   *from;
-    char   *a;
-    char   *ip = NULL;
-    char   *errbuf;
-    long    code = 0, port = 0;
-    size_t  i;
+    struct pollfd pfd;
+    double  deadline = time_mono() + secs;
+    double  left;
+    int     n;
 
-    inject_reader_init(&r, m, 1);
-    errbuf = xcalloc(1, CURL_ERROR_SIZE);
-
-    from = inject_address(m->sender);
-    for (i = 0; i < m->nrcpts; i++) {
-	a = inject_address(m->rcpts[i]);
-	if ((np = curl_slist_append(rcpts, a)) != NULL)
-	    rcpts = np;
-	free(a);
+    for (;;) {
+	pfd.fd = fd;
+	pfd.events = events;
+	pfd.revents = 0;
+	left = deadline - time_mono();
+	if (left < 0)
+	    left = 0;
+	n = poll(&pfd, 1, (int) (left * 1000) + 1);
+	if (n < 0 && errno == EINTR)
+	    continue;
+	if (n < 0)
+	    return (-1);
+	if (n == 0 && time_mono() < deadline)
+	    continue;
+	return (n);
     }
-    curl_easy_reset(c);
-    curl_easy_setopt(c, CURLOPT_URL, inj->url);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "smtp");
-#else
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long) CURLPROTO_SMTP);
-#endif
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_MAIL_FROM, from);
-    curl_easy_setopt(c, CURLOPT_MAIL_RCPT, rcpts);
-    curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-    curl_easy_setopt(c, CURLOPT_READFUNCTION, inject_read_cb);
-    curl_easy_setopt(c, CURLOPT_READDATA, &r);
-    curl_easy_setopt(c, CURLOPT_VERBOSE, 1L);
-    curl_easy_setopt(c, CURLOPT_DEBUGFUNCTION, inject_debug_cb);
-    curl_easy_setopt(c, CURLOPT_DEBUGDATA, &r);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, inj->conf->connect_timeout > 0 ?
-		     inj->conf->connect_timeout : 15L);
-    curl_easy_setopt(c, CURLOPT_SERVER_RESPONSE_TIMEOUT,
-		     (long) INJECT_RESPONSE_WAIT);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long) INJECT_LOW_SPEED_TIME);
-    if (inj->fresh)
-	curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L);
+}
 
-    if (lseek(m->fd, 0, SEEK_SET) < 0) {
-	rc = CURLE_READ_ERROR;
-	r.err = errno;
-    } else {
-	rc = curl_easy_perform(c);
+/* inject_close - end the SMTP session (QUIT when asked), forget it */
+
+static void inject_close(struct inject *inj, int quit)
+{
+    char    line[INJECT_LINE];
+
+    if (inj->fd < 0)
+	return;
+    if (quit && send(inj->fd, "QUIT\r\n", 6, MSG_NOSIGNAL) == 6
+	&& inject_wait(inj->fd, POLLIN, INJECT_QUIT_WAIT) > 0)
+	(void) recv(inj->fd, line, sizeof(line), 0);
+    close(inj->fd);
+    inj->fd = -1;
+    inj->inlen = 0;
+    inj->ext_8bitmime = inj->ext_smtputf8 = inj->ext_size = 0;
+}
+
+/* inject_send - write all of buf within secs per block; 0 or -1 (errno) */
+
+static int inject_send(struct inject *inj, const char *buf, size_t len,
+		               int secs)
+{
+    ssize_t n;
+    int     w;
+
+    while (len > 0) {
+	n = send(inj->fd, buf, len, MSG_NOSIGNAL);
+	if (n > 0) {
+	    buf += n;
+	    len -= (size_t) n;
+	    continue;
+	}
+	if (n < 0 && errno == EINTR)
+	    continue;
+	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+	    return (-1);
+	if ((w = inject_wait(inj->fd, POLLOUT, secs)) <= 0) {
+	    if (w == 0)
+		errno = ETIMEDOUT;
+	    return (-1);
+	}
     }
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-    if (curl_easy_getinfo(c, CURLINFO_PRIMARY_IP, &ip) != CURLE_OK || ip == NULL)
-	ip = NULL;
-    curl_easy_getinfo(c, CURLINFO_PRIMARY_PORT, &port);
-    if (ip && *ip)
-	snprintf(res->relay, sizeof(res->relay), "%s[%s]:%ld", inj->host, ip,
-		 port);
-    else
-	snprintf(res->relay, sizeof(res->relay), "%s[%s]", inj->host,
-		 inj->host);
-    curl_easy_setopt(c, CURLOPT_MAIL_RCPT, (struct curl_slist *) 0);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, (char *) 0);
-    curl_slist_free_all(rcpts);
-    free(from);
+    return (0);
+}
 
-    res->code = (int) code;
-    res->bytes = r.bytes;
-    res->data_sent = r.data_end_done;
-    inj->fresh = (rc != CURLE_OK);
+/*
+ * inject_line - the next line from the MTA, without CR LF, cut to len;
+ * 0, or -1 with why filled (timeout, lost connection).
+ */
+static int inject_line(struct inject *inj, char *line, size_t len, int secs,
+		               char *why, size_t whylen)
+{
+    char   *nl;
+    size_t  k;
+    ssize_t n;
+    int     w;
 
-    if (rc == CURLE_OK && code >= 200 && code < 300) {
-	res->status = INJECT_OK;
-	snprintf(res->reply, sizeof(res->reply), "%s", r.reply[0] ? r.reply :
-		 "250 Ok");
-	inject_dsn(res->dsn, sizeof(res->dsn), r.reply, 2, "2.0.0");
-    } else if (r.data_end_failed) {
-	res->status = INJECT_TEMP;
-	res->data_sent = 0;
-	snprintf(res->dsn, sizeof(res->dsn), "4.3.0");
-	snprintf(res->reply, sizeof(res->reply), "transaction abandoned "
-		 "before the end of the data: the delivery state could not be "
-		 "recorded");
-    } else if (r.err) {
-	res->status = INJECT_TEMP;
-	snprintf(res->dsn, sizeof(res->dsn), "4.3.0");
-	snprintf(res->reply, sizeof(res->reply), "cannot read the spooled "
-		 "message: %s", strerror(r.err));
-    } else if (code >= 500 && code < 600) {
-	snprintf(res->reply, sizeof(res->reply), "%s", r.reply[0] ? r.reply :
-		 curl_easy_strerror(rc));
-	inject_dsn(res->dsn, sizeof(res->dsn), r.reply, 5, "5.0.0");
-	if (r.stage == STAGE_CONNECT || code == 530)
-	    /* Greeting, EHLO/HELO, or TLS/AUTH demanded: not this message. */
+    for (;;) {
+	if ((nl = memchr(inj->in, '\n', inj->inlen)) != NULL
+	    || inj->inlen == sizeof(inj->in)) {
+	    k = nl ? (size_t) (nl - inj->in) : inj->inlen;
+	    if (k > 0 && inj->in[k - 1] == '\r')
+		k--;
+	    log_printable(line, len, inj->in, k);
+	    k = nl ? (size_t) (nl - inj->in) + 1 : inj->inlen;
+	    memmove(inj->in, inj->in + k, inj->inlen - k);
+	    inj->inlen -= k;
+	    return (0);
+	}
+	n = recv(inj->fd, inj->in + inj->inlen, sizeof(inj->in) - inj->inlen, 0);
+	if (n > 0) {
+	    inj->inlen += (size_t) n;
+	    continue;
+	}
+	if (n == 0) {
+	    snprintf(why, whylen, "lost connection with %s", inj->relay);
+	    return (-1);
+	}
+	if (errno == EINTR)
+	    continue;
+	if (errno != EAGAIN && errno != EWOULDBLOCK) {
+	    snprintf(why, whylen, "lost connection with %s: %s", inj->relay,
+		     strerror(errno));
+	    return (-1);
+	}
+	if ((w = inject_wait(inj->fd, POLLIN, secs)) <= 0) {
+	    snprintf(why, whylen, "%s with %s: %s", w == 0 ? "timeout "
+		     "waiting for the reply" : "poll", inj->relay,
+		     w == 0 ? "no answer" : strerror(errno));
+	    return (-1);
+	}
+    }
+}
+
+/*
+ * inject_reply - one complete reply (every line of a multi-line one);
+ * rp->code and rp->text (the last line) are set; with ehlo the
+ * extension keywords are noted.  0, or -1 with rp->text saying why.
+ */
+static int inject_reply(struct inject *inj, int secs, int ehlo,
+			        struct inject_reply *rp)
+{
+    char    line[INJECT_LINE];
+    const char *kw;
+    int     first = 1;
+
+    rp->code = 0;
+    rp->text[0] = 0;
+    for (;;) {
+	if (inject_line(inj, line, sizeof(line), secs, rp->text,
+			sizeof(rp->text)) < 0)
+	    return (-1);
+	if (!isdigit((unsigned char) line[0]) || !isdigit((unsigned char) line[1])
+	    || !isdigit((unsigned char) line[2])
+	    || (line[3] != 0 && line[3] != ' ' && line[3] != '-')
+	    || line[0] < '2' || line[0] > '5') {
+	    snprintf(rp->text, sizeof(rp->text), "malformed reply from %.150s: "
+		     "%.200s", inj->relay, line);
+	    return (-1);
+	}
+	if (first)
+	    rp->code = (line[0] - '0') * 100 + (line[1] - '0') * 10
+		+ (line[2] - '0');
+	first = 0;
+	snprintf(rp->text, sizeof(rp->text), "%.399s", line);
+	if (ehlo && line[3] != 0) {
+	    kw = line + 4;
+	    if (strncasecmp(kw, "8BITMIME", 8) == 0 && (kw[8] == 0 || kw[8] == ' '))
+		inj->ext_8bitmime = 1;
+	    else if (strncasecmp(kw, "SMTPUTF8", 8) == 0
+		     && (kw[8] == 0 || kw[8] == ' '))
+		inj->ext_smtputf8 = 1;
+	    else if (strncasecmp(kw, "SIZE", 4) == 0
+		     && (kw[4] == 0 || kw[4] == ' '))
+		inj->ext_size = 1;
+	}
+	if (line[3] != '-')
+	    return (0);
+    }
+}
+
+/* inject_command - send one command line, read its reply; 0 or -1 */
+
+static int inject_command(struct inject *inj, int secs, int ehlo,
+			          struct inject_reply *rp, const char *fmt,...)
+    __attribute__((format(printf, 5, 6)));
+
+static int inject_command(struct inject *inj, int secs, int ehlo,
+			          struct inject_reply *rp, const char *fmt,...)
+{
+    struct strbuf cmd;
+    va_list ap;
+    int     rc;
+
+    strbuf_init(&cmd, STRBUF_MAX_LINE);
+    va_start(ap, fmt);
+    rc = strbuf_vprintf(&cmd, fmt, ap);
+    va_end(ap);
+    if (rc == 0)
+	rc = strbuf_puts(&cmd, "\r\n");
+    if (rc < 0) {
+	strbuf_free(&cmd);
+	rp->code = 0;
+	snprintf(rp->text, sizeof(rp->text), "SMTP command too long");
+	return (-1);
+    }
+    if (inject_send(inj, cmd.data, cmd.len, secs) < 0) {
+	strbuf_free(&cmd);
+	rp->code = 0;
+	snprintf(rp->text, sizeof(rp->text), "lost connection with %s: %s",
+		 inj->relay, strerror(errno));
+	return (-1);
+    }
+    strbuf_free(&cmd);
+    return (inject_reply(inj, secs, ehlo, rp));
+}
+
+/* inject_connect_addr - non-blocking connect within secs; fd or -1 */
+
+static int inject_connect_addr(const struct addrinfo *ai, int secs)
+{
+    socklen_t len = sizeof(int);
+    int     fd, err = 0, w;
+
+    if ((fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC
+		     | SOCK_NONBLOCK, ai->ai_protocol)) < 0)
+	return (-1);
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+	return (fd);
+    if (errno != EINPROGRESS) {
+	err = errno;
+	close(fd);
+	errno = err;
+	return (-1);
+    }
+    if ((w = inject_wait(fd, POLLOUT, secs)) <= 0) {
+	close(fd);
+	errno = w == 0 ? ETIMEDOUT : errno;
+	return (-1);
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err != 0) {
+	close(fd);
+	errno = err ? err : EIO;
+	return (-1);
+    }
+    return (fd);
+}
+
+/*
+ * inject_open - connect, greeting, EHLO (HELO when EHLO is refused).
+ * 0, or -1 with res filled (always INJECT_TEMP: not about a message).
+ */
+static int inject_open(struct inject *inj, struct inject_result *res)
+{
+    struct addrinfo hints, *ais = NULL, *ai;
+    struct inject_reply rp;
+    char    ip[64], dsn[12];
+    int     rc, err = 0;
+    int     secs = inj->conf->connect_timeout > 0 ?
+    (int) inj->conf->connect_timeout : 15;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    snprintf(inj->relay, sizeof(inj->relay), "%s[%s]:%s", inj->host,
+	     inj->host, inj->port);
+    if ((rc = getaddrinfo(inj->host, inj->port, &hints, &ais)) != 0) {
+	inject_fail(res, INJECT_TEMP, "4.4.4", "cannot find the address of "
+		    "%s: %s", inj->host, gai_strerror(rc));
+	return (-1);
+    }
+    for (ai = ais; ai; ai = ai->ai_next) {
+	if ((inj->fd = inject_connect_addr(ai, secs)) >= 0)
+	    break;
+	err = errno;
+    }
+    if (inj->fd >= 0 && getnameinfo(ai->ai_addr, ai->ai_addrlen, ip, sizeof(ip),
+				   NULL, 0, NI_NUMERICHOST) == 0)
+	snprintf(inj->relay, sizeof(inj->relay), "%s[%s]:%s", inj->host, ip,
+		 inj->port);
+    freeaddrinfo(ais);
+    if (inj->fd < 0) {
+	inject_fail(res, INJECT_TEMP, "4.4.1", "connect to %s: %s",
+		    inj->relay, strerror(err ? err : ECONNREFUSED));
+	return (-1);
+    }
+    inj->inlen = 0;
+    inj->ext_8bitmime = inj->ext_smtputf8 = inj->ext_size = 0;
+    if (inject_reply(inj, INJECT_GREET_WAIT, 0, &rp) < 0 || rp.code != 220) {
+	inject_dsn(dsn, sizeof(dsn), rp.text, 4, "4.4.2");
+	inject_fail(res, INJECT_TEMP, dsn, "%s", rp.text[0] ? rp.text :
+		    "no greeting");
+	res->code = rp.code;
+	inject_close(inj, rp.code != 0);
+	return (-1);
+    }
+    if (inject_command(inj, INJECT_GREET_WAIT, 1, &rp, "EHLO %s", inj->helo) == 0
+	&& rp.code / 100 != 2 && rp.code != 421)
+	(void) inject_command(inj, INJECT_GREET_WAIT, 0, &rp, "HELO %s",
+			      inj->helo);
+    if (rp.code / 100 != 2) {
+	inject_dsn(dsn, sizeof(dsn), rp.text, 4, "4.4.2");
+	inject_fail(res, INJECT_TEMP, dsn, "%s", rp.text);
+	res->code = rp.code;
+	inject_close(inj, rp.code != 0);
+	return (-1);
+    }
+    return (0);
+}
+
+/*
+ * inject_alive - a kept connection is usable: nothing is waiting to be
+ * read (an idle MTA closes with EOF or a 421 first).
+ */
+static int inject_alive(struct inject *inj)
+{
+    struct pollfd pfd;
+
+    if (inj->fd < 0)
+	return (0);
+    pfd.fd = inj->fd;
+    pfd.events = POLLIN;
+    pfd.revents = 0;
+    return (inj->inlen == 0 && poll(&pfd, 1, 0) == 0);
+}
+
+/*
+ * inject_classify - a refusal: res from the reply to the command of
+ * stage (see inject.h for the rules).
+ */
+static void inject_classify(struct inject_result *res,
+			            const struct inject_reply *rp,
+			            enum inject_stage stage)
+{
+    res->code = rp->code;
+    snprintf(res->reply, sizeof(res->reply), "%s", rp->text);
+    if (rp->code >= 500) {
+	inject_dsn(res->dsn, sizeof(res->dsn), rp->text, 5, "5.0.0");
+	if (rp->code == 530)
+	    /* TLS or AUTH demanded: the MTA's setup, not this message. */
 	    res->status = INJECT_TEMP;
-	else if (r.stage == STAGE_RCPT && strncmp(res->dsn, "5.1.", 4) == 0
+	else if (stage == STAGE_RCPT && strncmp(res->dsn, "5.1.", 4) == 0
 		 && strcmp(res->dsn, "5.1.7") != 0
 		 && strcmp(res->dsn, "5.1.8") != 0)
 	    res->status = INJECT_RCPT;
 	else
 	    res->status = INJECT_PERM;
-    } else if (code >= 400 && code < 500) {
-	res->status = INJECT_TEMP;
-	snprintf(res->reply, sizeof(res->reply), "%s", r.reply[0] ? r.reply :
-		 curl_easy_strerror(rc));
-	inject_dsn(res->dsn, sizeof(res->dsn), r.reply, 4, "4.0.0");
-	/* A 4xx to the end of the data is a definite "not taken". */
-	res->data_sent = 0;
     } else {
-	char    detail[CURL_ERROR_SIZE];
-
 	res->status = INJECT_TEMP;
-	log_printable(detail, sizeof(detail), errbuf, strlen(errbuf));
-	snprintf(res->dsn, sizeof(res->dsn), "4.4.%d",
-		 r.data_end_done ? 2 : 1);
-	snprintf(res->reply, sizeof(res->reply), "%s%s%s%s",
-		 r.data_end_done ? "connection lost after the end of the "
-		 "data, the MTA may have the message: " : "",
-		 curl_easy_strerror(rc), detail[0] ? ": " : "", detail);
+	inject_dsn(res->dsn, sizeof(res->dsn), rp->text, 4, "4.0.0");
     }
-    free(errbuf);
+}
+
+/*
+ * inject_data - the message after DATA's 354: dot-stuffed, CRLF, then
+ * data_end, then the final ".".  0, or -1 with res filled.
+ */
+static int inject_data(struct inject *inj, struct inject_reader *r,
+		               struct inject_result *res)
+{
+    char   *ibuf = xmalloc(INJECT_BUF);
+    char   *obuf = xmalloc(2 * INJECT_BUF + 8);
+    ssize_t n, i;
+    size_t  o = 0;
+    int     bol = 1, rc = -1;
+
+    while ((n = inject_fill(r, ibuf, INJECT_BUF)) > 0) {
+	for (i = 0; i < n; i++) {
+	    if (bol && ibuf[i] == '.')
+		obuf[o++] = '.';		/* RFC 5321 4.5.2 */
+	    obuf[o++] = ibuf[i];
+	    bol = (ibuf[i] == '\n');
+	}
+	if (inject_send(inj, obuf, o, INJECT_BLOCK_WAIT) < 0)
+	    goto lost;
+	o = 0;
+    }
+    if (n < 0) {
+	inject_fail(res, INJECT_TEMP, "4.3.0", "cannot read the spooled "
+		    "message: %s", strerror(r->err));
+	goto out;
+    }
+    if (!bol && inject_send(inj, "\r\n", 2, INJECT_BLOCK_WAIT) < 0)
+	goto lost;
+    if (inject_data_end(r) < 0) {
+	inject_fail(res, INJECT_TEMP, "4.3.0", "transaction abandoned before "
+		    "the end of the data: the delivery state could not be "
+		    "recorded");
+	goto out;
+    }
+    if (inject_send(inj, ".\r\n", 3, INJECT_BLOCK_WAIT) < 0)
+	goto lost;
+    rc = 0;
+    goto out;
+
+lost:
+    inject_fail(res, INJECT_TEMP, "4.4.2", "lost connection with %s while "
+		"sending the message: %s", inj->relay, strerror(errno));
+out:
+    free(ibuf);
+    free(obuf);
+    return (rc);
+}
+
+/* inject_smtp - one SMTP transaction on the (kept or new) connection */
+
+static int inject_smtp(struct inject *inj, const struct inject_msg *m,
+		               struct inject_result *res)
+{
+    struct inject_reader r;
+    struct inject_reply rp;
+    struct inject_info info;
+    struct strbuf params;
+    char   *from, *a;
+    size_t  i;
+    int     attempt, reused, ok = 0, in_data = 0, refused_at_end = 0;
+
+    if (inject_scan(m, &info) < 0) {
+	snprintf(res->relay, sizeof(res->relay), "%s", inj->relay);
+	inject_fail(res, INJECT_TEMP, "4.3.0", "cannot read the spooled "
+		    "message: %s", strerror(errno));
+	return (-1);
+    }
+    from = inject_address(m->sender);
+    strbuf_init(&params, STRBUF_MAX_SMALL);
+    inject_reader_init(&r, m, 1);
+
+    for (attempt = 0; attempt < 2; attempt++) {
+	if (inj->fd >= 0 && !inject_alive(inj))
+	    inject_close(inj, 0);
+	reused = (inj->fd >= 0);
+	if (!reused && inject_open(inj, res) < 0)
+	    goto done;
+	if (info.eight_bit && !inj->ext_8bitmime) {
+	    /* RFC 6152 section 3: no 8-bit data to a 7-bit MTA. */
+	    inject_fail(res, INJECT_NOEXT, "4.3.0", "the message contains "
+			"8-bit data, and the MTA at %s does not offer "
+			"8BITMIME (RFC 6152)", inj->relay);
+	    goto done;
+	}
+	strbuf_reset(&params);
+	if (info.eight_bit)
+	    strbuf_puts(&params, " BODY=8BITMIME");
+	if (info.utf8_header && inj->ext_smtputf8)
+	    strbuf_puts(&params, " SMTPUTF8");
+	if (inj->ext_size && info.size > 0)
+	    strbuf_printf(&params, " SIZE=%lld", info.size);
+	if (inject_command(inj, INJECT_CMD_WAIT, 0, &rp, "MAIL FROM:%s%s", from,
+			   strbuf_str(&params)) == 0)
+	    break;
+	/* A kept connection that died meanwhile: once more, afresh. */
+	inject_close(inj, 0);
+	if (!reused || attempt > 0) {
+	    inject_fail(res, INJECT_TEMP, "4.4.2", "%s", rp.text);
+	    goto done;
+	}
+    }
+    if (rp.code / 100 != 2) {
+	inject_classify(res, &rp, STAGE_MAIL);
+	goto fail;
+    }
+    for (i = 0; i < m->nrcpts; i++) {
+	a = inject_address(m->rcpts[i]);
+	if (inject_command(inj, INJECT_CMD_WAIT, 0, &rp, "RCPT TO:%s", a) < 0) {
+	    free(a);
+	    inject_fail(res, INJECT_TEMP, "4.4.2", "%s", rp.text);
+	    goto fail;
+	}
+	free(a);
+	if (rp.code / 100 != 2) {
+	    inject_classify(res, &rp, STAGE_RCPT);
+	    goto fail;
+	}
+    }
+    if (inject_command(inj, INJECT_DATA_WAIT, 0, &rp, "DATA") < 0) {
+	inject_fail(res, INJECT_TEMP, "4.4.2", "%s", rp.text);
+	goto fail;
+    }
+    if (rp.code != 354) {
+	if (rp.code / 100 == 2)
+	    rp.code = 554;			/* no data phase: never "sent" */
+	inject_classify(res, &rp, STAGE_DATA);
+	goto fail;
+    }
+    in_data = 1;
+    if (inject_data(inj, &r, res) < 0)
+	goto fail;
+    if (inject_reply(inj, INJECT_RESPONSE_WAIT, 0, &rp) < 0) {
+	/* The end of the data went out: the MTA may have the message. */
+	inject_fail(res, INJECT_TEMP, "4.4.2", "connection lost after the end "
+		    "of the data, the MTA may have the message: %s", rp.text);
+	goto fail;
+    }
+    in_data = 0;
+    res->code = rp.code;
+    if (rp.code / 100 == 2) {
+	res->status = INJECT_OK;
+	snprintf(res->reply, sizeof(res->reply), "%s", rp.text);
+	inject_dsn(res->dsn, sizeof(res->dsn), rp.text, 2, "2.0.0");
+	ok = 1;
+	goto done;
+    }
+    /* A 4xx or 5xx to the end of the data is a definite "not taken". */
+    refused_at_end = 1;
+    inject_classify(res, &rp, STAGE_DATA_END);
+
+fail:
+    /* In the data phase without its reply: just hang up, no "QUIT" text. */
+    inject_close(inj, !in_data);
+done:
+    snprintf(res->relay, sizeof(res->relay), "%s", inj->relay);
+    res->bytes = r.bytes;
+    res->data_sent = r.data_end_done && !refused_at_end;
+    if (!ok && res->status == INJECT_OK)
+	res->status = INJECT_TEMP;
     free(r.ibuf);
-    return (res->status == INJECT_OK ? 0 : -1);
+    free(from);
+    strbuf_free(&params);
+    return (ok ? 0 : -1);
 }
 
 /* inject_tmpfile - an unlinked temporary file in dir ($TMPDIR, /tmp) */
@@ -591,13 +1063,10 @@ static void inject_first_line(int fd, char *buf, size_t len)
     size_t  k;
 
     buf[0] = 0;
-    if (fd < 0 || lseek(fd, 0, SEEK_SET) < 0)
+    if (fd < 0 || (n = pread(fd, tmp, sizeof(tmp) - 1, 0)) <= 0)
 	return;
-    if ((n = read(fd, tmp, sizeof(tmp) - 1)) <= 0)
-	return;
+    tmp[n] = 0;
     k = strcspn(tmp, "\r\n");
-    if (k > (size_t) n)
-	k = (size_t) n;
     log_printable(buf, len, tmp, k);
 }
 
@@ -612,147 +1081,79 @@ static void inject_argv_free(char **argv)
     free(argv);
 }
 
-/* inject_sendmail - run sendmail -i -f SENDER -- RCPT... */
-
-static int inject_sendmail(struct inject *inj, const struct inject_msg *m,
-			           struct inject_result *res)
+/*
+ * inject_spool - the whole message as sendmail gets it (trace fields,
+ * LF line ends) into the unlinked file fd; *eight_bit_r says whether a
+ * byte >= 0x80 is in it.  0, or -1 with res filled.
+ */
+static int inject_spool(const struct inject_msg *m, int fd, int *eight_bit_r,
+			        struct inject_reader *r,
+			        struct inject_result *res)
 {
-    struct inject_reader r;
-    char  **argv;
-    char   *obuf = NULL;
-    char    out[300];
-    int     in[2] = {-1, -1}, ep[2] = {-1, -1};
-    int     outfd, status = 0, werr = 0, child_err = 0;
-    ssize_t n;
-    pid_t   pid;
-    size_t  i, k = 0;
+    char   *buf = xmalloc(INJECT_BUF);
+    ssize_t n, i;
+    int     rc = 0;
 
-    snprintf(res->relay, sizeof(res->relay), "%s", inj->sendmail_path);
-    if ((outfd = inject_tmpfile(NULL)) < 0 || pipe(in) < 0 || pipe(ep) < 0) {
-	res->status = INJECT_TEMP;
-	snprintf(res->dsn, sizeof(res->dsn), "4.3.0");
-	snprintf(res->reply, sizeof(res->reply), "cannot prepare to run %s: "
-		 "%s", inj->sendmail_path, strerror(errno));
-	goto close_all;
-    }
-    (void) fcntl(ep[1], F_SETFD, FD_CLOEXEC);
-    (void) fcntl(ep[0], F_SETFD, FD_CLOEXEC);
-    (void) fcntl(in[1], F_SETFD, FD_CLOEXEC);
-    argv = xcalloc(m->nrcpts + 6, sizeof(char *));
-    argv[k++] = xstrdup(inj->sendmail_path);
-    argv[k++] = xstrdup("-i");
-    argv[k++] = xstrdup("-f");
-    argv[k++] = xstrdup(m->sender && *m->sender ? m->sender : "<>");
-    argv[k++] = xstrdup("--");
-    for (i = 0; i < m->nrcpts; i++)
-	argv[k++] = xstrdup(m->rcpts[i]);
-    argv[k] = NULL;
-
-    if ((pid = fork()) < 0) {
-	inject_argv_free(argv);
-	res->status = INJECT_TEMP;
-	snprintf(res->dsn, sizeof(res->dsn), "4.3.0");
-	snprintf(res->reply, sizeof(res->reply), "cannot fork: %s",
-		 strerror(errno));
-	goto close_all;
-    }
-    if (pid == 0) {
-	int     e;
-
-	(void) setpgid(0, 0);
-	signal(SIGPIPE, SIG_DFL);
-	signal(SIGHUP, SIG_DFL);
-	if (dup2(in[0], STDIN_FILENO) < 0 || dup2(outfd, STDOUT_FILENO) < 0
-	    || dup2(outfd, STDERR_FILENO) < 0)
-	    _exit(EX_OSERR);
-	close(in[0]);
-	close(outfd);
-	execv(inj->sendmail_path, argv);
-	e = errno;
-	if (write(ep[1], &e, sizeof(e)) < 0)
-	    _exit(EX_OSERR);
-	_exit(EX_OSERR);
-    }
-    inject_argv_free(argv);
-    close(in[0]);
-    in[0] = -1;
-    close(ep[1]);
-    ep[1] = -1;
-    while ((n = read(ep[0], &child_err, sizeof(child_err))) < 0 && errno == EINTR)
-	 /* void */ ;
-    if (n > 0) {
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-	     /* void */ ;
-	res->status = INJECT_TEMP;
-	res->code = 127;
-	snprintf(res->dsn, sizeof(res->dsn), "4.3.5");
-	snprintf(res->reply, sizeof(res->reply), "cannot run %s: %s; set "
-		 "sendmail_path in [global] or use deliver_to = smtp://...",
-		 inj->sendmail_path, strerror(child_err));
-	goto close_all;
-    }
-
-    /* Stream the message; a child that quits early ends it (EPIPE). */
-    inject_reader_init(&r, m, 0);
-    obuf = xmalloc(INJECT_BUF);
-    if (lseek(m->fd, 0, SEEK_SET) < 0)
-	r.err = errno;
-    while (r.err == 0 && (n = inject_fill(&r, obuf, INJECT_BUF)) > 0) {
-	if (file_write_all(in[1], obuf, (size_t) n) < 0) {
-	    werr = errno;
+    *eight_bit_r = 0;
+    inject_reader_init(r, m, 0);
+    while ((n = inject_fill(r, buf, INJECT_BUF)) > 0) {
+	for (i = 0; i < n && !*eight_bit_r; i++)
+	    if ((unsigned char) buf[i] >= 0x80)
+		*eight_bit_r = 1;
+	if (file_write_all(fd, buf, (size_t) n) < 0) {
+	    inject_fail(res, INJECT_TEMP, "4.3.0", "cannot write the message "
+			"for sendmail to a temporary file in %s: %s (set "
+			"TMPDIR to a directory with room)", file_tmpdir(NULL),
+			strerror(errno));
+	    rc = -1;
 	    break;
 	}
     }
-    if (r.err == 0 && werr == 0 && n == 0 && inject_data_end(&r) == 0) {
-	close(in[1]);				/* the end of the data */
-	in[1] = -1;
-    } else {
-	/* Abandon: the child must not take a partial message. */
-	(void) kill(pid, SIGKILL);
+    if (n < 0) {
+	inject_fail(res, INJECT_TEMP, "4.3.0", "cannot read the spooled "
+		    "message: %s", strerror(r->err));
+	rc = -1;
     }
-    if (in[1] >= 0) {
-	close(in[1]);
-	in[1] = -1;
+    free(buf);
+    if (rc == 0 && lseek(fd, 0, SEEK_SET) < 0) {
+	inject_fail(res, INJECT_TEMP, "4.3.0", "cannot rewind the message for "
+		    "sendmail: %s", strerror(errno));
+	rc = -1;
     }
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-	 /* void */ ;
-    inject_first_line(outfd, out, sizeof(out));
-    res->bytes = r.bytes;
-    res->data_sent = r.data_end_done;
-    free(r.ibuf);
+    return (rc);
+}
 
-    if (!r.data_end_done) {
-	res->status = INJECT_TEMP;
-	res->data_sent = 0;
-	snprintf(res->dsn, sizeof(res->dsn), "4.3.0");
-	if (r.data_end_failed)
-	    snprintf(res->reply, sizeof(res->reply), "abandoned before the "
-		     "end of the data: the delivery state could not be "
-		     "recorded");
-	else if (r.err)
-	    snprintf(res->reply, sizeof(res->reply), "cannot read the "
-		     "spooled message: %s", strerror(r.err));
-	else if (WIFEXITED(status) && WEXITSTATUS(status) != 0)
-	    snprintf(res->reply, sizeof(res->reply), "%s quit before reading "
-		     "the whole message (exit %d)%s%s", inj->sendmail_path,
-		     WEXITSTATUS(status), out[0] ? ": " : "", out);
-	else
-	    snprintf(res->reply, sizeof(res->reply), "cannot write to %s: %s",
-		     inj->sendmail_path, strerror(werr ? werr : EPIPE));
-	goto close_all;
+/*
+ * inject_sendmail_result - res from how sendmail ended: exec_errno
+ * (it could not be run), else its wait status, and its first output
+ * line.  An exit status is sendmail's definite answer; a signal leaves
+ * open whether the MTA kept the message (data_sent).
+ */
+static void inject_sendmail_result(struct inject *inj, int exec_errno,
+				           int status, const char *out,
+				           struct inject_result *res)
+{
+    snprintf(res->relay, sizeof(res->relay), "%s", inj->sendmail_path);
+    res->data_sent = 0;
+    if (exec_errno != 0) {
+	res->code = 127;
+	inject_fail(res, INJECT_TEMP, "4.3.5", "cannot run %s: %s; set "
+		    "sendmail_path in [global] or use deliver_to = smtp://...",
+		    inj->sendmail_path, strerror(exec_errno));
+	return;
     }
     if (WIFSIGNALED(status)) {
-	res->status = INJECT_TEMP;
+	res->data_sent = 1;
 	res->code = 128 + WTERMSIG(status);
-	snprintf(res->dsn, sizeof(res->dsn), "4.3.0");
-	snprintf(res->reply, sizeof(res->reply), "%s was killed by signal %d",
-		 inj->sendmail_path, WTERMSIG(status));
-	goto close_all;
+	inject_fail(res, INJECT_TEMP, "4.3.0", "%s was killed by signal %d",
+		    inj->sendmail_path, WTERMSIG(status));
+	return;
     }
-    res->code = WEXITSTATUS(status);
+    res->code = WIFEXITED(status) ? WEXITSTATUS(status) : EX_SOFTWARE;
     switch (res->code) {
     case 0:
 	res->status = INJECT_OK;
+	res->data_sent = 1;
 	snprintf(res->dsn, sizeof(res->dsn), "2.0.0");
 	snprintf(res->reply, sizeof(res->reply), "%s%s", out[0] ? out :
 		 "queued by ", out[0] ? "" : inj->sendmail_path);
@@ -772,19 +1173,225 @@ static int inject_sendmail(struct inject *inj, const struct inject_msg *m,
 		 inj->sendmail_path, res->code, out[0] ? ": " : "", out);
 	break;
     }
+}
+
+/*
+ * inject_outcome_write - the helper's record of how sendmail ended, for
+ * a run that starts after this one died: "id=", "errno=", "status=",
+ * "out=" lines, written atomically (fsync, rename).
+ */
+static void inject_outcome_write(const char *path, const char *id,
+				         int exec_errno, int status,
+				         const char *out)
+{
+    char    buf[1024], err[300];
+    int     n;
+
+    n = snprintf(buf, sizeof(buf), "id=%s\nerrno=%d\nstatus=%d\nout=%s\n",
+		 id, exec_errno, status, out);
+    if (n > 0 && n < (int) sizeof(buf))
+	(void) file_write_atomic(path, buf, (size_t) n, 0600, (uid_t) -1,
+				 (gid_t) -1, err, sizeof(err));
+}
+
+/*
+ * inject_sendmail_outcome - how the sendmail of an earlier, killed run
+ * ended, from its helper's record at path for message id: 1 (res
+ * filled as by inject_message()) or 0 (no record: the helper died too,
+ * or never ran).  A record is read once: it is removed.
+ */
+int     inject_sendmail_outcome(struct inject *inj, const char *path,
+				        const char *id, struct inject_result *res)
+{
+    struct strbuf text;
+    char    err[300], want[600], out[300];
+    const char *p;
+    long    exec_errno = -1, status = -1;
+    int     found = 0;
+
+    memset(res, 0, sizeof(*res));
+    if (!inj->sendmail || path == NULL || id == NULL)
+	return (0);
+    strbuf_init(&text, STRBUF_MAX_SMALL);
+    if (file_read(path, STRBUF_MAX_SMALL, &text, err, sizeof(err)) < 0) {
+	strbuf_free(&text);
+	return (0);
+    }
+    (void) unlink(path);
+    snprintf(want, sizeof(want), "id=%s\n", id);
+    out[0] = 0;
+    if (strncmp(strbuf_str(&text), want, strlen(want)) == 0) {
+	for (p = strbuf_str(&text); p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+	    if (strncmp(p, "errno=", 6) == 0)
+		exec_errno = strtol(p + 6, NULL, 10);
+	    else if (strncmp(p, "status=", 7) == 0)
+		status = strtol(p + 7, NULL, 10);
+	    else if (strncmp(p, "out=", 4) == 0)
+		log_printable(out, sizeof(out), p + 4, strcspn(p + 4, "\n"));
+	}
+	found = (exec_errno >= 0 && status >= 0);
+    }
+    strbuf_free(&text);
+    if (found)
+	inject_sendmail_result(inj, (int) exec_errno, (int) status, out, res);
+    return (found);
+}
+
+/*
+ * inject_helper - the child that runs sendmail and outlives m365-fetch:
+ * it starts sendmail, waits for it, records the outcome (m->outcome,
+ * when set) and reports it on report_fd.  It keeps the caller's
+ * descriptors - the source's lock among them - until sendmail has
+ * ended, so that no other m365-fetch works on the source before the
+ * outcome is on disk.  Never returns.
+ */
+static void inject_helper(struct inject *inj, const struct inject_msg *m,
+			          char **argv, int msgfd, int outfd,
+			          int report_fd)
+{
+    struct sigaction sa;
+    char    out[300];
+    int     ep[2], report[2] = {0, 0};
+    pid_t   pid;
+    ssize_t n;
+
+    (void) setpgid(0, 0);
+    memset(&sa, 0, sizeof(sa));
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGPIPE, &sa, NULL);
+    if (pipe2(ep, O_CLOEXEC) < 0 || (pid = fork()) < 0) {
+	report[0] = errno;
+	goto done;
+    }
+    if (pid == 0) {
+	int     e;
+
+	sa.sa_handler = SIG_DFL;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGPIPE, &sa, NULL);
+	if (dup2(msgfd, STDIN_FILENO) < 0 || dup2(outfd, STDOUT_FILENO) < 0
+	    || dup2(outfd, STDERR_FILENO) < 0)
+	    _exit(EX_OSERR);
+	execv(inj->sendmail_path, argv);
+	e = errno;
+	if (write(ep[1], &e, sizeof(e)) < 0)
+	    _exit(EX_OSERR);
+	_exit(EX_OSERR);
+    }
+    close(ep[1]);
+    while ((n = read(ep[0], &report[0], sizeof(report[0]))) < 0
+	   && errno == EINTR)
+	 /* void */ ;
+    if (n <= 0)
+	report[0] = 0;
+    while (waitpid(pid, &report[1], 0) < 0 && errno == EINTR)
+	 /* void */ ;
+done:
+    inject_first_line(outfd, out, sizeof(out));
+    if (m->outcome && m->id)
+	inject_outcome_write(m->outcome, m->id, report[0], report[1], out);
+    if (file_write_all(report_fd, report, sizeof(report)) < 0)
+	_exit(EX_IOERR);
+    _exit(0);
+}
+
+/*
+ * inject_sendmail - run sendmail -i [-B 8BITMIME] -f SENDER -- RCPT...
+ * with the complete message file as its standard input, through
+ * inject_helper().  The state hook (data_end) runs once that file is
+ * complete and before sendmail starts: from there on the MTA may have
+ * the message.
+ */
+static int inject_sendmail(struct inject *inj, const struct inject_msg *m,
+			           struct inject_result *res)
+{
+    struct inject_reader r;
+    char  **argv;
+    char    out[300];
+    int     rp[2] = {-1, -1};
+    int     report[2];
+    int     msgfd = -1, outfd = -1, eight_bit, hstatus;
+    ssize_t n;
+    pid_t   pid;
+    size_t  i, k = 0;
+
+    snprintf(res->relay, sizeof(res->relay), "%s", inj->sendmail_path);
+    memset(&r, 0, sizeof(r));
+    if ((msgfd = inject_tmpfile(NULL)) < 0 || (outfd = inject_tmpfile(NULL)) < 0
+	|| pipe2(rp, O_CLOEXEC) < 0) {
+	inject_fail(res, INJECT_TEMP, "4.3.0", "cannot prepare to run %s: %s",
+		    inj->sendmail_path, strerror(errno));
+	goto close_all;
+    }
+    if (inject_spool(m, msgfd, &eight_bit, &r, res) < 0)
+	goto close_all;
+    res->bytes = r.bytes;
+    if (m->outcome)
+	(void) unlink(m->outcome);		/* an old attempt's record */
+    if (inject_data_end(&r) < 0) {
+	inject_fail(res, INJECT_TEMP, "4.3.0", "abandoned before sendmail "
+		    "started: the delivery state could not be recorded");
+	goto close_all;
+    }
+
+    argv = xcalloc(m->nrcpts + 8, sizeof(char *));
+    argv[k++] = xstrdup(inj->sendmail_path);
+    argv[k++] = xstrdup("-i");
+    if (eight_bit) {
+	argv[k++] = xstrdup("-B");
+	argv[k++] = xstrdup("8BITMIME");
+    }
+    argv[k++] = xstrdup("-f");
+    argv[k++] = xstrdup(m->sender && *m->sender ? m->sender : "<>");
+    argv[k++] = xstrdup("--");
+    for (i = 0; i < m->nrcpts; i++)
+	argv[k++] = xstrdup(m->rcpts[i]);
+    argv[k] = NULL;
+
+    if ((pid = fork()) < 0) {
+	inject_argv_free(argv);
+	inject_fail(res, INJECT_TEMP, "4.3.0", "cannot fork: %s",
+		    strerror(errno));
+	goto close_all;
+    }
+    if (pid == 0) {
+	close(rp[0]);
+	inject_helper(inj, m, argv, msgfd, outfd, rp[1]);
+    }
+    inject_argv_free(argv);
+    close(rp[1]);
+    rp[1] = -1;
+    while ((n = read(rp[0], report, sizeof(report))) < 0 && errno == EINTR)
+	 /* void */ ;
+    while (waitpid(pid, &hstatus, 0) < 0 && errno == EINTR)
+	 /* void */ ;
+    if (m->outcome)
+	(void) unlink(m->outcome);		/* the outcome is known here */
+    if (n != (ssize_t) sizeof(report)) {
+	res->data_sent = 1;
+	inject_fail(res, INJECT_TEMP, "4.3.0", "lost track of %s: its helper "
+		    "process ended without a report", inj->sendmail_path);
+	goto close_all;
+    }
+    inject_first_line(outfd, out, sizeof(out));
+    inject_sendmail_result(inj, report[0], report[1], out, res);
 
 close_all:
-    free(obuf);
+    free(r.ibuf);
+    if (msgfd >= 0)
+	close(msgfd);
     if (outfd >= 0)
 	close(outfd);
-    if (in[0] >= 0)
-	close(in[0]);
-    if (in[1] >= 0)
-	close(in[1]);
-    if (ep[0] >= 0)
-	close(ep[0]);
-    if (ep[1] >= 0)
-	close(ep[1]);
+    if (rp[0] >= 0)
+	close(rp[0]);
+    if (rp[1] >= 0)
+	close(rp[1]);
     return (res->status == INJECT_OK ? 0 : -1);
 }
 
@@ -795,9 +1402,7 @@ int     inject_message(struct inject *inj, const struct inject_msg *m,
 {
     memset(res, 0, sizeof(*res));
     if (m->nrcpts == 0) {
-	res->status = INJECT_RCPT;
-	snprintf(res->dsn, sizeof(res->dsn), "5.5.1");
-	snprintf(res->reply, sizeof(res->reply), "no recipients configured");
+	inject_fail(res, INJECT_RCPT, "5.5.1", "no recipients configured");
 	snprintf(res->relay, sizeof(res->relay), "none");
 	return (-1);
     }

@@ -33,25 +33,19 @@ e2e_inside
 . "$top_srcdir/tests/lib.sh"
 . "$top_srcdir/tests/postfix.sh"
 
-FETCH=$top_builddir/relay/m365-fetch
+RUSER=m365test          # runs m365-fetch
+MBX=m365mbx             # local Maildir user the sources deliver to
+ADM=m365adm             # local Maildir user that gets the offline notice
+SMTP_PORT=2525
+. "$top_srcdir/tests/fetch.sh"
 t_init fetch
 trap 'pf_stop; t_cleanup' EXIT
 [ -x "$FETCH" ] || { bad "m365-fetch is built ($FETCH)"; t_done; }
 
 e2e_private_hosts
 
-RUSER=m365test          # runs m365-fetch
-MBX=m365mbx             # local Maildir user the sources deliver to
-ADM=m365adm             # local Maildir user that gets the offline notice
-SMTP_PORT=2525
-
 # ---- emulator, configuration
-emu_setup || { bad "emulator starts"; t_done; }
-CONF=$T/m365relay.conf
-write_conf "$CONF"
-sed -i -e "s|^[[:space:]]*login_url[[:space:]]*=.*|login_url = https://login.microsoftonline.com:$EMU_PORT|" \
-       -e "s|^[[:space:]]*graph_url[[:space:]]*=.*|graph_url = https://graph.microsoft.com:$EMU_PORT|" \
-       -e "s|^[[:space:]]*\[global\][[:space:]]*$|[global]\nuser = $RUSER|" "$CONF"
+fx_conf || { bad "emulator starts"; t_done; }
 # source NAME FOLDER AFTER [EXTRA-LINES...] - append a [source] of bob's mailbox
 source_conf() {
     local name=$1 folder=$2 after=$3 l
@@ -96,123 +90,19 @@ after = read
 reject_folder = Rejected
 EOF
 
-for u in "$RUSER" "$MBX" "$ADM"; do
-    pf_user "$u" || { bad "create user $u"; t_done; }
-done
-chmod 755 "$T" "$T/certs"
-chmod 644 "$CONF" "$T/certs/ca.pem" "$T/certs/client.pem"
-mkdir -p "$T/state"
-chown -R "$RUSER" "$T/state"
-chmod 700 "$T/state"
-chown "$RUSER" "$T/secret" "$T/certs/client.key"
-chmod 600 "$T/secret" "$T/certs/client.key"
-touch "$T/relay.log"
-chown "$RUSER" "$T/relay.log"
-chmod 640 "$T/relay.log"
+# ---- Postfix: local.test delivered by local(8) into Maildirs
+# (mail_spool_directory ends in "/"); unknown local users are refused
+# at RCPT (550 5.1.1); messages over 2 MB are refused (552 5.3.4).
+fx_postfix "$SMTP_PORT" "$ADM" || { bad "private Postfix set up and started"; t_done; }
+ok "private Postfix on 127.0.0.1:$SMTP_PORT delivers local.test to $PF_DIR/mail/USER/"
+MDA=$PF_DIR/mail/$ADM
 
 for f in MoveIn DelIn Paged RejIn BadIn QuirkIn TermIn Processed Rejected; do
     emu_folder_add bob@contoso.test "$f" >/dev/null || bad "create folder $f in the emulator"
 done
 
-# ---- Postfix: local.test delivered by local(8) into Maildirs
-# (mail_spool_directory ends in "/"); unknown local users are refused
-# at RCPT (550 5.1.1); messages over 2 MB are refused (552 5.3.4).
-PF_RELAY=$RELAY PF_CONF=$CONF pf_setup "$T/pf" "$SMTP_PORT" 2526 ||
-    { bad "private Postfix set up"; t_done; }
-postconf -c "$PF_ETC" -e "local_recipient_maps = proxy:unix:passwd.byname" \
-    "message_size_limit = 2000000" "home_mailbox =" ||
-    { bad "postconf of the private Postfix"; t_done; }
-pf_start || { bad "private Postfix starts"; t_done; }
-ok "private Postfix on 127.0.0.1:$SMTP_PORT delivers local.test to $PF_DIR/mail/USER/"
-MD=$PF_DIR/mail/$MBX
-MDA=$PF_DIR/mail/$ADM
-
-# ---- helpers
-
-NRUN=0
-# fetch ARGS... - run m365-fetch as $RUSER; output in $T/fetch.N.out
-# (FETCH_OUT names it), the exit code is returned
-fetch() {
-    NRUN=$((NRUN + 1))
-    FETCH_OUT=$T/fetch.$NRUN.out
-    setpriv --reuid="$RUSER" --regid="$(id -g "$RUSER")" --init-groups \
-	"$FETCH" -c "$CONF" "$@" > "$FETCH_OUT" 2>&1
-}
-
-# fetch_rc WANT MSG ARGS... - one round; ok when it exits with WANT
-fetch_rc() {
-    local want=$1 msg=$2 rc
-    shift 2
-    fetch "$@"
-    rc=$?
-    if [ "$rc" = "$want" ]; then
-	ok "$msg"
-    else
-	bad "$msg (m365-fetch $* exited $rc, want $want)"
-	sed 's/^/#   /' "$FETCH_OUT" | tail -n 20
-    fi
-}
-
-# mkin FILE TAG [HEADER...] - a message with CRLF line ends, 8-bit UTF-8,
-# a leading dot, "From " and trailing blanks in the body
-mkin() {
-    local f=$1 tag=$2 h
-    shift 2
-    {
-	printf 'From: "Sender %s" <sender@example.org>\r\n' "$tag"
-	printf 'To: bob@contoso.test\r\n'
-	printf 'Subject: fetch %s\r\n' "$tag"
-	printf 'Date: %s\r\n' "$(date -R)"
-	printf 'Message-ID: <%s.%s.%s@fetch.test>\r\n' "$tag" "$(date +%s%N)" "$RANDOM"
-	for h in "$@"; do printf '%s\r\n' "$h"; done
-	printf 'MIME-Version: 1.0\r\n'
-	printf 'Content-Type: text/plain; charset=utf-8\r\n'
-	printf 'Content-Transfer-Encoding: 8bit\r\n\r\n'
-	printf 'Body of %s: Gr\xc3\xbc\xc3\x9fe \xe2\x80\x93 \xc3\xbcn\xc3\xafc\xc3\xb6d\xc3\xa9.\r\n' "$tag"
-	printf '.a line that starts with a dot\r\n.\r\n'
-	printf 'From the start of a line\r\n'
-	printf 'trailing blanks   \r\n\r\nend-of-%s\r\n' "$tag"
-    } > "$f"
-}
-
-# imid FILE - the Message-ID of a message file
-imid() {
-    sed -n 's/^Message-ID: \(<[^>]*>\).*/\1/Ip' "$1" | head -n 1
-}
-
-# put FOLDER FILE [MB] - file a message in the emulated mailbox; print its id
-put() {
-    emu_put_message "${3:-bob@contoso.test}" "$2" "$1"
-}
-
-# md_count IMID [MAILDIR] - copies of the message in the Maildir
-md_count() {
-    python3 - "${2:-$MD}" "$1" <<'EOF'
-import os, sys
-md, want = sys.argv[1], sys.argv[2].encode()
-n = 0
-for sub in ("new", "cur"):
-    d = os.path.join(md, sub)
-    for name in os.listdir(d) if os.path.isdir(d) else []:
-        with open(os.path.join(d, name), "rb") as f:
-            head = f.read().replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
-        for line in head.split(b"\n"):
-            if line.lower().startswith(b"message-id:") and line.split(b":", 1)[1].strip() == want:
-                n += 1
-print(n)
-EOF
-}
-
-# wait_md IMID N [TIMEOUT] - wait until the Maildir holds N copies
-wait_md() {
-    local limit=$(( ${3:-15} * 10 )) i
-    for ((i = 0; i < limit; i++)); do
-	[ "$(md_count "$1")" -ge "$2" ] && return 0
-	sleep 0.1
-    done
-    echo "  wait_md: $(md_count "$1") copies of $1 after ${3:-15} s, want $2" >&2
-    return 1
-}
+# ---- helpers (fetch, fetch_rc, mkin, imid, put, md_count, wait_md,
+# mbb, msg_where, log_has: tests/fetch.sh)
 
 # md_intact FILE SOURCE GRAPHID - the delivered copy of FILE: exactly one,
 # body bytes identical, the original header block unchanged, and our
@@ -251,22 +141,6 @@ for e in errs:
     print("  md_intact: " + e, file=sys.stderr)
 sys.exit(1 if errs else 0)
 EOF
-}
-
-# mbb EXPR - emu_mb_eval over bob's mailbox
-mbb() {
-    emu_mb_eval bob@contoso.test "$1"
-}
-
-# msg_where IMID [MB] - "FOLDER read|unread" of the message with that
-# internetMessageId, one line per copy
-msg_where() {
-    emu_mb_eval "${2:-bob@contoso.test}" "'\\n'.join('%s %s' % (x['displayName'], 'read' if m['isRead'] else 'unread') for x in d['folders'] for m in x['messages'] if m['internetMessageId'] == '$1')"
-}
-
-# log_has ERE - m365-fetch's log (log_file) has a matching line
-log_has() {
-    grep -Eq -- "$1" "$T/relay.log"
 }
 
 M=$T/msg
@@ -570,72 +444,10 @@ else
     bad "l: m365ctl login deleg (device code, approved in the emulator)"
 fi
 
-# ---- n. MTA replies that are not about the message (scripted SMTP server)
-# $T/quirk.mode picks the behaviour of each new connection:
-#   greet554  554 greeting (MTA refusing all clients)
-#   mail530   530 5.7.0 to MAIL FROM (the MTA wants TLS/AUTH: a setup issue)
-#   data451   451 4.3.0 to the end of the data (a definite "not taken")
-#   ok        250 to everything; each accepted message is logged
-cat > "$T/quirk.py" <<'EOF'
-import socket, sys, threading
-port, modef, logf = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", port))
-s.listen(16)
-lock = threading.Lock()
-def log(x):
-    with lock, open(logf, "a") as f:
-        f.write(x + "\n")
-def serve(c):
-    mode = open(modef).read().strip()
-    f = c.makefile("rb")
-    say = lambda x: c.sendall(x.encode() + b"\r\n")
-    say("554 5.3.2 quirk.test closed for maintenance" if mode == "greet554" else "220 quirk.test ESMTP")
-    while True:
-        l = f.readline()
-        if not l:
-            break
-        u = l.strip().upper()
-        if u.startswith(b"EHLO") or u.startswith(b"HELO"):
-            if mode == "greet554":
-                say("554 5.3.2 quirk.test closed")
-            else:
-                say("250-quirk.test"); say("250 8BITMIME")
-        elif u.startswith(b"MAIL"):
-            say("530 5.7.0 Must issue a STARTTLS command first" if mode == "mail530" else "250 2.1.0 Ok")
-        elif u.startswith(b"RCPT"):
-            say("250 2.1.5 Ok")
-        elif u == b"DATA":
-            say("354 End data with <CR><LF>.<CR><LF>")
-            n = 0
-            while True:
-                d = f.readline()
-                if not d or d == b".\r\n":
-                    break
-                n += len(d)
-            if mode == "data451":
-                log("data451 %d" % n)
-                say("451 4.3.0 Error: queue file write error")
-            else:
-                log("accepted %d" % n)
-                say("250 2.0.0 Ok: queued as Q%d" % n)
-        elif u == b"QUIT":
-            say("221 2.0.0 Bye")
-            break
-        else:
-            say("250 2.0.0 Ok")
-    c.close()
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-EOF
-echo greet554 > "$T/quirk.mode"
-: > "$T/quirk.log"
-python3 "$T/quirk.py" "$QUIRK_PORT" "$T/quirk.mode" "$T/quirk.log" 2>"$T/quirk.err" &
-t_bg_pid $!
-quirk_up() { ss -Hltn "sport = :$QUIRK_PORT" | grep -q .; }
-wait_until 10 quirk_up || bad "n: the scripted SMTP server listens on $QUIRK_PORT"
+# ---- n. MTA replies that are not about the message (scripted SMTP
+# server tests/quirk-smtp.py; $T/quirk.mode picks its behaviour)
+fx_quirk "$QUIRK_PORT" quirk greet554 ||
+    bad "n: the scripted SMTP server listens on $QUIRK_PORT"
 mkin "$M/n1" n1
 put QuirkIn "$M/n1" >/dev/null
 N1=$(imid "$M/n1")

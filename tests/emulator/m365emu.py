@@ -33,6 +33,7 @@ import json
 import os
 import re
 import secrets
+import select
 import signal
 import socket
 import ssl
@@ -1104,7 +1105,7 @@ class Handler(BaseHTTPRequestHandler):
         extra = {}
         if fault and fault.get("retry_after") is not None:
             extra["Retry-After"] = fault["retry_after"]
-        if fault is None or action == "truncate":
+        if fault is None or action in ("truncate", "endless", "silent"):
             status, rbody, rheaders = self.run_endpoint(endpoint, body, arg)
         elif action == "gone":
             e = self.gone(self.token_target(), fault.get("code"),
@@ -1128,7 +1129,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send(status, rbody, ctype="text/html", headers=rheaders)
         elif isinstance(rbody, MimeStream):
             self.send_stream(status, rbody, rheaders,
-                             truncate=action == "truncate")
+                             truncate=action == "truncate",
+                             fault=fault if action in ("endless", "silent")
+                             else None)
         else:
             self.send(status, rbody, headers=rheaders)
 
@@ -2016,9 +2019,11 @@ class Handler(BaseHTTPRequestHandler):
                 mb.move(arg[1], trash["id"])
         return 204, b"", {}
 
-    def send_stream(self, status, stream, headers, truncate=False):
+    def send_stream(self, status, stream, headers, truncate=False,
+                    fault=None):
         """send_stream - chunked response without Content-Length ($value);
-        truncate: stop in the middle and reset the connection"""
+        truncate: stop in the middle and reset the connection; fault
+        "endless" / "silent": see stream_fault"""
         self.send_response(status)
         self.send_header("request-id", self.request_id)
         self.send_header("client-request-id", self.client_request_id)
@@ -2031,6 +2036,9 @@ class Handler(BaseHTTPRequestHandler):
         with stream.f as f:
             total = os.fstat(f.fileno()).st_size
             sent = 0
+            if fault is not None:
+                self.stream_fault(f, total, fault)
+                return
             while True:
                 data = f.read(STREAM_CHUNK)
                 if not data:
@@ -2049,6 +2057,47 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.status_sent = status
 
+
+    def stream_fault(self, f, total, fault):
+        """stream_fault - a $value body that never ends properly (modelled
+        failures, tests/emulator/README.md): "endless" sends the MIME and
+        then filler lines without end (until the client goes or `limit`
+        bytes, default 1 GiB, then a reset); "silent" sends half of the
+        MIME and then nothing for `delay` seconds (default 600) while
+        the connection stays open, then resets it"""
+        def chunk(data):
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+        st = self.server.state
+        try:
+            if fault["action"] == "silent":
+                chunk(f.read(max(1, total // 2)))
+                self.status_sent = "silent"
+                end = time.time() + float(fault.get("delay", 600))
+                while time.time() < end:
+                    # Leave early once the client has hung up.
+                    r, _, _ = select.select([self.connection], [], [], 0.2)
+                    if r:
+                        try:
+                            if not self.connection.recv(1):
+                                break
+                        except (ssl.SSLError, OSError):
+                            break
+            else:
+                sent, limit = 0, int(fault.get("limit", 1 << 30))
+                chunk(f.read())
+                line = b"X" * 76 + b"\r\n"
+                block = line * (STREAM_CHUNK // len(line))
+                self.status_sent = "endless"
+                while sent < limit:
+                    chunk(block)
+                    sent += len(block)
+                    with st.lock:
+                        st.stats["value_endless_bytes"] = \
+                            st.stats.get("value_endless_bytes", 0) + len(block)
+        except OSError:
+            pass
+        self.reset_connection()
 
     # --- control API -------------------------------------------------
 
@@ -2094,8 +2143,9 @@ class Handler(BaseHTTPRequestHandler):
         kinds = {"sendMail", "token", "users", "devicecode", "authorize",
                  "any"} | set(MAIL_KINDS)
         actions = {"error", "accept_retry_after", "reset_after_body", "slow",
-                   "gone", "truncate"}
-        only = {"gone": "delta", "truncate": "value"}
+                   "gone", "truncate", "endless", "silent"}
+        only = {"gone": "delta", "truncate": "value", "endless": "value",
+                "silent": "value"}
         for f in faults:
             if not isinstance(f, dict) or f.get("match") not in kinds:
                 return 400, {"error": "each fault needs match in %s"
