@@ -109,6 +109,19 @@ emu_gen_messages bob@contoso.test 1000000 "$NMSG" CrashIn > "$T/ids" ||
     bad "generate $NMSG messages"
 check "$NMSG messages of 1 MB wait in CrashIn" test "$(wc -l < "$T/ids")" = "$NMSG"
 
+# children_of PID - the process ids whose parent is PID (from /proc)
+children_of() {
+    python3 - "$1" <<'EOF'
+import os, sys
+for p in os.listdir("/proc"):
+    try:
+        if p.isdigit() and open("/proc/%s/stat" % p).read().rsplit(")", 1)[1].split()[1] == sys.argv[1]:
+            print(p)
+    except OSError:
+        pass
+EOF
+}
+
 # ---- the kills
 kills=0
 hkills=0
@@ -117,7 +130,7 @@ for ((k = 1; k <= NKILL; k++)); do
 	"$FETCH" -c "$CONF" --once crash > "$T/kill.$k.out" 2>&1 &
     pid=$!
     sleep "$((RANDOM % 2)).$((RANDOM % 10))$((RANDOM % 10))"
-    helpers=$(pgrep -P "$pid")
+    helpers=$(children_of "$pid")
     if kill -9 "$pid" 2>/dev/null; then
 	kills=$((kills + 1))
 	if [ $((k % 3)) = 0 ] && [ -n "$helpers" ]; then
