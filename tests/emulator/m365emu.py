@@ -1550,13 +1550,13 @@ class Handler(BaseHTTPRequestHandler):
         except (binascii.Error, ValueError):
             raise self.gerr(400, "ErrorMimeContentInvalidBase64String",
                             "Invalid base64 string for MIME content.")
-        msg = email.parser.BytesParser(policy=email.policy.compat32) \
-            .parsebytes(eml, headersonly=True)
-        to, cc, bcc, rcpts = mime_recipients(msg)
         # Line ends as Microsoft's MIME parsing reads them: a bare CR or a
         # bare LF ends a header line like CRLF (the feedparser splits at
         # all three).  Exchange Online delivered to a Bcc: after a bare CR
         # (issue 7.2); see README.md, "Recipients in MIME mode".
+        msg = email.parser.BytesParser(policy=email.policy.compat32) \
+            .parsebytes(eml, headersonly=True)
+        to, cc, bcc, rcpts = mime_recipients(msg)
         if not rcpts:
             raise self.gerr(400, "ErrorInvalidRecipients",
                             "At least one recipient is not valid., A message "

@@ -565,8 +565,8 @@ static const struct err_case err_cases[] = {
     "belong in [milter] (move it to an [account NAME] section or a [source "
     "NAME] section)"},
     {"[milter]\nmax_message_size = 5M\n", 2, "key \"max_message_size\" "
-    "does not belong in [milter] (move it to [global] or an [account NAME] "
-    "section)"},
+    "does not belong in [milter] (move it to [global], an [account NAME] "
+    "section or a [source NAME] section)"},
     {"[global]\nsocket = inet:8891@127.0.0.1\n", 2, "key \"socket\" does "
     "not belong in [global] (move it to [milter])"},
     {ACCT "timeout = 5\n", 5, "key \"timeout\" does not belong in [account "
@@ -678,7 +678,8 @@ static const struct err_case err_cases[] = {
     {"timeout = 5\n", 1,
     "key \"timeout\" outside a section (put it under [global] or [milter])"},
     {"max_message_size = 5M\n", 1, "key \"max_message_size\" outside a "
-    "section (put it under [global] or an [account NAME] section)"},
+    "section (put it under [global], an [account NAME] section or a "
+    "[source NAME] section)"},
     {"frobnicate = 5\n", 1, "key \"frobnicate\" outside a section (put it "
     "under [global], [milter], [account NAME] or [source NAME])"},
     {"[global]\n\ncloud global\n", 3,
