@@ -17,7 +17,7 @@
 
 RUSER=${RUSER:-m365test}
 MBX=${MBX:-m365mbx}
-FETCH=${FETCH:-$top_builddir/relay/m365-fetch}
+FETCH=${FETCH:-$top_builddir/fetch/m365-fetch}
 
 # fx_conf - start the emulator and write $CONF for it
 fx_conf() {

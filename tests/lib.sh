@@ -34,7 +34,7 @@ export RELAY=$top_builddir/relay/m365-relay
 # The real interpreter (skips wrapper scripts such as pyenv shims, which
 # cost a noticeable startup time on every JSON check).
 : "${PYTHON:=$(python3 -c 'import sys; print(sys.executable or "python3")' 2>/dev/null || echo python3)}"
-export CTL=$top_builddir/relay/m365ctl
+export CTL=$top_builddir/ctl/m365ctl
 
 EMU_APP_DELEG=11111111-0000-0000-0000-000000000001
 EMU_APP_SECRET=11111111-0000-0000-0000-000000000002

@@ -31,7 +31,7 @@ top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 N=${BENCH_N:-2000}
 PAGE=${BENCH_PAGE:-50}
 PORT=${BENCH_PORT:-2725}
-FETCH=$top_builddir/relay/m365-fetch
+FETCH=$top_builddir/fetch/m365-fetch
 RUSER=${PF_RELAY_USER:-m365test}
 MBX=m365mbx
 

@@ -27,7 +27,7 @@ t_init config
 
 [ -x "$RELAY" ] || skip_all "$RELAY not built (run make first)"
 MILTER=$top_builddir/milter/m365-milter
-FETCH=$top_builddir/relay/m365-fetch
+FETCH=$top_builddir/fetch/m365-fetch
 
 emu_setup
 CONF=$T/relay.conf

@@ -509,7 +509,7 @@ fi
 
 # ------------------------------------------- inbound sources ([source])
 
-FETCH=$top_builddir/relay/m365-fetch
+FETCH=$top_builddir/fetch/m365-fetch
 SRCSTATE=$T/state/sources
 
 # A tiny SMTP server on 127.0.0.1: greets with GREETING (an empty one:
@@ -683,7 +683,7 @@ ctl status nosuch
 expect_rc "status of an unknown name" 64
 has "unknown name: lists the sources" "sources: inbox proc shared app"
 
-# A state file as m365-fetch writes it (relay/fetchstate.c), marked offline.
+# A state file as m365-fetch writes it (lib/fetchstate.c), marked offline.
 mkdir -p "$SRCSTATE"
 now=$(date +%s)
 cat >"$SRCSTATE/proc.json" <<EOF

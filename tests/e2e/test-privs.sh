@@ -38,10 +38,10 @@ t_init privs
 id nobody >/dev/null 2>&1 || skip_all "needs the user nobody"
 command -v perl >/dev/null 2>&1 || skip_all "perl is not installed"
 command -v setpriv >/dev/null 2>&1 || skip_all "setpriv is not installed"
-for prog in "$MILTER" "$RELAY" "$CTL" "$top_builddir/relay/m365-fetch"; do
+for prog in "$MILTER" "$RELAY" "$CTL" "$top_builddir/fetch/m365-fetch"; do
     [ -x "$prog" ] || skip_all "$prog not built (run make first)"
 done
-FETCH=$top_builddir/relay/m365-fetch
+FETCH=$top_builddir/fetch/m365-fetch
 TRIES=${PRIVS_TRIES:-200}
 
 milter_user				# RUN_USER=nobody; $T/run, $T/state

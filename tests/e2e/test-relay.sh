@@ -724,9 +724,9 @@ expect_log "ErrorInvalidRecipients" QINV thr@example.net bob@contoso.test \
 # ------------------------------ parallel deliveries, one token refresh
 
 # Make the cached app token expire on the relay's side: a token that
-# lives AUTH_EXPIRY_MARGIN (relay/auth.h) + 2 s is stale after 2 seconds.
+# lives AUTH_EXPIRY_MARGIN (lib/auth.h) + 2 s is stale after 2 seconds.
 margin=$(sed -n 's/^#define[[:space:]]*AUTH_EXPIRY_MARGIN[[:space:]]*\([0-9]*\).*/\1/p' \
-    "$top_srcdir/relay/auth.h")
+    "$top_srcdir/lib/auth.h")
 emu_reset
 emu_ctl POST /_emu/config "{\"access_token_lifetime\":$((${margin:-300} + 2))}" \
     >/dev/null
