@@ -28,6 +28,7 @@ static int log_stderr;
 static int log_fd = -1;
 static int log_level;
 static int log_syslog_open;
+static void (*log_cleanup_hook) (void);
 
 /* log_open - name the program */
 
@@ -198,6 +199,59 @@ void    msg_debug(const char *fmt,...)
     va_start(ap, fmt);
     log_vrecord(LOG_DEBUG, "debug: ", fmt, ap);
     va_end(ap);
+}
+
+/* msg_cleanup - what msg_fatal() runs before it exits; NULL: nothing */
+
+void    msg_cleanup(void (*hook) (void))
+{
+    log_cleanup_hook = hook;
+}
+
+/*
+ * msg_fatal - log an error, run the cleanup hook, exit with sysexit.  A
+ * hook that fails fatally itself does not run again.
+ */
+void    msg_fatal(int sysexit, const char *fmt,...)
+{
+    static int dying;
+    va_list ap;
+
+    va_start(ap, fmt);
+    log_vrecord(LOG_CRIT, "error: ", fmt, ap);
+    va_end(ap);
+    if (!dying++ && log_cleanup_hook != NULL)
+	log_cleanup_hook();
+    exit(sysexit);
+}
+
+/* msg_panic - log a bug and dump core */
+
+void    msg_panic(const char *fmt,...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    log_vrecord(LOG_CRIT, "panic: ", fmt, ap);
+    va_end(ap);
+    abort();
+}
+
+/* msg_error_lines - log every non-empty line of text as an error */
+
+void    msg_error_lines(const char *text)
+{
+    const char *cp, *nl;
+    size_t  len;
+
+    for (cp = text; cp != NULL && *cp != 0; cp = nl ? nl + 1 : NULL) {
+	nl = strchr(cp, '\n');
+	len = nl ? (size_t) (nl - cp) : strlen(cp);
+	if (len > LOG_MAX_RECORD)
+	    len = LOG_MAX_RECORD;
+	if (len > 0)
+	    msg_error("%.*s", (int) len, cp);
+    }
 }
 
 /*

@@ -21,8 +21,20 @@
  *	msg_debug() prints only when verbose.  Records are capped at
  *	LOG_MAX_RECORD bytes.  Foreign text must go through
  *	log_printable() first; tokens and secrets are never logged.
+ *	msg_error_lines() logs every non-empty line of a text (the
+ *	"file:line: problem" lines of conf_load()) as one error each.
+ *
+ *	msg_fatal() is for main-level code that cannot go on (the
+ *	environment or the configuration is wrong): it logs the text as
+ *	an error (priority LOG_CRIT, tag "error: " like msg_error(), so
+ *	the same filters see it), runs the cleanup hook set with
+ *	msg_cleanup() (say, remove a pid file), and exits with the given
+ *	sysexits(3) code.  msg_panic() is for a bug: it logs "panic: "
+ *	and calls abort() for a core dump (where dumps are allowed).
+ *	Neither returns.
  * DIAGNOSTICS
- *	Library code never exits; only main() does (see sysexits.h).
+ *	Library code never exits and never calls msg_fatal(); only main()
+ *	and the functions of a program's own main file do (sysexits.h).
  */
 #ifndef M365_LOG_H
 #define M365_LOG_H
@@ -43,6 +55,12 @@ extern void msg_info(const char *,...) __attribute__((format(printf, 1, 2)));
 extern void msg_warn(const char *,...) __attribute__((format(printf, 1, 2)));
 extern void msg_error(const char *,...) __attribute__((format(printf, 1, 2)));
 extern void msg_debug(const char *,...) __attribute__((format(printf, 1, 2)));
+extern void msg_fatal(int sysexit, const char *,...)
+	    __attribute__((noreturn, format(printf, 2, 3)));
+extern void msg_panic(const char *,...)
+	    __attribute__((noreturn, format(printf, 1, 2)));
+extern void msg_cleanup(void (*hook) (void));
+extern void msg_error_lines(const char *text);
 
 extern char *log_printable(char *buf, size_t bufsize, const char *text,
 			           size_t textlen);
