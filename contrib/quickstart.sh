@@ -120,7 +120,7 @@ echo "emulator: $EMU_URL (tenant contoso.test; log $QS_DIR/emu.out)"
 CONF=$QS_DIR/m365relay.conf
 write_conf "$CONF"
 sed -i "s|^\[global\]$|[global]\nuser = $QS_USER|" "$CONF"
-pf_user "$QS_USER"
+sys_user "$QS_USER"
 chmod 755 "$QS_DIR/certs"
 chmod 644 "$CONF" "$QS_DIR/certs/ca.pem" "$QS_DIR/certs/client.pem"
 chown -R "$QS_USER" "$QS_DIR/state"

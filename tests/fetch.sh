@@ -2,9 +2,12 @@
 # (tests/e2e/test-fetch*.sh).  Source it from bash after tests/lib.sh and
 # tests/postfix.sh, inside the namespaces (see tests/e2e/ns.sh):
 #
+#	fx_init NAME            t_init NAME (Postfix stopped at the end),
+#	                        m365-fetch built, private /etc/hosts,
+#	                        fx_conf; a failure ends the test
 #	fx_conf                 emulator, $CONF ([global] user = $RUSER,
 #	                        graph_url/login_url with the host names)
-#	...append [source] sections to $CONF...
+#	...append [source] sections to $CONF (fx_source)...
 #	fx_postfix PORT         users, permissions, a private Postfix that
 #	                        delivers local.test to Maildirs under
 #	                        $PF_DIR/mail/ (unknown users refused 550
@@ -12,21 +15,47 @@
 #
 # Settings: RUSER (runs m365-fetch, default m365test), MBX (Maildir user,
 # default m365mbx), FETCH (the binary).  Results: CONF, MD (the Maildir
-# of $MBX).  Helpers: fetch, fetch_rc, mkin, imid, put, md_count,
-# wait_md, mbb, msg_where, log_has.
+# of $MBX), FX_FETCH (m365-fetch -c $CONF as $RUSER, an array).
+# Helpers: fx_source, fetch, fetch_rc, fetch_within, mkin, imid, put,
+# md_count, wait_md, mbb, msg_where, log_has, fx_quirk.
 
 RUSER=${RUSER:-m365test}
 MBX=${MBX:-m365mbx}
 FETCH=${FETCH:-$top_builddir/fetch/m365-fetch}
 
+# fx_init NAME - the start of a test-fetch*.sh inside the namespaces:
+# t_init NAME (pf_stop at the end), m365-fetch is built, a private
+# /etc/hosts, fx_conf; a failure ends the test
+fx_init() {
+    t_init "$1"
+    trap 'pf_stop; t_cleanup' EXIT
+    [ -x "$FETCH" ] || { bad "m365-fetch is built ($FETCH)"; t_done; }
+    e2e_private_hosts
+    fx_conf || { bad "emulator starts"; t_done; }
+}
+
 # fx_conf - start the emulator and write $CONF for it
 fx_conf() {
-    emu_setup || return 1
-    CONF=$T/m365relay.conf
-    write_conf "$CONF"
-    sed -i -e "s|^[[:space:]]*login_url[[:space:]]*=.*|login_url = https://login.microsoftonline.com:$EMU_PORT|" \
-	-e "s|^[[:space:]]*graph_url[[:space:]]*=.*|graph_url = https://graph.microsoft.com:$EMU_PORT|" \
-	-e "s|^[[:space:]]*\[global\][[:space:]]*$|[global]\nuser = $RUSER|" "$CONF"
+    e2e_conf "$RUSER" || return 1
+    conf_real_hosts "$CONF"
+}
+
+# fx_source NAME FOLDER TO AFTER [LINE...] - append a [source] of bob's
+# mailbox (account app) delivering to $MBX@local.test: TO is a port
+# (SMTP to 127.0.0.1:PORT) or another deliver_to; then the LINEs
+fx_source() {
+    local name=$1 folder=$2 to=$3 after=$4 l
+    shift 4
+    case $to in
+    *[!0-9]*) ;;
+    *) to=smtp://127.0.0.1:$to ;;
+    esac
+    {
+	printf '\n[source %s]\naccount = app\nmailbox = bob@contoso.test\n' "$name"
+	printf 'folder = %s\ndeliver_to = %s\n' "$folder" "$to"
+	printf 'recipients = %s@local.test\nafter = %s\n' "$MBX" "$after"
+	for l in "$@"; do printf '%s\n' "$l"; done
+    } >> "$CONF"
 }
 
 # fx_postfix PORT [USER...] - users ($RUSER, $MBX and USER...), file
@@ -34,19 +63,12 @@ fx_conf() {
 fx_postfix() {
     local port=$1 u
     shift
-    for u in "$RUSER" "$MBX" "$@"; do
-	pf_user "$u" || { echo "fx_postfix: cannot create user $u" >&2; return 1; }
+    e2e_user "$RUSER" || { echo "fx_postfix: cannot create user $RUSER" >&2; return 1; }
+    for u in "$MBX" "$@"; do
+	sys_user "$u" || { echo "fx_postfix: cannot create user $u" >&2; return 1; }
     done
-    chmod 755 "$T" "$T/certs"
-    chmod 644 "$CONF" "$T/certs/ca.pem" "$T/certs/client.pem"
-    mkdir -p "$T/state"
-    chown -R "$RUSER" "$T/state"
-    chmod 700 "$T/state"
-    chown "$RUSER" "$T/secret" "$T/certs/client.key"
-    chmod 600 "$T/secret" "$T/certs/client.key"
-    touch "$T/relay.log"
-    chown "$RUSER" "$T/relay.log"
-    chmod 640 "$T/relay.log"
+    FX_FETCH=(setpriv --reuid="$RUSER" --regid="$(id -g "$RUSER")" --init-groups
+	"$FETCH" -c "$CONF")
     PF_RELAY=$RELAY PF_CONF=$CONF pf_setup "$T/pf" "$port" $((port + 1)) || return 1
     postconf -c "$PF_ETC" -e "local_recipient_maps = proxy:unix:passwd.byname" \
 	"message_size_limit = 2000000" "home_mailbox =" || return 1
@@ -60,8 +82,7 @@ NRUN=0
 fetch() {
     NRUN=$((NRUN + 1))
     FETCH_OUT=$T/fetch.$NRUN.out
-    setpriv --reuid="$RUSER" --regid="$(id -g "$RUSER")" --init-groups \
-	"$FETCH" -c "$CONF" "$@" > "$FETCH_OUT" 2>&1
+    "${FX_FETCH[@]}" "$@" > "$FETCH_OUT" 2>&1
 }
 
 # fetch_rc WANT MSG ARGS... - one round; ok when it exits with WANT
@@ -165,7 +186,7 @@ fx_quirk() {
     python3 "$top_srcdir/tests/quirk-smtp.py" "$port" "$T/$name.mode" \
 	"$T/$name.log" 2>"$T/$name.err" &
     t_bg_pid $!
-    wait_until 10 sh -c "ss -Hltn 'sport = :$port' | grep -q ."
+    wait_port "$port"
 }
 
 # fetch_within SECS ARGS... - fetch under a time limit; FETCH_RC is its
@@ -176,8 +197,7 @@ fetch_within() {
     NRUN=$((NRUN + 1))
     FETCH_OUT=$T/fetch.$NRUN.out
     t0=$(date +%s)
-    timeout "$limit" setpriv --reuid="$RUSER" --regid="$(id -g "$RUSER")" \
-	--init-groups "$FETCH" -c "$CONF" "$@" > "$FETCH_OUT" 2>&1
+    timeout "$limit" "${FX_FETCH[@]}" "$@" > "$FETCH_OUT" 2>&1
     FETCH_RC=$?
     FETCH_SECS=$(( $(date +%s) - t0 ))
 }

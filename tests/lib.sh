@@ -14,6 +14,7 @@
 #   emu_setup              certificates, $T/emu.json, start the emulator
 #   emu_ctl METHOD PATH [JSON]   call the emulator (control API or any path)
 #   emu_sent_count, emu_stat KEY, emu_user_code, emu_stop
+#   emu_fault JSON         queue one fault (a JSON object) at the emulator
 #   ctl_login LOGFILE      device-code sign-in of account deleg, approved in the emulator
 #   emu_put_message MB FILE [FOLDER [JSON-EXTRA]]   file a message; print its id
 #   emu_gen_messages MB SIZE [COUNT [FOLDER]]       generated messages; print ids
@@ -22,6 +23,30 @@
 #                          f(NAME) = folder by well-known or display name
 #   emu_folder_add MB NAME create a folder; print its id
 #   write_conf FILE        an m365relay.conf for the emulator
+#   t_eq MSG GOT WANT | t_match MSG TEXT ERE | t_nomatch MSG TEXT ERE
+#
+#   relay_setup NAME       t_init, emulator, CONF=$T/relay.conf, LOG
+#   relay INPUT ARGS...    run m365-relay; sets rc, first, out
+#   emu_reset              forget sent mail, stats, faults, throttle state
+#   relay_burst N TAG MSG CONF   N relays at once (QTAGi to TAGi@example.net)
+#
+#   sys_user NAME          a system user (useradd), when missing
+#   wait_port PORT         wait until 127.0.0.1:PORT listens (10 s)
+#   wait_grep SECS ERE FILE   wait until a line of FILE matches
+#   e2e_conf USER          emulator, CONF=$T/m365relay.conf, [global] user
+#   conf_real_hosts FILE   login_url/graph_url with Microsoft's host names
+#   e2e_user USER          create USER; $T, $CONF, state, key, log for it
+#   make_msg FILE SUBJECT HEADER...   CRLF message with a body-marker line
+#   smtp_send PORT SENDER RCPTS FILE  swaks; print the MTA's queue id
+#   send_msg PORT SENDER RCPTS FILE SUBJECT HEADER...  make_msg, smtp_send
+#   swaks_said FILE ERE    the swaks transcript has a matching reply
+#   sent_count SUBJECT, wait_sent SUBJECT N [SECS]   mail the emulator got
+#   sent_check SUBJECT KEY=VALUE...   assert the emulator's records
+#   flush_until_sent FLUSH SUBJECT N SECS   queue runs until N arrived
+#   term_wait PID [SECS]   SIGTERM, then SIGKILL after SECS; TW_RC
+#   filter_conf FILE UNKNOWN PORT DOMAIN   $CONF + [milter] filter mode
+#   sized_msg FILE SIZE FROM TO SUBJECT   a text message of SIZE bytes
+#   bench_die MSG          a benchmark stops: "SCRIPT: MSG", exit 1
 #
 # Works under "set -u".  Only 127.0.0.1 is contacted.
 
@@ -305,14 +330,16 @@ emu_folder_add() {
         json_eval 'd["id"]'
 }
 
+# emu_fault JSON - queue one fault (a JSON object) at the emulator: the
+# next matching request gets it (tests/emulator/README.md)
+emu_fault() {
+    emu_ctl POST /_emu/faults "[$1]" >/dev/null
+}
+
 # emu_stop - stop the emulator
 emu_stop() {
-    if [ -n "$EMU_PID" ]; then
-        kill "$EMU_PID" 2>/dev/null
-        wait "$EMU_PID" 2>/dev/null
-        EMU_PID=
-    fi
-    return 0
+    [ -z "$EMU_PID" ] || term_wait "$EMU_PID"
+    EMU_PID=
 }
 
 # write_conf FILE - m365relay.conf with three accounts for the emulator
@@ -410,4 +437,315 @@ t_nomatch() {
     else
         ok "$1"
     fi
+}
+
+# ---------------------------------------------------- m365-relay scripts
+
+# relay_setup NAME - t_init NAME, skip without the relay, start the
+# emulator; CONF ($T/relay.conf, write_conf) and LOG (its log_file); as
+# root the relay may run (M365RELAY_ALLOW_ROOT=1)
+relay_setup() {
+    t_init "$1"
+    [ -x "$RELAY" ] || skip_all "$RELAY not built (run make first)"
+    emu_setup
+    CONF=$T/relay.conf
+    write_conf "$CONF"
+    LOG=$T/relay.log
+    if [ "$(id -u)" = 0 ]; then
+        export M365RELAY_ALLOW_ROOT=1
+    fi
+}
+
+# relay INPUT ARGS... - run m365-relay on INPUT; sets rc, first (the
+# first line of stdout) and out (stdout, then stderr)
+relay() {
+    local in=$1
+    shift
+    "$RELAY" "$@" <"$in" >"$T/out" 2>"$T/err"
+    rc=$?
+    first=$(head -n 1 "$T/out")
+    out=$(cat "$T/out" "$T/err")
+}
+
+# emu_reset - forget recorded messages, stats, faults and throttle state
+# (throttle state lives in state_dir/throttle/, see throttle.h)
+emu_reset() {
+    emu_ctl POST /_emu/reset '{}' >/dev/null
+    rm -f "$T"/state/throttle/* 2>/dev/null
+}
+
+# relay_burst N TAG MSG CONF - N relays at once, each delivering MSG from
+# bob@contoso.test to TAGi@example.net with queue id QTAGi (TAG in upper
+# case), output in $T/TAGi.out, i from 0; codes: their exit codes in order
+relay_burst() {
+    local n=$1 tag=$2 msg=$3 conf=$4 i
+    local -a pids=()
+    for ((i = 0; i < n; i++)); do
+        "$RELAY" -c "$conf" -q "Q${tag^^}$i" -f bob@contoso.test -- \
+            "$tag$i@example.net" <"$msg" >"$T/$tag$i.out" 2>&1 &
+        pids[i]=$!
+    done
+    codes=""
+    for ((i = 0; i < n; i++)); do
+        wait "${pids[i]}"
+        codes="$codes$?"
+    done
+}
+
+# ------------------------------------------- real MTAs (tests/e2e, bench)
+
+# sys_user NAME - create a system user without home and shell when missing
+sys_user() {
+    id "$1" >/dev/null 2>&1 && return 0
+    useradd --system --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin "$1" ||
+        { echo "sys_user: cannot create system user $1 (useradd failed)" >&2; return 1; }
+}
+
+# wait_grep SECS ERE FILE - wait up to SECS until a line of FILE matches
+# ERE; says so on stderr when none did
+wait_grep() {
+    wait_until "$1" grep -Eq -- "$2" "$3" && return 0
+    echo "wait_grep: no line of $3 matches '$2' after $1 s" >&2
+    return 1
+}
+
+# wait_port PORT - wait up to 10 s until something listens on 127.0.0.1:PORT
+wait_port() {
+    wait_until 10 sh -c "ss -Hltn 'sport = :$1' | grep -q ." && return 0
+    echo "wait_port: nothing listens on 127.0.0.1:$1 after 10 s" >&2
+    return 1
+}
+
+# e2e_conf USER - start the emulator, write CONF ($T/m365relay.conf,
+# write_conf) with "user = USER" in [global]: the relay, the milter and
+# m365-fetch drop to USER
+e2e_conf() {
+    emu_setup || return 1
+    CONF=$T/m365relay.conf
+    write_conf "$CONF"
+    sed -i -e "s|^[[:space:]]*\[global\][[:space:]]*$|[global]\nuser = $1|" "$CONF"
+}
+
+# conf_real_hosts FILE - login_url and graph_url of FILE with Microsoft's
+# host names on the emulator's port (a private /etc/hosts maps them to
+# 127.0.0.1; the test certificate names them), so that logs name them
+conf_real_hosts() {
+    sed -i -e "s|^[[:space:]]*login_url[[:space:]]*=.*|login_url = https://login.microsoftonline.com:$EMU_PORT|" \
+        -e "s|^[[:space:]]*graph_url[[:space:]]*=.*|graph_url = https://graph.microsoft.com:$EMU_PORT|" "$1"
+}
+
+# e2e_user USER - (as root) create USER when missing (sys_user) and let
+# it, as it runs the relay, the milter or m365-fetch, reach $T, read
+# $CONF and the certificates, and own the state directory, the secret,
+# the key and $T/relay.log; 1 when USER cannot be created
+e2e_user() {
+    sys_user "$1" || return 1
+    chmod 755 "$T" "$T/certs"
+    chmod 644 "$CONF" "$T/certs/ca.pem" "$T/certs/client.pem"
+    mkdir -p "$T/state"
+    chown -R "$1" "$T/state"
+    chmod 700 "$T/state"
+    chown "$1" "$T/secret" "$T/certs/client.key"
+    chmod 600 "$T/secret" "$T/certs/client.key"
+    touch "$T/relay.log"
+    chown "$1" "$T/relay.log"
+    chmod 640 "$T/relay.log"
+}
+
+# make_msg FILE SUBJECT HEADER... - a message with CRLF line ends: Date,
+# a Message-ID (none when MAKE_MSG_NO_ID is set: give one as a HEADER),
+# the HEADERs, Subject; the body names the subject and has the line
+# body-marker-SUBJECT (blanks as "-")
+make_msg() {
+    local f=$1 subj=$2 h
+    shift 2
+    {
+        printf 'Date: %s\r\n' "$(date -R)"
+        [ -n "${MAKE_MSG_NO_ID:-}" ] ||
+            printf 'Message-ID: <%s.%s@e2e.test>\r\n' "$(date +%s%N)" "$RANDOM"
+        for h in "$@"; do printf '%s\r\n' "$h"; done
+        printf 'Subject: %s\r\n' "$subj"
+        printf 'MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n'
+        printf 'Body for %s.\r\nbody-marker-%s\r\n' "$subj" "${subj// /-}"
+    } >"$f"
+}
+
+# smtp_send PORT SENDER RCPTS FILE - submit FILE with swaks to
+# 127.0.0.1:PORT (RCPTS: comma list); the transcript goes to FILE.swaks;
+# prints the queue id when the MTA accepted it (Postfix "queued as ID",
+# Sendmail "ID Message accepted")
+smtp_send() {
+    swaks --server "127.0.0.1:$1" --from "$2" --to "$3" --data "@$4" >"$4.swaks" 2>&1
+    sed -n -e 's/.*queued as \([0-9A-Za-z]*\).*/\1/p' \
+        -e 's/.*<- *250 2\.0\.0 \([A-Za-z0-9]*\) Message accepted.*/\1/p' \
+        "$4.swaks" | tail -n 1
+}
+
+# send_msg PORT SENDER RCPTS FILE SUBJECT HEADER... - make_msg FILE
+# SUBJECT HEADER..., then smtp_send PORT SENDER RCPTS FILE
+send_msg() {
+    local port=$1 sender=$2 rcpts=$3 file=$4
+    shift 4
+    make_msg "$file" "$@"
+    smtp_send "$port" "$sender" "$rcpts" "$file"
+}
+
+# swaks_said FILE ERE - the transcript of smtp_send FILE has a server
+# reply matching ERE
+swaks_said() {
+    grep -Eq -- "^<[-*]+ +$2" "$1.swaks"
+}
+
+# sent_count SUBJECT - messages with that subject the emulator accepted
+sent_count() {
+    emu_ctl GET /_emu/sent | "$PYTHON" -c '
+import json, sys
+print(sum(1 for r in json.load(sys.stdin) if r.get("subject") == sys.argv[1]))' "$1"
+}
+
+# sent_ge SUBJECT N - at least N messages with SUBJECT arrived
+sent_ge() {
+    [ "$(sent_count "$1")" -ge "$2" ]
+}
+
+# wait_sent SUBJECT N [SECS] - wait (20 s) until N messages with SUBJECT
+# arrived
+wait_sent() {
+    wait_until "${3:-20}" sent_ge "$1" "$2" ||
+        { echo "  $(sent_count "$1") of $2 messages with subject '$1'" >&2; return 1; }
+}
+
+# sent_check SUBJECT KEY=VALUE... - assert the emulator's records with
+# SUBJECT (the recorded recipient addresses are compared as they are):
+#   count=N            exactly N records
+#   rcpts=A,B|C        the recipient sets, one per record, any order
+#   from=ADDR          every record's From address
+#   mailbox=ADDR       every record's sending mailbox
+#   client_id=ID       every record's client id
+#   to=A,B / cc=A,B    every record's To / Cc contains these
+#   body=TEXT          every record's MIME bytes contain TEXT
+#   never=A,B          no record (any subject) names these recipients
+sent_check() {
+    local subj=$1
+    shift
+    emu_ctl GET /_emu/sent >"$T/sent.json" || { echo "  cannot read /_emu/sent" >&2; return 1; }
+    "$PYTHON" - "$T/sent.json" "$subj" "$@" <<'EOF'
+import json, sys
+
+recs_all = json.load(open(sys.argv[1]))
+subj = sys.argv[2]
+recs = [r for r in recs_all if r.get("subject") == subj]
+errors = []
+
+def addrs(v):
+    return sorted(a.strip().lower() for a in v.split(",") if a.strip())
+
+for arg in sys.argv[3:]:
+    key, _, val = arg.partition("=")
+    if key == "count":
+        if len(recs) != int(val):
+            errors.append("%d records, want %s" % (len(recs), val))
+    elif key == "rcpts":
+        want = sorted(addrs(s) for s in val.split("|"))
+        got = sorted(sorted(r.get("recipients", [])) for r in recs)
+        if got != want:
+            errors.append("recipient sets %s, want %s" % (got, want))
+    elif key in ("from", "mailbox", "client_id"):
+        for r in recs:
+            if str(r.get(key, "")).lower() != val.lower():
+                errors.append("%s %r, want %r" % (key, r.get(key), val))
+    elif key in ("to", "cc"):
+        for r in recs:
+            have = [x.lower() for x in r.get(key, [])]
+            for a in addrs(val):
+                if a not in have:
+                    errors.append("%s %s lacks %s" % (key, have, a))
+    elif key == "body":
+        for r in recs:
+            data = open(r["eml_path"], "rb").read()
+            if val.encode() not in data:
+                errors.append("MIME of record %s lacks %r" % (r.get("seq"), val))
+    elif key == "never":
+        for a in addrs(val):
+            for r in recs_all:
+                if a in [x.lower() for x in r.get("recipients", [])]:
+                    errors.append("record %s (subject %r) went to %s" % (r.get("seq"), r.get("subject"), a))
+    else:
+        errors.append("sent_check: unknown key " + key)
+for e in errors:
+    print("  sent_check '%s': %s" % (subj, e), file=sys.stderr)
+sys.exit(1 if errors else 0)
+EOF
+}
+
+# flush_until_sent FLUSH SUBJECT N SECS - run FLUSH (a queue run, e.g.
+# pf_flush) every 0.5 s until N messages with SUBJECT arrived
+flush_until_sent() {
+    local flush=$1 limit=$(( $4 * 2 )) i
+    for ((i = 0; i < limit; i++)); do
+        sent_ge "$2" "$3" && return 0
+        "$flush"
+        sleep 0.5
+    done
+    sent_ge "$2" "$3"
+}
+
+# term_wait PID [SECS] - SIGTERM, wait up to SECS (10) for the end, then
+# SIGKILL; the exit status in TW_RC
+term_wait() {
+    local i
+    kill -TERM "$1" 2>/dev/null
+    for ((i = 0; i < ${2:-10} * 10; i++)); do
+        kill -0 "$1" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 "$1" 2>/dev/null
+    wait "$1" 2>/dev/null
+    TW_RC=$?
+}
+
+# filter_conf FILE UNKNOWN_SENDER PORT DOMAIN - FILE is $CONF plus a
+# [milter] section: filter mode on inet:PORT@127.0.0.1, unknown_sender
+# = UNKNOWN_SENDER, sender, From: and Reply-To: rewritten, a Message-ID
+# @DOMAIN added, tmp_dir $T/spool
+filter_conf() {
+    cp "$CONF" "$1"
+    cat >>"$1" <<EOF
+
+[milter]
+mode = filter
+socket = inet:$3@127.0.0.1
+unknown_sender = $2
+rewrite_sender = yes
+rewrite_from = yes
+add_reply_to = yes
+add_message_id = yes
+message_id_domain = $4
+tmp_dir = $T/spool
+EOF
+    chmod 644 "$1"
+}
+
+# bench_die MSG - a benchmark (not a test) stops: "SCRIPT: MSG" on
+# stderr, exit 1
+bench_die() {
+    echo "${0##*/}: $*" >&2
+    exit 1
+}
+
+# sized_msg FILE SIZE FROM TO SUBJECT - a plain text message (LF line
+# ends, no Date or Message-ID) of exactly SIZE bytes (the header alone
+# when it is longer)
+sized_msg() {
+    "$PYTHON" - "$@" <<'EOF'
+import sys
+path, size, frm, to, subj = sys.argv[1], int(sys.argv[2]), *sys.argv[3:6]
+hdr = ("From: %s\nTo: %s\nSubject: %s\nMIME-Version: 1.0\n"
+       "Content-Type: text/plain; charset=us-ascii\n\n" % (frm, to, subj))
+line = "The quick brown fox jumps over the lazy dog 0123456789 abcdefghijklmnop\n"
+body = line * ((size - len(hdr)) // len(line) + 1)
+with open(path, "w") as f:
+    f.write(hdr + body[:max(0, size - len(hdr))])
+EOF
 }

@@ -1,5 +1,6 @@
 # tests/postfix.sh - a private Postfix instance on loopback for tests,
-# the quick start and the benchmark.  Source it from bash:
+# the quick start and the benchmark.  Source it from bash (after
+# tests/lib.sh):
 #
 #	. "$top_srcdir/tests/postfix.sh"
 #	PF_RELAY=/path/to/m365-relay PF_CONF=/path/to/m365relay.conf \
@@ -43,25 +44,6 @@ PF_RELAY_USER=${PF_RELAY_USER:-m365test}
 PF_DOMAINS=${PF_DOMAINS:-"example.com example.org example.net contoso.test fabrikam.test"}
 PF_ONE_DOMAINS=${PF_ONE_DOMAINS:-"one-a.test one-b.test"}
 
-# pf_user - create a system user without home and shell when missing
-pf_user() {
-    id "$1" >/dev/null 2>&1 && return 0
-    useradd --system --no-create-home --home-dir /nonexistent \
-	--shell /usr/sbin/nologin "$1" ||
-	{ echo "pf_user: cannot create system user $1 (useradd failed)" >&2; return 1; }
-}
-
-# pf_wait_port - wait until something listens on 127.0.0.1:PORT
-pf_wait_port() {
-    local i
-    for i in $(seq 100); do
-	ss -Hltn "sport = :$1" 2>/dev/null | grep -q . && return 0
-	sleep 0.1
-    done
-    echo "pf_wait_port: nothing listens on 127.0.0.1:$1 after 10 s" >&2
-    return 1
-}
-
 # pf_setup - write the configuration of a private instance in DIR
 pf_setup() {
     local dir=$1 port=$2 fport=${3:-$(($2 + 1))}
@@ -85,8 +67,8 @@ pf_setup() {
     case "$dir$relay$conf" in
     *[[:space:]]*) echo "pf_setup: paths must not contain white space" >&2; return 2;;
     esac
-    pf_user "$PF_MAIL_OWNER" || return 1
-    pf_user "$PF_RELAY_USER" || return 1
+    sys_user "$PF_MAIL_OWNER" || return 1
+    sys_user "$PF_RELAY_USER" || return 1
 
     # shellcheck disable=SC2034  # results for the caller
     PF_DIR=$dir PF_PORT=$port PF_FILTER_PORT=$fport
@@ -186,7 +168,7 @@ pf_postfix() {
 # pf_start - start the instance and wait for both listeners
 pf_start() {
     pf_postfix start >/dev/null 2>&1 || pf_postfix start || return 1
-    pf_wait_port "$PF_PORT" && pf_wait_port "$PF_FILTER_PORT"
+    wait_port "$PF_PORT" && wait_port "$PF_FILTER_PORT"
 }
 
 # pf_stop - stop the instance (no error when it is not running)
@@ -230,27 +212,23 @@ pf_flush() {
     postqueue -c "$PF_ETC" -f
 }
 
+# pf_queue_empty - the queue holds no message
+pf_queue_empty() {
+    [ "$(pf_queue_count)" -eq 0 ]
+}
+
 # pf_wait_empty - wait up to TIMEOUT seconds (default 20) for an empty queue
 pf_wait_empty() {
-    local limit=$(( ${1:-20} * 10 )) i
-    for ((i = 0; i < limit; i++)); do
-	[ "$(pf_queue_count)" -eq 0 ] && return 0
-	sleep 0.1
-    done
+    wait_until "${1:-20}" pf_queue_empty && return 0
     echo "pf_wait_empty: queue not empty after ${1:-20} s:" >&2
     postqueue -c "$PF_ETC" -p >&2
     return 1
 }
 
-# pf_wait_log - wait up to TIMEOUT seconds for a maillog line matching ERE
+# pf_wait_log ERE [TIMEOUT] - wait up to TIMEOUT seconds (20) for a
+# maillog line matching ERE
 pf_wait_log() {
-    local re=$1 limit=$(( ${2:-20} * 10 )) i
-    for ((i = 0; i < limit; i++)); do
-	grep -Eq -- "$re" "$PF_MAILLOG" 2>/dev/null && return 0
-	sleep 0.1
-    done
-    echo "pf_wait_log: no maillog line matches '$re' after ${2:-20} s" >&2
-    return 1
+    wait_grep "${2:-20}" "$1" "$PF_MAILLOG"
 }
 
 # pf_purge - delete every queued message

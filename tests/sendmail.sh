@@ -108,25 +108,6 @@ sm_check_libs() {
     fi
 }
 
-# sm_user - create a system user without home and shell when missing
-sm_user() {
-    id "$1" >/dev/null 2>&1 && return 0
-    useradd --system --no-create-home --home-dir /nonexistent \
-	--shell /usr/sbin/nologin "$1" ||
-	{ echo "sm_user: cannot create system user $1 (useradd failed)" >&2; return 1; }
-}
-
-# sm_wait_port - wait until something listens on 127.0.0.1:PORT
-sm_wait_port() {
-    local i
-    for i in $(seq 100); do
-	ss -Hltn "sport = :$1" 2>/dev/null | grep -q . && return 0
-	sleep 0.1
-    done
-    echo "sm_wait_port: nothing listens on 127.0.0.1:$1 after 10 s" >&2
-    return 1
-}
-
 # sm_syslog_start FILE - receive syslog datagrams on /dev/log into FILE
 # (only when nothing listens there; a stale socket is replaced)
 sm_syslog_start() {
@@ -166,12 +147,8 @@ EOF
 
 # sm_syslog_stop - stop the syslog sink (removes /dev/log)
 sm_syslog_stop() {
-    if [ -n "$SM_SINK_PID" ]; then
-	kill "$SM_SINK_PID" 2>/dev/null
-	wait "$SM_SINK_PID" 2>/dev/null
-	SM_SINK_PID=
-    fi
-    return 0
+    [ -z "$SM_SINK_PID" ] || term_wait "$SM_SINK_PID"
+    SM_SINK_PID=
 }
 
 # sm_setup DIR PORT - write the configuration of a private instance in DIR
@@ -193,7 +170,7 @@ sm_setup() {
     root=$cache/root
     [ -x "$root/usr/libexec/sendmail/sendmail" ] || sm_fetch || return 1
     sm_check_libs || return 1
-    sm_user "$SM_MAILER_USER" || return 1
+    sys_user "$SM_MAILER_USER" || return 1
     mgroup=$(id -gn "$SM_MAILER_USER") || return 1
 
     # shellcheck disable=SC2034  # results for the caller
@@ -339,7 +316,7 @@ sm_start() {
 	cat "$SM_DIR/log/start.out" >&2
 	return 1
     }
-    sm_wait_port "$SM_PORT"
+    wait_port "$SM_PORT"
 }
 
 # sm_stop - stop the daemon and the syslog sink (no error when they are
@@ -377,13 +354,14 @@ sm_flush() {
     sm_sendmail -q >/dev/null 2>&1
 }
 
+# sm_queue_empty - no message is queued
+sm_queue_empty() {
+    [ "$(sm_queue_count)" -eq 0 ]
+}
+
 # sm_wait_empty [TIMEOUT] - wait for an empty queue (default 20 s)
 sm_wait_empty() {
-    local limit=$(( ${1:-20} * 10 )) i
-    for ((i = 0; i < limit; i++)); do
-	[ "$(sm_queue_count)" -eq 0 ] && return 0
-	sleep 0.1
-    done
+    wait_until "${1:-20}" sm_queue_empty && return 0
     echo "sm_wait_empty: queue not empty after ${1:-20} s:" >&2
     sm_queue >&2
     return 1
@@ -391,13 +369,7 @@ sm_wait_empty() {
 
 # sm_wait_log ERE [TIMEOUT] - wait for a syslog line of the instance
 sm_wait_log() {
-    local re=$1 limit=$(( ${2:-20} * 10 )) i
-    for ((i = 0; i < limit; i++)); do
-	grep -Eq -- "$re" "$SM_SYSLOG" 2>/dev/null && return 0
-	sleep 0.1
-    done
-    echo "sm_wait_log: no syslog line matches '$re' after ${2:-20} s" >&2
-    return 1
+    wait_grep "${2:-20}" "$1" "$SM_SYSLOG"
 }
 
 # sm_local_count [RCPT] - deliveries in the file sink (for RCPT)

@@ -31,55 +31,30 @@ top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 N=${BENCH_N:-2000}
 PAGE=${BENCH_PAGE:-50}
 PORT=${BENCH_PORT:-2725}
-FETCH=$top_builddir/fetch/m365-fetch
 RUSER=${PF_RELAY_USER:-m365test}
 MBX=m365mbx
+. "$top_srcdir/tests/fetch.sh"
 
-die() {
-    echo "fetch.sh: $*" >&2
-    exit 1
-}
-
-[ "$(id -u)" = 0 ] || die "run as root (a private Postfix needs root)"
-[ -x "$FETCH" ] || die "$FETCH not built: run make first"
-[ -x "$RELAY" ] || die "$RELAY not built: run make first"
-[ -x /usr/bin/time ] || die "/usr/bin/time missing: apt-get install time"
-[ "$N" -ge 10 ] || die "BENCH_N must be at least 10"
+[ "$(id -u)" = 0 ] || bench_die "run as root (a private Postfix needs root)"
+[ -x "$FETCH" ] || bench_die "$FETCH not built: run make first"
+[ -x "$RELAY" ] || bench_die "$RELAY not built: run make first"
+[ -x /usr/bin/time ] || bench_die "/usr/bin/time missing: apt-get install time"
+[ "$N" -ge 10 ] || bench_die "BENCH_N must be at least 10"
 
 t_init benchfetch
 trap 'pf_stop; t_cleanup' EXIT
-emu_setup
-CONF=$T/relay.conf
-write_conf "$CONF"
-sed -i "s|^\[global\]$|[global]\nuser = $RUSER|" "$CONF"
-cat >> "$CONF" <<EOF
-
-[source bench]
-account = app
-mailbox = bob@contoso.test
-folder = inbox
-deliver_to = smtp://127.0.0.1:$PORT
-recipients = $MBX@local.test
-after = read
-page_size = $PAGE
-EOF
-pf_user "$RUSER" || die "cannot create user $RUSER"
-pf_user "$MBX" || die "cannot create user $MBX"
-chmod 711 "$T"
-chmod 755 "$T/certs"
-chmod 644 "$CONF" "$T/certs/ca.pem"
-chown -R "$RUSER" "$T/state"
-chown "$RUSER" "$T/secret" "$T/certs/client.key"
-: >"$T/relay.log"
-chown "$RUSER" "$T/relay.log"
+e2e_conf "$RUSER"
+fx_source bench inbox "$PORT" read "page_size = $PAGE"
+e2e_user "$RUSER" || bench_die "cannot create user $RUSER"
+sys_user "$MBX" || bench_die "cannot create user $MBX"
 
 PF_RELAY=$RELAY PF_CONF=$CONF pf_setup "$T/pf" "$PORT" $((PORT + 1)) ||
-    die "private Postfix set up failed"
+    bench_die "private Postfix set up failed"
 # 30 MB of MIME plus headers must fit; local(8) writes Maildirs.
 postconf -c "$PF_ETC" -e "message_size_limit = 41943040" \
     "mailbox_size_limit = 0" "default_destination_concurrency_limit = 8" ||
-    die "postconf failed"
-pf_start || die "private Postfix does not start"
+    bench_die "postconf failed"
+pf_start || bench_die "private Postfix does not start"
 MD=$PF_DIR/mail/$MBX
 
 # ---- fill the mailbox
@@ -92,12 +67,12 @@ t0=$(date +%s.%N)
 for spec in "5120 $n_small" "51200 $n_50k" "31457280 1" "204800 $n_200k" "1048576 $n_1m"; do
     set -- $spec
     emu_gen_messages bob@contoso.test "$1" "$2" >/dev/null ||
-	die "the emulator could not generate $2 messages of $1 bytes"
+	bench_die "the emulator could not generate $2 messages of $1 bytes"
 done
 t1=$(date +%s.%N)
 TOTAL_BYTES=$(emu_mb_eval bob@contoso.test 'sum(m["size"] for m in f("inbox")["messages"])')
 COUNT=$(emu_mb_eval bob@contoso.test 'len(f("inbox")["messages"])')
-[ "$COUNT" = "$N" ] || die "the inbox holds $COUNT messages, not $N"
+[ "$COUNT" = "$N" ] || bench_die "the inbox holds $COUNT messages, not $N"
 printf '# mailbox ready: %d messages, %.1f MB, in %.1f s\n' "$COUNT" \
     "$(echo "$TOTAL_BYTES / 1048576" | bc -l)" "$(echo "$t1 - $t0" | bc -l)"
 
@@ -109,14 +84,14 @@ while :; do
 	setpriv --reuid="$RUSER" --regid="$(id -g "$RUSER")" --init-groups \
 	"$FETCH" -c "$CONF" --once bench >"$T/fetch.$rounds.out" 2>&1
     rc=$?
-    read -r e m u s <"$T/time.$rounds" || die "no timing of round $rounds"
+    read -r e m u s <"$T/time.$rounds" || bench_die "no timing of round $rounds"
     wall=$(echo "$wall + $e" | bc -l)
     cpu=$(echo "$cpu + $u + $s" | bc -l)
     [ "$m" -gt "$peak" ] && peak=$m
     echo "# round $rounds: exit $rc, ${e} s, peak RSS ${m} KB"
     [ "$rc" = 0 ] && break
-    [ "$rc" = 75 ] || { tail -n 20 "$T/fetch.$rounds.out" >&2; die "m365-fetch exited $rc"; }
-    [ "$rounds" -lt 5 ] || die "no complete round after 5 tries (see $T/fetch.*.out)"
+    [ "$rc" = 75 ] || { tail -n 20 "$T/fetch.$rounds.out" >&2; bench_die "m365-fetch exited $rc"; }
+    [ "$rounds" -lt 5 ] || bench_die "no complete round after 5 tries (see $T/fetch.*.out)"
 done
 t_end=$(date +%s.%N)
 

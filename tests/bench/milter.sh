@@ -38,27 +38,12 @@
 
 set -u
 
-me=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
-: "${top_srcdir:=$(dirname "$me")/../..}"
-: "${top_builddir:=$top_srcdir}"
-top_srcdir=$(cd "$top_srcdir" && pwd)
-top_builddir=$(cd "$top_builddir" && pwd)
-export top_srcdir top_builddir
-
-die() {
-    echo "milter.sh: $*" >&2
-    exit 1
-}
-
-[ "$(id -u)" = 0 ] || die "run as root (a private Postfix needs root)"
-if [ -z "${M365_BENCH_IN_NS:-}" ]; then
-    exec unshare --net --uts --mount --pid --fork --kill-child --mount-proc \
-	env M365_BENCH_IN_NS=1 bash "$me" "$@"
-fi
-ip link set lo up
-hostname mx.e2e.test
-
+. "$(dirname "$0")/../e2e/ns.sh"
 . "$top_srcdir/tests/lib.sh"
+
+[ "$(id -u)" = 0 ] || bench_die "run as root (a private Postfix needs root)"
+[ -n "${M365_E2E_IN_NS:-}" ] || e2e_enter "$@"
+e2e_inside
 . "$top_srcdir/tests/postfix.sh"
 
 N=${BENCH_N:-2000}
@@ -70,100 +55,61 @@ MPORT=${BENCH_MPORT:-8896}
 MILTER=$top_builddir/milter/m365-milter
 RUSER=${PF_RELAY_USER:-m365test}
 
-[ -x "$MILTER" ] || die "$MILTER not built: run make first"
-[ -x "$RELAY" ] || die "$RELAY not built: run make first"
+[ -x "$MILTER" ] || bench_die "$MILTER not built: run make first"
+[ -x "$RELAY" ] || bench_die "$RELAY not built: run make first"
 SMTP_SOURCE=$(command -v smtp-source || echo /usr/sbin/smtp-source)
-[ -x "$SMTP_SOURCE" ] || die "smtp-source missing (Debian package postfix)"
-[ "$TOTAL" -ge "$N" ] || die "BENCH_TOTAL ($TOTAL) must be >= BENCH_N ($N)"
+[ -x "$SMTP_SOURCE" ] || bench_die "smtp-source missing (Debian package postfix)"
+[ "$TOTAL" -ge "$N" ] || bench_die "BENCH_TOTAL ($TOTAL) must be >= BENCH_N ($N)"
 
 t_init bench-milter
 MPID=
 MPID_TCP=
 trap 'rc=$?; pf_stop; kill -9 $MPID $MPID_TCP 2>/dev/null; (exit $rc); t_cleanup' EXIT
 
-cat > "$T/hosts" <<'EOF'
-127.0.0.1 localhost
-127.0.0.1 mx.e2e.test mx
-::1 localhost ip6-localhost ip6-loopback
-::1 mx.e2e.test mx
-EOF
-printf 'nameserver 127.0.0.1\n' > "$T/resolv.conf"
-mount --bind "$T/hosts" /etc/hosts
-mount --bind "$T/resolv.conf" /etc/resolv.conf
+e2e_private_hosts
 
 # The configuration needs a Graph endpoint only on paper: filter mode
 # never calls it.  The emulator is started anyway, as for every test.
-emu_setup
-CONF=$T/m365relay.conf
-write_conf "$CONF"
-sed -i -e "s|^[[:space:]]*\[global\][[:space:]]*$|[global]\nuser = $RUSER|" "$CONF"
-cat >> "$CONF" <<EOF
-
-[milter]
-mode = filter
-socket = inet:$MPORT@127.0.0.1
-unknown_sender = reject
-rewrite_sender = yes
-rewrite_from = yes
-add_reply_to = yes
-add_message_id = yes
-message_id_domain = bench.e2e.test
-tmp_dir = $T/spool
-EOF
-pf_user "$RUSER" || die "cannot create user $RUSER"
-chmod 755 "$T" "$T/certs"
-chmod 644 "$CONF"
-chown -R "$RUSER" "$T/state"
-chown "$RUSER" "$T/secret" "$T/certs/client.key"
-: > "$T/relay.log"
-chown "$RUSER" "$T/relay.log"
+e2e_conf "$RUSER"
+e2e_user "$RUSER" || bench_die "cannot create user $RUSER"
+MCONF=$T/milter.conf
+filter_conf "$MCONF" reject "$MPORT" bench.e2e.test
 mkdir -p "$T/spool"
 chown "$RUSER" "$T/spool"
 chmod 700 "$T/spool"
 
 # A second instance on a unix socket that Postfix's smtpd (running as
 # its mail_owner) may use: socket_mode 0666 here instead of adding the
-# mail_owner to the milter user's group.
-MSOCK=$T/milter.sock
-sed -e "s|^socket = .*|socket = unix:$MSOCK\nsocket_mode = 0666|" "$CONF" > "$T/unix.conf"
+# mail_owner to the milter user's group.  The milter's user creates the
+# socket: the directory is its own.
+mkdir -p "$T/run"
+chown "$RUSER" "$T/run"
+MSOCK=$T/run/milter.sock
+sed -e "s|^socket = .*|socket = unix:$MSOCK\nsocket_mode = 0666|" "$MCONF" > "$T/unix.conf"
 chmod 644 "$T/unix.conf"
 
-"$MILTER" -c "$CONF" -f > "$T/milter.out" 2>&1 &
+"$MILTER" -c "$MCONF" -f > "$T/milter.out" 2>&1 &
 MPID_TCP=$!
 disown "$MPID_TCP"
-pf_wait_port "$MPORT" || { cat "$T/milter.out" >&2; die "m365-milter (TCP) did not start"; }
+wait_port "$MPORT" || { cat "$T/milter.out" >&2; bench_die "m365-milter (TCP) did not start"; }
 "$MILTER" -c "$T/unix.conf" -f > "$T/milter-unix.out" 2>&1 &
 MPID=$!
 disown "$MPID"
-for ((i = 0; i < 100; i++)); do
-    [ -S "$MSOCK" ] && break
-    sleep 0.1
-done
-[ -S "$MSOCK" ] || { cat "$T/milter-unix.out" >&2; die "m365-milter (unix socket) did not start"; }
+wait_until 10 test -S "$MSOCK" ||
+    { cat "$T/milter-unix.out" >&2; tail -n 3 "$T/relay.log" >&2; bench_die "m365-milter (unix socket) did not start"; }
 
-PF_RELAY=$RELAY PF_CONF=$CONF pf_setup "$T/pf" "$PORT" || die "pf_setup failed"
+PF_RELAY=$RELAY PF_CONF=$CONF pf_setup "$T/pf" "$PORT" || bench_die "pf_setup failed"
 postconf -c "$PF_ETC" -e "local_header_rewrite_clients =" \
     "relay_domains = $(postconf -c "$PF_ETC" -h relay_domains) bench.test" \
     "smtpd_milters =" "non_smtpd_milters =" "milter_default_action = tempfail"
 printf 'bench.test\tdiscard:benchmark\n' >> "$PF_ETC/transport"
-pf_start || die "the private Postfix did not start (see $PF_MAILLOG)"
+pf_start || bench_die "the private Postfix did not start (see $PF_MAILLOG)"
 
 # The message: From: the app (account "app", senders @contoso.test), no
 # Message-ID, so the milter changes sender, From:, Reply-To: and adds a
 # Message-ID in every message.
-python3 - "$T/msg.eml" "$SIZE" <<'EOF'
-import sys
-path, size = sys.argv[1], int(sys.argv[2])
-hdr = ("From: Bench App <app@contoso.test>\n"
-       "To: sink@bench.test\n"
-       "Subject: m365-milter benchmark\n"
-       "MIME-Version: 1.0\n"
-       "Content-Type: text/plain; charset=us-ascii\n\n")
-line = "The quick brown fox jumps over the lazy dog 0123456789 abcdefghijklmnop\n"
-body = line * ((size - len(hdr)) // len(line) + 1)
-with open(path, "w") as f:
-    f.write(hdr + body[:max(0, size - len(hdr))])
-EOF
+sized_msg "$T/msg.eml" "$SIZE" "Bench App <app@contoso.test>" sink@bench.test \
+    "m365-milter benchmark"
 
 # discarded_count - messages discard(8) has finished so far
 discarded_count() {
@@ -183,14 +129,14 @@ run() {
     t0=$(date +%s.%N)
     "$SMTP_SOURCE" -F "$T/msg.eml" -f app@contoso.test -t sink@bench.test \
 	-s "$SESSIONS" -m "$count" "127.0.0.1:$PORT" > "$T/smtp-source.out" 2>&1 ||
-	{ cat "$T/smtp-source.out" >&2; die "smtp-source failed"; }
+	{ cat "$T/smtp-source.out" >&2; bench_die "smtp-source failed"; }
     for ((i = 0; i < 6000; i++)); do
 	[ $(( $(discarded_count) - before )) -ge "$count" ] && break
 	sleep 0.1
     done
     t1=$(date +%s.%N)
     [ $(( $(discarded_count) - before )) -ge "$count" ] ||
-	die "only $(( $(discarded_count) - before )) of $count messages passed (see $PF_MAILLOG, $T/smtp-source.out)"
+	bench_die "only $(( $(discarded_count) - before )) of $count messages passed (see $PF_MAILLOG, $T/smtp-source.out)"
     read -r WALL RATE <<< "$(python3 -c 'import sys; w = float(sys.argv[2]) - float(sys.argv[1]); print("%.2f %.0f" % (w, int(sys.argv[3]) / w))' \
 	"$t0" "$t1" "$count")"
 }

@@ -35,16 +35,11 @@ PORT=${BENCH_PORT:-2625}
 SMALL_SIZE=10240
 LARGE_SIZE=2621440
 
-die() {
-    echo "relay.sh: $*" >&2
-    exit 1
-}
-
-[ "$(id -u)" = 0 ] || die "run as root (a private Postfix needs root)"
-[ -x "$RELAY" ] || die "$RELAY not built: run make first"
-[ -x /usr/bin/time ] || die "/usr/bin/time missing: apt-get install time"
+[ "$(id -u)" = 0 ] || bench_die "run as root (a private Postfix needs root)"
+[ -x "$RELAY" ] || bench_die "$RELAY not built: run make first"
+[ -x /usr/bin/time ] || bench_die "/usr/bin/time missing: apt-get install time"
 SMTP_SOURCE=$(command -v smtp-source || echo /usr/sbin/smtp-source)
-[ -x "$SMTP_SOURCE" ] || die "smtp-source missing (Debian package postfix)"
+[ -x "$SMTP_SOURCE" ] || bench_die "smtp-source missing (Debian package postfix)"
 
 t_init bench
 emu_setup
@@ -54,14 +49,9 @@ write_conf "$CONF"
 # pipe(8) runs the relay as an unprivileged user: it must reach the
 # work directory, read its config, secret and key, write state and log.
 RUSER=${PF_RELAY_USER:-m365test}
-pf_user "$RUSER" || die "cannot create user $RUSER"
-chmod 711 "$T"
-chmod 755 "$T/certs"
-: >"$T/relay.log"
+e2e_user "$RUSER" || bench_die "cannot create user $RUSER"
 : >"$T/time.log"
-chmod 644 "$CONF"
-chown "$RUSER" "$T/secret" "$T/certs/client.key" "$T/relay.log" "$T/time.log"
-chown -R "$RUSER" "$T/state"
+chown "$RUSER" "$T/time.log"
 
 # The wrapper that pipe(8) runs: GNU time around m365-relay, one line
 # "elapsed user system maxrss_kb" per run appended to time.log.
@@ -73,39 +63,25 @@ EOF
 chmod 755 "$T/bin" "$T/bin/relay-timed"
 
 PF_RELAY=$T/bin/relay-timed PF_CONF=$CONF pf_setup "$T/pf" "$PORT" ||
-    die "pf_setup failed"
-pf_start || die "the private Postfix did not start (see $PF_MAILLOG)"
+    bench_die "pf_setup failed"
+pf_start || bench_die "the private Postfix did not start (see $PF_MAILLOG)"
 trap 'rc=$?; pf_stop; (exit $rc); t_cleanup' EXIT
 
-# mkmsg FILE SIZE - a text message of about SIZE bytes from the app
-# account's mailbox (bob@contoso.test, routed by senders = @contoso.test)
-mkmsg() {
-    python3 - "$1" "$2" <<'EOF'
-import sys
-path, size = sys.argv[1], int(sys.argv[2])
-hdr = ("From: Bench <bob@contoso.test>\n"
-       "To: bench@example.net\n"
-       "Subject: m365relay benchmark\n"
-       "MIME-Version: 1.0\n"
-       "Content-Type: text/plain; charset=us-ascii\n\n")
-line = ("The quick brown fox jumps over the lazy dog 0123456789 "
-        "abcdefghijklmnopqrstu\n")
-body = line * ((size - len(hdr)) // len(line) + 1)
-with open(path, "w") as f:
-    f.write(hdr + body[:size - len(hdr)])
-EOF
-}
-
-mkmsg "$T/small.eml" $SMALL_SIZE
-mkmsg "$T/large.eml" $LARGE_SIZE
+# Text messages from the app account's mailbox (bob@contoso.test,
+# routed by senders = @contoso.test).
+for m in "small $SMALL_SIZE" "large $LARGE_SIZE"; do
+    set -- $m
+    sized_msg "$T/$1.eml" "$2" "Bench <bob@contoso.test>" bench@example.net \
+	"m365relay benchmark"
+done
 
 # Warm up: one message, so that the app account holds a token (steady
 # state), then forget the emulator's counters.
 "$SMTP_SOURCE" -F "$T/small.eml" -f bob@contoso.test -t warmup@example.net \
-    -m 1 "127.0.0.1:$PF_PORT" || die "smtp-source failed"
-pf_wait_empty 60 || die "warm-up message not delivered (see $PF_MAILLOG)"
+    -m 1 "127.0.0.1:$PF_PORT" || bench_die "smtp-source failed"
+pf_wait_empty 60 || bench_die "warm-up message not delivered (see $PF_MAILLOG)"
 [ "$(emu_sent_count)" = 1 ] ||
-    die "warm-up message did not reach the emulator: $(tail -n 3 "$T/relay.log")"
+    bench_die "warm-up message did not reach the emulator: $(tail -n 3 "$T/relay.log")"
 
 # phase NAME FILE COUNT - submit COUNT copies, wait, collect figures
 RESULTS=()
@@ -117,8 +93,8 @@ phase() {
     t0=$(date +%s.%N)
     "$SMTP_SOURCE" -F "$file" -f bob@contoso.test -t bench@example.net \
 	-s "$SESSIONS" -m "$count" "127.0.0.1:$PF_PORT" ||
-	die "smtp-source failed in phase $name"
-    pf_wait_empty $((60 + count / 5)) || die "phase $name: queue not empty"
+	bench_die "smtp-source failed in phase $name"
+    pf_wait_empty $((60 + count / 5)) || bench_die "phase $name: queue not empty"
     t1=$(date +%s.%N)
     RESULTS+=("$(python3 - "$name" "$count" "$size" "$t0" "$t1" \
 	"$T/time.log" "$(emu_sent_count)" "$(emu_stat token_requests)" \

@@ -1,6 +1,6 @@
 # ns.sh - shared start of the end-to-end tests that run real MTAs
 #
-# Sourced first by tests/e2e/test-{postfix,fetch,milter-postfix,sendmail}.sh:
+# Sourced first by tests/e2e/test-{postfix,fetch*,milter-postfix,sendmail}.sh:
 #
 #   . "$(dirname "$0")/ns.sh"
 #   if [ -z "${M365_E2E_IN_NS:-}" ]; then
@@ -11,6 +11,12 @@
 #   e2e_inside                          # loopback up, host name mx.e2e.test
 #   . "$top_srcdir/tests/lib.sh"; t_init NAME
 #   e2e_private_hosts                   # private /etc/hosts and resolv.conf
+#
+# or, with nothing to do outside but the checks of e2e_outside:
+#
+#   e2e_start NAME "WHY ROOT" "HOW TO INSTALL" CMD...
+#   . "$top_srcdir/tests/lib.sh"; t_init NAME
+#   e2e_private_hosts
 #
 # Inside net/uts/mount/pid namespaces the only network is loopback,
 # graph.microsoft.com and login.microsoftonline.com resolve to 127.0.0.1,
@@ -54,6 +60,17 @@ e2e_enter() {
 e2e_inside() {
     ip link set lo up
     hostname mx.e2e.test
+}
+
+# e2e_start NAME WHY HOW CMD... - outside the namespaces e2e_outside and
+# e2e_enter (the script's arguments are not passed on); inside them
+# e2e_inside
+e2e_start() {
+    if [ -z "${M365_E2E_IN_NS:-}" ]; then
+	e2e_outside "$@"
+	e2e_enter
+    fi
+    e2e_inside
 }
 
 # e2e_private_hosts - /etc/hosts and resolv.conf of our own (needs $T):

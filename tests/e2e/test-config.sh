@@ -23,28 +23,9 @@
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 . "$top_srcdir/tests/lib.sh"
 
-t_init config
-
-[ -x "$RELAY" ] || skip_all "$RELAY not built (run make first)"
+relay_setup config
 MILTER=$top_builddir/milter/m365-milter
 FETCH=$top_builddir/fetch/m365-fetch
-
-emu_setup
-CONF=$T/relay.conf
-write_conf "$CONF"
-LOG=$T/relay.log
-[ "$(id -u)" = 0 ] && export M365RELAY_ALLOW_ROOT=1
-
-# relay INPUT ARGS... - run the relay; sets rc, first, out
-relay() {
-    local in=$1
-    shift
-    "$RELAY" "$@" <"$in" >"$T/out" 2>"$T/err"
-    rc=$?
-    first=$(head -n 1 "$T/out")
-    out=$(cat "$T/out" "$T/err")
-}
-
 
 printf 'From: Bob <bob@contoso.test>\nTo: x@example.net\nSubject: cfg\nDate: Sat, 28 Nov 2026 10:00:00 +0000\nMessage-ID: <cfg.%s@test.example>\n\nbody\n' "$$" >"$T/m1"
 

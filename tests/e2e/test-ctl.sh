@@ -88,6 +88,38 @@ lacks() {
     fi
 }
 
+# json_is MSG EXPR WANT - json_eval EXPR over the last output is WANT
+json_is() {
+    t_eq "$1" "$(json_eval "$2" <"$T/ctl.out")" "$3"
+}
+
+# json_has_keys MSG EXPR KEY... - the JSON list EXPR (over the last
+# output) names every KEY; one result per KEY ("MSG KEY")
+json_has_keys() {
+    local msg=$1 keys k
+    keys=$(json_eval "$2" <"$T/ctl.out")
+    shift 2
+    for k in "$@"; do
+	case $keys in
+	*"\"$k\""*) ok "$msg $k" ;;
+	*) bad "$msg $k ($keys)" ;;
+	esac
+    done
+}
+
+# expect_offline MSG NAME - m365ctl status NAME (text and --json) shows
+# NAME offline after a revoked grant: AADSTS50173 and the remedy
+expect_offline() {
+    ctl status "$2"
+    has "$1: offline" "state:          offline"
+    has "$1: AADSTS50173" "AADSTS50173"
+    has "$1: remedy m365ctl login deleg" "m365ctl login deleg"
+    ctl status --json "$2"
+    json_is "$1: status --json offline, AADSTS50173, remedy" \
+	'd[0]["state"] + " " + str("50173" in (d[0]["last_error"] or "")) + " " + str("m365ctl login deleg" in (d[0]["remedy"] or ""))' \
+	"offline True True"
+}
+
 # file_mode FILE - octal permission bits
 file_mode() {
     stat -c %a "$1"
@@ -193,13 +225,11 @@ auth = magic
 mailbox = bad@contoso.test
 EOF
 badline=$(grep -n '^auth = magic' "$BROKEN" | cut -d: -f1)
-"$CTL" -c "$BROKEN" check >"$T/ctl.out" 2>&1
-rc=$?; out=$(cat "$T/ctl.out")
+CONF=$BROKEN ctl check
 expect_rc "check with a broken file" 78
 has "the error names file:line" "$BROKEN:$badline:"
 lacks "a broken file is not OK" "configuration OK"
-"$CTL" -c "$BROKEN" status >"$T/ctl.out" 2>&1
-rc=$?; out=$(cat "$T/ctl.out")
+CONF=$BROKEN ctl status
 expect_rc "any command with a broken file" 78
 
 chmod 644 "$T/secret"
@@ -279,17 +309,10 @@ else
     bad "status --json is valid JSON"
     show
 fi
-state=$(json_eval '[a["state"] for a in d if a["name"] == "deleg"][0]' <"$T/ctl.out")
-[ "$state" = online ] && ok "status --json: deleg online" ||
-    bad "status --json: deleg online (got $state)"
-keys=$(json_eval 'sorted(d[0].keys())' <"$T/ctl.out")
-for k in name auth mailbox state access_expires refresh_issued \
-    refresh_age_days token_requests last_error remedy; do
-    case $keys in
-    *"\"$k\""*) ok "status --json has key $k" ;;
-    *) bad "status --json has key $k ($keys)" ;;
-    esac
-done
+json_is "status --json: deleg online" '[a["state"] for a in d if a["name"] == "deleg"][0]' online
+json_has_keys "status --json has key" 'sorted(d[0].keys())' name auth mailbox \
+    state access_expires refresh_issued refresh_age_days token_requests \
+    last_error remedy
 if ! grep -qF -e "$at" -e "$rt" "$T/ctl.out"; then
     ok "status --json shows no token values"
 else
@@ -408,14 +431,7 @@ expect_rc "test deleg after revocation" 1
 has "revoked: AADSTS50173" "AADSTS50173"
 has "revoked: remedy names m365ctl login deleg" "m365ctl login deleg"
 
-ctl status deleg
-has "status after revocation: offline" "state:          offline"
-has "status after revocation: AADSTS50173" "AADSTS50173"
-has "status after revocation: remedy" "m365ctl login deleg"
-ctl status --json deleg
-state=$(json_eval 'd[0]["state"] + " " + str("50173" in (d[0]["last_error"] or "")) + " " + str("m365ctl login deleg" in (d[0]["remedy"] or ""))' <"$T/ctl.out")
-[ "$state" = "offline True True" ] && ok "status --json after revocation" ||
-    bad "status --json after revocation (got $state)"
+expect_offline "status after revocation" deleg
 
 ctl test deleg
 has "test deleg while offline names the remedy" "m365ctl login deleg"
@@ -494,8 +510,7 @@ has "consent-url says who opens it" "Administrator"
 if [ "$(id -u)" = 0 ] && id nobody >/dev/null 2>&1; then
     sed 's|^\[global\]|[global]\nuser = nobody|' "$CONF" >"$T/root.conf"
     "$CTL" -c "$T/root.conf" logout app >/dev/null 2>&1
-    "$CTL" -c "$T/root.conf" test app >"$T/ctl.out" 2>&1
-    rc=$?; out=$(cat "$T/ctl.out")
+    CONF=$T/root.conf ctl test app
     expect_rc "test app as root with user = nobody" 0
     owner=$(stat -c %U "$TOK/app.json" 2>/dev/null)
     [ "$owner" = nobody ] && ok "token file owned by [global] user" ||
@@ -647,35 +662,26 @@ fi
 
 ctl status --json
 expect_rc "status --json with sources" 0
-got=$(json_eval '" ".join("%s:%s" % (o.get("kind"), o["name"]) for o in d)' <"$T/ctl.out")
-[ "$got" = "account:deleg account:app account:cert source:inbox source:proc source:shared source:app" ] &&
-    ok "status --json: accounts (kind account), then sources (kind source)" ||
-    bad "status --json: accounts (kind account), then sources (kind source) (got $got)"
-keys=$(json_eval 'sorted([o for o in d if o["kind"] == "source"][0].keys())' <"$T/ctl.out")
-for k in kind name account mailbox folder deliver_to state offline_since \
-    last_round last_success injected rejected pending last_error remedy; do
-    case $keys in
-    *"\"$k\""*) ok "status --json: sources have key $k" ;;
-    *) bad "status --json: sources have key $k ($keys)" ;;
-    esac
-done
-got=$(json_eval '[(o["state"], o["mailbox"], o["injected"], o["pending"]) for o in d if o["name"] == "shared" and o["kind"] == "source"][0]' <"$T/ctl.out")
-[ "$got" = '["never run", "shared@contoso.test", 0, 0]' ] &&
-    ok "status --json: source shared never ran, shared mailbox" ||
-    bad "status --json: source shared never ran, shared mailbox (got $got)"
-got=$(json_eval '[o["sources"] for o in d if o["kind"] == "account" and o["name"] == "app"][0]' <"$T/ctl.out")
-[ "$got" = '["inbox", "proc"]' ] && ok "status --json: account app lists its sources" ||
-    bad "status --json: account app lists its sources (got $got)"
+json_is "status --json: accounts (kind account), then sources (kind source)" \
+    '" ".join("%s:%s" % (o.get("kind"), o["name"]) for o in d)' \
+    "account:deleg account:app account:cert source:inbox source:proc source:shared source:app"
+json_has_keys "status --json: sources have key" \
+    'sorted([o for o in d if o["kind"] == "source"][0].keys())' kind name \
+    account mailbox folder deliver_to state offline_since last_round \
+    last_success injected rejected pending last_error remedy
+json_is "status --json: source shared never ran, shared mailbox" \
+    '[(o["state"], o["mailbox"], o["injected"], o["pending"]) for o in d if o["name"] == "shared" and o["kind"] == "source"][0]' \
+    '["never run", "shared@contoso.test", 0, 0]'
+json_is "status --json: account app lists its sources" \
+    '[o["sources"] for o in d if o["kind"] == "account" and o["name"] == "app"][0]' \
+    '["inbox", "proc"]'
 
+KINDS='" ".join("%s:%s" % (o["kind"], o["name"]) for o in d)'
 ctl status --json inbox
-got=$(json_eval '" ".join("%s:%s" % (o["kind"], o["name"]) for o in d)' <"$T/ctl.out")
-[ "$got" = "source:inbox" ] && ok "status NAME filters the sources" ||
-    bad "status NAME filters the sources (got $got)"
+json_is "status NAME filters the sources" "$KINDS" "source:inbox"
 ctl status --json app
-got=$(json_eval '" ".join("%s:%s" % (o["kind"], o["name"]) for o in d)' <"$T/ctl.out")
-[ "$got" = "account:app source:app" ] &&
-    ok "status NAME shows an account and a source of that name" ||
-    bad "status NAME shows an account and a source of that name (got $got)"
+json_is "status NAME shows an account and a source of that name" "$KINDS" \
+    "account:app source:app"
 ctl status proc
 lacks "status proc: no accounts" "account app"
 has "status proc: the source" "source proc"
@@ -724,9 +730,9 @@ has "offline source: the remedy" "remedy:         grant the application permissi
 has "offline source: counts" "messages:       7 injected, 1 rejected, 1 pending"
 has "offline source: the last round did not complete" "(did not complete)"
 ctl status --json proc
-got=$(json_eval 'd[0]["state"] + " " + str(d[0]["injected"]) + " " + str(d[0]["rejected"]) + " " + str(d[0]["pending"]) + " " + str("Mail.ReadWrite" in d[0]["remedy"]) + " " + str(d[0]["last_round_ok"])' <"$T/ctl.out")
-[ "$got" = "offline 7 1 1 True False" ] && ok "status --json: offline source" ||
-    bad "status --json: offline source (got $got)"
+json_is "status --json: offline source" \
+    'd[0]["state"] + " " + str(d[0]["injected"]) + " " + str(d[0]["rejected"]) + " " + str(d[0]["pending"]) + " " + str("Mail.ReadWrite" in d[0]["remedy"]) + " " + str(d[0]["last_round_ok"])' \
+    "offline 7 1 1 True False"
 sum1=$(sha256sum <"$SRCSTATE/proc.json")
 [ "$sum0" = "$sum1" ] && ok "status does not change the state file" ||
     bad "status does not change the state file"
@@ -834,50 +840,46 @@ expect_rc "test a mailbox not enabled for REST" 1
 has "source mailbox not enabled for REST" "MailboxNotEnabledForRESTAPI"
 CONF=$SCONF
 
+# fetch_once WANT SOURCE MSG - one round of m365-fetch for SOURCE exits WANT
+fetch_once() {
+    local frc
+    M365RELAY_ALLOW_ROOT=1 "$FETCH" -c "$SCONF" --once "$2" >"$T/fetch.out" 2>&1
+    frc=$?
+    if [ "$frc" = "$1" ]; then
+	ok "$3: exit $1"
+    else
+	bad "$3: exit $frc (want $1)"
+	sed 's/^/#   /' "$T/fetch.out"
+    fi
+}
+
 # A real round of m365-fetch, then a revoked grant.
 if [ -x "$FETCH" ]; then
     emu_gen_messages bob@contoso.test 3000 2 >/dev/null
-    M365RELAY_ALLOW_ROOT=1 "$FETCH" -c "$SCONF" --once inbox >"$T/fetch.out" 2>&1
-    frc=$?
-    [ "$frc" = 0 ] && ok "m365-fetch --once inbox: exit 0" ||
-	{ bad "m365-fetch --once inbox: exit $frc"; sed 's/^/#   /' "$T/fetch.out"; }
+    fetch_once 0 inbox "m365-fetch --once inbox"
     n=$(wc -l <"$T/sink.log" 2>/dev/null || echo 0)
-    [ "$n" -eq 2 ] && ok "the SMTP sink got 2 messages" ||
-	bad "the SMTP sink got 2 messages (got $n)"
+    t_eq "the SMTP sink got 2 messages" "$n" 2
     ctl status inbox
     has "after a round: online" "state:          online"
     has "after a round: counts" "messages:       2 injected, 0 rejected, 0 pending"
     has "after a round: completed" "(completed)"
     ctl status --json inbox
-    got=$(json_eval 'd[0]["state"] + " " + str(d[0]["injected"]) + " " + str(d[0]["last_round_ok"]) + " " + str(d[0]["last_success"] is not None)' <"$T/ctl.out")
-    [ "$got" = "online 2 True True" ] && ok "status --json after a round" ||
-	bad "status --json after a round (got $got)"
+    json_is "status --json after a round" \
+	'd[0]["state"] + " " + str(d[0]["injected"]) + " " + str(d[0]["last_round_ok"]) + " " + str(d[0]["last_success"] is not None)' \
+	"online 2 True True"
     ctl test inbox
     has "test after a round: state" "ok   state: last round"
 
     emu_ctl POST /_emu/revoke '{"user": "alice@contoso.test"}' >/dev/null
-    M365RELAY_ALLOW_ROOT=1 "$FETCH" -c "$SCONF" --once shared >"$T/fetch.out" 2>&1
-    frc=$?
-    [ "$frc" = 75 ] && ok "m365-fetch --once shared with a revoked grant: exit 75" ||
-	{ bad "m365-fetch --once shared with a revoked grant: exit $frc (want 75)"; sed 's/^/#   /' "$T/fetch.out"; }
-    ctl status shared
-    has "revoked: source offline" "state:          offline"
-    has "revoked: AADSTS50173" "AADSTS50173"
-    has "revoked: remedy m365ctl login deleg" "m365ctl login deleg"
-    ctl status --json shared
-    got=$(json_eval 'd[0]["state"] + " " + str("50173" in (d[0]["last_error"] or "")) + " " + str("m365ctl login deleg" in (d[0]["remedy"] or ""))' <"$T/ctl.out")
-    [ "$got" = "offline True True" ] && ok "status --json: revoked source offline" ||
-	bad "status --json: revoked source offline (got $got)"
+    fetch_once 75 shared "m365-fetch --once shared with a revoked grant"
+    expect_offline "revoked source shared" shared
     ctl test shared
     expect_rc "test shared with a revoked grant" 1
     has "test shared: the source is offline" "warn state: source shared is offline since"
     has "test shared: remedy" "m365ctl login deleg"
     device_login "login after the source went offline"
     has "login says the sources resume" "the sources resume by themselves"
-    M365RELAY_ALLOW_ROOT=1 "$FETCH" -c "$SCONF" --once shared >"$T/fetch.out" 2>&1
-    frc=$?
-    [ "$frc" = 0 ] && ok "m365-fetch --once shared after login: exit 0" ||
-	{ bad "m365-fetch --once shared after login: exit $frc"; sed 's/^/#   /' "$T/fetch.out"; }
+    fetch_once 0 shared "m365-fetch --once shared after login"
     ctl status shared
     has "after login: source online again" "state:          online"
 else

@@ -31,17 +31,11 @@
 set -u
 
 . "$(dirname "$0")/ns.sh"
-
-if [ -z "${M365_E2E_IN_NS:-}" ]; then
-    e2e_outside test-fetch-crash.sh "private Postfix, namespaces, useradd" \
-	"run tests/run-all.sh as root: it installs postfix and the rest (CI does)" \
-	postfix postconf postqueue setpriv
-    e2e_enter "$@"
-fi
+e2e_start test-fetch-crash.sh "private Postfix, namespaces, useradd" \
+    "run tests/run-all.sh as root: it installs postfix and the rest (CI does)" \
+    postfix postconf postqueue setpriv
 
 # ---- inside the namespaces
-e2e_inside
-
 . "$top_srcdir/tests/lib.sh"
 . "$top_srcdir/tests/postfix.sh"
 . "$top_srcdir/tests/fetch.sh"
@@ -49,26 +43,12 @@ e2e_inside
 SMTP_PORT=2545
 NMSG=${CRASH_MESSAGES:-40}
 NKILL=${CRASH_KILLS:-25}
-t_init fetch-crash
-trap 'pf_stop; t_cleanup' EXIT
-[ -x "$FETCH" ] || { bad "m365-fetch is built ($FETCH)"; t_done; }
+fx_init fetch-crash
 SM_POSTFIX=$(command -v sendmail || echo /usr/sbin/sendmail)
 [ -x "$SM_POSTFIX" ] || { bad "Postfix's sendmail is installed ($SM_POSTFIX)"; t_done; }
 
-e2e_private_hosts
-
-fx_conf || { bad "emulator starts"; t_done; }
 sed -i "s|^\[global\]$|[global]\nsendmail_path = $T/bin/sendmail|" "$CONF"
-cat >> "$CONF" <<EOF
-
-[source crash]
-account = app
-mailbox = bob@contoso.test
-folder = CrashIn
-deliver_to = sendmail
-recipients = $MBX@local.test
-after = read
-EOF
+fx_source crash CrashIn sendmail read
 fx_postfix "$SMTP_PORT" || { bad "private Postfix set up and started"; t_done; }
 ok "private Postfix on 127.0.0.1:$SMTP_PORT"
 
@@ -126,8 +106,7 @@ EOF
 kills=0
 hkills=0
 for ((k = 1; k <= NKILL; k++)); do
-    setpriv --reuid="$RUSER" --regid="$(id -g "$RUSER")" --init-groups \
-	"$FETCH" -c "$CONF" --once crash > "$T/kill.$k.out" 2>&1 &
+    "${FX_FETCH[@]}" --once crash > "$T/kill.$k.out" 2>&1 &
     pid=$!
     sleep "$((RANDOM % 2)).$((RANDOM % 10))$((RANDOM % 10))"
     helpers=$(children_of "$pid")

@@ -26,44 +26,24 @@
 set -u
 
 . "$(dirname "$0")/ns.sh"
-
-if [ -z "${M365_E2E_IN_NS:-}" ]; then
-    e2e_outside test-fetch-hardening.sh "private Postfix, namespaces, useradd" \
-	"run tests/run-all.sh as root: it installs postfix and the rest (CI does)" \
-	postfix postconf postqueue setpriv timeout
-    e2e_enter "$@"
-fi
+e2e_start test-fetch-hardening.sh "private Postfix, namespaces, useradd" \
+    "run tests/run-all.sh as root: it installs postfix and the rest (CI does)" \
+    postfix postconf postqueue setpriv timeout
 
 # ---- inside the namespaces
-e2e_inside
-
 . "$top_srcdir/tests/lib.sh"
 . "$top_srcdir/tests/postfix.sh"
 . "$top_srcdir/tests/fetch.sh"
 
 SMTP_PORT=2535
 SEVEN_PORT=2539
-t_init fetch-hardening
-trap 'pf_stop; t_cleanup' EXIT
-[ -x "$FETCH" ] || { bad "m365-fetch is built ($FETCH)"; t_done; }
-
-e2e_private_hosts
-
-fx_conf || { bad "emulator starts"; t_done; }
+fx_init fetch-hardening
 # A short [global] timeout: a silent download must end after it.
 sed -i "s|^\[global\]$|[global]\ntimeout = 5|" "$CONF"
 # src NAME FOLDER PORT [LINES...] - a [source] of bob's mailbox into
-# the SMTP server on 127.0.0.1:PORT
+# the SMTP server on 127.0.0.1:PORT, after = read, reject_folder Rejected
 src() {
-    local name=$1 folder=$2 port=$3 l
-    shift 3
-    {
-	printf '\n[source %s]\naccount = app\nmailbox = bob@contoso.test\n' "$name"
-	printf 'folder = %s\ndeliver_to = smtp://127.0.0.1:%s\n' "$folder" "$port"
-	printf 'recipients = %s@local.test\nafter = read\n' "$MBX"
-	printf 'reject_folder = Rejected\n'
-	for l in "$@"; do printf '%s\n' "$l"; done
-    } >> "$CONF"
+    fx_source "$1" "$2" "$3" read "reject_folder = Rejected" "${@:4}"
 }
 src big BigIn "$SMTP_PORT" "max_message_size = 1M"
 src slow SlowIn "$SMTP_PORT"
@@ -80,8 +60,8 @@ ok "private Postfix on 127.0.0.1:$SMTP_PORT"
 for f in BigIn SlowIn DeltaIn FidIn SevenIn Rejected; do
     emu_folder_add bob@contoso.test "$f" >/dev/null || bad "create folder $f in the emulator"
 done
-check "m365-fetch -n: configuration OK" \
-    sh -c "setpriv --reuid=$RUSER --regid=$(id -g $RUSER) --init-groups '$FETCH' -c '$CONF' -n 2>&1 | grep -q 'configuration OK'"
+fetch -n
+check "m365-fetch -n: configuration OK" grep -q 'configuration OK' "$FETCH_OUT"
 
 M=$T/msg
 mkdir -p "$M"

@@ -19,17 +19,11 @@
 set -u
 
 . "$(dirname "$0")/ns.sh"
-
-if [ -z "${M365_E2E_IN_NS:-}" ]; then
-    e2e_outside test-fetch.sh "private Postfix, namespaces, useradd" \
-	"run tests/run-all.sh as root: it installs postfix and the rest (CI does)" \
-	postfix postconf postqueue setpriv
-    e2e_enter "$@"
-fi
+e2e_start test-fetch.sh "private Postfix, namespaces, useradd" \
+    "run tests/run-all.sh as root: it installs postfix and the rest (CI does)" \
+    postfix postconf postqueue setpriv
 
 # ---- inside the namespaces
-e2e_inside
-
 . "$top_srcdir/tests/lib.sh"
 . "$top_srcdir/tests/postfix.sh"
 
@@ -38,32 +32,16 @@ MBX=m365mbx             # local Maildir user the sources deliver to
 ADM=m365adm             # local Maildir user that gets the offline notice
 SMTP_PORT=2525
 . "$top_srcdir/tests/fetch.sh"
-t_init fetch
-trap 'pf_stop; t_cleanup' EXIT
-[ -x "$FETCH" ] || { bad "m365-fetch is built ($FETCH)"; t_done; }
-
-e2e_private_hosts
+fx_init fetch
 
 # ---- emulator, configuration
-fx_conf || { bad "emulator starts"; t_done; }
-# source NAME FOLDER AFTER [EXTRA-LINES...] - append a [source] of bob's mailbox
-source_conf() {
-    local name=$1 folder=$2 after=$3 l
-    shift 3
-    {
-	printf '\n[source %s]\naccount = app\nmailbox = bob@contoso.test\n' "$name"
-	printf 'folder = %s\ndeliver_to = smtp://127.0.0.1:%s\n' "$folder" "$SMTP_PORT"
-	printf 'recipients = %s@local.test\nafter = %s\n' "$MBX" "$after"
-	for l in "$@"; do printf '%s\n' "$l"; done
-    } >> "$CONF"
-}
-source_conf read inbox read "reject_folder = Rejected" "page_size = 10"
-source_conf move MoveIn move:Processed
-source_conf del DelIn delete
-source_conf paged Paged read "page_size = 2"
-source_conf rej RejIn read "reject_folder = Rejected"
-source_conf term TermIn read
-source_conf badrcpt BadIn read "reject_folder = Rejected" "notify = $MBX@local.test"
+fx_source read inbox "$SMTP_PORT" read "reject_folder = Rejected" "page_size = 10"
+fx_source move MoveIn "$SMTP_PORT" move:Processed
+fx_source del DelIn "$SMTP_PORT" delete
+fx_source paged Paged "$SMTP_PORT" read "page_size = 2"
+fx_source rej RejIn "$SMTP_PORT" read "reject_folder = Rejected"
+fx_source term TermIn "$SMTP_PORT" read
+fx_source badrcpt BadIn "$SMTP_PORT" read "reject_folder = Rejected" "notify = $MBX@local.test"
 sed -i '/^\[source badrcpt\]/,$ s|^recipients = .*|recipients = nosuchuser@local.test|' "$CONF"
 cat >> "$CONF" <<EOF
 
@@ -78,17 +56,7 @@ notify = $ADM@local.test
 EOF
 
 QUIRK_PORT=2599
-cat >> "$CONF" <<EOF
-
-[source quirk]
-account = app
-mailbox = bob@contoso.test
-folder = QuirkIn
-deliver_to = smtp://127.0.0.1:$QUIRK_PORT
-recipients = $MBX@local.test
-after = read
-reject_folder = Rejected
-EOF
+fx_source quirk QuirkIn "$QUIRK_PORT" read "reject_folder = Rejected"
 
 # ---- Postfix: local.test delivered by local(8) into Maildirs
 # (mail_spool_directory ends in "/"); unknown local users are refused
@@ -146,8 +114,8 @@ EOF
 M=$T/msg
 mkdir -p "$M"
 
-check "m365-fetch -n: configuration OK" \
-    sh -c "setpriv --reuid=$RUSER --regid=$(id -g $RUSER) --init-groups '$FETCH' -c '$CONF' -n 2>&1 | grep -q 'configuration OK'"
+fetch -n
+check "m365-fetch -n: configuration OK" grep -q 'configuration OK' "$FETCH_OUT"
 fetch --once read
 rc=$?
 check "m365-fetch refuses root without M365RELAY_ALLOW_ROOT" \
@@ -264,8 +232,7 @@ emu_ctl POST /_emu/faults '[{"match": "patch", "action": "slow", "delay": 30}]' 
 mkin "$M/e1" e1
 put inbox "$M/e1" >/dev/null
 p0=$(emu_stat patch_requests)
-setpriv --reuid="$RUSER" --regid="$(id -g "$RUSER")" --init-groups \
-    "$FETCH" -c "$CONF" --once read > "$T/fetch.kill.out" 2>&1 &
+"${FX_FETCH[@]}" --once read > "$T/fetch.kill.out" 2>&1 &
 fpid=$!
 patch_above() { [ "$(emu_stat patch_requests)" -gt "$1" ]; }
 if wait_until 20 patch_above "$p0"; then
@@ -570,8 +537,7 @@ check "r: this mailbox: logged as skipped" log_has "read: id=$R3, .*status=skipp
 # ---- m. daemon mode: rounds by itself; SIGTERM ends it cleanly
 mkin "$M/m1" m1
 M1=$(put inbox "$M/m1")
-setpriv --reuid="$RUSER" --regid="$(id -g "$RUSER")" --init-groups \
-    "$FETCH" -c "$CONF" read > "$T/fetch.daemon.out" 2>&1 &
+"${FX_FETCH[@]}" read > "$T/fetch.daemon.out" 2>&1 &
 dpid=$!
 check "m: the daemon delivers without --once" wait_md "$(imid "$M/m1")" 1 20
 check "m: body, headers, trace" md_intact "$M/m1" read "$M1"
@@ -591,8 +557,7 @@ S1=$(put TermIn "$M/s1")
 mkin "$M/s2" s2
 S2=$(put TermIn "$M/s2")
 emu_ctl POST /_emu/faults "[{\"match\": \"value\", \"action\": \"slow\", \"delay\": 3, \"path_contains\": \"$S1\"}]" >/dev/null
-setpriv --reuid="$RUSER" --regid="$(id -g "$RUSER")" --init-groups \
-    "$FETCH" -c "$CONF" term > "$T/fetch.daemon2.out" 2>&1 &
+"${FX_FETCH[@]}" term > "$T/fetch.daemon2.out" 2>&1 &
 dpid=$!
 in_download() { [ "$(emu_ctl GET /_emu/faults)" = '[]' ]; }
 check "s: the daemon is downloading the first message" wait_until 20 in_download

@@ -29,31 +29,10 @@
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 . "$top_srcdir/tests/lib.sh"
 
-t_init headers
-
-[ -x "$RELAY" ] || skip_all "$RELAY not built (run make first)"
-
-emu_setup
-CONF=$T/relay.conf
-write_conf "$CONF"
-LOG=$T/relay.log
-[ "$(id -u)" = 0 ] && export M365RELAY_ALLOW_ROOT=1
+relay_setup headers
 
 # ---------------------------------------------------------------- helpers
-
-# relay INPUT ARGS... - run the relay; sets rc and out
-relay() {
-    local in=$1; shift
-    "$RELAY" -c "$CONF" "$@" <"$in" >"$T/out" 2>&1
-    rc=$?
-    out=$(cat "$T/out")
-}
-
-# emu_reset - forget recorded messages and throttle state
-emu_reset() {
-    emu_ctl POST /_emu/reset '{}' >/dev/null
-    rm -f "$T"/state/throttle/* 2>/dev/null
-}
+# (and from tests/lib.sh: relay, emu_reset, t_eq)
 
 # sent EXPR - a Python expression over the recorded messages d; a list
 # is printed space separated
@@ -93,7 +72,7 @@ send_one() {
     local msg=$1 file=$2 want
     shift 2
     emu_reset
-    relay "$file" -f bob@contoso.test -- "$@"
+    relay "$file" -c "$CONF" -f bob@contoso.test -- "$@"
     t_eq "$msg: exit 0" "$rc" 0
     want=$(printf '%s\n' "$@" | sort | tr '\n' ' ' | sed 's/ $//')
     t_eq "$msg: Graph delivers to the envelope recipients only" \

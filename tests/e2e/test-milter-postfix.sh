@@ -25,17 +25,11 @@
 set -u
 
 . "$(dirname "$0")/ns.sh"
-
-if [ -z "${M365_E2E_IN_NS:-}" ]; then
-    e2e_outside test-milter-postfix.sh "private Postfix, namespaces, useradd" \
-	"run tests/run-all.sh, which installs them (as root)" \
-	postfix postqueue postsuper postcat postconf swaks runuser
-    e2e_enter "$@"
-fi
+e2e_start test-milter-postfix.sh "private Postfix, namespaces, useradd" \
+    "run tests/run-all.sh, which installs them (as root)" \
+    postfix postqueue postsuper postcat postconf swaks runuser
 
 # ---- inside the namespaces
-e2e_inside
-
 . "$top_srcdir/tests/lib.sh"
 . "$top_srcdir/tests/postfix.sh"
 
@@ -63,60 +57,29 @@ if [ ! -x "$MILTER" ]; then
 fi
 
 # ---- emulator and configuration
-emu_setup || { bad "emulator starts"; t_done; }
-CONF=$T/m365relay.conf
-write_conf "$CONF"
+e2e_conf "$RUSER" || { bad "emulator starts"; t_done; }
 # No default account (so that unknown senders exist); account "app"
 # (senders @contoso.test, mailbox bob@contoso.test) takes at most 20 KB.
-sed -i -e "s|^[[:space:]]*\[global\][[:space:]]*$|[global]\nuser = $RUSER|" \
-    -e '/^default = yes$/d' \
+sed -i -e '/^default = yes$/d' \
     -e 's|^mailbox = bob@contoso.test$|mailbox = bob@contoso.test\nmax_message_size = 20K|' "$CONF"
-pf_user "$RUSER" || { bad "create user $RUSER"; t_done; }
-chmod 755 "$T" "$T/certs"
-chmod 644 "$CONF" "$T/certs/ca.pem" "$T/certs/client.pem"
-chown -R "$RUSER" "$T/state"
-chmod 700 "$T/state"
-chown "$RUSER" "$T/secret" "$T/certs/client.key"
-chmod 600 "$T/secret" "$T/certs/client.key"
-touch "$T/relay.log"
-chown "$RUSER" "$T/relay.log"
-chmod 640 "$T/relay.log"
+e2e_user "$RUSER" || { bad "create user $RUSER"; t_done; }
 mkdir -p "$T/spool"
 chown "$RUSER" "$T/spool"
 chmod 700 "$T/spool"
-
-# milter_conf FILE UNKNOWN_SENDER PORT - the relay's config plus [milter]
-milter_conf() {
-    cp "$CONF" "$1"
-    cat >> "$1" <<EOF
-
-[milter]
-mode = filter
-socket = inet:$3@127.0.0.1
-unknown_sender = $2
-rewrite_sender = yes
-rewrite_from = yes
-add_reply_to = yes
-add_message_id = yes
-message_id_domain = milter.e2e.test
-tmp_dir = $T/spool
-EOF
-    chmod 644 "$1"
-}
 
 # start_milter CONF PORT - start m365-milter in the foreground (as root:
 # it drops to $RUSER) and wait for its socket
 start_milter() {
     "$MILTER" -c "$1" -f -P "$T/milter.$2.pid" > "$T/milter.$2.out" 2>&1 &
     MPIDS+=("$!")
-    if ! pf_wait_port "$2"; then
+    if ! wait_port "$2"; then
 	sed 's/^/#   /' "$T/milter.$2.out"
 	return 1
     fi
 }
 
-milter_conf "$T/milter-reject.conf" reject "$MPORT"
-milter_conf "$T/milter-accept.conf" accept "$MPORT2"
+filter_conf "$T/milter-reject.conf" reject "$MPORT" milter.e2e.test
+filter_conf "$T/milter-accept.conf" accept "$MPORT2" milter.e2e.test
 check "m365-milter -n: configuration OK" \
     sh -c "'$MILTER' -c '$T/milter-reject.conf' -n 2>&1 | grep -q 'configuration OK'"
 start_milter "$T/milter-reject.conf" "$MPORT" ||
@@ -163,35 +126,14 @@ sink		unix	-	n	n	-	-	pipe
 EOF
 check "postfix check with the milter settings" postfix -c "$PF_ETC" check
 pf_start || { bad "private Postfix starts"; t_done; }
-pf_wait_port 2527 || { bad "Postfix listens on :2527"; t_done; }
+wait_port 2527 || { bad "Postfix listens on :2527"; t_done; }
 ok "private Postfix with smtpd_milters + non_smtpd_milters listens on :2525 (and :2527)"
 
-# ---- helpers
+# ---- helpers (and from tests/lib.sh: make_msg, smtp_send, swaks_said,
+# sent_count, wait_sent, flush_until_sent, term_wait)
 
-# make_msg FILE SUBJECT HEADER... - a message WITHOUT Message-ID (unless
-# given as a HEADER); the body names the subject
-make_msg() {
-    local f=$1 subj=$2 h; shift 2
-    {
-	printf 'Date: %s\r\n' "$(date -R)"
-	for h in "$@"; do printf '%s\r\n' "$h"; done
-	printf 'Subject: %s\r\n' "$subj"
-	printf 'MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n'
-	printf 'Body for %s.\r\nbody-marker-%s\r\n' "$subj" "${subj// /-}"
-    } > "$f"
-}
-
-# smtp_send PORT SENDER RCPTS FILE - swaks; transcript in FILE.swaks;
-# prints Postfix's queue id when accepted
-smtp_send() {
-    swaks --server "127.0.0.1:$1" --from "$2" --to "$3" --data "@$4" > "$4.swaks" 2>&1
-    sed -n 's/.*queued as \([0-9A-Za-z]*\).*/\1/p' "$4.swaks" | tail -n 1
-}
-
-# swaks_said FILE ERE - the transcript has a server reply matching ERE
-swaks_said() {
-    grep -Eq -- "^<[-*]+ +$2" "$1.swaks"
-}
+# The messages have no Message-ID unless a case gives one as a header.
+MAKE_MSG_NO_ID=1
 
 # swaks_reply_to FILE CMD_ERE REPLY_ERE - the reply right after the
 # client line matching CMD_ERE matches REPLY_ERE
@@ -200,22 +142,6 @@ swaks_reply_to() {
 	/^ *-> / { last = $0; next }
 	/^<[-*]+ / { if (last ~ c && $0 ~ r) found = 1 }
 	END { exit !found }' "$1.swaks"
-}
-
-sent_count() {
-    emu_ctl GET /_emu/sent | "$PYTHON" -c '
-import json, sys
-print(sum(1 for r in json.load(sys.stdin) if r.get("subject") == sys.argv[1]))' "$1"
-}
-
-sent_ge() {
-    [ "$(sent_count "$1")" -ge "$2" ]
-}
-
-# wait_sent SUBJECT N [TIMEOUT]
-wait_sent() {
-    wait_until "${3:-20}" sent_ge "$1" "$2" ||
-	{ echo "  $(sent_count "$1") of $2 messages with subject '$1'" >&2; return 1; }
 }
 
 # mime_check SUBJECT CHECK... - checks on the one emulator record with
@@ -272,17 +198,6 @@ sys.exit(1 if errs else 0)
 EOF
 }
 
-# flush_until_sent SUBJECT N TIMEOUT - flush the queue until N arrived
-flush_until_sent() {
-    local limit=$(( $3 * 2 )) i
-    for ((i = 0; i < limit; i++)); do
-	sent_ge "$1" "$2" && return 0
-	pf_flush
-	sleep 0.5
-    done
-    sent_ge "$1" "$2"
-}
-
 # sink_has ERE - a delivery in the sink matches ERE
 sink_has() {
     grep -Eqs -- "$1" "$T"/sink/*.eml
@@ -297,8 +212,8 @@ mkdir -p "$M"
 
 # ---- r. rewriting: envelope sender, From: (display name kept), Reply-To:
 S="r1 rewrite"
-make_msg "$M/r1" "$S" "From: Build Server <app1@contoso.test>" "To: Ops <r1@example.com>"
-qid=$(smtp_send 2525 app1@contoso.test r1@example.com "$M/r1")
+qid=$(send_msg 2525 app1@contoso.test r1@example.com "$M/r1" "$S" \
+    "From: Build Server <app1@contoso.test>" "To: Ops <r1@example.com>")
 check "r1: Postfix accepted the message" test -n "$qid"
 check "r1: delivered to Graph" wait_sent "$S" 1
 check "r1: Graph got From: Build Server <bob@contoso.test> (the account mailbox, display name kept)" \
@@ -314,9 +229,9 @@ check "r1: the envelope sender was rewritten (qmgr from=<bob@contoso.test>)" \
 check "r1: queue empty" pf_wait_empty 10
 
 S="r2 reply-to kept"
-make_msg "$M/r2" "$S" "From: \"Doe, Jane\" <app2@contoso.test>" "Reply-To: helpdesk@contoso.test" \
-    "To: r2@example.com" "Message-ID: <own.r2@app.e2e.test>"
-qid=$(smtp_send 2525 app2@contoso.test r2@example.com "$M/r2")
+qid=$(send_msg 2525 app2@contoso.test r2@example.com "$M/r2" "$S" \
+    "From: \"Doe, Jane\" <app2@contoso.test>" "Reply-To: helpdesk@contoso.test" \
+    "To: r2@example.com" "Message-ID: <own.r2@app.e2e.test>")
 check "r2: delivered to Graph" wait_sent "$S" 1
 check "r2: From: rewritten with the quoted display name kept" \
     mime_check "$S" from=bob@contoso.test 'header=From:^"Doe, Jane" <bob@contoso\.test>$'
@@ -379,15 +294,15 @@ check "s3: queue empty" pf_wait_empty 10
 
 # ---- u. unknown sender policy
 S="u1 unknown rejected"
-make_msg "$M/u1" "$S" "From: Stranger <stranger@elsewhere.test>" "To: u1@sink.test"
-qid=$(smtp_send 2525 stranger@elsewhere.test u1@sink.test "$M/u1")
+qid=$(send_msg 2525 stranger@elsewhere.test u1@sink.test "$M/u1" "$S" \
+    "From: Stranger <stranger@elsewhere.test>" "To: u1@sink.test")
 check "u1: unknown_sender = reject: no 250" test -z "$qid"
 check "u1: 550 5.7.1 at MAIL FROM" swaks_reply_to "$M/u1" 'MAIL FROM' '550 5\.7\.1'
 check "u1: nothing delivered" sh -c "! grep -qs 'body-marker-u1' '$T'/sink/*.eml"
 
 S="u2 unknown accepted"
-make_msg "$M/u2" "$S" "From: Stranger <stranger@elsewhere.test>" "To: u2@sink.test"
-qid=$(smtp_send 2527 stranger@elsewhere.test u2@sink.test "$M/u2")
+qid=$(send_msg 2527 stranger@elsewhere.test u2@sink.test "$M/u2" "$S" \
+    "From: Stranger <stranger@elsewhere.test>" "To: u2@sink.test")
 check "u2: unknown_sender = accept: 250" test -n "$qid"
 check "u2: delivered to the sink transport" wait_until 10 sink_has 'body-marker-u2-unknown-accepted'
 f=$(grep -ls 'body-marker-u2-unknown-accepted' "$T"/sink/*.eml | head -n 1)
@@ -399,10 +314,10 @@ check "u2: nothing went to Graph" test "$(sent_count "$S")" -eq 0
 
 # ---- i. the Message-ID added at SMTP time survives a deferred retry
 S="i retry"
-emu_ctl POST /_emu/faults \
-    '[{"match": "sendMail", "status": 503, "code": "ErrorServerBusy", "retry_after": 1, "count": 1}]' >/dev/null
-make_msg "$M/i" "$S" "From: app4@contoso.test" "To: later@example.com"
-qid=$(smtp_send 2525 app4@contoso.test later@example.com "$M/i")
+emu_fault \
+    '{"match": "sendMail", "status": 503, "code": "ErrorServerBusy", "retry_after": 1, "count": 1}'
+qid=$(send_msg 2525 app4@contoso.test later@example.com "$M/i" "$S" \
+    "From: app4@contoso.test" "To: later@example.com")
 check "i: Postfix accepted the message" test -n "$qid"
 check "i: 503 from Graph: deferred" \
     pf_wait_log "$qid: to=<later@example.com>, relay=m365, .*dsn=4\.[0-9.]+, status=deferred" 10
@@ -411,7 +326,7 @@ queued_id=$(postcat -c "$PF_ETC" -hq "$qid" 2>/dev/null | sed -n 's/^Message-ID:
 check "i: the queued message has the milter's Message-ID ($queued_id)" \
     sh -c "printf '%s' '$queued_id' | grep -Eq '^$MIDRE\$'"
 sleep 1.5
-check "i: after the fault, a flush delivers it" flush_until_sent "$S" 1 15
+check "i: after the fault, a flush delivers it" flush_until_sent pf_flush "$S" 1 15
 check "i: queue empty" pf_wait_empty 10
 sleep 1
 check "i: delivered once, with the Message-ID added at SMTP time" \
@@ -425,25 +340,13 @@ check "l: the MAIL FROM rejection is logged under NOQUEUE" \
 
 # ---- d. SIGTERM stops the milter cleanly; then the milter is down:
 # milter_default_action = tempfail
-# term_wait PID - SIGTERM, then wait up to 10 s; exit status in TW_RC
-term_wait() {
-    local i
-    kill -TERM "$1" 2>/dev/null
-    for i in $(seq 100); do
-	kill -0 "$1" 2>/dev/null || break
-	sleep 0.1
-    done
-    kill -9 "$1" 2>/dev/null
-    wait "$1" 2>/dev/null
-    TW_RC=$?
-}
 term_wait "${MPIDS[0]}"
 check "d: SIGTERM: m365-milter exits 0 (got $TW_RC)" test "$TW_RC" = 0
 term_wait "${MPIDS[1]}"
 MPIDS=()
 S="d milter down"
-make_msg "$M/d" "$S" "From: app1@contoso.test" "To: down@example.com"
-qid=$(smtp_send 2525 app1@contoso.test down@example.com "$M/d")
+qid=$(send_msg 2525 app1@contoso.test down@example.com "$M/d" "$S" \
+    "From: app1@contoso.test" "To: down@example.com")
 check "d: milter down: no 250" test -z "$qid"
 check "d: milter down: 451 4.7.1 (milter_default_action = tempfail)" swaks_said "$M/d" '451 4\.7\.1'
 

@@ -24,16 +24,9 @@
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 . "$top_srcdir/tests/lib.sh"
 
-t_init outage
-
-[ -x "$RELAY" ] || skip_all "$RELAY not built (run make first)"
-emu_setup
-CONF=$T/relay.conf
-write_conf "$CONF"
-LOG=$T/relay.log
+relay_setup outage
 TIMEOUT=5
 sed -i "s/^\\[global\\]\$/[global]\\ntimeout = $TIMEOUT/" "$CONF"
-[ "$(id -u)" = 0 ] && export M365RELAY_ALLOW_ROOT=1
 N=20
 
 # now_ms - wall clock in milliseconds
@@ -76,16 +69,7 @@ printf 'From: Bob <bob@contoso.test>\nTo: x@example.net\nSubject: outage\nDate: 
 emu_ctl POST /_emu/faults \
     '[{"match":"token","action":"slow","delay":60,"count":1000}]' >/dev/null
 t0=$(now_ms)
-for ((i = 0; i < N; i++)); do
-    "$RELAY" -c "$CONF" -q "QH$i" -f bob@contoso.test -- "h$i@example.net" \
-	<"$T/m1" >"$T/h$i.out" 2>&1 &
-    pids[i]=$!
-done
-codes=""
-for ((i = 0; i < N; i++)); do
-    wait "${pids[i]}"
-    codes="$codes$?"
-done
+relay_burst "$N" h "$T/m1" "$CONF"
 elapsed=$(($(now_ms) - t0))
 t_eq "$N parallel relays, hanging token endpoint: all defer (75)" "$codes" \
     "$(printf '75%.0s' $(seq 1 $N))"

@@ -21,17 +21,11 @@
 set -u
 
 . "$(dirname "$0")/ns.sh"
-
-if [ -z "${M365_E2E_IN_NS:-}" ]; then
-    e2e_outside test-postfix.sh "private Postfix, namespaces, useradd" \
-	"run tests/run-all.sh as root: it installs postfix, swaks and the rest (CI does)" \
-	postfix postqueue postsuper swaks runuser
-    e2e_enter "$@"
-fi
+e2e_start test-postfix.sh "private Postfix, namespaces, useradd" \
+    "run tests/run-all.sh as root: it installs postfix, swaks and the rest (CI does)" \
+    postfix postqueue postsuper swaks runuser
 
 # ---- inside the namespaces
-e2e_inside
-
 . "$top_srcdir/tests/lib.sh"
 . "$top_srcdir/tests/postfix.sh"
 
@@ -47,162 +41,23 @@ CERT_ID=$EMU_APP_CERT
 DELEG_ID=$EMU_APP_DELEG
 
 # ---- emulator and configuration
-emu_setup || { bad "emulator starts"; t_done; }
-CONF=$T/m365relay.conf
-write_conf "$CONF"
 # Use the real host names (resolved to 127.0.0.1 by the private
 # /etc/hosts; the test certificate names them), so that relay= in the
 # log names graph.microsoft.com.  The relay runs as $RUSER: m365ctl
 # (run as root here) hands its token files to that user.
-sed -i -e "s|^[[:space:]]*login_url[[:space:]]*=.*|login_url = https://login.microsoftonline.com:$EMU_PORT|" \
-       -e "s|^[[:space:]]*graph_url[[:space:]]*=.*|graph_url = https://graph.microsoft.com:$EMU_PORT|" \
-       -e "s|^[[:space:]]*\[global\][[:space:]]*$|[global]\nuser = $RUSER|" "$CONF"
-pf_user "$RUSER" || { bad "create user $RUSER"; t_done; }
-chmod 755 "$T" "$T/certs"
-chmod 644 "$CONF" "$T/certs/ca.pem" "$T/certs/client.pem"
-mkdir -p "$T/state"
-chown -R "$RUSER" "$T/state"
-chmod 700 "$T/state"
-chown "$RUSER" "$T/secret" "$T/certs/client.key"
-chmod 600 "$T/secret" "$T/certs/client.key"
-touch "$T/relay.log"
-chown "$RUSER" "$T/relay.log"
-chmod 640 "$T/relay.log"
+e2e_conf "$RUSER" || { bad "emulator starts"; t_done; }
+conf_real_hosts "$CONF"
+e2e_user "$RUSER" || { bad "create user $RUSER"; t_done; }
 
 check "m365-relay -n as $RUSER: configuration OK" \
     sh -c "runuser -u $RUSER -- '$RELAY' -c '$CONF' -n 2>&1 | grep -q 'configuration OK'"
 
-# ---- helpers
-
-# sent_json - the emulator's records of accepted messages
-sent_json() {
-    emu_ctl GET /_emu/sent
-}
-
-# sent_count SUBJECT - number of accepted messages with that subject
-sent_count() {
-    sent_json | python3 -c '
-import json, sys
-print(sum(1 for r in json.load(sys.stdin) if r.get("subject") == sys.argv[1]))' "$1"
-}
-
-# wait_sent SUBJECT N [TIMEOUT] - wait until N messages with SUBJECT arrived
-wait_sent() {
-    local limit=$(( ${3:-20} * 10 )) i
-    for ((i = 0; i < limit; i++)); do
-	[ "$(sent_count "$1")" -ge "$2" ] && return 0
-	sleep 0.1
-    done
-    echo "  wait_sent: $(sent_count "$1") of $2 messages with subject '$1' after ${3:-20} s" >&2
-    return 1
-}
-
-# sent_check SUBJECT KEY=VALUE... - assert the records with SUBJECT
-#   count=N            exactly N records
-#   rcpts=A,B|C        the recipient sets, one per record, any order
-#   from=ADDR          every record's From address
-#   mailbox=ADDR       every record's sending mailbox
-#   client_id=ID       every record's client id
-#   to=A,B / cc=A,B    every record's To / Cc contains these
-#   body=TEXT          every record's MIME bytes contain TEXT
-#   never=A,B          no record (any subject) names these recipients
-sent_check() {
-    local subj=$1; shift
-    sent_json > "$T/sent.json" || { echo "  cannot read /_emu/sent" >&2; return 1; }
-    python3 - "$T/sent.json" "$subj" "$@" <<'EOF'
-import json, sys
-
-recs_all = json.load(open(sys.argv[1]))
-subj = sys.argv[2]
-recs = [r for r in recs_all if r.get("subject") == subj]
-errors = []
-
-def addrs(v):
-    return sorted(a.strip().lower() for a in v.split(",") if a.strip())
-
-for arg in sys.argv[3:]:
-    key, _, val = arg.partition("=")
-    if key == "count":
-        if len(recs) != int(val):
-            errors.append("%d records, want %s" % (len(recs), val))
-    elif key == "rcpts":
-        want = sorted(addrs(s) for s in val.split("|"))
-        got = sorted(sorted(x.lower() for x in r.get("recipients", [])) for r in recs)
-        if got != want:
-            errors.append("recipient sets %s, want %s" % (got, want))
-    elif key in ("from", "mailbox", "client_id"):
-        for r in recs:
-            if str(r.get(key, "")).lower() != val.lower():
-                errors.append("%s %r, want %r" % (key, r.get(key), val))
-    elif key in ("to", "cc"):
-        for r in recs:
-            have = [x.lower() for x in r.get(key, [])]
-            for a in addrs(val):
-                if a not in have:
-                    errors.append("%s %s lacks %s" % (key, have, a))
-    elif key == "body":
-        for r in recs:
-            data = open(r["eml_path"], "rb").read()
-            if val.encode() not in data:
-                errors.append("MIME of record %s lacks %r" % (r.get("seq"), val))
-    elif key == "never":
-        for a in addrs(val):
-            for r in recs_all:
-                if a in [x.lower() for x in r.get("recipients", [])]:
-                    errors.append("record %s (subject %r) went to %s" % (r.get("seq"), r.get("subject"), a))
-    else:
-        errors.append("sent_check: unknown key " + key)
-for e in errors:
-    print("  sent_check '%s': %s" % (subj, e), file=sys.stderr)
-sys.exit(1 if errors else 0)
-EOF
-}
-
-# make_msg FILE SUBJECT HEADER... - write a message; the body names the subject
-make_msg() {
-    local f=$1 subj=$2 h; shift 2
-    {
-	printf 'Date: %s\r\n' "$(date -R)"
-	printf 'Message-ID: <%s.%s@e2e.test>\r\n' "$(date +%s%N)" "$RANDOM"
-	for h in "$@"; do printf '%s\r\n' "$h"; done
-	printf 'Subject: %s\r\n' "$subj"
-	printf 'MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n'
-	printf 'Notification body for %s.\r\nbody-marker-%s\r\n' "$subj" "${subj// /-}"
-    } > "$f"
-}
-
-# smtp_send PORT SENDER RCPTS FILE - submit with swaks; prints the queue id
-smtp_send() {
-    local out
-    out=$(swaks --server "127.0.0.1:$1" --from "$2" --to "$3" --data "@$4" 2>&1)
-    printf '%s\n' "$out" > "$4.swaks"
-    printf '%s\n' "$out" | sed -n 's/.*queued as \([0-9A-Za-z]*\).*/\1/p' | tail -n 1
-}
+# ---- helpers (and from tests/lib.sh: make_msg, smtp_send, sent_count,
+# wait_sent, sent_check, flush_until_sent)
 
 # relay_log_has ERE - the relay's log file has a matching line
 relay_log_has() {
     grep -Eq -- "$1" "$T/relay.log"
-}
-
-# wait_relay_log ERE [TIMEOUT]
-wait_relay_log() {
-    local limit=$(( ${2:-20} * 10 )) i
-    for ((i = 0; i < limit; i++)); do
-	relay_log_has "$1" && return 0
-	sleep 0.1
-    done
-    return 1
-}
-
-# flush_until_sent SUBJECT N TIMEOUT - flush the queue until N arrived
-flush_until_sent() {
-    local limit=$(( $3 * 2 )) i
-    for ((i = 0; i < limit; i++)); do
-	[ "$(sent_count "$1")" -ge "$2" ] && return 0
-	pf_flush
-	sleep 0.5
-    done
-    [ "$(sent_count "$1")" -ge "$2" ]
 }
 
 # faults_left - number of faults the emulator still holds unconsumed faults
@@ -234,8 +89,8 @@ mkdir -p "$M"
 
 # ---- a. SMTP -> transport_maps -> m365 pipe -> Graph (app, secret)
 S="a transport_maps"
-make_msg "$M/a" "$S" "From: Bob <bob@contoso.test>" "To: Rcpt One <rcpt1@example.com>"
-qid=$(smtp_send 2525 bob@contoso.test rcpt1@example.com "$M/a")
+qid=$(send_msg 2525 bob@contoso.test rcpt1@example.com "$M/a" "$S" \
+    "From: Bob <bob@contoso.test>" "To: Rcpt One <rcpt1@example.com>")
 check "a: Postfix accepted the SMTP message" test -n "$qid"
 check "a: delivered to Graph" wait_sent "$S" 1
 check "a: one message, exact recipients, From, mailbox, client, body" \
@@ -245,8 +100,8 @@ check "a: queue empty" pf_wait_empty 10
 check "a: maillog: status=sent via m365" \
     pf_wait_log "$qid: to=<rcpt1@example.com>, relay=m365, .*status=sent" 5
 check "a: relay log: Postfix queue id, relay=graph.microsoft.com[bob@contoso.test], status=sent (202 Accepted, request-id=...)" \
-    wait_relay_log "$qid: to=<rcpt1@example.com>, relay=graph\.microsoft\.com(:[0-9]+)?\[bob@contoso\.test\], delay=[0-9.e+-]+, dsn=2\.0\.0, status=sent \(202 Accepted, request-id=[0-9a-f-]+" 5
-reqid=$(sent_json | python3 -c '
+    wait_grep 5 "$qid: to=<rcpt1@example.com>, relay=graph\.microsoft\.com(:[0-9]+)?\[bob@contoso\.test\], delay=[0-9.e+-]+, dsn=2\.0\.0, status=sent \(202 Accepted, request-id=[0-9a-f-]+" "$T/relay.log"
+reqid=$(emu_ctl GET /_emu/sent | python3 -c '
 import json, sys
 r = [x for x in json.load(sys.stdin) if x.get("subject") == sys.argv[1]]
 print(r[0].get("request_id", "") if r else "")' "$S")
@@ -266,8 +121,8 @@ check "b: queue empty" pf_wait_empty 10
 
 # ---- c. content_filter listener: a local domain goes to Graph too
 S="c content_filter"
-make_msg "$M/c" "$S" "From: bob@contoso.test" "To: Ops <ops@local.test>"
-qid=$(smtp_send 2526 bob@contoso.test ops@local.test "$M/c")
+qid=$(send_msg 2526 bob@contoso.test ops@local.test "$M/c" "$S" \
+    "From: bob@contoso.test" "To: Ops <ops@local.test>")
 check "c: delivered to Graph" wait_sent "$S" 1
 check "c: exact recipient, From" sent_check "$S" count=1 rcpts=ops@local.test from=bob@contoso.test
 check "c: maillog: relay=m365, not local" pf_wait_log "$qid: to=<ops@local.test>, relay=m365, .*status=sent" 5
@@ -284,15 +139,15 @@ for fault in "429 ApplicationThrottled 6" "503 ErrorServerBusy 6"; do
     rcpt="throttled$dn@example.com"
     emu_ctl POST /_emu/faults \
 	"[{\"match\": \"sendMail\", \"status\": $st, \"code\": \"$code\", \"retry_after\": $ra, \"count\": 1}]" >/dev/null
-    make_msg "$M/d$dn" "$S" "From: bob@contoso.test" "To: $rcpt"
-    qid=$(smtp_send 2525 bob@contoso.test "$rcpt" "$M/d$dn")
+    qid=$(send_msg 2525 bob@contoso.test "$rcpt" "$M/d$dn" "$S" \
+	"From: bob@contoso.test" "To: $rcpt")
     check "d: $st: maillog: deferred with a 4.x.x status" \
 	pf_wait_log "$qid: to=<$rcpt>, relay=m365, .*dsn=4\.[0-9.]+, status=deferred" 10
     check "d: $st: the message waits in Postfix's queue" pf_queue_has "$rcpt"
     check "d: $st: the fault was consumed and nothing was accepted yet" fault_seen_not_sent "$S"
     check "d: $st: relay log names the deferral" \
-	wait_relay_log "$qid: to=<$rcpt>, .*status=deferred" 5
-    check "d: $st: after the fault, a flush delivers it" flush_until_sent "$S" 1 15
+	wait_grep 5 "$qid: to=<$rcpt>, .*status=deferred" "$T/relay.log"
+    check "d: $st: after the fault, a flush delivers it" flush_until_sent pf_flush "$S" 1 15
     check "d: $st: queue empty" pf_wait_empty 10
     sleep 2
     check "d: $st: delivered exactly once" sent_check "$S" count=1 "rcpts=$rcpt"
@@ -300,10 +155,10 @@ done
 
 # ---- e. 202 + Retry-After is success: delivered once, never resent
 S="e accepted with retry-after"
-emu_ctl POST /_emu/faults \
-    '[{"match": "sendMail", "action": "accept_retry_after", "retry_after": 2, "count": 1}]' >/dev/null
-make_msg "$M/e" "$S" "From: bob@contoso.test" "To: once@example.com"
-qid=$(smtp_send 2525 bob@contoso.test once@example.com "$M/e")
+emu_fault \
+    '{"match": "sendMail", "action": "accept_retry_after", "retry_after": 2, "count": 1}'
+qid=$(send_msg 2525 bob@contoso.test once@example.com "$M/e" "$S" \
+    "From: bob@contoso.test" "To: once@example.com")
 check "e: delivered" wait_sent "$S" 1
 check "e: maillog: status=sent" pf_wait_log "$qid: to=<once@example.com>, relay=m365, .*status=sent" 10
 check "e: queue empty" pf_wait_empty 10
@@ -329,8 +184,8 @@ login_step() {
 
 if login_step "f: m365ctl login deleg (device code, approved in the emulator)" "$T/login1.out"; then
     S="f0 delegated"
-    make_msg "$M/f0" "$S" "From: Alice <alice@contoso.test>" "To: friend@example.com"
-    smtp_send 2525 alice@contoso.test friend@example.com "$M/f0" >/dev/null
+    send_msg 2525 alice@contoso.test friend@example.com "$M/f0" "$S" \
+	"From: Alice <alice@contoso.test>" "To: friend@example.com" >/dev/null
     check "f: delegated account delivers" wait_sent "$S" 1
     check "f: from alice's mailbox with the delegated app" \
 	sent_check "$S" count=1 rcpts=friend@example.com from=alice@contoso.test \
@@ -340,8 +195,8 @@ if login_step "f: m365ctl login deleg (device code, approved in the emulator)" "
     emu_ctl POST /_emu/revoke '{"user": "alice@contoso.test"}' >/dev/null
     emu_ctl POST /_emu/expire '{"user": "alice@contoso.test"}' >/dev/null
     S="f1 revoked"
-    make_msg "$M/f1" "$S" "From: Alice <alice@contoso.test>" "To: later@example.com"
-    qid=$(smtp_send 2525 alice@contoso.test later@example.com "$M/f1")
+    qid=$(send_msg 2525 alice@contoso.test later@example.com "$M/f1" "$S" \
+	"From: Alice <alice@contoso.test>" "To: later@example.com")
     check "f: revoked grant: deferred" \
 	pf_wait_log "$qid: to=<later@example.com>, relay=m365, .*dsn=4\.[0-9.]+, status=deferred" 10
     check "f: revoked grant: the message waits in the queue" pf_queue_has later@example.com
@@ -355,7 +210,7 @@ if login_step "f: m365ctl login deleg (device code, approved in the emulator)" "
 	sh -c "grep -A3 '^account app' '$T/status.out' | grep -Eq 'state:[[:space:]]*online'"
 
     if login_step "f: m365ctl login deleg again" "$T/login2.out"; then
-	check "f: after the new sign-in a flush delivers the deferred mail" flush_until_sent "$S" 1 15
+	check "f: after the new sign-in a flush delivers the deferred mail" flush_until_sent pf_flush "$S" 1 15
 	check "f: queue empty" pf_wait_empty 10
 	sleep 1
 	check "f: delivered exactly once, to exactly the recipient" \
@@ -369,22 +224,22 @@ pf_purge
 
 # ---- g. recipients: Graph must deliver to exactly the envelope recipients
 S="g1 bcc only"
-make_msg "$M/g1" "$S" "From: bob@contoso.test" "To: undisclosed-recipients:;"
-smtp_send 2525 bob@contoso.test hidden@example.com "$M/g1" >/dev/null
+send_msg 2525 bob@contoso.test hidden@example.com "$M/g1" "$S" \
+    "From: bob@contoso.test" "To: undisclosed-recipients:;" >/dev/null
 check "g: Bcc-only recipient delivered" wait_sent "$S" 1
 check "g: Bcc-only: exactly the envelope recipient" sent_check "$S" count=1 rcpts=hidden@example.com
 
 S="g2 to cc bcc"
-make_msg "$M/g2" "$S" "From: bob@contoso.test" "To: To One <to1@example.com>" "Cc: cc1@example.org"
-smtp_send 2525 bob@contoso.test to1@example.com,cc1@example.org,bcc1@example.net "$M/g2" >/dev/null
+send_msg 2525 bob@contoso.test to1@example.com,cc1@example.org,bcc1@example.net "$M/g2" "$S" \
+    "From: bob@contoso.test" "To: To One <to1@example.com>" "Cc: cc1@example.org" >/dev/null
 check "g: To+Cc+Bcc delivered" wait_sent "$S" 1
 check "g: To+Cc+Bcc: exactly the three, To and Cc kept" \
     sent_check "$S" count=1 rcpts=to1@example.com,cc1@example.org,bcc1@example.net \
 	to=to1@example.com cc=cc1@example.org
 
 S="g3 split"
-make_msg "$M/g3" "$S" "From: bob@contoso.test" "To: x@one-a.test, y@one-b.test" "Cc: hdronly@one-a.test"
-qid=$(smtp_send 2525 bob@contoso.test x@one-a.test,y@one-b.test "$M/g3")
+qid=$(send_msg 2525 bob@contoso.test x@one-a.test,y@one-b.test "$M/g3" "$S" \
+    "From: bob@contoso.test" "To: x@one-a.test, y@one-b.test" "Cc: hdronly@one-a.test")
 check "g: split deliveries (recipient limit 1): two Graph messages" wait_sent "$S" 2
 check "g: split: each message names only its own recipient" \
     sent_check "$S" count=2 "rcpts=x@one-a.test|y@one-b.test" never=hdronly@one-a.test
@@ -392,8 +247,8 @@ check "g: split: Postfix made two m365one deliveries" \
     sh -c "[ \$(grep -c '$qid: to=<.*relay=m365one, .*status=sent' '$PF_MAILLOG') -eq 2 ]"
 
 S="g4 header only"
-make_msg "$M/g4" "$S" "From: bob@contoso.test" "To: a4@example.com, c4@example.com"
-smtp_send 2525 bob@contoso.test a4@example.com "$M/g4" >/dev/null
+send_msg 2525 bob@contoso.test a4@example.com "$M/g4" "$S" \
+    "From: bob@contoso.test" "To: a4@example.com, c4@example.com" >/dev/null
 check "g: recipient in the header only: delivered" wait_sent "$S" 1
 check "g: recipient in the header only: gets nothing" \
     sent_check "$S" count=1 rcpts=a4@example.com never=c4@example.com
@@ -405,18 +260,18 @@ for i in $(seq -w 1 120); do
     [ "$i" -le 60 ] && tohdr="$tohdr, r$i@example.com"
 done
 many=${many#,} tohdr=${tohdr#, }
-make_msg "$M/g5" "$S" "From: bob@contoso.test" "To: $tohdr"
-qid=$(smtp_send 2525 bob@contoso.test "$many" "$M/g5")
+qid=$(send_msg 2525 bob@contoso.test "$many" "$M/g5" "$S" \
+    "From: bob@contoso.test" "To: $tohdr")
 check "g: 120 recipients: delivered" wait_sent "$S" 1 30
 check "g: 120 recipients: one sendMail with exactly those 120" sent_check "$S" count=1 "rcpts=$many"
 check "g: 120 recipients: one m365-relay run" \
     sh -c "[ \$(grep -c '$qid: to=<r[0-9]*@example.com>, relay=m365, .*status=sent' '$PF_MAILLOG') -eq 120 ]"
 
 S="g6 address forms"
-make_msg "$M/g6" "$S" "From: \"Bob, Notifier\" <bob@contoso.test>" \
+send_msg 2525 bob@contoso.test john@example.com,ann@example.com,bo@example.org,carl@example.net,enc@example.com,q@example.org "$M/g6" "$S" \
+    "From: \"Bob, Notifier\" <bob@contoso.test>" \
     "To: \"Doe, John\" <john@example.com>, Team: ann@example.com, \"Bo, B\" <bo@example.org>;" \
-    "Cc: (comment) carl@example.net (Carl), =?UTF-8?B?SsO8cmdlbiBNw7xsbGVy?= <enc@example.com>, \"quote \\\"d\\\" name\" <q@example.org>"
-smtp_send 2525 bob@contoso.test john@example.com,ann@example.com,bo@example.org,carl@example.net,enc@example.com,q@example.org "$M/g6" >/dev/null
+    "Cc: (comment) carl@example.net (Carl), =?UTF-8?B?SsO8cmdlbiBNw7xsbGVy?= <enc@example.com>, \"quote \\\"d\\\" name\" <q@example.org>" >/dev/null
 check "g: address forms: delivered" wait_sent "$S" 1
 check "g: address forms: exactly the six, From kept" \
     sent_check "$S" count=1 rcpts=john@example.com,ann@example.com,bo@example.org,carl@example.net,enc@example.com,q@example.org \
@@ -425,8 +280,8 @@ check "g: queue empty" pf_wait_empty 15
 
 # ---- h. app-only with a certificate (the secret account sent a-e)
 S="h certificate"
-make_msg "$M/h" "$S" "From: Shared <shared@contoso.test>" "To: certrcpt@example.com"
-smtp_send 2525 notify@cert.test certrcpt@example.com "$M/h" >/dev/null
+send_msg 2525 notify@cert.test certrcpt@example.com "$M/h" "$S" \
+    "From: Shared <shared@contoso.test>" "To: certrcpt@example.com" >/dev/null
 check "h: certificate account delivers" wait_sent "$S" 1
 check "h: from the shared mailbox with the certificate app" \
     sent_check "$S" count=1 rcpts=certrcpt@example.com from=shared@contoso.test \

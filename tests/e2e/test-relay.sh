@@ -18,41 +18,15 @@
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 . "$top_srcdir/tests/lib.sh"
 
-t_init relay
-
-[ -x "$RELAY" ] || skip_all "$RELAY not built (run make first)"
-command -v python3 >/dev/null 2>&1 || skip_all "python3 not installed"
-
-emu_setup
-CONF=$T/relay.conf
-write_conf "$CONF"
-LOG=$T/relay.log
+relay_setup relay
 APP_ID=11111111-0000-0000-0000-000000000002
 # relay= names the Graph host (graph.microsoft.com in production; here
 # the emulator's host:port from graph_url).
 RELAY_HOST=${EMU_URL#https://}
-[ "$(id -u)" = 0 ] && export M365RELAY_ALLOW_ROOT=1
 
 # ---------------------------------------------------------------- helpers
-
-# relay INPUT ARGS... - run the relay; sets rc, first (first stdout line),
-# out (all stdout+stderr, for messages)
-relay() {
-    local in=$1; shift
-    "$RELAY" "$@" <"$in" >"$T/out" 2>"$T/err"
-    rc=$?
-    first=$(head -n 1 "$T/out")
-    out=$(cat "$T/out" "$T/err")
-}
-
-# eq MSG GOT WANT - compare two strings
-eq() {
-    if [ "$2" = "$3" ]; then
-	ok "$1"
-    else
-	bad "$1: got [$2], want [$3]"
-    fi
-}
+# (and from tests/lib.sh: relay, emu_reset, emu_fault, relay_burst, t_eq,
+# t_match)
 
 # expect_rc MSG WANT - check the exit code of the last relay run
 expect_rc() {
@@ -69,15 +43,6 @@ expect_first() {
 	ok "$1: first line \"$first\""
     else
 	bad "$1: first line \"$first\" does not match /$2/ (output: $out)"
-    fi
-}
-
-# contains MSG TEXT REGEX - TEXT matches the extended regex
-contains() {
-    if printf '%s\n' "$2" | grep -Eq -- "$3"; then
-	ok "$1"
-    else
-	bad "$1: /$3/ not found in: $2"
     fi
 }
 
@@ -112,16 +77,16 @@ rcpts() {
     sent "sorted(s[$1]['recipients'])"
 }
 
-# fault JSON - queue one emulator fault (a JSON object)
-fault() {
-    emu_ctl POST /_emu/faults "[$1]" >/dev/null
-}
-
-# emu_reset - forget recorded messages, stats, faults and throttle state
-# (throttle state lives in state_dir/throttle/, see throttle.h)
-emu_reset() {
-    emu_ctl POST /_emu/reset '{}' >/dev/null
-    rm -f "$T"/state/throttle/* 2>/dev/null
+# same_mime MSG FILE - the MIME of the first recorded message is FILE,
+# byte for byte
+same_mime() {
+    local eml
+    eml=$(sent "s[0]['eml_path']")
+    if cmp -s "$eml" "$2"; then
+	ok "$1"
+    else
+	bad "$1: $(cmp "$eml" "$2" 2>&1)"
+    fi
 }
 
 # sorted WORDS... - the words sorted, space separated
@@ -143,6 +108,18 @@ mkmsg() {
     } >"$f"
 }
 
+# mkbig FILE BYTES - a message to big@example.net with a body of about
+# BYTES (lines of 77 bytes)
+mkbig() {
+    {
+	printf 'From: bob@contoso.test\nTo: big@example.net\nSubject: big\n\n'
+	python3 -c '
+import sys
+line = "0123456789" * 7 + "abcdef\n"
+sys.stdout.write(line * (int(sys.argv[1]) // len(line)))' "$2"
+    } >"$1"
+}
+
 # estat KEY - one emulator statistic
 estat() {
     emu_stat "$1"
@@ -152,16 +129,16 @@ estat() {
 
 "$RELAY" -n -c "$CONF" >"$T/out" 2>&1
 rc=$?
-eq "-n on a good configuration exits 0" "$rc" 0
-contains "-n prints configuration OK" "$(cat "$T/out")" '^configuration OK$'
+t_eq "-n on a good configuration exits 0" "$rc" 0
+t_match "-n prints configuration OK" "$(cat "$T/out")" '^configuration OK$'
 
 cp "$CONF" "$T/broken.conf"
 badline=$(($(wc -l <"$T/broken.conf") + 3))
 printf '\n[account broken]\nauth = sorcery\n' >>"$T/broken.conf"
 "$RELAY" -n -c "$T/broken.conf" >"$T/out" 2>&1
 rc=$?
-eq "-n on a broken configuration exits 78 (EX_CONFIG)" "$rc" 78
-contains "-n names file:line of the bad key" "$(cat "$T/out")" \
+t_eq "-n on a broken configuration exits 78 (EX_CONFIG)" "$rc" 78
+t_match "-n names file:line of the bad key" "$(cat "$T/out")" \
     "broken\\.conf:$badline:"
 
 # A command-line error (a master.cf typo) defers instead of bouncing.
@@ -178,20 +155,20 @@ emu_reset
 mkmsg "$T/m1" bob@contoso.test 'To: one@example.net'
 relay "$T/m1" -c "$CONF" -q QAPP1 -f bob@contoso.test -- one@example.net
 expect_rc "app account, one recipient" 0
-eq "app: one message recorded" "$(sent 'len(s)')" 1
-eq "app: sent from the app account's mailbox" "$(sent "s[0]['mailbox']")" \
+t_eq "app: one message recorded" "$(sent 'len(s)')" 1
+t_eq "app: sent from the app account's mailbox" "$(sent "s[0]['mailbox']")" \
     bob@contoso.test
-eq "app: recipients" "$(rcpts 0)" one@example.net
+t_eq "app: recipients" "$(rcpts 0)" one@example.net
 expect_log "app" QAPP1 one@example.net bob@contoso.test 2.0.0 sent
-contains "app: log names the request-id" "$(grep QAPP1 "$LOG")" \
+t_match "app: log names the request-id" "$(grep QAPP1 "$LOG")" \
     'request-id='
-eq "app: first delivery made 1 token request" "$(estat token_requests)" 1
+t_eq "app: first delivery made 1 token request" "$(estat token_requests)" 1
 
 # A second delivery reuses the cached token.
 emu_reset
 relay "$T/m1" -c "$CONF" -q QAPP2 -f bob@contoso.test -- one@example.net
 expect_rc "app account, cached token" 0
-eq "app: cached token, no token request" "$(estat token_requests)" 0
+t_eq "app: cached token, no token request" "$(estat token_requests)" 0
 
 # ------------------------------------------------------ certificate account
 
@@ -199,9 +176,9 @@ emu_reset
 mkmsg "$T/mc" shared@contoso.test 'To: cert@example.net'
 relay "$T/mc" -c "$CONF" -q QCERT -f robot@cert.test -- cert@example.net
 expect_rc "certificate account" 0
-eq "cert: sent from shared@contoso.test" "$(sent "s[0]['mailbox']")" \
+t_eq "cert: sent from shared@contoso.test" "$(sent "s[0]['mailbox']")" \
     shared@contoso.test
-eq "cert: sent by the certificate app" "$(sent "s[0]['client_id']")" \
+t_eq "cert: sent by the certificate app" "$(sent "s[0]['client_id']")" \
     11111111-0000-0000-0000-000000000003
 expect_log "cert" QCERT cert@example.net shared@contoso.test 2.0.0 sent
 
@@ -214,9 +191,9 @@ relay "$T/mu" -c "$T/nodefault.conf" -q QNOACCT -f nobody@elsewhere.test \
     -- one@example.net
 expect_rc "sender without an account" 77
 expect_first "sender without an account" '^5\.7\.1 '
-eq "no account: nothing sent" "$(estat sendmail_requests)" 0
-eq "no account: no token request" "$(estat token_requests)" 0
-contains "no account: bounced in the log" "$(grep QNOACCT "$LOG")" \
+t_eq "no account: nothing sent" "$(estat sendmail_requests)" 0
+t_eq "no account: no token request" "$(estat token_requests)" 0
+t_match "no account: bounced in the log" "$(grep QNOACCT "$LOG")" \
     'to=<one@example\.net>.*dsn=5\.7\.1, status=bounced'
 
 # Postfix pipe(8) passes the null sender of a bounce as MAILER-DAEMON
@@ -230,7 +207,7 @@ for ns in MAILER-DAEMON ''; do
     relay "$T/mc" -c "$T/nullsender.conf" -q QNULL -f "$ns" -- \
 	cert@example.net
     expect_rc "null sender \"$ns\"" 0
-    eq "null sender \"$ns\": sent by the <> account" \
+    t_eq "null sender \"$ns\": sent by the <> account" \
 	"$(sent "s[0]['mailbox']")" shared@contoso.test
 done
 
@@ -242,10 +219,10 @@ mkmsg "$T/mb" bob@contoso.test 'To: undisclosed-recipients:;'
 relay "$T/mb" -c "$CONF" -q QBCC -f bob@contoso.test -- b1@example.net \
     b2@example.net
 expect_rc "Bcc-only" 0
-eq "Bcc-only: recipients" "$(rcpts 0)" "b1@example.net b2@example.net"
-eq "Bcc-only: all in Bcc" "$(sent "sorted(s[0]['bcc'])")" \
+t_eq "Bcc-only: recipients" "$(rcpts 0)" "b1@example.net b2@example.net"
+t_eq "Bcc-only: all in Bcc" "$(sent "sorted(s[0]['bcc'])")" \
     "b1@example.net b2@example.net"
-eq "Bcc-only: To empty" "$(sent "len(s[0]['to'])")" 0
+t_eq "Bcc-only: To empty" "$(sent "len(s[0]['to'])")" 0
 expect_log "Bcc-only" QBCC b1@example.net bob@contoso.test 2.0.0 sent
 expect_log "Bcc-only" QBCC b2@example.net bob@contoso.test 2.0.0 sent
 
@@ -256,11 +233,11 @@ mkmsg "$T/mtcb" bob@contoso.test 'To: Tom <to@example.net>' \
 relay "$T/mtcb" -c "$CONF" -q QTCB -f bob@contoso.test -- to@example.net \
     cc@example.net bcc@example.net extra@example.net
 expect_rc "To+Cc+Bcc" 0
-eq "To+Cc+Bcc: recipients" "$(rcpts 0)" \
+t_eq "To+Cc+Bcc: recipients" "$(rcpts 0)" \
     "bcc@example.net cc@example.net extra@example.net to@example.net"
-eq "To+Cc+Bcc: To" "$(sent "s[0]['to']")" to@example.net
-eq "To+Cc+Bcc: Cc" "$(sent "s[0]['cc']")" cc@example.net
-eq "To+Cc+Bcc: Bcc" "$(sent "sorted(s[0]['bcc'])")" \
+t_eq "To+Cc+Bcc: To" "$(sent "s[0]['to']")" to@example.net
+t_eq "To+Cc+Bcc: Cc" "$(sent "s[0]['cc']")" cc@example.net
+t_eq "To+Cc+Bcc: Bcc" "$(sent "sorted(s[0]['bcc'])")" \
     "bcc@example.net extra@example.net"
 expect_log "To+Cc+Bcc" QTCB extra@example.net bob@contoso.test 2.0.0 sent
 
@@ -271,7 +248,7 @@ mkmsg "$T/mhdr" bob@contoso.test \
     'Bcc: bccnot@example.net'
 relay "$T/mhdr" -c "$CONF" -q QHDR -f bob@contoso.test -- yes@example.net
 expect_rc "header-only recipients" 0
-eq "header-only recipients: only the envelope recipient" "$(rcpts 0)" \
+t_eq "header-only recipients: only the envelope recipient" "$(rcpts 0)" \
     yes@example.net
 if grep -qi 'notenv@\|alsonot@\|bccnot@' "$(sent "s[0]['eml_path']")"; then
     bad "header-only recipients: removed addresses still in the sent MIME"
@@ -295,13 +272,13 @@ relay "$T/msplit" -c "$CONF" -q QSPLIT -f bob@contoso.test -- \
 rc1=$rc
 relay "$T/msplit" -c "$CONF" -q QSPLIT -f bob@contoso.test -- \
     s2@example.net s3@example.net
-eq "split delivery: both parts exit 0" "$rc1 $rc" "0 0"
-eq "split delivery: two messages" "$(sent 'len(s)')" 2
-eq "split delivery: first part" "$(rcpts 0)" "s1@example.net s4@example.net"
-eq "split delivery: second part" "$(rcpts 1)" "s2@example.net s3@example.net"
-eq "split delivery: first part To" "$(sent "s[0]['to']")" s1@example.net
-eq "split delivery: first part Cc" "$(sent "s[0]['cc']")" s4@example.net
-eq "split delivery: second part Cc empty" "$(sent "len(s[1]['cc'])")" 0
+t_eq "split delivery: both parts exit 0" "$rc1 $rc" "0 0"
+t_eq "split delivery: two messages" "$(sent 'len(s)')" 2
+t_eq "split delivery: first part" "$(rcpts 0)" "s1@example.net s4@example.net"
+t_eq "split delivery: second part" "$(rcpts 1)" "s2@example.net s3@example.net"
+t_eq "split delivery: first part To" "$(sent "s[0]['to']")" s1@example.net
+t_eq "split delivery: first part Cc" "$(sent "s[0]['cc']")" s4@example.net
+t_eq "split delivery: second part Cc empty" "$(sent "len(s[1]['cc'])")" 0
 
 # 120 recipients: 60 in To, 60 envelope-only.
 emu_reset
@@ -311,11 +288,11 @@ to60=$(printf '%s, ' "${env120[@]:0:60}" | sed 's/, $//')
 mkmsg "$T/m120" bob@contoso.test "To: $to60"
 relay "$T/m120" -c "$CONF" -q Q120 -f bob@contoso.test -- "${env120[@]}"
 expect_rc "120 recipients" 0
-eq "120 recipients: one message" "$(sent 'len(s)')" 1
-eq "120 recipients: all of them" "$(rcpts 0)" "$(sorted "${env120[@]}")"
-eq "120 recipients: 60 in To" "$(sent "len(s[0]['to'])")" 60
-eq "120 recipients: 60 in Bcc" "$(sent "len(s[0]['bcc'])")" 60
-eq "120 recipients: 120 log lines" "$(grep -c 'Q120: to=<r' "$LOG")" 120
+t_eq "120 recipients: one message" "$(sent 'len(s)')" 1
+t_eq "120 recipients: all of them" "$(rcpts 0)" "$(sorted "${env120[@]}")"
+t_eq "120 recipients: 60 in To" "$(sent "len(s[0]['to'])")" 60
+t_eq "120 recipients: 60 in Bcc" "$(sent "len(s[0]['bcc'])")" 60
+t_eq "120 recipients: 120 log lines" "$(grep -c 'Q120: to=<r' "$LOG")" 120
 
 # Address forms: quoted names with commas, comments, groups, encoded
 # words, upper-case domain, folded header.
@@ -329,13 +306,13 @@ relay "$T/mforms" -c "$CONF" -q QFORMS -f bob@contoso.test -- \
     john@example.net jane@example.net t1@example.net juergen@example.net \
     '"quoted@local"@example.net'
 expect_rc "address forms" 0
-eq "address forms: exactly the envelope recipients" "$(rcpts 0)" \
+t_eq "address forms: exactly the envelope recipients" "$(rcpts 0)" \
     "$(sorted '"quoted@local"@example.net' jane@example.net john@example.net \
 	juergen@example.net t1@example.net)"
-eq "address forms: John and Jane kept in To" \
+t_eq "address forms: John and Jane kept in To" \
     "$(sent "' '.join(x for x in s[0]['to'] if x.startswith('j'))")" \
     "john@example.net jane@example.net"
-eq "address forms: no Bcc needed" "$(sent "len(s[0]['bcc'])")" 0
+t_eq "address forms: no Bcc needed" "$(sent "len(s[0]['bcc'])")" 0
 if grep -q 't2@example\.net\|paren@example\.net' "$(sent "s[0]['eml_path']")"
 then
     bad "address forms: non-envelope group member/comment address still sent"
@@ -350,17 +327,17 @@ mkmsg "$T/mt" bob@contoso.test 'To: t-to@example.net' 'Cc: t-cc@example.net' \
     'Bcc: t-bcc@example.net'
 relay "$T/mt" -c "$CONF" -t -i -oi
 expect_rc "-t (recipients from headers, sender from From:)" 0
-eq "-t: recipients" "$(rcpts 0)" \
+t_eq "-t: recipients" "$(rcpts 0)" \
     "t-bcc@example.net t-cc@example.net t-to@example.net"
-eq "-t: Bcc kept as Bcc" "$(sent "s[0]['bcc']")" t-bcc@example.net
-eq "-t: sent from the app mailbox" "$(sent "s[0]['mailbox']")" \
+t_eq "-t: Bcc kept as Bcc" "$(sent "s[0]['bcc']")" t-bcc@example.net
+t_eq "-t: sent from the app mailbox" "$(sent "s[0]['mailbox']")" \
     bob@contoso.test
 expect_log "-t" NOQUEUE t-to@example.net bob@contoso.test 2.0.0 sent
 
 emu_reset
 relay "$T/mt" -c "$CONF" -t -f bob@contoso.test
 expect_rc "-t with -f" 0
-eq "-t with -f: recipients" "$(rcpts 0)" \
+t_eq "-t with -f: recipients" "$(rcpts 0)" \
     "t-bcc@example.net t-cc@example.net t-to@example.net"
 
 # ------------------------------------------------------------- MIME bytes
@@ -390,21 +367,15 @@ sed 's/$/\r/' "$T/mmime" >"$T/mmime.crlf"
 emu_reset
 relay "$T/mmime" -c "$CONF" -q QMIME -f bob@contoso.test -- mime@example.net
 expect_rc "MIME bytes (LF input)" 0
-if cmp -s "$(sent "s[0]['eml_path']")" "$T/mmime.crlf"; then
-    ok "MIME bytes: LF input recorded as the same bytes with CRLF"
-else
-    bad "MIME bytes: recorded MIME differs from the CRLF input: $(cmp "$(sent "s[0]['eml_path']")" "$T/mmime.crlf" 2>&1)"
-fi
+same_mime "MIME bytes: LF input recorded as the same bytes with CRLF" \
+    "$T/mmime.crlf"
 
 emu_reset
 relay "$T/mmime.crlf" -c "$CONF" -q QMIME2 -f bob@contoso.test -- \
     mime@example.net
 expect_rc "MIME bytes (CRLF input)" 0
-if cmp -s "$(sent "s[0]['eml_path']")" "$T/mmime.crlf"; then
-    ok "MIME bytes: CRLF input recorded unchanged (no doubled CR)"
-else
-    bad "MIME bytes: CRLF input changed: $(cmp "$(sent "s[0]['eml_path']")" "$T/mmime.crlf" 2>&1)"
-fi
+same_mime "MIME bytes: CRLF input recorded unchanged (no doubled CR)" \
+    "$T/mmime.crlf"
 
 # With an envelope-only recipient the only change is one Bcc: header.
 emu_reset
@@ -412,7 +383,7 @@ relay "$T/mmime" -c "$CONF" -q QMIME3 -f bob@contoso.test -- \
     mime@example.net hidden@example.net
 expect_rc "MIME bytes with added Bcc" 0
 eml=$(sent "s[0]['eml_path']")
-eq "MIME bytes: one Bcc header naming the envelope-only recipient" \
+t_eq "MIME bytes: one Bcc header naming the envelope-only recipient" \
     "$(grep -ci '^bcc:' "$eml") $(grep -i '^bcc:' "$eml" | tr -d '\r')" \
     "1 Bcc: hidden@example.net"
 if grep -vi '^bcc:' "$eml" | cmp -s - "$T/mmime.crlf"; then
@@ -427,53 +398,37 @@ fi
 emu_reset
 relay "$T/mmbox" -c "$CONF" -q QMBOX -f bob@contoso.test -- mime@example.net
 expect_rc "mbox From_ line" 0
-if cmp -s "$(sent "s[0]['eml_path']")" "$T/mmime.crlf"; then
-    ok "MIME bytes: leading mbox From_ line dropped"
-else
-    bad "MIME bytes: mbox From_ line not dropped"
-fi
+same_mime "MIME bytes: leading mbox From_ line dropped" "$T/mmime.crlf"
 
 # --------------------------------------------------------- size limit
 
 emu_reset
-{
-    printf 'From: bob@contoso.test\nTo: big@example.net\nSubject: big\n\n'
-    python3 -c '
-import sys
-line = "0123456789" * 7 + "abcdef\n"
-sys.stdout.write(line * (3300000 // len(line)))'
-} >"$T/mbig"
+mkbig "$T/mbig" 3300000
 relay "$T/mbig" -c "$CONF" -q QBIG -f bob@contoso.test -- big@example.net
 expect_rc "message over the 4 MB request limit" 65
 expect_first "message over the 4 MB request limit" '^5\.3\.4 '
-eq "too large: no sendMail request" "$(estat sendmail_requests)" 0
-contains "too large: bounced in the log" "$(grep QBIG "$LOG")" \
+t_eq "too large: no sendMail request" "$(estat sendmail_requests)" 0
+t_match "too large: bounced in the log" "$(grep QBIG "$LOG")" \
     'to=<big@example\.net>, relay=.*dsn=5\.3\.4, status=bounced'
-contains "too large: says why" "$first" '4 MB|too large|exceeds'
+t_match "too large: says why" "$first" '4 MB|too large|exceeds'
 
 
 # Just under the limit is sent (raw 3,000,000 bytes -> base64 4,000,000).
 emu_reset
-{
-    printf 'From: bob@contoso.test\nTo: big@example.net\nSubject: big\n\n'
-    python3 -c '
-import sys
-line = "0123456789" * 7 + "abcdef\n"
-sys.stdout.write(line * (2900000 // len(line)))'
-} >"$T/mnear"
+mkbig "$T/mnear" 2900000
 relay "$T/mnear" -c "$CONF" -q QNEAR -f bob@contoso.test -- big@example.net
 expect_rc "message just under the limit" 0
-eq "just under the limit: recorded" "$(sent 'len(s)')" 1
+t_eq "just under the limit: recorded" "$(sent 'len(s)')" 1
 
 # -------------------------------------------------- throttling (429)
 
 emu_reset
 mkmsg "$T/mt1" bob@contoso.test 'To: thr@example.net'
-fault '{"match":"sendMail","status":429,"retry_after":4,"code":"ApplicationThrottled","message":"Application is over its MailboxConcurrency limit."}'
+emu_fault '{"match":"sendMail","status":429,"retry_after":4,"code":"ApplicationThrottled","message":"Application is over its MailboxConcurrency limit."}'
 relay "$T/mt1" -c "$CONF" -q QTHR1 -f bob@contoso.test -- thr@example.net
 expect_rc "429 + Retry-After" 75
 expect_first "429 + Retry-After" '^4\.[0-9]+\.[0-9]+ '
-eq "429: nothing recorded" "$(sent 'len(s)')" 0
+t_eq "429: nothing recorded" "$(sent 'len(s)')" 0
 expect_log "429" QTHR1 thr@example.net bob@contoso.test '4.[0-9]+.[0-9]+' \
     deferred
 n_send=$(estat sendmail_requests)
@@ -481,11 +436,11 @@ n_tok=$(estat token_requests)
 relay "$T/mt1" -c "$CONF" -q QTHR2 -f bob@contoso.test -- thr@example.net
 expect_rc "delivery while throttled" 75
 expect_first "delivery while throttled" '^4\.[0-9]+\.[0-9]+ '
-contains "delivery while throttled: mentions the wait" "$first" \
+t_match "delivery while throttled: mentions the wait" "$first" \
     '[Rr]etry-[Aa]fter|[Ww]ait|[Tt]hrottl|until'
-eq "delivery while throttled: no sendMail request" \
+t_eq "delivery while throttled: no sendMail request" \
     "$(estat sendmail_requests)" "$n_send"
-eq "delivery while throttled: no token request" "$(estat token_requests)" \
+t_eq "delivery while throttled: no token request" "$(estat token_requests)" \
     "$n_tok"
 # Another mailbox is not affected.
 relay "$T/mc" -c "$CONF" -q QTHR3 -f robot@cert.test -- cert@example.net
@@ -493,26 +448,26 @@ expect_rc "other mailbox not throttled" 0
 sleep 5
 relay "$T/mt1" -c "$CONF" -q QTHR4 -f bob@contoso.test -- thr@example.net
 expect_rc "after the Retry-After wait" 0
-eq "after the wait: delivered" "$(sent "s[-1]['recipients']")" thr@example.net
+t_eq "after the wait: delivered" "$(sent "s[-1]['recipients']")" thr@example.net
 expect_log "after the wait" QTHR4 thr@example.net bob@contoso.test 2.0.0 sent
 
 # A Retry-After too large to be meant literally (no documented ceiling,
 # graph-facts.md section 9) still means "wait": capped, not ignored.
 emu_reset
-fault '{"match":"sendMail","status":429,"retry_after":"99999999999","code":"ApplicationThrottled","message":"Application is over its MailboxConcurrency limit."}'
+emu_fault '{"match":"sendMail","status":429,"retry_after":"99999999999","code":"ApplicationThrottled","message":"Application is over its MailboxConcurrency limit."}'
 relay "$T/mt1" -c "$CONF" -q QTHRBIG1 -f bob@contoso.test -- thr@example.net
 expect_rc "429 + huge Retry-After" 75
 n_send=$(estat sendmail_requests)
 relay "$T/mt1" -c "$CONF" -q QTHRBIG2 -f bob@contoso.test -- thr@example.net
 expect_rc "huge Retry-After: the next delivery defers" 75
-eq "huge Retry-After: the next delivery sends no request" \
+t_eq "huge Retry-After: the next delivery sends no request" \
     "$(estat sendmail_requests)" "$n_send"
 emu_reset
 
 # ---------------------------------------------------- 503, 504, 202+RA
 
 emu_reset
-fault '{"match":"sendMail","status":503,"code":"ErrorServerBusy","message":"The server cannot service this request right now."}'
+emu_fault '{"match":"sendMail","status":503,"code":"ErrorServerBusy","message":"The server cannot service this request right now."}'
 relay "$T/mt1" -c "$CONF" -q Q503 -f bob@contoso.test -- thr@example.net
 expect_rc "503" 75
 expect_first "503" '^4\.[0-9]+\.[0-9]+ '
@@ -520,17 +475,17 @@ expect_log "503" Q503 thr@example.net bob@contoso.test '4.[0-9]+.[0-9]+' \
     deferred
 
 emu_reset
-fault '{"match":"sendMail","status":504,"code":"UnknownError","message":"Gateway Timeout"}'
+emu_fault '{"match":"sendMail","status":504,"code":"UnknownError","message":"Gateway Timeout"}'
 relay "$T/mt1" -c "$CONF" -q Q504 -f bob@contoso.test -- thr@example.net
 expect_rc "504" 75
 expect_first "504" '^4\.[0-9]+\.[0-9]+ '
 
 emu_reset
-fault '{"match":"sendMail","action":"accept_retry_after","retry_after":3}'
+emu_fault '{"match":"sendMail","action":"accept_retry_after","retry_after":3}'
 relay "$T/mt1" -c "$CONF" -q Q202RA -f bob@contoso.test -- thr@example.net
 expect_rc "202 + Retry-After is success" 0
-eq "202 + Retry-After: exactly one message recorded" "$(sent 'len(s)')" 1
-eq "202 + Retry-After: exactly one sendMail request (never resent)" \
+t_eq "202 + Retry-After: exactly one message recorded" "$(sent 'len(s)')" 1
+t_eq "202 + Retry-After: exactly one sendMail request (never resent)" \
     "$(estat sendmail_requests)" 1
 expect_log "202 + Retry-After" Q202RA thr@example.net bob@contoso.test \
     2.0.0 sent
@@ -544,8 +499,8 @@ t0=$(estat token_requests)
 emu_ctl POST /_emu/expire "{\"client_id\":\"$APP_ID\"}" >/dev/null
 relay "$T/mt1" -c "$CONF" -q Q401B -f bob@contoso.test -- thr@example.net
 expect_rc "401 once: refreshed and delivered" 0
-eq "401 once: one more token request" "$(estat token_requests)" $((t0 + 1))
-eq "401 once: two messages in all, one per delivery" "$(sent 'len(s)')" 2
+t_eq "401 once: one more token request" "$(estat token_requests)" $((t0 + 1))
+t_eq "401 once: two messages in all, one per delivery" "$(sent 'len(s)')" 2
 expect_log "401 once" Q401B thr@example.net bob@contoso.test 2.0.0 sent
 
 # ---------------------------------------------------- 403 send-as denied
@@ -555,34 +510,34 @@ mkmsg "$T/mdeny" carol@contoso.test 'To: deny@example.net'
 relay "$T/mdeny" -c "$CONF" -q QDENY -f bob@contoso.test -- deny@example.net
 expect_rc "403 ErrorSendAsDenied" 77
 expect_first "403 ErrorSendAsDenied" '^5\.7\.1 '
-eq "send-as denied: nothing recorded" "$(sent 'len(s)')" 0
+t_eq "send-as denied: nothing recorded" "$(sent 'len(s)')" 0
 expect_log "send-as denied" QDENY deny@example.net bob@contoso.test 5.7.1 \
     bounced
 
 # ------------------------------------- connection reset after the body
 
 emu_reset
-fault '{"match":"sendMail","action":"reset_after_body","deliver":true}'
+emu_fault '{"match":"sendMail","action":"reset_after_body","deliver":true}'
 relay "$T/mt1" -c "$CONF" -q QRESET -f bob@contoso.test -- thr@example.net
 expect_rc "reset after the body" 75
 expect_first "reset after the body" '^4\.[0-9]+\.[0-9]+ '
-contains "reset after the body: says it may have been accepted" "$first" \
+t_match "reset after the body: says it may have been accepted" "$first" \
     'may have (been )?accepted'
-eq "reset after the body: not resent in the same run" \
+t_eq "reset after the body: not resent in the same run" \
     "$(estat sendmail_requests)" 1
 
 # The same on a reused connection (token request first, then sendMail on
 # the same connection): libcurl must not resend the message by itself.
 emu_reset
 rm -f "$T/state/tokens/app.json"
-fault '{"match":"sendMail","action":"reset_after_body","deliver":true}'
+emu_fault '{"match":"sendMail","action":"reset_after_body","deliver":true}'
 relay "$T/mt1" -c "$CONF" -q QRESET2 -f bob@contoso.test -- thr@example.net
 expect_rc "reset after the body, reused connection" 75
-eq "reset on a reused connection: one token request" \
+t_eq "reset on a reused connection: one token request" \
     "$(estat token_requests)" 1
-eq "reset on a reused connection: sendMail posted once" \
+t_eq "reset on a reused connection: sendMail posted once" \
     "$(estat sendmail_requests)" 1
-eq "reset on a reused connection: one message recorded" "$(sent 'len(s)')" 1
+t_eq "reset on a reused connection: one message recorded" "$(sent 'len(s)')" 1
 
 # ------------------------------- 202, then the connection breaks
 # Graph's status line says 202 Accepted (with Retry-After), then the
@@ -650,16 +605,16 @@ if [ -s "$T/fake202.port" ]; then
     relay "$T/mt1" -c "$T/fake202.conf" -q Q202CUT -f bob@contoso.test -- \
 	thr@example.net
     expect_rc "202 then a cut-off body: accepted" 0
-    eq "202 then a cut-off body: no status line on stdout" "$first" ""
-    eq "202 then a cut-off body: posted once" \
+    t_eq "202 then a cut-off body: no status line on stdout" "$first" ""
+    t_eq "202 then a cut-off body: posted once" \
 	"$(grep -c 'POST /v1.0/users/bob@contoso.test/sendMail' \
 	    "$T/fake202.requests" 2>/dev/null)" 1
-    contains "202 then a cut-off body: logged as sent" \
+    t_match "202 then a cut-off body: logged as sent" \
 	"$(grep Q202CUT "$LOG")" 'dsn=2\.0\.0, status=sent \(202 Accepted, request-id=fake-202-id\)'
     relay "$T/mt1" -c "$T/fake202.conf" -q Q202NEXT -f bob@contoso.test -- \
 	thr@example.net
     expect_rc "202 then a cut-off body: its Retry-After defers the next" 75
-    eq "202 then a cut-off body: the next one waits, no request" \
+    t_eq "202 then a cut-off body: the next one waits, no request" \
 	"$(grep -c sendMail "$T/fake202.requests" 2>/dev/null)" 1
 else
     bad "202 then a cut-off body: the stand-in Graph did not start"
@@ -673,7 +628,7 @@ emu_reset
 sed 's/^\[global\]$/[global]\ntimeout = 2/' "$CONF" >"$T/timeout.conf"
 grep -q '^timeout = 2$' "$T/timeout.conf" || bad "could not set timeout = 2"
 emu_reset
-fault '{"match":"sendMail","action":"slow","delay":6}'
+emu_fault '{"match":"sendMail","action":"slow","delay":6}'
 t_start=$(date +%s)
 relay "$T/mt1" -c "$T/timeout.conf" -q QSLOW -f bob@contoso.test -- \
     thr@example.net
@@ -692,16 +647,16 @@ sleep $((7 - t_used > 0 ? 7 - t_used : 0))
 
 emu_reset
 emu_ctl POST /_emu/expire "{\"client_id\":\"$APP_ID\"}" >/dev/null
-fault '{"match":"token","status":401,"error":"invalid_client","aadsts":7000215}'
+emu_fault '{"match":"token","status":401,"error":"invalid_client","aadsts":7000215}'
 relay "$T/mt1" -c "$CONF" -q QTOK -f bob@contoso.test -- thr@example.net
 expect_rc "token endpoint: invalid_client AADSTS7000215" 75
 expect_first "token endpoint fault" '^4\.[0-9]+\.[0-9]+ '
-contains "token endpoint fault: names AADSTS7000215" "$out" 'AADSTS7000215'
-contains "token endpoint fault: remedy mentions the client secret" "$out" \
+t_match "token endpoint fault: names AADSTS7000215" "$out" 'AADSTS7000215'
+t_match "token endpoint fault: remedy mentions the client secret" "$out" \
     '[Ss]ecret'
-contains "token endpoint fault: in the log" "$(grep QTOK "$LOG")" \
+t_match "token endpoint fault: in the log" "$(grep QTOK "$LOG")" \
     'status=deferred.*7000215'
-eq "token endpoint fault: nothing recorded" "$(sent 'len(s)')" 0
+t_eq "token endpoint fault: nothing recorded" "$(sent 'len(s)')" 0
 
 # The fault is gone: the next delivery gets a token and sends.  (The
 # failure is remembered for token_retry_interval, see test-outage.sh:
@@ -714,7 +669,7 @@ expect_rc "after the token fault clears" 0
 # --------------------------------------------- ErrorInvalidRecipients
 
 emu_reset
-fault '{"match":"sendMail","status":400,"code":"ErrorInvalidRecipients","message":"At least one recipient is not valid., A message can'"'"'t be sent because it contains no recipients."}'
+emu_fault '{"match":"sendMail","status":400,"code":"ErrorInvalidRecipients","message":"At least one recipient is not valid., A message can'"'"'t be sent because it contains no recipients."}'
 relay "$T/mt1" -c "$CONF" -q QINV -f bob@contoso.test -- thr@example.net
 expect_rc "ErrorInvalidRecipients" 67
 expect_first "ErrorInvalidRecipients" '^5\.1\.1 '
@@ -735,36 +690,18 @@ relay "$T/mt1" -c "$CONF" -q QPAR0 -f bob@contoso.test -- thr@example.net
 emu_ctl POST /_emu/config '{"access_token_lifetime":3600}' >/dev/null
 sleep 3
 emu_reset
-for i in 0 1 2 3 4 5 6 7 8 9; do
-    "$RELAY" -c "$CONF" -q "QPAR$i" -f bob@contoso.test -- \
-	"par$i@example.net" <"$T/mt1" >"$T/par$i.out" 2>&1 &
-    eval "pid$i=\$!"
-done
-prc=""
-for i in 0 1 2 3 4 5 6 7 8 9; do
-    eval "wait \$pid$i"
-    prc="$prc$?"
-done
-eq "10 parallel deliveries, expired token: all exit 0" "$prc" 0000000000
-eq "10 parallel deliveries: exactly 1 token request" \
+relay_burst 10 par "$T/mt1" "$CONF"
+t_eq "10 parallel deliveries, expired token: all exit 0" "$codes" 0000000000
+t_eq "10 parallel deliveries: exactly 1 token request" \
     "$(estat token_requests)" 1
-eq "10 parallel deliveries: 10 messages" "$(sent 'len(s)')" 10
+t_eq "10 parallel deliveries: 10 messages" "$(sent 'len(s)')" 10
 
 # The same after Graph refuses the cached token (401 in every process).
 emu_reset
 emu_ctl POST /_emu/expire "{\"client_id\":\"$APP_ID\"}" >/dev/null
-for i in 0 1 2 3 4 5 6 7 8 9; do
-    "$RELAY" -c "$CONF" -q "QPBR$i" -f bob@contoso.test -- \
-	"pbr$i@example.net" <"$T/mt1" >"$T/pbr$i.out" 2>&1 &
-    eval "pid$i=\$!"
-done
-prc=""
-for i in 0 1 2 3 4 5 6 7 8 9; do
-    eval "wait \$pid$i"
-    prc="$prc$?"
-done
-eq "10 parallel deliveries after a 401: all exit 0" "$prc" 0000000000
-eq "10 parallel deliveries after a 401: exactly 1 token request" \
+relay_burst 10 pbr "$T/mt1" "$CONF"
+t_eq "10 parallel deliveries after a 401: all exit 0" "$codes" 0000000000
+t_eq "10 parallel deliveries after a 401: exactly 1 token request" \
     "$(estat token_requests)" 1
 
 # ----------------------------------------------- delegated account
@@ -787,8 +724,8 @@ if [ -x "$CTL" ]; then
     fi
     wait $login_pid
     lrc=$?
-    eq "delegated: m365ctl login --device-code exits 0" "$lrc" 0
-    contains "delegated: m365ctl prints the user code" "$(cat "$T/login.out")" \
+    t_eq "delegated: m365ctl login --device-code exits 0" "$lrc" 0
+    t_match "delegated: m365ctl prints the user code" "$(cat "$T/login.out")" \
 	"${code:-NO-CODE}"
 
     emu_reset
@@ -796,11 +733,11 @@ if [ -x "$CTL" ]; then
     relay "$T/md" -c "$CONF" -q QDELEG -f alice@contoso.test -- \
 	deleg@example.net
     expect_rc "delegated account" 0
-    eq "delegated: sent from alice's mailbox" "$(sent "s[0]['mailbox']")" \
+    t_eq "delegated: sent from alice's mailbox" "$(sent "s[0]['mailbox']")" \
 	alice@contoso.test
-    eq "delegated: principal is the signed-in user" \
+    t_eq "delegated: principal is the signed-in user" \
 	"$(sent "s[0]['principal']")" alice@contoso.test
-    eq "delegated: cached token from the login, no token request" \
+    t_eq "delegated: cached token from the login, no token request" \
 	"$(estat token_requests)" 0
     expect_log "delegated" QDELEG deleg@example.net alice@contoso.test \
 	2.0.0 sent
@@ -813,15 +750,15 @@ if [ -x "$CTL" ]; then
 	deleg@example.net
     expect_rc "delegated, revoked grant" 75
     expect_first "delegated, revoked grant" '^4\.[0-9]+\.[0-9]+ '
-    contains "revoked grant: names AADSTS50173" "$out" '50173'
-    contains "revoked grant: says to sign in again" "$out" \
+    t_match "revoked grant: names AADSTS50173" "$out" '50173'
+    t_match "revoked grant: says to sign in again" "$out" \
 	'm365ctl login deleg'
     # Offline: the next delivery does not even ask the token endpoint.
     n_tok=$(estat token_requests)
     relay "$T/md" -c "$CONF" -q QREVOKE2 -f alice@contoso.test -- \
 	deleg@example.net
     expect_rc "delegated, offline account" 75
-    eq "offline account: no token request" "$(estat token_requests)" "$n_tok"
+    t_eq "offline account: no token request" "$(estat token_requests)" "$n_tok"
 else
     bad "delegated: $CTL not built, delegated account not tested"
 fi
@@ -859,6 +796,6 @@ walk(json.load(open(sys.argv[1])))' "$f"); do
 	grep -qF -- "$tok" "$LOG" && leaks=$((leaks + 1))
     done
 done
-eq "no access or refresh token appears in the log" "$leaks" 0
+t_eq "no access or refresh token appears in the log" "$leaks" 0
 
 t_done

@@ -72,120 +72,24 @@ trap 'stop_all; t_cleanup' EXIT
 e2e_private_hosts
 
 # ---- emulator, configuration, the unprivileged user
-emu_setup || { bad "emulator starts"; t_done; }
-CONF=$T/m365relay.conf
-write_conf "$CONF"
-sed -i -e "s|^[[:space:]]*\[global\][[:space:]]*$|[global]\nuser = $RUSER|" "$CONF"
-sm_user "$RUSER" || { bad "create user $RUSER"; t_done; }
-chmod 755 "$T" "$T/certs"
-chmod 644 "$CONF" "$T/certs/ca.pem" "$T/certs/client.pem"
-chown -R "$RUSER" "$T/state"
-chmod 700 "$T/state"
-chown "$RUSER" "$T/secret" "$T/certs/client.key"
-chmod 600 "$T/secret" "$T/certs/client.key"
-touch "$T/relay.log"
-chown "$RUSER" "$T/relay.log"
-chmod 640 "$T/relay.log"
+e2e_conf "$RUSER" || { bad "emulator starts"; t_done; }
+e2e_user "$RUSER" || { bad "create user $RUSER"; t_done; }
 M=$T/msg
 mkdir -p "$M"
 
-# ---- helpers
-
-# make_msg FILE SUBJECT HEADER... - a message; the body names the subject
-make_msg() {
-    local f=$1 subj=$2 h; shift 2
-    {
-	printf 'Date: %s\r\n' "$(date -R)"
-	printf 'Message-ID: <%s.%s@e2e.test>\r\n' "$(date +%s%N)" "$RANDOM"
-	for h in "$@"; do printf '%s\r\n' "$h"; done
-	printf 'Subject: %s\r\n' "$subj"
-	printf 'MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n'
-	printf 'Body for %s.\r\nbody-marker-%s\r\n' "$subj" "${subj// /-}"
-    } > "$f"
-}
-
-# smtp_send SENDER RCPTS FILE - swaks to Sendmail; output in FILE.swaks,
-# prints Sendmail's queue id when the message was accepted
-smtp_send() {
-    swaks --server "127.0.0.1:$SMPORT" --from "$1" --to "$2" --data "@$3" > "$3.swaks" 2>&1
-    sed -n 's/.*<- *250 2\.0\.0 \([A-Za-z0-9]*\) Message accepted.*/\1/p' "$3.swaks" | tail -n 1
-}
-
-# swaks_said FILE ERE - swaks's transcript has a server reply matching ERE
-swaks_said() {
-    grep -Eq -- "^<[-*]+ +$2" "$1.swaks"
-}
-
-# sent_count SUBJECT - messages with that subject the emulator accepted
-sent_count() {
-    emu_ctl GET /_emu/sent | "$PYTHON" -c '
-import json, sys
-print(sum(1 for r in json.load(sys.stdin) if r.get("subject") == sys.argv[1]))' "$1"
-}
-
-# sent_ge SUBJECT N - at least N messages with SUBJECT arrived
-sent_ge() {
-    [ "$(sent_count "$1")" -ge "$2" ]
-}
-
-# wait_sent SUBJECT N [TIMEOUT]
-wait_sent() {
-    wait_until "${3:-20}" sent_ge "$1" "$2" ||
-	{ echo "  $(sent_count "$1") of $2 messages with subject '$1'" >&2; return 1; }
-}
+# ---- helpers (and from tests/lib.sh: make_msg, smtp_send, swaks_said,
+# sent_count, wait_sent, sent_check, flush_until_sent, term_wait)
 
 # local_is RCPT N - the file sink holds exactly N deliveries for RCPT
 local_is() {
     [ "$(sm_local_count "$1")" -eq "$2" ]
 }
 
-# sent_check SUBJECT COUNT RCPTS [TEXT] - exactly COUNT records with
-# SUBJECT, each to exactly RCPTS (comma list, any order), MIME has TEXT
-sent_check() {
-    emu_ctl GET /_emu/sent > "$T/sent.json" || return 1
-    "$PYTHON" - "$T/sent.json" "$@" <<'EOF'
-import json, sys
-recs = [r for r in json.load(open(sys.argv[1])) if r.get("subject") == sys.argv[2]]
-count, rcpts = int(sys.argv[3]), sorted(a.lower() for a in sys.argv[4].split(",") if a)
-text = sys.argv[5] if len(sys.argv) > 5 else ""
-errs = []
-if len(recs) != count:
-    errs.append("%d records, want %d" % (len(recs), count))
-for r in recs:
-    if sorted(r.get("recipients", [])) != rcpts:
-        errs.append("recipients %s, want %s" % (sorted(r.get("recipients", [])), rcpts))
-    if text and text.encode() not in open(r["eml_path"], "rb").read():
-        errs.append("MIME of record %s lacks %r" % (r.get("seq"), text))
-for e in errs:
-    print("  " + e, file=sys.stderr)
-sys.exit(1 if errs else 0)
-EOF
-}
-
-# flush_until_sent SUBJECT N TIMEOUT - queue runs until N arrived
-flush_until_sent() {
-    local limit=$(( $3 * 2 )) i
-    for ((i = 0; i < limit; i++)); do
-	sent_ge "$1" "$2" && return 0
-	sm_flush
-	sleep 0.5
-    done
-    sent_ge "$1" "$2"
-}
-
 # stop_milter - stop m365-milter (SIGTERM; libmilter may take ~5 s)
 stop_milter() {
-    local i
     [ -n "$MPID" ] || return 0
-    kill "$MPID" 2>/dev/null
-    for i in $(seq 80); do
-	kill -0 "$MPID" 2>/dev/null || break
-	sleep 0.1
-    done
-    kill -9 "$MPID" 2>/dev/null
-    wait "$MPID" 2>/dev/null
+    term_wait "$MPID" 8
     MPID=
-    return 0
 }
 
 # ======================================================================
@@ -203,12 +107,12 @@ ok "Sendmail 8.17 listens on 127.0.0.1:$SMPORT (m365 mailer)"
 
 # m1: two domains, one message, one m365-relay run, one Graph message
 S="m1 mailer"
-make_msg "$M/m1" "$S" "From: Bob <bob@contoso.test>" "To: r1@example.com, r2@example.org"
-qid=$(smtp_send bob@contoso.test r1@example.com,r2@example.org "$M/m1")
+qid=$(send_msg "$SMPORT" bob@contoso.test r1@example.com,r2@example.org "$M/m1" "$S" \
+    "From: Bob <bob@contoso.test>" "To: r1@example.com, r2@example.org")
 check "m1: Sendmail accepted the message" test -n "$qid"
 check "m1: delivered to Graph" wait_sent "$S" 1
 check "m1: one Graph message to exactly r1 and r2 (batched by F=m)" \
-    sent_check "$S" 1 r1@example.com,r2@example.org "body-marker-m1-mailer"
+    sent_check "$S" count=1 rcpts=r1@example.com,r2@example.org body="body-marker-m1-mailer"
 check "m1: Sendmail's queue is empty" sm_wait_empty 10
 check "m1: Sendmail logged mailer=m365 stat=Sent" \
     sm_wait_log "$qid: to=.*mailer=m365, .*stat=Sent" 5
@@ -217,32 +121,32 @@ check "m1: m365-relay logged Sendmail's queue id (\$i) for both recipients" \
 	   grep -q '$qid: to=<r2@example.org>, .*status=sent' '$T/relay.log'"
 check "m1: nothing went to the local sink" test "$(sm_local_count)" -eq 0
 sleep 1
-check "m1: still exactly one Graph message" sent_check "$S" 1 r1@example.com,r2@example.org
+check "m1: still exactly one Graph message" sent_check "$S" count=1 rcpts=r1@example.com,r2@example.org
 
 # m2: 503 from Graph -> exit 75 -> queued; "sendmail -q" delivers once
 S="m2 deferred"
-emu_ctl POST /_emu/faults \
-    '[{"match": "sendMail", "status": 503, "code": "ErrorServerBusy", "retry_after": 1, "count": 1}]' >/dev/null
-make_msg "$M/m2" "$S" "From: bob@contoso.test" "To: later@example.com"
-qid=$(smtp_send bob@contoso.test later@example.com "$M/m2")
+emu_fault \
+    '{"match": "sendMail", "status": 503, "code": "ErrorServerBusy", "retry_after": 1, "count": 1}'
+qid=$(send_msg "$SMPORT" bob@contoso.test later@example.com "$M/m2" "$S" \
+    "From: bob@contoso.test" "To: later@example.com")
 check "m2: Sendmail accepted the message" test -n "$qid"
 check "m2: the mailer's exit 75 was logged as Deferred" \
     sm_wait_log "$qid: to=.*mailer=m365, .*stat=Deferred" 15
 check "m2: sendmail -bp lists the message" sm_queue_has later@example.com
 check "m2: nothing accepted by Graph yet" test "$(sent_count "$S")" -eq 0
 sleep 1.5
-check "m2: after the fault, sendmail -q delivers it" flush_until_sent "$S" 1 10
+check "m2: after the fault, sendmail -q delivers it" flush_until_sent sm_flush "$S" 1 10
 check "m2: queue empty" sm_wait_empty 10
 sm_flush
 sleep 1
-check "m2: delivered exactly once, to exactly the recipient" sent_check "$S" 1 later@example.com
+check "m2: delivered exactly once, to exactly the recipient" sent_check "$S" count=1 rcpts=later@example.com
 
 # m3: a permanent Graph error bounces (the DSN goes to the sender)
 S="m3 permanent"
-emu_ctl POST /_emu/faults \
-    '[{"match": "sendMail", "status": 400, "code": "ErrorInvalidRecipients", "message": "At least one recipient is not valid.", "count": 1}]' >/dev/null
-make_msg "$M/m3" "$S" "From: bob@contoso.test" "To: bad@example.com"
-qid=$(smtp_send bob@contoso.test bad@example.com "$M/m3")
+emu_fault \
+    '{"match": "sendMail", "status": 400, "code": "ErrorInvalidRecipients", "message": "At least one recipient is not valid.", "count": 1}'
+qid=$(send_msg "$SMPORT" bob@contoso.test bad@example.com "$M/m3" "$S" \
+    "From: bob@contoso.test" "To: bad@example.com")
 check "m3: Sendmail logged a permanent failure of the m365 mailer" \
     sm_wait_log "$qid: to=.*mailer=m365, .*dsn=5\.[0-9.]+, stat=" 15
 check "m3: nothing accepted by Graph" test "$(sent_count "$S")" -eq 0
@@ -276,7 +180,7 @@ check "m365-milter -n: configuration OK" \
     sh -c "'$MILTER' -c '$T/milter.conf' -n 2>&1 | grep -q 'configuration OK'"
 "$MILTER" -c "$T/milter.conf" -f -P "$T/milter.pid" > "$T/milter.out" 2>&1 &
 MPID=$!
-if ! sm_wait_port "$MPORT"; then
+if ! wait_port "$MPORT"; then
     sed 's/^/#   /' "$T/milter.out"
     bad "m365-milter listens on 127.0.0.1:$MPORT"
     t_done
@@ -294,25 +198,25 @@ ok "Sendmail 8.17 listens on 127.0.0.1:$SMPORT (INPUT_MAIL_FILTER m365)"
 
 # d1: all recipients are Graph's: delivered by the milter, discarded
 S="d1 deliver"
-make_msg "$M/d1" "$S" "From: Bob <bob@contoso.test>" "To: a@example.com" "Cc: b@example.org"
-qid=$(smtp_send bob@contoso.test a@example.com,b@example.org "$M/d1")
+qid=$(send_msg "$SMPORT" bob@contoso.test a@example.com,b@example.org "$M/d1" "$S" \
+    "From: Bob <bob@contoso.test>" "To: a@example.com" "Cc: b@example.org")
 check "d1: swaks got 250 (Sendmail queue id $qid)" test -n "$qid"
 check "d1: delivered to Graph before the 250" test "$(sent_count "$S")" -ge 1
 check "d1: one Graph message to exactly a and b" \
-    sent_check "$S" 1 a@example.com,b@example.org "body-marker-d1-deliver"
+    sent_check "$S" count=1 rcpts=a@example.com,b@example.org body="body-marker-d1-deliver"
 check "d1: discarded: Sendmail's queue is empty" sm_wait_empty 10
 sleep 1
 check "d1: Sendmail delivered nothing itself" test "$(sm_local_count)" -eq 0
 check "d1: the milter logged Sendmail's queue id with status=sent" \
     grep -Eq "$qid: to=<a@example\.com>, relay=.*status=sent" "$T/relay.log"
-check "d1: still exactly one Graph message" sent_check "$S" 1 a@example.com,b@example.org
+check "d1: still exactly one Graph message" sent_check "$S" count=1 rcpts=a@example.com,b@example.org
 
 # d2: 503 from Graph -> 451 to the client; its resend goes out once
 S="d2 transient"
-emu_ctl POST /_emu/faults \
-    '[{"match": "sendMail", "status": 503, "code": "ErrorServerBusy", "retry_after": 1, "count": 1}]' >/dev/null
-make_msg "$M/d2" "$S" "From: bob@contoso.test" "To: t@example.com"
-qid=$(smtp_send bob@contoso.test t@example.com "$M/d2")
+emu_fault \
+    '{"match": "sendMail", "status": 503, "code": "ErrorServerBusy", "retry_after": 1, "count": 1}'
+qid=$(send_msg "$SMPORT" bob@contoso.test t@example.com "$M/d2" "$S" \
+    "From: bob@contoso.test" "To: t@example.com")
 check "d2: swaks got no 250" test -z "$qid"
 check "d2: swaks got 451 4.x.x at the end of DATA" swaks_said "$M/d2" '451 4\.[0-9]+\.[0-9]+'
 check "d2: Graph accepted nothing" test "$(sent_count "$S")" -eq 0
@@ -323,24 +227,24 @@ tries=0
 qid=
 while [ "$tries" -lt 20 ]; do
     tries=$((tries + 1))
-    qid=$(smtp_send bob@contoso.test t@example.com "$M/d2")
+    qid=$(smtp_send "$SMPORT" bob@contoso.test t@example.com "$M/d2")
     [ -n "$qid" ] && break
     swaks_said "$M/d2" '4[0-9][0-9] ' || break
     sleep 0.5
 done
 check "d2: a resend is accepted (after $tries tries)" test -n "$qid"
 sleep 1
-check "d2: delivered exactly once" sent_check "$S" 1 t@example.com
+check "d2: delivered exactly once" sent_check "$S" count=1 rcpts=t@example.com
 check "d2: queue empty" sm_wait_empty 5
 check "d2: Sendmail delivered nothing itself" test "$(sm_local_count)" -eq 0
 
 # d3: mixed Graph + local recipients
 S="d3 mixed"
-make_msg "$M/d3" "$S" "From: bob@contoso.test" "To: c@example.com, Ops <ops@local.test>"
-qid=$(smtp_send bob@contoso.test c@example.com,ops@local.test "$M/d3")
+qid=$(send_msg "$SMPORT" bob@contoso.test c@example.com,ops@local.test "$M/d3" "$S" \
+    "From: bob@contoso.test" "To: c@example.com, Ops <ops@local.test>")
 check "d3: swaks got 250" test -n "$qid"
 check "d3: one Graph message to exactly c@example.com (deliver_domains)" \
-    sent_check "$S" 1 c@example.com "body-marker-d3-mixed"
+    sent_check "$S" count=1 rcpts=c@example.com body="body-marker-d3-mixed"
 check "d3: Sendmail delivered ops@local.test with its own mailer" \
     wait_until 10 local_is ops@local.test 1
 check "d3: that copy is the message" \
@@ -350,12 +254,12 @@ check "d3: Sendmail logged the local delivery stat=Sent" \
     sm_wait_log "$qid: to=.*ops@local.test.*mailer=sinkfile, .*stat=Sent" 5
 check "d3: queue empty" sm_wait_empty 10
 sleep 1
-check "d3: still exactly one Graph message" sent_check "$S" 1 c@example.com
+check "d3: still exactly one Graph message" sent_check "$S" count=1 rcpts=c@example.com
 
 # d4: only local recipients: the milter sends nothing
 S="d4 local only"
-make_msg "$M/d4" "$S" "From: bob@contoso.test" "To: desk@local.test"
-qid=$(smtp_send bob@contoso.test desk@local.test "$M/d4")
+qid=$(send_msg "$SMPORT" bob@contoso.test desk@local.test "$M/d4" "$S" \
+    "From: bob@contoso.test" "To: desk@local.test")
 check "d4: swaks got 250" test -n "$qid"
 check "d4: delivered locally" wait_until 10 local_is desk@local.test 1
 check "d4: nothing went to Graph" test "$(sent_count "$S")" -eq 0
@@ -363,8 +267,8 @@ check "d4: nothing went to Graph" test "$(sent_count "$S")" -eq 0
 # d5: the milter is down: F=T makes Sendmail answer 4xx (nothing lost)
 stop_milter
 S="d5 milter down"
-make_msg "$M/d5" "$S" "From: bob@contoso.test" "To: down@example.com"
-qid=$(smtp_send bob@contoso.test down@example.com "$M/d5")
+qid=$(send_msg "$SMPORT" bob@contoso.test down@example.com "$M/d5" "$S" \
+    "From: bob@contoso.test" "To: down@example.com")
 check "d5: milter down: no 250" test -z "$qid"
 check "d5: milter down: a 4xx reply" swaks_said "$M/d5" '4[0-9][0-9] 4\.'
 check "d5: nothing queued, nothing sent" \

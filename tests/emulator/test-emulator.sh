@@ -736,30 +736,38 @@ emu_ctl POST /_emu/config "{\"apps\": {\"$EMU_APP_SECRET\": {\"roles\": [\"Mail.
 client_secret "$T/secret"
 READ_AT=$(field 'd["access_token"]')
 emu_ctl POST /_emu/config "{\"apps\": {\"$EMU_APP_SECRET\": {\"roles\": [\"Mail.Send\", \"Mail.ReadWrite\"]}}}" >/dev/null
-greq GET "$BOB/mailFolders/inbox/messages/delta" "$SEND_AT"
-expect "app token without Mail.Read*: 403 ErrorAccessDenied" 403 'd["error"]["code"]' ErrorAccessDenied
-greq GET "$BOB/mailFolders/inbox/messages/delta" "$READ_AT"
-expect "app token with Mail.Read may read" 200
-greq PATCH "$BOB/messages/$ID4" "$READ_AT" -H 'Content-Type: application/json' --data-binary '{"isRead": true}'
-expect "app token with Mail.Read may not PATCH: 403" 403 'd["error"]["code"]' ErrorAccessDenied
 D_SEND=$(deleg_token "offline_access $GRAPH_SCOPE/Mail.Send")
 D_RW=$(deleg_token "offline_access $GRAPH_SCOPE/Mail.ReadWrite")
 D_SH=$(deleg_token "offline_access $GRAPH_SCOPE/Mail.ReadWrite $GRAPH_SCOPE/Mail.ReadWrite.Shared")
 emu_ctl POST /_emu/config '{"login_user": "bob@contoso.test"}' >/dev/null
 D_BOB=$(deleg_token "offline_access $GRAPH_SCOPE/Mail.ReadWrite.Shared")
 emu_ctl POST /_emu/config '{"login_user": "alice@contoso.test"}' >/dev/null
-greq GET "/v1.0/me/mailFolders/inbox/messages/delta" "$D_SEND"
-expect "delegated without Mail.ReadWrite: 403 on the own mailbox" 403 'd["error"]["code"]' ErrorAccessDenied
-greq GET "/v1.0/me/mailFolders/inbox/messages/delta" "$D_RW"
-expect "delegated Mail.ReadWrite: own mailbox via /me" 200
-greq GET "/v1.0/users/shared@contoso.test/mailFolders/inbox/messages/delta" "$D_RW"
-expect "delegated Mail.ReadWrite only: shared mailbox 403" 403 'd["error"]["code"]' ErrorAccessDenied
-greq GET "/v1.0/users/shared@contoso.test/mailFolders/inbox/messages/delta" "$D_SH"
-expect "delegated Mail.ReadWrite.Shared + full_access: shared mailbox" 200
-greq GET "/v1.0/users/shared@contoso.test/mailFolders/inbox/messages/delta" "$D_BOB"
-expect "Mail.ReadWrite.Shared without full_access: 403" 403 'd["error"]["code"]' ErrorAccessDenied
-greq GET "/v1.0/users/onprem@contoso.test/mailFolders/inbox" "$MB_AT"
-expect "mailbox not enabled for REST: 404" 404 'd["error"]["code"]' MailboxNotEnabledForRESTAPI
+# METHOD PATH TOKEN-VARIABLE STATUS ERROR-CODE JSON-BODY DESCRIPTION
+# ("-": none); a request of each row, its status and error code checked
+DELTA=mailFolders/inbox/messages/delta
+while IFS='|' read -r method path tokvar want code json desc; do
+    if [ "$json" = - ]; then
+        greq "$method" "$path" "${!tokvar}"
+    else
+        greq "$method" "$path" "${!tokvar}" -H 'Content-Type: application/json' \
+            --data-binary "$json"
+    fi
+    if [ "$code" = - ]; then
+        expect "$desc" "$want"
+    else
+        expect "$desc" "$want" 'd["error"]["code"]' "$code"
+    fi
+done <<EOF
+GET|$BOB/$DELTA|SEND_AT|403|ErrorAccessDenied|-|app token without Mail.Read*: 403 ErrorAccessDenied
+GET|$BOB/$DELTA|READ_AT|200|-|-|app token with Mail.Read may read
+PATCH|$BOB/messages/$ID4|READ_AT|403|ErrorAccessDenied|{"isRead": true}|app token with Mail.Read may not PATCH: 403
+GET|/v1.0/me/$DELTA|D_SEND|403|ErrorAccessDenied|-|delegated without Mail.ReadWrite: 403 on the own mailbox
+GET|/v1.0/me/$DELTA|D_RW|200|-|-|delegated Mail.ReadWrite: own mailbox via /me
+GET|/v1.0/users/shared@contoso.test/$DELTA|D_RW|403|ErrorAccessDenied|-|delegated Mail.ReadWrite only: shared mailbox 403
+GET|/v1.0/users/shared@contoso.test/$DELTA|D_SH|200|-|-|delegated Mail.ReadWrite.Shared + full_access: shared mailbox
+GET|/v1.0/users/shared@contoso.test/$DELTA|D_BOB|403|ErrorAccessDenied|-|Mail.ReadWrite.Shared without full_access: 403
+GET|/v1.0/users/onprem@contoso.test/mailFolders/inbox|MB_AT|404|MailboxNotEnabledForRESTAPI|-|mailbox not enabled for REST: 404
+EOF
 
 # Faults.
 emu_ctl POST /_emu/faults '[{"match": "delta", "status": 429, "retry_after": 3}]' >/dev/null

@@ -98,6 +98,27 @@ function message(conn, m)
   return "eom"
 end
 
+-- send(m, want, msg) - message(m) on a new connection (to m.sock, or
+-- SOCK); its last reply is want (expect); returns the connection, still
+-- open, and the stage message() reached
+function send(m, want, msg)
+  local conn = connect(m.sock)
+  local stage = message(conn, m)
+  expect(conn, want, msg)
+  return conn, stage
+end
+
+-- mail_only(m, want, msg) - a new connection (to m.sock, or SOCK): only
+-- MAIL FROM m.from with the ESMTP args m.args (macro i = m.qid when
+-- given); its reply is want; the connection is closed
+function mail_only(m, want, msg)
+  local conn = connect(m.sock)
+  if m.qid then call("macro", mt.macro, conn, SMFIC_MAIL, "i", m.qid) end
+  call("mailfrom", mt.mailfrom, conn, m.from, table.unpack(m.args or {}))
+  expect(conn, want, msg)
+  mt.disconnect(conn)
+end
+
 -- canon_size(m) - header + CRLF + body, as the milter counts it
 function canon_size(m)
   local n = 2

@@ -47,6 +47,13 @@ for i = 1, 400 do
   body = body .. string.format("line %04d of the deliver-mode test body ..........\r\n", i)
 end
 
+-- to_carol(qid, body) - a message from bob to carol alone; its subject
+-- (and Message-ID) is qid in lower case
+local function to_carol(qid, body)
+  return {qid = qid, from = "<bob@contoso.test>", rcpts = {"<carol@contoso.test>"},
+    headers = headers(string.lower(qid)), body = body}
+end
+
 local conn, stage
 
 -------------------------------------------------------- all recipients by Graph
@@ -63,49 +70,41 @@ check(mt.eom_check(conn, MT_RCPTDELETE, "<dave@sub.graph.test>"),
 mt.disconnect(conn)
 
 ----------------------------------------------------------- mixed recipients
-conn = connect()
-stage = message(conn, {qid = "DLV2", from = "<bob@contoso.test>",
+conn = send({qid = "DLV2", from = "<bob@contoso.test>",
   rcpts = {"<carol@contoso.test>", "<local@mta.test>"},
-  headers = headers("dlv2"), body = "mixed\r\n"})
-expect(conn, SMFIR_CONTINUE, "mixed: message continues to the MTA")
+  headers = headers("dlv2"), body = "mixed\r\n"},
+  SMFIR_CONTINUE, "mixed: message continues to the MTA")
 check(mt.eom_check(conn, MT_RCPTDELETE, "<carol@contoso.test>"), "mixed: carol removed")
 check(not mt.eom_check(conn, MT_RCPTDELETE, "<local@mta.test>"),
   "mixed: local@mta.test stays for the MTA")
 mt.disconnect(conn)
 
 -- No recipient for Graph: the MTA gets it all, Graph is not asked.
-conn = connect()
-stage = message(conn, {qid = "DLV3", from = "<bob@contoso.test>",
-  rcpts = {"<local@mta.test>"}, headers = headers("dlv3"), body = "local\r\n"})
-expect(conn, SMFIR_CONTINUE, "no Graph recipient: continues")
+conn = send({qid = "DLV3", from = "<bob@contoso.test>",
+  rcpts = {"<local@mta.test>"}, headers = headers("dlv3"), body = "local\r\n"},
+  SMFIR_CONTINUE, "no Graph recipient: continues")
 check(not mt.eom_check(conn, MT_RCPTDELETE, "<local@mta.test>"), "no recipient removed")
 mt.disconnect(conn)
 
 ------------------------------------------------- transient failure, then retry
 emu("POST", "/_emu/faults", '[{"match": "sendMail", "status": 503, ' ..
   '"code": "ServiceUnavailable", "message": "The service is busy.", "count": 1}]')
-conn = connect()
-stage = message(conn, {qid = "DLV4", from = "<bob@contoso.test>",
-  rcpts = {"<carol@contoso.test>"}, headers = headers("dlv4"), body = "retry me\r\n"})
-expect(conn, SMFIR_REPLYCODE, "Graph 503: temporary failure reply")
+conn = send(to_carol("DLV4", "retry me\r\n"),
+  SMFIR_REPLYCODE, "Graph 503: temporary failure reply")
 check(not mt.eom_check(conn, MT_RCPTDELETE, "<carol@contoso.test>"),
   "503: recipient not removed")
 mt.disconnect(conn)
 clear_throttle()
 -- The client tries again after the fault cleared: delivered once.
-conn = connect()
-stage = message(conn, {qid = "DLV4", from = "<bob@contoso.test>",
-  rcpts = {"<carol@contoso.test>"}, headers = headers("dlv4"), body = "retry me\r\n"})
-expect(conn, SMFIR_DISCARD, "retry after the fault: sent, discarded")
+conn = send(to_carol("DLV4", "retry me\r\n"),
+  SMFIR_DISCARD, "retry after the fault: sent, discarded")
 mt.disconnect(conn)
 
 -------------------------------------------------------- permanent failure
 emu("POST", "/_emu/faults", '[{"match": "sendMail", "status": 400, ' ..
   '"code": "ErrorInvalidRecipients", "message": "At least one recipient is not valid.", "count": 1}]')
-conn = connect()
-stage = message(conn, {qid = "DLV5", from = "<bob@contoso.test>",
-  rcpts = {"<carol@contoso.test>"}, headers = headers("dlv5"), body = "bad rcpt\r\n"})
-expect(conn, SMFIR_REPLYCODE, "ErrorInvalidRecipients: permanent failure reply")
+conn = send(to_carol("DLV5", "bad rcpt\r\n"),
+  SMFIR_REPLYCODE, "ErrorInvalidRecipients: permanent failure reply")
 check(not mt.eom_check(conn, MT_RCPTDELETE, "<carol@contoso.test>"),
   "permanent failure: recipient not removed")
 mt.disconnect(conn)
@@ -113,26 +112,21 @@ mt.disconnect(conn)
 ---------------------------------------------------- 202 with Retry-After
 emu("POST", "/_emu/faults", '[{"match": "sendMail", "action": "accept_retry_after", ' ..
   '"retry_after": 30, "count": 1}]')
-conn = connect()
-stage = message(conn, {qid = "DLV6", from = "<bob@contoso.test>",
-  rcpts = {"<carol@contoso.test>"}, headers = headers("dlv6"), body = "accepted\r\n"})
-expect(conn, SMFIR_DISCARD, "202 + Retry-After: success, discarded")
+conn = send(to_carol("DLV6", "accepted\r\n"),
+  SMFIR_DISCARD, "202 + Retry-After: success, discarded")
 check(mt.eom_check(conn, MT_RCPTDELETE, "<carol@contoso.test>"), "202 + Retry-After: carol removed")
 mt.disconnect(conn)
 -- The mailbox now waits: the next message is deferred without asking Graph.
-conn = connect()
-stage = message(conn, {qid = "DLV7", from = "<bob@contoso.test>",
-  rcpts = {"<carol@contoso.test>"}, headers = headers("dlv7"), body = "wait\r\n"})
-expect(conn, SMFIR_REPLYCODE, "during Retry-After: temporary failure")
+conn = send(to_carol("DLV7", "wait\r\n"),
+  SMFIR_REPLYCODE, "during Retry-After: temporary failure")
 mt.disconnect(conn)
 clear_throttle()
 
 ------------------------------------------------------------- account offline
-conn = connect()
-stage = message(conn, {qid = "DLV8", from = "<alice@contoso.test>",
+conn = send({qid = "DLV8", from = "<alice@contoso.test>",
   rcpts = {"<carol@contoso.test>"},
-  headers = headers("dlv8", "Alice <alice@contoso.test>"), body = "offline\r\n"})
-expect(conn, SMFIR_REPLYCODE, "account offline: on_account_offline = reject")
+  headers = headers("dlv8", "Alice <alice@contoso.test>"), body = "offline\r\n"},
+  SMFIR_REPLYCODE, "account offline: on_account_offline = reject")
 check(mt.eom_check(conn, MT_SMTPREPLY, "550", "5.7.0",
   "account deleg has not signed in yet: run m365ctl login deleg"),
   "offline reply: 550 5.7.0 with the remedy")
@@ -147,8 +141,7 @@ emu("POST", "/_emu/faults", '[{"match": "sendMail", "action": "slow", ' ..
   '"delay": 7, "count": 1}]')
 mt.set_timeout(4)
 conn = connect()
-stage = message(conn, {qid = "DLV10", from = "<bob@contoso.test>",
-  rcpts = {"<carol@contoso.test>"}, headers = headers("dlv10"), body = "slow\r\n"})
+stage = message(conn, to_carol("DLV10", "slow\r\n"))
 check(stage == "eom", "slow Graph: end of message answered within the 4 s timeout")
 expect(conn, SMFIR_DISCARD, "slow Graph (7 s): sent, discarded")
 check(mt.eom_check(conn, MT_RCPTDELETE, "<carol@contoso.test>"), "slow Graph: carol removed")
@@ -160,10 +153,9 @@ mt.set_timeout(10)
 -- recipient).  "<root>" (Sendmail passes local recipients so) has no
 -- domain: Graph cannot deliver it, so it stays with the MTA and the
 -- message is not discarded.
-conn = connect(SOCK_ALL)
-stage = message(conn, {qid = "DLV9", from = "<bob@contoso.test>",
-  rcpts = {"<carol@contoso.test>", "<root>"}, headers = headers("dlv9"), body = "root too\r\n"})
-expect(conn, SMFIR_CONTINUE, "no deliver_domains, local name: continues to the MTA")
+conn = send({qid = "DLV9", from = "<bob@contoso.test>", sock = SOCK_ALL,
+  rcpts = {"<carol@contoso.test>", "<root>"}, headers = headers("dlv9"), body = "root too\r\n"},
+  SMFIR_CONTINUE, "no deliver_domains, local name: continues to the MTA")
 check(mt.eom_check(conn, MT_RCPTDELETE, "<carol@contoso.test>"), "carol sent and removed")
 check(not mt.eom_check(conn, MT_RCPTDELETE, "<root>"), "<root> stays for the MTA")
 mt.disconnect(conn)

@@ -45,21 +45,14 @@ expect(conn, SMFIR_ACCEPT, "A: unknown sender <nobody@unknown.test> accepted unt
 mt.disconnect(conn)
 
 -- Postfix non_smtpd_milters: the sender comes without angle brackets.
-conn = connect()
-call("mailfrom", mt.mailfrom, conn, "nobody@unknown.test")
-expect(conn, SMFIR_ACCEPT, "A: bare unknown sender accepted untouched")
-mt.disconnect(conn)
+mail_only({from = "nobody@unknown.test"},
+  SMFIR_ACCEPT, "A: bare unknown sender accepted untouched")
 
-conn = connect(SOCK_B)
-call("macro", mt.macro, conn, SMFIC_MAIL, "i", "UNK2")
-call("mailfrom", mt.mailfrom, conn, "<nobody@unknown.test>")
-expect(conn, SMFIR_REPLYCODE, "B: unknown sender rejected at MAIL FROM")
-mt.disconnect(conn)
+mail_only({qid = "UNK2", from = "<nobody@unknown.test>", sock = SOCK_B},
+  SMFIR_REPLYCODE, "B: unknown sender rejected at MAIL FROM")
 
-conn = connect(SOCK_B)
-call("mailfrom", mt.mailfrom, conn, "nobody@unknown.test")
-expect(conn, SMFIR_REPLYCODE, "B: bare unknown sender rejected at MAIL FROM")
-mt.disconnect(conn)
+mail_only({from = "nobody@unknown.test", sock = SOCK_B},
+  SMFIR_REPLYCODE, "B: bare unknown sender rejected at MAIL FROM")
 
 -- A known sender, bare, under config B: accepted, nothing changed even
 -- without a Message-ID (add_message_id = no, no rewriting).
@@ -72,27 +65,18 @@ no_changes(conn, "B: rewriting off")
 mt.disconnect(conn)
 
 ----------------------------------------------------------------------- size
-conn = connect()
-call("macro", mt.macro, conn, SMFIC_MAIL, "i", "SIZE1")
-call("mailfrom", mt.mailfrom, conn, "<s@app.test>", "SIZE=5000", "BODY=8BITMIME")
-expect(conn, SMFIR_REPLYCODE, "SIZE=5000 over the account's 2K rejected at MAIL FROM")
-mt.disconnect(conn)
+mail_only({qid = "SIZE1", from = "<s@app.test>", args = {"SIZE=5000", "BODY=8BITMIME"}},
+  SMFIR_REPLYCODE, "SIZE=5000 over the account's 2K rejected at MAIL FROM")
 
 -- Postfix has no queue id at MAIL FROM: the line must say NOQUEUE.
-conn = connect()
-call("mailfrom", mt.mailfrom, conn, "<s@app.test>", "SIZE=2049")
-expect(conn, SMFIR_REPLYCODE, "SIZE=2049 rejected at MAIL FROM (no queue id yet)")
-mt.disconnect(conn)
+mail_only({from = "<s@app.test>", args = {"SIZE=2049"}},
+  SMFIR_REPLYCODE, "SIZE=2049 rejected at MAIL FROM (no queue id yet)")
 
-conn = connect()
-call("mailfrom", mt.mailfrom, conn, "<s@app.test>", "SIZE=1000")
-expect(conn, SMFIR_CONTINUE, "SIZE=1000 within 2K continues")
-mt.disconnect(conn)
+mail_only({from = "<s@app.test>", args = {"SIZE=1000"}},
+  SMFIR_CONTINUE, "SIZE=1000 within 2K continues")
 
-conn = connect()
-call("mailfrom", mt.mailfrom, conn, "<s@big.test>", "SIZE=5000")
-expect(conn, SMFIR_CONTINUE, "SIZE=5000 continues for the 35M account")
-mt.disconnect(conn)
+mail_only({from = "<s@big.test>", args = {"SIZE=5000"}},
+  SMFIR_CONTINUE, "SIZE=5000 continues for the 35M account")
 
 -- No SIZE=: the byte count at end of message decides.
 local line = string.rep("x", 70) .. "\r\n"
@@ -113,16 +97,14 @@ mt.disconnect(conn)
 m = {qid = "SIZE3", from = "<s@app.test>",
   headers = std_headers("S <s@app.test>", {{"Message-ID", "<small@app.test>"}}),
   body = "short\r\n"}
-conn = connect()
-stage = message(conn, m)
-expect(conn, SMFIR_CONTINUE, "message under 2K continues (" .. canon_size(m) .. " bytes)")
+conn = send(m,
+  SMFIR_CONTINUE, "message under 2K continues (" .. canon_size(m) .. " bytes)")
 mt.disconnect(conn)
 
 ------------------------------------------------------------------ rewriting
-conn = connect()
-stage = message(conn, {qid = "RW1", from = "<app@app.test>",
-  headers = std_headers("Billing Robot <app@app.test>"), body = "Invoice\r\n"})
-expect(conn, SMFIR_CONTINUE, "rewrite: message continues")
+conn = send({qid = "RW1", from = "<app@app.test>",
+  headers = std_headers("Billing Robot <app@app.test>"), body = "Invoice\r\n"},
+  SMFIR_CONTINUE, "rewrite: message continues")
 check(mt.eom_check(conn, MT_HDRCHANGE, "From", "Billing Robot <bob@contoso.test>"),
   "From: rewritten to the mailbox, display name kept")
 check(mt.eom_check(conn, MT_HDRADD, "Reply-To", "Billing Robot <app@app.test>"),
@@ -138,12 +120,11 @@ check(not mt.eom_check(conn, MT_HDRDELETE), "no header deleted")
 mt.disconnect(conn)
 
 -- Quoted display name with a comma; a Reply-To already there stays.
-conn = connect()
-stage = message(conn, {qid = "RW2", from = "<app@app.test>",
+conn = send({qid = "RW2", from = "<app@app.test>",
   headers = std_headers("\"Robot, Billing\" <app@app.test>",
     {{"Reply-To", "help@app.test"}, {"Message-ID", "<rw2@app.test>"}}),
-  body = "x\r\n"})
-expect(conn, SMFIR_CONTINUE, "rewrite 2: message continues")
+  body = "x\r\n"},
+  SMFIR_CONTINUE, "rewrite 2: message continues")
 check(mt.eom_check(conn, MT_HDRCHANGE, "From", "\"Robot, Billing\" <bob@contoso.test>"),
   "From: quoted display name kept")
 check(not mt.eom_check(conn, MT_HDRADD, "Reply-To"), "existing Reply-To: kept, none added")
@@ -152,11 +133,10 @@ check(not mt.eom_check(conn, MT_HDRADD), "no header added at all")
 mt.disconnect(conn)
 
 -- A bare From: address: no display name to keep.
-conn = connect()
-stage = message(conn, {qid = "RW3", from = "app@app.test",
+conn = send({qid = "RW3", from = "app@app.test",
   headers = std_headers("app@app.test", {{"Message-ID", "<rw3@app.test>"}}),
-  body = "x\r\n"})
-expect(conn, SMFIR_CONTINUE, "rewrite 3: message continues")
+  body = "x\r\n"},
+  SMFIR_CONTINUE, "rewrite 3: message continues")
 check(mt.eom_check(conn, MT_HDRCHANGE, "From", "bob@contoso.test"),
   "bare From: becomes the bare mailbox")
 check(mt.eom_check(conn, MT_HDRADD, "Reply-To", "app@app.test"),
@@ -164,20 +144,18 @@ check(mt.eom_check(conn, MT_HDRADD, "Reply-To", "app@app.test"),
 mt.disconnect(conn)
 
 -- Already the mailbox, Message-ID present: nothing at all changes.
-conn = connect()
-stage = message(conn, {qid = "RW4", from = "<bob@contoso.test>",
+conn = send({qid = "RW4", from = "<bob@contoso.test>",
   headers = std_headers("Bob <bob@contoso.test>", {{"Message-ID", "<rw4@contoso.test>"}}),
-  body = "x\r\n"})
-expect(conn, SMFIR_CONTINUE, "mailbox sender: message continues")
+  body = "x\r\n"},
+  SMFIR_CONTINUE, "mailbox sender: message continues")
 no_changes(conn, "mailbox sender with Message-ID")
 mt.disconnect(conn)
 
 -- "addr (Name)": the old way of writing a display name; the comment stays.
-conn = connect()
-stage = message(conn, {qid = "RW5", from = "<app@app.test>",
+conn = send({qid = "RW5", from = "<app@app.test>",
   headers = std_headers("app@app.test (Billing Robot)", {{"Message-ID", "<rw5@app.test>"}}),
-  body = "x\r\n"})
-expect(conn, SMFIR_CONTINUE, "rewrite 5: message continues")
+  body = "x\r\n"},
+  SMFIR_CONTINUE, "rewrite 5: message continues")
 check(mt.eom_check(conn, MT_HDRCHANGE, "From", "bob@contoso.test (Billing Robot)"),
   "From: addr (Name): the comment display name is kept")
 check(mt.eom_check(conn, MT_HDRADD, "Reply-To", "app@app.test (Billing Robot)"),
@@ -185,49 +163,41 @@ check(mt.eom_check(conn, MT_HDRADD, "Reply-To", "app@app.test (Billing Robot)"),
 mt.disconnect(conn)
 
 -- RFC 2047 encoded-word display name: kept as written (never decoded).
-conn = connect()
-stage = message(conn, {qid = "RW6", from = "<app@app.test>",
+conn = send({qid = "RW6", from = "<app@app.test>",
   headers = std_headers("=?UTF-8?B?w4RwcA==?= <app@app.test>", {{"Message-ID", "<rw6@app.test>"}}),
-  body = "x\r\n"})
-expect(conn, SMFIR_CONTINUE, "rewrite 6: message continues")
+  body = "x\r\n"},
+  SMFIR_CONTINUE, "rewrite 6: message continues")
 check(mt.eom_check(conn, MT_HDRCHANGE, "From", "=?UTF-8?B?w4RwcA==?= <bob@contoso.test>"),
   "From: encoded-word display name kept")
 mt.disconnect(conn)
 
 -- A From: without any domain ("root", as cron writes it): rewritten, but
 -- no Reply-To: that would send replies to a bare local name.
-conn = connect()
-stage = message(conn, {qid = "RW7", from = "<app@app.test>",
+conn = send({qid = "RW7", from = "<app@app.test>",
   headers = std_headers("root", {{"Message-ID", "<rw7@app.test>"}}),
-  body = "x\r\n"})
-expect(conn, SMFIR_CONTINUE, "rewrite 7: message continues")
+  body = "x\r\n"},
+  SMFIR_CONTINUE, "rewrite 7: message continues")
 check(mt.eom_check(conn, MT_HDRCHANGE, "From", "bob@contoso.test"),
   "From: root becomes the mailbox")
 check(not mt.eom_check(conn, MT_HDRADD, "Reply-To"), "no Reply-To: root added")
 mt.disconnect(conn)
 
 -- An unparseable From: (unbalanced quote) is left alone, with a warning.
-conn = connect()
-stage = message(conn, {qid = "BADFROM", from = "<app@app.test>",
+conn = send({qid = "BADFROM", from = "<app@app.test>",
   headers = std_headers("\"Billing <app@app.test>", {{"Message-ID", "<bad@app.test>"}}),
-  body = "x\r\n"})
-expect(conn, SMFIR_CONTINUE, "unparseable From: message continues")
+  body = "x\r\n"},
+  SMFIR_CONTINUE, "unparseable From: message continues")
 check(not mt.eom_check(conn, MT_HDRCHANGE, "From"), "unparseable From: not changed")
 check(not mt.eom_check(conn, MT_HDRADD, "Reply-To"), "unparseable From: no Reply-To")
 mt.disconnect(conn)
 
 -- SIZE= larger than a long: still "too large", not ignored.
-conn = connect()
-call("macro", mt.macro, conn, SMFIC_MAIL, "i", "SIZEHUGE")
-call("mailfrom", mt.mailfrom, conn, "<s@app.test>", "SIZE=99999999999999999999")
-expect(conn, SMFIR_REPLYCODE, "SIZE=99999999999999999999 (overflows a long) rejected at MAIL FROM")
-mt.disconnect(conn)
+mail_only({qid = "SIZEHUGE", from = "<s@app.test>", args = {"SIZE=99999999999999999999"}},
+  SMFIR_REPLYCODE, "SIZE=99999999999999999999 (overflows a long) rejected at MAIL FROM")
 
 -- SIZE= that is not a number: left to the MTA, the byte count decides.
-conn = connect()
-call("mailfrom", mt.mailfrom, conn, "<s@app.test>", "SIZE=12abc")
-expect(conn, SMFIR_CONTINUE, "SIZE=12abc ignored (the MTA checks the syntax)")
-mt.disconnect(conn)
+mail_only({from = "<s@app.test>", args = {"SIZE=12abc"}},
+  SMFIR_CONTINUE, "SIZE=12abc ignored (the MTA checks the syntax)")
 
 ---------------------------------------------------------- Message-ID stability
 local function mid_of(qid, body)
@@ -247,18 +217,16 @@ check(m3 ~= nil and m3 ~= m1, "other body, other Message-ID")
 check(m4 ~= nil and m4 ~= m1, "other queue id, other Message-ID")
 
 ------------------------------------------------- queue id re-read at end of message
-conn = connect()
-stage = message(conn, {qid_rcpt = "LATEQID7", from = "<bob@contoso.test>",
+conn = send({qid_rcpt = "LATEQID7", from = "<bob@contoso.test>",
   headers = std_headers("Bob <bob@contoso.test>", {{"Message-ID", "<late@contoso.test>"}}),
-  body = "x\r\n"})
-expect(conn, SMFIR_CONTINUE, "queue id known only after RCPT: message continues")
+  body = "x\r\n"},
+  SMFIR_CONTINUE, "queue id known only after RCPT: message continues")
 mt.disconnect(conn)
 
 -- Two messages on one connection: per-message state is reset.
-conn = connect()
-stage = message(conn, {qid = "TWO1", from = "<app@app.test>",
-  headers = std_headers("A <app@app.test>"), body = "1\r\n"})
-expect(conn, SMFIR_CONTINUE, "first of two messages on one connection")
+conn = send({qid = "TWO1", from = "<app@app.test>",
+  headers = std_headers("A <app@app.test>"), body = "1\r\n"},
+  SMFIR_CONTINUE, "first of two messages on one connection")
 stage = message(conn, {qid = "TWO2", from = "<bob@contoso.test>",
   headers = std_headers("Bob <bob@contoso.test>", {{"Message-ID", "<two2@contoso.test>"}}),
   body = "2\r\n"})

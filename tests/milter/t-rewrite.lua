@@ -57,10 +57,9 @@ check(mt.eom_check(conn, MT_SMTPREPLY, "552", "5.3.4",
 mt.disconnect(conn)
 
 -- Under the limit: continues, rewritten.
-conn = connect()
-stage = message(conn, {qid = "RWS2", from = "<u@big.test>",
-  headers = headers("U <u@big.test>", "rws2"), body = "small\r\n"})
-expect(conn, SMFIR_CONTINUE, "under 2K: continues")
+conn = send({qid = "RWS2", from = "<u@big.test>",
+  headers = headers("U <u@big.test>", "rws2"), body = "small\r\n"},
+  SMFIR_CONTINUE, "under 2K: continues")
 mt.disconnect(conn)
 
 done()
