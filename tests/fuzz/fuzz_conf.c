@@ -27,14 +27,11 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "fuzz.h"
 #include "log.h"
 #include "strbuf.h"
 #include "util.h"
 
-extern int LLVMFuzzerInitialize(int *, char ***);
-extern int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
-
-static char fuzz_dir[4096];
 static char fuzz_path[4200];
 
 /* Senders and recipients the routing lookups are asked about. */
@@ -47,27 +44,10 @@ static const char *const fuzz_addrs[] = {
 
 static void fuzz_fail(const char *what, const struct strbuf *errors)
 {
-    fprintf(stderr, "fuzz_conf: invariant violated: %s\n", what);
+    fuzz_violated(what);
     if (errors && errors->len)
 	fprintf(stderr, "fuzz_conf: errors:\n%s", errors->data);
     abort();
-}
-
-/* fuzz_oom - out of memory is a finding, not an exit(75) */
-
-static void fuzz_oom(void)
-{
-    abort();
-}
-
-/* fuzz_cleanup - remove the scratch file and directory */
-
-static void fuzz_cleanup(void)
-{
-    if (fuzz_path[0])
-	(void) unlink(fuzz_path);
-    if (fuzz_dir[0])
-	(void) rmdir(fuzz_dir);
 }
 
 /* fuzz_check_errors - every error is "path:line: text\n" */
@@ -135,18 +115,8 @@ static void fuzz_check_conf(const struct conf *c)
 
 int     LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    (void) argc;
-    (void) argv;
-    (void) log_to_file("/dev/null");
-    util_set_oom_hook(fuzz_oom);
-    snprintf(fuzz_dir, sizeof(fuzz_dir), "%s/fuzz_conf.XXXXXX",
-	     file_tmpdir(NULL));
-    if (mkdtemp(fuzz_dir) == NULL) {
-	perror(fuzz_dir);
-	abort();
-    }
-    snprintf(fuzz_path, sizeof(fuzz_path), "%s/m365relay.conf", fuzz_dir);
-    atexit(fuzz_cleanup);
+    (void) fuzz_init("fuzz_conf", argc, argv);
+    (void) fuzz_scratch("m365relay.conf", fuzz_path, sizeof(fuzz_path));
     return (0);
 }
 

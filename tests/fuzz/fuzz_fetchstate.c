@@ -30,24 +30,15 @@
 #include <string.h>
 
 #include "fetchstate.h"
+#include "fuzz.h"
 #include "log.h"
 #include "util.h"
-
-extern int LLVMFuzzerInitialize(int *, char ***);
-extern int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
 /* fuzz_fail - report a broken invariant and crash */
 
 static void fuzz_fail(const char *what)
 {
-    fprintf(stderr, "fuzz_fetchstate: invariant violated: %s\n", what);
-    abort();
-}
-
-/* fuzz_oom - out of memory is a finding, not an exit(75) */
-
-static void fuzz_oom(void)
-{
+    fuzz_violated(what);
     abort();
 }
 
@@ -109,11 +100,7 @@ static void fuzz_round_trip(const struct fetchstate *st)
 
 int     LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    (void) argc;
-    (void) argv;
-    (void) log_to_file("/dev/null");
-    util_set_oom_hook(fuzz_oom);
-    return (0);
+    return (fuzz_init("fuzz_fetchstate", argc, argv));
 }
 
 /* LLVMFuzzerTestOneInput - one state file */

@@ -39,15 +39,13 @@
 #include <string.h>
 #include <sysexits.h>
 
+#include "fuzz.h"
 #include "graph.h"
 #include "http.h"
 #include "log.h"
 #include "status.h"
 #include "strbuf.h"
 #include "util.h"
-
-extern int LLVMFuzzerInitialize(int *, char ***);
-extern int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
 static const long fuzz_status[] = {
     200, 202, 204, 400, 401, 403, 404, 405, 409, 413, 415, 429,
@@ -75,27 +73,6 @@ static void fuzz_fail(const char *what, const struct http_resp *resp,
     if (res)
 	fprintf(stderr, "fuzz_graph: result %s %s\n", res->dsn, res->text);
     abort();
-}
-
-/* fuzz_oom - out of memory is a finding, not an exit(75) */
-
-static void fuzz_oom(void)
-{
-    abort();
-}
-
-/* fuzz_printable - a terminated buffer of bytes 0x20..0x7e */
-
-static int fuzz_printable(const char *buf, size_t size)
-{
-    const char *end = memchr(buf, 0, size);
-
-    if (end == NULL)
-	return (0);
-    for (; buf < end; buf++)
-	if ((unsigned char) *buf < 0x20 || (unsigned char) *buf >= 0x7f)
-	    return (0);
-    return (1);
 }
 
 /* fuzz_check_error - graph_parse_error() on its own */
@@ -153,11 +130,7 @@ static void fuzz_check_result(const struct http_resp *resp, int ok,
 
 int     LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    (void) argc;
-    (void) argv;
-    (void) log_to_file("/dev/null");
-    util_set_oom_hook(fuzz_oom);
-    return (0);
+    return (fuzz_init("fuzz_graph", argc, argv));
 }
 
 /* LLVMFuzzerTestOneInput - status byte, flag byte, body */

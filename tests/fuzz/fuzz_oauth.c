@@ -28,12 +28,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "log.h"
 #include "oauth.h"
 #include "util.h"
-
-extern int LLVMFuzzerInitialize(int *, char ***);
-extern int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
 static const long fuzz_status[] = {0, 401, 403, 429, 500, 503};
 
@@ -48,13 +46,6 @@ static void fuzz_fail(const char *what, long status)
     abort();
 }
 
-/* fuzz_oom - out of memory is a finding, not an exit(75) */
-
-static void fuzz_oom(void)
-{
-    abort();
-}
-
 /* fuzz_visible - non-empty, bytes 0x21..0x7e only */
 
 static int fuzz_visible(const char *s)
@@ -63,20 +54,6 @@ static int fuzz_visible(const char *s)
 	return (0);
     for (; *s; s++)
 	if ((unsigned char) *s <= 0x20 || (unsigned char) *s >= 0x7f)
-	    return (0);
-    return (1);
-}
-
-/* fuzz_printable - a terminated buffer of bytes 0x20..0x7e */
-
-static int fuzz_printable(const char *buf, size_t size)
-{
-    const char *end = memchr(buf, 0, size);
-
-    if (end == NULL)
-	return (0);
-    for (; buf < end; buf++)
-	if ((unsigned char) *buf < 0x20 || (unsigned char) *buf >= 0x7f)
 	    return (0);
     return (1);
 }
@@ -126,11 +103,7 @@ static void fuzz_one(const char *body, long status)
 
 int     LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    (void) argc;
-    (void) argv;
-    (void) log_to_file("/dev/null");
-    util_set_oom_hook(fuzz_oom);
-    return (0);
+    return (fuzz_init("fuzz_oauth", argc, argv));
 }
 
 /* LLVMFuzzerTestOneInput - one reply body */

@@ -53,14 +53,12 @@
 #include <strings.h>
 
 #include "addr.h"
+#include "fuzz.h"
 #include "fuzz_model.h"
 #include "log.h"
 #include "rcpt.h"
 #include "strbuf.h"
 #include "util.h"
-
-extern int LLVMFuzzerInitialize(int *, char ***);
-extern int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
 /* The envelope: a mix of forms an MTA hands over. */
 static char *const fuzz_env[] = {
@@ -95,17 +93,10 @@ struct fuzz_fields {
 
 static void fuzz_fail(const char *what, const char *hdr, size_t len)
 {
-    fprintf(stderr, "fuzz_rcpt: invariant violated: %s\n", what);
+    fuzz_violated(what);
     if (hdr != NULL)
 	fprintf(stderr, "fuzz_rcpt: output header section:\n%.*s\n",
 		(int) len, hdr);
-    abort();
-}
-
-/* fuzz_oom - out of memory is a finding, not an exit(75) */
-
-static void fuzz_oom(void)
-{
     abort();
 }
 
@@ -447,11 +438,7 @@ static void fuzz_rewrite(const char *hdr, size_t len, const char *ref,
 
 int     LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    (void) argc;
-    (void) argv;
-    (void) log_to_file("/dev/null");
-    util_set_oom_hook(fuzz_oom);
-    return (0);
+    return (fuzz_init("fuzz_rcpt", argc, argv));
 }
 
 /* LLVMFuzzerTestOneInput - envelope selector byte + header section */
