@@ -127,51 +127,47 @@ build() {
     }
 }
 
+# check_in DIR LABEL [MAKE-ARGS...] - make check (with MAKE-ARGS) in the
+# built DIR (the current directory), print and collect its results; a
+# failing make check without a failed test (a check program did not
+# build, ...) is counted here
+check_in() {
+    local dir=$1 label=$2 rc=0 f0
+    shift 2
+    make check "$@" >check.out 2>&1 || rc=$?
+    grep -E '^(PASS|FAIL|SKIP|XFAIL|XPASS|ERROR):' check.out
+    f0=$TOTAL_FAIL
+    collect "$top/$dir/tests" "$label"
+    if [ "$rc" -ne 0 ]; then
+	if [ "$TOTAL_FAIL" -eq "$f0" ]; then
+	    problem "$label: make check in $dir/ exited $rc (see $dir/check.out)"
+	else
+	    note "$label: make check in $dir/ exited $rc (see $dir/test-suite.log)"
+	fi
+    fi
+}
+
 start=$SECONDS
 install_packages || exit 1
 prepare_srcdir || { echo "run-all.sh: autoreconf failed" >&2; exit 1; }
 
 # --- 1. build with -Werror, full make check
-rc_check=0
 if build build --enable-werror; then
     say "build: make check (unit, emulator and end-to-end tests)"
-    make check >check.out 2>&1 || rc_check=$?
-    grep -E '^(PASS|FAIL|SKIP|XFAIL|XPASS|ERROR):' check.out
-    f0=$TOTAL_FAIL
-    collect "$top/build/tests" "make check"
-    if [ "$rc_check" -ne 0 ]; then
-	# make check failed: a failing test is already counted; otherwise
-	# (a check program did not build, ...) count the failure here.
-	if [ "$TOTAL_FAIL" -eq "$f0" ]; then
-	    problem "make check in build/ exited $rc_check (see build/check.out)"
-	else
-	    note "make check in build/ exited $rc_check (see build/test-suite.log)"
-	fi
-    fi
+    check_in build "make check"
 else
     problem "build/ (--enable-werror) did not build"
 fi
 
 # --- 2. unit tests again under ASan + UBSan
 cd "$top" || exit 1
-rc_asan=0
 if build build-asan --enable-sanitizers --enable-werror; then
     say "build-asan: unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
     export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:halt_on_error=1:detect_leaks=1}
     export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
     # TESTS='$(UNIT_TESTS)' is expanded by make from Makefile.am's list.
     # shellcheck disable=SC2016
-    make check 'TESTS=$(UNIT_TESTS)' >check.out 2>&1 || rc_asan=$?
-    grep -E '^(PASS|FAIL|SKIP|XFAIL|XPASS|ERROR):' check.out
-    f0=$TOTAL_FAIL
-    collect "$top/build-asan/tests" "sanitizers"
-    if [ "$rc_asan" -ne 0 ]; then
-	if [ "$TOTAL_FAIL" -eq "$f0" ]; then
-	    problem "sanitizer make check exited $rc_asan (see build-asan/check.out)"
-	else
-	    note "sanitizer make check exited $rc_asan (see build-asan/test-suite.log)"
-	fi
-    fi
+    check_in build-asan "sanitizers" 'TESTS=$(UNIT_TESTS)'
 else
     problem "build-asan/ (--enable-sanitizers) did not build"
 fi
