@@ -13,23 +13,9 @@
 #include "json.h"
 #include "util.h"
 #include "t.h"
+#include "t_file.h"
 
 static char dir[1024];
-
-/* write_file - a test file with the given mode */
-
-static void write_file(const char *path, const char *text, mode_t mode)
-{
-    FILE   *fp = fopen(path, "w");
-
-    if (fp == NULL) {
-	perror(path);
-	exit(1);
-    }
-    fputs(text, fp);
-    fclose(fp);
-    chmod(path, mode);
-}
 
 static void test_get(void)
 {
@@ -97,7 +83,7 @@ static void test_file_load(void)
 
     /* A good file. */
     snprintf(path, sizeof(path), "%s/good.json", dir);
-    write_file(path, "{\"k\":\"v\",\"n\":3}", 0600);
+    t_write_file(path, "{\"k\":\"v\",\"n\":3}", 0600);
     T_EQ_INT(json_file_load(path, "token file", 1024, JSON_FILE_PRIVATE,
 			    &root, err, sizeof(err)), 1);
     T_OK(cJSON_IsObject(root));
@@ -118,19 +104,19 @@ static void test_file_load(void)
 
     /* Not an object: -2, and the caller words the error. */
     snprintf(path, sizeof(path), "%s/array.json", dir);
-    write_file(path, "[1,2]", 0600);
+    t_write_file(path, "[1,2]", 0600);
     T_EQ_INT(json_file_load(path, "state file", 1024, 0, &root, err,
 			    sizeof(err)), -2);
     T_OK(root == NULL);
     snprintf(path, sizeof(path), "%s/broken.json", dir);
-    write_file(path, "{\"a\":", 0600);
+    t_write_file(path, "{\"a\":", 0600);
     T_EQ_INT(json_file_load(path, "state file", 1024, JSON_FILE_PRIVATE,
 			    &root, err, sizeof(err)), -2);
 
     /* Too large. */
     snprintf(path, sizeof(path), "%s/big.json", dir);
-    write_file(path, "{\"a\":\"0123456789012345678901234567890123456789\"}",
-	       0600);
+    t_write_file(path, "{\"a\":\"0123456789012345678901234567890123456789\"}",
+		 0600);
     T_EQ_INT(json_file_load(path, "state file", 16, 0, &root, err,
 			    sizeof(err)), -1);
     T_CONTAINS(err, "larger than 16 bytes");
@@ -155,21 +141,13 @@ static void test_file_load(void)
 
 int     main(void)
 {
-    const char *tmp = getenv("TMPDIR");
-    char    cmd[1200];
     int     rc;
 
-    snprintf(dir, sizeof(dir), "%s/test_json.XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (mkdtemp(dir) == NULL) {
-	perror("mkdtemp");
-	return (1);
-    }
+    t_tmpdir(dir, sizeof(dir), "test_json");
     T_RUN(test_get);
     T_RUN(test_add_wipe);
     T_RUN(test_file_load);
     rc = T_DONE();
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-	fprintf(stderr, "cannot remove %s\n", dir);
+    t_rm_rf(dir);
     return (rc);
 }
