@@ -49,7 +49,7 @@ static int deliver_no_rcpts(const struct delivery *d, struct m365_result *res)
 {
     if (d->nrcpts > 0)
 	return (0);
-    result_set(res, M365_CONFIG, EX_TEMPFAIL, "4.3.5",
+    result_set(res, M365_CONFIG, "4.3.5",
 	       "no recipient given: the MTA passed no recipient address; "
 	       "the Postfix pipe transport in master.cf must end with "
 	       "\"-- ${recipient}\" (argv=... -f ${sender} -- ${recipient}), "
@@ -82,7 +82,7 @@ int     deliver_with(const struct conf *conf, struct http *http,
     if (deliver_no_rcpts(d, res))
 	goto done;
     if (d->nrcpts > DELIVER_MAX_RCPT) {
-	result_set(res, M365_PERM, EX_DATAERR, "5.5.3",
+	result_set(res, M365_PERM, "5.5.3",
 		   "too many recipients (%lu) for one Exchange Online message "
 		   "(limit %d); set m365_destination_recipient_limit = %d in "
 		   "Postfix main.cf", (unsigned long) d->nrcpts,
@@ -93,7 +93,7 @@ int     deliver_with(const struct conf *conf, struct http *http,
     /* Recipients: make the headers name exactly the envelope. */
     if (rcpt_rewrite(m->hdr.data ? m->hdr.data : "", m->hdr.len, d->rcpts,
 		     d->nrcpts, &hdr, &plan, err, sizeof(err)) < 0) {
-	result_set(res, M365_PERM, EX_DATAERR, "5.6.0",
+	result_set(res, M365_PERM, "5.6.0",
 		   "cannot determine the message's recipients safely: %s",
 		   err);
 	goto done;
@@ -111,7 +111,7 @@ int     deliver_with(const struct conf *conf, struct http *http,
     src = msg_src_create(&hdr, m);
     enc_len = msg_src_length(src);
     if (enc_len > GRAPH_MAX_REQUEST) {
-	result_set(res, M365_PERM, EX_DATAERR, "5.3.4",
+	result_set(res, M365_PERM, "5.3.4",
 		   "message size %lld exceeds the %ld bytes that Graph "
 		   "sendMail accepts (4 MB request, base64-encoded); large "
 		   "message support is not available yet",
@@ -120,7 +120,7 @@ int     deliver_with(const struct conf *conf, struct http *http,
     }
     if (acct->max_message_size > 0
 	&& (long long) m->size > (long long) acct->max_message_size) {
-	result_set(res, M365_PERM, EX_DATAERR, "5.3.4",
+	result_set(res, M365_PERM, "5.3.4",
 		   "message size %lld exceeds max_message_size %ld of "
 		   "account %s", (long long) m->size, acct->max_message_size,
 		   acct->name);
@@ -131,7 +131,7 @@ int     deliver_with(const struct conf *conf, struct http *http,
     if ((until = throttle_until(conf, acct->mailbox)) != 0) {
 	localtime_r(&until, &tm);
 	strftime(when, sizeof(when), "%H:%M:%S", &tm);
-	result_set(res, M365_TEMP, EX_TEMPFAIL, "4.7.0",
+	result_set(res, M365_TEMP, "4.7.0",
 		   "Microsoft 365 asked to wait (Retry-After) until %s for "
 		   "mailbox %s; not contacting Graph before then", when,
 		   acct->mailbox);
@@ -159,7 +159,7 @@ int     deliver_with(const struct conf *conf, struct http *http,
 	if (ok < 0)
 	    goto done_resp;
 	if (msg_src_rewind(src) < 0) {
-	    result_set(res, M365_SYSTEM, EX_TEMPFAIL, "4.3.0",
+	    result_set(res, M365_SYSTEM, "4.3.0",
 		       "cannot re-read the spooled message");
 	    goto done_resp;
 	}
@@ -198,7 +198,7 @@ int     deliver(const struct conf *conf, struct http *http, struct msg *m,
     if (acct_r)
 	*acct_r = acct;
     if (acct == NULL) {
-	result_set(res, M365_PERM, EX_NOPERM, "5.7.1",
+	result_set(res, M365_PERM, "5.7.1",
 		   "no account in %s sends for <%s>: add the sender to an "
 		   "account's \"senders\" or set \"default = yes\" on one "
 		   "account", conf->path, d->sender);

@@ -40,6 +40,9 @@
 #include "status.h"
 #include "util.h"
 
+static void relay_exit(const struct m365_result *) __attribute__((noreturn));
+static void relay_usage(const char *, const char *) __attribute__((noreturn));
+
 /* relay_exit - print the status line and exit */
 
 static void relay_exit(const struct m365_result *res)
@@ -48,7 +51,7 @@ static void relay_exit(const struct m365_result *res)
 	printf("%s %s\n", res->dsn, res->text);
 	fflush(stdout);
     }
-    exit(res->dsn[0] == '2' ? EX_OK : res->sysexit);
+    exit(res->sysexit);
 }
 
 /* relay_drain - read and discard the rest of stdin (MTA pipe) */
@@ -102,7 +105,7 @@ int     main(int argc, char **argv)
     int     check_only = 0;
     int     from_headers = 0;
     int     verbose = 0;
-    int     i;
+    int     ch;
     size_t  k;
 
     util_nodump();			/* secrets never in a core file */
@@ -112,46 +115,50 @@ int     main(int argc, char **argv)
     result_init(&res);
     d.start = time_now();
 
-    /* sendmail(1)-style options, parsed by hand: -oi, -f addr, -faddr. */
-    for (i = 1; i < argc; i++) {
-	const char *a = argv[i];
-
-	if (strcmp(a, "--") == 0) {
-	    i++;
+    /*
+     * sendmail(1)-style options: -f addr and -faddr, -oi; the value of
+     * -o, -B, -N and -F (as sendmail(1) takes them) has no meaning here.
+     * "+": the first recipient ends the options (no reordering), so an
+     * address that starts with "-" after "--" or a recipient stays one.
+     */
+    opterr = 0;
+    while ((ch = getopt(argc, argv, "+:c:f:r:q:F:B:N:o:intv")) != -1) {
+	switch (ch) {
+	case 'c':
+	    conf_path = optarg;
 	    break;
-	}
-	if (a[0] != '-' || a[1] == 0)
+	case 'f':
+	case 'r':
+	    sender = optarg;
 	    break;
-	if (strcmp(a, "-c") == 0 || strcmp(a, "-f") == 0 || strcmp(a, "-q") == 0
-	    || strcmp(a, "-F") == 0 || strcmp(a, "-r") == 0) {
-	    if (i + 1 >= argc)
-		relay_usage(argv[0], "option needs a value");
-	    if (a[1] == 'c')
-		conf_path = argv[++i];
-	    else if (a[1] == 'f' || a[1] == 'r')
-		sender = argv[++i];
-	    else if (a[1] == 'q')
-		queue_id = argv[++i];
-	    else
-		i++;				/* -F full name: not used */
-	} else if (strncmp(a, "-f", 2) == 0 || strncmp(a, "-r", 2) == 0) {
-	    sender = a + 2;
-	} else if (strcmp(a, "-n") == 0) {
+	case 'q':
+	    queue_id = optarg;
+	    break;
+	case 'n':
 	    check_only = 1;
-	} else if (strcmp(a, "-t") == 0) {
+	    break;
+	case 't':
 	    from_headers = 1;
-	} else if (strcmp(a, "-v") == 0) {
+	    break;
+	case 'v':
 	    verbose++;
-	} else if (strcmp(a, "-i") == 0 || strncmp(a, "-o", 2) == 0
-		   || strncmp(a, "-B", 2) == 0 || strncmp(a, "-N", 2) == 0) {
-	    /* sendmail compatibility: no meaning here. */
-	} else {
-	    fprintf(stderr, "%s: unknown option %s\n", argv[0], a);
+	    break;
+	case 'i':
+	case 'o':
+	case 'B':
+	case 'N':
+	case 'F':
+	    break;				/* sendmail compatibility */
+	case ':':
+	    fprintf(stderr, "%s: option -%c needs a value\n", argv[0], optopt);
+	    relay_usage(argv[0], "option needs a value");
+	default:
+	    fprintf(stderr, "%s: unknown option -%c\n", argv[0], optopt);
 	    relay_usage(argv[0], "unknown option");
 	}
     }
-    rcpts = argv + i;
-    nrcpts = (size_t) (argc - i);
+    rcpts = argv + optind;
+    nrcpts = (size_t) (argc - optind);
 
     /*
      * Postfix pipe(8) expands the null sender (a bounce) to MAILER-DAEMON
@@ -182,18 +189,13 @@ int     main(int argc, char **argv)
     }
     if (conf == NULL) {
 	/* Never bounce mail for a configuration error: defer it. */
-	for (char *line = errors.data; line && *line;) {
-	    char   *nl = strchr(line, '\n');
-
-	    if (nl)
-		*nl = 0;
-	    msg_error("%s", line);
-	    line = nl ? nl + 1 : NULL;
-	}
+	msg_error_lines(strbuf_str(&errors));
 	relay_drain();
-	result_set(&res, M365_CONFIG, EX_TEMPFAIL, "4.3.5",
+	k = strcspn(strbuf_str(&errors), "\n");	/* the first problem */
+	result_set(&res, M365_CONFIG, "4.3.5",
 		   "configuration error in %s (run m365-relay -n to see all): "
-		   "%.300s", conf_path, strbuf_str(&errors));
+		   "%.*s", conf_path, (int) (k < 300 ? k : 300),
+		   strbuf_str(&errors));
 	relay_exit(&res);
     }
     strbuf_free(&errors);
@@ -202,7 +204,7 @@ int     main(int argc, char **argv)
     /* Like Postfix pipe(8) and OpenSMTPD's helpers: never as root. */
     if (geteuid() == 0 && getenv("M365RELAY_ALLOW_ROOT") == NULL) {
 	relay_drain();
-	result_set(&res, M365_CONFIG, EX_TEMPFAIL, "4.3.0",
+	result_set(&res, M365_CONFIG, "4.3.0",
 		   "m365-relay must not run as root: set user=%s in the "
 		   "Postfix pipe transport (master.cf) or the Sendmail "
 		   "mailer's U= field", conf->user);
@@ -225,7 +227,7 @@ int     main(int argc, char **argv)
     if (from_headers) {
 	if (rcpt_from_headers(m.hdr.data ? m.hdr.data : "", m.hdr.len,
 			      &hdr_rcpts, &nhdr, err, sizeof(err)) < 0) {
-	    result_set(&res, M365_PERM, EX_DATAERR, "5.6.0",
+	    result_set(&res, M365_PERM, "5.6.0",
 		       "cannot read the recipients from the headers: %s", err);
 	    relay_exit(&res);
 	}
@@ -242,7 +244,7 @@ int     main(int argc, char **argv)
 	 * message itself names no recipient, and trying again cannot help.
 	 */
 	if (nrcpts == 0) {
-	    result_set(&res, M365_PERM, EX_USAGE, "5.5.1",
+	    result_set(&res, M365_PERM, "5.5.1",
 		       "no recipient addresses found in the message header "
 		       "(-t) or on the command line");
 	    relay_exit(&res);
@@ -264,7 +266,7 @@ int     main(int argc, char **argv)
     d.nrcpts = nrcpts;
 
     if ((http = http_create(conf, err, sizeof(err))) == NULL) {
-	result_set(&res, M365_SYSTEM, EX_TEMPFAIL, "4.3.0", "%s", err);
+	result_set(&res, M365_SYSTEM, "4.3.0", "%s", err);
     } else {
 	(void) deliver(conf, http, &m, &d, &res, &acct);
 	http_free(http);
