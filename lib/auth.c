@@ -59,6 +59,7 @@
 #include "auth.h"
 #include "json.h"
 #include "log.h"
+#include "statefile.h"
 #include "tokstore.h"
 #include "util.h"
 
@@ -259,8 +260,6 @@ static void auth_memo_save(const struct conf *conf,
     char    cred[AUTH_MEMO_CRED_MAX];
     cJSON  *root;
     char   *json = NULL;
-    uid_t   uid = (uid_t) -1;
-    gid_t   gid = (gid_t) -1;
 
     if (auth_memo_path(conf, acct, path, sizeof(path)) < 0)
 	return;
@@ -281,10 +280,8 @@ static void auth_memo_save(const struct conf *conf,
     }
     cJSON_Delete(root);
     /* Like the token store: root (m365ctl) gives it to the relay user. */
-    if (geteuid() == 0)
-	(void) conf_user_ids(conf, &uid, &gid);
-    if (file_write_atomic(path, json, strlen(json), 0600, uid, gid,
-			  err, sizeof(err)) < 0)
+    if (statefile_write(conf, STATEFILE_TOKENS, acct->name, ".fail", json,
+			strlen(json), err, sizeof(err)) < 0)
 	msg_warn("account %s: cannot remember the token failure (every "
 		 "delivery will ask again): %s", acct->name, err);
     cJSON_free(json);
@@ -295,12 +292,11 @@ static void auth_memo_save(const struct conf *conf,
 static void auth_memo_clear(const struct conf *conf,
 			            const struct conf_account *acct)
 {
-    char    path[PATH_MAX];
+    char    err[512];
 
-    if (auth_memo_path(conf, acct, path, sizeof(path)) == 0
-	&& unlink(path) < 0 && errno != ENOENT)
-	msg_warn("account %s: cannot remove %s: %s", acct->name, path,
-		 strerror(errno));
+    if (statefile_remove(conf, STATEFILE_TOKENS, acct->name, ".fail",
+			 err, sizeof(err)) < 0)
+	msg_warn("account %s: %s", acct->name, err);
 }
 
 /* auth_token - a valid access token, renewed once for all processes */

@@ -10,26 +10,22 @@
  *	a few kilobytes, so the rewrite (and its fsync) is cheap next to
  *	the SMTP transaction it protects.
  *
- *	Source names that could leave the sources directory ('/' anywhere,
- *	a leading '.') are refused.
+ *	The files are made, locked and written by statefile.c.  Source
+ *	names that could leave the sources directory ('/' anywhere, a
+ *	leading '.') are refused.
  */
 #include "config.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cJSON.h>
 
 #include "fetchstate.h"
 #include "json.h"
-#include "log.h"
+#include "statefile.h"
 #include "util.h"
 
 #define FETCHSTATE_FILE_MAX	(8UL * 1024 * 1024)
@@ -38,103 +34,13 @@ static const char *const fetchstate_names[] = {
     "injecting", "data_sent", "injected", "rejected",
 };
 
-/* fetchstate_name_ok - a source name that stays inside the directory */
-
-static int fetchstate_name_ok(const char *source)
-{
-    return (source != NULL && *source != 0 && *source != '.'
-	    && strchr(source, '/') == NULL);
-}
-
 /* fetchstate_path - state_dir/sources/SOURCE plus suffix */
 
 int     fetchstate_path(const struct conf *conf, const char *source,
 			        const char *suffix, char *buf, size_t len)
 {
-    int     n;
-
-    if (!fetchstate_name_ok(source) || conf->state_dir == NULL)
-	return (-1);
-    n = snprintf(buf, len, "%s/sources/%s%s", conf->state_dir, source,
-		 suffix ? suffix : "");
-    return (n < 0 || (size_t) n >= len ? -1 : 0);
-}
-
-/* fetchstate_path_err - fetchstate_path() with an error text */
-
-static int fetchstate_path_err(const struct conf *conf, const char *source,
-			               const char *suffix, char *buf, size_t len,
-			               char *err, size_t errlen)
-{
-    if (!fetchstate_name_ok(source)) {
-	snprintf(err, errlen, "invalid source name \"%s\": it must not be "
-		 "empty, contain '/' or start with '.'", source ? source : "");
-	return (-1);
-    }
-    if (conf->state_dir == NULL || *conf->state_dir == 0) {
-	snprintf(err, errlen, "state_dir is not set in the configuration");
-	return (-1);
-    }
-    if (fetchstate_path(conf, source, suffix, buf, len) < 0) {
-	snprintf(err, errlen, "state path too long: %s/sources/%s%s",
-		 conf->state_dir, source, suffix ? suffix : "");
-	return (-1);
-    }
-    return (0);
-}
-
-/* fetchstate_owner - conf->user when running as root, else keep */
-
-static void fetchstate_owner(const struct conf *conf, uid_t *uid, gid_t *gid)
-{
-    *uid = (uid_t) -1;
-    *gid = (gid_t) -1;
-    if (geteuid() != 0)
-	return;
-    if (conf_user_ids(conf, uid, gid) < 0) {
-	*uid = (uid_t) -1;
-	*gid = (gid_t) -1;
-    }
-}
-
-/*
- * fetchstate_open_dir - make state_dir/sources (0700) and open it; as
- * root it goes to the [global] user through the descriptor (no chown by
- * name in a directory that user controls).  -1 with err set.
- */
-static int fetchstate_open_dir(const struct conf *conf, char *err,
-			               size_t errlen)
-{
-    char    dir[PATH_MAX];
-    uid_t   uid;
-    gid_t   gid;
-
-    if (conf->state_dir == NULL || *conf->state_dir == 0) {
-	snprintf(err, errlen, "state_dir is not set in the configuration");
-	return (-1);
-    }
-    if (snprintf(dir, sizeof(dir), "%s/sources", conf->state_dir)
-	>= (int) sizeof(dir)) {
-	snprintf(err, errlen, "state_dir path too long: %s", conf->state_dir);
-	return (-1);
-    }
-    if (mkdir_p(dir, 0700, err, errlen) < 0)
-	return (-1);
-    fetchstate_owner(conf, &uid, &gid);
-    return (dir_open_owned(AT_FDCWD, dir, dir, uid, gid, FILE_CLAIM,
-			   err, errlen));
-}
-
-/* fetchstate_dir - make state_dir/sources (0700) */
-
-static int fetchstate_dir(const struct conf *conf, char *err, size_t errlen)
-{
-    int     fd;
-
-    if ((fd = fetchstate_open_dir(conf, err, errlen)) < 0)
-	return (-1);
-    close(fd);
-    return (0);
+    return (statefile_path(conf, STATEFILE_SOURCES, source, suffix, buf,
+			   len));
 }
 
 /* fetchstate_replace - replace an owned string */
@@ -324,8 +230,8 @@ int     fetchstate_load(const struct conf *conf, const char *source,
     int     rc;
 
     memset(st, 0, sizeof(*st));
-    if (fetchstate_path_err(conf, source, ".json", path, sizeof(path),
-			    err, errlen) < 0)
+    if (statefile_path_err(conf, STATEFILE_SOURCES, source, ".json", path,
+			   sizeof(path), err, errlen) < 0)
 	return (-1);
     rc = json_file_load(path, "state file", FETCHSTATE_FILE_MAX, 0, &root,
 			err, errlen);
@@ -341,31 +247,28 @@ int     fetchstate_load(const struct conf *conf, const char *source,
     return (0);
 }
 
-/* fetchstate_save - write a source's state atomically, mode 0600 */
-
+/*
+ * fetchstate_save - write a source's state atomically, mode 0600,
+ * relative to the opened sources directory (statefile_write()).
+ */
 int     fetchstate_save(const struct conf *conf, const char *source,
 			        const struct fetchstate *st, char *err,
 			        size_t errlen)
 {
     char    path[PATH_MAX];
     char   *text;
-    uid_t   uid;
-    gid_t   gid;
     int     rc;
 
-    if (fetchstate_path_err(conf, source, ".json", path, sizeof(path),
-			    err, errlen) < 0)
-	return (-1);
-    if (fetchstate_dir(conf, err, errlen) < 0)
+    if (statefile_path_err(conf, STATEFILE_SOURCES, source, ".json", path,
+			   sizeof(path), err, errlen) < 0)
 	return (-1);
     if ((text = fetchstate_format(st)) == NULL) {
 	snprintf(err, errlen, "cannot format the state of source %s (out "
 		 "of memory)", source);
 	return (-1);
     }
-    fetchstate_owner(conf, &uid, &gid);
-    rc = file_write_atomic(path, text, strlen(text), 0600, uid, gid,
-			   err, errlen);
+    rc = statefile_write(conf, STATEFILE_SOURCES, source, ".json", text,
+			 strlen(text), err, errlen);
     free(text);
     return (rc);
 }
@@ -373,42 +276,20 @@ int     fetchstate_save(const struct conf *conf, const char *source,
 /*
  * fetchstate_lock - exclusive, non-blocking; -2 when held elsewhere.  As
  * root the lock file is opened like every file root keeps for the
- * [global] user (file_open_owned(): no symbolic link, one link only).
+ * [global] user (statefile_lock(): no symbolic link, one link only).
  */
 int     fetchstate_lock(const struct conf *conf, const char *source,
 			        char *err, size_t errlen)
 {
     char    path[PATH_MAX];
-    char    name[PATH_MAX];
-    uid_t   uid;
-    gid_t   gid;
-    int     fd, dfd;
+    int     fd;
 
-    if (fetchstate_path_err(conf, source, ".lock", path, sizeof(path),
-			    err, errlen) < 0)
-	return (-1);
-    snprintf(name, sizeof(name), "%s.lock", source);
-    if ((dfd = fetchstate_open_dir(conf, err, errlen)) < 0)
-	return (-1);
-    fetchstate_owner(conf, &uid, &gid);
-    fd = file_open_owned(dfd, name, path, "lock file", O_RDWR | O_CREAT,
-			 0600, uid, gid, FILE_CLAIM, err, errlen);
-    close(dfd);
-    if (fd < 0)
-	return (-1);
-    while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-	if (errno == EINTR)
-	    continue;
-	if (errno == EWOULDBLOCK) {
-	    snprintf(err, errlen, "another m365-fetch process is working on "
-		     "source %s (lock %s held)", source, path);
-	    close(fd);
-	    return (-2);
-	}
-	snprintf(err, errlen, "cannot lock %s: %s", path, strerror(errno));
-	close(fd);
-	return (-1);
-    }
+    fd = statefile_lock(conf, STATEFILE_SOURCES, source, ".lock", 0,
+			err, errlen);
+    if (fd == -2 && fetchstate_path(conf, source, ".lock", path,
+				    sizeof(path)) == 0)
+	snprintf(err, errlen, "another m365-fetch process is working on "
+		 "source %s (lock %s held)", source, path);
     return (fd);
 }
 
@@ -416,8 +297,7 @@ int     fetchstate_lock(const struct conf *conf, const char *source,
 
 void    fetchstate_unlock(int fd)
 {
-    if (fd >= 0)
-	close(fd);
+    statefile_unlock(fd);
 }
 
 /* fetchstate_pending_find - the pending entry of a message, or NULL */

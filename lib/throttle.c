@@ -19,24 +19,21 @@
 
 #include "conf.h"
 #include "log.h"
+#include "statefile.h"
 #include "throttle.h"
 #include "util.h"
 
-/* throttle_path - state_dir/throttle/<mailbox, made file-name safe> */
+/* throttle_name - the mailbox made a safe file name (statefile.h) */
 
-static int throttle_path(const struct conf *conf, const char *mailbox,
-			         char *buf, size_t len)
+static int throttle_name(const char *mailbox, char *buf, size_t len)
 {
-    size_t  n;
     char   *cp;
 
-    if (snprintf(buf, len, "%s/throttle/", conf->state_dir) >= (int) len)
+    if (mailbox == NULL || *mailbox == 0
+	|| snprintf(buf, len, "%s", mailbox) >= (int) len)
 	return (-1);
-    n = strlen(buf);
-    if (snprintf(buf + n, len - n, "%s", mailbox) >= (int) (len - n))
-	return (-1);
-    for (cp = buf + n; *cp; cp++)
-	if (*cp == '/' || *cp == '\\' || (*cp == '.' && cp == buf + n))
+    for (cp = buf; *cp; cp++)
+	if (*cp == '/' || *cp == '\\' || (*cp == '.' && cp == buf))
 	    *cp = '_';
     return (0);
 }
@@ -45,13 +42,16 @@ static int throttle_path(const struct conf *conf, const char *mailbox,
 
 time_t  throttle_until(const struct conf *conf, const char *mailbox)
 {
+    char    name[NAME_MAX + 1];
     char    path[PATH_MAX];
     char    err[256];
     struct strbuf sb;
     long    until;
     time_t  now = time(NULL);
 
-    if (throttle_path(conf, mailbox, path, sizeof(path)) < 0)
+    if (throttle_name(mailbox, name, sizeof(name)) < 0
+	|| statefile_path(conf, STATEFILE_THROTTLE, name, NULL, path,
+			  sizeof(path)) < 0)
 	return (0);
     if (access(path, F_OK) < 0)
 	return (0);
@@ -69,32 +69,31 @@ time_t  throttle_until(const struct conf *conf, const char *mailbox)
     return ((time_t) until);
 }
 
-/* throttle_set - ask deliveries to wait secs seconds for this mailbox */
-
+/*
+ * throttle_set - ask deliveries to wait secs seconds for this mailbox.
+ * The file is written relative to the opened throttle directory
+ * (statefile_write()): as root, a directory or link the relay user put
+ * there is not followed.
+ */
 int     throttle_set(const struct conf *conf, const char *mailbox, long secs)
 {
-    char    path[PATH_MAX];
-    char    dir[PATH_MAX];
-    char    err[256];
+    char    name[NAME_MAX + 1];
+    char    err[512];
     char    text[32];
-    uid_t   uid = (uid_t) -1;
-    gid_t   gid = (gid_t) -1;
 
     if (secs <= 0)
 	return (0);
     if (secs > THROTTLE_MAX)
 	secs = THROTTLE_MAX;
-    snprintf(dir, sizeof(dir), "%s/throttle", conf->state_dir);
-    if (mkdir_p(dir, 0700, err, sizeof(err)) < 0
-	|| throttle_path(conf, mailbox, path, sizeof(path)) < 0) {
-	msg_warn("cannot record Retry-After for %s: %s", mailbox, err);
+    if (throttle_name(mailbox, name, sizeof(name)) < 0) {
+	msg_warn("cannot record Retry-After for %s: the mailbox name is "
+		 "empty or longer than %d bytes", mailbox ? mailbox : "",
+		 NAME_MAX);
 	return (-1);
     }
-    if (geteuid() == 0)
-	(void) conf_user_ids(conf, &uid, &gid);
     snprintf(text, sizeof(text), "%ld\n", (long) time(NULL) + secs);
-    if (file_write_atomic(path, text, strlen(text), 0600, uid, gid,
-			  err, sizeof(err)) < 0) {
+    if (statefile_write(conf, STATEFILE_THROTTLE, name, NULL, text,
+			strlen(text), err, sizeof(err)) < 0) {
 	msg_warn("cannot record Retry-After for %s: %s", mailbox, err);
 	return (-1);
     }

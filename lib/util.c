@@ -492,6 +492,183 @@ int     dir_open_owned(int dirfd, const char *name, const char *path,
     return (fd);
 }
 
+/*
+ * dir_link_trusted - may root follow the symbolic link lst found in the
+ * directory dirfd?  Only when no other user can have put it there: the
+ * directory is root's and nobody else may write to it (in a sticky
+ * directory, a link of root's cannot be replaced by others either).
+ * Other users follow links as before.
+ */
+static int dir_link_trusted(int dirfd, const struct stat *lst)
+{
+    struct stat st;
+
+    if (geteuid() != 0)
+	return (1);
+    if (fstat(dirfd, &st) < 0 || st.st_uid != 0)
+	return (0);
+    if (((st.st_mode & S_IWGRP) && st.st_gid != 0)
+	|| (st.st_mode & S_IWOTH))
+	return ((st.st_mode & S_ISVTX) && lst->st_uid == 0);
+    return (1);
+}
+
+/* dir_walk_name - append a component to the path shown in error texts */
+
+static void dir_walk_name(char *shown, size_t len, const char *name)
+{
+    size_t  n = strlen(shown);
+
+    if (n + 1 < len)
+	snprintf(shown + n, len - n, "%s%s",
+		 n > 0 && shown[n - 1] == '/' ? "" : "/", name);
+}
+
+#ifdef O_PATH
+#define DIR_WALK_OPEN	(O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+#else
+#define DIR_WALK_OPEN	(O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+#endif
+#define DIR_WALK_LINKS	40		/* like the kernel's MAXSYMLINKS */
+
+/*
+ * dir_open_path - open the directory path one component at a time, so
+ * that running as root no name another user controls is followed: a
+ * symbolic link on the way is followed only when it lies in a directory
+ * that only root can change (dir_link_trusted()), e.g. /var/run -> /run,
+ * never in a directory of the [global] user (who could point it at a
+ * directory of root's).  With FILE_MKDIR missing components are created
+ * (mode), and with FILE_CLAIM the last one, when this call created it,
+ * goes to uid/gid (as root; through the descriptor).  Intermediate
+ * components are opened with O_PATH, so search permission is enough, as
+ * with a plain open(path).  Returns a descriptor (O_RDONLY), or -1 with
+ * err set.
+ */
+int     dir_open_path(const char *path, mode_t mode, uid_t uid, gid_t gid,
+		              int flags, char *err, size_t errlen)
+{
+    char    walk[PATH_MAX];		/* what is left to walk */
+    char    next_walk[PATH_MAX];
+    char    target[PATH_MAX];
+    char    shown[PATH_MAX];		/* what was walked, for errors */
+    char    name[NAME_MAX + 1];
+    struct stat lst;
+    const char *cp;
+    size_t  len;
+    ssize_t n;
+    int     cur, next, made = 0, links = 0;
+
+    if (path == NULL || *path == 0
+	|| snprintf(walk, sizeof(walk), "%s", path) >= (int) sizeof(walk)) {
+	snprintf(err, errlen, "cannot open directory \"%s\": %s", path ? path : "",
+		 path && *path ? "path too long" : "empty path");
+	return (-1);
+    }
+    snprintf(shown, sizeof(shown), "%s", *walk == '/' ? "/" : "");
+    if ((cur = open(*walk == '/' ? "/" : ".", DIR_WALK_OPEN)) < 0) {
+	snprintf(err, errlen, "cannot open directory %s: %s",
+		 *walk == '/' ? "/" : ".", strerror(errno));
+	return (-1);
+    }
+    for (cp = walk;;) {
+	while (*cp == '/')
+	    cp++;
+	if (*cp == 0)
+	    break;
+	if ((len = strcspn(cp, "/")) > NAME_MAX) {
+	    snprintf(err, errlen, "cannot open directory %s: %s", path,
+		     strerror(ENAMETOOLONG));
+	    goto bad;
+	}
+	memcpy(name, cp, len);
+	name[len] = 0;
+	cp += len;
+	made = 0;
+	dir_walk_name(shown, sizeof(shown), name);
+	next = openat(cur, name, DIR_WALK_OPEN);
+	if (next < 0 && errno == ENOENT && (flags & FILE_MKDIR)) {
+	    if (mkdirat(cur, name, mode) == 0)
+		made = 1;
+	    else if (errno != EEXIST) {
+		snprintf(err, errlen, "cannot create directory %s: %s", shown,
+			 strerror(errno));
+		goto bad;
+	    }
+	    next = openat(cur, name, DIR_WALK_OPEN);
+	}
+	if (next < 0 && (errno == ELOOP || errno == ENOTDIR)
+	    && fstatat(cur, name, &lst, AT_SYMLINK_NOFOLLOW) == 0
+	    && S_ISLNK(lst.st_mode)) {
+	    if (!dir_link_trusted(cur, &lst)) {
+		snprintf(err, errlen, "%s is a symbolic link in a directory "
+			 "that users other than root can change; running as "
+			 "root it is not followed (whoever can change it could "
+			 "point it elsewhere): name the real directory in the "
+			 "configuration, or replace the link with it", shown);
+		goto bad;
+	    }
+	    if (++links > DIR_WALK_LINKS
+		|| (n = readlinkat(cur, name, target, sizeof(target))) <= 0
+		|| (size_t) n >= sizeof(target)
+		|| (target[n] = 0,
+		    snprintf(next_walk, sizeof(next_walk), "%s%s", target, cp)
+		    >= (int) sizeof(next_walk))) {
+		snprintf(err, errlen, "cannot open directory %s: %s", path,
+			 strerror(links > DIR_WALK_LINKS ? ELOOP :
+				  ENAMETOOLONG));
+		goto bad;
+	    }
+	    memcpy(walk, next_walk, sizeof(walk));
+	    cp = walk;
+	    /* The link's name is replaced by what it points to. */
+	    if ((n = (ssize_t) strlen(shown) - (ssize_t) strlen(name)) > 1)
+		n--;
+	    shown[n] = 0;
+	    if (*walk == '/') {
+		close(cur);
+		snprintf(shown, sizeof(shown), "/");
+		if ((cur = open("/", DIR_WALK_OPEN)) < 0) {
+		    snprintf(err, errlen, "cannot open directory /: %s",
+			     strerror(errno));
+		    return (-1);
+		}
+	    }
+	    continue;
+	}
+	if (next < 0) {
+	    if (errno == ENOTDIR || errno == ELOOP)
+		snprintf(err, errlen, "%s is not a directory", shown);
+	    else
+		snprintf(err, errlen, "cannot open directory %s: %s", shown,
+			 strerror(errno));
+	    goto bad;
+	}
+	close(cur);
+	cur = next;
+    }
+    /* The last component, readable (fsync, readdir) like open(path). */
+    next = openat(cur, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (next < 0) {
+	snprintf(err, errlen, "cannot open directory %s: %s", path,
+		 strerror(errno));
+	goto bad;
+    }
+    close(cur);
+    if (made && (flags & FILE_CLAIM) && geteuid() == 0
+	&& uid != (uid_t) -1 && fchown(next, uid, gid) < 0) {
+	snprintf(err, errlen, "cannot chown %s: %s", path, strerror(errno));
+	close(next);
+	return (-1);
+    }
+    return (next);
+
+bad:
+    n = errno;
+    close(cur);
+    errno = (int) n;
+    return (-1);
+}
+
 /* file_tmpdir - dir if set, else $TMPDIR if set, else /tmp */
 
 const char *file_tmpdir(const char *dir)
@@ -590,7 +767,12 @@ fail:
     return (-1);
 }
 
-/* file_write_atomic - file_write_at() for a path */
+/*
+ * file_write_atomic - file_write_at() for a path.  Its directory is
+ * opened with dir_open_path(): running as root, no symbolic link another
+ * user controls is followed on the way (a pid file, a record of the
+ * sendmail helper); the final name itself is replaced, never followed.
+ */
 
 int     file_write_atomic(const char *path, const void *data, size_t len,
 		            mode_t mode, uid_t owner, gid_t group,
@@ -619,11 +801,9 @@ int     file_write_atomic(const char *path, const void *data, size_t len,
 	snprintf(err, errlen, "cannot write %s: not a file name", path);
 	return (-1);
     }
-    if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-	snprintf(err, errlen, "cannot open directory %s: %s", dir,
-		 strerror(errno));
+    if ((dfd = dir_open_path(dir, 0, (uid_t) -1, (gid_t) -1, 0,
+			     err, errlen)) < 0)
 	return (-1);
-    }
     rc = file_write_at(dfd, name, path, data, len, mode, owner, group,
 		       err, errlen);
     close(dfd);

@@ -27,8 +27,12 @@
  *	a file or directory that root keeps for the [global] user (lock,
  *	log and state files) and give it to that user through the
  *	descriptor; as root they refuse a file with more than one link or
- *	of a third user.  file_write_at() writes a file atomically
- *	relative to a directory descriptor.
+ *	of a third user.  dir_open_path() opens (with FILE_MKDIR: makes) a
+ *	directory by path one component at a time; as root it follows a
+ *	symbolic link on the way only when no other user can have put it
+ *	there.  file_write_at() writes a file atomically relative to a
+ *	directory descriptor; file_write_atomic() does it for a path whose
+ *	directory dir_open_path() opened.
  *
  *	Functions that can fail for reasons a user can fix take an error
  *	buffer (err, errlen) and fill it with a complete sentence naming
@@ -57,6 +61,7 @@ extern void util_nodump(void);		/* no core file, no ptrace */
 #define FILE_CLAIM	(1<<1)		/* give root's file to the user */
 #define FILE_DEVICE_OK	(1<<2)		/* root's device (/dev/null) is ok */
 #define FILE_FOLLOW	(1<<3)		/* a symbolic link is followed */
+#define FILE_MKDIR	(1<<4)		/* dir_open_path(): create, mode */
 
 extern void file_set_service_user(const char *user);	/* [global] user */
 extern int file_service_ids(uid_t *uid, gid_t *gid);	/* -1: none */
@@ -78,6 +83,8 @@ extern int file_open_owned(int dirfd, const char *name, const char *path,
 extern int dir_open_owned(int dirfd, const char *name, const char *path,
 			          uid_t uid, gid_t gid, int flags,
 			          char *err, size_t errlen);
+extern int dir_open_path(const char *path, mode_t mode, uid_t uid, gid_t gid,
+			         int flags, char *err, size_t errlen);
 extern int file_write_at(int dirfd, const char *name, const char *path,
 			         const void *data, size_t len, mode_t mode,
 			         uid_t owner, gid_t group,

@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -280,6 +281,71 @@ static void test_lock(void)
     fetchstate_unlock(c);
 }
 
+/*
+ * test_root_links - m365-fetch as root: the state goes to the [global]
+ * user; a sources directory that is a link the user made, or a link at
+ * the state file's name, leaves root's files alone (skipped unless root)
+ */
+static void test_root_links(void)
+{
+    struct fetchstate st;
+    struct passwd *pw;
+    struct stat sb;
+    struct conf c = conf;
+    char    err[600], state[300], rootdir[300], path[600], keep[600];
+    int     fd;
+
+    if (geteuid() != 0 || (pw = getpwnam("nobody")) == NULL) {
+	printf("# test_root_links skipped: needs root and user nobody\n");
+	return;
+    }
+    memset(&st, 0, sizeof(st));
+    snprintf(state, sizeof(state), "%s/users", dir);
+    snprintf(rootdir, sizeof(rootdir), "%s/rootdir", dir);
+    T_EQ_INT(mkdir(state, 0700), 0);
+    T_EQ_INT(mkdir(rootdir, 0700), 0);
+    c.state_dir = state;
+    c.user = "nobody";
+
+    /* Written by root, owned by the user, with its directory. */
+    T_EQ_INT(fetchstate_save(&c, "src", &st, err, sizeof(err)), 0);
+    T_EQ_INT(fetchstate_path(&c, "src", ".json", path, sizeof(path)), 0);
+    T_EQ_INT(lstat(path, &sb), 0);
+    T_EQ_INT(sb.st_uid, pw->pw_uid);
+    T_EQ_INT(sb.st_mode & 07777, 0600);
+
+    /* A link at the file's name is replaced, its target kept. */
+    snprintf(keep, sizeof(keep), "%s/sources/src.keep", state);
+    fd = open(keep, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    T_OK(fd >= 0);
+    if (fd >= 0)
+	close(fd);
+    T_EQ_INT(unlink(path), 0);
+    T_EQ_INT(symlink(keep, path), 0);
+    T_EQ_INT(fetchstate_save(&c, "src", &st, err, sizeof(err)), 0);
+    T_EQ_INT(lstat(path, &sb), 0);
+    T_OK(S_ISREG(sb.st_mode));
+    T_EQ_INT(stat(keep, &sb), 0);
+    T_EQ_INT(sb.st_size, 0);
+    T_EQ_INT(sb.st_uid, 0);
+
+    /* The sources directory replaced by a link to root's directory. */
+    snprintf(path, sizeof(path), "%s/sources", state);
+    snprintf(keep, sizeof(keep), "%s/sources.old", state);
+    T_EQ_INT(rename(path, keep), 0);
+    T_EQ_INT(symlink(rootdir, path), 0);
+    T_EQ_INT(chown(state, pw->pw_uid, pw->pw_gid), 0);
+    T_EQ_INT(fetchstate_save(&c, "src", &st, err, sizeof(err)), -1);
+    T_CONTAINS(err, "not a directory");
+    T_EQ_INT(fetchstate_lock(&c, "src", err, sizeof(err)), -1);
+    snprintf(path, sizeof(path), "%s/src.json", rootdir);
+    T_EQ_INT(access(path, F_OK), -1);
+    snprintf(path, sizeof(path), "%s/src.lock", rootdir);
+    T_EQ_INT(access(path, F_OK), -1);
+    T_EQ_INT(stat(rootdir, &sb), 0);
+    T_EQ_INT(sb.st_uid, 0);
+}
+
 static void test_offline(void)
 {
     struct fetchstate st;
@@ -320,6 +386,7 @@ int     main(void)
     T_RUN(test_damaged_and_names);
     T_RUN(test_lock);
     T_RUN(test_offline);
+    T_RUN(test_root_links);
     teardown();
     return (T_DONE());
 }

@@ -348,6 +348,43 @@ static void test_lock_links(void)
     conf.user = NULL;
 }
 
+/*
+ * test_remove_links - as root (m365ctl logout), a tokens directory that
+ * the relay user replaced by a link to root's directory: nothing is
+ * removed there (skipped when not root)
+ */
+static void test_remove_links(void)
+{
+    struct passwd *pw;
+    char    err[600] = "";
+    char    state3[1200];
+    char    rootdir[1200];
+    char    path[PATH_MAX];
+
+    if (geteuid() != 0 || (pw = getpwnam("nobody")) == NULL) {
+	printf("# test_remove_links skipped: needs root and user nobody\n");
+	return;
+    }
+    conf.user = "nobody";
+    snprintf(state3, sizeof(state3), "%s/state3", dir);
+    snprintf(rootdir, sizeof(rootdir), "%s/rootdir3", dir);
+    T_EQ_INT(mkdir(state3, 0700), 0);
+    T_EQ_INT(chown(state3, pw->pw_uid, pw->pw_gid), 0);
+    T_EQ_INT(mkdir(rootdir, 0700), 0);
+    snprintf(path, sizeof(path), "%s/acct.json", rootdir);
+    t_put_file(path, "{}", 0600);
+    snprintf(path, sizeof(path), "%s/tokens", state3);
+    T_EQ_INT(symlink(rootdir, path), 0);
+    conf.state_dir = state3;
+    T_EQ_INT(tokstore_remove(&conf, "acct", err, sizeof(err)), -1);
+    T_CONTAINS(err, "not a directory");
+    conf.state_dir = state;
+    snprintf(path, sizeof(path), "%s/acct.json", rootdir);
+    T_EQ_INT(access(path, F_OK), 0);
+    T_EQ_INT(t_owner_of(path), 0);
+    conf.user = NULL;
+}
+
 /* child - the auth.c pattern: check, then refresh under the lock */
 
 static void child(int barrier, int report, const char *counter)
@@ -486,6 +523,7 @@ int     main(void)
     T_RUN(test_owner);
     T_RUN(test_tampered);
     T_RUN(test_lock_links);
+    T_RUN(test_remove_links);
     t_rm_rf(dir);
     return (T_DONE());
 }
