@@ -533,16 +533,10 @@ static void test_links(void)
 
 int     main(void)
 {
-    const char *tmp = getenv("TMPDIR");
     char    state[1100];
     char    logf[1100];
 
-    snprintf(dir, sizeof(dir), "%s/test_statefile.XXXXXX",
-	     tmp && *tmp ? tmp : "/tmp");
-    if (mkdtemp(dir) == NULL) {
-	printf("not ok - mkdtemp %s: %s\n", dir, strerror(errno));
-	return (1);
-    }
+    t_tmpdir(dir, sizeof(dir), "test_statefile");
     snprintf(state, sizeof(state), "%s/state", dir);
     snprintf(logf, sizeof(logf), "%s/log", dir);
     log_open("test_statefile");
