@@ -21,7 +21,10 @@
  *	Each item records the addr-spec (without angle brackets, routes
  *	or comments) and the byte span of the whole mailbox in the value,
  *	so a caller can rebuild the list keeping the original text of the
- *	mailboxes it keeps.
+ *	mailboxes it keeps, and where its "<" is: the display name of
+ *	"Name <a@x>" is the text before it.  addr_comments() returns the
+ *	comments of an item ("(Name)" of the old form "a@x (Name)"),
+ *	joined by one space, line ends removed; malloc()ed.
  *
  *	An element that is not a mailbox (a phrase without address, two
  *	addresses without a comma, "<>", a domain literal other than "["
@@ -58,6 +61,7 @@ struct addr_item {
     char   *addr;			/* addr-spec, e.g. "a@example.com" */
     size_t  start;			/* span of the mailbox text */
     size_t  end;			/* (end exclusive) */
+    size_t  lt;				/* the "<" of <addr>, end if none */
     int     group;			/* 0, or 1.. for the Nth group */
     int     bad;			/* not a mailbox (see above) */
 };
@@ -79,6 +83,7 @@ extern int addr_parse(const char *value, size_t len, struct addr_list *out);
 extern int addr_parse_err(const char *value, size_t len,
 			          struct addr_list *out, char *err, size_t errlen);
 extern void addr_list_free(struct addr_list *);
+extern char *addr_comments(const char *value, const struct addr_item *);
 extern int addr_same(const char *a, const char *b);
 extern char *addr_strip(const char *addr);	/* "<a@b>" -> "a@b" */
 extern char *addr_internal(const char *addr);	/* "<\"a b\"@x>" -> a b@x */

@@ -23,7 +23,6 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
@@ -161,22 +160,6 @@ static char *jwt_thumbprint(X509 *cert, const EVP_MD *md, char *err,
     return (base64url_encode(digest, dlen));
 }
 
-/* jwt_uuid - random UUID version 4, lower case; out has 37 bytes */
-
-static int jwt_uuid(char *out, size_t len)
-{
-    unsigned char b[16];
-
-    if (RAND_bytes(b, (int) sizeof(b)) != 1)
-	return (-1);
-    b[6] = (unsigned char) ((b[6] & 0x0f) | 0x40);	/* version 4 */
-    b[8] = (unsigned char) ((b[8] & 0x3f) | 0x80);	/* RFC 4122 variant */
-    snprintf(out, len, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
-	     "%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4], b[5],
-	     b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
-    return (0);
-}
-
 /* jwt_json_b64 - compact JSON of an object, base64url encoded */
 
 static char *jwt_json_b64(cJSON *obj)
@@ -275,9 +258,10 @@ char   *jwt_client_assertion(const char *cert_file, const char *key_file,
 			   EVP_sha1(), err, errlen);
     if (thumb == NULL)
 	goto done;
-    if (jwt_uuid(jti, sizeof(jti)) < 0) {
+    if (random_uuid(jti, sizeof(jti)) < 0) {
 	snprintf(err, errlen, "cannot get random bytes for the assertion id: "
-		 "%s", jwt_ssl_reason(why, sizeof(why)));
+		 "%s (and /dev/urandom failed)", jwt_ssl_reason(why,
+							     sizeof(why)));
 	goto done;
     }
 

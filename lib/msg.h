@@ -76,6 +76,41 @@ extern size_t msg_hdr_clean(char *, size_t);
 extern void msg_free(struct msg *);
 
 /*
+ * The header field scanner, the one every module uses (msg_read(), the
+ * recipient rewrite of rcpt.c, m365-fetch's header checks), so all read
+ * fields the way msg_hdr_clean() writes them.
+ *
+ * msg_hdr_name() - the length of the field name that the line s (n
+ * bytes) starts: RFC 5322 ftext, then optional white space (obsolete
+ * "Name :"), then the colon, whose offset goes to *colon_r (may be
+ * NULL).  0 when the line starts no field.
+ *
+ * msg_hdr_next() - the field of a header section hdr (len bytes, LF or
+ * CRLF line ends) that starts at *pos: its first line and the lines
+ * after it that start with a space or tab.  0 with f filled and *pos
+ * moved past the field, -1 at the end.  f->name_len is 0 for a line
+ * that starts no field; colon is then vend.
+ *
+ * msg_hdr_find() - the value of the next NAME field (any case) at or
+ * after *pos, unfolded (line ends removed, the white space after them
+ * kept), without trailing white space; *pos is moved past it.  NULL
+ * when there is none.  free() the result.
+ */
+struct msg_field {
+    size_t  start;			/* first byte of the field */
+    size_t  name_len;			/* length of its name; 0: none */
+    size_t  colon;			/* offset of the colon, or vend */
+    size_t  vend;			/* end of the value, no line end */
+    size_t  end;			/* end, line end included */
+};
+
+extern size_t msg_hdr_name(const char *s, size_t n, size_t *colon_r);
+extern int msg_hdr_next(const char *hdr, size_t len, size_t *pos,
+			        struct msg_field *f);
+extern char *msg_hdr_find(const char *hdr, size_t len, const char *name,
+			          size_t *pos);
+
+/*
  * Incremental construction (the milter): msg_init(), then headers in
  * order, then body chunks (already CRLF, as libmilter hands them over;
  * a bare LF still becomes CRLF), then msg_finish().  The body stays in

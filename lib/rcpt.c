@@ -94,51 +94,26 @@ static const char *rcpt_kind_name[] = {"", "To", "Cc", "Bcc", "From"};
 static void rcpt_fields_split(const char *hdr, size_t len,
 			              struct rcpt_fields *fl)
 {
-    size_t  pos = 0, next, nlen;
-    const char *lf, *colon;
-    struct rcpt_field *f = NULL;
+    struct msg_field mf;
+    struct rcpt_field *f;
+    size_t  pos = 0;
+    int     kind;
 
     fl->f = NULL;
     fl->n = 0;
-    while (pos < len) {
-	lf = memchr(hdr + pos, '\n', len - pos);
-	next = lf ? (size_t) (lf - hdr) + 1 : len;
-	if (f && (hdr[pos] == ' ' || hdr[pos] == '\t')) {
-	    f->end = next;
-	} else {
-	    fl->f = xrealloc(fl->f, (fl->n + 1) * sizeof(*fl->f));
-	    f = fl->f + fl->n++;
-	    f->start = pos;
-	    f->end = next;
-	    f->kind = RCPT_OTHER;
-	    colon = memchr(hdr + pos, ':', next - pos);
-	    f->colon = colon ? (size_t) (colon - hdr) : next;
-	    if (colon) {
-		nlen = f->colon - pos;
-		while (nlen > 0 && (hdr[pos + nlen - 1] == ' '
-				    || hdr[pos + nlen - 1] == '\t'))
-		    nlen--;
-		if (nlen == 2 && strncasecmp(hdr + pos, "to", 2) == 0)
-		    f->kind = RCPT_TO;
-		else if (nlen == 2 && strncasecmp(hdr + pos, "cc", 2) == 0)
-		    f->kind = RCPT_CC;
-		else if (nlen == 3 && strncasecmp(hdr + pos, "bcc", 3) == 0)
-		    f->kind = RCPT_BCC;
-		else if (nlen == 4 && strncasecmp(hdr + pos, "from", 4) == 0)
-		    f->kind = RCPT_FROM;
-	    }
-	}
-	pos = next;
-    }
-    for (pos = 0; pos < fl->n; pos++) {
-	f = fl->f + pos;
-	f->vend = f->end;
-	if (f->vend > f->start && hdr[f->vend - 1] == '\n')
-	    f->vend--;
-	if (f->vend > f->start && hdr[f->vend - 1] == '\r')
-	    f->vend--;
-	if (f->colon > f->vend)
-	    f->colon = f->vend;
+    while (msg_hdr_next(hdr, len, &pos, &mf) == 0) {
+	for (kind = RCPT_FROM; kind > RCPT_OTHER; kind--)
+	    if (mf.name_len == strlen(rcpt_kind_name[kind])
+		&& strncasecmp(hdr + mf.start, rcpt_kind_name[kind],
+			       mf.name_len) == 0)
+		break;
+	fl->f = xrealloc(fl->f, (fl->n + 1) * sizeof(*fl->f));
+	f = fl->f + fl->n++;
+	f->start = mf.start;
+	f->colon = mf.colon;
+	f->vend = mf.vend;
+	f->end = mf.end;
+	f->kind = kind;
     }
 }
 

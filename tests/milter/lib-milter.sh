@@ -9,6 +9,8 @@
 #                          (nobody when the tests run as root, so the
 #                          privilege drop is exercised); prepares $T
 #   milter_base_conf FILE  [global] + two delegated accounts, no emulator
+#   milter_emu_conf FILE [LINE...]  write_conf for the emulator, usable by
+#                          RUN_USER, LOG set; [milter] with the LINEs
 #   milter_start NAME CONF [ARGS...]   start "m365-milter -f" on
 #                          unix:$T/run/NAME.sock, pid file $T/run/NAME.pid;
 #                          waits until it listens and (as root) until the
@@ -174,5 +176,25 @@ log_lacks() {
 	grep -E -- "$2" "$LOG" | head -n 3 | sed 's/^/#   /'
     else
 	ok "$1"
+    fi
+}
+
+# milter_emu_conf FILE [LINE...] - a configuration against the emulator
+# (after emu_setup): write_conf with [global] user = RUN_USER, LOG = its
+# log file, then [milter] and the LINEs; as root RUN_USER gets the
+# state, the secret, the client key and the log
+milter_emu_conf() {
+    local f=$1
+    shift
+    write_conf "$f"
+    LOG=$T/relay.log
+    : >"$LOG"
+    sed -i "s|^\\[global\\]\$|[global]\\nuser = $RUN_USER|" "$f"
+    printf '\n[milter]\n' >>"$f"
+    printf '%s\n' "$@" >>"$f"
+    if [ "$(id -u)" = 0 ]; then
+	chmod 711 "$T/certs"
+	chmod 644 "$T/certs/ca.pem"
+	milter_own "$T/state" "$T/secret" "$T/certs/client.key" "$LOG"
     fi
 }
