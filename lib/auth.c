@@ -124,11 +124,11 @@ static void auth_offline(const struct conf_account *acct,
 			         struct m365_result *res)
 {
     if (ts->last_error && ts->remedy)
-	result_set(res, M365_REAUTH, EX_TEMPFAIL, "4.7.0",
+	result_set(res, M365_REAUTH, "4.7.0",
 		   "account %s needs sign-in: %s; %s", acct->name,
 		   ts->last_error, ts->remedy);
     else
-	result_set(res, M365_REAUTH, EX_TEMPFAIL, "4.7.0",
+	result_set(res, M365_REAUTH, "4.7.0",
 		   "account %s needs sign-in: run m365ctl login %s",
 		   acct->name, acct->name);
 }
@@ -238,7 +238,7 @@ static int auth_memo_check(const struct conf *conf,
 	&& dsn != NULL && dsn[0] == '4' && dsn[1] == '.'
 	&& strspn(dsn + 2, "0123456789.") == strlen(dsn + 2)
 	&& strlen(dsn) < sizeof(res->dsn) && text != NULL) {
-	result_set(res, (enum m365_status) status, EX_TEMPFAIL, dsn,
+	result_set(res, (enum m365_status) status, dsn,
 		   "%s [no new token request before %s]", text,
 		   auth_hms(until, until_text, sizeof(until_text)));
 	found = 1;
@@ -323,7 +323,7 @@ int     auth_token(struct http *http, const struct conf *conf,
 
     /* 1. The cached token, without the lock. */
     if (tokstore_load(conf, acct->name, &ts, err, sizeof(err)) < 0) {
-	result_set(res, M365_CONFIG, EX_TEMPFAIL, "4.7.0",
+	result_set(res, M365_CONFIG, "4.7.0",
 		   "account %s: token store unusable: %s", acct->name, err);
 	return (-1);
     }
@@ -364,19 +364,19 @@ int     auth_token(struct http *http, const struct conf *conf,
 	if (rc == -2 && !fresh && auth_memo_check(conf, acct, res))
 	    return (-1);
 	if (rc == -2)
-	    result_set(res, M365_TEMP, EX_TEMPFAIL, "4.4.1",
+	    result_set(res, M365_TEMP, "4.4.1",
 		       "account %s: no access token, will try again: another "
 		       "process is asking the token endpoint and has not "
 		       "finished (%s)", acct->name, err);
 	else
-	    result_set(res, M365_CONFIG, EX_TEMPFAIL, "4.7.0",
+	    result_set(res, M365_CONFIG, "4.7.0",
 		       "account %s: token store unusable: %s", acct->name, err);
 	return (-1);
     }
     if (tokstore_load(conf, acct->name, &ts, err, sizeof(err)) < 0) {
 	tokstore_unlock(lockfd);
 	xfree_secret(seen);
-	result_set(res, M365_CONFIG, EX_TEMPFAIL, "4.7.0",
+	result_set(res, M365_CONFIG, "4.7.0",
 		   "account %s: token store unusable: %s", acct->name, err);
 	return (-1);
     }
@@ -405,7 +405,7 @@ int     auth_token(struct http *http, const struct conf *conf,
     if (delegated && ts.refresh_token == NULL) {
 	tokstore_unlock(lockfd);
 	tokstore_clear(&ts);
-	result_set(res, M365_REAUTH, EX_TEMPFAIL, "4.7.0",
+	result_set(res, M365_REAUTH, "4.7.0",
 		   "account %s has not signed in yet: run m365ctl login %s",
 		   acct->name, acct->name);
 	return (-1);
@@ -468,17 +468,17 @@ int     auth_token(struct http *http, const struct conf *conf,
     switch (cls) {
     case OAUTH_REAUTH:
 	ts.offline = 1;
-	result_set(res, M365_REAUTH, EX_TEMPFAIL, "4.7.0",
+	result_set(res, M365_REAUTH, "4.7.0",
 		   "account %s needs sign-in: %s; %s", acct->name, cause,
 		   remedy);
 	break;
     case OAUTH_CONFIG:
-	result_set(res, M365_CONFIG, EX_TEMPFAIL, "4.7.0",
+	result_set(res, M365_CONFIG, "4.7.0",
 		   "account %s: token request refused: %s; %s (mail stays "
 		   "queued until this is fixed)", acct->name, cause, remedy);
 	break;
     default:
-	result_set(res, M365_TEMP, EX_TEMPFAIL,
+	result_set(res, M365_TEMP,
 		   oe.http_status == 0 ? "4.4.1" : "4.7.0",
 		   "account %s: no access token, will try again: %s; %s",
 		   acct->name, cause, remedy);
