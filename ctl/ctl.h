@@ -6,12 +6,16 @@
  * SYNOPSIS
  *	#include "ctl.h"
  * DESCRIPTION
- *	m365ctl is split in three files: m365ctl.c (main, option parsing,
- *	status, logout, check, consent-url and the helpers below),
- *	ctl_login.c (interactive sign-in: device code, browser with a
- *	loopback listener, paste-back) and ctl_test.c (the connection
- *	test, the "ping" of the Microsoft 365 admin pages, of an account
- *	or of an inbound [source]).
+ *	m365ctl is split in four files: m365ctl.c (main, option parsing,
+ *	status, logout, check, consent-url), ctl_login.c (interactive
+ *	sign-in: device code, browser with a loopback listener,
+ *	paste-back), ctl_test.c (the connection test, the "ping" of the
+ *	Microsoft 365 admin pages, of an account or of an inbound
+ *	[source]) and ctl_util.c (the helpers the others share).  Calls
+ *	go one way only: m365ctl.c uses the other three, ctl_login.c and
+ *	ctl_test.c use ctl_util.c, which uses none of them.  What m365ctl
+ *	and m365-fetch both need about a [source] is in the library
+ *	(source.h).
  *
  *	Commands return an exit status for main(): CTL_OK, CTL_FAIL (the
  *	operation ran and failed, e.g. a test step failed or the sign-in
@@ -32,7 +36,6 @@
 #include "conf.h"
 #include "http.h"
 #include "oauth.h"
-#include "strbuf.h"
 
 #define CTL_OK		0
 #define CTL_FAIL	1
@@ -50,6 +53,15 @@ enum ctl_login_method {
 extern int ctl_login(const struct conf *, const struct conf_account *,
 		             enum ctl_login_method);
 
+/* ctl_test.c */
+extern int ctl_test(const struct conf *, const struct conf_account *,
+		            int fresh, const char *send_to);
+extern int ctl_test_source(const struct conf *, const struct conf_source *,
+			           int fresh);
+
+/* Seconds the source test waits for each step of the MTA's session. */
+#define CTL_SMTP_TIMEOUT	5
+
 /* What Graph says about a user (GET /me, GET /users/{mailbox}). */
 struct ctl_user {
     char    id[80];
@@ -58,32 +70,16 @@ struct ctl_user {
     char    name[200];			/* displayName */
 };
 
-/* ctl_test.c */
+/* ctl_util.c: helpers shared by the commands */
+extern void ctl_audit(const char *,...) __attribute__((format(printf, 1, 2)));
+extern void ctl_log_quiet(int);
+extern void ctl_fmt_time(char *buf, size_t len, time_t when);
+extern void ctl_fmt_expiry(char *buf, size_t len, time_t expires, time_t now);
+extern int ctl_scope_has(const char *scopes, const char *name);
+extern void ctl_print_oauth_error(const char *what, const struct oauth_error *,
+				          const char *account);
 extern int ctl_get_user(struct http *, const struct conf *,
 		                const char *mailbox, const char *token,
 			                struct ctl_user *, struct http_resp *);
-extern int ctl_test(const struct conf *, const struct conf_account *,
-		            int fresh, const char *send_to);
-extern int ctl_test_source(const struct conf *, const struct conf_source *,
-			           int fresh);
-
-/* Seconds the source test waits for the MTA's connection and greeting. */
-#define CTL_SMTP_TIMEOUT	5
-
-/* m365ctl.c: helpers shared by the commands */
-extern int ctl_prepare_state(const struct conf *);
-extern void ctl_audit(const char *,...) __attribute__((format(printf, 1, 2)));
-extern void ctl_log_quiet(int);
-extern void ctl_print_oauth_error(const char *what, const struct oauth_error *,
-				          const char *account);
-extern long ctl_aadsts_from_text(const char *text);
-extern int ctl_scope_has(const char *scopes, const char *name);
-extern void ctl_fmt_time(char *buf, size_t len, time_t when);
-extern void ctl_fmt_expiry(char *buf, size_t len, time_t expires, time_t now);
-extern int ctl_same_address(const char *a, const char *b);
-extern const char *ctl_source_mailbox(const struct conf_source *);
-extern int ctl_source_shared(const struct conf_source *);
-extern int ctl_account_sources(const struct conf *, const struct conf_account *,
-			               struct strbuf *names);
 
 #endif

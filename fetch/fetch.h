@@ -12,7 +12,8 @@
  *	1. state: state_dir/sources/NAME.json (fetchstate.h); a Retry-After
  *	   from an earlier round that has not expired defers at once;
  *	2. token: auth_token() (an offline account costs no request);
- *	3. folder: resolved once (well-known name, else displayName via
+ *	3. folder: resolved once by source_resolve() (source.h, which
+ *	   m365ctl test uses too: well-known name, else displayName via
  *	   $filter, "A/B" walks child folders) and cached with the setting
  *	   it came from; a changed setting or a 404 resolves again;
  *	4. recovery: every message still pending from an interrupted
@@ -115,6 +116,5 @@ extern int fetch_round(const struct conf *, struct http *,
 		               const struct conf_source *,
 		               volatile sig_atomic_t *stop, struct fetch_result *);
 extern const char *fetch_status_name(enum fetch_status);
-extern const char *fetch_mailbox(const struct conf_source *);
 
 #endif

@@ -8,6 +8,8 @@ read for each new connection:
   mail530   530 5.7.0 to MAIL FROM (the MTA wants TLS/AUTH: a setup issue)
   data451   451 4.3.0 to the end of the data (a definite "not taken")
   7bit      like ok, but EHLO does not offer 8BITMIME (RFC 6152)
+  helo554   220 greeting, then 554 to EHLO and HELO (Postfix's
+            smtpd_helo_restrictions refusing this client)
   ok        250 to everything
 
 LOGFILE gets each MAIL command as sent, and "accepted N" or "data451 N"
@@ -41,6 +43,9 @@ def serve(c):
         if u.startswith(b"EHLO") or u.startswith(b"HELO"):
             if mode == "greet554":
                 say("554 5.3.2 quirk.test closed")
+            elif mode == "helo554":
+                say("554 5.7.1 <%s>: Helo command rejected: Access denied"
+                    % line.decode("ascii", "replace").split()[-1])
             elif mode == "7bit":
                 say("250-quirk.test")
                 say("250 SIZE 10000000")
