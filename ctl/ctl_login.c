@@ -54,12 +54,14 @@
 
 #include <openssl/crypto.h>
 
+#include "addr.h"
 #include "auth.h"
 #include "conf.h"
 #include "ctl.h"
 #include "http.h"
 #include "log.h"
 #include "oauth.h"
+#include "source.h"
 #include "strbuf.h"
 #include "tokstore.h"
 #include "util.h"
@@ -180,23 +182,10 @@ static int ctl_login_device(struct http *http, const struct conf *conf,
     return (rc);
 }
 
-/* ctl_hexval - value of a hex digit, or -1 */
-
-static int ctl_hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-	return (c - '0');
-    if (c >= 'a' && c <= 'f')
-	return (c - 'a' + 10);
-    if (c >= 'A' && c <= 'F')
-	return (c - 'A' + 10);
-    return (-1);
-}
-
 /*
  * ctl_query_get - the decoded value of one parameter of a query string
- * ("a=1&b=x%20y"), or NULL.  The caller frees the result with
- * xfree_secret() (it may be an authorization code).
+ * ("a=1&b=x%20y", decoded by url_form_decode()), or NULL.  The caller
+ * frees the result with xfree_secret() (it may be an authorization code).
  */
 static char *ctl_query_get(const char *query, const char *name)
 {
@@ -204,29 +193,13 @@ static char *ctl_query_get(const char *query, const char *name)
     const char *cp = query;
     const char *end;
     const char *val;
-    char   *out;
-    size_t  o;
-    int     hi, lo;
 
     while (cp && *cp) {
 	end = cp + strcspn(cp, "&;#");
 	if ((size_t) (end - cp) > nlen && strncmp(cp, name, nlen) == 0
 	    && cp[nlen] == '=') {
 	    val = cp + nlen + 1;
-	    out = xmalloc((size_t) (end - val) + 1);
-	    for (o = 0; val < end; val++) {
-		if (*val == '+') {
-		    out[o++] = ' ';
-		} else if (*val == '%' && end - val >= 3
-			   && (hi = ctl_hexval(val[1])) >= 0
-			   && (lo = ctl_hexval(val[2])) >= 0) {
-		    out[o++] = (char) (hi * 16 + lo);
-		    val += 2;
-		} else
-		    out[o++] = *val;
-	    }
-	    out[o] = 0;
-	    return (out);
+	    return (url_form_decode(val, (size_t) (end - val)));
 	}
 	if (*end != '&' && *end != ';')
 	    break;
@@ -289,7 +262,9 @@ static void ctl_http_reply(int fd, int code, const char *title,
 		  "no-store\r\nConnection: close\r\n\r\n", code, reason,
 		  (unsigned long) page.len);
     strbuf_append(&head, page.data, page.len);
-    for (p = head.data, left = head.len; left > 0; p += n, left -= (size_t) n) {
+    /* A page cut short is not sent (head.len is 0 once head failed). */
+    left = strbuf_failed(&page) ? 0 : head.len;
+    for (p = head.data; left > 0; p += n, left -= (size_t) n) {
 	if ((n = send(fd, p, left, MSG_NOSIGNAL)) < 0) {
 	    if (errno == EINTR) {
 		n = 0;
@@ -454,7 +429,7 @@ static void ctl_authorize_error(const struct conf_account *acct,
     }
     line[o] = 0;
     log_printable(oe.description, sizeof(oe.description), line, o);
-    oe.aadsts = ctl_aadsts_from_text(desc);
+    oe.aadsts = oauth_aadsts_from_text(desc);
     oe.cls = oauth_classify(oe.http_status, oe.error, oe.aadsts);
     fprintf(stderr, "m365ctl: sign-in failed at the authorize page: %s: "
 	    "%s\n", oe.error, oe.description[0] ? oe.description :
@@ -528,6 +503,22 @@ static int ctl_redeem_query(struct http *http, const struct conf *conf,
     return (rc);
 }
 
+/*
+ * ctl_login_nonces - the PKCE verifier and challenge and the state of an
+ * authorization code flow; 0, or -1 after saying why
+ */
+static int ctl_login_nonces(char *verifier, size_t vlen, char *challenge,
+			            size_t clen, char *state33)
+{
+    if (oauth_pkce_new(verifier, vlen, challenge, clen) < 0
+	|| random_hex(state33, 16) < 0) {
+	fprintf(stderr, "m365ctl: no random bytes for the sign-in: OpenSSL's "
+		"random generator and /dev/urandom both failed\n");
+	return (-1);
+    }
+    return (0);
+}
+
 /* ctl_login_browser - authorization code + PKCE with a loopback listener */
 
 static int ctl_login_browser(struct http *http, const struct conf *conf,
@@ -566,8 +557,9 @@ static int ctl_login_browser(struct http *http, const struct conf *conf,
 	pfd[nfd++].events = POLLIN;
     }
     snprintf(redirect_uri, sizeof(redirect_uri), "http://localhost:%d/", port);
-    oauth_pkce_new(verifier, sizeof(verifier), challenge, sizeof(challenge));
-    random_hex(state, 16);
+    if (ctl_login_nonces(verifier, sizeof(verifier), challenge,
+			 sizeof(challenge), state) < 0)
+	goto done;
     if ((url = oauth_authorize_url(conf, acct, redirect_uri, challenge,
 				   state)) == NULL) {
 	fprintf(stderr, "m365ctl: cannot build the authorize URL for account "
@@ -651,8 +643,9 @@ static int ctl_login_paste(struct http *http, const struct conf *conf,
     char   *query;
     int     rc = CTL_FAIL;
 
-    oauth_pkce_new(verifier, sizeof(verifier), challenge, sizeof(challenge));
-    random_hex(state, 16);
+    if (ctl_login_nonces(verifier, sizeof(verifier), challenge,
+			 sizeof(challenge), state) < 0)
+	return (CTL_FAIL);
     if ((url = oauth_authorize_url(conf, acct, redirect_uri, challenge,
 				   state)) == NULL) {
 	fprintf(stderr, "m365ctl: cannot build the authorize URL for account "
@@ -714,13 +707,13 @@ static void ctl_login_sources(const struct conf *conf,
     for (src = conf->sources; src; src = src->next) {
 	if (src->acct != acct)
 	    continue;
-	mb = ctl_source_mailbox(src);
+	mb = source_mailbox(src);
 	printf("account %s: used by source %s (mailbox %s, folder %s, "
 	       "deliver_to %s)\n", acct->name, src->name,
-	       mb ? mb : "of the signed-in user", src->folder ? src->folder :
-	       "inbox", src->deliver_to);
+	       mb ? mb : "of the signed-in user", source_folder(src),
+	       src->deliver_to);
 	need_rw = 1;
-	if (ctl_source_shared(src))
+	if (source_shared(src))
 	    need_shared = 1;
     }
     if (!need_rw || tok->scope == NULL || tok->scope[0] == 0)
@@ -764,8 +757,8 @@ static void ctl_login_report(struct http *http, const struct conf *conf,
 	who = user.upn[0] ? user.upn : user.mail;
 	printf("account %s: signed in as %s%s%s%s\n", acct->name, who,
 	       user.name[0] ? " (" : "", user.name, user.name[0] ? ")" : "");
-	if (acct->mailbox && !ctl_same_address(acct->mailbox, user.upn)
-	    && !ctl_same_address(acct->mailbox, user.mail)) {
+	if (acct->mailbox && !addr_same(acct->mailbox, user.upn)
+	    && !addr_same(acct->mailbox, user.mail)) {
 	    if (!ctl_scope_has(tok->scope, "Mail.Send.Shared"))
 		printf("account %s: warning: mailbox %s is not the signed-in "
 		       "user's: sending needs the scope Mail.Send.Shared; add "

@@ -9,8 +9,6 @@
  *	int	ctl_test(conf, acct, fresh, send_to)
  *
  *	int	ctl_test_source(conf, src, fresh)
- *
- *	int	ctl_get_user(http, conf, mailbox, token, user, resp)
  * DESCRIPTION
  *	ctl_test() runs the steps below and prints one line per step,
  *	"ok   step: what was found" or "FAIL step: what is wrong" followed
@@ -42,46 +40,45 @@
  *	            read only): offline with the error and remedy, the last
  *	            round, or never run;
  *	sign-in, token, user   as above, for the source's account;
- *	folder      the folder resolved as m365-fetch does it: GET
- *	            /users/{mailbox}/mailFolders/{well-known name}, else
- *	            mailFolders?$filter=displayName eq 'NAME' ("A/B" through
- *	            childFolders); 403 ErrorAccessDenied names Mail.ReadWrite
- *	            and the RBAC scope (app-only) or Mail.ReadWrite(.Shared)
- *	            and Full Access (delegated);
+ *	folder      the folder resolved by m365-fetch's code
+ *	            (source_resolve()): GET /users/{mailbox}/mailFolders/
+ *	            {well-known name}, else mailFolders?$filter=displayName
+ *	            eq 'NAME' ("A/B" through childFolders); a 404 that is not
+ *	            about the mailbox means the folder does not exist; 403
+ *	            ErrorAccessDenied names Mail.ReadWrite and the RBAC scope
+ *	            (app-only) or Mail.ReadWrite(.Shared) and Full Access
+ *	            (delegated);
  *	permission  delegated: Mail.ReadWrite granted (Mail.ReadWrite.Shared
  *	            for another user's mailbox); app-only: the role
  *	            Mail.ReadWrite when the token is a JWT;
- *	deliver     smtp://HOST:PORT: a TCP connection and the MTA's 220
- *	            greeting within CTL_SMTP_TIMEOUT seconds each (then
- *	            QUIT); sendmail: sendmail_path is an executable file.
+ *	deliver     through m365-fetch's injection code (inject_probe()),
+ *	            no mail sent: smtp://HOST:PORT: the TCP connection,
+ *	            the MTA's 220 greeting and its answer to EHLO (HELO
+ *	            when EHLO is refused), each within CTL_SMTP_TIMEOUT
+ *	            seconds, then QUIT; a warning when the MTA does not
+ *	            offer 8BITMIME (an 8-bit message would put the source
+ *	            offline); sendmail: the program m365-fetch runs
+ *	            (sendmail_path) is an executable file.
  *	The deliver step runs even when an earlier step failed.
- *
- *	ctl_get_user() reads GET /me (mailbox NULL) or GET /users/{mailbox}
- *	into a struct ctl_user.
  * DIAGNOSTICS
  *	ctl_test() and ctl_test_source() return CTL_OK when every step
- *	passed, else CTL_FAIL.
- *	ctl_get_user() returns 0 on HTTP 200 with a parsable body, else -1
- *	(resp tells why).  Token values are never printed.
+ *	passed, else CTL_FAIL.  Token values are never printed.
  */
 #include "config.h"
 
 #include <errno.h>
-#include <netdb.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cJSON.h>
-#include <openssl/evp.h>
+#include <openssl/crypto.h>
 
+#include "addr.h"
 #include "auth.h"
 #include "conf.h"
 #include "ctl.h"
@@ -89,8 +86,10 @@
 #include "fetchstate.h"
 #include "graph.h"
 #include "http.h"
+#include "inject.h"
 #include "log.h"
 #include "msg.h"
+#include "source.h"
 #include "status.h"
 #include "strbuf.h"
 #include "tokstore.h"
@@ -166,61 +165,6 @@ static void __attribute__((format(printf, 1, 2)))
     va_start(ap, fmt);
     ctl_vstep(NULL, "", "remedy", fmt, ap);	/* "     remedy: ..." */
     va_end(ap);
-}
-
-/* ctl_json_copy - copy a string member of a JSON object */
-
-static void ctl_json_copy(const cJSON *obj, const char *key, char *buf,
-			          size_t len)
-{
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
-
-    if (cJSON_IsString(item) && item->valuestring)
-	log_printable(buf, len, item->valuestring, strlen(item->valuestring));
-    else if (len > 0)
-	buf[0] = 0;
-}
-
-/* ctl_get_user - GET /me or GET /users/{mailbox} */
-
-int     ctl_get_user(struct http *http, const struct conf *conf,
-		             const char *mailbox, const char *token,
-		             struct ctl_user *user, struct http_resp *resp)
-{
-    struct http_req req;
-    struct strbuf url;
-    cJSON  *root;
-    size_t  n;
-    int     rc;
-
-    memset(user, 0, sizeof(*user));
-    if (mailbox) {
-	rc = graph_get(http, conf, mailbox, "", token, resp);
-    } else {
-	strbuf_init(&url, STRBUF_MAX_SMALL);
-	n = strlen(conf->graph_url);
-	while (n > 0 && conf->graph_url[n - 1] == '/')
-	    n--;
-	strbuf_append(&url, conf->graph_url, n);
-	strbuf_puts(&url, "/v1.0/me");
-	memset(&req, 0, sizeof(req));
-	req.method = "GET";
-	req.url = strbuf_str(&url);
-	req.bearer = token;
-	rc = http_perform(http, &req, resp);
-	strbuf_free(&url);
-    }
-    if (rc < 0 || resp->status != 200)
-	return (-1);
-    if (resp->body.data == NULL
-	|| (root = cJSON_Parse(resp->body.data)) == NULL)
-	return (-1);
-    ctl_json_copy(root, "id", user->id, sizeof(user->id));
-    ctl_json_copy(root, "userPrincipalName", user->upn, sizeof(user->upn));
-    ctl_json_copy(root, "mail", user->mail, sizeof(user->mail));
-    ctl_json_copy(root, "displayName", user->name, sizeof(user->name));
-    cJSON_Delete(root);
-    return (0);
 }
 
 /* ctl_auth_kind - how the account authenticates, for humans */
@@ -612,54 +556,6 @@ static int ctl_step_mailbox(struct ctl_run *run, const struct ctl_user *me)
     return (rc);
 }
 
-/* ctl_b64url_decode - decode one base64url JWT segment; NUL-terminated */
-
-static unsigned char *ctl_b64url_decode(const char *in, size_t n,
-					        size_t *len_r)
-{
-    unsigned char *buf;
-    unsigned char *out;
-    size_t  i, m;
-    int     got, pad;
-
-    if (n == 0 || n > STRBUF_MAX_SMALL * 4)
-	return (NULL);
-    m = (n + 3) / 4 * 4;
-    buf = xmalloc(m + 1);
-    for (i = 0; i < n; i++) {
-	char    c = in[i];
-
-	if (c == '-')
-	    c = '+';
-	else if (c == '_')
-	    c = '/';
-	else if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
-		   || (c >= '0' && c <= '9'))) {
-	    free(buf);
-	    return (NULL);
-	}
-	buf[i] = (unsigned char) c;
-    }
-    for (pad = 0; i < m; i++, pad++)
-	buf[i] = '=';
-    buf[m] = 0;
-    if (pad > 2) {
-	free(buf);
-	return (NULL);
-    }
-    out = xmalloc(m / 4 * 3 + 1);
-    got = EVP_DecodeBlock(out, buf, (int) m);
-    free(buf);
-    if (got < pad) {
-	free(out);
-	return (NULL);
-    }
-    got -= pad;
-    out[got] = 0;
-    *len_r = (size_t) got;
-    return (out);
-}
-
 /*
  * ctl_jwt_roles - the application roles of a JWT access token, space
  * separated, into roles (initialized here; the caller frees it).  1 if
@@ -680,8 +576,10 @@ static int ctl_jwt_roles(const char *token, const char *want,
 	|| (dot2 = strchr(dot1 + 1, '.')) == NULL
 	|| strchr(dot2 + 1, '.') != NULL)
 	return (-1);
-    if ((payload = ctl_b64url_decode(dot1 + 1, (size_t) (dot2 - dot1 - 1),
-				     &len)) == NULL)
+    /* A token's claims: 64 KB at most. */
+    if ((size_t) (dot2 - dot1 - 1) > STRBUF_MAX_SMALL * 4
+	|| (payload = base64url_decode(dot1 + 1, (size_t) (dot2 - dot1 - 1),
+				       &len)) == NULL)
 	return (-1);
     claims = cJSON_ParseWithLength((const char *) payload, len);
     OPENSSL_cleanse(payload, len);
@@ -710,11 +608,13 @@ static int ctl_step_role(struct ctl_run *run, const char *perm, int has,
 {
     if (has)
 	ctl_step(run, "ok", "permission", "the token carries the "
-		 "application role %s (roles: %s)", perm, strbuf_str(roles));
+		 "application role %s (roles: %s)", perm,
+		 strbuf_log_str(roles));
     else
 	ctl_step(run, "FAIL", "permission", "the token has no application "
-		 "role %s (roles: %s)%s", perm, roles->len ?
-		 strbuf_str(roles) : "none", consequence);
+		 "role %s (roles: %s)%s", perm, roles->len
+		 || strbuf_failed(roles) ? strbuf_log_str(roles) : "none",
+		 consequence);
     return (has);
 }
 
@@ -784,8 +684,8 @@ static void ctl_step_permission(struct ctl_run *run, const struct ctl_user *me)
 		   acct->name);
     }
     other = (me && (me->upn[0] || me->mail[0])
-	     && !ctl_same_address(acct->mailbox, me->upn)
-	     && !ctl_same_address(acct->mailbox, me->mail));
+	     && !addr_same(acct->mailbox, me->upn)
+	     && !addr_same(acct->mailbox, me->mail));
     who = me && me->upn[0] ? me->upn : "the signed-in user";
     if (other) {
 	if (ctl_scope_has(ts.scope, "Mail.Send.Shared"))
@@ -825,9 +725,15 @@ static int ctl_build_message(struct ctl_run *run, const char *rcpt,
     int     fd;
     int     rc;
 
+    if (random_hex(id, 16) < 0) {
+	result_set(res, M365_SYSTEM, "4.3.0", "no random bytes for the "
+		   "Message-ID: OpenSSL's random generator and /dev/urandom "
+		   "both failed");
+	return (-1);
+    }
     snprintf(path, sizeof(path), "%s/m365ctl.XXXXXX", tmpdir);
     if ((fd = mkstemp(path)) < 0) {
-	result_set(res, M365_SYSTEM, EX_TEMPFAIL, "4.3.0", "cannot create a "
+	result_set(res, M365_SYSTEM, "4.3.0", "cannot create a "
 		   "temporary file in %s: %s", tmpdir, strerror(errno));
 	return (-1);
     }
@@ -837,7 +743,6 @@ static int ctl_build_message(struct ctl_run *run, const char *rcpt,
     if (gethostname(host, sizeof(host)) < 0)
 	snprintf(host, sizeof(host), "localhost");
     host[sizeof(host) - 1] = 0;
-    random_hex(id, 16);
     domain = strrchr(acct->mailbox, '@');
     domain = domain ? domain + 1 : "m365relay.invalid";
 
@@ -861,8 +766,16 @@ static int ctl_build_message(struct ctl_run *run, const char *rcpt,
 		  "No action is needed.\n",
 		  date, acct->mailbox, rcpt, id, domain, acct->name, host,
 		  acct->mailbox, acct->name, ctl_auth_kind(acct), date);
+    if (strbuf_failed(&text)) {
+	/* Never a test message cut short. */
+	result_set(res, M365_PERM, "5.6.0", "the test message would be "
+		   "longer than %lu bytes (is the recipient, mailbox or "
+		   "account name far too long?)", (unsigned long) text.max);
+	close(fd);
+	return (-1);
+    }
     if (file_write_all(fd, text.data, text.len) < 0) {
-	result_set(res, M365_SYSTEM, EX_TEMPFAIL, "4.3.0", "cannot write "
+	result_set(res, M365_SYSTEM, "4.3.0", "cannot write "
 		   "the test message to %s: %s", tmpdir, strerror(errno));
 	strbuf_free(&text);
 	close(fd);
@@ -870,7 +783,7 @@ static int ctl_build_message(struct ctl_run *run, const char *rcpt,
     }
     strbuf_free(&text);
     if (lseek(fd, 0, SEEK_SET) < 0) {
-	result_set(res, M365_SYSTEM, EX_TEMPFAIL, "4.3.0", "cannot rewind "
+	result_set(res, M365_SYSTEM, "4.3.0", "cannot rewind "
 		   "the test message: %s", strerror(errno));
 	close(fd);
 	return (-1);
@@ -987,48 +900,54 @@ done:
 
 static const char *ctl_mb_name(const struct conf_source *src)
 {
-    const char *mb = ctl_source_mailbox(src);
+    const char *mb = source_mailbox(src);
 
     return (mb ? mb : "(the signed-in user's)");
 }
 
 /*
- * ctl_src_get - GET /users/{mailbox}{suffix} (/me when mailbox is NULL);
- * a 401 is answered once with a fresh token.  0 on 2xx, -1 otherwise
- * (resp tells why), -2 when no fresh token could be had (reported).
+ * ctl_folder_get - a request of source_resolve(): GET url with the
+ * run's token; a 401 is answered once with a fresh token.  0 when a
+ * reply stands in resp, -2 when no fresh token could be had (reported).
  */
-static int ctl_src_get(struct ctl_run *run, const char *mailbox,
-		               const char *suffix, struct http_resp *resp)
+static int ctl_folder_get(void *ctx, const char *url, struct http_resp *resp)
 {
+    static const char *const hdrs[] = {"Accept: application/json", NULL};
+    struct ctl_run *run = ctx;
+    struct http_req req;
     int     rc;
 
-    for (;;) {
-	(void) graph_get(run->http, run->conf, mailbox, suffix, run->token,
-			 resp);
-	if (resp->status >= 200 && resp->status < 300)
-	    return (0);
-	if ((rc = ctl_renew(run, resp)) < 0)
-	    return (rc);
-    }
+    do {
+	memset(&req, 0, sizeof(req));
+	req.method = "GET";
+	req.url = url;
+	req.bearer = run->token;
+	req.headers = hdrs;
+	(void) http_perform(run->http, &req, resp);
+    } while ((rc = ctl_renew(run, resp)) == 0);
+    return (rc == -2 ? -2 : 0);
 }
 
-/*
- * ctl_folder_query - the request for one folder path element: a
- * well-known name at the top, else displayName eq 'NAME' under parent
- * (NULL: the top).  what describes it for humans.  free() the result.
- */
-static char *ctl_folder_query(const char *parent, const char *name,
-			              struct strbuf *what)
+/* ctl_folder_ambiguous - several folders have the display name */
+
+static void ctl_folder_ambiguous(void *ctx, const char *name)
 {
-    if (parent == NULL && graph_folder_well_known(name))
-	strbuf_printf(what, "GET /users/{mailbox}/mailFolders/%s", name);
-    else if (parent)
+    ctl_step((struct ctl_run *) ctx, "warn", "folder", "more than one folder "
+	     "is named \"%s\"; m365-fetch uses the first", name);
+}
+
+/* ctl_folder_what - the request of the last folder lookup, for humans */
+
+static void ctl_folder_what(const struct source_folder *f, struct strbuf *what)
+{
+    if (f->depth == 0 && graph_folder_well_known(f->elem))
+	strbuf_printf(what, "GET /users/{mailbox}/mailFolders/%s", f->elem);
+    else if (f->depth > 0)
 	strbuf_printf(what, "GET /users/{mailbox}/mailFolders/{id}/"
-		      "childFolders?$filter=displayName eq '%s'", name);
+		      "childFolders?$filter=displayName eq '%s'", f->elem);
     else
 	strbuf_printf(what, "GET /users/{mailbox}/mailFolders?$filter="
-		      "displayName eq '%s'", name);
-    return (graph_folder_query(parent, name));
+		      "displayName eq '%s'", f->elem);
 }
 
 /* ctl_src_access_remedy - what grants a source access to its mailbox */
@@ -1063,145 +982,101 @@ static void ctl_src_access_remedy(struct ctl_run *run,
 		   src->name);
 }
 
-/* ctl_src_fail - the folder step failed: what it means, what to do */
-
+/*
+ * ctl_src_fail - the folder step failed (source_resolve() said why):
+ * what it means, what to do
+ */
 static void ctl_src_fail(struct ctl_run *run, const struct conf_source *src,
-			         const char *what, const char *elem, int shared,
-			         const char *who, const struct http_resp *resp)
+			         const struct source_folder *f, int shared,
+			         const char *who)
 {
-    struct graph_error ge;
+    const struct http_resp *resp = &f->resp;
     const char *mb = ctl_mb_name(src);
+    struct graph_error ge;
+    struct strbuf what;
 
+    strbuf_init(&what, STRBUF_MAX_SMALL);
+    ctl_folder_what(f, &what);
     memset(&ge, 0, sizeof(ge));
     (void) graph_parse_error(resp, &ge);
-    if (resp->status == 403) {
+    if (f->status == SOURCE_FOLDER_NONE) {
+	ctl_step(run, "FAIL", "folder", "no folder named \"%s\" in mailbox %s",
+		 f->elem, mb);
+	ctl_remedy("create the folder, or fix \"folder\" in [source %s] of %s "
+		   "(a well-known name such as inbox, or a display name; "
+		   "\"A/B\" names child folder B of A)", src->name,
+		   run->conf->path);
+    } else if (f->status == SOURCE_FOLDER_MISSING) {
+	ctl_step(run, "FAIL", "folder", "%s: folder \"%s\" does not exist in "
+		 "mailbox %s (HTTP %ld%s%s)", strbuf_log_str(&what), f->elem, mb,
+		 resp->status, ge.code[0] ? " " : "", ge.code);
+	ctl_remedy("fix \"folder\" in [source %s] of %s", src->name,
+		   run->conf->path);
+    } else if (f->status == SOURCE_FOLDER_BAD_REPLY) {
+	ctl_step(run, "FAIL", "folder", "%s: Graph sent an unreadable reply",
+		 strbuf_log_str(&what));
+    } else if (resp->status == 403) {
 	ctl_step(run, "FAIL", "folder", "%s: access to mailbox %s denied "
-		 "(HTTP 403 %s: %s)", what, mb, ge.code[0] ? ge.code :
-		 "Forbidden", ge.message);
+		 "(HTTP 403 %s: %s)", strbuf_log_str(&what), mb, ge.code[0] ?
+		 ge.code : "Forbidden", ge.message);
 	ctl_src_access_remedy(run, src, shared, who);
-	return;
-    }
-    if (resp->status == 404
-	&& strcasecmp(ge.code, "MailboxNotEnabledForRESTAPI") == 0) {
+    } else if (resp->status == 404
+	       && strcasecmp(ge.code, "MailboxNotEnabledForRESTAPI") == 0) {
 	ctl_step(run, "FAIL", "folder", "%s: mailbox %s is not enabled for "
-		 "the REST API (HTTP 404 %s: %s)", what, mb, ge.code,
-		 ge.message);
+		 "the REST API (HTTP 404 %s: %s)", strbuf_log_str(&what), mb,
+		 ge.code, ge.message);
 	ctl_remedy("%s has no Exchange Online mailbox: assign an Exchange "
 		   "Online licence (a shared mailbox needs none), or the "
 		   "mailbox is inactive, soft-deleted or on-premises", mb);
-	return;
-    }
-    if ((resp->status == 404 || resp->status == 400)
-	&& (strcasecmp(ge.code, "ErrorItemNotFound") == 0
-	    || strcasecmp(ge.code, "ErrorInvalidIdMalformed") == 0
-	    || strcasecmp(ge.code, "ErrorFolderNotFound") == 0)) {
-	ctl_step(run, "FAIL", "folder", "%s: folder \"%s\" does not exist in "
-		 "mailbox %s (HTTP %ld %s)", what, elem, mb, resp->status,
-		 ge.code);
-	ctl_remedy("fix \"folder\" in [source %s] of %s", src->name,
-		   run->conf->path);
-	return;
-    }
-    if (resp->status == 404) {
+    } else if (resp->status == 404) {
 	ctl_step(run, "FAIL", "folder", "%s: no user or mailbox %s in tenant "
-		 "%s (HTTP 404 %s: %s)", what, mb, run->acct->tenant,
-		 ge.code[0] ? ge.code : "ResourceNotFound", ge.message);
+		 "%s (HTTP 404 %s: %s)", strbuf_log_str(&what), mb,
+		 run->acct->tenant, ge.code, ge.message);
 	ctl_remedy("check \"mailbox\" of [source %s] (default: the mailbox "
 		   "of [account %s]) in %s", src->name, run->acct->name,
 		   run->conf->path);
-	return;
-    }
-    ctl_graph_fail(run, "folder", what, resp);
+    } else
+	ctl_graph_fail(run, "folder", strbuf_log_str(&what), resp);
+    strbuf_free(&what);
 }
 
 /*
- * ctl_step_folder - resolve the source's folder like m365-fetch does;
- * 0 found, -1 failed (reported), -2 no token (reported).
+ * ctl_step_folder - resolve the source's folder as m365-fetch does
+ * (source_resolve()); 0 found, -1 failed (reported), -2 no token
+ * (reported).
  */
 static int ctl_step_folder(struct ctl_run *run, const struct conf_source *src,
 			           int shared, const char *who)
 {
-    const char *want = src->folder && *src->folder ? src->folder : "inbox";
-    struct http_resp resp;
-    struct strbuf what;
-    cJSON  *root, *val, *item, *v;
-    char   *copy = xstrdup(want);
-    char   *elem, *slash, *suffix;
-    char   *id = NULL;
-    char    name[200] = "";
-    long    total = -1, unread = -1;
-    int     listed;
-    int     rc = 0;
+    struct source_walk walk = {ctl_folder_get, ctl_folder_ambiguous, run};
+    struct source_folder f;
+    const char *want = source_folder(src);
+    int     rc = -1;
 
-    strbuf_init(&what, STRBUF_MAX_SMALL);
-    for (elem = copy; elem && rc == 0; elem = slash ? slash + 1 : NULL) {
-	if ((slash = strchr(elem, '/')) != NULL)
-	    *slash = 0;
-	if (*elem == 0)
-	    continue;
-	strbuf_reset(&what);
-	suffix = ctl_folder_query(id, elem, &what);
-	http_resp_init(&resp);
-	rc = ctl_src_get(run, ctl_source_mailbox(src), suffix, &resp);
-	free(suffix);
-	if (rc == -1)
-	    ctl_src_fail(run, src, strbuf_str(&what), elem, shared, who, &resp);
-	if (rc < 0) {
-	    http_resp_free(&resp);
-	    break;
-	}
-	root = resp.body.len ? cJSON_ParseWithLength(resp.body.data,
-						     resp.body.len) : NULL;
-	http_resp_free(&resp);
-	val = cJSON_GetObjectItemCaseSensitive(root, "value");
-	item = cJSON_IsArray(val) ? cJSON_GetArrayItem(val, 0) : root;
-	v = cJSON_GetObjectItemCaseSensitive(item, "id");
-	free(id);
-	id = cJSON_IsString(v) && v->valuestring && *v->valuestring ?
-	    xstrdup(v->valuestring) : NULL;
-	ctl_json_copy(item, "displayName", name, sizeof(name));
-	v = cJSON_GetObjectItemCaseSensitive(item, "totalItemCount");
-	total = cJSON_IsNumber(v) ? (long) v->valuedouble : -1;
-	v = cJSON_GetObjectItemCaseSensitive(item, "unreadItemCount");
-	unread = cJSON_IsNumber(v) ? (long) v->valuedouble : -1;
-	if (cJSON_IsArray(val) && cJSON_GetArraySize(val) > 1)
-	    ctl_step(run, "warn", "folder", "more than one folder is named "
-		     "\"%s\"; m365-fetch uses the first", elem);
-	listed = cJSON_IsArray(val);
-	cJSON_Delete(root);
-	if (id == NULL) {
-	    if (!listed)
-		ctl_step(run, "FAIL", "folder", "%s: Graph sent an unreadable "
-			 "reply", strbuf_str(&what));
-	    else {
-		ctl_step(run, "FAIL", "folder", "no folder named \"%s\" in "
-			 "mailbox %s", elem, ctl_mb_name(src));
-		ctl_remedy("create the folder, or fix \"folder\" in [source "
-			   "%s] of %s (a well-known name such as inbox, or a "
-			   "display name; \"A/B\" names child folder B of A)",
-			   src->name, run->conf->path);
-	    }
-	    rc = -1;
-	}
-    }
-    if (rc == 0 && id == NULL) {
+    switch (source_resolve(run->conf, source_mailbox(src), want, &walk, &f)) {
+    case SOURCE_FOLDER_OK:
+	if (f.total >= 0 && f.unread >= 0)
+	    ctl_step(run, "ok", "folder", "%s of mailbox %s found (\"%s\": "
+		     "%ld messages, %ld unread)", want, ctl_mb_name(src),
+		     f.name, f.total, f.unread);
+	else
+	    ctl_step(run, "ok", "folder", "%s of mailbox %s found (\"%s\")",
+		     want, ctl_mb_name(src), f.name);
+	rc = 0;
+	break;
+    case SOURCE_FOLDER_EMPTY:
 	ctl_step(run, "FAIL", "folder", "[source %s] names no folder "
 		 "(folder = \"%s\")", src->name, want);
 	ctl_remedy("set \"folder\" in [source %s] (default inbox)", src->name);
-	rc = -1;
+	break;
+    case SOURCE_FOLDER_FAILED:
+	rc = -2;				/* no token: ctl_renew() said why */
+	break;
+    default:
+	ctl_src_fail(run, src, &f, shared, who);
+	break;
     }
-    if (rc == 0) {
-	if (total >= 0 && unread >= 0)
-	    ctl_step(run, "ok", "folder", "%s of mailbox %s found (\"%s\": "
-		     "%ld messages, %ld unread)", want, ctl_mb_name(src),
-		     name, total, unread);
-	else
-	    ctl_step(run, "ok", "folder", "%s of mailbox %s found (\"%s\")",
-		     want, ctl_mb_name(src), name);
-    }
-    strbuf_free(&what);
-    free(id);
-    free(copy);
+    source_resolve_free(&f);
     return (rc);
 }
 
@@ -1295,240 +1170,146 @@ static void ctl_step_src_state(struct ctl_run *run,
     fetchstate_clear(&st);
 }
 
-/* ctl_ms_left - milliseconds until deadline (monotonic seconds), >= 0 */
+/* ctl_deliver_sendmail - report inject_probe() of deliver_to = sendmail */
 
-static int ctl_ms_left(double deadline)
+static void ctl_deliver_sendmail(struct ctl_run *run,
+				         const struct conf_source *src,
+				         const struct inject_probe *p)
 {
-    double  left = deadline - time_mono();
-
-    return (left <= 0 ? 0 : (int) (left * 1000) + 1);
-}
-
-/*
- * ctl_tcp_connect - TCP connection to host:port within timeout seconds;
- * the socket, or -1 with why filled and *err_r the errno (ETIMEDOUT for
- * the timeout, 0 for a name that does not resolve).
- */
-static int ctl_tcp_connect(const char *host, long port, int timeout,
-			           char *why, size_t len, int *err_r)
-{
-    struct addrinfo hints, *res, *ai;
-    struct pollfd pfd;
-    socklen_t elen;
-    double  deadline = time_mono() + timeout;
-    char    portstr[16];
-    int     fd = -1, err = ECONNREFUSED, gai, n;
-
-    *err_r = 0;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    snprintf(portstr, sizeof(portstr), "%ld", port);
-    if ((gai = getaddrinfo(host, portstr, &hints, &res)) != 0) {
-	snprintf(why, len, "cannot resolve host %s: %s", host,
-		 gai_strerror(gai));
-	return (-1);
-    }
-    for (ai = res; ai; ai = ai->ai_next) {
-	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC
-		    | SOCK_NONBLOCK, ai->ai_protocol);
-	if (fd < 0) {
-	    err = errno;
-	    continue;
-	}
-	if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-	    break;
-	err = errno;
-	if (err == EINPROGRESS) {
-	    pfd.fd = fd;
-	    pfd.events = POLLOUT;
-	    while ((n = poll(&pfd, 1, ctl_ms_left(deadline))) < 0
-		   && errno == EINTR)
-		 /* void */ ;
-	    if (n == 0)
-		err = ETIMEDOUT;
-	    else if (n < 0)
-		err = errno;
-	    else {
-		elen = sizeof(err);
-		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
-		    err = errno;
-		if (err == 0)
-		    break;
-	    }
-	}
-	close(fd);
-	fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) {
-	*err_r = err;
-	if (err == ETIMEDOUT)
-	    snprintf(why, len, "no connection within %d s", timeout);
-	else
-	    snprintf(why, len, "%s", strerror(err));
-    }
-    return (fd);
-}
-
-/*
- * ctl_smtp_greeting - read the (possibly multi-line) greeting within
- * timeout seconds; its last line (printable, without CRLF) in line.
- * The reply code, or -1 with why filled.
- */
-static int ctl_smtp_greeting(int fd, int timeout, char *line, size_t len,
-			             char *why, size_t wlen)
-{
-    struct pollfd pfd;
-    double  deadline = time_mono() + timeout;
-    char    buf[2048];
-    size_t  have = 0, start = 0, i, end;
-    ssize_t got;
-    int     n;
-
-    for (;;) {
-	/* Complete lines: "220-..." continues, "220 ..." or "220" ends. */
-	for (i = start; i < have; i++) {
-	    if (buf[i] != '\n')
-		continue;
-	    end = i;
-	    if (end > start && buf[end - 1] == '\r')
-		end--;
-	    log_printable(line, len, buf + start, end - start);
-	    if (end - start < 3 || buf[start] < '1' || buf[start] > '5'
-		|| buf[start + 1] < '0' || buf[start + 1] > '9'
-		|| buf[start + 2] < '0' || buf[start + 2] > '9'
-		|| (end - start > 3 && buf[start + 3] != ' '
-		    && buf[start + 3] != '-')) {
-		snprintf(why, wlen, "not an SMTP greeting: %.200s", line);
-		return (-1);
-	    }
-	    if (end - start == 3 || buf[start + 3] == ' ')
-		return ((buf[start] - '0') * 100 + (buf[start + 1] - '0') * 10
-			+ (buf[start + 2] - '0'));
-	    start = i + 1;
-	}
-	if (have == sizeof(buf)) {
-	    snprintf(why, wlen, "the greeting is longer than %lu bytes",
-		     (unsigned long) sizeof(buf));
-	    return (-1);
-	}
-	pfd.fd = fd;
-	pfd.events = POLLIN;
-	while ((n = poll(&pfd, 1, ctl_ms_left(deadline))) < 0 && errno == EINTR)
-	     /* void */ ;
-	if (n == 0) {
-	    snprintf(why, wlen, "no greeting within %d s", timeout);
-	    return (-1);
-	}
-	if (n < 0) {
-	    snprintf(why, wlen, "poll: %s", strerror(errno));
-	    return (-1);
-	}
-	got = read(fd, buf + have, sizeof(buf) - have);
-	if (got < 0 && (errno == EINTR || errno == EAGAIN))
-	    continue;
-	if (got < 0) {
-	    snprintf(why, wlen, "read: %s", strerror(errno));
-	    return (-1);
-	}
-	if (got == 0) {
-	    snprintf(why, wlen, "the connection was closed before a "
-		     "greeting%s", have ? " line was complete" : " was sent");
-	    return (-1);
-	}
-	have += (size_t) got;
-    }
-}
-
-/* ctl_step_deliver_smtp - deliver_to = smtp://HOST:PORT answers 220 */
-
-static void ctl_step_deliver_smtp(struct ctl_run *run,
-				          const struct conf_source *src)
-{
-    static const char quit[] = "QUIT\r\n";
-    char    why[300];
-    char    line[600];
-    int     fd, err, code;
-
-    fd = ctl_tcp_connect(src->deliver_host, src->deliver_port,
-			 CTL_SMTP_TIMEOUT, why, sizeof(why), &err);
-    if (fd < 0) {
-	ctl_step(run, "FAIL", "deliver", "%s: cannot connect to %s port %ld: "
-		 "%s", src->deliver_to, src->deliver_host, src->deliver_port,
-		 why);
-	if (err == 0)
-	    ctl_remedy("fix deliver_to in [source %s] of %s (an address such "
-		       "as smtp://127.0.0.1:25 or smtp://[::1]:25)", src->name,
-		       run->conf->path);
-	else if (err == ETIMEDOUT)
-	    ctl_remedy("a firewall drops the connection or the MTA is "
-		       "overloaded: check the packet filter for port %ld, the "
-		       "MTA, and deliver_to in [source %s]", src->deliver_port,
-		       src->name);
-	else
-	    ctl_remedy("start the MTA and make it listen there (Postfix: "
-		       "systemctl start postfix; inet_interfaces in main.cf, "
-		       "the smtp service in master.cf), or fix deliver_to in "
-		       "[source %s] of %s; messages stay unread in Microsoft "
-		       "365 until the MTA takes them", src->name,
-		       run->conf->path);
+    if (p->step == INJECT_STEP_READY) {
+	ctl_step(run, "ok", "deliver", "sendmail: %s (runs as \"%s -i [-B "
+		 "8BITMIME] -f SENDER -- RECIPIENTS\")", p->reply, p->relay);
 	return;
     }
-    code = ctl_smtp_greeting(fd, CTL_SMTP_TIMEOUT, line, sizeof(line), why,
-			     sizeof(why));
-    if (code == 220)
-	(void) send(fd, quit, sizeof(quit) - 1, MSG_NOSIGNAL);
-    close(fd);
-    if (code < 0) {
-	ctl_step(run, "FAIL", "deliver", "%s: connected, but %s",
-		 src->deliver_to, why);
-	ctl_remedy("the service on %s port %ld is not a working SMTP server: "
-		   "check the MTA and deliver_to in [source %s]",
-		   src->deliver_host, src->deliver_port, src->name);
-    } else if (code != 220) {
-	ctl_step(run, "FAIL", "deliver", "%s: the MTA refuses the connection: "
-		 "%s", src->deliver_to, line);
-	ctl_remedy("the MTA does not accept mail from this host now: allow "
-		   "connections from %s (Postfix: mynetworks, "
-		   "smtpd_client_restrictions, postscreen) and check its log",
-		   src->deliver_host);
-    } else
-	ctl_step(run, "ok", "deliver", "%s: the MTA answers: %s",
-		 src->deliver_to, line);
-}
-
-/* ctl_step_deliver_sendmail - deliver_to = sendmail: is it executable? */
-
-static void ctl_step_deliver_sendmail(struct ctl_run *run,
-				              const struct conf_source *src)
-{
-    const char *path = run->conf->sendmail_path && *run->conf->sendmail_path ?
-    run->conf->sendmail_path : "/usr/sbin/sendmail";
-    struct stat sb;
-
-    if (stat(path, &sb) < 0) {
-	ctl_step(run, "FAIL", "deliver", "sendmail: %s: %s", path,
-		 strerror(errno));
+    ctl_step(run, "FAIL", "deliver", "sendmail: %s", p->reply);
+    if (p->step == INJECT_STEP_PROGRAM)
 	ctl_remedy("install the MTA (Postfix, Sendmail and Exim provide "
 		   "/usr/sbin/sendmail), set sendmail_path in [global] of %s, "
 		   "or use deliver_to = smtp://127.0.0.1:25 in [source %s]",
 		   run->conf->path, src->name);
-    } else if (!S_ISREG(sb.st_mode)) {
-	ctl_step(run, "FAIL", "deliver", "sendmail: %s is not a regular file",
-		 path);
+    else if (p->err == 0)
 	ctl_remedy("set sendmail_path in [global] of %s to the MTA's "
 		   "sendmail program", run->conf->path);
-    } else if (access(path, X_OK) < 0) {
-	ctl_step(run, "FAIL", "deliver", "sendmail: %s is not executable "
-		 "(%s)", path, strerror(errno));
+    else
 	ctl_remedy("make it executable (chmod 755 %s) or set sendmail_path in "
-		   "[global] of %s to the MTA's sendmail program", path,
+		   "[global] of %s to the MTA's sendmail program", p->relay,
 		   run->conf->path);
-    } else
-	ctl_step(run, "ok", "deliver", "sendmail: %s is executable (runs as "
-		 "\"%s -i -f SENDER -- RECIPIENTS\")", path, path);
+}
+
+/* ctl_deliver_unreached - report an SMTP probe that got no connection */
+
+static void ctl_deliver_unreached(struct ctl_run *run,
+				          const struct conf_source *src,
+				          const struct inject_probe *p)
+{
+    if (p->step == INJECT_STEP_RESOLVE || p->err != ETIMEDOUT)
+	ctl_step(run, "FAIL", "deliver", "%s: cannot connect to %s port %ld: "
+		 "%s", src->deliver_to, src->deliver_host, src->deliver_port,
+		 p->step == INJECT_STEP_RESOLVE ? p->reply : strerror(p->err));
+    else
+	ctl_step(run, "FAIL", "deliver", "%s: cannot connect to %s port %ld: "
+		 "no connection within %d s", src->deliver_to,
+		 src->deliver_host, src->deliver_port, CTL_SMTP_TIMEOUT);
+    if (p->step == INJECT_STEP_RESOLVE)
+	ctl_remedy("fix deliver_to in [source %s] of %s (an address such as "
+		   "smtp://127.0.0.1:25 or smtp://[::1]:25)", src->name,
+		   run->conf->path);
+    else if (p->err == ETIMEDOUT)
+	ctl_remedy("a firewall drops the connection or the MTA is "
+		   "overloaded: check the packet filter for port %ld, the "
+		   "MTA, and deliver_to in [source %s]", src->deliver_port,
+		   src->name);
+    else
+	ctl_remedy("start the MTA and make it listen there (Postfix: "
+		   "systemctl start postfix; inet_interfaces in main.cf, the "
+		   "smtp service in master.cf), or fix deliver_to in [source "
+		   "%s] of %s; messages stay unread in Microsoft 365 until the "
+		   "MTA takes them", src->name, run->conf->path);
+}
+
+/*
+ * ctl_deliver_smtp - report inject_probe() of deliver_to = smtp://:
+ * connection, greeting, EHLO (the session m365-fetch opens), and the
+ * 8BITMIME an 8-bit message needs
+ */
+static void ctl_deliver_smtp(struct ctl_run *run,
+			             const struct conf_source *src,
+			             const struct inject_probe *p)
+{
+    const char *what = p->step == INJECT_STEP_HELLO ? "answer to EHLO" :
+    "greeting";
+
+    switch (p->step) {
+    case INJECT_STEP_RESOLVE:
+    case INJECT_STEP_CONNECT:
+	ctl_deliver_unreached(run, src, p);
+	return;
+    case INJECT_STEP_GREETING:
+    case INJECT_STEP_HELLO:
+	if (p->code == 0) {
+	    if (p->err == ETIMEDOUT)
+		ctl_step(run, "FAIL", "deliver", "%s: connected, but no %s "
+			 "within %d s", src->deliver_to, what, CTL_SMTP_TIMEOUT);
+	    else
+		ctl_step(run, "FAIL", "deliver", "%s: connected, but no %s: "
+			 "%s", src->deliver_to, what, p->reply);
+	    ctl_remedy("the service on %s port %ld is not a working SMTP "
+		       "server: check the MTA and deliver_to in [source %s]",
+		       src->deliver_host, src->deliver_port, src->name);
+	} else {
+	    if (p->step == INJECT_STEP_GREETING)
+		ctl_step(run, "FAIL", "deliver", "%s: the MTA refuses the "
+			 "connection: %s", src->deliver_to, p->reply);
+	    else
+		ctl_step(run, "FAIL", "deliver", "%s: the MTA refuses EHLO%s: "
+			 "%s", src->deliver_to, p->code == 421 ? "" :
+			 " and HELO", p->reply);
+	    ctl_remedy("the MTA does not accept mail from this host now: "
+		       "allow connections from %s (Postfix: mynetworks, "
+		       "smtpd_client_restrictions, smtpd_helo_restrictions, "
+		       "postscreen) and check its log", src->deliver_host);
+	}
+	return;
+    default:
+	break;
+    }
+    ctl_step(run, "ok", "deliver", "%s: the MTA answers: %s",
+	     src->deliver_to, p->reply);
+    if (!p->ext_8bitmime) {
+	ctl_step(run, "warn", "deliver", "%s: the MTA does not offer 8BITMIME "
+		 "(RFC 6152): m365-fetch passes 7-bit messages only; a "
+		 "message with 8-bit content puts source %s offline and "
+		 "stays unread in Microsoft 365", src->deliver_to, src->name);
+	ctl_remedy("enable 8BITMIME in the MTA at %s (Postfix offers it "
+		   "unless smtpd_discard_ehlo_keywords lists it)", p->relay);
+    }
+}
+
+/*
+ * ctl_step_deliver - deliver_to checked through the code m365-fetch
+ * injects with (inject_probe()): the MTA's session, or the sendmail
+ * program.  No mail is sent.
+ */
+static void ctl_step_deliver(struct ctl_run *run,
+			             const struct conf_source *src)
+{
+    struct inject_probe p;
+    struct inject *inj;
+    char    err[400];
+
+    if ((inj = inject_create(run->conf, src->deliver_to, err,
+			     sizeof(err))) == NULL) {
+	ctl_step(run, "FAIL", "deliver", "%s", err);
+	ctl_remedy("fix deliver_to in [source %s] of %s", src->name,
+		   run->conf->path);
+	return;
+    }
+    (void) inject_probe(inj, CTL_SMTP_TIMEOUT, &p);
+    inject_free(inj);
+    if (src->deliver_host == NULL)
+	ctl_deliver_sendmail(run, src, &p);
+    else
+	ctl_deliver_smtp(run, src, &p);
 }
 
 /* ctl_src_graph - sign-in, token, user, folder, permission; stops early */
@@ -1537,7 +1318,7 @@ static void ctl_src_graph(struct ctl_run *run, const struct conf_source *src,
 			          int fresh)
 {
     const struct conf_account *acct = run->acct;
-    const char *mb = ctl_source_mailbox(src);
+    const char *mb = source_mailbox(src);
     const char *who = "the signed-in user";
     struct ctl_user me;
     char    err[512];
@@ -1558,10 +1339,10 @@ static void ctl_src_graph(struct ctl_run *run, const struct conf_source *src,
 	    return;
 	if (me.upn[0] || me.mail[0]) {
 	    who = me.upn[0] ? me.upn : me.mail;
-	    shared = (mb != NULL && !ctl_same_address(mb, me.upn)
-		      && !ctl_same_address(mb, me.mail));
+	    shared = (mb != NULL && !addr_same(mb, me.upn)
+		      && !addr_same(mb, me.mail));
 	} else
-	    shared = ctl_source_shared(src);
+	    shared = source_shared(src);
     }
     /* A failed folder step already named the permissions to grant. */
     rc = ctl_step_folder(run, src, shared, who);
@@ -1590,10 +1371,7 @@ int     ctl_test_source(const struct conf *conf,
 	ctl_src_graph(&run, src, fresh);
     } else
 	ctl_step_src_state(&run, src);
-    if (src->deliver_host == NULL)
-	ctl_step_deliver_sendmail(&run, src);
-    else
-	ctl_step_deliver_smtp(&run, src);
+    ctl_step_deliver(&run, src);
 
     return (ctl_run_end(&run));
 }

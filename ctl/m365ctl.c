@@ -15,9 +15,10 @@
  *	  status [--json] [NAME...]
  *	  logout ACCOUNT
  *	  check
- *	See m365ctl(8).  This file holds main(), the option parsing, the
- *	small commands (status, logout, check, consent-url) and helpers
- *	shared with ctl_login.c and ctl_test.c (ctl.h).
+ *	See m365ctl(8).  This file holds main(), the option parsing and
+ *	the small commands (status, logout, check, consent-url); login is
+ *	in ctl_login.c, test in ctl_test.c, the helpers they share in
+ *	ctl_util.c (ctl.h).  Nothing calls back into this file.
  *
  *	status also shows the [source NAME] sections of m365-fetch from
  *	their state files (fetchstate_load(): read only, without the
@@ -33,11 +34,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <sysexits.h>
 #include <time.h>
@@ -46,12 +45,12 @@
 #include <cJSON.h>
 #include <curl/curl.h>
 
-#include "addr.h"
 #include "conf.h"
 #include "ctl.h"
 #include "fetchstate.h"
 #include "log.h"
 #include "oauth.h"
+#include "source.h"
 #include "strbuf.h"
 #include "tokstore.h"
 #include "util.h"
@@ -84,93 +83,11 @@ static int ctl_usage(const char *why)
     return (EX_USAGE);
 }
 
-/* ctl_audit - a record for syslog or log_file only, not the terminal */
-
-void    ctl_audit(const char *fmt,...)
-{
-    char    text[LOG_MAX_RECORD];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof(text), fmt, ap);
-    va_end(ap);
-    ctl_log_quiet(1);
-    msg_info("%s", text);
-    ctl_log_quiet(0);
-}
-
-/* ctl_log_quiet - keep log records off the terminal (unless -v) */
-
-void    ctl_log_quiet(int quiet)
-{
-    log_to_stderr(quiet && log_verbose() == 0 ? 0 : 1);
-}
-
-/* ctl_fmt_time - local time as "2026-11-28 10:00:00 CET" */
-
-void    ctl_fmt_time(char *buf, size_t len, time_t when)
-{
-    struct tm tm;
-
-    if (when <= 0 || localtime_r(&when, &tm) == NULL
-	|| strftime(buf, len, "%Y-%m-%d %H:%M:%S %Z", &tm) == 0)
-	snprintf(buf, len, "never");
-}
-
-/* ctl_fmt_expiry - "in 59 min", "expired 3 min ago", "none" */
-
-void    ctl_fmt_expiry(char *buf, size_t len, time_t expires, time_t now)
-{
-    long    diff;
-
-    if (expires <= 0) {
-	snprintf(buf, len, "none");
-	return;
-    }
-    diff = (long) (expires - now);
-    if (diff > 0)
-	snprintf(buf, len, "in %ld min", diff / 60);
-    else
-	snprintf(buf, len, "expired %ld min ago", -diff / 60);
-}
-
-/* ctl_same_address - compare two mailbox addresses, ignoring case */
-
-int     ctl_same_address(const char *a, const char *b)
-{
-    return (a && b && strcasecmp(a, b) == 0);
-}
-
-/* ctl_source_mailbox - the mailbox a source reads; NULL: the signed-in user's */
-
-const char *ctl_source_mailbox(const struct conf_source *src)
-{
-    if (src->mailbox && *src->mailbox)
-	return (src->mailbox);
-    if (src->acct && src->acct->mailbox && *src->acct->mailbox)
-	return (src->acct->mailbox);
-    return (NULL);
-}
-
-/*
- * ctl_source_shared - does a source read another mailbox than its
- * account's own (so that a delegated account needs
- * Mail.ReadWrite.Shared)?  The same rule as the scopes that login asks
- * for (oauth_scope()).
- */
-int     ctl_source_shared(const struct conf_source *src)
-{
-    const char *mb = ctl_source_mailbox(src);
-
-    return (mb != NULL && src->acct != NULL && src->acct->mailbox != NULL
-	    && !addr_same(mb, src->acct->mailbox));
-}
-
 /* ctl_account_sources - "a, b": the sources an account reads for; count */
 
-int     ctl_account_sources(const struct conf *conf,
-			            const struct conf_account *acct,
-			            struct strbuf *names)
+static int ctl_account_sources(const struct conf *conf,
+			               const struct conf_account *acct,
+			               struct strbuf *names)
 {
     const struct conf_source *src;
     int     n = 0;
@@ -184,82 +101,6 @@ int     ctl_account_sources(const struct conf *conf,
 	n++;
     }
     return (n);
-}
-
-/*
- * ctl_scope_has - does a space-separated scope list hold a permission?
- * "https://graph.microsoft.com/Mail.Send" and "Mail.Send" both match
- * Mail.Send; Mail.Send.Shared does not match Mail.Send.
- */
-int     ctl_scope_has(const char *scopes, const char *name)
-{
-    const char *cp = scopes;
-    const char *end;
-    const char *word;
-    const char *slash;
-    size_t  nlen = strlen(name);
-
-    if (scopes == NULL)
-	return (0);
-    while (*cp) {
-	while (*cp == ' ' || *cp == '\t' || *cp == ',')
-	    cp++;
-	if (*cp == 0)
-	    break;
-	end = cp + strcspn(cp, " \t,");
-	word = cp;
-	for (slash = cp; slash < end; slash++)
-	    if (*slash == '/')
-		word = slash + 1;
-	if ((size_t) (end - word) == nlen && strncasecmp(word, name, nlen) == 0)
-	    return (1);
-	cp = end;
-    }
-    return (0);
-}
-
-/* ctl_aadsts_from_text - the number after "AADSTS" in a text, or 0 */
-
-long    ctl_aadsts_from_text(const char *text)
-{
-    const char *cp;
-    long    n = 0;
-
-    if (text == NULL || (cp = strstr(text, "AADSTS")) == NULL)
-	return (0);
-    for (cp += 6; *cp >= '0' && *cp <= '9' && n < 100000000L; cp++)
-	n = n * 10 + (*cp - '0');
-    return (n);
-}
-
-/* ctl_print_oauth_error - one failed identity platform request, with fix */
-
-void    ctl_print_oauth_error(const char *what, const struct oauth_error *oe,
-			              const char *account)
-{
-    char    remedy[600];
-
-    if (oe->http_status == 0 && oe->error[0] == 0)
-	fprintf(stderr, "m365ctl: %s failed: cannot reach the identity "
-		"platform: %s\n", what,
-		oe->description[0] ? oe->description : "transport error");
-    else if (oe->aadsts)
-	fprintf(stderr, "m365ctl: %s failed: AADSTS%ld %s (HTTP %ld): %s\n",
-		what, oe->aadsts, oe->error[0] ? oe->error : "error",
-		oe->http_status, oe->description);
-    else
-	fprintf(stderr, "m365ctl: %s failed: %s (HTTP %ld): %s\n", what,
-		oe->error[0] ? oe->error : "error", oe->http_status,
-		oe->description);
-    if (oe->cls == OAUTH_TRANSIENT) {
-	fprintf(stderr, "m365ctl: remedy: a temporary problem: check the "
-		"network path to the identity platform (login_url, proxy, "
-		"firewall, DNS) and try again\n");
-	return;
-    }
-    oauth_remedy(oe, account, remedy, sizeof(remedy));
-    if (remedy[0])
-	fprintf(stderr, "m365ctl: remedy: %s\n", remedy);
 }
 
 /*
@@ -284,7 +125,7 @@ static void ctl_chown_dir(const char *dir, uid_t uid, gid_t gid)
  * to the relay's user, and warn when token files written now could not
  * be read by m365-relay later.
  */
-int     ctl_prepare_state(const struct conf *conf)
+static int ctl_prepare_state(const struct conf *conf)
 {
     char    dir[4096];
     char    err[512];
@@ -528,7 +369,7 @@ static void ctl_status_text(const struct conf *conf,
     }
     strbuf_init(&names, STRBUF_MAX_SMALL);
     if (ctl_account_sources(conf, acct, &names) > 0)
-	printf("  sources:        %s\n", strbuf_str(&names));
+	printf("  sources:        %s\n", strbuf_log_str(&names));
     strbuf_free(&names);
 }
 
@@ -562,13 +403,13 @@ static cJSON *ctl_source_json(const struct conf_source *src,
 			              const char *load_err, time_t now)
 {
     cJSON  *obj = cJSON_CreateObject();
-    const char *mb = ctl_source_mailbox(src);
+    const char *mb = source_mailbox(src);
 
     cJSON_AddStringToObject(obj, "kind", "source");
     cJSON_AddStringToObject(obj, "name", src->name);
     ctl_json_str(obj, "account", src->account);
     ctl_json_str(obj, "mailbox", mb);
-    ctl_json_str(obj, "folder", src->folder ? src->folder : "inbox");
+    ctl_json_str(obj, "folder", source_folder(src));
     ctl_json_str(obj, "deliver_to", src->deliver_to);
     cJSON_AddStringToObject(obj, "state", ctl_source_state(st, load_err));
     ctl_json_time(obj, "offline_since", st->offline ? st->offline_since : 0);
@@ -593,13 +434,13 @@ static void ctl_source_text(const struct conf_source *src,
 			            const struct fetchstate *st,
 			            const char *load_err, time_t now)
 {
-    const char *mb = ctl_source_mailbox(src);
+    const char *mb = source_mailbox(src);
     char    when[80];
 
     printf("source %s\n", src->name);
     printf("  account:        %s\n", src->account ? src->account : "-");
     printf("  mailbox:        %s\n", mb ? mb : "(the signed-in user's)");
-    printf("  folder:         %s\n", src->folder ? src->folder : "inbox");
+    printf("  folder:         %s\n", source_folder(src));
     printf("  deliver_to:     %s\n", src->deliver_to ? src->deliver_to : "-");
     printf("  state:          %s\n", ctl_source_state(st, load_err));
     if (load_err) {
@@ -777,8 +618,9 @@ static int ctl_consent_url(const struct conf *conf,
     int     nsrc;
 
     if ((url = oauth_consent_url(conf, acct)) == NULL) {
-	fprintf(stderr, "m365ctl: account %s: cannot build the consent URL "
-		"(check tenant and client_id)\n", acct->name);
+	fprintf(stderr, "m365ctl: account %s: cannot build the consent URL: "
+		"it would be longer than %lu bytes (check tenant, client_id "
+		"and scopes)\n", acct->name, (unsigned long) STRBUF_MAX_SMALL);
 	return (CTL_FAIL);
     }
     printf("%s\n", url);
@@ -800,12 +642,12 @@ static int ctl_consent_url(const struct conf *conf,
 	printf("The account reads mail for source(s) %s: the delegated "
 	       "permission Mail.ReadWrite (Mail.ReadWrite.Shared for another "
 	       "user's or a shared mailbox) is part of the consent.\n",
-	       strbuf_str(&names));
+	       strbuf_log_str(&names));
     else if (nsrc > 0)
 	printf("The account reads mail for source(s) %s: grant the "
 	       "application permission Mail.ReadWrite as well, and include "
 	       "the mailboxes those sources read in the RBAC scope.\n",
-	       strbuf_str(&names));
+	       strbuf_log_str(&names));
     strbuf_free(&names);
     free(url);
     return (CTL_OK);
@@ -908,7 +750,7 @@ static int ctl_cmd_login(const struct conf *conf, int argc, char **argv)
 	    fprintf(stderr, "m365ctl: account %s reads mail for source(s) %s: "
 		    "that needs the application permission Mail.ReadWrite as "
 		    "well; check with m365ctl test SOURCE\n", acct->name,
-		    strbuf_str(&names));
+		    strbuf_log_str(&names));
 	strbuf_free(&names);
 	return (EX_USAGE);
     }

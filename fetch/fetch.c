@@ -45,7 +45,9 @@
 #include "graph.h"
 #include "inject.h"
 #include "log.h"
+#include "msg.h"
 #include "rcpt.h"
+#include "source.h"
 #include "util.h"
 
 #define FETCH_SELECT	"id,internetMessageId,isRead,from,subject"
@@ -105,17 +107,6 @@ const char *fetch_status_name(enum fetch_status s)
     default:
 	return ("busy");
     }
-}
-
-/* fetch_mailbox - the mailbox a source reads, NULL for /me */
-
-const char *fetch_mailbox(const struct conf_source *src)
-{
-    if (src->mailbox && *src->mailbox)
-	return (src->mailbox);
-    if (src->acct && src->acct->mailbox && *src->acct->mailbox)
-	return (src->acct->mailbox);
-    return (NULL);
 }
 
 /* fetch_save - write the state; STEP_STOP (deferred) on failure */
@@ -180,6 +171,12 @@ static int fetch_notify_mail(struct fetch_ctx *c)
     struct tm tm;
     int     fd, rc;
 
+    if (random_hex(mid, 16) < 0) {
+	msg_warn("%s: no random bytes for the Message-ID of the notice to %s: "
+		 "OpenSSL's random generator and /dev/urandom both failed",
+		 src->name, src->notify);
+	return (-1);
+    }
     if ((fd = inject_tmpfile(c->tmpdir)) < 0) {
 	msg_warn("%s: cannot create a temporary file in %s for the notice to "
 		 "%s: %s", src->name, c->tmpdir, src->notify, strerror(errno));
@@ -187,7 +184,6 @@ static int fetch_notify_mail(struct fetch_ctx *c)
     }
     localtime_r(&now, &tm);
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
-    random_hex(mid, 16);
     strbuf_init(&body, STRBUF_MAX_SMALL);
     strbuf_printf(&body,
 		  "From: m365-fetch <MAILER-DAEMON@%s>\r\n"
@@ -211,6 +207,14 @@ static int fetch_notify_mail(struct fetch_ctx *c)
 		  src->folder ? src->folder : "inbox", date,
 		  c->st.last_error ? c->st.last_error : "unknown",
 		  c->st.remedy ? c->st.remedy : "see the log");
+    if (strbuf_failed(&body)) {
+	/* Never a notice cut short. */
+	msg_warn("%s: the notice to %s would be longer than %lu bytes "
+		 "(shorten the [source] name, notify or mailbox); not sent",
+		 src->name, src->notify, (unsigned long) body.max);
+	close(fd);
+	return (-1);
+    }
     rc = (write(fd, body.data, body.len) == (ssize_t) body.len) ? 0 : -1;
     strbuf_free(&body);
     if (rc < 0) {
@@ -314,7 +318,8 @@ static int fetch_graph(struct fetch_ctx *c, const char *method,
     snprintf(prefer, sizeof(prefer), "Prefer: odata.maxpagesize=%ld",
 	     c->src->page_size > 0 ? c->src->page_size : 50);
     hdrs[0] = "Accept: application/json";
-    hdrs[1] = strstr(url, "/delta") ? prefer : NULL;
+    /* url NULL (too long to build): http_perform() refuses, says why. */
+    hdrs[1] = url && strstr(url, "/delta") ? prefer : NULL;
     hdrs[2] = NULL;
     for (attempt = 0; attempt < 2; attempt++) {
 	if (fetch_token(c, attempt) != STEP_OK)
@@ -357,18 +362,6 @@ static int fetch_graph(struct fetch_ctx *c, const char *method,
 		 "renewing it", c->src->name, c->acct->name);
     }
     return (STEP_OK);
-}
-
-/* fetch_mailbox_missing - a 4xx that says the mailbox is unusable */
-
-static int fetch_mailbox_missing(const struct http_resp *resp)
-{
-    struct graph_error ge;
-
-    graph_parse_error(resp, &ge);
-    return (strcasecmp(ge.code, "MailboxNotEnabledForRESTAPI") == 0
-	    || strcasecmp(ge.code, "ErrorInvalidUser") == 0
-	    || strcasecmp(ge.code, "ErrorNonExistentMailbox") == 0);
 }
 
 /* fetch_graph_fail - a Graph reply that ends the round; STEP_STOP */
@@ -417,9 +410,7 @@ static int fetch_graph_fail(struct fetch_ctx *c, const char *what,
 	if (c->acct->auth == CONF_AUTH_DELEGATED)
 	    snprintf(remedy, sizeof(remedy), "grant the delegated permission "
 		     "Mail.ReadWrite%s (admin consent: m365ctl consent-url %s)"
-		     "%s, then run m365ctl login %s", c->mailbox
-		     && (c->acct->mailbox == NULL
-			 || !addr_same(c->mailbox, c->acct->mailbox)) ?
+		     "%s, then run m365ctl login %s", source_shared(c->src) ?
 		     " and Mail.ReadWrite.Shared" : "", c->acct->name,
 		     c->src->mailbox ? " and Full Access to the mailbox" : "",
 		     c->acct->name);
@@ -432,7 +423,7 @@ static int fetch_graph_fail(struct fetch_ctx *c, const char *what,
 		 " for mailbox %s", mb);
 	return (fetch_offline(c, detail, remedy));
     }
-    if (fetch_mailbox_missing(resp)) {
+    if (source_mailbox_missing(resp)) {
 	snprintf(remedy, sizeof(remedy), "check the mailbox address %s of "
 		 "[source %s] and its Exchange Online licence", mb,
 		 c->src->name);
@@ -459,92 +450,72 @@ static cJSON *fetch_json(struct fetch_ctx *c, const char *what,
 }
 
 /*
- * fetch_lookup_folder - one path element: a well-known name (top level
- * only), else displayName under parent (NULL: top level).  *id_r is
- * malloc()ed; STEP_OK, or STEP_STOP with the round's reason set.
+ * fetch_folder_get - a request of source_resolve(): GET url with the
+ * source's token (fetch_graph(): STEP_OK, STEP_STOP or -2)
  */
-static int fetch_lookup_folder(struct fetch_ctx *c, const char *parent,
-			               const char *name, char **id_r)
+static int fetch_folder_get(void *ctx, const char *url, struct http_resp *resp)
 {
-    struct http_resp resp;
-    cJSON  *root, *val, *item, *idv;
-    char   *url, *query;
-    int     rc;
-
-    *id_r = NULL;
-    http_resp_init(&resp);
-    query = graph_folder_query(parent, name);
-    url = graph_url(c->conf, c->mailbox, query);
-    free(query);
-    rc = fetch_graph(c, "GET", url, NULL, NULL, &resp);
-    free(url);
-    if (rc != STEP_OK || resp.status < 200 || resp.status >= 300) {
-	if (rc == STEP_OK && resp.status == 404 && !fetch_mailbox_missing(&resp)) {
-	    char    why[300];
-
-	    snprintf(why, sizeof(why), "folder \"%s\" does not exist in "
-		     "mailbox %s", name, c->mailbox ? c->mailbox :
-		     "(signed-in user)");
-	    http_resp_free(&resp);
-	    return (fetch_offline(c, why, "fix \"folder\" in the [source] "
-				  "section"));
-	}
-	rc = fetch_graph_fail(c, "folder lookup", rc, &resp);
-	http_resp_free(&resp);
-	return (rc);
-    }
-    if ((root = fetch_json(c, "folder lookup", &resp)) == NULL) {
-	http_resp_free(&resp);
-	return (STEP_STOP);
-    }
-    http_resp_free(&resp);
-    val = cJSON_GetObjectItemCaseSensitive(root, "value");
-    item = cJSON_IsArray(val) ? cJSON_GetArrayItem(val, 0) : root;
-    idv = item ? cJSON_GetObjectItemCaseSensitive(item, "id") : NULL;
-    if (cJSON_IsString(idv) && idv->valuestring && *idv->valuestring)
-	*id_r = xstrdup(idv->valuestring);
-    if (cJSON_IsArray(val) && cJSON_GetArraySize(val) > 1)
-	msg_warn("%s: more than one folder is named \"%s\"; using the first",
-		 c->src->name, name);
-    cJSON_Delete(root);
-    if (*id_r == NULL) {
-	char    why[400];
-
-	snprintf(why, sizeof(why), "no folder named \"%s\" in mailbox %s",
-		 name, c->mailbox ? c->mailbox : "(signed-in user)");
-	return (fetch_offline(c, why, "create the folder or fix the folder "
-			      "name in the [source] section (\"A/B\" names a "
-			      "child folder)"));
-    }
-    return (STEP_OK);
+    return (fetch_graph((struct fetch_ctx *) ctx, "GET", url, NULL, NULL, resp));
 }
 
-/* fetch_resolve - folder path "A/B/C" (or a well-known name) to an id */
+/* fetch_folder_ambiguous - several folders have the display name */
 
+static void fetch_folder_ambiguous(void *ctx, const char *name)
+{
+    struct fetch_ctx *c = ctx;
+
+    msg_warn("%s: more than one folder is named \"%s\"; using the first",
+	     c->src->name, name);
+}
+
+/*
+ * fetch_resolve - folder path "A/B/C" (or a well-known name) to an id
+ * (source_resolve()).  *id_r is malloc()ed; STEP_OK, or STEP_STOP with
+ * the round's reason set.
+ */
 static int fetch_resolve(struct fetch_ctx *c, const char *path, char **id_r)
 {
-    char   *copy = xstrdup(path);
-    char   *elem, *slash, *id = NULL, *next;
-    int     rc = STEP_OK;
+    struct source_walk walk = {fetch_folder_get, fetch_folder_ambiguous, c};
+    struct source_folder f;
+    const char *mb = c->mailbox ? c->mailbox : "(signed-in user)";
+    char    why[400];
+    int     rc = STEP_STOP;
 
-    for (elem = copy; elem && rc == STEP_OK; elem = slash ? slash + 1 : NULL) {
-	if ((slash = strchr(elem, '/')) != NULL)
-	    *slash = 0;
-	if (*elem == 0)
-	    continue;
-	rc = fetch_lookup_folder(c, id, elem, &next);
-	free(id);
-	id = next;
-    }
-    free(copy);
-    if (rc == STEP_OK && id == NULL)
+    *id_r = NULL;
+    switch (source_resolve(c->conf, c->mailbox, path, &walk, &f)) {
+    case SOURCE_FOLDER_OK:
+	*id_r = f.id;
+	f.id = NULL;
+	rc = STEP_OK;
+	break;
+    case SOURCE_FOLDER_MISSING:
+	snprintf(why, sizeof(why), "folder \"%s\" does not exist in mailbox "
+		 "%s", f.elem, mb);
+	rc = fetch_offline(c, why, "fix \"folder\" in the [source] section");
+	break;
+    case SOURCE_FOLDER_NONE:
+	snprintf(why, sizeof(why), "no folder named \"%s\" in mailbox %s",
+		 f.elem, mb);
+	rc = fetch_offline(c, why, "create the folder or fix the folder name "
+			   "in the [source] section (\"A/B\" names a child "
+			   "folder)");
+	break;
+    case SOURCE_FOLDER_EMPTY:
 	rc = fetch_offline(c, "empty folder name", "fix \"folder\" in the "
 			   "[source] section");
-    if (rc != STEP_OK) {
-	free(id);
-	id = NULL;
+	break;
+    case SOURCE_FOLDER_BAD_REPLY:
+	rc = fetch_defer(c, "folder lookup: Graph sent a reply that is not a "
+			 "JSON object");
+	break;
+    case SOURCE_FOLDER_GRAPH:
+    case SOURCE_FOLDER_FAILED:
+	rc = fetch_graph_fail(c, "folder lookup", f.status ==
+			      SOURCE_FOLDER_FAILED ? f.get_rc : STEP_OK,
+			      &f.resp);
+	break;
     }
-    *id_r = id;
+    source_resolve_free(&f);
     return (rc);
 }
 
@@ -552,8 +523,7 @@ static int fetch_resolve(struct fetch_ctx *c, const char *path, char **id_r)
 
 static int fetch_source_folder(struct fetch_ctx *c)
 {
-    const char *want = c->src->folder && *c->src->folder ? c->src->folder :
-    "inbox";
+    const char *want = source_folder(c->src);
     char   *id;
     int     rc;
 
@@ -598,21 +568,12 @@ static int fetch_target(struct fetch_ctx *c, const char *name, char **dest_r)
     return (STEP_OK);
 }
 
-/* fetch_message_url - /users/{mb}/messages/{id}{suffix}; free() it */
+/* fetch_message_url - /users/{mb}/messages/{id}{suffix}; free(); NULL */
 
 static char *fetch_message_url(struct fetch_ctx *c, const char *id,
 			               const char *suffix)
 {
-    struct strbuf sb;
-    char   *esc = url_escape(id);
-    char   *url;
-
-    strbuf_init(&sb, STRBUF_MAX_SMALL);
-    strbuf_printf(&sb, "/messages/%s%s", esc, suffix ? suffix : "");
-    free(esc);
-    url = graph_url(c->conf, c->mailbox, strbuf_str(&sb));
-    strbuf_free(&sb);
-    return (url);
+    return (graph_item_url(c->conf, c->mailbox, "/messages/", id, suffix));
 }
 
 /*
@@ -672,7 +633,7 @@ static int fetch_move(struct fetch_ctx *c, const char *id, const char *folder)
 	    http_resp_free(&resp);
 	    return (STEP_OK);
 	}
-	if (rc != STEP_OK || resp.status != 404 || fetch_mailbox_missing(&resp))
+	if (rc != STEP_OK || resp.status != 404 || source_mailbox_missing(&resp))
 	    break;
 	if (graph_folder_well_known(folder)) {
 	    http_resp_free(&resp);
@@ -788,7 +749,7 @@ static off_t fetch_header_start(int fd)
 {
     char    buf[8192];
     ssize_t got;
-    size_t  n, i = 0, line, k;
+    size_t  n, i = 0, line;
 
     while ((got = pread(fd, buf, sizeof(buf), 0)) < 0 && errno == EINTR)
 	 /* void */ ;
@@ -806,9 +767,7 @@ static off_t fetch_header_start(int fd)
 	    i += buf[i] == '\r' ? 2 : 1;	/* white space only: skip */
 	    continue;
 	}
-	for (k = i; k < n && buf[k] > ' ' && buf[k] < 127 && buf[k] != ':'; k++)
-	     /* void */ ;
-	return ((off_t) (k > i && k < n && buf[k] == ':' ? i : line));
+	return ((off_t) (msg_hdr_name(buf + i, n - i, NULL) > 0 ? i : line));
     }
 }
 
@@ -823,14 +782,15 @@ static void fetch_read_header(int fd, off_t start, struct strbuf *hdr)
     strbuf_init(hdr, STRBUF_MAX_HEADERS);
     if (lseek(fd, start, SEEK_SET) < 0)
 	return;
-    for (;;) {
-	n = read(fd, buf, sizeof(buf));
+    /* The first 1 MB of a longer header is scanned: read no more. */
+    while (strbuf_room(hdr) > 0) {
+	n = read(fd, buf, sizeof(buf) < strbuf_room(hdr) ? sizeof(buf) :
+		 strbuf_room(hdr));
 	if (n < 0 && errno == EINTR)
 	    continue;
 	if (n <= 0)
 	    break;
-	if (strbuf_append(hdr, buf, (size_t) n) < 0)
-	    break;
+	(void) strbuf_append(hdr, buf, (size_t) n);	/* fits */
 	if (memchr(buf, 0, (size_t) n) != NULL)
 	    break;
 	if (strstr(hdr->data, "\n\n") || strstr(hdr->data, "\n\r\n"))
@@ -853,45 +813,13 @@ static void fetch_read_header(int fd, off_t start, struct strbuf *hdr)
 
 /*
  * fetch_header_next - the unfolded value of the next NAME field at or
- * after *pos in a header section; NULL when there is none.  free() it.
+ * after *pos in a header section (msg_hdr_find(): the fields as msg.c
+ * and rcpt.c read them); NULL when there is none.  free() it.
  */
 static char *fetch_header_next(const struct strbuf *hdr, const char *name,
 			               size_t *pos)
 {
-    const char *h = hdr->data ? hdr->data : "";
-    size_t  len = hdr->len, nlen = strlen(name);
-    size_t  i = *pos, e;
-    struct strbuf v;
-
-    while (i < len) {
-	e = i;
-	while (e < len && h[e] != '\n')
-	    e++;
-	if (e - i > nlen && strncasecmp(h + i, name, nlen) == 0
-	    && h[i + nlen] == ':') {
-	    strbuf_init(&v, STRBUF_MAX_LINE);
-	    strbuf_append(&v, h + i + nlen + 1, e - i - nlen - 1);
-	    /* Continuation lines start with blank space. */
-	    while (e + 1 < len && (h[e + 1] == ' ' || h[e + 1] == '\t')) {
-		i = e + 1;
-		e = i;
-		while (e < len && h[e] != '\n')
-		    e++;
-		strbuf_append(&v, h + i, e - i);
-	    }
-	    *pos = e < len ? e + 1 : len;
-	    while (v.len > 0 && (v.data[v.len - 1] == '\r'
-				 || v.data[v.len - 1] == ' '
-				 || v.data[v.len - 1] == '\t'))
-		strbuf_truncate(&v, v.len - 1);
-	    if (v.data == NULL)
-		strbuf_puts(&v, "");
-	    return (strbuf_take(&v));
-	}
-	i = e + 1;
-    }
-    *pos = len;
-    return (NULL);
+    return (msg_hdr_find(hdr->data, hdr->len, name, pos));
 }
 
 /*
@@ -973,7 +901,7 @@ static void fetch_clean(char *dst, size_t len, const char *src)
 	    dst[i] = '_';
 }
 
-/* fetch_prefix - the trace header fields for one message */
+/* fetch_prefix - the trace header fields for one message; NULL: too long */
 
 static char *fetch_prefix(struct fetch_ctx *c, const char *id)
 {
@@ -1037,7 +965,7 @@ static void fetch_log(struct fetch_ctx *c, const char *id, const char *imid,
 	     "dsn=%s, status=%s (%s)", c->src->name, id,
 	     (mid[0] && mid[0] != '<') ? "<" : "", mid,
 	     (mid[0] && mid[0] != '<') ? ">" : "", size,
-	     to.data ? to.data : "", relay, dsn, status, rp);
+	     strbuf_log_str(&to), relay, dsn, status, rp);
     strbuf_free(&to);
 }
 
@@ -1073,7 +1001,7 @@ static int fetch_value_skip(const struct http_resp *resp)
     if (resp->status == 401 || resp->status == 403 || resp->status == 429
 	|| resp->status == 503 || resp->status == 504)
 	return (0);
-    return (!fetch_mailbox_missing(resp));
+    return (!source_mailbox_missing(resp));
 }
 
 /*
@@ -1313,6 +1241,13 @@ static int fetch_message(struct fetch_ctx *c, const char *id,
 			FETCH_TRACE " header; not injected again");
 	goto out;
     }
+    if ((prefix = fetch_prefix(c, idc)) == NULL) {
+	/* Never inject without the trace fields (the loop guard). */
+	rc = fetch_defer(c, "id=%s: the trace header fields would be longer "
+			 "than %lu bytes (shorten the [source] name); not "
+			 "injected", idc, (unsigned long) STRBUF_MAX_SMALL);
+	goto out;
+    }
 
     /*
      * Exactly once: record before, during and after the transaction.  A
@@ -1329,7 +1264,6 @@ static int fetch_message(struct fetch_ctx *c, const char *id,
 		 "taken the message (between the end of the data and the "
 		 "MTA's reply, or while sendmail ran); injecting again, the "
 		 "recipients may get this message twice", c->src->name, idc);
-    prefix = fetch_prefix(c, idc);
     memset(&im, 0, sizeof(im));
     im.fd = fd;
     im.start = start;
@@ -1547,8 +1481,7 @@ static int fetch_delta(struct fetch_ctx *c, int deferred)
 {
     struct http_resp resp;
     cJSON  *root;
-    char   *url, *next, *delta, *esc;
-    struct strbuf sb;
+    char   *url, *next, *delta;
     int     rc, resynced = 0, from_saved, first;
 
 again:
@@ -1573,13 +1506,9 @@ again:
 	url = xstrdup(c->st.delta_link);
 	from_saved = 1;
     } else {
-	esc = url_escape(c->st.folder_id);
-	strbuf_init(&sb, STRBUF_MAX_SMALL);
-	strbuf_printf(&sb, "/mailFolders/%s/messages/delta?$select=%s", esc,
-		      FETCH_SELECT);
-	free(esc);
-	url = graph_url(c->conf, c->mailbox, strbuf_str(&sb));
-	strbuf_free(&sb);
+	url = graph_item_url(c->conf, c->mailbox, "/mailFolders/",
+			     c->st.folder_id, "/messages/delta?$select="
+			     FETCH_SELECT);
 	from_saved = 0;
     }
     for (;;) {
@@ -1599,7 +1528,7 @@ again:
 	    resynced = 1;
 	    goto again;
 	}
-	if (rc == STEP_OK && resp.status == 404 && !fetch_mailbox_missing(&resp)
+	if (rc == STEP_OK && resp.status == 404 && !source_mailbox_missing(&resp)
 	    && first) {
 	    /* The folder is gone or was renamed: resolve it next round. */
 	    http_resp_free(&resp);
@@ -1692,7 +1621,7 @@ int     fetch_round(const struct conf *conf, struct http *http,
     c.stop = stop;
     c.out = out;
     c.acct = src->acct ? src->acct : conf_account(conf, src->account);
-    c.mailbox = fetch_mailbox(src);
+    c.mailbox = source_mailbox(src);
     c.tmpdir = file_tmpdir(NULL);
     if (gethostname(c.host, sizeof(c.host)) < 0 || c.host[0] == 0)
 	snprintf(c.host, sizeof(c.host), "localhost");

@@ -90,19 +90,6 @@ static void fetch_signals(void)
     sigaction(SIGPIPE, &sa, NULL);
 }
 
-/* fetch_print_errors - every "file:line: problem" line to the log */
-
-static void fetch_print_errors(const char *text)
-{
-    const char *line = text, *nl;
-
-    while (line && *line) {
-	nl = strchr(line, '\n');
-	msg_error("%.*s", (int) (nl ? nl - line : (long) strlen(line)), line);
-	line = nl ? nl + 1 : NULL;
-    }
-}
-
 /* fetch_check_source - what conf.c cannot know: is the source usable? */
 
 static int fetch_check_source(const struct conf *conf,
@@ -113,19 +100,19 @@ static int fetch_check_source(const struct conf *conf,
     int     bad = 0;
 
     if (src->acct == NULL && conf_account(conf, src->account) == NULL) {
-	strbuf_printf(errors, "%s:%d: [source %s]: account \"%s\" is not "
-		      "defined\n", file, src->line, src->name,
-		      src->account ? src->account : "");
+	strbuf_line(errors, "%s:%d: [source %s]: account \"%s\" is not "
+		    "defined", file, src->line, src->name,
+		    src->account ? src->account : "");
 	bad = 1;
     }
     if (src->recipients == NULL || src->recipients[0] == NULL) {
-	strbuf_printf(errors, "%s:%d: [source %s]: recipients is required\n",
-		      file, src->line, src->name);
+	strbuf_line(errors, "%s:%d: [source %s]: recipients is required",
+		    file, src->line, src->name);
 	bad = 1;
     }
     if (src->deliver_to == NULL || *src->deliver_to == 0) {
-	strbuf_printf(errors, "%s:%d: [source %s]: deliver_to is required\n",
-		      file, src->line, src->name);
+	strbuf_line(errors, "%s:%d: [source %s]: deliver_to is required",
+		    file, src->line, src->name);
 	bad = 1;
     }
     return (bad ? -1 : 0);
@@ -226,9 +213,9 @@ int     main(int argc, char **argv)
     file_set_service_user(conf ? conf->user : NULL);	/* root trusts */
     if (conf != NULL) {
 	if (conf->sources == NULL)
-	    strbuf_printf(&errors, "%s: no [source NAME] sections: nothing "
-			  "for m365-fetch to do\n", conf->path ? conf->path :
-			  conf_path);
+	    strbuf_line(&errors, "%s: no [source NAME] sections: nothing "
+			"for m365-fetch to do", conf->path ? conf->path :
+			conf_path);
 	for (s = conf->sources; s; s = s->next)
 	    (void) fetch_check_source(conf, s, &errors);
 	if (check_only)
@@ -238,7 +225,7 @@ int     main(int argc, char **argv)
 	if (check_only || isatty(STDERR_FILENO))
 	    fputs(strbuf_str(&errors), stderr);
 	if (!check_only)
-	    fetch_print_errors(strbuf_str(&errors));
+	    msg_error_lines(strbuf_str(&errors));
 	exit(EX_CONFIG);
     }
     strbuf_free(&errors);
@@ -250,24 +237,20 @@ int     main(int argc, char **argv)
 
     /* Like m365-relay: never as root (the state files belong to user). */
     if (geteuid() == 0 && (getenv("M365RELAY_ALLOW_ROOT") == NULL
-			   || *getenv("M365RELAY_ALLOW_ROOT") == 0)) {
-	msg_error("m365-fetch must not run as root: run it as the user %s "
-		  "(User= in the systemd unit, or sudo -u %s)",
+			   || *getenv("M365RELAY_ALLOW_ROOT") == 0))
+	msg_fatal(EX_TEMPFAIL, "m365-fetch must not run as root: run it as "
+		  "the user %s (User= in the systemd unit, or sudo -u %s)",
 		  conf->user ? conf->user : "of [global] user",
 		  conf->user ? conf->user : "USER");
-	exit(EX_TEMPFAIL);
-    }
 
     /* The sources of this run. */
     if (optind < argc) {
 	srcs = xcalloc((size_t) (argc - optind), sizeof(*srcs));
 	for (i = (size_t) optind; i < (size_t) argc; i++) {
-	    if ((s = conf_source(conf, argv[i])) == NULL) {
-		msg_error("unknown source \"%s\": %s has no [source %s] "
-			  "section", argv[i], conf->path ? conf->path :
-			  conf_path, argv[i]);
-		exit(EX_USAGE);
-	    }
+	    if ((s = conf_source(conf, argv[i])) == NULL)
+		msg_fatal(EX_USAGE, "unknown source \"%s\": %s has no "
+			  "[source %s] section", argv[i], conf->path ?
+			  conf->path : conf_path, argv[i]);
 	    srcs[nsrc++] = s;
 	}
     } else {
@@ -280,10 +263,8 @@ int     main(int argc, char **argv)
     }
 
     fetch_signals();
-    if ((http = http_create(conf, err, sizeof(err))) == NULL) {
-	msg_error("%s", err);
-	exit(EX_TEMPFAIL);
-    }
+    if ((http = http_create(conf, err, sizeof(err))) == NULL)
+	msg_fatal(EX_TEMPFAIL, "%s", err);
 
     if (once) {
 	for (i = 0; i < nsrc && !fetch_stop; i++)

@@ -341,8 +341,8 @@ static void addr_item_add(const char *v, const struct addr_toks *tl,
     } else if (addr_spec_build(v, sig, n, &sb) < 0) {
 	bad = 1;
     }
-    if (bad_group)
-	bad = 1;
+    if (bad_group || strbuf_failed(&sb))
+	bad = 1;				/* too long: never a mailbox */
     if (bad) {
 	/* The element's own words, so the item never matches a mailbox. */
 	strbuf_reset(&sb);
@@ -359,6 +359,7 @@ static void addr_item_add(const char *v, const struct addr_toks *tl,
 	it->addr = xstrdup("");
     it->start = tl->t[first].start;
     it->end = tl->t[last].end;
+    it->lt = angle ? sig[lt]->start : it->end;
     it->group = group;
     it->bad = bad;
     free(sig);
@@ -501,6 +502,35 @@ void    addr_list_free(struct addr_list *l)
     free(l->items);
     free(l->groups);
     memset(l, 0, sizeof(*l));
+}
+
+/* addr_comments - the comments of an item, space-separated; free() it */
+
+char   *addr_comments(const char *v, const struct addr_item *it)
+{
+    struct addr_toks tl;
+    const char *s = v + it->start;
+    char   *out;
+    size_t  i, k, o = 0;
+    char    err[100];
+
+    memset(&tl, 0, sizeof(tl));
+    if (addr_tokenize(s, it->end - it->start, &tl, err, sizeof(err)) < 0)
+	tl.n = 0;
+    /* Each comment and a space: at most twice the item's text. */
+    out = xmalloc(2 * (it->end - it->start) + 1);
+    for (i = 0; i < tl.n; i++) {
+	if (tl.t[i].type != TK_COMMENT)
+	    continue;
+	if (o > 0)
+	    out[o++] = ' ';
+	for (k = tl.t[i].start; k < tl.t[i].end; k++)
+	    if (s[k] != '\r' && s[k] != '\n')
+		out[o++] = s[k];
+    }
+    free(tl.t);
+    out[o] = 0;
+    return (out);
 }
 
 /* addr_trim - span of s without surrounding space and one <> pair */
@@ -647,7 +677,8 @@ char   *addr_quote(const char *addr)
 
     if (addr_dot_atom(bare, llen))
 	return (bare);
-    strbuf_init(&sb, STRBUF_MAX_HEADERS);
+    /* Two bytes per input byte and the quotes at most: never cut. */
+    strbuf_init(&sb, 2 * strlen(bare) + 2);
     strbuf_putc(&sb, '"');
     for (i = 0; i < llen; i++) {
 	if (bare[i] == '"' || bare[i] == '\\')

@@ -157,6 +157,8 @@ static const struct conf_cloud conf_clouds[] = {
 
 #define SIZE_K		1024L
 #define SIZE_M		(1024L * 1024L)
+#define CONF_STR_(n)	#n
+#define CONF_STR(n)	CONF_STR_(n)		/* a number, in config syntax */
 
 struct conf_param {
     const char *name;
@@ -192,8 +194,10 @@ static const struct conf_param conf_params[] = {
     {"state_dir", G(state_dir), T_PATH, M365_STATEDIR, 0, 0, 0, 0},
     {"user", G(user), T_WORD, DEF_USER, 0, 0, 0, 0},
     {"log_file", G(log_file), T_LOGDEST, 0 /* syslog */ , 0, 0, 0, 0},
-    {"timeout", G(timeout), T_LONG, "60", 0, 1, 3600, 0},
-    {"connect_timeout", G(connect_timeout), T_LONG, "15", 0, 1, 600, 0},
+    {"timeout", G(timeout), T_LONG, CONF_STR(CONF_DEF_TIMEOUT), 0, 1, 3600,
+    0},
+    {"connect_timeout", G(connect_timeout), T_LONG,
+    CONF_STR(CONF_DEF_CONNECT_TIMEOUT), 0, 1, 600, 0},
     {"token_retry_interval", G(token_retry_interval), T_LONG, "30", 0, 1,
     3600, 0},
     {"max_message_size", G(max_message_size), T_SIZE, "35M", 0,
@@ -307,21 +311,26 @@ struct conf_state {
 
 static const struct conf_param *conf_find_param(enum conf_sect, const char *);
 
-/* conf_err - append "FILE:LINE: text" to the error buffer */
-
+/*
+ * conf_err - append the line "FILE:LINE: text" to the error list; past
+ * the list's cap it ends with a note that more errors were not shown
+ */
 static void __attribute__((format(printf, 3, 4)))
         conf_err(struct conf_state *st, int line, const char *fmt,...)
 {
+    struct strbuf text;
     va_list ap;
 
     st->nerrors++;
     if (st->errors == NULL)
 	return;
-    strbuf_printf(st->errors, "%s:%d: ", st->conf->path, line);
+    strbuf_init(&text, st->errors->max);
     va_start(ap, fmt);
-    strbuf_vprintf(st->errors, fmt, ap);
+    (void) strbuf_vprintf(&text, fmt, ap);
     va_end(ap);
-    strbuf_putc(st->errors, '\n');
+    (void) strbuf_line(st->errors, "%s:%d: %s", st->conf->path, line,
+		       strbuf_log_str(&text));
+    strbuf_free(&text);
 }
 
 /* conf_sect_name - "[global]", "[milter]", "[account NAME]", "[source NAME]" */
@@ -638,11 +647,12 @@ static int conf_is_ipv4ish(const char *s)
  * IPv4 literal, a [bracketed] IPv6 literal or a host name and PORT is
  * 1 to 65535 (default 25); the scheme is case-insensitive.  On success
  * *host is a new string (IPv6 without brackets) or NULL.  Returns 0, or
- * -1 with a complete message (problem and hint) in why.
+ * -1 with a complete message (problem and hint) in why.  The one
+ * parser of deliver_to: conf_load() and inject_create() use it.
  */
 
-static int conf_parse_deliver(const char *v, char **host, long *port,
-			              char *why, size_t len)
+int     conf_parse_deliver(const char *v, char **host, long *port,
+			           char *why, size_t len)
 {
     const char *rest, *end, *colon;
     char    hbuf[256];
@@ -728,9 +738,10 @@ static int conf_parse_deliver(const char *v, char **host, long *port,
  *
  * Accepts inet:PORT@HOST, inet6:PORT@HOST, unix:/PATH and local:/PATH.
  * Returns 0, or -1 with a complete message (problem and hint) in why.
+ * The milter checks its -p option with it too: one rule for both.
  */
 
-static int conf_check_socket(const char *v, char *why, size_t len)
+int     conf_check_socket(const char *v, char *why, size_t len)
 {
     const char *rest, *at, *host, *cp;
     struct sockaddr_un sa_un;
@@ -746,7 +757,7 @@ static int conf_check_socket(const char *v, char *why, size_t len)
 	return (-1);
     }
     rest++;
-    if (strncmp(v, "unix:", 5) == 0 || strncmp(v, "local:", 6) == 0) {
+    if (conf_socket_path(v) != 0) {
 	if (*rest != '/') {
 	    snprintf(why, len, "socket \"%s\" needs an absolute path (like "
 		     "unix:%s/milter.sock)", v, M365_RUNDIR);
@@ -796,6 +807,17 @@ static int conf_check_socket(const char *v, char *why, size_t len)
 		 inet6 ? "" : "; inet6:PORT@ADDR for IPv6");
 	return (-1);
     }
+    return (0);
+}
+
+/* conf_socket_path - the file name of a unix: or local: socket, or 0 */
+
+const char *conf_socket_path(const char *spec)
+{
+    if (strncmp(spec, "unix:", 5) == 0)
+	return (spec + 5);
+    if (strncmp(spec, "local:", 6) == 0)
+	return (spec + 6);
     return (0);
 }
 
@@ -949,6 +971,13 @@ static int conf_set_value(struct conf_state *st, struct conf_sinfo *si,
 		strbuf_puts(&sb, list[i]);
 	    }
 	    conf_free_senders(list);
+	    if (strbuf_failed(&sb)) {
+		conf_err(st, line, "scopes is longer than %lu bytes (the "
+			 "sign-in request could not carry it)",
+			 (unsigned long) sb.max);
+		strbuf_free(&sb);
+		return (-1);
+	    }
 	    free(*sp);
 	    *sp = strbuf_take(&sb);
 	    strbuf_free(&sb);
@@ -979,7 +1008,7 @@ static int conf_set_value(struct conf_state *st, struct conf_sinfo *si,
 		strbuf_printf(&sb, "%s%s", e == p->names ? "" :
 			      e[1].name ? ", " : " or ", e->name);
 	    conf_err(st, line, "bad %s \"%s\" (use %s)", p->name, value,
-		     strbuf_str(&sb));
+		     strbuf_log_str(&sb));
 	    strbuf_free(&sb);
 	    return (-1);
 	}
@@ -1482,7 +1511,7 @@ static void conf_check_source(struct conf_state *st, struct conf_sinfo *si)
 	    else
 		conf_err(st, conf_seen(si, "account"), "source %s: no "
 			 "[account %s] section (accounts defined: %s)",
-			 s->name, s->account, strbuf_str(&names));
+			 s->name, s->account, strbuf_log_str(&names));
 	    strbuf_free(&names);
 	} else {
 	    s->acct = a;
@@ -1672,9 +1701,9 @@ struct conf *conf_load(const char *path, struct strbuf *errors)
 
     if ((fp = fopen(path, "r")) == 0) {
 	if (errors)
-	    strbuf_printf(errors, "%s: cannot open the configuration file: "
-			  "%s (use -c FILE to name another)\n", path,
-			  strerror(errno));
+	    strbuf_line(errors, "%s: cannot open the configuration file: "
+			"%s (use -c FILE to name another)", path,
+			strerror(errno));
 	conf_free(conf);
 	return (0);
     }
@@ -1713,8 +1742,8 @@ struct conf *conf_load(const char *path, struct strbuf *errors)
     }
     if (ferror(fp)) {
 	if (errors)
-	    strbuf_printf(errors, "%s: cannot read the configuration file: "
-			  "%s\n", path, strerror(errno));
+	    strbuf_line(errors, "%s: cannot read the configuration file: "
+			"%s", path, strerror(errno));
 	st.nerrors++;
     }
     fclose(fp);
@@ -1868,8 +1897,8 @@ static int conf_check_secret_file(const struct conf *conf,
     if (file_check_private(path, what, err, sizeof(err)) == 0)
 	return (0);
     if (errors)
-	strbuf_printf(errors, "%s:%d: account %s: %s\n", conf->path, a->line,
-		      a->name, err);
+	strbuf_line(errors, "%s:%d: account %s: %s", conf->path, a->line,
+		    a->name, err);
     return (-1);
 }
 
@@ -1900,10 +1929,10 @@ int     conf_check_secrets(const struct conf *conf, struct strbuf *errors)
 		ret = -1;
 	    if (access(a->certificate_file, R_OK) < 0) {
 		if (errors)
-		    strbuf_printf(errors, "%s:%d: account %s: cannot read "
-				  "certificate file %s: %s\n", conf->path,
-				  a->line, a->name, a->certificate_file,
-				  strerror(errno));
+		    strbuf_line(errors, "%s:%d: account %s: cannot read "
+				"certificate file %s: %s", conf->path,
+				a->line, a->name, a->certificate_file,
+				strerror(errno));
 		ret = -1;
 	    }
 	    break;
@@ -1940,13 +1969,13 @@ int     conf_warnings(const struct conf *conf, struct strbuf *warnings)
 	n++;
 	/* r is never NULL: a itself sends for its mailbox. */
 	if (warnings != 0 && r != 0)
-	    strbuf_printf(warnings, "%s:%d: warning: account %s has the "
-			  "mailbox %s of account %s (line %d): with "
-			  "rewrite_sender = yes the relay sends its mail "
-			  "through account %s, with that account's limits "
-			  "(give each account its own mailbox, or set "
-			  "rewrite_sender = no)\n", conf->path, a->line,
-			  a->name, a->mailbox, r->name, r->line, r->name);
+	    strbuf_line(warnings, "%s:%d: warning: account %s has the "
+			"mailbox %s of account %s (line %d): with "
+			"rewrite_sender = yes the relay sends its mail "
+			"through account %s, with that account's limits "
+			"(give each account its own mailbox, or set "
+			"rewrite_sender = no)", conf->path, a->line,
+			a->name, a->mailbox, r->name, r->line, r->name);
     }
     return (n);
 }
@@ -1986,10 +2015,12 @@ int     conf_user_ids(const struct conf *conf, uid_t *uid, gid_t *gid)
 /*
  * conf_milter_delivers - deliver mode: does the milter send to rcpt?
  *
- * 1 when deliver_domains is unset; else 1 when the domain after the last
- * '@' equals a listed "example.com" or ends in a listed ".example.com".
- * Angle brackets and surrounding white space are ignored; a recipient
- * without a domain is not delivered (0).
+ * A recipient without a domain ("root", "a@") is never delivered (0):
+ * Graph cannot deliver a local name, the MTA can.  Otherwise 1 when
+ * deliver_domains is unset, else 1 when the domain after the last '@'
+ * equals a listed "example.com" or ends in a listed ".example.com".
+ * Angle brackets and surrounding white space are ignored, and so is
+ * one final dot (the absolute form "example.com.").
  */
 
 int     conf_milter_delivers(const struct conf *conf, const char *rcpt)
@@ -1998,11 +2029,7 @@ int     conf_milter_delivers(const struct conf *conf, const char *rcpt)
     char  **pp;
     size_t  dlen, plen;
 
-    if (conf == 0)
-	return (0);
-    if (conf->milter.deliver_domains == 0)
-	return (1);
-    if (rcpt == 0 || (at = strrchr(rcpt, '@')) == 0)
+    if (conf == 0 || rcpt == 0 || (at = strrchr(rcpt, '@')) == 0)
 	return (0);
     at++;
     end = at + strlen(at);
@@ -2014,6 +2041,8 @@ int     conf_milter_delivers(const struct conf *conf, const char *rcpt)
 	dlen--;					/* absolute form "x.com." */
     if (dlen == 0)
 	return (0);
+    if (conf->milter.deliver_domains == 0)
+	return (1);
     for (pp = conf->milter.deliver_domains; *pp; pp++) {
 	plen = strlen(*pp);
 	if (**pp == '.') {

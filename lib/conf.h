@@ -9,8 +9,9 @@
  *	conf_load() parses the file named by path (M365_CONFFILE by
  *	default: $(sysconfdir)/m365relay.conf) into a struct conf.  Every
  *	problem is appended to errors as one line "file:line: problem"
- *	(all problems, not just the first); the result is NULL when there
- *	was any error.  Every parameter is declared once in the table in
+ *	(all problems, not just the first; strbuf_line(): past the
+ *	buffer's cap the list ends with a note that more were not shown);
+ *	the result is NULL when there was any error.  Every parameter is declared once in the table in
  *	conf.c with its type and default; contrib/m365relay.conf.sample
  *	and m365relay.conf(5) list the same keys.
  *
@@ -215,12 +216,38 @@ extern struct conf_source *conf_source(const struct conf *, const char *name);
 extern int conf_user_ids(const struct conf *, uid_t *, gid_t *);
 
 /*
+ * conf_parse_deliver - a [source]'s deliver_to: "sendmail" (*host NULL,
+ * *port 0) or smtp://HOST[:PORT] (*host new, IPv6 without brackets;
+ * port 1-65535, default 25).  0, or -1 with the problem and its fix in
+ * why.  The one parser: conf_load() and inject_create() use it.
+ */
+extern int conf_parse_deliver(const char *value, char **host, long *port,
+			              char *why, size_t len);
+
+/*
  * conf_milter_delivers - deliver mode: is rcpt (angle brackets allowed)
- * one that the milter sends through Graph?  1 when deliver_domains is
- * unset, else when the recipient's domain is listed: "example.com"
+ * one that the milter sends through Graph?  Never one without a domain
+ * ("root"); else 1 when deliver_domains is unset, else when the
+ * recipient's domain (one final dot ignored) is listed: "example.com"
  * matches that domain, ".example.com" its subdomains; case-insensitive.
  */
 extern int conf_milter_delivers(const struct conf *, const char *rcpt);
+
+/*
+ * conf_check_socket - is spec a libmilter socket the milter may use
+ * (inet:PORT@HOST, inet6:PORT@HOST, unix:/PATH, local:/PATH)?  0, or -1
+ * with the problem and its fix in why.  conf_socket_path() - the file
+ * name of a unix: or local: socket, NULL for an inet one.
+ */
+extern int conf_check_socket(const char *spec, char *why, size_t len);
+extern const char *conf_socket_path(const char *spec);
+
+/*
+ * Defaults of the table in conf.c that code without a parsed file needs
+ * (http_create(NULL)); the table's entries are written with them.
+ */
+#define CONF_DEF_TIMEOUT		60	/* [global] timeout */
+#define CONF_DEF_CONNECT_TIMEOUT	15	/* [global] connect_timeout */
 
 /* Default file, from configure's sysconfdir. */
 #ifndef M365_CONFFILE

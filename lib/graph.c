@@ -23,45 +23,60 @@
 #include "log.h"
 #include "util.h"
 
-#define CURLE_OPERATION_TIMEDOUT_CODE	28	/* CURLE_OPERATION_TIMEDOUT */
-
 /* graph_escape_mailbox - percent-encode a mailbox for a URL path */
 
 static void graph_escape_mailbox(struct strbuf *sb, const char *mailbox)
 {
-    static const char hex[] = "0123456789ABCDEF";
-    const unsigned char *cp;
+    char   *esc = url_escape_keep(mailbox, "@+");	/* as Graph shows */
 
-    for (cp = (const unsigned char *) mailbox; *cp; cp++) {
-	if ((*cp >= 'A' && *cp <= 'Z') || (*cp >= 'a' && *cp <= 'z')
-	    || (*cp >= '0' && *cp <= '9') || strchr("-._~@+", *cp)) {
-	    strbuf_putc(sb, *cp);
-	} else {
-	    strbuf_putc(sb, '%');
-	    strbuf_putc(sb, hex[*cp >> 4]);
-	    strbuf_putc(sb, hex[*cp & 15]);
-	}
+    strbuf_puts(sb, esc);
+    free(esc);
+}
+
+/* graph_url_start - graph_url/v1.0/users/{mailbox} (or /v1.0/me) */
+
+static void graph_url_start(struct strbuf *sb, const struct conf *conf,
+			            const char *mailbox)
+{
+    strbuf_init(sb, STRBUF_MAX_SMALL);
+    strbuf_puts(sb, conf->graph_url);
+    if (mailbox) {
+	strbuf_puts(sb, "/v1.0/users/");
+	graph_escape_mailbox(sb, mailbox);
+    } else {
+	strbuf_puts(sb, "/v1.0/me");
     }
 }
 
-/* graph_url - graph_url/v1.0/users/{mailbox}{suffix}; free() it */
+/* graph_url - graph_url/v1.0/users/{mailbox}{suffix}; free() it; NULL */
 
 char   *graph_url(const struct conf *conf, const char *mailbox,
 		          const char *suffix)
 {
     struct strbuf sb;
 
-    strbuf_init(&sb, STRBUF_MAX_SMALL);
-    strbuf_puts(&sb, conf->graph_url);
-    if (mailbox) {
-	strbuf_puts(&sb, "/v1.0/users/");
-	graph_escape_mailbox(&sb, mailbox);
-    } else {
-	strbuf_puts(&sb, "/v1.0/me");
-    }
+    graph_url_start(&sb, conf, mailbox);
     if (suffix)
 	strbuf_puts(&sb, suffix);
-    return (strbuf_take(&sb));
+    return (strbuf_take(&sb));			/* NULL: too long */
+}
+
+/* graph_item_url - .../{mailbox}{path}{escaped id}{suffix}; free(); NULL */
+
+char   *graph_item_url(const struct conf *conf, const char *mailbox,
+			           const char *path, const char *id,
+			           const char *suffix)
+{
+    struct strbuf sb;
+    char   *esc = url_escape(id);
+
+    graph_url_start(&sb, conf, mailbox);
+    strbuf_puts(&sb, path);
+    strbuf_puts(&sb, esc);
+    if (suffix)
+	strbuf_puts(&sb, suffix);
+    free(esc);
+    return (strbuf_take(&sb));			/* NULL: too long */
 }
 
 /* graph_parse_error - error.code, error.message, innerError.request-id */
@@ -173,6 +188,8 @@ int     graph_folder_well_known(const char *name)
  * graph_folder_query - the suffix (after /users/{mailbox}) that finds
  * one folder path element: a well-known name at the top, else
  * displayName eq 'NAME' under parent (NULL: the top).  free() it.
+ * NULL when it would be longer than a URL may be: never pass that
+ * NULL on as "no suffix".
  */
 char   *graph_folder_query(const char *parent, const char *name)
 {
@@ -193,6 +210,8 @@ char   *graph_folder_query(const char *parent, const char *name)
 	    strbuf_putc(&q, '\'');
 	strbuf_putc(&q, *p);
     }
+    if (strbuf_failed(&q))
+	return (strbuf_take(&q));		/* NULL: too long */
     esc = url_escape(strbuf_str(&q));
     strbuf_reset(&q);
     if (parent) {
@@ -262,7 +281,7 @@ void    graph_classify_send(const struct http_resp *resp, int transport_ok,
      */
     if (!transport_ok && st >= 200 && st < 300) {
 	res->http_status = st;
-	result_set(res, M365_OK, EX_OK, "2.0.0", "%ld %s%s%s", st,
+	result_set(res, M365_OK, "2.0.0", "%ld %s%s%s", st,
 		   st == 202 ? "Accepted" : "OK",
 		   res->request_id[0] ? ", request-id=" : "", res->request_id);
 	msg_warn("sendMail answered %ld, then the connection failed (%s); "
@@ -279,15 +298,15 @@ void    graph_classify_send(const struct http_resp *resp, int transport_ok,
      */
     if (!transport_ok && st < 200) {
 	if (resp->upload_done) {
-	    result_set(res, M365_TEMP, EX_TEMPFAIL, "4.4.2",
+	    result_set(res, M365_TEMP, "4.4.2",
 		       "connection to Graph lost after the whole message was "
 		       "sent (%s); Microsoft 365 may have accepted it, "
 		       "deferring", resp->error);
-	} else if (resp->curl_code == CURLE_OPERATION_TIMEDOUT_CODE) {
-	    result_set(res, M365_TEMP, EX_TEMPFAIL, "4.4.2",
+	} else if (http_resp_timed_out(resp)) {
+	    result_set(res, M365_TEMP, "4.4.2",
 		       "Graph did not answer in time (%s)", resp->error);
 	} else {
-	    result_set(res, M365_TEMP, EX_TEMPFAIL, "4.4.1",
+	    result_set(res, M365_TEMP, "4.4.1",
 		       "cannot reach Graph (%s)", resp->error);
 	}
 	return;
@@ -304,7 +323,7 @@ void    graph_classify_send(const struct http_resp *resp, int transport_ok,
 
     if (st >= 200 && st < 300) {
 	/* 202, also with Retry-After: accepted; never send it again. */
-	result_set(res, M365_OK, EX_OK, "2.0.0", "%ld %s%s%s", st,
+	result_set(res, M365_OK, "2.0.0", "%ld %s%s%s", st,
 		   st == 202 ? "Accepted" : "OK",
 		   res->request_id[0] ? ", request-id=" : "", res->request_id);
 	if (st != 202)
@@ -315,29 +334,29 @@ void    graph_classify_send(const struct http_resp *resp, int transport_ok,
     if (st == 413 || graph_is(&ge, "ErrorMessageSizeExceeded")
 	|| graph_is(&ge, "RequestEntityTooLarge")
 	|| strstr(ge.message, "maximum request length")) {
-	result_set(res, M365_PERM, EX_DATAERR, "5.3.4",
+	result_set(res, M365_PERM, "5.3.4",
 		   "message too large for Microsoft 365 (%s)", what);
 	return;
     }
     if (st == 400 && graph_is(&ge, "ErrorInvalidRecipients")) {
-	result_set(res, M365_PERM, EX_NOUSER, "5.1.1",
+	result_set(res, M365_PERM, "5.1.1",
 		   "Microsoft 365 rejected the recipients (%s)", what);
 	return;
     }
     if (st == 400 && (strncasecmp(ge.code, "ErrorMimeContent", 16) == 0
 		      || graph_is(&ge, "ErrorInvalidMimeContent"))) {
-	result_set(res, M365_PERM, EX_DATAERR, "5.6.0",
+	result_set(res, M365_PERM, "5.6.0",
 		   "Microsoft 365 cannot parse the message (%s)", what);
 	return;
     }
     if (st == 403 && graph_is(&ge, "ErrorSendAsDenied")) {
 	if (from_addr && mailbox && !addr_same(from_addr, mailbox)) {
-	    result_set(res, M365_PERM, EX_NOPERM, "5.7.1",
+	    result_set(res, M365_PERM, "5.7.1",
 		       "mailbox %s may not send as %s (%s); grant Send As "
 		       "in Exchange Online or route this sender to another "
 		       "account", mailbox, from_addr, what);
 	} else {
-	    result_set(res, M365_CONFIG, EX_TEMPFAIL, "4.7.1",
+	    result_set(res, M365_CONFIG, "4.7.1",
 		       "the signed-in identity may not send from mailbox %s "
 		       "(%s); grant Send As / Full Access and, for delegated "
 		       "sign-in, add the scope Mail.Send.Shared", mailbox, what);
@@ -345,14 +364,14 @@ void    graph_classify_send(const struct http_resp *resp, int transport_ok,
 	return;
     }
     if (st == 401) {
-	result_set(res, M365_CONFIG, EX_TEMPFAIL, "4.7.0",
+	result_set(res, M365_CONFIG, "4.7.0",
 		   "Graph refused the access token even after a refresh (%s); "
 		   "check the app's API permissions (Mail.Send) and admin "
 		   "consent, then run: m365ctl test ACCOUNT", what);
 	return;
     }
     if (st == 403) {
-	result_set(res, M365_CONFIG, EX_TEMPFAIL, "4.7.1",
+	result_set(res, M365_CONFIG, "4.7.1",
 		   "Graph denied access to mailbox %s (%s); check Mail.Send "
 		   "permission and consent, and any RBAC for Applications "
 		   "scope or application access policy", mailbox, what);
@@ -361,25 +380,25 @@ void    graph_classify_send(const struct http_resp *resp, int transport_ok,
     if (graph_is(&ge, "MailboxNotEnabledForRESTAPI")
 	|| graph_is(&ge, "ErrorInvalidUser") || graph_is(&ge, "ResourceNotFound")
 	|| st == 404) {
-	result_set(res, M365_CONFIG, EX_TEMPFAIL, "4.7.1",
+	result_set(res, M365_CONFIG, "4.7.1",
 		   "mailbox %s cannot send through Graph (%s); check the "
 		   "address, its Exchange Online licence, and that it is not "
 		   "an on-premises mailbox", mailbox, what);
 	return;
     }
     if (st == 429) {
-	result_set(res, M365_TEMP, EX_TEMPFAIL, "4.7.0",
+	result_set(res, M365_TEMP, "4.7.0",
 		   "throttled by Microsoft 365 (%s)%s", what,
 		   resp->retry_after >= 0 ? ", honouring Retry-After" : "");
 	return;
     }
     if (st >= 500) {
-	result_set(res, M365_TEMP, EX_TEMPFAIL, "4.4.2",
+	result_set(res, M365_TEMP, "4.4.2",
 		   "Graph is temporarily unavailable (%s); the message may "
 		   "have been accepted, deferring", what);
 	return;
     }
     /* Unknown 4xx: not sure it is this message's fault: defer. */
-    result_set(res, M365_TEMP, EX_TEMPFAIL, "4.3.0",
+    result_set(res, M365_TEMP, "4.3.0",
 	       "unexpected reply from Graph (%s)", what);
 }

@@ -13,6 +13,13 @@
  *	error.code / error.message / innerError.request-id from a reply.
  *	graph_folder_query() gives the suffix that looks up one element
  *	of a folder path (a well-known name, else by displayName).
+ *	graph_item_url() is graph_url() with path + escaped(id) + suffix
+ *	(e.g. "/messages/", a message id, "/$value").
+ *
+ *	The URL builders return NULL instead of a URL longer than
+ *	STRBUF_MAX_SMALL (see strbuf.h): nothing cut short is requested;
+ *	http_perform() refuses a NULL URL with a clear error (a transport
+ *	error: delivery defers).
  *
  *	graph_classify_send() maps a sendMail outcome to a result:
  *	  2xx (also 202 + Retry-After: never resend)   2.0.0 sent
@@ -41,6 +48,9 @@ struct graph_error {
 
 extern char *graph_url(const struct conf *, const char *mailbox,
 		               const char *suffix);
+extern char *graph_item_url(const struct conf *, const char *mailbox,
+			            const char *path, const char *id,
+			            const char *suffix);
 extern int graph_parse_error(const struct http_resp *, struct graph_error *);
 extern int graph_send_mime(struct http *, const struct conf *,
 			           const char *mailbox, const char *token,

@@ -51,8 +51,6 @@
 #define HTTP_USER_AGENT	"m365relay"
 #endif
 
-#define HTTP_DEF_TIMEOUT	120	/* when conf has none */
-#define HTTP_DEF_CONNECT	15
 
 struct http {
     CURL   *curl;
@@ -120,10 +118,11 @@ struct http *http_create(const struct conf *conf, char *err, size_t errlen)
 	h->timeout = conf->timeout;
 	h->connect_timeout = conf->connect_timeout;
     }
+    /* No configuration (or one made by hand): the table's defaults. */
     if (h->timeout <= 0)
-	h->timeout = HTTP_DEF_TIMEOUT;
+	h->timeout = CONF_DEF_TIMEOUT;
     if (h->connect_timeout <= 0)
-	h->connect_timeout = HTTP_DEF_CONNECT;
+	h->connect_timeout = CONF_DEF_CONNECT_TIMEOUT;
     return (h);
 }
 
@@ -153,6 +152,16 @@ void    http_resp_init(struct http_resp *resp)
 void    http_resp_free(struct http_resp *resp)
 {
     strbuf_cleanse(&resp->body);
+}
+
+/*
+ * http_resp_timed_out - did the transport fail because a time limit ran
+ * out (timeout, connect_timeout, low-speed limit)?  Callers ask here
+ * instead of knowing libcurl's error numbers.
+ */
+int     http_resp_timed_out(const struct http_resp *resp)
+{
+    return (resp->curl_code == (int) CURLE_OPERATION_TIMEDOUT);
 }
 
 /* http_set_progress - call cb(arg) every interval s during requests */
@@ -403,21 +412,6 @@ static int http_xferinfo_cb(void *ctx, curl_off_t dltotal, curl_off_t dlnow,
     return (0);
 }
 
-/* http_uuid - a random (version 4) UUID for client-request-id */
-
-static void http_uuid(char *out, size_t outlen)
-{
-    char    hex[33];
-    int     v;
-
-    random_hex(hex, 16);
-    hex[12] = '4';
-    v = hex[16] >= 'a' ? hex[16] - 'a' + 10 : hex[16] - '0';
-    hex[16] = "89ab"[v & 3];			/* RFC 4122 variant */
-    snprintf(out, outlen, "%.8s-%.4s-%.4s-%.4s-%.12s",
-	     hex, hex + 8, hex + 12, hex + 16, hex + 20);
-}
-
 /* http_slist_free - wipe every header (one is Authorization), free */
 
 static void http_slist_free(struct curl_slist *list)
@@ -465,7 +459,12 @@ static int http_build_headers(const struct http_req *req,
 	    return (-1);
 	}
     }
-    http_uuid(client_id, idlen);
+    if (random_uuid(client_id, idlen) < 0) {
+	snprintf(resp->error, sizeof(resp->error), "no request sent: no "
+		 "random bytes for its client-request-id (OpenSSL's random "
+		 "generator and /dev/urandom both failed)");
+	return (-1);
+    }
     strbuf_init(&line, STRBUF_MAX_JSON);
     if (req->bearer) {
 	bad |= strbuf_printf(&line, "Authorization: Bearer %s", req->bearer);
@@ -565,11 +564,19 @@ int     http_perform(struct http *h, const struct http_req *req,
     resp->fd_bytes = 0;
     resp->too_big = 0;
 
-    if (req->url == NULL || !http_url_allowed(req->url, &plain_http)) {
+    if (req->url == NULL) {
+	/* A URL builder returns NULL rather than a URL cut short. */
+	snprintf(resp->error, sizeof(resp->error), "no request sent: its URL "
+		 "would be longer than %lu bytes (a name in the configuration "
+		 "or in a reply from Microsoft is far too long)",
+		 (unsigned long) STRBUF_MAX_SMALL);
+	resp->curl_code = CURLE_URL_MALFORMAT;
+	return (-1);
+    }
+    if (!http_url_allowed(req->url, &plain_http)) {
 	char    shown[120];
 
-	log_printable(shown, sizeof(shown), req->url ? req->url : "(none)",
-		      req->url ? strlen(req->url) : 6);
+	log_printable(shown, sizeof(shown), req->url, strlen(req->url));
 	snprintf(resp->error, sizeof(resp->error), "refusing URL %s: only "
 		 "https (or http to 127.0.0.1, [::1], localhost) is allowed",
 		 shown);

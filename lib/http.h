@@ -58,6 +58,8 @@
  *	http_perform() returns 0 when an HTTP response arrived (any
  *	status), -1 on a transport error (resp->error names it: DNS,
  *	connect, TLS verification, timeout, reset).
+ *	http_resp_timed_out() tells whether that error was a time limit
+ *	(libcurl's CURLE_OPERATION_TIMEDOUT), so callers need no libcurl.
  */
 #ifndef M365_HTTP_H
 #define M365_HTTP_H
@@ -106,6 +108,7 @@ extern struct http *http_create(const struct conf *, char *err, size_t errlen);
 extern void http_free(struct http *);
 extern void http_resp_init(struct http_resp *);
 extern void http_resp_free(struct http_resp *);
+extern int http_resp_timed_out(const struct http_resp *);
 extern int http_perform(struct http *, const struct http_req *,
 			        struct http_resp *);
 extern void http_set_progress(struct http *, void (*cb) (void *),

@@ -88,6 +88,10 @@ struct inject {
     int     ext_size;
     char    in[INJECT_BUF];		/* unread input from fd */
     size_t  inlen;
+    enum inject_step step;		/* how far inject_open() got */
+    int     err;			/* errno of the last failure on fd
+					 * (ETIMEDOUT: no answer in time) */
+    char    greeting[400];		/* last line of fd's greeting */
 };
 
 /* One SMTP reply: its code and last line (printable). */
@@ -142,61 +146,6 @@ const char *inject_status_name(enum inject_status s)
     }
 }
 
-/* inject_parse_target - smtp://host[:port][/] into host, port */
-
-static int inject_parse_target(const char *to, char **host_r, long *port_r,
-			               char *err, size_t errlen)
-{
-    const char *p, *end, *hend;
-    long    port = 25;
-    char    num[16];
-
-    if (strncasecmp(to, "smtp://", 7) != 0)
-	goto bad;
-    p = to + 7;
-    end = p + strcspn(p, "/");
-    if (*end == '/' && end[1] != 0)
-	goto bad;
-    if (*p == '[') {
-	if ((hend = memchr(p, ']', (size_t) (end - p))) == NULL || hend == p + 1)
-	    goto bad;
-	*host_r = xstrndup(p + 1, (size_t) (hend - p - 1));
-	hend++;
-    } else {
-	hend = p + strcspn(p, ":/");
-	if (hend == p)
-	    goto bad;
-	*host_r = xstrndup(p, (size_t) (hend - p));
-    }
-    if (strspn(*host_r, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	       "0123456789.-:") != strlen(*host_r)) {
-	free(*host_r);
-	goto bad;
-    }
-    if (*hend == ':') {
-	if ((size_t) (end - hend - 1) >= sizeof(num) || end == hend + 1) {
-	    free(*host_r);
-	    goto bad;
-	}
-	snprintf(num, sizeof(num), "%.*s", (int) (end - hend - 1), hend + 1);
-	if (parse_long(num, 1, 65535, &port) < 0) {
-	    free(*host_r);
-	    goto bad;
-	}
-    } else if (hend != end) {
-	free(*host_r);
-	goto bad;
-    }
-    *port_r = port;
-    return (0);
-
-bad:
-    *host_r = NULL;
-    snprintf(err, errlen, "deliver_to \"%s\" is not usable: write "
-	     "smtp://127.0.0.1:25, smtp://[::1]:2525 or sendmail", to);
-    return (-1);
-}
-
 /* inject_helo_name - this host's name for EHLO, or "localhost" */
 
 static void inject_helo_name(char *buf, size_t len)
@@ -208,8 +157,10 @@ static void inject_helo_name(char *buf, size_t len)
     buf[len - 1] = 0;
 }
 
-/* inject_create - a delivery target for deliver_to */
-
+/*
+ * inject_create - a delivery target for deliver_to, as conf_load()
+ * parsed it (conf_parse_deliver(): the one parser)
+ */
 struct inject *inject_create(const struct conf *conf, const char *deliver_to,
 			             char *err, size_t errlen)
 {
@@ -221,19 +172,17 @@ struct inject *inject_create(const struct conf *conf, const char *deliver_to,
 	snprintf(err, errlen, "deliver_to is not set");
 	return (NULL);
     }
+    if (conf_parse_deliver(deliver_to, &host, &port, err, errlen) < 0)
+	return (NULL);
     inj = xcalloc(1, sizeof(*inj));
     inj->conf = conf;
     inj->fd = -1;
-    if (strcmp(deliver_to, "sendmail") == 0) {
+    if (host == NULL) {				/* sendmail */
 	inj->sendmail = 1;
 	inj->sendmail_path = xstrdup(conf->sendmail_path && *conf->sendmail_path ?
 				     conf->sendmail_path : "/usr/sbin/sendmail");
 	inj->host = xstrdup(inj->sendmail_path);
 	return (inj);
-    }
-    if (inject_parse_target(deliver_to, &host, &port, err, errlen) < 0) {
-	free(inj);
-	return (NULL);
     }
     inj->host = host;
     snprintf(inj->port, sizeof(inj->port), "%ld", port);
@@ -508,7 +457,7 @@ static void inject_dsn(char *dsn, size_t len, const char *reply, int cls,
     snprintf(dsn, len, "%s", def);
 }
 
-/* inject_address - "<addr>" for libcurl, local part quoted if needed */
+/* inject_address - "<addr>", local part quoted if needed; NULL: too long */
 
 static char *inject_address(const char *addr)
 {
@@ -521,9 +470,46 @@ static char *inject_address(const char *addr)
 	return (strbuf_take(&sb));
     }
     q = addr_quote(addr);
-    strbuf_printf(&sb, "<%s>", q ? q : addr);
+    strbuf_printf(&sb, "<%s>", q);
     free(q);
     return (strbuf_take(&sb));
+}
+
+/* inject_addresses_free - the first n of inject_addresses(), the array */
+
+static void inject_addresses_free(char **a, size_t n)
+{
+    while (a != NULL && n > 0)
+	free(a[--n]);
+    free(a);
+}
+
+/*
+ * inject_addresses - "<sender>", then "<rcpt>" for each recipient;
+ * NULL (res set) when one is too long to be sent whole: then nothing
+ * is sent at all, not even MAIL FROM.
+ */
+static char **inject_addresses(const struct inject_msg *m,
+			               struct inject_result *res)
+{
+    char  **a = xcalloc(m->nrcpts + 1, sizeof(*a));
+    size_t  i;
+
+    for (i = 0; i <= m->nrcpts; i++) {
+	if ((a[i] = inject_address(i ? m->rcpts[i - 1] : m->sender)) != NULL)
+	    continue;
+	if (i == 0)
+	    inject_fail(res, INJECT_TEMP, "4.1.7", "the envelope sender "
+			"address is longer than %lu bytes; nothing was sent",
+			(unsigned long) STRBUF_MAX_SMALL);
+	else
+	    inject_fail(res, INJECT_TEMP, "4.1.3", "recipient address %lu "
+			"is longer than %lu bytes; nothing was sent",
+			(unsigned long) i, (unsigned long) STRBUF_MAX_SMALL);
+	inject_addresses_free(a, i);
+	return (NULL);
+    }
+    return (a);
 }
 
 /* inject_wait - poll fd for events up to secs; 1 ready, 0 timeout, -1 */
@@ -628,20 +614,23 @@ static int inject_line(struct inject *inj, char *line, size_t len, int secs,
 	    continue;
 	}
 	if (n == 0) {
+	    inj->err = 0;
 	    snprintf(why, whylen, "lost connection with %s", inj->relay);
 	    return (-1);
 	}
 	if (errno == EINTR)
 	    continue;
 	if (errno != EAGAIN && errno != EWOULDBLOCK) {
+	    inj->err = errno;
 	    snprintf(why, whylen, "lost connection with %s: %s", inj->relay,
 		     strerror(errno));
 	    return (-1);
 	}
 	if ((w = inject_wait(inj->fd, POLLIN, secs)) <= 0) {
+	    inj->err = w == 0 ? ETIMEDOUT : errno;
 	    snprintf(why, whylen, "%s with %s: %s", w == 0 ? "timeout "
 		     "waiting for the reply" : "poll", inj->relay,
-		     w == 0 ? "no answer" : strerror(errno));
+		     w == 0 ? "no answer" : strerror(inj->err));
 	    return (-1);
 	}
     }
@@ -762,18 +751,22 @@ static int inject_connect_addr(const struct addrinfo *ai, int secs)
 }
 
 /*
- * inject_open - connect, greeting, EHLO (HELO when EHLO is refused).
- * 0, or -1 with res filled (always INJECT_TEMP: not about a message).
+ * inject_open - connect (within secs), greeting and EHLO (HELO when
+ * EHLO is refused; each reply within wait seconds).  0, or -1 with res
+ * filled (always INJECT_TEMP: not about a message).  inj->step tells
+ * how far it got, inj->err the errno of a failed step.
  */
-static int inject_open(struct inject *inj, struct inject_result *res)
+static int inject_open(struct inject *inj, int secs, int wait,
+		               struct inject_result *res)
 {
     struct addrinfo hints, *ais = NULL, *ai;
     struct inject_reply rp;
     char    ip[64], dsn[12];
     int     rc, err = 0;
-    int     secs = inj->conf->connect_timeout > 0 ?
-    (int) inj->conf->connect_timeout : 15;
 
+    inj->step = INJECT_STEP_RESOLVE;
+    inj->err = 0;
+    inj->greeting[0] = 0;
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -785,6 +778,7 @@ static int inject_open(struct inject *inj, struct inject_result *res)
 		    "%s: %s", inj->host, gai_strerror(rc));
 	return (-1);
     }
+    inj->step = INJECT_STEP_CONNECT;
     for (ai = ais; ai; ai = ai->ai_next) {
 	if ((inj->fd = inject_connect_addr(ai, secs)) >= 0)
 	    break;
@@ -796,13 +790,17 @@ static int inject_open(struct inject *inj, struct inject_result *res)
 		 inj->port);
     freeaddrinfo(ais);
     if (inj->fd < 0) {
+	inj->err = err ? err : ECONNREFUSED;
 	inject_fail(res, INJECT_TEMP, "4.4.1", "connect to %s: %s",
-		    inj->relay, strerror(err ? err : ECONNREFUSED));
+		    inj->relay, strerror(inj->err));
 	return (-1);
     }
+    inj->step = INJECT_STEP_GREETING;
     inj->inlen = 0;
     inj->ext_8bitmime = inj->ext_smtputf8 = inj->ext_size = 0;
-    if (inject_reply(inj, INJECT_GREET_WAIT, 0, &rp) < 0 || rp.code != 220) {
+    rc = inject_reply(inj, wait, 0, &rp);
+    snprintf(inj->greeting, sizeof(inj->greeting), "%s", rp.text);
+    if (rc < 0 || rp.code != 220) {
 	inject_dsn(dsn, sizeof(dsn), rp.text, 4, "4.4.2");
 	inject_fail(res, INJECT_TEMP, dsn, "%s", rp.text[0] ? rp.text :
 		    "no greeting");
@@ -810,10 +808,10 @@ static int inject_open(struct inject *inj, struct inject_result *res)
 	inject_close(inj, rp.code != 0);
 	return (-1);
     }
-    if (inject_command(inj, INJECT_GREET_WAIT, 1, &rp, "EHLO %s", inj->helo) == 0
+    inj->step = INJECT_STEP_HELLO;
+    if (inject_command(inj, wait, 1, &rp, "EHLO %s", inj->helo) == 0
 	&& rp.code / 100 != 2 && rp.code != 421)
-	(void) inject_command(inj, INJECT_GREET_WAIT, 0, &rp, "HELO %s",
-			      inj->helo);
+	(void) inject_command(inj, wait, 0, &rp, "HELO %s", inj->helo);
     if (rp.code / 100 != 2) {
 	inject_dsn(dsn, sizeof(dsn), rp.text, 4, "4.4.2");
 	inject_fail(res, INJECT_TEMP, dsn, "%s", rp.text);
@@ -821,6 +819,7 @@ static int inject_open(struct inject *inj, struct inject_result *res)
 	inject_close(inj, rp.code != 0);
 	return (-1);
     }
+    inj->step = INJECT_STEP_READY;
     return (0);
 }
 
@@ -927,7 +926,7 @@ static int inject_smtp(struct inject *inj, const struct inject_msg *m,
     struct inject_reply rp;
     struct inject_info info;
     struct strbuf params;
-    char   *from, *a;
+    char  **addr;			/* "<sender>", "<rcpt>"... */
     size_t  i;
     int     attempt, reused, ok = 0, in_data = 0, refused_at_end = 0;
 
@@ -937,15 +936,18 @@ static int inject_smtp(struct inject *inj, const struct inject_msg *m,
 		    "message: %s", strerror(errno));
 	return (-1);
     }
-    from = inject_address(m->sender);
     strbuf_init(&params, STRBUF_MAX_SMALL);
     inject_reader_init(&r, m, 1);
+    if ((addr = inject_addresses(m, res)) == NULL)
+	goto done;
 
     for (attempt = 0; attempt < 2; attempt++) {
 	if (inj->fd >= 0 && !inject_alive(inj))
 	    inject_close(inj, 0);
 	reused = (inj->fd >= 0);
-	if (!reused && inject_open(inj, res) < 0)
+	if (!reused && inject_open(inj, inj->conf->connect_timeout > 0 ?
+				   (int) inj->conf->connect_timeout : 15,
+				   INJECT_GREET_WAIT, res) < 0)
 	    goto done;
 	if (info.eight_bit && !inj->ext_8bitmime) {
 	    /* RFC 6152 section 3: no 8-bit data to a 7-bit MTA. */
@@ -961,8 +963,8 @@ static int inject_smtp(struct inject *inj, const struct inject_msg *m,
 	    strbuf_puts(&params, " SMTPUTF8");
 	if (inj->ext_size && info.size > 0)
 	    strbuf_printf(&params, " SIZE=%lld", info.size);
-	if (inject_command(inj, INJECT_CMD_WAIT, 0, &rp, "MAIL FROM:%s%s", from,
-			   strbuf_str(&params)) == 0)
+	if (inject_command(inj, INJECT_CMD_WAIT, 0, &rp, "MAIL FROM:%s%s",
+			   addr[0], strbuf_str(&params)) == 0)
 	    break;
 	/* A kept connection that died meanwhile: once more, afresh. */
 	inject_close(inj, 0);
@@ -975,14 +977,12 @@ static int inject_smtp(struct inject *inj, const struct inject_msg *m,
 	inject_classify(res, &rp, STAGE_MAIL);
 	goto fail;
     }
-    for (i = 0; i < m->nrcpts; i++) {
-	a = inject_address(m->rcpts[i]);
-	if (inject_command(inj, INJECT_CMD_WAIT, 0, &rp, "RCPT TO:%s", a) < 0) {
-	    free(a);
+    for (i = 1; i <= m->nrcpts; i++) {
+	if (inject_command(inj, INJECT_CMD_WAIT, 0, &rp, "RCPT TO:%s",
+			   addr[i]) < 0) {
 	    inject_fail(res, INJECT_TEMP, "4.4.2", "%s", rp.text);
 	    goto fail;
 	}
-	free(a);
 	if (rp.code / 100 != 2) {
 	    inject_classify(res, &rp, STAGE_RCPT);
 	    goto fail;
@@ -1030,7 +1030,7 @@ done:
     if (!ok && res->status == INJECT_OK)
 	res->status = INJECT_TEMP;
     free(r.ibuf);
-    free(from);
+    inject_addresses_free(addr, m->nrcpts + 1);
     strbuf_free(&params);
     return (ok ? 0 : -1);
 }
@@ -1393,6 +1393,74 @@ close_all:
     if (rp[1] >= 0)
 	close(rp[1]);
     return (res->status == INJECT_OK ? 0 : -1);
+}
+
+/*
+ * inject_probe_sendmail - is the sendmail program that inject_sendmail()
+ * runs there, a regular file, and executable?
+ */
+static int inject_probe_sendmail(struct inject *inj, struct inject_probe *p)
+{
+    struct stat st;
+
+    if (stat(inj->sendmail_path, &st) < 0) {
+	p->step = INJECT_STEP_PROGRAM;
+	p->err = errno;
+	snprintf(p->reply, sizeof(p->reply), "%s: %s", inj->sendmail_path,
+		 strerror(p->err));
+	return (-1);
+    }
+    p->step = INJECT_STEP_EXEC;
+    if (!S_ISREG(st.st_mode)) {
+	snprintf(p->reply, sizeof(p->reply), "%s is not a regular file",
+		 inj->sendmail_path);
+	return (-1);
+    }
+    if (access(inj->sendmail_path, X_OK) < 0) {
+	p->err = errno;
+	snprintf(p->reply, sizeof(p->reply), "%s is not executable (%s)",
+		 inj->sendmail_path, strerror(p->err));
+	return (-1);
+    }
+    p->step = INJECT_STEP_READY;
+    p->ext_8bitmime = 1;			/* sendmail -B 8BITMIME */
+    snprintf(p->reply, sizeof(p->reply), "%s is executable",
+	     inj->sendmail_path);
+    return (0);
+}
+
+/*
+ * inject_probe - open a session as inject_message() does, waiting at
+ * most secs for each step, then QUIT without a transaction
+ */
+int     inject_probe(struct inject *inj, int secs, struct inject_probe *p)
+{
+    struct inject_result res;
+    int     rc;
+
+    memset(p, 0, sizeof(*p));
+    if (inj->sendmail) {
+	snprintf(p->relay, sizeof(p->relay), "%s", inj->sendmail_path);
+	return (inject_probe_sendmail(inj, p));
+    }
+    inject_close(inj, 1);			/* a fresh session */
+    memset(&res, 0, sizeof(res));
+    rc = inject_open(inj, secs, secs, &res);
+    p->step = inj->step;
+    p->err = inj->err;
+    snprintf(p->relay, sizeof(p->relay), "%s", inj->relay);
+    if (rc < 0) {
+	p->code = res.code;
+	snprintf(p->reply, sizeof(p->reply), "%s", res.reply);
+	return (-1);
+    }
+    p->code = 220;
+    snprintf(p->reply, sizeof(p->reply), "%s", inj->greeting);
+    p->ext_8bitmime = inj->ext_8bitmime;
+    p->ext_smtputf8 = inj->ext_smtputf8;
+    p->ext_size = inj->ext_size;
+    inject_close(inj, 1);
+    return (0);
 }
 
 /* inject_message - hand one message to the MTA */

@@ -2,12 +2,12 @@
  * NAME
  *	inject 3h
  * SUMMARY
- *	hand one message to the local MTA: libcurl SMTP client or sendmail
+ *	hand one message to the local MTA: SMTP client or sendmail
  * SYNOPSIS
  *	#include "inject.h"
  * DESCRIPTION
  *	inject_create() prepares a delivery target from a [source]'s
- *	deliver_to:
+ *	deliver_to (parsed by conf_parse_deliver(), as conf_load() does):
  *	  smtp://HOST[:PORT]  SMTP (default port 25), spoken by inject.c
  *	                      itself (libcurl cannot send BODY=8BITMIME);
  *	                      one connection is kept for the messages of a
@@ -72,11 +72,24 @@
  *	X") or sendmail's first output line; relay names the peer
  *	("127.0.0.1[127.0.0.1]:25", or the sendmail path).
  *
+ *	inject_probe() checks the target without sending mail, through
+ *	the code a delivery uses (m365ctl test SOURCE): SMTP: a fresh
+ *	connection, the greeting and EHLO (HELO when EHLO is refused),
+ *	each within secs seconds, then QUIT; it reports the extensions
+ *	the MTA offers (an 8-bit message needs 8BITMIME: INJECT_NOEXT
+ *	otherwise).  sendmail: the program inject_message() would run is
+ *	a regular, executable file (it is not run).  The result says how
+ *	far it got (step: the first that failed, or INJECT_STEP_READY),
+ *	the errno of that step (ETIMEDOUT: no connection or no answer in
+ *	time; 0: none, e.g. a refusal or a closed connection), the reply
+ *	code, and reply: the greeting when ready, else what went wrong.
+ *
  *	The caller must ignore SIGPIPE (m365-fetch does; SMTP writes use
  *	MSG_NOSIGNAL anyway).
  * DIAGNOSTICS
  *	inject_create() returns NULL with err filled for an unusable
  *	deliver_to.  inject_message() returns 0 for INJECT_OK, else -1.
+ *	inject_probe() returns 0 when the MTA would take a message, else -1.
  */
 #ifndef M365_INJECT_H
 #define M365_INJECT_H
@@ -109,6 +122,29 @@ struct inject_msg {
     const char *outcome;		/* sendmail: helper's record, or NULL */
 };
 
+/* How far inject_probe() got: the step that failed, or READY. */
+enum inject_step {
+    INJECT_STEP_RESOLVE = 0,		/* smtp: the host name's address */
+    INJECT_STEP_CONNECT = 1,		/* smtp: the TCP connection */
+    INJECT_STEP_GREETING = 2,		/* smtp: the 220 greeting */
+    INJECT_STEP_HELLO = 3,		/* smtp: EHLO, else HELO */
+    INJECT_STEP_PROGRAM = 4,		/* sendmail: the program exists */
+    INJECT_STEP_EXEC = 5,		/* sendmail: a regular, executable
+					 * file (err 0: not a regular one) */
+    INJECT_STEP_READY = 6,		/* the MTA would take a message */
+};
+
+struct inject_probe {
+    enum inject_step step;
+    int     err;			/* errno of the failed step, or 0 */
+    int     code;			/* SMTP reply code, 0: none */
+    char    reply[400];			/* greeting, or the problem */
+    char    relay[200];			/* host[ip]:port, or the program */
+    int     ext_8bitmime;		/* 8-bit messages can go */
+    int     ext_smtputf8;
+    int     ext_size;
+};
+
 struct inject_result {
     enum inject_status status;
     int     code;			/* SMTP reply code, or exit status */
@@ -124,6 +160,7 @@ extern struct inject *inject_create(const struct conf *, const char *deliver_to,
 extern int inject_message(struct inject *, const struct inject_msg *,
 			          struct inject_result *);
 extern void inject_free(struct inject *);
+extern int inject_probe(struct inject *, int secs, struct inject_probe *);
 extern int inject_sendmail_outcome(struct inject *, const char *path,
 				           const char *id, struct inject_result *);
 extern const char *inject_status_name(enum inject_status);

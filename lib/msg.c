@@ -56,6 +56,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sysexits.h>
 #include <unistd.h>
@@ -92,7 +93,7 @@ static int msg_too_big(const struct msg *m)
 
 static void msg_write_error(struct msg *m)
 {
-    result_set(&m->error, M365_SYSTEM, EX_TEMPFAIL, "4.3.0",
+    result_set(&m->error, M365_SYSTEM, "4.3.0",
 	       "cannot write the spool file in %s: %s; check the free "
 	       "space there", m->spool_dir ? m->spool_dir : "?",
 	       strerror(errno));
@@ -108,19 +109,19 @@ static int msg_spool_open(struct msg *m)
 
     if (snprintf(path, sizeof(path), "%s/m365relay.XXXXXX", dir)
 	>= (int) sizeof(path)) {
-	result_set(&m->error, M365_SYSTEM, EX_TEMPFAIL, "4.3.0",
+	result_set(&m->error, M365_SYSTEM, "4.3.0",
 		   "the temporary directory name is too long");
 	return (-1);
     }
     if ((fd = mkostemp(path, O_CLOEXEC)) < 0) {
-	result_set(&m->error, M365_SYSTEM, EX_TEMPFAIL, "4.3.0",
+	result_set(&m->error, M365_SYSTEM, "4.3.0",
 		   "cannot create a spool file in %s: %s; check that the "
 		   "directory exists and is writable", dir, strerror(errno));
 	return (-1);
     }
     (void) fchmod(fd, 0600);
     if (unlink(path) < 0) {
-	result_set(&m->error, M365_SYSTEM, EX_TEMPFAIL, "4.3.0",
+	result_set(&m->error, M365_SYSTEM, "4.3.0",
 		   "cannot unlink the spool file %s: %s", path,
 		   strerror(errno));
 	close(fd);
@@ -261,6 +262,82 @@ static int msg_hdr_ftext(int ch)
     return (ch > ' ' && ch < 127 && ch != ':');
 }
 
+/* msg_hdr_name - length of the field name that a line starts, or 0 */
+
+size_t  msg_hdr_name(const char *s, size_t n, size_t *colon_r)
+{
+    size_t  i, j;
+
+    for (i = 0; i < n && msg_hdr_ftext((unsigned char) s[i]); i++)
+	 /* void */ ;
+    /* Obsolete syntax allows white space before the colon. */
+    for (j = i; j < n && (s[j] == ' ' || s[j] == '\t'); j++)
+	 /* void */ ;
+    if (i == 0 || j >= n || s[j] != ':')
+	return (0);
+    if (colon_r)
+	*colon_r = j;
+    return (i);
+}
+
+/* msg_hdr_next - the field that starts at *pos of a header section */
+
+int     msg_hdr_next(const char *hdr, size_t len, size_t *pos,
+		             struct msg_field *f)
+{
+    const char *lf;
+    size_t  next;
+
+    if (*pos >= len)
+	return (-1);
+    f->start = *pos;
+    do {
+	lf = memchr(hdr + *pos, '\n', len - *pos);
+	next = lf ? (size_t) (lf - hdr) + 1 : len;
+	*pos = next;
+    } while (next < len && (hdr[next] == ' ' || hdr[next] == '\t'));
+    f->end = next;
+    f->vend = next;
+    if (f->vend > f->start && hdr[f->vend - 1] == '\n')
+	f->vend--;
+    if (f->vend > f->start && hdr[f->vend - 1] == '\r')
+	f->vend--;
+    f->name_len = msg_hdr_name(hdr + f->start, f->vend - f->start, &f->colon);
+    if (f->name_len == 0)
+	f->colon = f->vend;
+    else
+	f->colon += f->start;
+    return (0);
+}
+
+/* msg_hdr_find - the unfolded value of the next NAME field; free() it */
+
+char   *msg_hdr_find(const char *hdr, size_t len, const char *name,
+		             size_t *pos)
+{
+    struct msg_field f;
+    size_t  nlen = strlen(name), i, o;
+    char   *v;
+
+    while (msg_hdr_next(hdr, len, pos, &f) == 0) {
+	if (f.name_len != nlen || strncasecmp(hdr + f.start, name, nlen) != 0)
+	    continue;
+	v = xmalloc(f.vend - f.colon);
+	for (o = 0, i = f.colon + 1; i < f.vend; i++) {
+	    if (hdr[i] == '\r' && i + 1 < f.vend && hdr[i + 1] == '\n')
+		continue;			/* unfold: drop line ends */
+	    if (hdr[i] != '\n')
+		v[o++] = hdr[i];
+	}
+	while (o > 0 && (v[o - 1] == ' ' || v[o - 1] == '\t'
+			 || v[o - 1] == '\r'))
+	    o--;
+	v[o] = 0;
+	return (v);
+    }
+    return (NULL);
+}
+
 /* msg_hdr_clean - header lines that every parser reads the same way */
 
 size_t  msg_hdr_clean(char *s, size_t n)
@@ -270,16 +347,10 @@ size_t  msg_hdr_clean(char *s, size_t n)
 
     while (i < n) {
 	/* "Name :" (obsolete syntax) becomes "Name:". */
-	if (bol && msg_hdr_ftext((unsigned char) s[i])) {
-	    for (j = i; j < n && msg_hdr_ftext((unsigned char) s[j]); j++)
-		 /* void */ ;
-	    for (k = j; k < n && (s[k] == ' ' || s[k] == '\t'); k++)
-		 /* void */ ;
-	    if (k > j && k < n && s[k] == ':') {
-		memmove(s + o, s + i, j - i);
-		o += j - i;
-		i = k;
-	    }
+	if (bol && (j = msg_hdr_name(s + i, n - i, &k)) > 0 && k > j) {
+	    memmove(s + o, s + i, j);
+	    o += j;
+	    i += k;
 	}
 	/* A CR that does not end a line, and a NUL, become a space. */
 	if ((s[i] == '\r' && (i + 1 == n || s[i + 1] != '\n')) || s[i] == 0)
@@ -303,16 +374,16 @@ static void msg_hdr_put(struct msg *m, const char *s, size_t n)
 	msg_count(m, (off_t) n + 2);
 	return;
     }
-    if (strbuf_append(&m->hdr, s, n) < 0
-	|| strbuf_append(&m->hdr, "\r\n", 2) < 0) {
-	/* Drop a partial line; the message is refused anyway. */
+    if (n > strbuf_room(&m->hdr) || strbuf_room(&m->hdr) - n < 2) {
+	/* No partial line; the message is refused anyway. */
 	msg_count(m, (off_t) n + 2);
-	strbuf_truncate(&m->hdr, old);
-	result_set(&m->error, M365_PERM, EX_DATAERR, "5.6.0",
+	result_set(&m->error, M365_PERM, "5.6.0",
 		   "the message header section is larger than %lu bytes",
 		   (unsigned long) STRBUF_MAX_HEADERS);
 	return;
     }
+    (void) strbuf_append(&m->hdr, s, n);	/* fits, see above */
+    (void) strbuf_append(&m->hdr, "\r\n", 2);
     /* Every header byte passes here: one rule for pipe and milter. */
     strbuf_truncate(&m->hdr, old + msg_hdr_clean(m->hdr.data + old,
 						 m->hdr.len - old));
@@ -325,11 +396,11 @@ static void msg_too_big_result(const struct msg *m, struct m365_result *res,
 			               int final)
 {
     if (final)
-	result_set(res, M365_PERM, EX_DATAERR, "5.3.4",
+	result_set(res, M365_PERM, "5.3.4",
 		   "message size %lld bytes exceeds the limit of %lld bytes",
 		   (long long) m->size, (long long) m->max_size);
     else
-	result_set(res, M365_PERM, EX_DATAERR, "5.3.4",
+	result_set(res, M365_PERM, "5.3.4",
 		   "message size exceeds the limit of %lld bytes (%lld bytes "
 		   "so far)", (long long) m->max_size, (long long) m->size);
 }
@@ -363,7 +434,7 @@ static void msg_body_start(struct msg *m)
 
 static int msg_order_error(const char *what, struct m365_result *res)
 {
-    result_set(res, M365_SYSTEM, EX_TEMPFAIL, "4.3.0",
+    result_set(res, M365_SYSTEM, "4.3.0",
 	       "internal error: %s called out of order", what);
     return (-1);
 }
@@ -389,16 +460,14 @@ void    msg_init(struct msg *m, const char *tmpdir, size_t mem_limit,
 
 static int msg_valid_name(const char *name)
 {
-    const char *cp;
+    size_t  n;
 
-    if (name == NULL || *name == 0 || *name == ' ' || *name == '\t')
+    if (name == NULL)
 	return (0);
     /* RFC 5322 ftext (printable ASCII but ':'), then optional WSP. */
-    for (cp = name; *cp > ' ' && *cp < 127 && *cp != ':'; cp++)
+    for (n = 0; msg_hdr_ftext((unsigned char) name[n]); n++)
 	 /* void */ ;
-    while (*cp == ' ' || *cp == '\t')
-	cp++;
-    return (*cp == 0);
+    return (n > 0 && name[n + strspn(name + n, " \t")] == 0);
 }
 
 /* msg_add_header - append "name: value" CRLF, folding made CRLF */
@@ -417,7 +486,7 @@ int     msg_add_header(struct msg *m, const char *name, const char *value,
     if (value == NULL)
 	value = "";
     if (!msg_valid_name(name)) {
-	result_set(&m->error, M365_PERM, EX_DATAERR, "5.6.0",
+	result_set(&m->error, M365_PERM, "5.6.0",
 		   "malformed header field name \"%.40s\"", name ? name : "");
 	return (msg_status(m, res, 0));
     }
@@ -444,10 +513,10 @@ int     msg_add_header(struct msg *m, const char *name, const char *value,
 	}
 	/* A break at the end of the value is dropped. */
     }
-    if (overflow) {
+    if (overflow || strbuf_failed(&line)) {
 	/* One line beyond the header limit: count it, refuse it. */
 	msg_count(m, (off_t) (strlen(name) + strlen(value) + 4));
-	result_set(&m->error, M365_PERM, EX_DATAERR, "5.6.0",
+	result_set(&m->error, M365_PERM, "5.6.0",
 		   "the message header section is larger than %lu bytes",
 		   (unsigned long) STRBUF_MAX_HEADERS);
     } else {
@@ -494,26 +563,6 @@ struct msg_reader {
     struct strbuf line;			/* current header line */
 };
 
-/* msg_is_field - does a header line start a header field */
-
-static int msg_is_field(const char *s, size_t n)
-{
-    size_t  i;
-
-    for (i = 0; i < n && s[i] != ':'; i++)
-	if ((unsigned char) s[i] <= ' ' || (unsigned char) s[i] >= 127)
-	    break;
-    /* Obsolete syntax allows white space before the colon. */
-    if (i > 0 && i < n && (s[i] == ' ' || s[i] == '\t')) {
-	size_t  j = i;
-
-	while (j < n && (s[j] == ' ' || s[j] == '\t'))
-	    j++;
-	return (j < n && s[j] == ':');
-    }
-    return (i > 0 && i < n && s[i] == ':');
-}
-
 /* msg_header_line - one complete header line (no line end) */
 
 static void msg_header_line(struct msg_reader *r, const char *s, size_t n,
@@ -533,7 +582,8 @@ static void msg_header_line(struct msg_reader *r, const char *s, size_t n,
     }
     if (n == 0)
 	return;
-    if (!msg_is_field(s, n) && (first || (s[0] != ' ' && s[0] != '\t'))) {
+    if (msg_hdr_name(s, n, NULL) == 0
+	&& (first || (s[0] != ' ' && s[0] != '\t'))) {
 	/* Not a header line: the body starts here (like Postfix). */
 	r->in_hdr = 0;
 	msg_body_start(r->m);
@@ -557,7 +607,7 @@ static size_t msg_header(struct msg_reader *r, const char *p, size_t n)
 	/* A line this long cannot fit in the header section anyway. */
 	msg_count(r->m, (off_t) (r->line.len + seg));
 	if (!msg_failed(r->m))
-	    result_set(&r->m->error, M365_PERM, EX_DATAERR, "5.6.0",
+	    result_set(&r->m->error, M365_PERM, "5.6.0",
 		       "the message header section is larger than %lu bytes",
 		       (unsigned long) STRBUF_MAX_HEADERS);
 	r->in_hdr = 0;				/* count the rest */
@@ -599,7 +649,7 @@ int     msg_read(struct msg *m, int fd, const char *tmpdir, off_t max_size,
 	if ((got = read(fd, buf, MSG_BLOCK)) < 0) {
 	    if (errno == EINTR)
 		continue;
-	    result_set(res, M365_SYSTEM, EX_TEMPFAIL, "4.3.0",
+	    result_set(res, M365_SYSTEM, "4.3.0",
 		       "cannot read the message from the MTA: %s",
 		       strerror(errno));
 	    m->state = MSG_ST_NONE;
@@ -628,7 +678,7 @@ int     msg_read(struct msg *m, int fd, const char *tmpdir, off_t max_size,
     if ((ret = msg_finish(m, res)) < 0)
 	goto done;
     if (total == 0) {
-	result_set(res, M365_PERM, EX_DATAERR, "5.6.0",
+	result_set(res, M365_PERM, "5.6.0",
 		   "the message is empty (no header and no body)");
 	ret = -1;
     }

@@ -377,7 +377,7 @@ void    oauth_remedy(const struct oauth_error *err, const char *account,
 	    break;
 	}
     }
-    log_printable(buf, len, strbuf_str(&sb), sb.len);
+    log_printable(buf, len, strbuf_log_str(&sb), strlen(strbuf_log_str(&sb)));
     strbuf_free(&sb);
 }
 
@@ -430,9 +430,9 @@ static int oauth_token_ok(const char *s)
     return (1);
 }
 
-/* oauth_aadsts_from_text - the number after "AADSTS" in a text */
+/* oauth_aadsts_from_text - the number after "AADSTS" in a text, or 0 */
 
-static long oauth_aadsts_from_text(const char *text)
+long    oauth_aadsts_from_text(const char *text)
 {
     const char *p;
     long    v = 0;
@@ -476,6 +476,9 @@ static void oauth_describe(struct oauth_error *err, const cJSON *root)
 	    n = (size_t) (cut - desc);
 	while (n > 0 && isspace((unsigned char) desc[n - 1]))
 	    n--;
+	/* More than fits is cut, and marked "...", by log_printable(). */
+	if (n > sizeof(err->description))
+	    n = sizeof(err->description);
 	strbuf_append(&sb, desc, n);
     } else {
 	strbuf_printf(&sb, "%s", err->error[0] ? err->error : "error");
@@ -630,7 +633,7 @@ static void oauth_scope_sources(const struct conf *conf,
     }
 }
 
-/* oauth_scope_list - delegated scopes; with offline_access or without */
+/* oauth_scope_list - delegated scopes, with offline_access or not; NULL */
 
 static char *oauth_scope_list(const struct conf *conf,
 			              const struct conf_account *acct,
@@ -686,7 +689,7 @@ static char *oauth_scope_list(const struct conf *conf,
     return (strbuf_take(&sb));
 }
 
-/* oauth_scope - the scope parameter for an account; free() it */
+/* oauth_scope - the scope parameter for an account; free(); NULL: long */
 
 char   *oauth_scope(const struct conf *conf, const struct conf_account *acct)
 {
@@ -719,7 +722,7 @@ static void oauth_tenant_base(const struct conf *conf,
     free(tenant);
 }
 
-/* oauth_endpoint - login_url/tenant/oauth2/v2.0/what; free() it */
+/* oauth_endpoint - login_url/tenant/oauth2/v2.0/what; free(); NULL */
 
 char   *oauth_endpoint(const struct conf *conf,
 		               const struct conf_account *acct, const char *what)
@@ -732,19 +735,21 @@ char   *oauth_endpoint(const struct conf *conf,
     return (strbuf_take(&sb));
 }
 
-/* A token endpoint form; bad records a field that did not fit. */
+/* A token endpoint form; bad records a value that was not built. */
 struct oauth_form {
-    struct strbuf body;
+    struct strbuf body;			/* overflow: checked by oauth_post() */
     int     bad;
 };
 
-/* oauth_form_add - append one field, remember an overflow */
+/* oauth_form_add - append one field; NULL (not built) spoils the form */
 
 static void oauth_form_add(struct oauth_form *form, const char *name,
 			           const char *value)
 {
-    if (http_form_add(&form->body, name, value) < 0)
+    if (value == NULL)
 	form->bad = 1;
+    else
+	(void) http_form_add(&form->body, name, value);
 }
 
 /* oauth_form_start - a form with the common client_id field */
@@ -768,10 +773,12 @@ static int oauth_post(struct http *http, const char *url,
     char    msg[512];
     int     ret = 0;
 
-    if (form->bad) {
+    if (url == NULL || form->bad || strbuf_failed(&form->body)) {
 	/* Never send a request with a field cut off. */
 	snprintf(msg, sizeof(msg), "the request to %.120s is larger than "
-		 "%lu bytes (a token, code or secret is far too long)", url,
+		 "%lu bytes (a token, code, secret, scope list, tenant or "
+		 "login_url is far too long); nothing was sent",
+		 url ? url : "the sign-in service",
 		 (unsigned long) form->body.max);
 	oauth_set_error(err, 0, OAUTH_CONFIG, "", msg);
 	strbuf_cleanse(&form->body);
@@ -809,7 +816,7 @@ static int oauth_token_request(struct http *http, const struct conf *conf,
     memset(tok, 0, sizeof(*tok));
     if (log_verbose() >= 1)
 	msg_debug("oauth: %s request for account %s to %s", grant,
-		  acct->name ? acct->name : "?", url);
+		  acct->name ? acct->name : "?", url ? url : STRBUF_NOT_SHOWN);
     http_resp_init(&resp);
     if ((ret = oauth_post(http, url, form, &resp, err)) == 0)
 	ret = oauth_parse_token(strbuf_str(&resp.body), resp.status, tok, err);
@@ -900,18 +907,19 @@ int     oauth_device_poll(struct http *http, const struct conf *conf,
 				tok, err));
 }
 
-/* oauth_random - strong random bytes (kernel fallback via random_hex) */
+/* oauth_random - strong random bytes (kernel fallback: random_hex); 0/-1 */
 
-static void oauth_random(unsigned char *buf, size_t n)
+static int oauth_random(unsigned char *buf, size_t n)
 {
     char    hex[2 * 64 + 1];
     size_t  i, j, k;
 
     if (RAND_bytes(buf, (int) n) == 1)
-	return;
+	return (0);
     for (i = 0; i < n; i += k) {
 	k = n - i < 64 ? n - i : 64;
-	random_hex(hex, k);
+	if (random_hex(hex, k) < 0)
+	    return (-1);
 	for (j = 0; j < k; j++) {
 	    unsigned hi = (unsigned) (hex[2 * j] <= '9' ? hex[2 * j] - '0' :
 				      hex[2 * j] - 'a' + 10);
@@ -923,6 +931,7 @@ static void oauth_random(unsigned char *buf, size_t n)
 	}
     }
     OPENSSL_cleanse(hex, sizeof(hex));
+    return (0);
 }
 
 /* oauth_pkce_challenge - base64url(SHA-256(verifier)), RFC 7636 S256 */
@@ -943,8 +952,9 @@ void    oauth_pkce_challenge(const char *verifier, char *out, size_t outlen)
  * set (uniform: bytes past the last full multiple of 66 are rejected)
  * and its S256 challenge.  vlen >= 65 and clen >= 44 give full values;
  * a shorter vlen gives a shorter (still >= 43 when vlen >= 44) verifier.
+ * 0, or -1 (both "") when no random bytes can be had.
  */
-void    oauth_pkce_new(char *verifier, size_t vlen, char *challenge,
+int     oauth_pkce_new(char *verifier, size_t vlen, char *challenge,
 		               size_t clen)
 {
     static const char set[] =
@@ -955,10 +965,16 @@ void    oauth_pkce_new(char *verifier, size_t vlen, char *challenge,
     size_t  want, have = 0, i;
 
     if (vlen == 0)
-	return;
+	return (0);
     want = vlen - 1 < 64 ? vlen - 1 : 64;
     while (have < want) {
-	oauth_random(rnd, sizeof(rnd));
+	if (oauth_random(rnd, sizeof(rnd)) < 0) {
+	    OPENSSL_cleanse(verifier, vlen);
+	    verifier[0] = 0;
+	    if (clen > 0)
+		challenge[0] = 0;
+	    return (-1);
+	}
 	for (i = 0; i < sizeof(rnd) && have < want; i++)
 	    if (rnd[i] < limit)
 		verifier[have++] = set[rnd[i] % nset];
@@ -966,9 +982,10 @@ void    oauth_pkce_new(char *verifier, size_t vlen, char *challenge,
     verifier[have] = 0;
     OPENSSL_cleanse(rnd, sizeof(rnd));
     oauth_pkce_challenge(verifier, challenge, clen);
+    return (0);
 }
 
-/* oauth_authorize_url - the browser URL for the auth code flow */
+/* oauth_authorize_url - the browser URL for the auth code flow; NULL */
 
 char   *oauth_authorize_url(const struct conf *conf,
 			            const struct conf_account *acct,
@@ -990,11 +1007,12 @@ char   *oauth_authorize_url(const struct conf *conf,
     http_form_add(&q, "code_challenge", challenge);
     http_form_add(&q, "code_challenge_method", "S256");
     strbuf_init(&sb, 2 * STRBUF_MAX_SMALL);
-    strbuf_printf(&sb, "%s?%s", url, strbuf_str(&q));
+    if (url != NULL && scope != NULL && !strbuf_failed(&q))
+	strbuf_printf(&sb, "%s?%s", url, strbuf_str(&q));
     strbuf_free(&q);
     free(scope);
     free(url);
-    return (strbuf_take(&sb));
+    return (sb.len ? strbuf_take(&sb) : NULL);	/* NULL: too long */
 }
 
 /* oauth_redeem_code - authorization code + PKCE verifier -> tokens */
@@ -1116,7 +1134,14 @@ int     oauth_client_credentials(struct http *http, const struct conf *conf,
 	return (-1);
     }
     url = oauth_endpoint(conf, acct, "token");
-    if (acct->auth == CONF_AUTH_CERTIFICATE) {
+    if (url == NULL) {
+	cred = NULL;
+	snprintf(msg, sizeof(msg), "the token endpoint URL of account %.100s "
+		 "would be longer than %lu bytes (tenant or login_url is far "
+		 "too long); nothing was sent", acct->name ? acct->name : "?",
+		 (unsigned long) STRBUF_MAX_SMALL);
+	oauth_set_error(err, 0, OAUTH_CONFIG, "", msg);
+    } else if (acct->auth == CONF_AUTH_CERTIFICATE) {
 	/* The only caller of jwt.c: aud is the token endpoint itself. */
 	cred = jwt_client_assertion(acct->certificate_file, acct->key_file,
 				    acct->jwt_alg, acct->client_id, url,
@@ -1146,7 +1171,7 @@ int     oauth_client_credentials(struct http *http, const struct conf *conf,
     return (ret);
 }
 
-/* oauth_consent_url - the admin consent URL for an account */
+/* oauth_consent_url - the admin consent URL for an account; NULL: long */
 
 char   *oauth_consent_url(const struct conf *conf,
 			          const struct conf_account *acct)
@@ -1154,6 +1179,7 @@ char   *oauth_consent_url(const struct conf *conf,
     struct strbuf sb;
     struct strbuf q;
     char   *scope;
+    int     built = 1;
 
     strbuf_init(&sb, 2 * STRBUF_MAX_SMALL);
     strbuf_init(&q, STRBUF_MAX_SMALL);
@@ -1162,6 +1188,7 @@ char   *oauth_consent_url(const struct conf *conf,
     if (acct->auth == CONF_AUTH_DELEGATED) {
 	/* v2 form: consent to the delegated scopes for all users. */
 	scope = oauth_scope_list(conf, acct, 0);
+	built = (scope != NULL);
 	http_form_add(&q, "scope", scope);
 	http_form_add(&q, "redirect_uri", "http://localhost");
 	free(scope);
@@ -1169,8 +1196,10 @@ char   *oauth_consent_url(const struct conf *conf,
     } else {
 	strbuf_printf(&sb, "/adminconsent?%s", strbuf_str(&q));
     }
+    if (!built || strbuf_failed(&q))
+	strbuf_free(&sb);
     strbuf_free(&q);
-    return (strbuf_take(&sb));
+    return (sb.len ? strbuf_take(&sb) : NULL);	/* NULL: too long */
 }
 
 /* oauth_token_free - wipe and release the tokens; struct reusable */

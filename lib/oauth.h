@@ -39,9 +39,15 @@
  *	oauth_remedy() gives the human fix for an error (used in logs and
  *	by m365ctl), e.g. "the refresh token was revoked (password change
  *	or admin revocation): sign in again with m365ctl login NAME".
+ *	oauth_aadsts_from_text() finds the AADSTS number in a text (an
+ *	error_description, or the error page of the authorize redirect).
  * DIAGNOSTICS
  *	Functions return 0 on success, -1 with the struct oauth_error
- *	filled.  Token values are never logged.
+ *	filled.  Token values are never logged.  A URL, scope list or
+ *	form that would pass its size limit (strbuf.h) is never sent cut
+ *	short: oauth_endpoint(), oauth_scope(), oauth_authorize_url() and
+ *	oauth_consent_url() return NULL, and a request is refused with an
+ *	OAUTH_CONFIG error that says what is too long.
  */
 #ifndef M365_OAUTH_H
 #define M365_OAUTH_H
@@ -89,6 +95,7 @@ struct oauth_device {
 extern enum oauth_class oauth_classify(long http_status, const char *error,
 				               long aadsts);
 extern const char *oauth_class_name(enum oauth_class);
+extern long oauth_aadsts_from_text(const char *);
 extern void oauth_remedy(const struct oauth_error *, const char *account,
 			         char *buf, size_t len);
 extern int oauth_parse_token(const char *json, long http_status,
@@ -104,8 +111,8 @@ extern int oauth_device_poll(struct http *, const struct conf *,
 			             const struct conf_account *,
 			             const struct oauth_device *, struct oauth_token *,
 			             struct oauth_error *);
-extern void oauth_pkce_new(char *verifier, size_t vlen, char *challenge,
-			           size_t clen);
+extern int oauth_pkce_new(char *verifier, size_t vlen, char *challenge,
+			          size_t clen);	/* 0, -1: no random bytes */
 extern void oauth_pkce_challenge(const char *verifier, char *challenge,
 				         size_t clen);	/* S256 */
 extern char *oauth_authorize_url(const struct conf *, const struct conf_account *,

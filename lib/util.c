@@ -25,7 +25,9 @@
 #include <sys/prctl.h>
 #endif
 
+#include <curl/curl.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include "util.h"
@@ -840,8 +842,13 @@ int     mkdir_p(const char *path, mode_t mode, char *err, size_t errlen)
     return (0);
 }
 
-static const char b64[] =
-"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/*
+ * Encodings.  base64 is OpenSSL's (EVP_EncodeBlock(), EVP_DecodeBlock()),
+ * URL decoding libcurl's (curl_easy_unescape()); only what those do not
+ * offer is written here: the base64url alphabet, the strict checks of a
+ * base64url decoder, and percent-encoding with a set of bytes kept.
+ */
+#define B64_CHUNK	(3 * 4096)	/* raw bytes per EVP_EncodeBlock() */
 
 /* base64_encoded_len - bytes of padded base64 for rawlen input bytes */
 
@@ -850,30 +857,30 @@ size_t  base64_encoded_len(size_t rawlen)
     return (4 * ((rawlen + 2) / 3));
 }
 
-/* base64_encode - padded base64, no line breaks; returns output length */
+/* base64_encode - padded base64, no line breaks, no NUL; output length */
 
 size_t  base64_encode(char *out, const unsigned char *in, size_t n)
 {
-    size_t  i, o = 0;
+    unsigned char last[5];
+    size_t  o = 0, k, tail;
 
-    for (i = 0; i + 2 < n; i += 3) {
-	out[o++] = b64[in[i] >> 2];
-	out[o++] = b64[((in[i] & 3) << 4) | (in[i + 1] >> 4)];
-	out[o++] = b64[((in[i + 1] & 15) << 2) | (in[i + 2] >> 6)];
-	out[o++] = b64[in[i + 2] & 63];
+    if (n == 0)
+	return (0);
+
+    /*
+     * EVP_EncodeBlock() ends its output with a NUL.  All but the last
+     * quantum go straight to out, where what follows overwrites each
+     * NUL; the last quantum goes through last[], so out needs no room
+     * beyond base64_encoded_len(n) (msg.c fills libcurl's buffer).
+     */
+    tail = (n - 1) % 3 + 1;
+    for (n -= tail; n > 0; n -= k, in += k) {
+	k = n < B64_CHUNK ? n : B64_CHUNK;
+	o += (size_t) EVP_EncodeBlock((unsigned char *) out + o, in, (int) k);
     }
-    if (i < n) {
-	out[o++] = b64[in[i] >> 2];
-	if (i + 1 < n) {
-	    out[o++] = b64[((in[i] & 3) << 4) | (in[i + 1] >> 4)];
-	    out[o++] = b64[(in[i + 1] & 15) << 2];
-	} else {
-	    out[o++] = b64[(in[i] & 3) << 4];
-	    out[o++] = '=';
-	}
-	out[o++] = '=';
-    }
-    return (o);
+    (void) EVP_EncodeBlock(last, in, (int) tail);
+    memcpy(out + o, last, 4);
+    return (o + 4);
 }
 
 /* base64url_encode - unpadded base64url (JWT, PKCE); free() the result */
@@ -896,9 +903,59 @@ char   *base64url_encode(const unsigned char *in, size_t n)
     return (out);
 }
 
-/* url_escape - percent-encode all but RFC 3986 unreserved; free() it */
+/*
+ * base64url_decode - n bytes of unpadded base64url (a JWT segment), or
+ * NULL: strict, only the base64url alphabet, no padding, no white space,
+ * a length an encoder makes.  The result is NUL-terminated (the NUL is
+ * not counted in *len_r); free() it.
+ */
+unsigned char *base64url_decode(const char *in, size_t n, size_t *len_r)
+{
+    unsigned char *buf, *out;
+    size_t  i, m, pad;
+    int     got;
 
-char   *url_escape(const char *s)
+    if (n == 0 || n > INT_MAX / 2)
+	return (NULL);
+    m = (n + 3) / 4 * 4;
+    if ((pad = m - n) > 2)
+	return (NULL);				/* 4k + 1 characters */
+    buf = xmalloc(m + 1);
+    for (i = 0; i < n; i++) {
+	char    c = in[i];
+
+	if (c == '-')
+	    c = '+';
+	else if (c == '_')
+	    c = '/';
+	else if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
+		   || (c >= '0' && c <= '9'))) {
+	    free(buf);
+	    return (NULL);
+	}
+	buf[i] = (unsigned char) c;
+    }
+    memset(buf + n, '=', pad);
+    buf[m] = 0;
+    out = xmalloc(m / 4 * 3 + 1);
+    got = EVP_DecodeBlock(out, buf, (int) m);
+    free(buf);
+    /* The padding decodes to zero bytes that are not data. */
+    if (got < (int) pad) {
+	free(out);
+	return (NULL);
+    }
+    got -= (int) pad;
+    out[got] = 0;
+    *len_r = (size_t) got;
+    return (out);
+}
+
+/*
+ * url_escape_keep - percent-encode all but RFC 3986 unreserved bytes and
+ * those in keep (e.g. "@+" in a Graph mailbox path); free() it.
+ */
+char   *url_escape_keep(const char *s, const char *keep)
 {
     static const char hex[] = "0123456789ABCDEF";
     char   *out = xmalloc(3 * strlen(s) + 1);
@@ -909,7 +966,7 @@ char   *url_escape(const char *s)
 
 	if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
 	    || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_'
-	    || c == '~') {
+	    || c == '~' || strchr(keep, c) != NULL) {
 	    *o++ = (char) c;
 	} else {
 	    *o++ = '%';
@@ -919,6 +976,66 @@ char   *url_escape(const char *s)
     }
     *o = 0;
     return (out);
+}
+
+/* url_escape - percent-encode all but RFC 3986 unreserved; free() it */
+
+char   *url_escape(const char *s)
+{
+    return (url_escape_keep(s, ""));
+}
+
+/*
+ * url_form_decode - one application/x-www-form-urlencoded value (len
+ * bytes): "+" is a space, %XX a byte (libcurl decodes), other text is
+ * kept; the result ends at a decoded NUL.  NULL only when len is beyond
+ * INT_MAX.  The value may be a secret: free it with xfree_secret().
+ */
+char   *url_form_decode(const char *s, size_t len)
+{
+    char   *plus, *dec, *out;
+    size_t  i;
+    int     n = 0;
+
+    if (len > INT_MAX)
+	return (NULL);
+    plus = xstrndup(s, len);
+    for (i = 0; i < len; i++)
+	if (plus[i] == '+')
+	    plus[i] = ' ';
+    dec = curl_easy_unescape(NULL, plus, (int) len, &n);
+    xfree_secret(plus);
+    if (dec == NULL) {
+	util_oom_hook();			/* libcurl: out of memory */
+	return (NULL);
+    }
+    out = xstrndup(dec, (size_t) n);
+    OPENSSL_cleanse(dec, (size_t) n);
+    curl_free(dec);
+    return (out);
+}
+
+/*
+ * random_uuid - a random (version 4) UUID, lower case, from random_hex()
+ * (OpenSSL, else the kernel); 0, or -1 with out "" when neither gives
+ * random bytes.
+ */
+int     random_uuid(char *out, size_t len)
+{
+    char    hex[33];
+    int     v;
+
+    if (random_hex(hex, 16) < 0) {
+	if (len > 0)
+	    out[0] = 0;
+	return (-1);
+    }
+    hex[12] = '4';				/* version 4 */
+    v = hex[16] >= 'a' ? hex[16] - 'a' + 10 : hex[16] - '0';
+    hex[16] = "89ab"[v & 3];			/* RFC 4122 variant */
+    snprintf(out, len, "%.8s-%.4s-%.4s-%.4s-%.12s",
+	     hex, hex + 8, hex + 12, hex + 16, hex + 20);
+    return (0);
 }
 
 /* parse_long - strict decimal number in [min, max] */
@@ -954,9 +1071,13 @@ double  time_mono(void)
     return (ts.tv_sec + ts.tv_nsec / 1e9);
 }
 
-/* random_hex - nbytes of strong randomness as 2*nbytes hex digits */
-
-void    random_hex(char *out, size_t nbytes)
+/*
+ * random_hex - nbytes (at most 64) of strong randomness as 2*nbytes hex
+ * digits.  0, or -1 when neither OpenSSL's generator nor /dev/urandom
+ * gives any (out is then "": never a weak value); the caller fails the
+ * operation with its own message (for mail: defer).
+ */
+int     random_hex(char *out, size_t nbytes)
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char buf[64];
@@ -967,14 +1088,21 @@ void    random_hex(char *out, size_t nbytes)
     if (RAND_bytes(buf, (int) nbytes) != 1) {
 	/* OpenSSL's CSPRNG failed: fall back to the kernel directly. */
 	int     fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	ssize_t got = fd < 0 ? -1 : read(fd, buf, nbytes);
 
-	if (fd < 0 || read(fd, buf, nbytes) != (ssize_t) nbytes)
-	    util_oom_hook();			/* defer, never weak ids */
-	close(fd);
+	if (fd >= 0)
+	    close(fd);
+	if (got != (ssize_t) nbytes) {
+	    OPENSSL_cleanse(buf, sizeof(buf));
+	    out[0] = 0;
+	    return (-1);
+	}
     }
     for (i = 0; i < nbytes; i++) {
 	out[2 * i] = hex[buf[i] >> 4];
 	out[2 * i + 1] = hex[buf[i] & 15];
     }
     out[2 * nbytes] = 0;
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return (0);
 }

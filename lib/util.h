@@ -96,16 +96,28 @@ extern int file_write_atomic(const char *path, const void *data, size_t len,
 extern const char *file_tmpdir(const char *dir);	/* dir, $TMPDIR, /tmp */
 extern int mkdir_p(const char *path, mode_t mode, char *err, size_t errlen);
 
-/* Encodings. */
+/*
+ * Encodings, one of each for every program: base64 over OpenSSL EVP,
+ * URL decoding over libcurl.  base64_encode() writes exactly
+ * base64_encoded_len(n) bytes (padded, no line breaks, no NUL).
+ * base64url_decode() is strict (NULL for anything an encoder would not
+ * write).  url_escape_keep() also keeps the bytes in keep.
+ * random_uuid() needs 37 bytes; -1 when the random generator fails.
+ */
 extern size_t base64_encoded_len(size_t rawlen);
 extern size_t base64_encode(char *out, const unsigned char *in, size_t n);
 extern char *base64url_encode(const unsigned char *in, size_t n);
+extern unsigned char *base64url_decode(const char *in, size_t n,
+				               size_t *len_r);
 extern char *url_escape(const char *);
+extern char *url_escape_keep(const char *, const char *keep);
+extern char *url_form_decode(const char *s, size_t len);
+extern int random_uuid(char *out, size_t len);
 
 /* Numbers and time. */
 extern int parse_long(const char *s, long min, long max, long *out);
 extern double time_now(void);		/* wall clock, sub-second */
 extern double time_mono(void);		/* monotonic, sub-second */
-extern void random_hex(char *out, size_t nbytes);	/* out: 2n+1 */
+extern int random_hex(char *out, size_t nbytes);	/* out: 2n+1; 0/-1 */
 
 #endif

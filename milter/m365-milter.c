@@ -66,11 +66,9 @@
 #include "supervise.h"
 #include "util.h"
 
-#define MILTER_DEF_SOCKET	"unix:" M365_RUNDIR "/milter.sock"
-#define MILTER_DEF_MODE		0660
-
 static char *milter_conf_path;		/* absolute: we chdir("/") */
 static const char *milter_socket_opt;	/* -p */
+static const char *milter_pid_file;	/* written by the supervisor */
 
 /* milter_usage - explain the command line */
 
@@ -81,6 +79,14 @@ static void milter_usage(const char *prog)
 	    "  socket: inet:PORT@127.0.0.1, inet6:PORT@::1, unix:/path\n",
 	    prog);
     exit(EX_USAGE);
+}
+
+/* milter_cleanup - before a fatal exit of the supervisor: no stale pid file */
+
+static void milter_cleanup(void)
+{
+    if (milter_pid_file != NULL)
+	(void) unlink(milter_pid_file);
 }
 
 /* milter_oom - out of memory in some thread: let the MTA decide */
@@ -96,76 +102,32 @@ static void milter_oom(void)
     abort();
 }
 
-/* milter_socket_path - the file name of a unix: or local: socket */
-
-static const char *milter_socket_path(const char *spec)
-{
-    if (strncmp(spec, "unix:", 5) == 0)
-	return (spec + 5);
-    if (strncmp(spec, "local:", 6) == 0)
-	return (spec + 6);
-    return (NULL);
-}
-
-/* milter_check - what conf.c cannot judge: the socket specification */
+/* milter_check - the socket of -p gets the rule of [milter] socket */
 
 static int milter_check(const struct conf *conf, const char *spec,
 			        struct strbuf *errors)
 {
-    const char *path;
+    char    why[400];
     int     bad = 0;
 
-    if ((path = milter_socket_path(spec)) != NULL) {
-	if (*path != '/') {
-	    strbuf_printf(errors, "%s: milter socket \"%s\": the unix socket "
-			  "needs an absolute path (unix:/run/m365relay/"
-			  "milter.sock)\n", conf->path, spec);
-	    bad = 1;
-	}
-    } else if (strncmp(spec, "inet:", 5) != 0 && strncmp(spec, "inet6:", 6) != 0) {
-	strbuf_printf(errors, "%s: milter socket \"%s\": expected "
-		      "inet:PORT@127.0.0.1, inet6:PORT@::1 or unix:/path\n",
-		      conf->path, spec);
-	bad = 1;
-    } else if (strchr(spec, '@') == NULL) {
-	strbuf_printf(errors, "%s: milter socket \"%s\": name the address to "
-		      "listen on (inet:PORT@127.0.0.1); without it libmilter "
-		      "listens on every interface\n", conf->path, spec);
+    if (conf_check_socket(spec, why, sizeof(why)) < 0) {
+	strbuf_line(errors, "%s: %s", spec == milter_socket_opt ?
+		    "m365-milter -p" : conf->path, why);
 	bad = 1;
     }
     if (conf->milter.socket_mode < 0 || conf->milter.socket_mode > 0777) {
-	strbuf_printf(errors, "%s: socket_mode %lo is not a file mode (like "
-		      "0660)\n", conf->path, conf->milter.socket_mode);
+	strbuf_line(errors, "%s: socket_mode %lo is not a file mode (like "
+		    "0660)", conf->path, conf->milter.socket_mode);
 	bad = 1;
     }
     return (bad ? -1 : 0);
 }
 
-/* milter_socket_spec - -p, else [milter] socket, else the default */
+/* milter_socket_spec - -p, else [milter] socket (its default: conf.c) */
 
 static const char *milter_socket_spec(const struct conf *conf)
 {
-    if (milter_socket_opt)
-	return (milter_socket_opt);
-    if (conf->milter.socket && *conf->milter.socket)
-	return (conf->milter.socket);
-    return (MILTER_DEF_SOCKET);
-}
-
-/* milter_log_lines - log every line of an error text */
-
-static void milter_log_lines(const char *text)
-{
-    char    line[LOG_MAX_RECORD];
-    const char *cp, *nl;
-
-    for (cp = text; cp && *cp; cp = nl ? nl + 1 : NULL) {
-	nl = strchr(cp, '\n');
-	snprintf(line, sizeof(line), "%.*s",
-		 (int) (nl ? (size_t) (nl - cp) : strlen(cp)), cp);
-	if (*line)
-	    msg_error("%s", line);
-    }
+    return (milter_socket_opt ? milter_socket_opt : conf->milter.socket);
 }
 
 /* milter_same - two optional strings are equal */
@@ -191,7 +153,7 @@ static void milter_reload(void)
 	conf = NULL;
     }
     if (conf == NULL) {
-	milter_log_lines(strbuf_str(&errors));
+	msg_error_lines(strbuf_str(&errors));
 	msg_error("reload of %s failed; keeping the previous configuration",
 		  milter_conf_path);
 	strbuf_free(&errors);
@@ -199,7 +161,7 @@ static void milter_reload(void)
     }
     strbuf_reset(&errors);
     if (conf_check_secrets(conf, &errors) < 0 || errors.len > 0) {
-	milter_log_lines(strbuf_str(&errors));
+	msg_error_lines(strbuf_str(&errors));
 	msg_warn("%s: secret or key file problems (see above); deliveries "
 		 "through the affected accounts will fail", milter_conf_path);
     }
@@ -367,10 +329,8 @@ static int milter_daemonize(void)
     ssize_t n;
     char    byte;
 
-    if (pipe(pipefd) < 0 || (pid = fork()) < 0) {
-	msg_error("cannot fork: %s", strerror(errno));
-	exit(EX_OSERR);
-    }
+    if (pipe(pipefd) < 0 || (pid = fork()) < 0)
+	msg_fatal(EX_OSERR, "cannot fork: %s", strerror(errno));
     if (pid > 0) {
 	/* A startup error still reaches whoever started the milter. */
 	(void) close(pipefd[1]);
@@ -437,7 +397,7 @@ static int milter_work(struct conf *conf, int ready_fd, int foreground,
     struct http *http;
     sigset_t set;
     pthread_t tid;
-    mode_t  mode = MILTER_DEF_MODE, old_umask = 0;
+    mode_t  mode = 0, old_umask = 0;
     int     rc;
 
     /*
@@ -445,27 +405,21 @@ static int milter_work(struct conf *conf, int ready_fd, int foreground,
      * initializes it on first use, unguarded, and the callbacks of
      * several connections may make their first client at once.
      */
-    if ((http = http_create(NULL, err, sizeof(err))) == NULL) {
-	msg_error("%s", err);
-	exit(EX_OSERR);
-    }
+    if ((http = http_create(NULL, err, sizeof(err))) == NULL)
+	msg_fatal(EX_OSERR, "%s", err);
     http_free(http);
 
     /* Copies: a reload frees this conf while smfi_main() runs. */
     spec = xstrdup(milter_socket_spec(conf));
-    if ((sock_path = milter_socket_path(spec)) != NULL
+    if ((sock_path = conf_socket_path(spec)) != NULL
 	&& milter_socket_dir(sock_path, uid, gid, have_user, conf->user) < 0)
 	exit(EX_OSERR);
-    if (smfi_setconn(spec) != MI_SUCCESS) {
-	msg_error("cannot use milter socket %s", spec);
-	exit(EX_OSERR);
-    }
+    if (smfi_setconn(spec) != MI_SUCCESS)
+	msg_fatal(EX_OSERR, "cannot use milter socket %s", spec);
     if (conf->milter.timeout > 0)
 	(void) smfi_settimeout((int) conf->milter.timeout);
-    if (mlfi_register() != MI_SUCCESS) {
-	msg_error("cannot register with libmilter");
-	exit(EX_OSERR);
-    }
+    if (mlfi_register() != MI_SUCCESS)
+	msg_fatal(EX_OSERR, "cannot register with libmilter");
 
     /*
      * A unix socket is made with the user's ids and a umask that gives
@@ -476,12 +430,9 @@ static int milter_work(struct conf *conf, int ready_fd, int foreground,
      * bound as root.
      */
     if (sock_path) {
-	mode = (mode_t) (conf->milter.socket_mode > 0 ?
-			 conf->milter.socket_mode : MILTER_DEF_MODE);
-	if (have_user && priv_as_user(uid, gid, err, sizeof(err)) < 0) {
-	    msg_error("%s", err);
-	    exit(EX_OSERR);
-	}
+	mode = (mode_t) conf->milter.socket_mode;	/* 0 to 0777 */
+	if (have_user && priv_as_user(uid, gid, err, sizeof(err)) < 0)
+	    msg_fatal(EX_OSERR, "%s", err);
 	old_umask = umask(~mode & 0777);
     }
     rc = smfi_opensocket(1);
@@ -489,31 +440,23 @@ static int milter_work(struct conf *conf, int ready_fd, int foreground,
 	(void) umask(old_umask);
 	if (rc == MI_SUCCESS && milter_socket_check(sock_path, mode) < 0)
 	    exit(EX_OSERR);
-	if (have_user && priv_as_root(err, sizeof(err)) < 0) {
-	    msg_error("%s", err);
-	    exit(EX_OSERR);
-	}
+	if (have_user && priv_as_root(err, sizeof(err)) < 0)
+	    msg_fatal(EX_OSERR, "%s", err);
     }
     if (rc != MI_SUCCESS) {
 	if (sock_path)
-	    msg_error("cannot listen on %s: check that user %s can create "
-		      "files in the socket's directory", spec, have_user ?
-		      conf->user : "(this user)");
-	else
-	    msg_error("cannot listen on %s: check that the port is free and "
-		      "the address is local", spec);
-	exit(EX_OSERR);
+	    msg_fatal(EX_OSERR, "cannot listen on %s: check that user %s can "
+		      "create files in the socket's directory", spec,
+		      have_user ? conf->user : "(this user)");
+	msg_fatal(EX_OSERR, "cannot listen on %s: check that the port is free "
+		  "and the address is local", spec);
     }
 
-    if (priv_drop(conf->user, err, sizeof(err)) < 0) {
-	msg_error("%s", err);
-	exit(EX_OSERR);
-    }
+    if (priv_drop(conf->user, err, sizeof(err)) < 0)
+	msg_fatal(EX_OSERR, "%s", err);
     /* After the drop: a change of credentials cancels the request. */
-    if (supervise_lifeline() < 0) {
-	msg_error("the supervisor process has gone away; stopping");
-	exit(EX_OSERR);
-    }
+    if (supervise_lifeline() < 0)
+	msg_fatal(EX_OSERR, "the supervisor process has gone away; stopping");
 
     /*
      * Block the signals before any thread exists, so that every thread
@@ -527,10 +470,9 @@ static int milter_work(struct conf *conf, int ready_fd, int foreground,
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     if ((rc = pthread_sigmask(SIG_BLOCK, &set, NULL)) != 0
-	|| (rc = pthread_create(&tid, NULL, milter_signal_thread, NULL)) != 0) {
-	msg_error("cannot start the reload thread: %s", strerror(rc));
-	exit(EX_OSERR);
-    }
+	|| (rc = pthread_create(&tid, NULL, milter_signal_thread, NULL)) != 0)
+	msg_fatal(EX_OSERR, "cannot start the reload thread: %s",
+		  strerror(rc));
     (void) pthread_detach(tid);
     if (!foreground)
 	supervise_detach_stdio();
@@ -615,7 +557,7 @@ int     main(int argc, char **argv)
     if (conf == NULL || errors.len > 0) {
 	fputs(strbuf_str(&errors), stderr);
 	if (!check_only)
-	    milter_log_lines(strbuf_str(&errors));
+	    msg_error_lines(strbuf_str(&errors));
 	conf_free(conf);
 	strbuf_free(&errors);
 	exit(EX_CONFIG);
@@ -664,20 +606,19 @@ int     main(int argc, char **argv)
     if (pid_file) {
 	snprintf(pidbuf, sizeof(pidbuf), "%ld\n", (long) getpid());
 	if (file_write_atomic(pid_file, pidbuf, strlen(pidbuf), 0644, uid, gid,
-			      err, sizeof(err)) < 0) {
-	    msg_error("cannot write the pid file: %s", err);
-	    exit(EX_OSERR);
-	}
+			      err, sizeof(err)) < 0)
+	    msg_fatal(EX_OSERR, "cannot write the pid file: %s", err);
+	milter_pid_file = pid_file;
+	msg_cleanup(milter_cleanup);
     }
 
     /* No libmilter call before this point: the supervisor has none. */
-    if ((worker = supervise_fork(&ready_fd)) < 0) {
-	msg_error("cannot fork the worker process: %s", strerror(errno));
-	if (pid_file)
-	    (void) unlink(pid_file);
-	exit(EX_OSERR);
-    }
+    if ((worker = supervise_fork(&ready_fd)) < 0)
+	msg_fatal(EX_OSERR, "cannot fork the worker process: %s",
+		  strerror(errno));
     if (worker == 0) {
+	/* The pid file names the supervisor: not the worker's to remove. */
+	msg_cleanup(NULL);
 	if (notify_fd >= 0)
 	    (void) close(notify_fd);
 	free(pid_file);

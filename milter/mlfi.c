@@ -48,7 +48,6 @@
 #define MLFI_NOQUEUE		"NOQUEUE"
 #define MLFI_QID_MAX		64
 #define MLFI_HASH_MAX		(64 * 1024)	/* content bytes in Message-ID */
-#define MLFI_DEF_MEMORY		(1024L * 1024)	/* body bytes in memory */
 #define MLFI_PROGRESS_INTERVAL	10		/* seconds between progress */
 #define MLFI_PROGRESS_ENV	"M365_MILTER_PROGRESS_INTERVAL"	/* tests */
 
@@ -195,40 +194,6 @@ static long long mlfi_canon_len(const char *s)
     return (n);
 }
 
-/* mlfi_domain_match - does Graph deliver to addr (deliver_domains)? */
-
-static int mlfi_domain_match(char *const *domains, const char *addr)
-{
-    const char *at = strrchr(addr, '@');
-    const char *dom;
-    size_t  dlen, plen;
-
-    /* Graph cannot deliver to a bare local name ("root"): the MTA can. */
-    if (at == NULL || at[1] == 0)
-	return (0);
-    if (domains == NULL)
-	return (1);			/* not set: every recipient */
-    dom = at + 1;
-    dlen = strlen(dom);
-    for (; *domains; domains++) {
-	const char *p = *domains;
-
-	if (*p == '@')
-	    p++;
-	if (p[0] == '*' && p[1] == '.')
-	    p++;
-	if (*p == '.') {			/* ".example.com": subdomains */
-	    plen = strlen(p);
-	    if (dlen > plen && strcasecmp(dom + dlen - plen, p) == 0)
-		return (1);
-	    continue;
-	}
-	if (strcasecmp(dom, p) == 0)
-	    return (1);
-    }
-    return (0);
-}
-
 /* mlfi_size_arg - the SIZE= value; too many digits for a long is huge */
 
 static int mlfi_size_arg(const char *s, long *size)
@@ -363,9 +328,7 @@ static sfsistat mlfi_envfrom(SMFICTX *ctx, char **argv)
     }
 
     if (mc->mode == CONF_MILTER_DELIVER) {
-	msg_init(&c->msg, mc->tmp_dir,
-		 (size_t) (mc->memory_limit > 0 ? mc->memory_limit
-			   : MLFI_DEF_MEMORY),
+	msg_init(&c->msg, mc->tmp_dir, (size_t) mc->memory_limit,
 		 (off_t) c->acct->max_message_size);
 	c->msg_active = 1;
     } else if ((c->sha = EVP_MD_CTX_new()) == NULL
@@ -385,6 +348,7 @@ static sfsistat mlfi_envrcpt(SMFICTX *ctx, char **argv)
 {
     struct mlfi_ctx *c = smfi_getpriv(ctx);
     struct mlfi_rcpt *r;
+    size_t  len;
 
     if (c == NULL || c->cf == NULL || argv[0] == NULL)
 	return (SMFIS_CONTINUE);
@@ -396,7 +360,10 @@ static sfsistat mlfi_envrcpt(SMFICTX *ctx, char **argv)
     r->raw = xstrdup(argv[0]);
     r->addr = addr_internal(argv[0]);
     r->graph = c->cf->conf->milter.mode == CONF_MILTER_DELIVER
-	&& mlfi_domain_match(c->cf->conf->milter.deliver_domains, r->addr);
+	&& conf_milter_delivers(c->cf->conf, r->addr);
+    /* "a@example.com." is a@example.com (as Postfix rewrites it). */
+    if (r->graph && (len = strlen(r->addr)) > 0 && r->addr[len - 1] == '.')
+	r->addr[len - 1] = 0;
     return (SMFIS_CONTINUE);
 }
 
@@ -454,6 +421,25 @@ static sfsistat mlfi_body(SMFICTX *ctx, unsigned char *data, size_t len)
     return (SMFIS_CONTINUE);
 }
 
+/* mlfi_span_text - value[b..e), trimmed, without line ends; free() it */
+
+static char *mlfi_span_text(const char *value, size_t b, size_t e)
+{
+    char   *out;
+    size_t  o = 0;
+
+    for (; b < e && strchr(" \t\r\n", value[b]); b++)
+	 /* void */ ;
+    for (; e > b && strchr(" \t\r\n", value[e - 1]); e--)
+	 /* void */ ;
+    out = xmalloc(e - b + 1);
+    for (; b < e; b++)
+	if (value[b] != '\r' && value[b] != '\n')
+	    out[o++] = value[b];
+    out[o] = 0;
+    return (out);
+}
+
 /* mlfi_from_parts - display name and mailbox text of the first From: */
 
 static int mlfi_from_parts(const char *value, char **display_r,
@@ -462,10 +448,7 @@ static int mlfi_from_parts(const char *value, char **display_r,
 {
     struct addr_list list;
     const struct addr_item *it;
-    size_t  i, lt, b, e, cstart = 0;
-    int     inq = 0, depth = 0, esc = 0, over = 0;
-    struct strbuf sb;
-    struct strbuf cm;
+    int     angle;
 
     memset(&list, 0, sizeof(list));
     if (addr_parse(value, strlen(value), &list) < 0 || list.n == 0
@@ -474,80 +457,31 @@ static int mlfi_from_parts(const char *value, char **display_r,
 	return (-1);
     }
     it = list.items;
-    lt = it->end;
+    angle = it->lt < it->end;
 
     /*
-     * Find the "<" of an angle address; on the way collect the comments
-     * outside quotes.  "addr (Name)" is the old way of writing a display
-     * name: without an angle address the comments are kept.
+     * "addr (Name)" is the old way of writing a display name: without
+     * an angle address the comments are kept.  The display name is the
+     * text before "<" (none for a bare addr-spec); the mailbox as
+     * written goes to Reply-To:.
      */
-    strbuf_init(&cm, STRBUF_MAX_LINE);
-    for (i = it->start; i < it->end; i++) {
-	char    ch = value[i];
-
-	if (esc) {
-	    esc = 0;
-	} else if (ch == '\\' && (inq || depth)) {
-	    esc = 1;
-	} else if (inq) {
-	    if (ch == '"')
-		inq = 0;
-	} else if (ch == '(') {
-	    if (depth++ == 0)
-		cstart = i;
-	} else if (ch == ')' && depth > 0) {
-	    if (--depth == 0) {
-		if (cm.len > 0)
-		    over |= strbuf_putc(&cm, ' ') < 0;
-		for (b = cstart; b <= i; b++)
-		    if (value[b] != '\r' && value[b] != '\n')
-			over |= strbuf_putc(&cm, value[b]) < 0;
-	    }
-	} else if (depth == 0 && ch == '"') {
-	    inq = 1;
-	} else if (depth == 0 && ch == '<') {
-	    lt = i;
-	    break;
-	}
-    }
-    if (lt < it->end)
-	strbuf_reset(&cm);
-    *comments_r = strbuf_take(&cm);
-    strbuf_free(&cm);
-
-    /* Display name: text before "<" (none for a bare addr-spec). */
-    strbuf_init(&sb, STRBUF_MAX_LINE);
-    if (lt < it->end) {
-	for (b = it->start, e = lt; b < e && strchr(" \t\r\n", value[b]); b++)
-	     /* void */ ;
-	for (; e > b && strchr(" \t\r\n", value[e - 1]); e--)
-	     /* void */ ;
-	for (i = b; i < e; i++)
-	    if (value[i] != '\r' && value[i] != '\n')
-		over |= strbuf_putc(&sb, value[i]) < 0;
-    }
-    *display_r = strbuf_take(&sb);
-
-    /* The mailbox as written, for Reply-To:. */
-    for (b = it->start, e = it->end; b < e && strchr(" \t\r\n", value[b]); b++)
-	 /* void */ ;
-    for (; e > b && strchr(" \t\r\n", value[e - 1]); e--)
-	 /* void */ ;
-    for (i = b; i < e; i++)
-	if (value[i] != '\r' && value[i] != '\n')
-	    over |= strbuf_putc(&sb, value[i]) < 0;
-    *mailbox_r = strbuf_take(&sb);
+    *comments_r = angle ? xstrdup("") : addr_comments(value, it);
+    *display_r = mlfi_span_text(value, it->start, angle ? it->lt : it->start);
+    *mailbox_r = mlfi_span_text(value, it->start, it->end);
     *addr_r = xstrdup(it->addr);
-    strbuf_free(&sb);
     addr_list_free(&list);
-    /* A display name cut short could end inside a quoted string. */
-    return (over ? -1 : 0);
+    /* Longer parts are not written into a header (see the warning). */
+    return (strlen(*comments_r) > STRBUF_MAX_LINE
+	    || strlen(*display_r) > STRBUF_MAX_LINE
+	    || strlen(*mailbox_r) > STRBUF_MAX_LINE ? -1 : 0);
 }
 
-/* mlfi_message_id - stable Message-ID from queue id, sender, date, content */
-
-static void mlfi_message_id(struct mlfi_ctx *c, const struct conf *conf,
-			            char *out, size_t outlen)
+/*
+ * mlfi_message_id - stable Message-ID from queue id, sender, date and
+ * content; a random one when hashing fails; -1 when that fails too.
+ */
+static int mlfi_message_id(struct mlfi_ctx *c, const struct conf *conf,
+			           char *out, size_t outlen)
 {
     static const char hex[] = "0123456789abcdef";
     unsigned char content[EVP_MAX_MD_SIZE];
@@ -556,25 +490,34 @@ static void mlfi_message_id(struct mlfi_ctx *c, const struct conf *conf,
     char    host[256];
     char    id[33];
     const char *domain = conf->milter.message_id_domain;
-    struct strbuf sb;
-    int     i;
+    const char *sender = c->sender ? c->sender : "";
+    const char *date = c->date ? c->date : "";
+    EVP_MD_CTX *ctx;
+    int     i, ok;
 
+    /*
+     * SHA-256 of qid NUL sender NUL date NUL content digest, streamed:
+     * a buffer with a cap would give all messages with an overlong
+     * Date: or sender the same id.
+     */
     (void) EVP_DigestFinal_ex(c->sha, content, &clen);
-    strbuf_init(&sb, STRBUF_MAX_SMALL);
-    (void) strbuf_printf(&sb, "%s", c->qid);
-    (void) strbuf_putc(&sb, 0);
-    (void) strbuf_printf(&sb, "%s", c->sender ? c->sender : "");
-    (void) strbuf_putc(&sb, 0);
-    (void) strbuf_printf(&sb, "%s", c->date ? c->date : "");
-    (void) strbuf_putc(&sb, 0);
-    (void) strbuf_append(&sb, content, clen);
-    (void) EVP_Digest(sb.data, sb.len, md, &mdlen, EVP_sha256(), NULL);
-    strbuf_free(&sb);
-    for (i = 0; i < 16; i++) {
-	id[2 * i] = hex[md[i] >> 4];
-	id[2 * i + 1] = hex[md[i] & 15];
+    ok = (ctx = EVP_MD_CTX_new()) != NULL
+	&& EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1
+	&& EVP_DigestUpdate(ctx, c->qid, strlen(c->qid) + 1) == 1
+	&& EVP_DigestUpdate(ctx, sender, strlen(sender) + 1) == 1
+	&& EVP_DigestUpdate(ctx, date, strlen(date) + 1) == 1
+	&& EVP_DigestUpdate(ctx, content, clen) == 1
+	&& EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen >= 16;
+    EVP_MD_CTX_free(ctx);
+    if (ok) {
+	for (i = 0; i < 16; i++) {
+	    id[2 * i] = hex[md[i] >> 4];
+	    id[2 * i + 1] = hex[md[i] & 15];
+	}
+	id[32] = 0;
+    } else if (random_hex(id, 16) < 0) {	/* unique, if not stable */
+	return (-1);
     }
-    id[32] = 0;
     if (domain == NULL || *domain == 0) {
 	if (gethostname(host, sizeof(host)) < 0 || host[0] == 0)
 	    snprintf(host, sizeof(host), "localhost");
@@ -582,6 +525,7 @@ static void mlfi_message_id(struct mlfi_ctx *c, const struct conf *conf,
 	domain = host;
     }
     snprintf(out, outlen, "<%s@%s>", id, domain);
+    return (0);
 }
 
 /*
@@ -708,7 +652,12 @@ static sfsistat mlfi_eom_filter(SMFICTX *ctx, struct mlfi_ctx *c)
 	}
     }
     if (mc->add_message_id && !c->has_message_id) {
-	mlfi_message_id(c, conf, mid, sizeof(mid));
+	if (mlfi_message_id(c, conf, mid, sizeof(mid)) < 0) {
+	    st = mlt_fail(ctx, conf, MLT_FAIL_INTERNAL, c->qid, NULL,
+			  "cannot make a Message-ID: neither SHA-256 nor the "
+			  "random generator works");
+	    goto done;
+	}
 	if (smfi_addheader(ctx, "Message-ID", mid) != MI_SUCCESS) {
 	    st = mlt_fail(ctx, conf, MLT_FAIL_INTERNAL, c->qid, NULL,
 			  "cannot add a Message-ID: header (smfi_addheader)");
@@ -718,8 +667,9 @@ static sfsistat mlfi_eom_filter(SMFICTX *ctx, struct mlfi_ctx *c)
     }
     msg_info("%s: milter: from=<%s>, account=%s, size=%lld, nrcpt=%lu, "
 	     "changed=%s", c->qid, who, acct->name, c->size,
-	     (unsigned long) c->nrcpts,
-	     actions.len ? strbuf_str(&actions) + 1 : "none");
+	     (unsigned long) c->nrcpts, strbuf_failed(&actions) ?
+	     STRBUF_NOT_SHOWN : actions.len ? strbuf_str(&actions) + 1 :
+	     "none");
 
 done:
     free(value);

@@ -16,6 +16,8 @@
  *	- the text of a good mailbox, parsed on its own, is exactly one
  *	  good mailbox with the same address (addr_internal() form);
  *	- addr_same() is reflexive for good mailboxes;
+ *	- lt is the "<" of a good mailbox or its end, and addr_comments()
+ *	  gives its comments only (no line end, within twice its span);
  *	- addr_quote() of a good address parses back to one mailbox whose
  *	  addr_internal() form is unchanged, when that form has no
  *	  control characters (rcpt.c refuses those itself).
@@ -34,24 +36,15 @@
 #include <string.h>
 
 #include "addr.h"
+#include "fuzz.h"
 #include "log.h"
 #include "util.h"
-
-extern int LLVMFuzzerInitialize(int *, char ***);
-extern int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
 /* fuzz_fail - report a broken invariant and crash */
 
 static void fuzz_fail(const char *what)
 {
-    fprintf(stderr, "fuzz_addr: invariant violated: %s\n", what);
-    abort();
-}
-
-/* fuzz_oom - out of memory is a finding, not an exit(75) */
-
-static void fuzz_oom(void)
-{
+    fuzz_violated(what);
     abort();
 }
 
@@ -81,12 +74,22 @@ static int fuzz_quotable(const char *s)
 static void fuzz_check_item(const char *v, const struct addr_item *it)
 {
     struct addr_list one;
-    char   *canon, *back, *quoted;
+    char   *canon, *back, *quoted, *comments;
     int     rc;
 
     canon = addr_internal(it->addr);
     if (!addr_same(it->addr, it->addr))
 	fuzz_fail("addr_same() is not reflexive");
+
+    /* "<" (the milter's display name ends there), and the comments. */
+    if (it->lt < it->start || it->lt > it->end
+	|| (it->lt < it->end && v[it->lt] != '<'))
+	fuzz_fail("lt is not the \"<\" of the mailbox, nor its end");
+    comments = addr_comments(v, it);
+    if (strlen(comments) > 2 * (it->end - it->start)
+	|| (*comments && (comments[0] != '(' || strchr(comments, '\n'))))
+	fuzz_fail("addr_comments() is not the item's comments");
+    free(comments);
 
     /* The mailbox text alone must mean the same mailbox. */
     rc = addr_parse(v + it->start, it->end - it->start, &one);
@@ -147,11 +150,7 @@ static void fuzz_check_list(const char *v, size_t len,
 
 int     LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    (void) argc;
-    (void) argv;
-    (void) log_to_file("/dev/null");
-    util_set_oom_hook(fuzz_oom);
-    return (0);
+    return (fuzz_init("fuzz_addr", argc, argv));
 }
 
 /* LLVMFuzzerTestOneInput - one header value */

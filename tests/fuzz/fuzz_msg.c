@@ -24,7 +24,8 @@
  *	- the header section has CRLF line ends only, no bare CR, no NUL,
  *	  no empty line, no white space before a field's colon and no line
  *	  that is neither a field nor a continuation (a header value can
- *	  never end the header section or start the body);
+ *	  never end the header section or start the body); the scanner
+ *	  msg_hdr_next()/msg_hdr_find() reads those same fields;
  *	- size == hdr.len + 2 + body_len (hdr.len + body_len for a
  *	  header-only message), body_len fits max_size;
  *	- the body has CRLF line ends only (no bare LF);
@@ -56,6 +57,7 @@
 #include <curl/curl.h>
 
 #include "addr.h"
+#include "fuzz.h"
 #include "fuzz_model.h"
 #include "log.h"
 #include "msg.h"
@@ -64,14 +66,11 @@
 #include "strbuf.h"
 #include "util.h"
 
-extern int LLVMFuzzerInitialize(int *, char ***);
-extern int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
-
 static const off_t fuzz_max_size[] = {0, 64, 512, 4096};
 static const size_t fuzz_mem_limit[] = {0, 16, 256, 1024 * 1024};
 static const size_t fuzz_chunk[] = {1, 2, 3, 5, 7, 64, 1000, 65536};
 
-static char fuzz_dir[4096];
+static const char *fuzz_dir;
 static char fuzz_path[4200];
 static int fuzz_fd = -1;
 
@@ -79,27 +78,8 @@ static int fuzz_fd = -1;
 
 static void fuzz_fail(const char *what)
 {
-    fprintf(stderr, "fuzz_msg: invariant violated: %s\n", what);
+    fuzz_violated(what);
     abort();
-}
-
-/* fuzz_oom - out of memory is a finding, not an exit(75) */
-
-static void fuzz_oom(void)
-{
-    abort();
-}
-
-/* fuzz_cleanup - remove the scratch file and directory */
-
-static void fuzz_cleanup(void)
-{
-    if (fuzz_fd >= 0)
-	(void) close(fuzz_fd);
-    if (fuzz_path[0])
-	(void) unlink(fuzz_path);
-    if (fuzz_dir[0])
-	(void) rmdir(fuzz_dir);
 }
 
 /* fuzz_b64val - value of one base64 character, -1 if none */
@@ -367,6 +347,41 @@ static void fuzz_graph_view(const struct msg *m)
     strbuf_free(&hdr);
 }
 
+/*
+ * fuzz_check_fields - msg_hdr_next() cuts the stored header into
+ * fields, back to back, each one named with its colon right after the
+ * name (msg_hdr_clean() removed obsolete white space); msg_hdr_find()
+ * finds each field by its name, the first of that name first.
+ */
+static void fuzz_check_fields(const struct strbuf *h)
+{
+    struct msg_field f;
+    size_t  pos = 0, prev = 0, fpos;
+    char    name[128];
+    char   *v;
+
+    while (msg_hdr_next(h->data, h->len, &pos, &f) == 0) {
+	if (f.start != prev || f.end <= f.start || f.end != pos
+	    || f.vend > f.end || f.vend + 2 != f.end)
+	    fuzz_fail("msg_hdr_next(): fields are not back to back, CRLF");
+	if (f.name_len == 0 || f.colon != f.start + f.name_len
+	    || h->data[f.colon] != ':')
+	    fuzz_fail("msg_hdr_next(): a stored field without its name");
+	prev = f.end;
+	if (f.name_len >= sizeof(name))
+	    continue;
+	memcpy(name, h->data + f.start, f.name_len);
+	name[f.name_len] = 0;
+	fpos = 0;
+	v = msg_hdr_find(h->data, h->len, name, &fpos);
+	if (v == NULL || fpos > f.end)
+	    fuzz_fail("msg_hdr_find() misses a field msg_hdr_next() saw");
+	free(v);
+    }
+    if (prev != h->len)
+	fuzz_fail("msg_hdr_next() stops before the end of the header");
+}
+
 /* fuzz_check_msg - a finished message, then its stream */
 
 static void fuzz_check_msg(const struct msg *m, off_t max_size, size_t chunk,
@@ -375,6 +390,7 @@ static void fuzz_check_msg(const struct msg *m, off_t max_size, size_t chunk,
     struct strbuf body;
 
     fuzz_check_hdr(&m->hdr);
+    fuzz_check_fields(&m->hdr);
     if (m->size != (off_t) m->hdr.len + (m->hdr_only ? 0 : 2) + m->body_len)
 	fuzz_fail("size is not hdr.len + 2 + body_len");
     if (m->hdr_only && m->body_len > 0)
@@ -502,23 +518,13 @@ static void fuzz_incremental(const uint8_t *data, size_t size,
 
 int     LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    (void) argc;
-    (void) argv;
-    (void) log_to_file("/dev/null");
-    util_set_oom_hook(fuzz_oom);
-    snprintf(fuzz_dir, sizeof(fuzz_dir), "%s/fuzz_msg.XXXXXX",
-	     file_tmpdir(NULL));
-    if (mkdtemp(fuzz_dir) == NULL) {
-	perror(fuzz_dir);
-	abort();
-    }
-    snprintf(fuzz_path, sizeof(fuzz_path), "%s/input", fuzz_dir);
+    (void) fuzz_init("fuzz_msg", argc, argv);
+    fuzz_dir = fuzz_scratch("input", fuzz_path, sizeof(fuzz_path));
     if ((fuzz_fd = open(fuzz_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
 			0600)) < 0) {
 	perror(fuzz_path);
 	abort();
     }
-    atexit(fuzz_cleanup);
     return (0);
 }
 

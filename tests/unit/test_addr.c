@@ -184,6 +184,40 @@ static void test_len_bound(void)
     addr_list_free(&l);
 }
 
+/*
+ * Past the cap (issue 8.6): a mailbox longer than a header section is a
+ * bad item (it never matches), never a mailbox cut short; quoting never
+ * cuts an address.
+ */
+static void test_past_cap(void)
+{
+    size_t  n = STRBUF_MAX_HEADERS + 1000, i;
+    char   *in = xmalloc(n + 20), *q;
+    struct addr_list l;
+
+    memset(in, 'a', n);
+    strcpy(in + n, "@example.com");
+    T_EQ_INT(addr_parse(in, strlen(in), &l), 0);
+    T_EQ_INT(l.n, 1);
+    if (l.n == 1) {
+	T_EQ_INT(l.items[0].bad, 1);
+	T_OK(strlen(l.items[0].addr) < 1000);
+    }
+    addr_list_free(&l);
+
+    /* 400000 quotes become 800000 bytes: 1.2 MB in all, whole. */
+    for (i = 0; i < 800000; i += 2) {
+	in[i] = 'a';
+	in[i + 1] = '"';
+    }
+    strcpy(in + 800000, "@x");
+    q = addr_quote(in);
+    T_EQ_INT(strlen(q), 800000 + 400000 + 2 + 2);
+    T_OK(strcmp(q + strlen(q) - 3, "\"@x") == 0);
+    free(q);
+    free(in);
+}
+
 static void test_same(void)
 {
     static const struct {
@@ -285,15 +319,76 @@ static void test_nul(void)
     addr_list_free(&l);
 }
 
+struct parts_case {
+    const char *value;
+    const char *before_lt;		/* text before "<", NULL: no "<" */
+    const char *comments;
+};
+
+static const struct parts_case parts_cases[] = {
+    {"Bob <bob@x>", "Bob ", ""},
+    {"\"B <o> b\" <bob@x>", "\"B <o> b\" ", ""},	/* "<" quoted */
+    {"(c <1>) Bob <bob@x>", "(c <1>) Bob ", "(c <1>)"},
+    {"bob@x (Bob)", NULL, "(Bob)"},
+    {"bob@x (Bob (the) \\) one)\r\n (Jr)", NULL,
+    "(Bob (the) \\) one) (Jr)"},
+    {"(a)(b)bob@x", NULL, "(a) (b)"},		/* adjacent comments */
+    {"\"(not) a comment\"@x", NULL, ""},
+    {"bob@x", NULL, ""},
+    {"<bob@x> (after)", "", "(after)"},
+};
+
+/* test_parts - where "<" is, and the comments, of the first mailbox */
+
+static void test_parts(void)
+{
+    const struct parts_case *c;
+    struct addr_list l;
+    const struct addr_item *it;
+    char   *cm;
+    size_t  i;
+
+    for (i = 0; i < sizeof(parts_cases) / sizeof(parts_cases[0]); i++) {
+	c = parts_cases + i;
+	T_EQ_INT(addr_parse(c->value, strlen(c->value), &l), 0);
+	T_CHECK(l.n == 1 && !l.items[0].bad, "one mailbox in %s", c->value);
+	if (l.n != 1) {
+	    addr_list_free(&l);
+	    continue;
+	}
+	it = l.items;
+	if (c->before_lt == NULL) {
+	    T_EQ_INT(it->lt, it->end);
+	} else {
+	    T_EQ_INT(c->value[it->lt], '<');
+	    T_EQ_INT(it->lt - it->start, strlen(c->before_lt));
+	}
+	cm = addr_comments(c->value, it);
+	T_EQ_STR(cm, c->comments);
+	free(cm);
+	addr_list_free(&l);
+    }
+    /* Second item of a list: offsets are into the whole value. */
+    T_EQ_INT(addr_parse("a@x, Bee <b@y>", 14, &l), 0);
+    T_EQ_INT(l.n, 2);
+    if (l.n == 2) {
+	T_EQ_INT(l.items[0].lt, l.items[0].end);
+	T_EQ_INT(l.items[1].lt, 9);
+    }
+    addr_list_free(&l);
+}
+
 int     main(void)
 {
     T_RUN(test_parse_table);
     T_RUN(test_parse_errors);
     T_RUN(test_partial);
     T_RUN(test_len_bound);
+    T_RUN(test_past_cap);
     T_RUN(test_same);
     T_RUN(test_forms);
     T_RUN(test_quote_roundtrip);
     T_RUN(test_nul);
+    T_RUN(test_parts);
     return (T_DONE());
 }

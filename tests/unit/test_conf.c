@@ -13,6 +13,7 @@
 #include "strbuf.h"
 #include "util.h"
 #include "t.h"
+#include "t_file.h"
 
 #if defined(M365_USER_DEFAULT)
 #define WANT_USER (*M365_USER_DEFAULT ? M365_USER_DEFAULT : "m365relay")
@@ -29,17 +30,9 @@ static int t_seq;
 static const char *t_write(const char *name, const char *text, mode_t mode)
 {
     static char path[256];
-    FILE   *fp;
 
     snprintf(path, sizeof(path), "%s/%s", t_dir, name);
-    fp = fopen(path, "w");
-    if (fp == NULL) {
-	perror(path);
-	exit(1);
-    }
-    fputs(text, fp);
-    fclose(fp);
-    chmod(path, mode);
+    t_write_file(path, text, mode);
     return (path);
 }
 
@@ -460,11 +453,19 @@ static void test_milter_delivers(void)
     conf_free(c);
     strbuf_free(&err);
 
-    /* Unset: every recipient. */
+    /*
+     * Unset: every recipient with a domain.  A local name stays with the
+     * MTA (conf(5); the milter's rule, tests/milter/t-deliver DLV9).
+     */
     c = t_load("[milter]\nmode = deliver\n" ACCT, &err);
     T_OK(c != NULL);
     T_EQ_INT(conf_milter_delivers(c, "anyone@anywhere.example"), 1);
-    T_EQ_INT(conf_milter_delivers(c, "postmaster"), 1);
+    T_EQ_INT(conf_milter_delivers(c, "<a@contoso.com.>"), 1);
+    T_EQ_INT(conf_milter_delivers(c, "postmaster"), 0);
+    T_EQ_INT(conf_milter_delivers(c, "<root>"), 0);
+    T_EQ_INT(conf_milter_delivers(c, "a@"), 0);
+    T_EQ_INT(conf_milter_delivers(c, "a@."), 0);
+    T_EQ_INT(conf_milter_delivers(c, NULL), 0);
     conf_free(c);
     strbuf_free(&err);
     T_EQ_INT(conf_milter_delivers(NULL, "a@b.example"), 0);
@@ -1302,6 +1303,61 @@ static void test_all_errors(void)
 }
 
 /*
+ * Past the caps (issue 8.6): scopes longer than a sign-in request can
+ * carry are an error at their line, never cut short; an error list
+ * longer than its buffer keeps its first lines whole and says that more
+ * were not shown.
+ */
+static void test_past_cap(void)
+{
+    struct strbuf text, err;
+    struct conf *c;
+    char    want[512];
+    const char *e;
+    int     i;
+
+    strbuf_init(&text, STRBUF_MAX_JSON);
+    strbuf_puts(&text, ACCT "scopes =");		/* line 5 */
+    for (i = 0; i < 2000; i++)
+	strbuf_printf(&text, " Scope.%04d", i);	/* 24 KB */
+    strbuf_puts(&text, "\n");
+    c = t_load(strbuf_str(&text), &err);
+    T_OK(c == NULL);
+    snprintf(want, sizeof(want), "%s:5: scopes is longer than 16384 bytes",
+	     t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    conf_free(c);
+    strbuf_free(&err);
+
+    /* 200 errors, a 1 KB error list. */
+    strbuf_reset(&text);
+    strbuf_puts(&text, "[global]\n");
+    for (i = 0; i < 200; i++)
+	strbuf_printf(&text, "no_such_key_%03d = 1\n", i);
+    strbuf_puts(&text, ACCT);
+    snprintf(t_conf_path, sizeof(t_conf_path), "%s",
+	     t_write("cap.conf", strbuf_str(&text), 0644));
+    strbuf_init(&err, 1024);
+    T_OK(conf_load(t_conf_path, &err) == NULL);
+    T_EQ_INT(strbuf_failed(&err), 0);
+    e = strbuf_str(&err);
+    snprintf(want, sizeof(want), "%s:2: ", t_conf_path);
+    T_OK(strncmp(e, want, strlen(want)) == 0);
+    T_OK(err.len <= 1024 && err.len > strlen(STRBUF_LINES_CUT));
+    T_EQ_STR(e + err.len - strlen(STRBUF_LINES_CUT), STRBUF_LINES_CUT);
+    /* Whole lines only: each before the note names its key. */
+    T_OK(t_lines(&err) > 2);
+    for (i = 0; i < t_lines(&err) - 1; i++) {
+	snprintf(want, sizeof(want), "%s:%d: ", t_conf_path, i + 2);
+	T_CONTAINS(e, want);
+	snprintf(want, sizeof(want), "no_such_key_%03d", i);
+	T_CONTAINS(e, want);
+    }
+    strbuf_free(&err);
+    strbuf_free(&text);
+}
+
+/*
  * Without any account no program can work: the relay would bounce every
  * message ("no account sends for ..."), so an empty, truncated or
  * account-less file is an error, reported at its last line.
@@ -1854,6 +1910,7 @@ int     main(void)
     T_RUN(test_source_errors);
     T_RUN(test_source_all_errors);
     T_RUN(test_all_errors);
+    T_RUN(test_past_cap);
     T_RUN(test_no_accounts);
     T_RUN(test_bom);
     T_RUN(test_senders);

@@ -18,6 +18,7 @@
 #include "conf.h"
 #include "fetchstate.h"
 #include "t.h"
+#include "t_file.h"
 #include "util.h"
 
 static struct conf conf;
@@ -27,14 +28,7 @@ static char dir[256];
 
 static void setup(void)
 {
-    const char *tmp = getenv("TMPDIR");
-
-    snprintf(dir, sizeof(dir), "%s/test_fetchstate.XXXXXX",
-	     tmp && *tmp ? tmp : "/tmp");
-    if (mkdtemp(dir) == NULL) {
-	perror("mkdtemp");
-	exit(1);
-    }
+    t_tmpdir(dir, sizeof(dir), "test_fetchstate");
     memset(&conf, 0, sizeof(conf));
     conf.state_dir = dir;
     conf.path = "test.conf";

@@ -5,8 +5,10 @@
 
 #include "graph.h"
 #include "http.h"
+#include "msg.h"
 #include "strbuf.h"
 #include "status.h"
+#include "util.h"
 #include "t.h"
 
 /* mkresp - a response as http_perform() would leave it */
@@ -223,6 +225,77 @@ static void test_url(void)
     free(u);
 }
 
+/*
+ * The URL builders past their cap (issue 8.6): NULL, never a URL cut
+ * short, and a request without its URL is refused before anything is
+ * sent (port 1: a request that went out would say "connect").
+ */
+static void test_url_past_cap(void)
+{
+    struct conf conf;
+    struct http *http;
+    struct http_resp resp;
+    struct m365_result res;
+    struct msg m;
+    struct msg_src *src;
+    char    err[200];
+    char   *huge = xmalloc(20001), *quotes = xmalloc(6001), *u;
+
+    memset(huge, 'a', 20000);
+    huge[20000] = 0;
+    memset(quotes, '\'', 6000);
+    quotes[6000] = 0;
+    memset(&conf, 0, sizeof(conf));
+    conf.graph_url = "https://127.0.0.1:1";
+    conf.timeout = 5;
+    conf.connect_timeout = 2;
+    T_OK((u = graph_url(&conf, huge, "/sendMail")) == NULL);
+    free(u);
+    T_OK((u = graph_url(&conf, "a@b", huge)) == NULL);
+    free(u);
+    u = graph_item_url(&conf, "a@b", "/messages/", "A=b/c", "/$value");
+    T_EQ_STR(u, "https://127.0.0.1:1/v1.0/users/a@b/messages/A%3Db%2Fc/$value");
+    free(u);
+    T_OK((u = graph_item_url(&conf, "a@b", "/messages/", huge, NULL)) == NULL);
+    free(u);
+    T_OK((u = graph_item_url(&conf, huge, "/mailFolders/", "x", NULL)) == NULL);
+    free(u);
+    /* Past the cap while quoting, and (quotes double, then %27) after. */
+    T_OK((u = graph_folder_query(NULL, huge)) == NULL);
+    free(u);
+    T_OK((u = graph_folder_query("parent", quotes)) == NULL);
+    free(u);
+    T_OK((u = graph_folder_query(NULL, "inbox")) != NULL);
+    free(u);
+
+    T_OK((http = http_create(&conf, err, sizeof(err))) != NULL);
+    http_resp_init(&resp);
+    T_EQ_INT(graph_get(http, &conf, huge, "", "token", &resp), -1);
+    T_CONTAINS(resp.error, "no request sent");
+    T_EQ_INT(resp.status, 0);
+    http_resp_free(&resp);
+
+    /* sendMail: the message defers (4.x.x), nothing was uploaded. */
+    msg_init(&m, "/tmp", 1024, 0);
+    T_EQ_INT(msg_add_header(&m, "Subject", "cap", &res), 0);
+    T_EQ_INT(msg_finish(&m, &res), 0);
+    src = msg_src_create(&m.hdr, &m);
+    http_resp_init(&resp);
+    T_EQ_INT(graph_send_mime(http, &conf, huge, "token", src, &resp), -1);
+    T_CONTAINS(resp.error, "no request sent");
+    T_EQ_INT(resp.upload_done, 0);
+    graph_classify_send(&resp, 0, NULL, huge, &res);
+    T_EQ_INT(res.status, M365_TEMP);
+    T_EQ_INT(res.dsn[0], '4');
+    T_CONTAINS(res.text, "longer than 16384 bytes");
+    http_resp_free(&resp);
+    msg_src_free(src);
+    msg_free(&m);
+    http_free(http);
+    free(quotes);
+    free(huge);
+}
+
 static void test_parse_error(void)
 {
     struct http_resp r;
@@ -248,6 +321,7 @@ int     main(void)
     T_RUN(test_status_then_transport_error);
     T_RUN(test_error_body_not_read);
     T_RUN(test_url);
+    T_RUN(test_url_past_cap);
     T_RUN(test_parse_error);
     return (T_DONE());
 }

@@ -361,6 +361,48 @@ static void test_bad_files(void)
     free(jwt);
 }
 
+/*
+ * Past the cap (issue 8.6): no assertion at all, never one cut short.
+ * The client id is in iss and sub: 5900 bytes make header.claims 16103
+ * bytes and the signature 343 more.
+ */
+static const struct {
+    size_t  id_len;
+    const char *err;			/* NULL: it fits */
+} jwt_cap_cases[] = {
+    {20000, "client assertion too long (client id or token endpoint URL "
+    "too long?)"},
+    {11000, "client assertion too long (client id or token endpoint URL "
+    "too long?)"},
+    {5900, "client assertion too long"},	/* only with the signature */
+    {5600, NULL},
+};
+
+static void test_past_cap(void)
+{
+    char    err[512];
+    char   *id = xmalloc(20001);
+    char   *jwt;
+    size_t  i, n;
+
+    for (i = 0; i < sizeof(jwt_cap_cases) / sizeof(jwt_cap_cases[0]); i++) {
+	n = jwt_cap_cases[i].id_len;
+	memset(id, 'c', n);
+	id[n] = 0;
+	err[0] = 0;
+	jwt = jwt_client_assertion(cert_path, key_path, CONF_JWT_PS256, id,
+				   AUD, time(NULL), err, sizeof(err));
+	if (jwt_cap_cases[i].err) {
+	    T_OK(jwt == NULL);
+	    T_EQ_STR(err, jwt_cap_cases[i].err);
+	} else {
+	    T_OK(jwt != NULL && strlen(jwt) <= STRBUF_MAX_SMALL);
+	}
+	free(jwt);
+    }
+    free(id);
+}
+
 static void cleanup(void)
 {
     unlink(cert_path);
@@ -384,6 +426,7 @@ int     main(void)
     T_RUN(test_wrong_key);
     T_RUN(test_key_mode);
     T_RUN(test_bad_files);
+    T_RUN(test_past_cap);
     cleanup();
     return (T_DONE());
 }

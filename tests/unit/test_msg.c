@@ -15,6 +15,7 @@
 #include "strbuf.h"
 #include "util.h"
 #include "t.h"
+#include "t_file.h"
 
 static char tmpdir[256];
 
@@ -1059,17 +1060,150 @@ static void test_incr_names(void)
     }
 }
 
+/*
+ * A field name longer than the header section limit (issue 8.6): the
+ * field is refused whole, never stored without its name (": value").
+ */
+static void test_incr_name_past_cap(void)
+{
+    size_t  n = STRBUF_MAX_HEADERS + 10;
+    char   *name = xmalloc(n + 1);
+    struct m365_result res;
+    struct msg m;
+
+    memset(name, 'X', n);
+    name[n] = 0;
+    msg_init(&m, "/tmp", 1024, 0);
+    result_init(&res);
+    T_EQ_INT(msg_add_header(&m, "Subject", "kept", &res), 0);
+    T_EQ_INT(msg_add_header(&m, name, "value", &res), -1);
+    T_EQ_STR(res.dsn, "5.6.0");
+    T_CONTAINS(res.text, "header section is larger");
+    T_EQ_STR(strbuf_str(&m.hdr), "Subject: kept\r\n");
+    msg_free(&m);
+    free(name);
+}
+
+struct hdr_name_case {
+    const char *line;
+    size_t  name_len;			/* 0: starts no field */
+    size_t  colon;
+};
+
+static const struct hdr_name_case hdr_name_cases[] = {
+    {"To: a@x", 2, 2},
+    {"To : a@x", 2, 3},			/* obsolete syntax */
+    {"To\t \t: a@x", 2, 5},
+    {"X-Odd_Name!:", 11, 11},
+    {"To", 0, 0},				/* no colon */
+    {"To ", 0, 0},
+    {": a@x", 0, 0},			/* no name */
+    {" To: a@x", 0, 0},			/* continuation */
+    {"T o: a@x", 0, 0},			/* space inside the name */
+    {"To\r: a@x", 0, 0},			/* CR is not white space here */
+    {"T\xe9: a@x", 0, 0},			/* 8-bit: not ftext */
+    {"From a@x Sat Nov 28", 0, 0},		/* mbox line */
+};
+
+/* test_hdr_name - the field name rule msg_read() and rcpt.c share */
+
+static void test_hdr_name(void)
+{
+    const struct hdr_name_case *c;
+    size_t  i, colon;
+
+    for (i = 0; i < sizeof(hdr_name_cases) / sizeof(hdr_name_cases[0]); i++) {
+	c = hdr_name_cases + i;
+	colon = 999;
+	T_CHECK(msg_hdr_name(c->line, strlen(c->line), &colon) == c->name_len,
+		"msg_hdr_name(\"%s\") should be %lu", c->line,
+		(unsigned long) c->name_len);
+	if (c->name_len)
+	    T_EQ_INT(colon, c->colon);
+	else
+	    T_EQ_INT(colon, 999);		/* untouched */
+    }
+    /* The line may end at n: "To" of "To: x" is no field. */
+    T_EQ_INT(msg_hdr_name("To: x", 2, NULL), 0);
+    T_EQ_INT(msg_hdr_name("To: x", 3, NULL), 2);
+}
+
+/* test_hdr_next - fields with continuation lines, either line end */
+
+static void test_hdr_next(void)
+{
+    static const char hdr[] = " odd first\r\n\tcontinued\r\n"
+    "To : a@x,\r\n b@y\r\n" "Subject: s\n" "no colon here\r\n" "Cc: c@z";
+    struct msg_field f;
+    size_t  pos = 0, len = sizeof(hdr) - 1;
+
+    /* The first line starts a field even when indented (no name). */
+    T_EQ_INT(msg_hdr_next(hdr, len, &pos, &f), 0);
+    T_EQ_INT(f.start, 0);
+    T_EQ_INT(f.name_len, 0);
+    T_EQ_INT(f.colon, f.vend);
+    T_EQ_INT(f.vend, strlen(" odd first\r\n\tcontinued"));
+    T_EQ_INT(f.end, pos);
+    T_EQ_INT(msg_hdr_next(hdr, len, &pos, &f), 0);
+    T_EQ_INT(f.name_len, 2);
+    T_EQ_INT(hdr[f.colon], ':');
+    T_EQ_INT(f.vend - f.start, strlen("To : a@x,\r\n b@y"));
+    T_EQ_INT(f.end - f.start, strlen("To : a@x,\r\n b@y\r\n"));
+    T_EQ_INT(msg_hdr_next(hdr, len, &pos, &f), 0);
+    T_EQ_INT(f.name_len, 7);
+    T_EQ_INT(f.vend - f.start, strlen("Subject: s"));	/* LF only */
+    T_EQ_INT(msg_hdr_next(hdr, len, &pos, &f), 0);
+    T_EQ_INT(f.name_len, 0);
+    T_EQ_INT(msg_hdr_next(hdr, len, &pos, &f), 0);
+    T_EQ_INT(f.name_len, 2);
+    T_EQ_INT(f.end, len);			/* no final line end */
+    T_EQ_INT(f.vend, len);
+    T_EQ_INT(msg_hdr_next(hdr, len, &pos, &f), -1);
+    pos = 0;
+    T_EQ_INT(msg_hdr_next(NULL, 0, &pos, &f), -1);
+}
+
+/* test_hdr_find - the unfolded value of each NAME field, in order */
+
+static void test_hdr_find(void)
+{
+    static const char hdr[] = "Return-Path : <a@x>\r\n"
+    "X-Trace: one;\r\n two\r\n" "x-trace:three \t\r\n"
+    "X-Traced: not this\r\n" " X-Trace: a continuation, not a field\r\n"
+    "X-Trace:\r\n" "Message-ID:\n <folded@x>\n";
+    size_t  pos = 0, len = sizeof(hdr) - 1;
+    char   *v;
+
+    v = msg_hdr_find(hdr, len, "Return-Path", &pos);
+    T_EQ_STR(v, " <a@x>");			/* "Name :" is that field */
+    free(v);
+    pos = 0;
+    v = msg_hdr_find(hdr, len, "X-Trace", &pos);
+    T_EQ_STR(v, " one; two");			/* line end removed */
+    free(v);
+    v = msg_hdr_find(hdr, len, "X-TRACE", &pos);
+    T_EQ_STR(v, "three");			/* trailing white space */
+    free(v);
+    v = msg_hdr_find(hdr, len, "X-Trace", &pos);
+    T_EQ_STR(v, "");				/* empty, not missing */
+    free(v);
+    T_OK(msg_hdr_find(hdr, len, "X-Trace", &pos) == NULL);
+    T_EQ_INT(pos, len);
+    pos = 0;
+    v = msg_hdr_find(hdr, len, "Message-ID", &pos);
+    T_EQ_STR(v, " <folded@x>");			/* LF line ends */
+    free(v);
+    pos = 0;
+    T_OK(msg_hdr_find(hdr, len, "X-Trac", &pos) == NULL);
+    pos = 0;
+    T_OK(msg_hdr_find(NULL, 0, "To", &pos) == NULL);
+}
+
 int     main(void)
 {
-    const char *base = getenv("TMPDIR");
     char    cmd[300];
 
-    snprintf(tmpdir, sizeof(tmpdir), "%s/test_msg.XXXXXX",
-	     base && *base ? base : "/tmp");
-    if (mkdtemp(tmpdir) == NULL) {
-	perror("mkdtemp");
-	return (1);
-    }
+    t_tmpdir(tmpdir, sizeof(tmpdir), "test_msg");
     T_RUN(test_read_table);
     T_RUN(test_read_big);
     T_RUN(test_too_large);
@@ -1090,5 +1224,9 @@ int     main(void)
     if (system(cmd) != 0)
 	printf("# could not remove %s\n", tmpdir);
     T_RUN(test_incr_names);
+    T_RUN(test_incr_name_past_cap);
+    T_RUN(test_hdr_name);
+    T_RUN(test_hdr_next);
+    T_RUN(test_hdr_find);
     return (T_DONE());
 }

@@ -697,6 +697,147 @@ static void test_requests_offline(void)
     conf.login_url = "https://login.microsoftonline.com";
 }
 
+/* long_text - n bytes of c; free() it */
+
+static char *long_text(size_t n, int c)
+{
+    char   *s = xmalloc(n + 1);
+
+    memset(s, c, n);
+    s[n] = 0;
+    return (s);
+}
+
+/* many_scopes - 100 distinct 200-byte scopes: over 16 KB once prefixed */
+
+static char *many_scopes(void)
+{
+    char   *s = xmalloc(100 * 201 + 1);
+    size_t  i;
+
+    for (i = 0; i < 100; i++) {
+	snprintf(s + i * 201, 202, "S%03lu", (unsigned long) i);
+	memset(s + i * 201 + 4, 'x', 196);
+	s[i * 201 + 200] = ' ';
+    }
+    s[100 * 201] = 0;
+    return (s);
+}
+
+/* not_built - did a builder say "too long" (NULL)?  Frees a result. */
+
+static int not_built(char *s)
+{
+    int     none = (s == NULL);
+
+    free(s);
+    return (none);
+}
+
+/*
+ * Every builder past its cap (issue 8.6): a URL, scope list or form is
+ * never cut short.  The builders return NULL; a request is refused as a
+ * configuration error before anything is sent (a closed port shows it:
+ * no "cannot reach").
+ */
+static void test_past_cap(void)
+{
+    char    dir[] = "/tmp/test_oauth.XXXXXX";
+    char    secret[300], url[100], err[200], desc[20100];
+    char   *huge = long_text(20000, 't');
+    char   *vast = long_text(40000, 'v');
+    char   *scopes = many_scopes();
+    char   *tenant = deleg.tenant, *app_tenant = app.tenant;
+    char   *app_id = app.client_id;
+    struct oauth_device dev;
+    struct http *http;
+    struct oauth_token tok;
+    struct oauth_error oe;
+    int     port, fd = -1;
+
+    /* URL and scope builders: NULL, never a text cut short. */
+    deleg.tenant = huge;
+    T_OK(not_built(oauth_endpoint(&conf, &deleg, "token")));
+    T_OK(not_built(oauth_authorize_url(&conf, &deleg, "http://localhost:1/",
+				       "c", "s")));
+    /* The consent URL may be 32 KB long (its query alone 16 KB). */
+    T_OK(!not_built(oauth_consent_url(&conf, &deleg)));
+    deleg.tenant = vast;
+    T_OK(not_built(oauth_consent_url(&conf, &deleg)));
+    deleg.tenant = tenant;
+    deleg.scopes = scopes;
+    T_OK(not_built(oauth_scope(&conf, &deleg)));
+    T_OK(not_built(oauth_authorize_url(&conf, &deleg, "http://localhost:1/",
+				       "c", "s")));
+    T_OK(not_built(oauth_consent_url(&conf, &deleg)));
+    deleg.scopes = NULL;
+    app.client_id = huge;
+    T_OK(not_built(oauth_consent_url(&conf, &app)));
+    app.client_id = app_id;
+
+    /* A huge error_description is cut where it is shown, and says so. */
+    snprintf(desc, sizeof(desc), "{\"error\":\"invalid_grant\","
+	     "\"error_description\":\"AADSTS50173: %s\"}", huge);
+    T_EQ_INT(oauth_parse_token(desc, 400, &tok, &oe), -1);
+    T_OK(strncmp(oe.description, "AADSTS50173: ttt", 16) == 0);
+    T_OK(strlen(oe.description) > 3 && strcmp(oe.description
+			+ strlen(oe.description) - 3, "...") == 0);
+
+    /* Requests: refused before anything goes out (login_url: a closed port). */
+    T_OK((port = closed_port(&fd)) > 0);
+    snprintf(url, sizeof(url), "https://127.0.0.1:%d", port);
+    conf.login_url = url;
+    T_OK((http = http_create(&conf, err, sizeof(err))) != NULL);
+    T_OK(mkdtemp(dir) != NULL);
+    snprintf(secret, sizeof(secret), "%s/secret", dir);
+
+    deleg.scopes = scopes;
+    T_EQ_INT(oauth_device_start(http, &conf, &deleg, &dev, &oe), -1);
+    T_EQ_INT(oe.cls, OAUTH_CONFIG);
+    T_CONTAINS(oe.description, "is larger than");
+    oauth_device_free(&dev);
+    T_EQ_INT(oauth_redeem_code(http, &conf, &deleg, "code",
+			       "http://localhost:1/", "verifier", &tok, &oe),
+	     -1);
+    T_EQ_INT(oe.cls, OAUTH_CONFIG);
+    T_CONTAINS(oe.description, "is larger than");
+    T_EQ_INT(oauth_refresh(http, &conf, &deleg, "rt", NULL, &tok, &oe), -1);
+    T_EQ_INT(oe.cls, OAUTH_CONFIG);
+    deleg.scopes = NULL;
+
+    /* Granted scopes (from the token store) too long for the form. */
+    T_EQ_INT(oauth_refresh(http, &conf, &deleg, "rt", huge, &tok, &oe), -1);
+    T_EQ_INT(oe.cls, OAUTH_CONFIG);
+    T_CONTAINS(oe.description, "is larger than");
+    T_OK(strstr(oe.description, "cannot reach") == NULL);
+
+    /* No token endpoint URL: nothing is sent, the cause is named. */
+    deleg.tenant = huge;
+    T_EQ_INT(oauth_refresh(http, &conf, &deleg, "rt", NULL, &tok, &oe), -1);
+    T_EQ_INT(oe.cls, OAUTH_CONFIG);
+    T_CONTAINS(oe.description, "the sign-in service is larger than");
+    deleg.tenant = tenant;
+    write_file(secret, "s3cret\n", 0600);
+    app.secret_file = secret;
+    app.tenant = huge;
+    T_EQ_INT(oauth_client_credentials(http, &conf, &app, &tok, &oe), -1);
+    T_EQ_INT(oe.cls, OAUTH_CONFIG);
+    T_CONTAINS(oe.description, "token endpoint URL of account daemon");
+    T_OK(strstr(oe.description, "cannot reach") == NULL);
+    app.tenant = app_tenant;
+    app.secret_file = NULL;
+
+    http_free(http);
+    if (fd >= 0)
+	close(fd);
+    unlink(secret);
+    rmdir(dir);
+    conf.login_url = "https://login.microsoftonline.com";
+    free(scopes);
+    free(vast);
+    free(huge);
+}
+
 int     main(void)
 {
     log_open("test_oauth");
@@ -713,5 +854,6 @@ int     main(void)
     T_RUN(test_consent_url);
     T_RUN(test_form);
     T_RUN(test_requests_offline);
+    T_RUN(test_past_cap);
     return (T_DONE());
 }

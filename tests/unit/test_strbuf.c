@@ -18,15 +18,104 @@ static void test_cap(void)
     T_EQ_INT(strbuf_puts(&sb, "abcd"), 0);
     T_EQ_INT(strbuf_printf(&sb, "%d", 1234), 0);
     T_EQ_STR(strbuf_str(&sb), "abcd1234");
-    errno = 0;
-    T_EQ_INT(strbuf_putc(&sb, 'x'), -1);
-    T_EQ_INT(errno, EMSGSIZE);
-    T_EQ_STR(strbuf_str(&sb), "abcd1234");
+    T_EQ_INT(strbuf_room(&sb), 0);
+    T_EQ_INT(strbuf_failed(&sb), 0);
     strbuf_truncate(&sb, 2);
     T_EQ_STR(sb.data, "ab");
+    T_EQ_INT(strbuf_room(&sb), 6);
     strbuf_cleanse(&sb);
     T_OK(sb.data == NULL);
     T_EQ_STR(strbuf_str(&sb), "");
+}
+
+/*
+ * Past the cap the buffer fails closed: what it held is gone (never
+ * usable as if complete), and every later append fails, even one that
+ * would fit, until the buffer starts over.
+ */
+static void test_overflow_sticky(void)
+{
+    struct strbuf sb;
+    char   *p;
+
+    strbuf_init(&sb, 8);
+    T_EQ_INT(strbuf_puts(&sb, "abcd1234"), 0);
+    errno = 0;
+    T_EQ_INT(strbuf_putc(&sb, 'x'), -1);
+    T_EQ_INT(errno, EMSGSIZE);
+    T_EQ_INT(strbuf_failed(&sb), 1);
+    T_OK(sb.data == NULL);
+    T_EQ_INT(sb.len, 0);
+    T_EQ_STR(strbuf_str(&sb), "");
+    T_EQ_STR(strbuf_log_str(&sb), STRBUF_NOT_SHOWN);
+    T_EQ_INT(strbuf_room(&sb), 0);
+    /* Sticky: nothing gets in after the failure. */
+    errno = 0;
+    T_EQ_INT(strbuf_append(&sb, "", 0), -1);
+    T_EQ_INT(errno, EMSGSIZE);
+    T_EQ_INT(strbuf_putc(&sb, 'y'), -1);
+    T_EQ_INT(strbuf_puts(&sb, "z"), -1);
+    T_EQ_INT(strbuf_printf(&sb, "%s", "w"), -1);
+    T_OK(sb.data == NULL);
+    strbuf_truncate(&sb, 0);
+    T_EQ_INT(strbuf_failed(&sb), 1);
+    /* A failed builder has no result. */
+    T_OK((p = strbuf_take(&sb)) == NULL);
+    free(p);
+    /* strbuf_take() started over. */
+    T_EQ_INT(strbuf_failed(&sb), 0);
+    T_EQ_INT(strbuf_puts(&sb, "ok"), 0);
+    T_EQ_STR(strbuf_str(&sb), "ok");
+    strbuf_free(&sb);
+
+    /* One printf longer than the cap: nothing half-written stays. */
+    strbuf_init(&sb, 8);
+    T_EQ_INT(strbuf_puts(&sb, "ab"), 0);
+    T_EQ_INT(strbuf_printf(&sb, "%s", "0123456789"), -1);
+    T_EQ_INT(strbuf_failed(&sb), 1);
+    T_EQ_STR(strbuf_str(&sb), "");
+    /* strbuf_reset() starts over too. */
+    strbuf_reset(&sb);
+    T_EQ_INT(strbuf_failed(&sb), 0);
+    T_EQ_INT(strbuf_printf(&sb, "%d", 42), 0);
+    T_EQ_STR(strbuf_str(&sb), "42");
+    strbuf_free(&sb);
+
+    /* A huge length cannot wrap around the cap check. */
+    strbuf_init(&sb, 8);
+    T_EQ_INT(strbuf_putc(&sb, 'a'), 0);
+    T_EQ_INT(strbuf_append(&sb, "", (size_t) -1), -1);
+    T_EQ_INT(strbuf_failed(&sb), 1);
+    strbuf_free(&sb);
+    T_EQ_INT(strbuf_failed(&sb), 0);
+}
+
+/* A list of lines keeps its first lines and says that more were cut. */
+static void test_lines(void)
+{
+    struct strbuf sb;
+    size_t  cut = strlen(STRBUF_LINES_CUT);
+
+    strbuf_init(&sb, cut + 12);
+    T_EQ_INT(strbuf_line(&sb, "one %d", 1), 0);
+    T_EQ_INT(strbuf_line(&sb, "two"), 0);
+    T_EQ_STR(strbuf_str(&sb), "one 1\ntwo\n");
+    T_EQ_INT(strbuf_line(&sb, "three"), -1);
+    T_EQ_STR(strbuf_str(&sb), "one 1\ntwo\n" STRBUF_LINES_CUT);
+    /* Later lines, short or not, are dropped; the note stays single. */
+    T_EQ_INT(strbuf_line(&sb, "4"), -1);
+    T_EQ_STR(strbuf_str(&sb), "one 1\ntwo\n" STRBUF_LINES_CUT);
+    T_EQ_INT(strbuf_failed(&sb), 0);
+    strbuf_free(&sb);
+
+    /* Other appends ate the room: whole lines go for the note. */
+    strbuf_init(&sb, cut + 12);
+    T_EQ_INT(strbuf_line(&sb, "first"), 0);
+    T_EQ_INT(strbuf_puts(&sb, "second line, long\n"), 0);
+    T_EQ_INT(strbuf_line(&sb, "x"), -1);
+    T_EQ_STR(strbuf_str(&sb), "first\n" STRBUF_LINES_CUT);
+    T_EQ_INT(strbuf_failed(&sb), 0);
+    strbuf_free(&sb);
 }
 
 static void test_base64(void)
@@ -75,10 +164,10 @@ static void test_result(void)
 
     result_init(&r);
     T_EQ_STR(result_disposition(&r), "sent");
-    result_set(&r, M365_TEMP, EX_TEMPFAIL, "4.4.1", "timeout\nafter %d s", 30);
+    result_set(&r, M365_TEMP, "4.4.1", "timeout\nafter %d s", 30);
     T_EQ_STR(r.text, "timeout?after 30 s");
     T_EQ_STR(result_disposition(&r), "deferred");
-    result_set(&r, M365_PERM, EX_NOUSER, "5.1.1", "no");
+    result_set(&r, M365_PERM, "5.1.1", "no");
     T_EQ_STR(result_disposition(&r), "bounced");
     log_printable(buf, sizeof(buf), "0123456789abcdefghij", 20);
     T_EQ_STR(buf, "0123456789ab...");
@@ -87,6 +176,8 @@ static void test_result(void)
 int     main(void)
 {
     T_RUN(test_cap);
+    T_RUN(test_overflow_sticky);
+    T_RUN(test_lines);
     T_RUN(test_base64);
     T_RUN(test_numbers);
     T_RUN(test_result);

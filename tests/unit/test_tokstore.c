@@ -496,15 +496,9 @@ static void test_lock(void)
 
 int     main(void)
 {
-    const char *tmp = getenv("TMPDIR");
     char    logf[1200];
 
-    snprintf(dir, sizeof(dir), "%s/test_tokstore.XXXXXX",
-	     tmp && *tmp ? tmp : "/tmp");
-    if (mkdtemp(dir) == NULL) {
-	printf("not ok - mkdtemp %s: %s\n", dir, strerror(errno));
-	return (1);
-    }
+    t_tmpdir(dir, sizeof(dir), "test_tokstore");
     /* state_dir does not exist yet: the store creates it. */
     snprintf(state, sizeof(state), "%s/state", dir);
     snprintf(logf, sizeof(logf), "%s/log", dir);
