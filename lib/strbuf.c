@@ -17,7 +17,7 @@
 #include <openssl/crypto.h>
 
 #include "strbuf.h"
-#include "util.h"
+#include "xalloc.h"
 
 /* strbuf_init - set up an empty buffer with a size limit */
 

@@ -32,66 +32,6 @@
 
 #include "util.h"
 
-/* util_default_oom - tell the MTA to try again later, then exit */
-
-static void util_default_oom(void)
-{
-    static const char text[] = "4.3.0 out of memory\n";
-
-    if (write(STDOUT_FILENO, text, sizeof(text) - 1) < 0) {
-	/* Nothing else to try. */
-    }
-    _exit(EX_TEMPFAIL);
-}
-
-static void (*util_oom_hook) (void) = util_default_oom;
-
-void    util_set_oom_hook(void (*hook) (void))
-{
-    util_oom_hook = hook ? hook : util_default_oom;
-}
-
-void   *xmalloc(size_t n)
-{
-    void   *p = malloc(n ? n : 1);
-
-    if (p == NULL)
-	util_oom_hook();
-    return (p);
-}
-
-void   *xcalloc(size_t n, size_t size)
-{
-    void   *p = calloc(n ? n : 1, size ? size : 1);
-
-    if (p == NULL)
-	util_oom_hook();
-    return (p);
-}
-
-void   *xrealloc(void *old, size_t n)
-{
-    void   *p = realloc(old, n ? n : 1);
-
-    if (p == NULL)
-	util_oom_hook();
-    return (p);
-}
-
-char   *xstrdup(const char *s)
-{
-    return (xstrndup(s, strlen(s)));
-}
-
-char   *xstrndup(const char *s, size_t n)
-{
-    char   *p = xmalloc(n + 1);
-
-    memcpy(p, s, n);
-    p[n] = 0;
-    return (p);
-}
-
 /*
  * util_nodump - keep secrets out of core files and away from other
  * processes of the same user: RLIMIT_CORE 0 and, on Linux,
@@ -111,16 +51,6 @@ void    util_nodump(void)
 #if defined(__linux__) && defined(PR_SET_DUMPABLE)
     (void) prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 #endif
-}
-
-/* xfree_secret - wipe a secret string, then free it */
-
-void    xfree_secret(char *s)
-{
-    if (s) {
-	OPENSSL_cleanse(s, strlen(s));
-	free(s);
-    }
 }
 
 /*
@@ -1006,7 +936,7 @@ char   *url_form_decode(const char *s, size_t len)
     dec = curl_easy_unescape(NULL, plus, (int) len, &n);
     xfree_secret(plus);
     if (dec == NULL) {
-	util_oom_hook();			/* libcurl: out of memory */
+	xalloc_fail();			/* libcurl: out of memory */
 	return (NULL);
     }
     out = xstrndup(dec, (size_t) n);

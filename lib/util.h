@@ -6,10 +6,7 @@
  * SYNOPSIS
  *	#include "util.h"
  * DESCRIPTION
- *	x*alloc() either succeed or do not return: on out of memory they
- *	call the OOM hook (default: print "4.3.0 out of memory" on stdout
- *	and exit with EX_TEMPFAIL, so the MTA keeps the message queued).
- *	The milter installs its own hook.
+ *	Memory: see xalloc.h (included here).
  *
  *	util_nodump() makes the process non-dumpable (no core file, no
  *	ptrace by the same user); call it at the top of main() and again
@@ -46,14 +43,8 @@
 #include <time.h>
 
 #include "strbuf.h"
+#include "xalloc.h"
 
-extern void *xmalloc(size_t);
-extern void *xcalloc(size_t, size_t);
-extern void *xrealloc(void *, size_t);
-extern char *xstrdup(const char *);
-extern char *xstrndup(const char *, size_t);
-extern void util_set_oom_hook(void (*hook) (void));
-extern void xfree_secret(char *);	/* cleanse, then free; NULL ok */
 extern void util_nodump(void);		/* no core file, no ptrace */
 
 /* Files. */

@@ -594,7 +594,7 @@ int     main(int argc, char **argv)
     strbuf_free(&errors);
 
     milter_open_log(conf);
-    util_set_oom_hook(milter_oom);
+    xalloc_set_oom_hook(milter_oom);
     signal(SIGPIPE, SIG_IGN);
 
     /* The pid file names the supervisor: it is the one to signal. */

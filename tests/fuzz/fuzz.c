@@ -36,7 +36,7 @@ int     fuzz_init(const char *name, int *argc, char ***argv)
     (void) argv;
     fuzz_name = name;
     (void) log_to_file("/dev/null");
-    util_set_oom_hook(fuzz_oom);
+    xalloc_set_oom_hook(fuzz_oom);
     return (0);
 }
 
