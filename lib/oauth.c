@@ -42,6 +42,7 @@
 #include "jwt.h"
 #include "log.h"
 #include "oauth.h"
+#include "source.h"
 #include "util.h"
 
 #define OAUTH_DEF_RESOURCE	"https://graph.microsoft.com"
@@ -617,11 +618,10 @@ static void oauth_scope_sources(const struct conf *conf,
 	if (src->acct != acct && (src->account == NULL || acct->name == NULL
 				  || strcmp(src->account, acct->name) != 0))
 	    continue;
-	if (src->mailbox == NULL || *src->mailbox == 0
-	    || (acct->mailbox && addr_same(src->mailbox, acct->mailbox)))
-	    own = 1;
-	else
+	if (source_shared_by(src, acct))
 	    shared = 1;
+	else
+	    own = 1;
     }
     if (own || shared) {
 	snprintf(one, sizeof(one), "%s/Mail.ReadWrite", res);

@@ -35,15 +35,25 @@ const char *source_mailbox(const struct conf_source *src)
 }
 
 /*
- * source_shared - does the source read another mailbox than its
- * account's own?  An account without a mailbox owns none.
+ * source_shared_by - does the source, read with account acct, read
+ * another mailbox than acct's own?  An account without a mailbox owns
+ * none; a source without a mailbox reads acct's (or /me).
  */
+int     source_shared_by(const struct conf_source *src,
+			         const struct conf_account *acct)
+{
+    const char *mb = src->mailbox && *src->mailbox ? src->mailbox :
+    acct ? acct->mailbox : NULL;
+
+    return (mb != NULL && *mb != 0 && (acct == NULL || acct->mailbox == NULL
+				       || !addr_same(mb, acct->mailbox)));
+}
+
+/* source_shared - source_shared_by() with the source's own account */
+
 int     source_shared(const struct conf_source *src)
 {
-    const char *mb = source_mailbox(src);
-
-    return (mb != NULL && (src->acct == NULL || src->acct->mailbox == NULL
-			   || !addr_same(mb, src->acct->mailbox)));
+    return (source_shared_by(src, src->acct));
 }
 
 /* source_folder - the folder path a source reads ("inbox" when unset) */

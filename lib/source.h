@@ -12,7 +12,8 @@
  *
  *	source_mailbox() is the mailbox a source reads: its own mailbox
  *	key, else its account's mailbox; NULL means the signed-in user's
- *	(/me).  source_shared() tells whether that is another mailbox
+ *	(/me).  source_shared() (source_shared_by() for a given account)
+ *	tells whether that is another mailbox
  *	than the account's own (a delegated account then needs
  *	Mail.ReadWrite.Shared and Full Access; the rule of oauth_scope()).
  *	source_folder() is the folder path it reads ("inbox" when unset).
@@ -93,6 +94,8 @@ struct source_folder {
 
 extern const char *source_mailbox(const struct conf_source *);
 extern int source_shared(const struct conf_source *);
+extern int source_shared_by(const struct conf_source *,
+			            const struct conf_account *);
 extern const char *source_folder(const struct conf_source *);
 extern int source_mailbox_missing(const struct http_resp *);
 extern enum source_folder_status source_resolve(const struct conf *,
