@@ -51,6 +51,7 @@
 #include "log.h"
 #include "oauth.h"
 #include "source.h"
+#include "statefile.h"
 #include "strbuf.h"
 #include "tokstore.h"
 #include "util.h"
@@ -104,36 +105,16 @@ static int ctl_account_sources(const struct conf *conf,
 }
 
 /*
- * ctl_chown_dir - give a state directory to the relay's user (root only),
- * through a descriptor: the user may control the parent directory, and
- * a chown by name would follow a symbolic link planted there.
- */
-static void ctl_chown_dir(const char *dir, uid_t uid, gid_t gid)
-{
-    char    err[512];
-    int     fd;
-
-    if ((fd = dir_open_owned(AT_FDCWD, dir, dir, uid, gid, FILE_CLAIM, err,
-			     sizeof(err))) < 0)
-	fprintf(stderr, "m365ctl: warning: %s\n", err);
-    else
-	close(fd);
-}
-
-/*
  * ctl_prepare_state - make sure state_dir/tokens exists and will belong
  * to the relay's user, and warn when token files written now could not
  * be read by m365-relay later.
  */
 static int ctl_prepare_state(const struct conf *conf)
 {
-    char    dir[4096];
     char    err[512];
-    struct stat st;
     uid_t   uid = (uid_t) -1;
     gid_t   gid = (gid_t) -1;
-    int     have_user;
-    int     created_state = 0;
+    int     have_user, fd;
 
     if (conf->state_dir == NULL || conf->state_dir[0] == 0) {
 	fprintf(stderr, "m365ctl: no state_dir in [global] of %s\n",
@@ -160,28 +141,13 @@ static int ctl_prepare_state(const struct conf *conf)
 		"or as %s\n", (long) geteuid(), conf->user, (long) uid,
 		(long) geteuid(), conf->user);
     }
-    if (stat(conf->state_dir, &st) < 0) {
-	if (mkdir_p(conf->state_dir, 0700, err, sizeof(err)) < 0) {
-	    fprintf(stderr, "m365ctl: %s\n", err);
-	    return (-1);
-	}
-	created_state = 1;
-    }
-    if (snprintf(dir, sizeof(dir), "%s/tokens", conf->state_dir)
-	>= (int) sizeof(dir)) {
-	fprintf(stderr, "m365ctl: state_dir path too long: %s\n",
-		conf->state_dir);
-	return (-1);
-    }
-    if (mkdir_p(dir, 0700, err, sizeof(err)) < 0) {
+    /* state_dir/tokens, given to the [global] user when root makes it. */
+    if ((fd = statefile_dir(conf, STATEFILE_TOKENS, 0, err,
+			    sizeof(err))) < 0) {
 	fprintf(stderr, "m365ctl: %s\n", err);
 	return (-1);
     }
-    if (geteuid() == 0 && have_user) {
-	if (created_state)
-	    ctl_chown_dir(conf->state_dir, uid, gid);
-	ctl_chown_dir(dir, uid, gid);
-    }
+    (void) close(fd);
     return (0);
 }
 
