@@ -665,11 +665,26 @@ static int addr_dot_atom(const char *s, size_t n)
     return (1);
 }
 
-/* addr_quote - header-safe addr-spec; free() the result */
+/* addr_quote - header-safe addr-spec of a written or internal address */
 
 char   *addr_quote(const char *addr)
 {
     char   *bare = addr_internal(addr);
+    char   *out = addr_quote_internal(bare);
+
+    free(bare);
+    return (out);
+}
+
+/*
+ * addr_quote_internal - header-safe addr-spec of an address that is
+ * already in internal form (addr_internal()); free() the result.  Its
+ * quotes are taken literally: the internal form of "\"a\".b"@x is
+ * "a".b@x, which addr_quote() would read as written (a.b@x).
+ */
+char   *addr_quote_internal(const char *addr)
+{
+    char   *bare = addr_strip(addr);
     const char *at = strrchr(bare, '@');
     size_t  llen = at ? (size_t) (at - bare) : strlen(bare);
     struct strbuf sb;

@@ -45,8 +45,11 @@
  *	local part unquoted (the form Postfix passes as ${recipient}).
  *	addr_quote() turns an internal or written address into an
  *	addr-spec that is safe in a header: the local part is quoted
- *	(RFC 5322 quoted-string) when it is not a dot-atom.  Results of
- *	addr_strip(), addr_internal() and addr_quote() are malloc()ed.
+ *	(RFC 5322 quoted-string) when it is not a dot-atom.
+ *	addr_quote_internal() does the same for an address known to be in
+ *	internal form, whose quote characters are literal (an internal
+ *	form can look like written quoting: "a".b@x).  Results of
+ *	addr_strip(), addr_internal() and addr_quote*() are malloc()ed.
  * DIAGNOSTICS
  *	addr_parse() returns -1 on unparseable input (unbalanced quotes,
  *	brackets or comments, a NUL byte, text after "<address>" without a
@@ -88,5 +91,6 @@ extern int addr_same(const char *a, const char *b);
 extern char *addr_strip(const char *addr);	/* "<a@b>" -> "a@b" */
 extern char *addr_internal(const char *addr);	/* "<\"a b\"@x>" -> a b@x */
 extern char *addr_quote(const char *addr);	/* a b@x -> "a b"@x */
+extern char *addr_quote_internal(const char *addr);
 
 #endif

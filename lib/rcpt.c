@@ -255,7 +255,7 @@ static char *rcpt_env_check(const char *env, char *err, size_t errlen)
 	return (NULL);
     }
     /* The Bcc: text must parse back to exactly this address. */
-    quoted = addr_quote(canon);
+    quoted = addr_quote_internal(canon);
     ok = addr_parse(quoted, strlen(quoted), &l) == 0 && l.n == 1
 	&& l.ngroups == 0 && !l.items[0].bad;
     if (ok) {
@@ -399,7 +399,7 @@ int     rcpt_rewrite(const char *raw, size_t hdrlen, char *const *env,
 	for (j = 0; e < ne; e++) {
 	    if (covered[e])
 		continue;
-	    q = addr_quote(envc[e]);
+	    q = addr_quote_internal(envc[e]);
 	    rcpt_fold_item(&o, j > 0, q, strlen(q));
 	    free(q);
 	    j++;

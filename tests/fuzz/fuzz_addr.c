@@ -103,7 +103,7 @@ static void fuzz_check_item(const char *v, const struct addr_item *it)
 
     /* What rcpt.c writes into Bcc: must parse back to the address. */
     if (fuzz_quotable(canon)) {
-	quoted = addr_quote(canon);
+	quoted = addr_quote_internal(canon);
 	if (addr_parse(quoted, strlen(quoted), &one) == 0 && one.n == 1
 	    && !one.items[0].bad && one.ngroups == 0) {
 	    back = addr_internal(one.items[0].addr);

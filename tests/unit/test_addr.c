@@ -306,6 +306,40 @@ static void test_quote_roundtrip(void)
     }
 }
 
+/*
+ * addr_quote_internal() takes quotes literally: the internal form of a
+ * written "\"a\".b"@x is "a".b@x, and quoting it must give back the
+ * written form, not a.b@x (fuzz_addr finding).
+ */
+static void test_quote_internal(void)
+{
+    static const struct {
+	const char *internal, *quote;
+    } cases[] = {
+	{"\"a\".b@x", "\"\\\"a\\\".b\"@x"},
+	{"\"a\".@e", "\"\\\"a\\\".\"@e"},
+	{"\"john doe\"@x", "\"\\\"john doe\\\"\"@x"},
+	{"john doe@x", "\"john doe\"@x"},
+	{"<plain@x>", "plain@x"},
+    };
+    size_t  i;
+    char   *q, *back;
+    struct addr_list l;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+	q = addr_quote_internal(cases[i].internal);
+	T_EQ_STR(q, cases[i].quote);
+	T_EQ_INT(addr_parse(q, strlen(q), &l), 0);
+	if (l.n == 1 && i < 4) {
+	    back = addr_internal(l.items[0].addr);
+	    T_EQ_STR(back, cases[i].internal);
+	    free(back);
+	}
+	addr_list_free(&l);
+	free(q);
+    }
+}
+
 /* test_nul - a NUL anywhere in the value is an error (fuzzer finding) */
 
 static void test_nul(void)
@@ -388,6 +422,7 @@ int     main(void)
     T_RUN(test_same);
     T_RUN(test_forms);
     T_RUN(test_quote_roundtrip);
+    T_RUN(test_quote_internal);
     T_RUN(test_nul);
     T_RUN(test_parts);
     return (T_DONE());

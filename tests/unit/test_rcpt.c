@@ -111,6 +111,16 @@ static const struct {
 	"john doe@x|root|<a\"b@x>",
 	"Subject: s\nBcc: \"john doe\"@x, root, \"a\\\"b\"@x\n",
     0, 0, 3},
+    /*
+     * A written local part whose internal form looks like quoting
+     * ("\"a\".b"@x is "a".b@x inside): the Bcc: names that mailbox,
+     * not a.b@x (fuzz_addr finding; the envelope used to be refused).
+     */
+    {"envelope local part with literal quotes",
+	"Subject: s\n",
+	"\"\\\"a\\\".b\"@x|<\"\\\"a\\\".\"@e>",
+	"Subject: s\nBcc: \"\\\"a\\\".b\"@x, \"\\\"a\\\".\"@e\n",
+    0, 0, 2},
     {"no line end at all: CRLF",
 	"Subject: x",
 	"a@x",
