@@ -364,12 +364,28 @@ static int fetch_graph(struct fetch_ctx *c, const char *method,
     return (STEP_OK);
 }
 
+/* fetch_error_detail - "STATUS CODE: message, request-id=..." of a reply */
+
+static void fetch_error_detail(const struct http_resp *resp, char *detail,
+			               size_t len)
+{
+    struct graph_error ge;
+
+    graph_parse_error(resp, &ge);
+    if (ge.code[0])
+	snprintf(detail, len, "%ld %s: %.200s%s%s", resp->status,
+		 ge.code, ge.message, ge.request_id[0] ? ", request-id=" : "",
+		 ge.request_id);
+    else
+	snprintf(detail, len, "HTTP %ld%s%s", resp->status,
+		 resp->request_id[0] ? ", request-id=" : "", resp->request_id);
+}
+
 /* fetch_graph_fail - a Graph reply that ends the round; STEP_STOP */
 
 static int fetch_graph_fail(struct fetch_ctx *c, const char *what,
 			            int rc, const struct http_resp *resp)
 {
-    struct graph_error ge;
     char    detail[400];
     char    remedy[400];
     const char *mb = c->mailbox ? c->mailbox : "(signed-in user)";
@@ -379,14 +395,7 @@ static int fetch_graph_fail(struct fetch_ctx *c, const char *what,
 	return (STEP_STOP);
     if (rc == -2)
 	return (fetch_defer(c, "%s: cannot reach Graph: %s", what, resp->error));
-    graph_parse_error(resp, &ge);
-    if (ge.code[0])
-	snprintf(detail, sizeof(detail), "%ld %s: %.200s%s%s", resp->status,
-		 ge.code, ge.message, ge.request_id[0] ? ", request-id=" : "",
-		 ge.request_id);
-    else
-	snprintf(detail, sizeof(detail), "HTTP %ld%s%s", resp->status,
-		 resp->request_id[0] ? ", request-id=" : "", resp->request_id);
+    fetch_error_detail(resp, detail, sizeof(detail));
 
     if (resp->status == 429 || resp->status == 503 || resp->status == 504) {
 	if (resp->retry_after > 0) {
@@ -1012,17 +1021,9 @@ static int fetch_value_skip(const struct http_resp *resp)
 static int fetch_value_failed(struct fetch_ctx *c, const char *id,
 			              const char *imid, const struct http_resp *resp)
 {
-    struct graph_error ge;
     char    detail[400];
 
-    graph_parse_error(resp, &ge);
-    if (ge.code[0])
-	snprintf(detail, sizeof(detail), "%ld %s: %.200s%s%s", resp->status,
-		 ge.code, ge.message, ge.request_id[0] ? ", request-id=" : "",
-		 ge.request_id);
-    else
-	snprintf(detail, sizeof(detail), "HTTP %ld%s%s", resp->status,
-		 resp->request_id[0] ? ", request-id=" : "", resp->request_id);
+    fetch_error_detail(resp, detail, sizeof(detail));
     c->out->deferred++;
     fetch_log(c, id, imid, 0, "none", "4.0.0", "deferred", detail);
     msg_warn("%s: id=%s: Graph cannot send the content of this message "
