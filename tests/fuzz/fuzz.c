@@ -8,6 +8,7 @@
  */
 #include "config.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,4 +86,29 @@ const char *fuzz_scratch(const char *file, char *path, size_t len)
     snprintf(path, len, "%s", fuzz_file);
     atexit(fuzz_cleanup);
     return (fuzz_dir);
+}
+
+/* fuzz_input_open - the scratch file a target feeds its inputs through */
+
+int     fuzz_input_open(const char *path)
+{
+    int     fd;
+
+    if ((fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0) {
+	perror(path);
+	abort();
+    }
+    return (fd);
+}
+
+/* fuzz_input_set - the file holds exactly this input, read from 0 */
+
+void    fuzz_input_set(int fd, const char *path, const uint8_t *data,
+		               size_t size)
+{
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, data, size, 0) != (ssize_t) size
+	|| lseek(fd, 0, SEEK_SET) != 0) {
+	perror(path);
+	abort();
+    }
 }

@@ -28,6 +28,11 @@
  *	temporary directory, returns its name and puts the path of FILE
  *	in it into path; both are removed at exit.  It aborts when it
  *	cannot.
+ *
+ *	fuzz_input_open() opens (creates) the file at path for the
+ *	inputs of a target that reads from a descriptor, as msg_read()
+ *	reads the MTA's pipe; fuzz_input_set() replaces its content with
+ *	one input and rewinds it.  Both abort() when they cannot.
  */
 #ifndef M365_FUZZ_H
 #define M365_FUZZ_H
@@ -42,5 +47,7 @@ extern int fuzz_init(const char *, int *, char ***);
 extern void fuzz_violated(const char *);
 extern int fuzz_printable(const char *, size_t);
 extern const char *fuzz_scratch(const char *, char *, size_t);
+extern int fuzz_input_open(const char *);
+extern void fuzz_input_set(int, const char *, const uint8_t *, size_t);
 
 #endif

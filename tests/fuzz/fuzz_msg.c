@@ -426,11 +426,7 @@ static void fuzz_read(const uint8_t *data, size_t size, off_t max_size,
     struct msg m;
     struct m365_result res;
 
-    if (ftruncate(fuzz_fd, 0) < 0 || pwrite(fuzz_fd, data, size, 0)
-	!= (ssize_t) size || lseek(fuzz_fd, 0, SEEK_SET) != 0) {
-	perror(fuzz_path);
-	abort();
-    }
+    fuzz_input_set(fuzz_fd, fuzz_path, data, size);
     if (msg_read(&m, fuzz_fd, fuzz_dir, max_size, &res) == 0)
 	fuzz_check_msg(&m, max_size, chunk, NULL);
     else
@@ -520,11 +516,7 @@ int     LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void) fuzz_init("fuzz_msg", argc, argv);
     fuzz_dir = fuzz_scratch("input", fuzz_path, sizeof(fuzz_path));
-    if ((fuzz_fd = open(fuzz_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
-			0600)) < 0) {
-	perror(fuzz_path);
-	abort();
-    }
+    fuzz_fd = fuzz_input_open(fuzz_path);
     return (0);
 }
 

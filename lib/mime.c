@@ -1,0 +1,1423 @@
+/*
+ * NAME
+ *	mime 3
+ * SUMMARY
+ *	streaming MIME structure parser, transfer decoding, RFC 2047/2231
+ * DESCRIPTION
+ *	See mime.h.  The scanner reads the body in blocks of MIME_BLOCK
+ *	bytes and hands out line pieces: a whole line when it fits in the
+ *	block, else pieces of it.  At the start of every line at least
+ *	MIME_LINE_HEAD bytes are in the buffer (unless the body ends
+ *	first), so a delimiter line, which is short, is always seen whole;
+ *	a longer line can never be one.  Delimiters are only looked for at
+ *	the start of a line and only while a multipart is open; the
+ *	innermost open multipart is tried first, and a delimiter of an
+ *	outer one ends every part inside it.
+ *
+ *	All text that leaves this module is valid UTF-8 without NUL
+ *	bytes: Graph takes JSON, and JSON strings are UTF-8.
+ * DIAGNOSTICS
+ *	Nothing here logs or exits.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <iconv.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "mime.h"
+#include "util.h"
+
+#define MIME_BLOCK	(64 * 1024)	/* body bytes read at a time */
+#define MIME_LINE_HEAD	1024		/* a delimiter line is shorter */
+#define MIME_TEXT_MAX	(16UL * 1024 * 1024)	/* converted text at most */
+#define MIME_SECTIONS	64		/* RFC 2231 continuations kept */
+
+/* UTF-8 of U+FFFD, the replacement character. */
+#define MIME_REPLACEMENT "\xEF\xBF\xBD"
+
+/* ------------------------------------------------------------ UTF-8 */
+
+/* mime_utf8_seq - length of the valid UTF-8 sequence at s, or 0 */
+
+static size_t mime_utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    unsigned char lo = 0x80, hi = 0xBF;
+    size_t  len, i;
+
+    if (c < 0x80)
+	return (1);
+    if (c >= 0xC2 && c <= 0xDF)
+	len = 2;
+    else if (c >= 0xE0 && c <= 0xEF)
+	len = 3;
+    else if (c >= 0xF0 && c <= 0xF4)
+	len = 4;
+    else
+	return (0);
+    if (n < len)
+	return (0);
+    /* The second byte's range excludes overlong forms and surrogates. */
+    if (c == 0xE0)
+	lo = 0xA0;
+    else if (c == 0xED)
+	hi = 0x9F;
+    else if (c == 0xF0)
+	lo = 0x90;
+    else if (c == 0xF4)
+	hi = 0x8F;
+    if (s[1] < lo || s[1] > hi)
+	return (0);
+    for (i = 2; i < len; i++)
+	if (s[i] < 0x80 || s[i] > 0xBF)
+	    return (0);
+    return (len);
+}
+
+/*
+ * mime_utf8_put - append s, keeping valid UTF-8; every byte that does
+ * not start a valid sequence, and NUL, becomes U+FFFD
+ */
+static void mime_utf8_put(struct strbuf *out, const unsigned char *s,
+			          size_t n)
+{
+    size_t  i = 0, run = 0, k;
+
+    while (i < n) {
+	if (s[i] != 0 && (k = mime_utf8_seq(s + i, n - i)) > 0) {
+	    i += k;
+	    run += k;
+	    continue;
+	}
+	strbuf_append(out, s + i - run, run);
+	strbuf_puts(out, MIME_REPLACEMENT);
+	run = 0;
+	i++;
+    }
+    strbuf_append(out, s + i - run, run);
+}
+
+/* mime_utf8_valid - is s (n bytes) valid UTF-8 without NUL? */
+
+static int mime_utf8_valid(const unsigned char *s, size_t n)
+{
+    size_t  i = 0, k;
+
+    while (i < n) {
+	if (s[i] == 0 || (k = mime_utf8_seq(s + i, n - i)) == 0)
+	    return (0);
+	i += k;
+    }
+    return (1);
+}
+
+/* mime_charset_utf8 - a charset whose text needs no conversion */
+
+static int mime_charset_utf8(const char *cs)
+{
+    return (cs == NULL || *cs == 0 || strcasecmp(cs, "utf-8") == 0
+	    || strcasecmp(cs, "utf8") == 0 || strcasecmp(cs, "us-ascii") == 0
+	    || strcasecmp(cs, "ascii") == 0);
+}
+
+/* mime_iconv_put - append text converted from charset cd; U+FFFD for junk */
+
+static void mime_iconv_put(struct strbuf *out, iconv_t cd,
+			           const char *s, size_t n)
+{
+    char    obuf[4096];
+    char   *ip;
+    size_t  ileft = n;
+    char   *op;
+    size_t  oleft;
+    size_t  rc;
+
+    memcpy(&ip, &s, sizeof(ip));		/* iconv() takes char ** */
+    while (ileft > 0 && !strbuf_failed(out)) {
+	op = obuf;
+	oleft = sizeof(obuf);
+	rc = iconv(cd, &ip, &ileft, &op, &oleft);
+	/* iconv's output is UTF-8; NUL still becomes U+FFFD. */
+	mime_utf8_put(out, (unsigned char *) obuf, (size_t) (op - obuf));
+	if (rc != (size_t) -1)
+	    continue;
+	if (errno == E2BIG)
+	    continue;
+	/* EILSEQ or EINVAL (cut short): one byte is junk, go on after it. */
+	strbuf_puts(out, MIME_REPLACEMENT);
+	ip++;
+	ileft--;
+	(void) iconv(cd, NULL, NULL, NULL, NULL);
+    }
+    op = obuf;
+    oleft = sizeof(obuf);
+    (void) iconv(cd, NULL, NULL, &op, &oleft);
+    strbuf_append(out, obuf, (size_t) (op - obuf));
+}
+
+/* mime_charset_put - append text in a charset as UTF-8 */
+
+static void mime_charset_put(struct strbuf *out, const char *charset,
+			             const char *s, size_t n)
+{
+    iconv_t cd;
+
+    if (mime_charset_utf8(charset)
+	|| mime_utf8_valid((const unsigned char *) s, n)) {
+	mime_utf8_put(out, (const unsigned char *) s, n);
+	return;
+    }
+    if ((cd = iconv_open("UTF-8", charset)) == (iconv_t) -1) {
+	mime_utf8_put(out, (const unsigned char *) s, n);
+	return;
+    }
+    mime_iconv_put(out, cd, s, n);
+    iconv_close(cd);
+}
+
+/* mime_to_utf8 - text in charset as UTF-8; malloc()ed; NULL: too long */
+
+char   *mime_to_utf8(const char *charset, const char *s, size_t n)
+{
+    struct strbuf out;
+
+    strbuf_init(&out, MIME_TEXT_MAX);
+    mime_charset_put(&out, charset, s, n);
+    if (!strbuf_failed(&out) && out.data == NULL)
+	strbuf_puts(&out, "");
+    return (strbuf_take(&out));
+}
+
+/* -------------------------------------------------- transfer decoding */
+
+static const signed char mime_b64[256] = {
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, -1, -1, 63,
+    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -1, -1, -1,
+    -1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+    15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, -1,
+    -1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+    41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+};
+
+/* Quoted-printable states. */
+#define QP_TEXT		0		/* ordinary text */
+#define QP_EQ		1		/* after "=" */
+#define QP_HEX		2		/* after "=" and one hex digit */
+#define QP_SOFT		3		/* after "=" and white space */
+
+/* mime_hex - value of a hex digit, or -1 */
+
+static int mime_hex(int c)
+{
+    if (c >= '0' && c <= '9')
+	return (c - '0');
+    if (c >= 'A' && c <= 'F')
+	return (c - 'A' + 10);
+    if (c >= 'a' && c <= 'f')
+	return (c - 'a' + 10);
+    return (-1);
+}
+
+/* mime_dec_init - a decoder for one transfer encoding */
+
+void    mime_dec_init(struct mime_dec *d, enum mime_cte cte)
+{
+    memset(d, 0, sizeof(*d));
+    d->cte = cte;
+}
+
+/* mime_b64_update - base64: skip junk, "=" ends a quantum */
+
+static size_t mime_b64_update(struct mime_dec *d, const unsigned char *in,
+			              size_t n, unsigned char *out)
+{
+    unsigned char *o = out;
+    size_t  i = 0;
+    int     a, b, c, e, v;
+
+    while (i < n) {
+	/* Fast path: four alphabet bytes on a quantum boundary. */
+	if (d->nacc == 0 && i + 4 <= n
+	    && (a = mime_b64[in[i]]) >= 0 && (b = mime_b64[in[i + 1]]) >= 0
+	    && (c = mime_b64[in[i + 2]]) >= 0
+	    && (e = mime_b64[in[i + 3]]) >= 0) {
+	    *o++ = (unsigned char) ((a << 2) | (b >> 4));
+	    *o++ = (unsigned char) (((b & 15) << 4) | (c >> 2));
+	    *o++ = (unsigned char) (((c & 3) << 6) | e);
+	    i += 4;
+	    continue;
+	}
+	if ((v = mime_b64[in[i]]) >= 0) {
+	    d->acc = (d->acc << 6) | (unsigned) v;
+	    if (++d->nacc == 4) {
+		*o++ = (unsigned char) (d->acc >> 16);
+		*o++ = (unsigned char) (d->acc >> 8);
+		*o++ = (unsigned char) d->acc;
+		d->acc = 0;
+		d->nacc = 0;
+	    }
+	} else if (in[i] == '=') {
+	    /* Padding: what the quantum holds so far is complete. */
+	    if (d->nacc == 2) {
+		*o++ = (unsigned char) (d->acc >> 4);
+	    } else if (d->nacc == 3) {
+		*o++ = (unsigned char) (d->acc >> 10);
+		*o++ = (unsigned char) (d->acc >> 2);
+	    }
+	    d->acc = 0;
+	    d->nacc = 0;
+	}
+	i++;
+    }
+    return ((size_t) (o - out));
+}
+
+/* mime_qp_ws - emit the pending white space (it is not at a line end) */
+
+static unsigned char *mime_qp_ws(struct mime_dec *d, unsigned char *o)
+{
+    memcpy(o, d->ws, d->nws);
+    o += d->nws;
+    d->nws = 0;
+    return (o);
+}
+
+/* mime_qp_update - quoted-printable, RFC 2045 section 6.7 */
+
+static size_t mime_qp_update(struct mime_dec *d, const unsigned char *in,
+			             size_t n, unsigned char *out)
+{
+    unsigned char *o = out;
+    size_t  i;
+    int     c, h;
+
+    for (i = 0; i < n; i++) {
+	c = in[i];
+	switch (d->qp) {
+	case QP_EQ:
+	    if (mime_hex(c) >= 0) {
+		d->qp_hex = (unsigned char) c;
+		d->qp = QP_HEX;
+		continue;
+	    }
+	    if (c == '\n') {			/* soft line break */
+		d->qp = QP_TEXT;
+		continue;
+	    }
+	    if (c == ' ' || c == '\t' || c == '\r') {
+		d->ws[d->nws++] = (unsigned char) c;
+		d->qp = QP_SOFT;
+		continue;
+	    }
+	    *o++ = '=';				/* not an escape: keep it */
+	    d->qp = QP_TEXT;
+	    break;
+	case QP_HEX:
+	    if ((h = mime_hex(c)) >= 0) {
+		*o++ = (unsigned char) ((mime_hex(d->qp_hex) << 4) | h);
+		d->qp = QP_TEXT;
+		continue;
+	    }
+	    *o++ = '=';
+	    *o++ = d->qp_hex;
+	    d->qp = QP_TEXT;
+	    break;
+	case QP_SOFT:
+	    /* "=" then white space: a soft break with padding ... */
+	    if (c == '\n') {
+		d->nws = 0;
+		d->qp = QP_TEXT;
+		continue;
+	    }
+	    if ((c == ' ' || c == '\t' || c == '\r')
+		&& d->nws < sizeof(d->ws)) {
+		d->ws[d->nws++] = (unsigned char) c;
+		continue;
+	    }
+	    /* ... or a lone "=" followed by text: keep it all. */
+	    *o++ = '=';
+	    o = mime_qp_ws(d, o);
+	    d->qp = QP_TEXT;
+	    break;
+	}
+	/* QP_TEXT, also for the byte that ended an escape attempt. */
+	if (c == ' ' || c == '\t' || c == '\r') {
+	    if (d->nws == sizeof(d->ws))
+		o = mime_qp_ws(d, o);
+	    d->ws[d->nws++] = (unsigned char) c;
+	} else if (c == '\n') {
+	    /* White space at the end of a line is not part of the text. */
+	    if (d->nws > 0 && d->ws[d->nws - 1] == '\r')
+		*o++ = '\r';
+	    d->nws = 0;
+	    *o++ = '\n';
+	} else if (c == '=') {
+	    o = mime_qp_ws(d, o);
+	    d->qp = QP_EQ;
+	} else {
+	    o = mime_qp_ws(d, o);
+	    *o++ = (unsigned char) c;
+	}
+    }
+    return ((size_t) (o - out));
+}
+
+/* mime_dec_update - decode n bytes; at most n + MIME_DEC_SLACK out */
+
+size_t  mime_dec_update(struct mime_dec *d, const unsigned char *in,
+			        size_t n, unsigned char *out)
+{
+    switch (d->cte) {
+    case MIME_CTE_BASE64:
+	return (mime_b64_update(d, in, n, out));
+    case MIME_CTE_QP:
+	return (mime_qp_update(d, in, n, out));
+    default:
+	memcpy(out, in, n);
+	return (n);
+    }
+}
+
+/* mime_dec_final - flush what is pending at the end of the input */
+
+size_t  mime_dec_final(struct mime_dec *d, unsigned char *out)
+{
+    unsigned char *o = out;
+
+    if (d->cte == MIME_CTE_BASE64) {
+	if (d->nacc == 2) {
+	    *o++ = (unsigned char) (d->acc >> 4);
+	} else if (d->nacc == 3) {
+	    *o++ = (unsigned char) (d->acc >> 10);
+	    *o++ = (unsigned char) (d->acc >> 2);
+	}
+    } else if (d->cte == MIME_CTE_QP) {
+	if (d->qp == QP_EQ) {
+	    *o++ = '=';
+	} else if (d->qp == QP_HEX) {
+	    *o++ = '=';
+	    *o++ = d->qp_hex;
+	}
+	/* QP_SOFT: a soft break at the very end; trailing blanks go. */
+    }
+    mime_dec_init(d, d->cte);
+    return ((size_t) (o - out));
+}
+
+/* ----------------------------------------------- header value syntax */
+
+/* mime_tspecial - RFC 2045 tspecials and controls end a token */
+
+static int mime_token_char(int c)
+{
+    return (c > ' ' && c < 127 && strchr("()<>@,;:\\\"/[]?=", c) == NULL);
+}
+
+/* mime_skip_cfws - skip white space and (nested) comments */
+
+static const char *mime_skip_cfws(const char *p)
+{
+    int     depth;
+
+    for (;;) {
+	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+	    p++;
+	if (*p != '(')
+	    return (p);
+	for (depth = 0; *p; p++) {
+	    if (*p == '\\' && p[1]) {
+		p++;
+		continue;
+	    }
+	    if (*p == '(')
+		depth++;
+	    else if (*p == ')' && --depth == 0) {
+		p++;
+		break;
+	    }
+	}
+    }
+}
+
+/*
+ * mime_param_value - read a parameter value at p (quoted string or
+ * token; a token runs to ";" and loses trailing white space, since
+ * many mailers leave names with spaces unquoted) into val; returns the
+ * position after it
+ */
+static const char *mime_param_value(const char *p, struct strbuf *val)
+{
+    const char *e;
+
+    strbuf_reset(val);
+    if (*p == '"') {
+	for (p++; *p && *p != '"'; p++) {
+	    if (*p == '\\' && p[1])
+		p++;
+	    strbuf_putc(val, *p);
+	}
+	if (*p == '"')
+	    p++;
+	while (*p && *p != ';')			/* junk after the quotes */
+	    p++;
+	return (p);
+    }
+    for (e = p; *e && *e != ';'; e++)
+	 /* void */ ;
+    while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+	e--;
+    strbuf_append(val, p, (size_t) (e - p));
+    while (*e && *e != ';')
+	e++;
+    return (e);
+}
+
+/*
+ * mime_param_next - the next "attribute=value" after *pp (which points
+ * into the value behind the type or disposition); 0 with attr (lower
+ * case) and val filled, -1 at the end
+ */
+static int mime_param_next(const char **pp, char *attr, size_t attrlen,
+			           struct strbuf *val)
+{
+    const char *p = *pp;
+    size_t  n;
+
+    for (;;) {
+	/* Skip to the next ";" that starts a parameter. */
+	while (*p && *p != ';') {
+	    if (*p == '"') {
+		for (p++; *p && *p != '"'; p++)
+		    if (*p == '\\' && p[1])
+			p++;
+		if (*p)
+		    p++;
+		continue;
+	    }
+	    p++;
+	}
+	if (*p == 0) {
+	    *pp = p;
+	    return (-1);
+	}
+	p = mime_skip_cfws(p + 1);
+	for (n = 0; mime_token_char((unsigned char) *p) || *p == '*'; p++)
+	    if (n + 1 < attrlen)
+		attr[n++] = (char) tolower((unsigned char) *p);
+	attr[n] = 0;
+	p = mime_skip_cfws(p);
+	if (n == 0 || *p != '=')
+	    continue;				/* not a parameter: skip it */
+	p = mime_skip_cfws(p + 1);
+	p = mime_param_value(p, val);
+	*pp = p;
+	return (0);
+    }
+}
+
+/* mime_pct_decode - RFC 2231 %XX decoding, appended to out */
+
+static void mime_pct_decode(struct strbuf *out, const char *s, size_t n)
+{
+    size_t  i;
+    int     h, l;
+
+    for (i = 0; i < n; i++) {
+	if (s[i] == '%' && i + 2 < n && (h = mime_hex(s[i + 1])) >= 0
+	    && (l = mime_hex(s[i + 2])) >= 0) {
+	    strbuf_putc(out, (h << 4) | l);
+	    i += 2;
+	} else {
+	    strbuf_putc(out, s[i]);
+	}
+    }
+}
+
+/* RFC 2231 sections of one parameter. */
+struct mime_sections {
+    char   *text[MIME_SECTIONS];	/* raw value of section k */
+    int     ext[MIME_SECTIONS];		/* section k was name*k* */
+    int     any;
+};
+
+/* mime_section_of - is attr name*, name*K or name*K*? Section or -1 */
+
+static int mime_section_of(const char *attr, const char *name, int *ext)
+{
+    size_t  n = strlen(name);
+    const char *p;
+    long    k = 0;
+
+    if (strncmp(attr, name, n) != 0 || attr[n] != '*')
+	return (-1);
+    p = attr + n + 1;
+    if (*p == 0) {				/* name*=charset'lang'value */
+	*ext = 1;
+	return (0);
+    }
+    if (!isdigit((unsigned char) *p) || (*p == '0' && isdigit((unsigned char) p[1])))
+	return (-1);
+    while (isdigit((unsigned char) *p) && k < MIME_SECTIONS)
+	k = k * 10 + (*p++ - '0');
+    if (k >= MIME_SECTIONS)
+	return (-1);
+    if (*p == '*' && p[1] == 0)
+	*ext = 1;
+    else if (*p == 0)
+	*ext = 0;
+    else
+	return (-1);
+    return ((int) k);
+}
+
+/* mime_sections_join - RFC 2231: charset from section 0, then decode */
+
+static char *mime_sections_join(struct mime_sections *sec)
+{
+    struct strbuf raw;
+    char    charset[64];
+    const char *t, *q1, *q2;
+    char   *res;
+    int     k;
+
+    strbuf_init(&raw, STRBUF_MAX_LINE);
+    charset[0] = 0;
+    for (k = 0; k < MIME_SECTIONS && sec->text[k]; k++) {
+	t = sec->text[k];
+	if (k == 0 && sec->ext[0] && (q1 = strchr(t, '\'')) != NULL
+	    && (q2 = strchr(q1 + 1, '\'')) != NULL) {
+	    snprintf(charset, sizeof(charset), "%.*s", (int) (q1 - t), t);
+	    t = q2 + 1;
+	}
+	if (sec->ext[k])
+	    mime_pct_decode(&raw, t, strlen(t));
+	else
+	    strbuf_puts(&raw, t);
+    }
+    res = strbuf_failed(&raw) ? NULL :
+	mime_to_utf8(charset, raw.data ? raw.data : "", raw.len);
+    strbuf_free(&raw);
+    return (res);
+}
+
+/* mime_param_raw - the plain value of a parameter, bytes as written */
+
+static char *mime_param_raw(const char *value, const char *name)
+{
+    struct strbuf val;
+    const char *p = value;
+    char    attr[80];
+    char   *res = NULL;
+
+    strbuf_init(&val, STRBUF_MAX_LINE);
+    while (res == NULL && mime_param_next(&p, attr, sizeof(attr), &val) == 0)
+	if (strcmp(attr, name) == 0 && !strbuf_failed(&val))
+	    res = xstrdup(val.data ? val.data : "");
+    strbuf_free(&val);
+    return (res);
+}
+
+/* mime_param - one parameter, RFC 2231 and RFC 2047 aware, UTF-8 */
+
+char   *mime_param(const char *value, const char *name)
+{
+    struct mime_sections sec;
+    struct strbuf val;
+    const char *p = value;
+    char    attr[80];
+    char    lname[80];
+    char   *plain = NULL, *res;
+    int     k, ext, i;
+
+    if (value == NULL)
+	return (NULL);
+    for (i = 0; name[i] && i < (int) sizeof(lname) - 1; i++)
+	lname[i] = (char) tolower((unsigned char) name[i]);
+    lname[i] = 0;
+    memset(&sec, 0, sizeof(sec));
+    strbuf_init(&val, STRBUF_MAX_LINE);
+    while (mime_param_next(&p, attr, sizeof(attr), &val) == 0) {
+	if (strbuf_failed(&val)) {
+	    strbuf_reset(&val);
+	    continue;
+	}
+	if (strcmp(attr, lname) == 0) {
+	    if (plain == NULL)
+		plain = xstrdup(val.data ? val.data : "");
+	} else if ((k = mime_section_of(attr, lname, &ext)) >= 0
+		   && sec.text[k] == NULL) {
+	    sec.text[k] = xstrdup(val.data ? val.data : "");
+	    sec.ext[k] = ext;
+	    sec.any = 1;
+	}
+    }
+    strbuf_free(&val);
+    if (sec.any) {
+	res = mime_sections_join(&sec);
+    } else if (plain != NULL) {
+	/* Not allowed by RFC 2047 in a quoted string, but common. */
+	res = mime_words(plain, strlen(plain));
+    } else {
+	res = NULL;
+    }
+    for (k = 0; k < MIME_SECTIONS; k++)
+	free(sec.text[k]);
+    free(plain);
+    return (res);
+}
+
+/* ------------------------------------------------------------ RFC 2047 */
+
+/*
+ * mime_word - an encoded word "=?charset?B|Q?text?=" at s (n bytes)?
+ * Its length, with charset (language dropped), encoding and text span.
+ */
+static size_t mime_word(const char *s, size_t n, char *cs, size_t cslen,
+			        int *enc, const char **text, size_t *tlen)
+{
+    size_t  i, c0, t0;
+
+    if (n < 8 || s[0] != '=' || s[1] != '?')
+	return (0);
+    for (i = 2; i < n && s[i] != '?' && mime_token_char((unsigned char) s[i]);
+	 i++)
+	 /* void */ ;
+    if (i == 2 || i >= n || s[i] != '?' || i - 2 >= cslen)
+	return (0);
+    c0 = i - 2;
+    memcpy(cs, s + 2, c0);
+    cs[c0] = 0;
+    if (strchr(cs, '*'))			/* RFC 2231 language */
+	*strchr(cs, '*') = 0;
+    i++;
+    if (i + 2 >= n || s[i + 1] != '?')
+	return (0);
+    if (s[i] == 'B' || s[i] == 'b')
+	*enc = 'B';
+    else if (s[i] == 'Q' || s[i] == 'q')
+	*enc = 'Q';
+    else
+	return (0);
+    i += 2;
+    t0 = i;
+    for (; i < n && s[i] > ' ' && s[i] < 127 && s[i] != '?'; i++)
+	 /* void */ ;
+    if (i + 1 >= n || s[i] != '?' || s[i + 1] != '=')
+	return (0);
+    *text = s + t0;
+    *tlen = i - t0;
+    return (i + 2);
+}
+
+/* mime_word_bytes - the bytes an encoded word's text stands for */
+
+static void mime_word_bytes(struct strbuf *raw, int enc, const char *t,
+			            size_t n)
+{
+    struct mime_dec d;
+    unsigned char out[256 + MIME_DEC_SLACK];
+    size_t  i, k, o;
+    int     h, l;
+
+    if (enc == 'B') {
+	mime_dec_init(&d, MIME_CTE_BASE64);
+	for (i = 0; i < n; i += k) {
+	    k = n - i < 256 ? n - i : 256;
+	    o = mime_dec_update(&d, (const unsigned char *) t + i, k, out);
+	    strbuf_append(raw, out, o);
+	}
+	o = mime_dec_final(&d, out);
+	strbuf_append(raw, out, o);
+	return;
+    }
+    for (i = 0; i < n; i++) {
+	if (t[i] == '_')
+	    strbuf_putc(raw, ' ');
+	else if (t[i] == '=' && i + 2 < n && (h = mime_hex(t[i + 1])) >= 0
+		 && (l = mime_hex(t[i + 2])) >= 0) {
+	    strbuf_putc(raw, (h << 4) | l);
+	    i += 2;
+	} else
+	    strbuf_putc(raw, t[i]);
+    }
+}
+
+/* mime_words - decode RFC 2047 encoded words; UTF-8, malloc()ed */
+
+char   *mime_words(const char *s, size_t n)
+{
+    struct strbuf out, raw;
+    char    cs[64], pend_cs[64];
+    const char *text;
+    size_t  i = 0, lit = 0, wlen, tlen, j;
+    int     enc, after_word = 0;
+
+    strbuf_init(&out, STRBUF_MAX_LINE);
+    strbuf_init(&raw, STRBUF_MAX_LINE);
+    pend_cs[0] = 0;
+    while (i < n) {
+	if (s[i] != '=' || (wlen = mime_word(s + i, n - i, cs, sizeof(cs),
+					     &enc, &text, &tlen)) == 0) {
+	    i++;
+	    continue;
+	}
+	/* Literal text since the last word; blanks between words go. */
+	for (j = lit; j < i && strchr(" \t\r\n", s[j]); j++)
+	     /* void */ ;
+	if (!(after_word && j == i)) {
+	    if (raw.len) {
+		mime_charset_put(&out, pend_cs, raw.data, raw.len);
+		strbuf_reset(&raw);
+	    }
+	    mime_utf8_put(&out, (const unsigned char *) s + lit, i - lit);
+	}
+	if (raw.len && strcasecmp(cs, pend_cs) != 0) {
+	    mime_charset_put(&out, pend_cs, raw.data, raw.len);
+	    strbuf_reset(&raw);
+	}
+	snprintf(pend_cs, sizeof(pend_cs), "%s", cs);
+	mime_word_bytes(&raw, enc, text, tlen);
+	i += wlen;
+	lit = i;
+	after_word = 1;
+    }
+    if (raw.len)
+	mime_charset_put(&out, pend_cs, raw.data, raw.len);
+    mime_utf8_put(&out, (const unsigned char *) s + lit, n - lit);
+    strbuf_free(&raw);
+    if (!strbuf_failed(&out) && out.data == NULL)
+	strbuf_puts(&out, "");
+    return (strbuf_take(&out));
+}
+
+/* ---------------------------------------------------------- one part */
+
+/* mime_is - does the part have this type ("text/html")? */
+
+int     mime_is(const struct mime_part *p, const char *type)
+{
+    return (strcmp(p->type, type) == 0);
+}
+
+/* mime_is_multipart - a multipart container (of subtype, when given) */
+
+int     mime_is_multipart(const struct mime_part *p, const char *subtype)
+{
+    return (p->multipart && (subtype == NULL
+			     || strcmp(p->type + 10, subtype) == 0));
+}
+
+/* mime_type_parse - "type/subtype" of a Content-Type value; 0 or -1 */
+
+static int mime_type_parse(const char *v, char *type, size_t len)
+{
+    const char *p = mime_skip_cfws(v);
+    size_t  n = 0;
+    int     slash = 0;
+
+    for (; mime_token_char((unsigned char) *p) || (*p == '/' && !slash); p++) {
+	if (*p == '/')
+	    slash = 1;
+	if (n + 1 >= len)
+	    return (-1);
+	type[n++] = (char) tolower((unsigned char) *p);
+    }
+    type[n] = 0;
+    if (!slash || type[0] == '/' || type[n - 1] == '/')
+	return (-1);
+    return (0);
+}
+
+/*
+ * mime_clean_name - a file name fit for an attachment: the part after
+ * the last "/" or "\", control characters made "_", surrounding blanks
+ * gone, at most MIME_NAME_MAX bytes (never cutting a character)
+ */
+static char *mime_clean_name(char *name)
+{
+    char   *p, *base = name;
+    size_t  n, k;
+
+    if (name == NULL)
+	return (NULL);
+    for (p = name; *p; p++)
+	if (*p == '/' || *p == '\\')
+	    base = p + 1;
+    memmove(name, base, strlen(base) + 1);
+    for (p = name; *p; p++)
+	if ((unsigned char) *p < 0x20 || *p == 0x7f)
+	    *p = '_';
+    for (p = name; *p == ' '; p++)
+	 /* void */ ;
+    memmove(name, p, strlen(p) + 1);
+    n = strlen(name);
+    while (n > 0 && name[n - 1] == ' ')
+	n--;
+    if (n > MIME_NAME_MAX) {
+	for (k = 0; k < MIME_NAME_MAX;) {
+	    size_t  s = mime_utf8_seq((unsigned char *) name + k, n - k);
+
+	    if (s == 0 || k + s > MIME_NAME_MAX)
+		break;
+	    k += s;
+	}
+	n = k;
+    }
+    name[n] = 0;
+    if (n == 0) {
+	free(name);
+	return (NULL);
+    }
+    return (name);
+}
+
+/* mime_clean_cid - a Content-ID without <>, printable, or NULL */
+
+static char *mime_clean_cid(char *v)
+{
+    char   *p = v, *e;
+
+    if (v == NULL)
+	return (NULL);
+    while (*p == ' ' || *p == '\t')
+	p++;
+    if (*p == '<')
+	p++;
+    for (e = p; *e > ' ' && *e < 127 && *e != '>' && *e != '<'; e++)
+	 /* void */ ;
+    if (e == p || e - p > 250) {
+	free(v);
+	return (NULL);
+    }
+    memmove(v, p, (size_t) (e - p));
+    v[e - p] = 0;
+    return (v);
+}
+
+/*
+ * mime_part_header - fill a part from its header section (hdr, len);
+ * in_digest: the default type is message/rfc822 (RFC 2046 5.1.5)
+ */
+static void mime_part_header(struct mime_part *p, const char *hdr,
+			             size_t len, int in_digest)
+{
+    size_t  pos;
+    char   *ct, *cte, *cd, *name = NULL, *cs;
+    const char *v;
+    char   *bnd;
+
+    pos = 0;
+    ct = msg_hdr_find(hdr, len, "Content-Type", &pos);
+    if (ct == NULL || mime_type_parse(ct, p->type, sizeof(p->type)) < 0)
+	snprintf(p->type, sizeof(p->type), "%s", in_digest ?
+		 "message/rfc822" : "text/plain");
+    if (ct && (cs = mime_param_raw(ct, "charset")) != NULL) {
+	char   *c;
+
+	for (c = cs; *c; c++)
+	    *c = (char) tolower((unsigned char) *c);
+	if (*cs && strlen(cs) < 64 && strspn(cs, "abcdefghijklmnopqrstuvwxyz"
+				       "0123456789-_.:+()") == strlen(cs))
+	    p->charset = cs;
+	else
+	    free(cs);
+    }
+    if (strncmp(p->type, "multipart/", 10) == 0 && ct
+	&& (bnd = mime_param_raw(ct, "boundary")) != NULL) {
+	/* RFC 2046: 1 to 70 characters; take up to 200 from the wild. */
+	if (*bnd && strlen(bnd) <= 200 && strpbrk(bnd, "\r\n") == NULL) {
+	    p->boundary = bnd;
+	    p->multipart = 1;
+	} else {
+	    free(bnd);
+	}
+    }
+
+    pos = 0;
+    p->cte = MIME_CTE_IDENTITY;
+    if ((cte = msg_hdr_find(hdr, len, "Content-Transfer-Encoding", &pos))) {
+	v = mime_skip_cfws(cte);
+	if (strncasecmp(v, "base64", 6) == 0)
+	    p->cte = MIME_CTE_BASE64;
+	else if (strncasecmp(v, "quoted-printable", 16) == 0)
+	    p->cte = MIME_CTE_QP;
+	else if (*v && strncasecmp(v, "7bit", 4) != 0
+		 && strncasecmp(v, "8bit", 4) != 0
+		 && strncasecmp(v, "binary", 6) != 0)
+	    p->cte = MIME_CTE_UNKNOWN;
+	free(cte);
+    }
+    /* A container or a message is never encoded (RFC 2045 6.4). */
+    if (p->multipart || mime_is(p, "message/rfc822"))
+	p->cte = MIME_CTE_IDENTITY;
+
+    pos = 0;
+    if ((cd = msg_hdr_find(hdr, len, "Content-Disposition", &pos))) {
+	v = mime_skip_cfws(cd);
+	if (strncasecmp(v, "inline", 6) == 0)
+	    p->disp = MIME_DISP_INLINE;
+	else if (strncasecmp(v, "attachment", 10) == 0)
+	    p->disp = MIME_DISP_ATTACHMENT;
+	name = mime_param(cd, "filename");
+	free(cd);
+    }
+    if (name == NULL && ct)
+	name = mime_param(ct, "name");
+    p->name = mime_clean_name(name);
+    free(ct);
+
+    pos = 0;
+    p->content_id = mime_clean_cid(msg_hdr_find(hdr, len, "Content-ID", &pos));
+}
+
+/* -------------------------------------------------------------- scanner */
+
+#define SCAN_HDR	0		/* reading a part header */
+#define SCAN_BODY	1		/* reading content */
+
+struct mime_scan {
+    struct mime *mime;
+    const struct msg *m;
+    off_t   body_len;
+    unsigned char buf[MIME_BLOCK];
+    size_t  pos, len;			/* unread bytes: buf[pos..len) */
+    off_t   base;			/* body offset of buf[0] */
+    int     eof;			/* the buffer reaches the body end */
+    int     open[MIME_MAX_DEPTH];	/* multiparts whose delimiters count */
+    int     nopen;
+    int     cur;			/* the part the next line belongs to */
+    int     state;
+    struct strbuf hdr;			/* header of part cur */
+    int     at_line_start;
+    int     last_cr;			/* the last piece ended with CR */
+    int     prev_eol;			/* length of the last line end */
+    int     stop;			/* a limit was reached */
+    char   *err;
+    size_t  errlen;
+};
+
+/* mime_body_read - body bytes at off (memory or spool); -1 on error */
+
+ssize_t mime_body_read(const struct msg *m, void *buf, size_t n, off_t off)
+{
+    size_t  done = 0;
+    ssize_t got;
+
+    if (off >= m->body_len)
+	return (0);
+    if ((off_t) n > m->body_len - off)
+	n = (size_t) (m->body_len - off);
+    if (m->body_fd < 0) {
+	if (m->body_mem.data == NULL)
+	    return (0);
+	memcpy(buf, m->body_mem.data + off, n);
+	return ((ssize_t) n);
+    }
+    while (done < n) {
+	got = pread(m->body_fd, (char *) buf + done, n - done,
+		    off + (off_t) done);
+	if (got < 0 && errno == EINTR)
+	    continue;
+	if (got < 0)
+	    return (-1);
+	if (got == 0) {
+	    errno = EIO;			/* shorter than it should be */
+	    return (-1);
+	}
+	done += (size_t) got;
+    }
+    return ((ssize_t) done);
+}
+
+/* mime_add_part - a new part; NULL over MIME_MAX_PARTS */
+
+static struct mime_part *mime_add_part(struct mime *mime, int parent)
+{
+    struct mime_part *p;
+
+    if (mime->nparts >= MIME_MAX_PARTS) {
+	mime->over_limit = 1;
+	return (NULL);
+    }
+    if (mime->nparts == mime->cap) {
+	mime->cap = mime->cap ? 2 * mime->cap : 16;
+	mime->parts = xrealloc(mime->parts, mime->cap * sizeof(*p));
+    }
+    p = mime->parts + mime->nparts++;
+    memset(p, 0, sizeof(*p));
+    p->parent = parent;
+    p->depth = parent < 0 ? 0 : mime->parts[parent].depth + 1;
+    return (p);
+}
+
+/* mime_scan_fill - move the unread bytes to the front, read more */
+
+static int mime_scan_fill(struct mime_scan *s)
+{
+    ssize_t got;
+
+    memmove(s->buf, s->buf + s->pos, s->len - s->pos);
+    s->base += (off_t) s->pos;
+    s->len -= s->pos;
+    s->pos = 0;
+    got = mime_body_read(s->m, s->buf + s->len, sizeof(s->buf) - s->len,
+			 s->base + (off_t) s->len);
+    if (got < 0) {
+	snprintf(s->err, s->errlen, "cannot read the spooled message body: %s",
+		 strerror(errno));
+	return (-1);
+    }
+    s->len += (size_t) got;
+    s->eof = (s->base + (off_t) s->len >= s->body_len);
+    return (0);
+}
+
+/* mime_scan_header_done - the header of part cur ends; content at off */
+
+static void mime_scan_header_done(struct mime_scan *s, off_t off)
+{
+    struct mime_part *p = s->mime->parts + s->cur;
+    const struct mime_part *parent = p->parent >= 0 ?
+    s->mime->parts + p->parent : NULL;
+
+    mime_part_header(p, s->hdr.data ? s->hdr.data : "", s->hdr.len,
+		     parent != NULL && mime_is_multipart(parent, "digest"));
+    strbuf_reset(&s->hdr);
+    p->body_start = off;
+    s->state = SCAN_BODY;
+    if (p->multipart) {
+	if (s->nopen >= MIME_MAX_DEPTH) {
+	    s->mime->over_limit = 1;
+	    s->stop = 1;
+	    return;
+	}
+	s->open[s->nopen++] = s->cur;
+    }
+}
+
+/* mime_scan_end - part i ends at a delimiter line at off (or the end) */
+
+static void mime_scan_end(struct mime_scan *s, int i, off_t off, int eol)
+{
+    struct mime_part *p = s->mime->parts + i;
+
+    if (i == s->cur && s->state == SCAN_HDR)
+	mime_scan_header_done(s, off);		/* a header without content */
+    if (p->ended)
+	return;
+    p->body_end = off - eol > p->body_start ? off - eol : p->body_start;
+    p->ended = 1;
+}
+
+/*
+ * mime_scan_delim - is the line piece (n bytes at q, at the start of a
+ * line) a delimiter of an open multipart?  Its level in s->open, or -1;
+ * *close when it is a close delimiter.
+ */
+static int mime_scan_delim(struct mime_scan *s, const unsigned char *q,
+			           size_t n, int complete, int *close)
+{
+    const char *b;
+    size_t  bl, k;
+    int     lvl;
+
+    if (!complete && !(s->eof && s->pos + n == s->len))
+	return (-1);				/* longer than any delimiter */
+    for (lvl = s->nopen - 1; lvl >= 0; lvl--) {
+	b = s->mime->parts[s->open[lvl]].boundary;
+	bl = strlen(b);
+	if (n < 2 + bl || memcmp(q + 2, b, bl) != 0)
+	    continue;
+	k = 2 + bl;
+	*close = 0;
+	if (k + 2 <= n && q[k] == '-' && q[k + 1] == '-') {
+	    *close = 1;
+	    k += 2;
+	}
+	while (k < n && (q[k] == ' ' || q[k] == '\t'))
+	    k++;				/* transport padding */
+	if (k < n && q[k] == '\r')
+	    k++;
+	if (k < n && q[k] == '\n')
+	    k++;
+	if (k == n)
+	    return (lvl);
+    }
+    return (-1);
+}
+
+/* mime_scan_delimiter - a delimiter of open[lvl] at off; next line at next */
+
+static void mime_scan_delimiter(struct mime_scan *s, int lvl, int close,
+				        off_t off, off_t next)
+{
+    int     mp = s->open[lvl];
+    int     i;
+    struct mime_part *np;
+
+    /* Every part inside multipart mp that is still open ends here. */
+    for (i = s->cur; i >= 0 && i != mp; i = s->mime->parts[i].parent)
+	mime_scan_end(s, i, off, s->prev_eol);
+    if (close) {
+	/* Its epilogue follows: part of mp, no more delimiters of it. */
+	s->mime->parts[mp].closed = 1;
+	s->nopen = lvl;
+	s->cur = mp;
+	s->state = SCAN_BODY;
+	return;
+    }
+    s->nopen = lvl + 1;
+    if ((np = mime_add_part(s->mime, mp)) == NULL) {
+	s->stop = 1;
+	return;
+    }
+    np->start = off;
+    np->body_start = next;
+    s->cur = (int) (np - s->mime->parts);
+    s->state = SCAN_HDR;
+    strbuf_reset(&s->hdr);
+}
+
+/* mime_scan_piece - one line piece (n bytes at body offset off) */
+
+static void mime_scan_piece(struct mime_scan *s, const unsigned char *q,
+			            size_t n, int complete, off_t off)
+{
+    int     lvl, close;
+
+    if (s->at_line_start && s->nopen > 0 && n >= 2 && q[0] == '-'
+	&& q[1] == '-'
+	&& (lvl = mime_scan_delim(s, q, n, complete, &close)) >= 0) {
+	mime_scan_delimiter(s, lvl, close, off, off + (off_t) n);
+    } else if (s->state == SCAN_HDR) {
+	if (s->at_line_start && complete
+	    && (n == 1 || (n == 2 && q[0] == '\r')))
+	    mime_scan_header_done(s, off + (off_t) n);
+	else if (s->hdr.len + n <= MIME_MAX_PART_HEADER)
+	    strbuf_append(&s->hdr, q, n);	/* longer: the rest is lost */
+    }
+    if (complete)
+	s->prev_eol = (n >= 2 ? q[n - 2] == '\r' : s->last_cr) ? 2 : 1;
+    s->last_cr = (q[n - 1] == '\r');
+    s->at_line_start = complete;
+}
+
+/* mime_parse - the structure of message m; see mime.h */
+
+int     mime_parse(struct mime *mime, const struct msg *m, char *err,
+		           size_t errlen)
+{
+    struct mime_scan *s;
+    struct mime_part *root;
+    const unsigned char *q, *nl;
+    size_t  n;
+    int     i, ret = 0;
+
+    memset(mime, 0, sizeof(*mime));
+    root = mime_add_part(mime, -1);
+    mime_part_header(root, m->hdr.data ? m->hdr.data : "", m->hdr.len, 0);
+    root->body_start = 0;
+
+    s = xcalloc(1, sizeof(*s));
+    s->mime = mime;
+    s->m = m;
+    s->body_len = m->body_len;
+    s->err = err;
+    s->errlen = errlen;
+    s->at_line_start = 1;
+    s->state = SCAN_BODY;
+    s->cur = 0;
+    strbuf_init(&s->hdr, MIME_MAX_PART_HEADER + MIME_BLOCK);
+    if (root->multipart)
+	s->open[s->nopen++] = 0;
+
+    /* A single part message has no structure to read. */
+    while (s->nopen > 0 || s->state == SCAN_HDR) {
+	if ((s->pos == s->len || (s->at_line_start
+				  && s->len - s->pos < MIME_LINE_HEAD))
+	    && !s->eof && mime_scan_fill(s) < 0) {
+	    ret = -1;
+	    break;
+	}
+	if (s->pos == s->len)
+	    break;				/* the end of the body */
+	q = s->buf + s->pos;
+	nl = memchr(q, '\n', s->len - s->pos);
+	n = nl ? (size_t) (nl - q) + 1 : s->len - s->pos;
+	mime_scan_piece(s, q, n, nl != NULL, s->base + (off_t) s->pos);
+	s->pos += n;
+	if (s->stop) {
+	    snprintf(err, errlen, "the message has more than %d MIME parts "
+		     "or parts nested more than %d deep", MIME_MAX_PARTS,
+		     MIME_MAX_DEPTH);
+	    ret = -1;
+	    break;
+	}
+    }
+    /* The end of the body ends every part still open. */
+    for (i = s->cur; i >= 0; i = mime->parts[i].parent)
+	mime_scan_end(s, i, s->body_len, 0);
+    for (i = 0; i < (int) mime->nparts; i++)
+	if (!mime->parts[i].ended) {
+	    mime->parts[i].body_end = mime->parts[i].body_start;
+	    mime->parts[i].ended = 1;
+	}
+    strbuf_free(&s->hdr);
+    free(s);
+    return (ret);
+}
+
+/* mime_free - release the parts */
+
+void    mime_free(struct mime *mime)
+{
+    size_t  i;
+
+    for (i = 0; i < mime->nparts; i++) {
+	free(mime->parts[i].charset);
+	free(mime->parts[i].boundary);
+	free(mime->parts[i].name);
+	free(mime->parts[i].content_id);
+    }
+    free(mime->parts);
+    memset(mime, 0, sizeof(*mime));
+}
+
+/* ---------------------------------------------------- decoded content */
+
+struct mime_stream {
+    const struct msg *m;
+    off_t   start, end;			/* encoded content span */
+    off_t   pos;			/* next encoded byte to read */
+    struct mime_dec dec;
+    enum mime_cte cte;
+    int     done;			/* final() called */
+    size_t  olen, ooff;			/* decoded bytes in out[] */
+    unsigned char in[MIME_BLOCK];
+    unsigned char out[MIME_BLOCK + MIME_DEC_SLACK];
+    char    error[256];
+};
+
+/* mime_stream_open - the decoded content of part p */
+
+struct mime_stream *mime_stream_open(const struct msg *m,
+				             const struct mime_part *p)
+{
+    struct mime_stream *s = xcalloc(1, sizeof(*s));
+
+    s->m = m;
+    s->start = p->body_start;
+    s->end = p->body_end;
+    s->cte = p->cte;
+    mime_stream_rewind(s);
+    return (s);
+}
+
+/* mime_stream_rewind - start over */
+
+void    mime_stream_rewind(struct mime_stream *s)
+{
+    s->pos = s->start;
+    s->done = 0;
+    s->olen = s->ooff = 0;
+    s->error[0] = 0;
+    mime_dec_init(&s->dec, s->cte);
+}
+
+/* mime_stream_read - up to n decoded bytes; 0 at the end, -1 error */
+
+ssize_t mime_stream_read(struct mime_stream *s, void *buf, size_t n)
+{
+    size_t  done = 0, k;
+    ssize_t got;
+
+    while (done < n) {
+	if (s->ooff < s->olen) {
+	    k = s->olen - s->ooff;
+	    k = k < n - done ? k : n - done;
+	    memcpy((char *) buf + done, s->out + s->ooff, k);
+	    s->ooff += k;
+	    done += k;
+	    continue;
+	}
+	if (s->done)
+	    break;
+	s->ooff = 0;
+	k = sizeof(s->in);
+	if ((off_t) k > s->end - s->pos)
+	    k = (size_t) (s->end - s->pos);
+	if (k == 0) {
+	    s->olen = mime_dec_final(&s->dec, s->out);
+	    s->done = 1;
+	    continue;
+	}
+	if ((got = mime_body_read(s->m, s->in, k, s->pos)) <= 0) {
+	    snprintf(s->error, sizeof(s->error), "cannot read the spooled "
+		     "message body: %s", got < 0 ? strerror(errno) :
+		     "the file is shorter than expected");
+	    return (-1);
+	}
+	s->pos += got;
+	s->olen = mime_dec_update(&s->dec, s->in, (size_t) got, s->out);
+    }
+    return ((ssize_t) done);
+}
+
+/* mime_stream_error - why mime_stream_read() failed */
+
+const char *mime_stream_error(const struct mime_stream *s)
+{
+    return (s->error);
+}
+
+/* mime_stream_close - release the stream; NULL is fine */
+
+void    mime_stream_close(struct mime_stream *s)
+{
+    free(s);
+}
+
+/* mime_decoded_size - the exact decoded size of part p */
+
+int     mime_decoded_size(const struct msg *m, const struct mime_part *p,
+			          off_t *size, char *err, size_t errlen)
+{
+    struct mime_stream *s;
+    unsigned char *sink;
+    ssize_t got;
+    off_t   total = 0;
+
+    if (p->cte == MIME_CTE_IDENTITY) {
+	*size = p->body_end - p->body_start;
+	return (0);
+    }
+    s = mime_stream_open(m, p);
+    sink = xmalloc(MIME_BLOCK);
+    while ((got = mime_stream_read(s, sink, MIME_BLOCK)) > 0)
+	total += got;
+    free(sink);
+    if (got < 0) {
+	snprintf(err, errlen, "%s", mime_stream_error(s));
+	mime_stream_close(s);
+	return (-1);
+    }
+    mime_stream_close(s);
+    *size = total;
+    return (0);
+}

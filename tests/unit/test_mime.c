@@ -1,0 +1,573 @@
+/* test_mime - MIME structure, transfer decoding, RFC 2047 / RFC 2231 names */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "mime.h"
+#include "msg.h"
+#include "strbuf.h"
+#include "util.h"
+#include "t.h"
+#include "t_file.h"
+
+static char tmpdir[256];
+
+/*
+ * make_msg - message text (LF or CRLF) read as the relay reads it: from a
+ * file through msg_read() (spooled: spool 1), or built as the milter
+ * builds it, the body in memory (spool 0)
+ */
+static void make_msg(struct msg *m, const char *text, int spool)
+{
+    struct m365_result res;
+    char    path[300];
+    const char *body, *line, *end, *colon;
+    char   *name, *value;
+    int     fd;
+
+    if (spool) {
+	snprintf(path, sizeof(path), "%s/in.XXXXXX", tmpdir);
+	fd = mkstemp(path);
+	unlink(path);
+	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t) strlen(text)
+	    || lseek(fd, 0, SEEK_SET) != 0) {
+	    printf("not ok - cannot write the test message\n");
+	    exit(1);
+	}
+	T_EQ_INT(msg_read(m, fd, tmpdir, 0, &res), 0);
+	close(fd);
+	T_OK(m->body_len == 0 || m->body_fd >= 0);
+	return;
+    }
+    msg_init(m, tmpdir, 64 * 1024 * 1024, 0);
+    body = strstr(text, "\n\n");
+    body = body ? body + 2 : text + strlen(text);
+    for (line = text; line < body - 1; line = end + 1) {
+	end = strchr(line, '\n');
+	colon = memchr(line, ':', (size_t) (end - line));
+	name = xstrndup(line, (size_t) (colon - line));
+	value = xstrndup(colon + 2, (size_t) (end - colon - 2));
+	T_EQ_INT(msg_add_header(m, name, value, &res), 0);
+	free(name);
+	free(value);
+    }
+    T_EQ_INT(msg_add_body(m, body, strlen(body), &res), 0);
+    T_EQ_INT(msg_finish(m, &res), 0);
+    T_OK(m->body_fd < 0);
+}
+
+/* content - the decoded content of a part, NUL-terminated; free() it */
+
+static char *content(const struct msg *m, const struct mime_part *p,
+		             size_t *len)
+{
+    struct mime_stream *s = mime_stream_open(m, p);
+    struct strbuf sb;
+    char    buf[7];				/* odd reads on purpose */
+    ssize_t got;
+    off_t   size;
+    char    err[256];
+
+    strbuf_init(&sb, 64 * 1024 * 1024);
+    while ((got = mime_stream_read(s, buf, sizeof(buf))) > 0)
+	strbuf_append(&sb, buf, (size_t) got);
+    T_EQ_INT(got, 0);
+    mime_stream_close(s);
+    T_EQ_INT(mime_decoded_size(m, p, &size, err, sizeof(err)), 0);
+    T_EQ_INT(size, (long long) sb.len);
+    *len = sb.len;
+    if (sb.data == NULL)
+	strbuf_puts(&sb, "");
+    return (strbuf_take(&sb));
+}
+
+/* raw - the raw content span of a part as a string; free() it */
+
+static char *raw(const struct msg *m, const struct mime_part *p)
+{
+    size_t  n = (size_t) (p->body_end - p->body_start);
+    char   *s = xmalloc(n + 1);
+
+    T_EQ_INT(mime_body_read(m, s, n, p->body_start), (long long) n);
+    s[n] = 0;
+    return (s);
+}
+
+static const char nested[] =
+"From: a@example.com\n"
+"To: b@example.com\n"
+"Subject: nested\n"
+"MIME-Version: 1.0\n"
+"Content-Type: multipart/mixed; boundary=\"outer\"\n"
+"\n"
+"preamble\n"
+"--outer\n"
+"Content-Type: multipart/alternative; boundary=alt\n"
+"\n"
+"--alt\n"
+"Content-Type: text/plain; charset=ISO-8859-1\n"
+"Content-Transfer-Encoding: quoted-printable\n"
+"\n"
+"Gr=FC=DFe,  \n"
+"soft =\n"
+"break =3D done\n"
+"--alt\n"
+"Content-Type: multipart/related; boundary=\"rel\"; type=\"text/html\"\n"
+"\n"
+"--rel\n"
+"Content-Type: text/html; charset=utf-8\n"
+"\n"
+"<img src=\"cid:logo@x\">\n"
+"--rel\n"
+"Content-Type: image/png; name=\"logo.png\"\n"
+"Content-ID: <logo@x>\n"
+"Content-Disposition: inline\n"
+"Content-Transfer-Encoding: base64\n"
+"\n"
+"iVBORw0KGgo=\n"
+"--rel--\n"
+"--alt--\n"
+"\n"
+"--outer\n"
+"Content-Type: application/pdf\n"
+"Content-Disposition: attachment;\n"
+" filename*0*=utf-8''%E2%82%AC%20Rech;\n"
+" filename*1=\"nung 1.pdf\"\n"
+"Content-Transfer-Encoding: base64\n"
+"\n"
+"JVBERi0xLjQK\n"
+"JSVFT0YK\n"
+"--outer\n"
+"Content-Type: message/rfc822\n"
+"\n"
+"From: c@example.com\n"
+"Subject: inner\n"
+"Content-Type: multipart/mixed; boundary=inner\n"
+"\n"
+"--inner\n"
+"\n"
+"inner text\n"
+"--inner--\n"
+"--outer--\n"
+"epilogue\n";
+
+/* test_nested - the parts of a typical message, spooled and in memory */
+
+static void test_nested(void)
+{
+    struct msg m;
+    struct mime mime;
+    const struct mime_part *p;
+    char    err[256];
+    char   *c;
+    size_t  len;
+    int     spool;
+
+    for (spool = 0; spool < 2; spool++) {
+	make_msg(&m, nested, spool);
+	T_EQ_INT(mime_parse(&mime, &m, err, sizeof(err)), 0);
+	T_EQ_INT(mime.nparts, 8);
+	if (mime.nparts != 8) {
+	    msg_free(&m);
+	    mime_free(&mime);
+	    continue;
+	}
+	p = mime.parts;
+	T_EQ_STR(p[0].type, "multipart/mixed");
+	T_EQ_STR(p[0].boundary, "outer");
+	T_EQ_INT(p[0].closed, 1);
+	T_EQ_STR(p[1].type, "multipart/alternative");
+	T_EQ_INT(p[1].parent, 0);
+	T_EQ_STR(p[2].type, "text/plain");
+	T_EQ_STR(p[2].charset, "iso-8859-1");
+	T_EQ_INT(p[2].cte, MIME_CTE_QP);
+	T_EQ_INT(p[2].parent, 1);
+	T_EQ_INT(p[2].depth, 2);
+	c = content(&m, &p[2], &len);
+	T_EQ_STR(c, "Gr\xfc\xdf" "e,\r\nsoft break = done");
+	free(c);
+	T_EQ_STR(p[3].type, "multipart/related");
+	T_EQ_STR(p[4].type, "text/html");
+	c = raw(&m, &p[4]);
+	T_EQ_STR(c, "<img src=\"cid:logo@x\">");
+	free(c);
+	T_EQ_STR(p[5].type, "image/png");
+	T_EQ_STR(p[5].name, "logo.png");
+	T_EQ_STR(p[5].content_id, "logo@x");
+	T_EQ_INT(p[5].disp, MIME_DISP_INLINE);
+	c = content(&m, &p[5], &len);
+	T_EQ_INT(len, 8);
+	T_OK(memcmp(c, "\x89PNG\r\n\x1a\n", 8) == 0);
+	free(c);
+	T_EQ_STR(p[6].type, "application/pdf");
+	T_EQ_STR(p[6].name, "\xE2\x82\xAC Rechnung 1.pdf");
+	T_EQ_INT(p[6].disp, MIME_DISP_ATTACHMENT);
+	c = content(&m, &p[6], &len);
+	T_EQ_STR(c, "%PDF-1.4\n%%EOF\n");
+	free(c);
+	/* The alternative ends with its close delimiter; mixed goes on. */
+	T_EQ_INT(p[1].closed, 1);
+	T_OK(p[1].body_end < p[6].start);
+	/* A forwarded message is one leaf, its inner boundary unseen. */
+	T_EQ_STR(p[7].type, "message/rfc822");
+	T_EQ_INT(p[7].multipart, 0);
+	c = raw(&m, &p[7]);
+	T_OK(strncmp(c, "From: c@example.com\r\n", 21) == 0);
+	T_OK(strlen(c) > 5 && strcmp(c + strlen(c) - 9, "--inner--") == 0);
+	free(c);
+	T_EQ_INT(p[7].parent, 0);
+	/* The epilogue is the mixed part's, after its close delimiter. */
+	c = raw(&m, &p[0]);
+	T_OK(strlen(c) > 10 && strcmp(c + strlen(c) - 10, "epilogue\r\n") == 0);
+	free(c);
+	mime_free(&mime);
+	msg_free(&m);
+    }
+}
+
+/* test_outer_ends_inner - an outer delimiter ends an unclosed inner part */
+
+static void test_outer_ends_inner(void)
+{
+    static const char text[] =
+    "Content-Type: multipart/mixed; boundary=a\n"
+    "\n"
+    "--a\n"
+    "Content-Type: multipart/alternative; boundary=\"b\"\n"
+    "\n"
+    "--b\n"
+    "\n"
+    "one\n"
+    "--a\n"
+    "Content-Type: text/plain\n"
+    "\n"
+    "two\n"
+    "--a--\n";
+    struct msg m;
+    struct mime mime;
+    char    err[256];
+    char   *c;
+
+    make_msg(&m, text, 1);
+    T_EQ_INT(mime_parse(&mime, &m, err, sizeof(err)), 0);
+    T_EQ_INT(mime.nparts, 4);
+    if (mime.nparts == 4) {
+	T_EQ_INT(mime.parts[1].closed, 0);
+	T_EQ_INT(mime.parts[2].parent, 1);
+	c = raw(&m, &mime.parts[2]);
+	T_EQ_STR(c, "one");
+	free(c);
+	T_EQ_INT(mime.parts[3].parent, 0);
+	c = raw(&m, &mime.parts[3]);
+	T_EQ_STR(c, "two");
+	free(c);
+    }
+    mime_free(&mime);
+    msg_free(&m);
+}
+
+/* test_unclosed - no close delimiter, no final line end: ends at the end */
+
+static void test_unclosed(void)
+{
+    static const char text[] =
+    "Content-Type: multipart/mixed; boundary=\"x y\"\n"
+    "\n"
+    "--x y  \n"
+    "Content-Type: application/octet-stream\n"
+    "Content-Transfer-Encoding: base64\n"
+    "\n"
+    "AAEC\n"
+    "AwQ";
+    struct msg m;
+    struct mime mime;
+    char    err[256];
+    char   *c;
+    size_t  len;
+
+    make_msg(&m, text, 0);
+    T_EQ_INT(mime_parse(&mime, &m, err, sizeof(err)), 0);
+    T_EQ_INT(mime.nparts, 2);
+    if (mime.nparts == 2) {
+	c = content(&m, &mime.parts[1], &len);
+	T_EQ_INT(len, 5);
+	T_OK(memcmp(c, "\0\1\2\3\4", 5) == 0);
+	free(c);
+	T_EQ_INT(mime.parts[1].body_end, m.body_len);
+	T_EQ_INT(mime.parts[0].closed, 0);
+    }
+    mime_free(&mime);
+    msg_free(&m);
+}
+
+/* test_single - a message that is one part; no boundary: one leaf */
+
+static void test_single(void)
+{
+    static const char text[] =
+    "Content-Type: application/pdf; name==?iso-8859-1?q?Pr=FCfung?=.pdf\n"
+    "Content-Transfer-Encoding: base64\n"
+    "\n"
+    "JVBERi0xLjQK\n";
+    static const char nobnd[] =
+    "Content-Type: multipart/mixed\n"
+    "\n"
+    "--x\n"
+    "\n"
+    "text\n";
+    struct msg m;
+    struct mime mime;
+    char    err[256];
+    char   *c;
+    size_t  len;
+
+    make_msg(&m, text, 1);
+    T_EQ_INT(mime_parse(&mime, &m, err, sizeof(err)), 0);
+    T_EQ_INT(mime.nparts, 1);
+    T_EQ_STR(mime.parts[0].type, "application/pdf");
+    T_EQ_STR(mime.parts[0].name, "Pr\xC3\xBC" "fung.pdf");
+    c = content(&m, &mime.parts[0], &len);
+    T_EQ_STR(c, "%PDF-1.4\n");
+    free(c);
+    mime_free(&mime);
+    msg_free(&m);
+
+    make_msg(&m, nobnd, 1);
+    T_EQ_INT(mime_parse(&mime, &m, err, sizeof(err)), 0);
+    T_EQ_INT(mime.nparts, 1);
+    T_EQ_INT(mime.parts[0].multipart, 0);
+    mime_free(&mime);
+    msg_free(&m);
+}
+
+/* test_digest - multipart/digest parts default to message/rfc822 */
+
+static void test_digest(void)
+{
+    static const char text[] =
+    "Content-Type: multipart/digest; boundary=d\n"
+    "\n"
+    "--d\n"
+    "\n"
+    "Subject: one\n"
+    "\n"
+    "body\n"
+    "--d--\n";
+    struct msg m;
+    struct mime mime;
+    char    err[256];
+
+    make_msg(&m, text, 1);
+    T_EQ_INT(mime_parse(&mime, &m, err, sizeof(err)), 0);
+    T_EQ_INT(mime.nparts, 2);
+    if (mime.nparts == 2)
+	T_EQ_STR(mime.parts[1].type, "message/rfc822");
+    mime_free(&mime);
+    msg_free(&m);
+}
+
+/* test_limits - too many parts, too deep: -1, over_limit, no crash */
+
+static void test_limits(void)
+{
+    struct strbuf sb;
+    struct msg m;
+    struct mime mime;
+    char    err[256];
+    int     i;
+
+    strbuf_init(&sb, 16 * 1024 * 1024);
+    strbuf_puts(&sb, "Content-Type: multipart/mixed; boundary=z\n\n");
+    for (i = 0; i < MIME_MAX_PARTS + 5; i++)
+	strbuf_puts(&sb, "--z\n\nx\n");
+    strbuf_puts(&sb, "--z--\n");
+    make_msg(&m, sb.data, 1);
+    T_EQ_INT(mime_parse(&mime, &m, err, sizeof(err)), -1);
+    T_EQ_INT(mime.over_limit, 1);
+    T_EQ_INT(mime.nparts, MIME_MAX_PARTS);
+    T_CONTAINS(err, "more than");
+    mime_free(&mime);
+    msg_free(&m);
+
+    strbuf_reset(&sb);
+    strbuf_puts(&sb, "Content-Type: multipart/mixed; boundary=z0\n\n");
+    for (i = 1; i < MIME_MAX_DEPTH + 3; i++)
+	strbuf_printf(&sb, "--z%d\nContent-Type: multipart/mixed; "
+		      "boundary=z%d\n\n", i - 1, i);
+    make_msg(&m, sb.data, 0);
+    T_EQ_INT(mime_parse(&mime, &m, err, sizeof(err)), -1);
+    T_EQ_INT(mime.over_limit, 1);
+    mime_free(&mime);
+    msg_free(&m);
+    strbuf_free(&sb);
+}
+
+/* decode_all - decode in one call, and byte by byte: both must agree */
+
+static char *decode_all(enum mime_cte cte, const char *in, size_t *len)
+{
+    struct mime_dec d;
+    size_t  n = strlen(in), o = 0, o1 = 0, i;
+    unsigned char *out = xmalloc(n + MIME_DEC_SLACK + 1);
+    unsigned char *out1 = xmalloc(n + MIME_DEC_SLACK + 1);
+
+    mime_dec_init(&d, cte);
+    o = mime_dec_update(&d, (const unsigned char *) in, n, out);
+    o += mime_dec_final(&d, out + o);
+    for (i = 0; i < n; i++)
+	o1 += mime_dec_update(&d, (const unsigned char *) in + i, 1, out1 + o1);
+    o1 += mime_dec_final(&d, out1 + o1);
+    T_EQ_INT(o1, o);
+    T_OK(memcmp(out, out1, o) == 0);
+    free(out1);
+    out[o] = 0;
+    *len = o;
+    return ((char *) out);
+}
+
+/* test_decoders - base64 and quoted-printable edge cases */
+
+static void test_decoders(void)
+{
+    static const struct {
+	enum mime_cte cte;
+	const char *in;
+	const char *out;
+    } cases[] = {
+	{MIME_CTE_BASE64, "aGVs\r\nbG8=\r\n", "hello"},
+	{MIME_CTE_BASE64, "aGVsbG8", "hello"},		/* no padding */
+	{MIME_CTE_BASE64, "a G*V!s\tbG8h", "hello!"},	/* junk skipped */
+	{MIME_CTE_BASE64, "aGk=aGk=", "hihi"},		/* concatenated */
+	{MIME_CTE_QP, "a=3Db=3d\r\n", "a=b=\r\n"},
+	{MIME_CTE_QP, "soft=\r\nbreak", "softbreak"},
+	{MIME_CTE_QP, "pad=  \r\nded", "padded"},
+	{MIME_CTE_QP, "trail  \t\r\nx", "trail\r\nx"},
+	{MIME_CTE_QP, "in  side", "in  side"},
+	{MIME_CTE_QP, "bad=G1 =4", "bad=G1 =4"},
+	{MIME_CTE_QP, "end=", "end="},
+	{MIME_CTE_QP, "lf only  \nx", "lf only\nx"},
+	{MIME_CTE_IDENTITY, "as\r\nis", "as\r\nis"},
+    };
+    size_t  i, len;
+    char   *out;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+	out = decode_all(cases[i].cte, cases[i].in, &len);
+	T_EQ_INT(len, strlen(cases[i].out));
+	T_EQ_STR(out, cases[i].out);
+	free(out);
+    }
+}
+
+/* test_words - RFC 2047 encoded words */
+
+static void test_words(void)
+{
+    static const struct {
+	const char *in;
+	const char *out;
+    } cases[] = {
+	{"=?ISO-8859-1?Q?Andr=E9?= Pirard", "Andr\xC3\xA9 Pirard"},
+	{"=?utf-8?B?w6Q=?= =?utf-8?B?w7Y=?=", "\xC3\xA4\xC3\xB6"},
+	/* A character split between two words (common, if not allowed). */
+	{"=?utf-8?B?4oI=?=\r\n =?utf-8?B?rA==?=", "\xE2\x82\xAC"},
+	{"=?utf-8?q?a_b?= c", "a b c"},
+	{"=?us-ascii*en?q?lang?=", "lang"},
+	{"plain =?bogus", "plain =?bogus"},
+	{"=?x-unknown?q?=FF?=", "\xEF\xBF\xBD"},
+	{"caf\xC3\xA9", "caf\xC3\xA9"},
+	{"bad \xFF byte", "bad \xEF\xBF\xBD byte"},
+    };
+    size_t  i;
+    char   *out;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+	out = mime_words(cases[i].in, strlen(cases[i].in));
+	T_EQ_STR(out, cases[i].out);
+	free(out);
+    }
+    out = mime_to_utf8("windows-1252", "\x80 \xE9", 3);
+    T_EQ_STR(out, "\xE2\x82\xAC \xC3\xA9");
+    free(out);
+}
+
+/* test_params - Content-Type / Content-Disposition parameters */
+
+static void test_params(void)
+{
+    char   *v;
+
+    v = mime_param("attachment; filename=\"a \\\"q\\\".txt\"", "filename");
+    T_EQ_STR(v, "a \"q\".txt");
+    free(v);
+    v = mime_param("attachment; FileName*=iso-8859-1'de'%FCber.txt", "filename");
+    T_EQ_STR(v, "\xC3\xBC" "ber.txt");
+    free(v);
+    /* name* wins over name; a missing section ends the value. */
+    v = mime_param("x/y; name=old; name*0=ne; name*1=w; name*3=lost", "name");
+    T_EQ_STR(v, "new");
+    free(v);
+    v = mime_param("x/y; (comment) name = spaced name.pdf ;b=c", "name");
+    T_EQ_STR(v, "spaced name.pdf");
+    free(v);
+    v = mime_param("x/y; a=\"x;name=no\"", "name");
+    T_OK(v == NULL);
+    free(v);
+}
+
+/* test_names - file names lose directories and control characters */
+
+static void test_names(void)
+{
+    static const char text[] =
+    "Content-Type: multipart/mixed; boundary=n\n"
+    "\n"
+    "--n\n"
+    "Content-Disposition: attachment; filename=\"C:\\\\docs\\\\x.txt\"\n"
+    "\n"
+    "a\n"
+    "--n\n"
+    "Content-Type: text/plain; name=\"../../etc/pw=?utf-8?q?=0A?=d\"\n"
+    "\n"
+    "b\n"
+    "--n\n"
+    "Content-Type: text/plain; name=\"   \"\n"
+    "Content-ID: < bad id >\n"
+    "\n"
+    "c\n"
+    "--n--\n";
+    struct msg m;
+    struct mime mime;
+    char    err[256];
+
+    make_msg(&m, text, 1);
+    T_EQ_INT(mime_parse(&mime, &m, err, sizeof(err)), 0);
+    T_EQ_INT(mime.nparts, 4);
+    if (mime.nparts == 4) {
+	T_EQ_STR(mime.parts[1].name, "x.txt");
+	T_EQ_STR(mime.parts[2].name, "pw_d");
+	T_OK(mime.parts[3].name == NULL);
+	T_OK(mime.parts[3].content_id == NULL);
+    }
+    mime_free(&mime);
+    msg_free(&m);
+}
+
+int     main(void)
+{
+    t_tmpdir(tmpdir, sizeof(tmpdir), "test_mime");
+    T_RUN(test_nested);
+    T_RUN(test_outer_ends_inner);
+    T_RUN(test_unclosed);
+    T_RUN(test_single);
+    T_RUN(test_digest);
+    T_RUN(test_limits);
+    T_RUN(test_decoders);
+    T_RUN(test_words);
+    T_RUN(test_params);
+    T_RUN(test_names);
+    rmdir(tmpdir);
+    return (T_DONE());
+}
