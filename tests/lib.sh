@@ -47,6 +47,10 @@
 #   filter_conf FILE UNKNOWN PORT DOMAIN   $CONF + [milter] filter mode
 #   sized_msg FILE SIZE FROM TO SUBJECT   a text message of SIZE bytes
 #   bench_die MSG          a benchmark stops: "SCRIPT: MSG", exit 1
+#   emu_drafts MB          drafts left in the Drafts folder of MB
+#   emu_sent_mime N        .eml of the Nth recorded message (-1: the last)
+#   mime_parts FILE        decoded leaf parts: sha256 size type disposition name cid
+#   mime_header FILE NAME  a top-level header field of a MIME file
 #
 # Works under "set -u".  Only 127.0.0.1 is contacted.
 
@@ -748,4 +752,105 @@ body = line * ((size - len(hdr)) // len(line) + 1)
 with open(path, "w") as f:
     f.write(hdr + body[:max(0, size - len(hdr))])
 EOF
+}
+
+# emu_drafts MB - the number of drafts left in the Drafts folder of MB
+# (orphans of a failed or killed large-message send)
+emu_drafts() {
+    emu_ctl GET "/_emu/drafts?mailbox=$1" | json_eval 'len(d)'
+}
+
+# emu_sent_mime N - the .eml of the Nth message the emulator recorded
+# (1 = the first, -1 = the last): for a draft sent with /send, the MIME
+# the recipients get, rebuilt with its attachments
+emu_sent_mime() {
+    emu_ctl GET /_emu/sent | json_eval "d[$1 - 1 if $1 > 0 else $1][\"eml_path\"]"
+}
+
+# mime_parts FILE - one line per leaf part of the MIME message FILE, in
+# order: "SHA256 SIZE TYPE DISPOSITION FILENAME CONTENT-ID" of the decoded
+# content ("-" for what is absent; the filename RFC 2231/2047-decoded,
+# blanks as "_").  Streams: a 150 MB message costs no 150 MB of memory.
+mime_parts() {
+    "$PYTHON" - "$1" <<'PYEOF'
+import binascii, email.parser, email.policy, hashlib, sys
+
+def header(lines):
+    return email.parser.BytesParser(policy=email.policy.default).parsebytes(
+        b"".join(lines), headersonly=True)
+
+class Leaf:
+    def __init__(self, h):
+        self.h, self.sha, self.size, self.rest = h, hashlib.sha256(), 0, b""
+        self.cte = str(h.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+    def feed(self, line):
+        if self.cte == "base64":
+            self.rest += b"".join(line.split())
+            n = len(self.rest) // 4 * 4
+            data, self.rest = binascii.a2b_base64(self.rest[:n]), self.rest[n:]
+        elif self.cte == "quoted-printable":
+            data = binascii.a2b_qp(line)
+        else:
+            data = line
+        self.sha.update(data)
+        self.size += len(data)
+    def done(self):
+        h = self.h
+        name = (h.get_filename() or "-").replace(" ", "_")
+        print(self.sha.hexdigest(), self.size, h.get_content_type(),
+              h.get_content_disposition() or "-", name,
+              str(h.get("Content-ID") or "-").strip())
+
+bounds, leaf, hdr, state, held = [], None, [], "header", None
+def boundary(line):
+    s = line.rstrip(b"\r\n")
+    for i in range(len(bounds) - 1, -1, -1):
+        if s == b"--" + bounds[i]:
+            return i, False
+        if s == b"--" + bounds[i] + b"--":
+            return i, True
+    return None
+with open(sys.argv[1], "rb") as f:
+    for line in f:
+        b = boundary(line) if bounds else None
+        if b is not None:
+            if leaf is not None:
+                if held is not None:
+                    leaf.feed(held[:-2] if held.endswith(b"\r\n") else
+                              held[:-1] if held.endswith(b"\n") else held)
+                leaf.done()
+            leaf, held = None, None
+            del bounds[b[0] + (0 if b[1] else 1):]
+            state, hdr = ("skip", []) if b[1] else ("header", [])
+            continue
+        if state == "header":
+            if line in (b"\r\n", b"\n"):
+                h = header(hdr)
+                if h.get_content_maintype() == "multipart":
+                    bounds.append(h.get_boundary().encode())
+                    state = "skip"
+                else:
+                    leaf, state = Leaf(h), "body"
+            else:
+                hdr.append(line)
+        elif state == "body":
+            if held is not None:
+                leaf.feed(held)
+            held = line
+if leaf is not None:
+    if held is not None:
+        leaf.feed(held)
+    leaf.done()
+PYEOF
+}
+
+# mime_header FILE NAME - the value of the top-level header field NAME of
+# the MIME message FILE (RFC 2047-decoded, unfolded; empty when absent)
+mime_header() {
+    "$PYTHON" - "$1" "$2" <<'PYEOF'
+import email, email.policy, sys
+with open(sys.argv[1], "rb") as f:
+    m = email.message_from_binary_file(f, policy=email.policy.default)
+print(m.get(sys.argv[2]) or "")
+PYEOF
 }

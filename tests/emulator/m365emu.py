@@ -3,7 +3,8 @@
 
 It speaks just enough of the Microsoft identity platform (v2.0 token,
 devicecode and authorize endpoints) and of Microsoft Graph (/users,
-/me, sendMail in MIME and JSON form) over HTTPS for the relay and
+/me, sendMail in MIME and JSON form, mailboxes, drafts with attachments
+and upload sessions, send of a draft) over HTTPS for the relay and
 m365ctl to be tested end to end, and it records what it received so
 tests can assert the exact recipients and MIME bytes.  Faults (429,
 503, 202 + Retry-After, connection reset after the body, slow answers,
@@ -52,7 +53,17 @@ MAX_GRAPH_BODY = 4194304        # Graph's 4 MB request limit
 MAIL_KINDS = {"mailFolders": "mailfolders_requests",
               "message": "message_requests", "delta": "delta_requests",
               "value": "value_requests", "patch": "patch_requests",
-              "move": "move_requests", "delete": "delete_requests"}
+              "move": "move_requests", "delete": "delete_requests",
+              "draft": "draft_requests", "attachment": "attachment_requests",
+              "createUploadSession": "createuploadsession_requests",
+              "upload": "upload_requests", "send": "send_requests"}
+# Upload sessions (outlook-large-attachments; README "Drafts, attachments
+# and upload sessions"); each can be changed in emu.json or /_emu/config.
+UPLOAD_DEFAULTS = {"upload_session_min": 3000000,      # "3 MB"
+                   "upload_session_max": 157286400,    # "150 MB"
+                   "upload_chunk_max": 4194304,        # "less than 4 MB"
+                   "upload_session_lifetime": 900}     # modelled
+OUTLOOK_HOSTS = {"graph.microsoft.com": "outlook.office.com"}
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -230,8 +241,15 @@ class State:
         self.pubkey_cache = {}
         self.spool_dir = os.path.join(data_dir, "mailboxes")
         os.makedirs(self.spool_dir, exist_ok=True)
+        # Attachments of drafts and the bytes of open upload sessions live
+        # in files: a 150 MB upload is never held in memory.
+        self.attach_dir = os.path.join(data_dir, "attachments")
+        os.makedirs(self.attach_dir, exist_ok=True)
         self.mailboxes = {}         # upn -> Mailbox
         self.delta_sessions = {}    # $skiptoken -> paging state
+        self.uploads = {}           # upload session id -> session dict
+        self.inflight = {}          # upn -> requests being served now
+        self.upload_log = {}        # upn -> [(time, bytes)] of uploads
         self.reset(tokens=True)
 
     def reset(self, tokens=False, mailboxes=False):
@@ -242,6 +260,10 @@ class State:
             self.seq = 0
             for name in os.listdir(self.sent_dir):
                 os.unlink(os.path.join(self.sent_dir, name))
+            if mailboxes:
+                for sess in self.uploads.values():
+                    unlink_all([sess["path"]])
+                self.uploads = {}
             for mb in self.mailboxes.values():
                 if mailboxes:
                     mb.clear()
@@ -253,7 +275,10 @@ class State:
             self.stats = {"requests": 0, "token_requests": 0, "by_grant": {},
                           "sendmail_requests": 0, "sendmail_accepted": 0,
                           "users_requests": 0, "devicecode_requests": 0,
-                          "authorize_requests": 0}
+                          "authorize_requests": 0, "drafts_created": 0,
+                          "drafts_sent": 0, "upload_bytes": 0,
+                          "max_concurrent": {}, "max_upload_window": {}}
+            self.upload_log = {}
             for kind in MAIL_KINDS:
                 self.stats[MAIL_KINDS[kind]] = 0
             if tokens:
@@ -310,13 +335,20 @@ class State:
         return os.path.join(self.spool_dir, uuid.uuid4().hex + ".eml")
 
     def drop_message(self, mb, mid):
-        """drop_message - remove a message for good (and its file)"""
+        """drop_message - remove a message for good (and its files)"""
         msg = mb.remove(mid)
-        if msg.get("owned"):
-            try:
-                os.unlink(msg["path"])
-            except OSError:
-                pass
+        unlink_all(message_files(msg))
+        self.close_sessions(msg, "orphaned")
+
+    def close_sessions(self, msg, why):
+        """close_sessions - end the open upload sessions of a message
+        (sent, deleted): their uploadUrl answers 404 from now on"""
+        with self.lock:
+            for sess in self.uploads.values():
+                if sess["message"] == msg.get("immutableId") and \
+                        sess["state"] == "open":
+                    sess["state"] = why
+                    unlink_all([sess["path"]])
 
     def mailbox_json(self, mb):
         """mailbox_json - GET /_emu/mailbox/{mb}"""
@@ -331,6 +363,9 @@ class State:
                              "subject": m.get("subject"), "size": m["size"],
                              "receivedDateTime": m["receivedDateTime"],
                              "flagStatus": m.get("flagStatus", "notFlagged"),
+                             "isDraft": bool(m.get("isDraft")),
+                             "immutableId": m["immutableId"],
+                             "attachments": len(m.get("attachments") or []),
                              "path": m["path"]}
                             for m in mb.folder_messages(f["id"])]})
         return {"mailbox": mb.upn, "folders": out}
@@ -358,6 +393,9 @@ class State:
                 if pc is not None and (path is None or pc not in path):
                     continue
                 if f["match"] in (kind, "any") and not (skip and skip(f)):
+                    if f.get("after", 0) > 0:
+                        f["after"] -= 1     # let this one pass
+                        continue
                     f["count"] -= 1
                     if f["count"] <= 0:
                         self.faults.remove(f)
@@ -400,20 +438,76 @@ class State:
 
     # --- recording ---------------------------------------------------
 
-    def record(self, rec, eml):
-        """record - write sent/NNNNNN.json and .eml; return the record"""
+    def record(self, rec, eml=None, src=None, counter="sendmail_accepted"):
+        """record - write sent/NNNNNN.json and .eml (the bytes eml, or the
+        file src, renamed); return the record"""
         with self.lock:
             self.seq += 1
             rec["seq"] = self.seq
             base = os.path.join(self.sent_dir, "%06d" % self.seq)
-            with open(base + ".eml", "wb") as f:
-                f.write(eml)
+            if src is not None:
+                os.replace(src, base + ".eml")
+            else:
+                with open(base + ".eml", "wb") as f:
+                    f.write(eml)
             with open(base + ".json", "w", encoding="utf-8") as f:
                 json.dump(rec, f, indent=1)
             rec = dict(rec, eml_path=base + ".eml")
             self.sent.append(rec)
-            self.stats["sendmail_accepted"] += 1
+            self.stats[counter] += 1
             return rec
+
+    # --- load: concurrency and upload volume per mailbox --------------
+
+    def enter(self, upn):
+        """enter - a request for mailbox upn starts (max_concurrent)"""
+        with self.lock:
+            n = self.inflight.get(upn, 0) + 1
+            self.inflight[upn] = n
+            mc = self.stats["max_concurrent"]
+            mc[upn] = max(mc.get(upn, 0), n)
+
+    def leave(self, upn):
+        with self.lock:
+            self.inflight[upn] = max(0, self.inflight.get(upn, 1) - 1)
+
+    def upload_window(self, upn, now):
+        """upload_window - (bytes uploaded to upn in the budget window,
+        the log pruned to it, window seconds)"""
+        budget = self.config.get("upload_budget") or {}
+        secs = float(budget.get("seconds", 30))
+        log = [(t, n) for t, n in self.upload_log.get(upn, [])
+               if now - t < secs]
+        self.upload_log[upn] = log
+        return sum(n for _t, n in log), log, secs
+
+    def note_upload(self, upn, nbytes):
+        """note_upload - count nbytes of POST/PUT/PATCH body for upn in
+        the sliding window (stats max_upload_window)"""
+        now = time.time()
+        with self.lock:
+            total, log, _ = self.upload_window(upn, now)
+            log.append((now, nbytes))
+            mw = self.stats["max_upload_window"]
+            mw[upn] = max(mw.get(upn, 0), total + nbytes)
+
+    def over_budget(self, upn, nbytes):
+        """over_budget - seconds to wait when nbytes more would exceed the
+        configured upload_budget of upn (0: within it, or no budget)"""
+        budget = self.config.get("upload_budget")
+        if not budget:
+            return 0
+        now = time.time()
+        with self.lock:
+            total, log, secs = self.upload_window(upn, now)
+            limit = int(budget.get("bytes", 15728640))
+            if total + nbytes <= limit or not log:
+                return 0
+            for t, n in log:        # oldest first: when enough has left
+                total -= n
+                if total + nbytes <= limit:
+                    return max(1, int(secs - (now - t) + 0.999))
+            return int(secs)
 
 
 def user_id(upn):
@@ -652,6 +746,7 @@ class Mailbox:
         self.seq = 0
         self.folders = {}           # id -> folder dict
         self.msgs = {}              # id -> message dict
+        self.imm = {}               # immutable id -> current id
         self.tombstones = {}        # folder id -> [(seq, id, created)]
         for wk, name in WELL_KNOWN_FOLDERS:
             self.add_folder(name, wk)
@@ -715,8 +810,17 @@ class Mailbox:
         msg = dict(meta, id=graph_id("AAMkAG"), folder=fid, path=path,
                    isRead=bool(is_read), created=seq, changed=seq,
                    receivedDateTime=received or now,
-                   createdDateTime=now, lastModifiedDateTime=now)
+                   createdDateTime=now, lastModifiedDateTime=now,
+                   immutableId=graph_id("AAkALg"))
         self.msgs[msg["id"]] = msg
+        self.imm[msg["immutableId"]] = msg["id"]
+        return msg
+
+    def find(self, ref):
+        """find - a message by its id or its immutable id, or None"""
+        msg = self.msgs.get(ref)
+        if msg is None and ref in self.imm:
+            msg = self.msgs.get(self.imm[ref])
         return msg
 
     def remove(self, mid):
@@ -733,6 +837,7 @@ class Mailbox:
         msg = dict(old, id=graph_id("AAMkAG"), folder=fid, created=seq,
                    changed=seq, lastModifiedDateTime=iso_time())
         self.msgs[msg["id"]] = msg
+        self.imm[msg["immutableId"]] = msg["id"]
         return msg
 
     def update(self, mid, changes):
@@ -755,25 +860,23 @@ class Mailbox:
     def clear(self):
         """clear - drop every message and custom folder"""
         for m in self.msgs.values():
-            if m.get("owned"):
-                try:
-                    os.unlink(m["path"])
-                except OSError:
-                    pass
+            unlink_all(message_files(m))
         self.__init__(self.upn, self.spool)
 
-    def render(self, msg, select=None):
-        """render - the Graph JSON of a message ($select: list of names)"""
+    def render(self, msg, select=None, immutable=False):
+        """render - the Graph JSON of a message ($select: list of names;
+        immutable: the id as with Prefer: IdType="ImmutableId")"""
         full = {"createdDateTime": msg["createdDateTime"],
                 "lastModifiedDateTime": msg["lastModifiedDateTime"],
                 "receivedDateTime": msg["receivedDateTime"],
                 "sentDateTime": msg.get("sentDateTime") or
                 msg["receivedDateTime"],
-                "hasAttachments": msg.get("hasAttachments", False),
+                "hasAttachments": msg.get("hasAttachments", False) or
+                bool(msg.get("attachments")),
                 "internetMessageId": msg["internetMessageId"],
                 "subject": msg.get("subject") or "",
                 "bodyPreview": msg.get("bodyPreview", ""),
-                "isRead": msg["isRead"], "isDraft": False,
+                "isRead": msg["isRead"], "isDraft": bool(msg.get("isDraft")),
                 "flag": {"flagStatus": msg.get("flagStatus", "notFlagged")},
                 "categories": list(msg.get("categories", [])),
                 "parentFolderId": msg["folder"],
@@ -785,9 +888,12 @@ class Mailbox:
                                  for n, a in msg.get("to", [])],
                 "ccRecipients": [email_address(n, a)
                                  for n, a in msg.get("cc", [])]}
+        if msg.get("isDraft"):
+            full["bccRecipients"] = [email_address(n, a)
+                                     for n, a in msg.get("bcc", [])]
         out = {"@odata.etag": 'W/"CQAAABYAAAD%s"' % b64url(hashlib.sha1(
             ("%s.%d" % (msg["id"], msg["changed"])).encode()).digest()),
-               "id": msg["id"]}
+               "id": msg["immutableId"] if immutable else msg["id"]}
         if select is None:
             out.update(full)
         else:
@@ -809,6 +915,22 @@ class Mailbox:
 
     def root_id(self):
         return "AQMkADRootFolder" + b64url(self.upn.encode())[:16] + "AAA="
+
+
+def unlink_all(paths):
+    """unlink_all - remove files, ignoring those already gone"""
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def message_files(msg):
+    """message_files - the files a message owns (MIME, attachments)"""
+    out = [msg["path"]] if msg.get("owned") else []
+    return out + [a["path"] for a in msg.get("attachments") or []
+                  if a.get("path")]
 
 
 def mime_meta(path):
@@ -887,6 +1009,170 @@ def write_generated(path, size, subject, sender, rcpt, index):
     return mid
 
 
+# ---------------------------------------------------------------------
+# Drafts: metadata, upload URLs, the MIME Exchange builds from a JSON draft
+
+PID_TAG_INTERNET_MESSAGE_ID = "string 0x1035"
+
+
+def upload_ref(path):
+    """upload_ref - (session id, authtoken) of an uploadUrl request path"""
+    url = urllib.parse.urlsplit(path)
+    m = re.search(r"AttachmentSessions\('([^']*)'\)",
+                  urllib.parse.unquote(url.path))
+    tok = urllib.parse.parse_qs(url.query).get("authtoken", [None])[0]
+    return (m.group(1) if m else None), tok
+
+
+def json_addr(r):
+    e = (r or {}).get("emailAddress") or {}
+    return (str(e.get("name") or ""), str(e.get("address") or "").strip())
+
+
+def json_meta(message, path):
+    """json_meta - mailbox metadata of a JSON draft: internetMessageId
+    from the property or from singleValueExtendedProperties "String
+    0x1035" (PidTagInternetMessageId), else made up"""
+    mid = message.get("internetMessageId")
+    for p in message.get("singleValueExtendedProperties") or []:
+        if str((p or {}).get("id", "")).strip().lower() == \
+                PID_TAG_INTERNET_MESSAGE_ID and p.get("value"):
+            mid = p["value"]
+    frm = message.get("from")
+    return {"internetMessageId": str(mid).strip() if mid else
+            "<%s@emu.contoso.test>" % uuid.uuid4().hex,
+            "subject": str(message.get("subject") or ""),
+            "from": json_addr(frm) if frm else None,
+            "to": [json_addr(r) for r in message.get("toRecipients") or []],
+            "cc": [json_addr(r) for r in message.get("ccRecipients") or []],
+            "bcc": [json_addr(r) for r in message.get("bccRecipients") or []],
+            "hasAttachments": False, "sentDateTime": None,
+            "size": os.path.getsize(path)}
+
+
+def draft_size(msg):
+    """draft_size - bytes of a draft: its MIME and its attachments"""
+    return msg.get("size", 0) + sum(a["size"] for a in
+                                    msg.get("attachments") or [])
+
+
+def attachment_record(a):
+    """attachment_record - an attachment as /_emu/sent and /_emu/drafts
+    show it"""
+    return {k: a[k] for k in ("id", "name", "contentType", "size",
+                              "isInline", "contentId", "sha256", "via")}
+
+
+def fold_headers(items):
+    """fold_headers - an RFC 5322 header block (CRLF, RFC 2047/2231)"""
+    pol = email.policy.SMTP
+    return b"".join(pol.fold_binary(k, v) for k, v in items)
+
+
+def write_b64(f, path):
+    """write_b64 - the file at path in base64, lines of 76 + CRLF"""
+    with open(path, "rb") as src:
+        while True:
+            data = src.read(57 * 1024)
+            if not data:
+                break
+            f.write(base64.encodebytes(data).replace(b"\n", b"\r\n"))
+
+
+def body_part(message):
+    """body_part - the body of a JSON message as a MIME part (bytes)"""
+    body = message.get("body") or {}
+    subtype = "html" if str(body.get("contentType", "")).lower() == "html" \
+        else "plain"
+    p = email.message.MIMEPart(policy=email.policy.SMTP)
+    p.set_content(str(body.get("content") or ""), subtype=subtype,
+                  charset="utf-8", cte="quoted-printable")
+    return p.as_bytes(), subtype
+
+
+def attachment_headers(a):
+    """attachment_headers - the header block of an attachment's part"""
+    p = email.message.MIMEPart(policy=email.policy.SMTP)
+    ctype = a["contentType"] if "/" in a["contentType"] else \
+        "application/octet-stream"
+    p["Content-Type"] = ctype
+    if a["name"]:
+        p.set_param("name", a["name"])
+    p["Content-Disposition"] = "inline" if a["isInline"] else "attachment"
+    if a["name"]:
+        p.set_param("filename", a["name"], header="Content-Disposition")
+    p.set_param("size", str(a["size"]), header="Content-Disposition")
+    if a["contentId"]:
+        p["Content-ID"] = "<%s>" % a["contentId"].strip("<>")
+    p["Content-Transfer-Encoding"] = "base64"
+    return fold_headers(p.items())
+
+
+def write_draft_mime(f, message, atts, upn, display, mid):
+    """write_draft_mime - the MIME a JSON draft becomes when it is sent:
+    the header from the message's properties (From, To, Cc, Reply-To,
+    Subject, Date of sending, Message-ID, Importance, X- headers), the
+    body, and every attachment as a base64 part (inline ones with their
+    Content-ID, next to an HTML body in multipart/related); attachments
+    are read from their files, never held whole in memory"""
+    def addr_list(field):
+        return ", ".join(email.utils.formataddr(json_addr(r))
+                         for r in message.get(field) or [])
+    frm = message.get("from")
+    h = [("From", email.utils.formataddr(json_addr(frm) if frm
+                                         else (display, upn)))]
+    for field, name in (("toRecipients", "To"), ("ccRecipients", "Cc"),
+                        ("replyTo", "Reply-To")):
+        if message.get(field):
+            h.append((name, addr_list(field)))
+    h.append(("Subject", str(message.get("subject") or "")))
+    h.append(("Date", email.utils.format_datetime(utcnow())))
+    h.append(("Message-ID", mid))
+    imp = str(message.get("importance") or "normal").lower()
+    if imp in ("low", "high"):
+        h.append(("Importance", imp))
+    if message.get("isReadReceiptRequested"):
+        h.append(("Disposition-Notification-To", h[0][1]))
+    for x in message.get("internetMessageHeaders") or []:
+        h.append((str(x["name"]), str(x.get("value", ""))))
+    h.append(("MIME-Version", "1.0"))
+    body, subtype = body_part(message)
+    inline = [a for a in atts if a["isInline"]] if subtype == "html" else []
+    others = [a for a in atts if a not in inline]
+    tag = uuid.uuid4().hex
+
+    def parts(boundary, items):
+        for item in items:
+            f.write(b"--%s\r\n" % boundary)
+            if isinstance(item, bytes):
+                f.write(item)
+            elif callable(item):
+                item()
+            else:
+                f.write(attachment_headers(item) + b"\r\n")
+                write_b64(f, item["path"])
+            f.write(b"\r\n")
+        f.write(b"--%s--\r\n" % boundary)
+
+    def related():
+        if not inline:
+            f.write(body)
+            return
+        rb = ("_002_%s_" % tag).encode()
+        f.write(b'Content-Type: multipart/related;\r\n\tboundary="%s";'
+                b'\r\n\ttype="text/html"\r\n\r\n' % rb)
+        parts(rb, [body] + inline)
+
+    if not others:
+        f.write(fold_headers(h))
+        related()
+        return
+    mb = ("_004_%s_" % tag).encode()
+    f.write(fold_headers(h) + b'Content-Type: multipart/mixed;\r\n\t'
+            b'boundary="%s"\r\n\r\n' % mb)
+    parts(mb, [related] + others)
+
+
 class MimeStream:
     """A $value answer: an open MIME file, sent chunked."""
 
@@ -927,26 +1213,6 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         if self.server.verbose:
             sys.stderr.write("m365emu: %s\n" % (fmt % args))
-
-    def read_body(self):
-        """read_body - the request body (Content-Length or chunked)"""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while True:
-                line = self.rfile.readline(1024)
-                size = int(line.split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(1024) not in (b"\r\n", b"\n",
-                                                            b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(16)
-        length = int(self.headers.get("Content-Length") or 0)
-        data = self.rfile.read(length) if length > 0 else b""
-        if len(data) != length:
-            self.close_connection = True
-        return data
 
     def send(self, status, body=b"", ctype="application/json",
              headers=None):
@@ -1016,10 +1282,20 @@ class Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         self.query = urllib.parse.parse_qs(url.query)
         segs = [s for s in url.path.split("/") if s]
+        # An upload PUT streams its body into the session's file (the
+        # endpoint reads it); every other body is read here.
+        self.body_done = False
+        lazy = self.command == "PUT" and \
+            [s.lower() for s in segs[:2]] == ["api", "v2.0"]
+        upn = None if segs[:1] == ["_emu"] else self.load_mailbox(segs)
+        if upn:
+            st.enter(upn)
         try:
-            body = self.read_body()
+            body = None if lazy else b"".join(self.body_chunks())
         except (ValueError, OSError):
             self.close_connection = True
+            if upn:
+                st.leave(upn)
             return
         try:
             if segs[:1] == ["_emu"]:
@@ -1027,8 +1303,12 @@ class Handler(BaseHTTPRequestHandler):
                 return
             with st.lock:
                 st.stats["requests"] += 1
+            if upn and self.command in ("POST", "PUT", "PATCH") and \
+                    self.budget(upn, body):
+                return
             self.route(segs, body)
         except EmuError as e:
+            self.drain_body()
             self.send(e.status, e.body, headers=e.headers)
         except (ConnectionError, ssl.SSLError, TimeoutError):
             self.close_connection = True
@@ -1038,8 +1318,88 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.send(500, {"error": "m365emu internal error"})
         finally:
+            if upn:
+                st.leave(upn)
             if segs[:1] != ["_emu"]:
                 st.log_request(self.command, url.path, self.status_sent)
+
+    def body_chunks(self):
+        """body_chunks - yield the request body in pieces of at most
+        STREAM_CHUNK bytes (Content-Length or chunked); ConnectionError
+        when the client sends less"""
+        if self.body_done:
+            return
+        self.body_done = True
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            while True:
+                line = self.rfile.readline(1024)
+                size = int(line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n",
+                                                            b""):
+                        pass
+                    return
+                yield from self.body_bytes(size)
+                self.rfile.readline(16)
+        yield from self.body_bytes(int(self.headers.get("Content-Length")
+                                       or 0))
+
+    def body_bytes(self, size):
+        """body_bytes - yield the next size bytes of the body in pieces"""
+        while size > 0:
+            data = self.rfile.read(min(size, STREAM_CHUNK))
+            if not data:
+                self.close_connection = True
+                raise ConnectionError("short body")
+            size -= len(data)
+            yield data
+
+    def drain_body(self):
+        """drain_body - read and drop a body that was not read yet"""
+        try:
+            for _ in self.body_chunks():
+                pass
+        except (ConnectionError, ValueError, OSError):
+            self.close_connection = True
+
+    def load_mailbox(self, segs):
+        """load_mailbox - the mailbox (upn) a Graph or upload request
+        works on, for max_concurrent and the upload budget; or None"""
+        st = self.server.state
+        low = [s.lower() for s in segs]
+        try:
+            if low[:2] == ["v1.0", "users"] and len(segs) >= 4:
+                return st.user(segs[2])[0]
+            if low[:2] == ["v1.0", "me"] and len(segs) >= 3:
+                auth = self.headers.get("Authorization", "")
+                info, _ = st.check_access(auth[7:].strip())
+                return info["user"] if info else None
+            if low[:2] == ["api", "v2.0"]:
+                sess = st.uploads.get(upload_ref(self.path)[0])
+                return sess["mailbox"] if sess else None
+        except (KeyError, TypeError, ValueError):
+            return None
+        return None
+
+    def budget(self, upn, body):
+        """budget - count the upload bytes of this request for upn;
+        with "upload_budget" configured, answer 429 ApplicationThrottled
+        (True) when they would exceed it ("15 MB upload (PATCH, POST, PUT)
+        per 30 seconds" per app and mailbox, throttling-limits)"""
+        st = self.server.state
+        n = len(body) if body is not None else \
+            int(self.headers.get("Content-Length") or 0)
+        wait = st.over_budget(upn, n)
+        if wait:
+            self.drain_body()
+            e = self.gerr(429, "ApplicationThrottled", "Application is over "
+                          "its IncomingBytes limit.", {"Retry-After": wait})
+            self.send(e.status, e.body, headers=e.headers)
+            return True
+        st.note_upload(upn, n)
+        with st.lock:
+            st.stats["upload_bytes"] += n
+        return False
 
     def route(self, segs, body):
         """route - identity platform or Graph endpoint"""
@@ -1069,6 +1429,10 @@ class Handler(BaseHTTPRequestHandler):
                               "Resource not found for the segment '%s'."
                               % (segs[-1] if segs else ""),
                               self.request_id, self.client_request_id)
+        if low[:2] == ["api", "v2.0"] and self.command in ("PUT", "DELETE"):
+            self.with_faults("upload", body, None, self.ep_upload)
+            return
+        self.drain_body()
         self.send(404, {"error": "not_found",
                         "error_description": "No such endpoint: %s %s"
                         % (self.command, "/" + "/".join(segs))})
@@ -1102,6 +1466,9 @@ class Handler(BaseHTTPRequestHandler):
                               urllib.parse.unquote(
                                   urllib.parse.urlsplit(self.path).path))
         action = (fault or {}).get("action", "error")
+        if action == "expire":
+            self.expire_session()
+            fault = None
         extra = {}
         if fault and fault.get("retry_after") is not None:
             extra["Retry-After"] = fault["retry_after"]
@@ -1117,6 +1484,7 @@ class Handler(BaseHTTPRequestHandler):
         elif action == "reset_after_body":
             if fault.get("deliver"):
                 self.run_endpoint(endpoint, body, arg)
+            self.drain_body()
             self.reset_connection()
             return
         elif action == "accept_retry_after":
@@ -1125,6 +1493,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             status, rbody, rheaders = self.fault_response(kind, fault)
             rheaders = dict(rheaders, **extra)
+        self.drain_body()
         if kind == "authorize" and isinstance(rbody, str):
             self.send(status, rbody, ctype="text/html", headers=rheaders)
         elif isinstance(rbody, MimeStream):
@@ -1140,6 +1509,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             return endpoint(body, arg)
         except EmuError as e:
+            self.drain_body()
             return e.status, e.body, e.headers
 
     def fault_response(self, kind, fault):
@@ -1544,12 +1914,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def parse_mime(self, body, upn, uinfo):
         """parse_mime - decode a base64 MIME body; (record, eml bytes)"""
-        compact = bytes(b for b in body if b not in b" \t\r\n")
-        try:
-            eml = base64.b64decode(compact, validate=True)
-        except (binascii.Error, ValueError):
-            raise self.gerr(400, "ErrorMimeContentInvalidBase64String",
-                            "Invalid base64 string for MIME content.")
+        eml = self.decode_mime(body)
         # Line ends as Microsoft's MIME parsing reads them: a bare CR or a
         # bare LF ends a header line like CRLF (the feedparser splits at
         # all three).  Exchange Online delivered to a Bcc: after a bare CR
@@ -1581,37 +1946,25 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError, TypeError):
             raise self.gerr(400, "ErrorInvalidRequest", "Cannot read the "
                             "request body.") from None
-        for h in message.get("internetMessageHeaders") or []:
-            if not str(h.get("name", "")).lower().startswith("x-"):
-                raise self.gerr(400, "InvalidInternetMessageHeader",
-                                "The internet message header name '%s' "
-                                "should start with 'x-' or 'X-'."
-                                % h.get("name"))
-        try:
-            to = json_recipients(message, "toRecipients")
-            cc = json_recipients(message, "ccRecipients")
-            bcc = json_recipients(message, "bccRecipients")
-        except ValueError:
-            raise self.gerr(400, "ErrorInvalidRecipients", "At least one "
-                            "recipient is not valid.") from None
-        rcpts = []
-        for a in to + cc + bcc:
-            if a not in rcpts:
-                rcpts.append(a)
-        if not rcpts:
-            raise self.gerr(400, "ErrorInvalidRecipients",
-                            "At least one recipient is not valid., A message "
-                            "can't be sent because it contains no "
-                            "recipients.")
+        self.check_json_message(message)
+        return dict(self.json_envelope(message, upn, uinfo), form="json",
+                    subject=message.get("subject"),
+                    message_id=message.get("internetMessageId"),
+                    save_to_sent_items=req.get("saveToSentItems", True)), \
+            json_to_eml(message, upn)
+
+    def json_envelope(self, message, upn, uinfo):
+        """json_envelope - recipients and From of a JSON message, checked:
+        {"recipients", "to", "cc", "bcc", "from"}"""
+        to = json_recipients(message, "toRecipients")
+        cc = json_recipients(message, "ccRecipients")
+        bcc = json_recipients(message, "bccRecipients")
+        rcpts = self.draft_recipients(to, cc, bcc)
         frm = ((message.get("from") or {}).get("emailAddress") or {})
         from_addr = (frm.get("address") or "").lower() or None
         self.check_from(upn, uinfo, from_addr)
-        return {"form": "json", "recipients": rcpts, "to": to, "cc": cc,
-                "bcc": bcc, "from": from_addr,
-                "subject": message.get("subject"),
-                "message_id": message.get("internetMessageId"),
-                "save_to_sent_items": req.get("saveToSentItems", True)}, \
-            json_to_eml(message, upn)
+        return {"recipients": rcpts, "to": to, "cc": cc, "bcc": bcc,
+                "from": from_addr}
 
     # --- Graph: mailboxes (m365-fetch) ---------------------------------
 
@@ -1650,20 +2003,35 @@ class Handler(BaseHTTPRequestHandler):
             elif len(r) == 3 and r[2] == "messages" and m == "GET":
                 route, arg = ("message", self.ep_messages_list), \
                     (ident, rest[1])
+            elif len(r) == 3 and r[2] == "messages" and m == "POST":
+                route, arg = ("draft", self.ep_draft_create), \
+                    (ident, rest[1])
             elif r[2:] == ["messages", "delta"] and m == "GET":
                 route, arg = ("delta", self.ep_delta), (ident, rest[1])
             elif len(r) >= 4 and r[2] == "messages":
                 rest, r = rest[2:], r[2:]
-        if route is None and r[0] == "messages" and len(r) in (2, 3):
+        if route is None and r == ["messages"] and m == "POST":
+            route, arg = ("draft", self.ep_draft_create), (ident, None)
+        if route is None and r[0] == "messages" and len(r) in (2, 3, 4):
             arg = (ident, rest[1])
             if len(r) == 2:
                 route = {"GET": ("message", self.ep_message_get),
                          "PATCH": ("patch", self.ep_patch),
                          "DELETE": ("delete", self.ep_delete)}.get(m)
+            elif len(r) == 4:
+                if r[2] == "attachments" and m == "POST" and r[3] in (
+                        "createuploadsession",
+                        "microsoft.graph.createuploadsession"):
+                    route = ("createUploadSession", self.ep_create_session)
             elif r[2] == "$value" and m == "GET":
                 route = ("value", self.ep_value)
             elif r[2] == "move" and m == "POST":
                 route = ("move", self.ep_move)
+            elif r[2] == "attachments":
+                route = {"GET": ("message", self.ep_attach_list),
+                         "POST": ("attachment", self.ep_attach)}.get(m)
+            elif r[2] == "send" and m == "POST":
+                route = ("send", self.ep_send)
         if route is None:
             return False
         self.with_faults(route[0], body, arg, route[1])
@@ -1699,7 +2067,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def bad_id(self, ref, what="object"):
         """bad_id - 404 for a well-formed unknown id, else 400 malformed"""
-        if ref.startswith(("AAMk", "AQMk")) and len(ref) > 40:
+        if ref.startswith(("AAMk", "AQMk", "AAkA")) and len(ref) > 40:
             return self.gerr(404, "ErrorItemNotFound", ITEM_NOT_FOUND)
         return self.gerr(400, "ErrorInvalidIdMalformed", "Id is malformed.")
 
@@ -1710,7 +2078,7 @@ class Handler(BaseHTTPRequestHandler):
         return f
 
     def find_message(self, mb, mid):
-        msg = mb.msgs.get(mid)
+        msg = mb.find(mid)
         if msg is None:
             raise self.bad_id(mid)
         return msg
@@ -1821,14 +2189,15 @@ class Handler(BaseHTTPRequestHandler):
         with st.lock:
             f = self.find_folder(mb, arg[1])
             msgs = mb.folder_messages(f["id"])
-            page = [mb.render(m, sel) for m in msgs[skip:skip + top]]
+            page = [mb.render(m, sel, self.immutable())
+                    for m in msgs[skip:skip + top]]
         out = {"value": page}
         if skip + top < len(msgs):
             params = [("$top", top), ("$skip", skip + top)]
             if sel:
                 params.insert(0, ("$select", ",".join(sel)))
             out["@odata.nextLink"] = self.self_url(params)
-        return 200, out, {}
+        return 200, out, self.prefer_applied()
 
     def prefer_page(self):
         """prefer_page - odata.maxpagesize of the Prefer header, or None"""
@@ -1956,7 +2325,8 @@ class Handler(BaseHTTPRequestHandler):
         upn, mb = self.mail_target(arg[0], False)
         with st.lock:
             return 200, mb.render(self.find_message(mb, arg[1]),
-                                  self.select()), {}
+                                  self.select(), self.immutable()), \
+                self.prefer_applied()
 
     def ep_value(self, body, arg):
         """ep_value - GET messages/{id}/$value: the MIME, streamed"""
@@ -1990,8 +2360,9 @@ class Handler(BaseHTTPRequestHandler):
         if isinstance(req.get("categories"), list):
             changes["categories"] = [str(c) for c in req["categories"]]
         with st.lock:
-            self.find_message(mb, arg[1])
-            return 200, mb.render(mb.update(arg[1], changes)), {}
+            mid = self.find_message(mb, arg[1])["id"]
+            return 200, mb.render(mb.update(mid, changes),
+                                  immutable=self.immutable()), {}
 
     def ep_move(self, body, arg):
         """ep_move - POST messages/{id}/move: 201, the message, NEW id"""
@@ -2002,9 +2373,10 @@ class Handler(BaseHTTPRequestHandler):
             raise self.gerr(400, "ErrorInvalidParameter", "The value of the "
                             "parameter 'DestinationId' is empty.")
         with st.lock:
-            self.find_message(mb, arg[1])
+            mid = self.find_message(mb, arg[1])["id"]
             f = self.find_folder(mb, dest)
-            return 201, mb.render(mb.move(arg[1], f["id"])), {}
+            return 201, mb.render(mb.move(mid, f["id"]),
+                                  immutable=self.immutable()), {}
 
     def ep_delete(self, body, arg):
         """ep_delete - DELETE messages/{id}: to Deleted Items; 204"""
@@ -2014,10 +2386,551 @@ class Handler(BaseHTTPRequestHandler):
             msg = self.find_message(mb, arg[1])
             trash = mb.folder("deleteditems")
             if msg["folder"] == trash["id"]:
-                st.drop_message(mb, arg[1])
+                st.drop_message(mb, msg["id"])
             else:
-                mb.move(arg[1], trash["id"])
+                mb.move(msg["id"], trash["id"])
+                st.close_sessions(msg, "orphaned")
         return 204, b"", {}
+
+    # --- Graph: drafts, attachments, upload sessions, send -------------
+
+    def immutable(self):
+        """immutable - the request asks for immutable ids (Prefer:
+        IdType="ImmutableId", outlook-immutable-id)"""
+        for part in self.headers.get("Prefer", "").split(","):
+            k, _, v = part.strip().partition("=")
+            if k.strip().lower() == "idtype" and \
+                    v.strip().strip('"').lower() == "immutableid":
+                return True
+        return False
+
+    def prefer_applied(self):
+        return {"Preference-Applied": 'IdType="ImmutableId"'} \
+            if self.immutable() else {}
+
+    def host_port(self):
+        """host_port - (host name, port) the client addressed"""
+        host = self.headers.get("Host") or ""
+        m = re.match(r"^\[([^\]]*)\](?::(\d+))?$|^([^:]*)(?::(\d+))?$", host)
+        name = (m.group(1) or m.group(3) or "") if m else ""
+        port = (m.group(2) or m.group(4)) if m else None
+        return name.lower(), int(port or self.server.server_address[1])
+
+    def upload_host(self):
+        """upload_host - the host name of uploadUrl: never the name the
+        client used for Graph (Microsoft: outlook.office.com)"""
+        name, _ = self.host_port()
+        cfg = self.server.state.cfg("upload_host")
+        if cfg:
+            return str(cfg).lower()
+        if name in OUTLOOK_HOSTS:
+            return OUTLOOK_HOSTS[name]
+        return "127.0.0.1" if name == "localhost" else "localhost"
+
+    def upload_limit(self, key):
+        return int(self.server.state.cfg(key, UPLOAD_DEFAULTS[key]))
+
+    def mail_body(self, body):
+        """mail_body - refuse a request body over Graph's 4 MB limit"""
+        if len(body) > MAX_GRAPH_BODY:
+            raise self.gerr(413, "RequestEntityTooLarge",
+                            "The maximum request length supported is 4MB.")
+
+    def size_check(self, uinfo, msg, more):
+        """size_check - the user's max_send_size (bytes, optional): 400
+        ErrorMessageSizeExceeded when the draft would grow beyond it"""
+        limit = uinfo.get("max_send_size")
+        total = draft_size(msg) + more
+        if limit and total > int(limit):
+            raise self.gerr(400, "ErrorMessageSizeExceeded", "The message "
+                            "exceeds the maximum supported size.")
+
+    def ep_draft_create(self, body, arg):
+        """ep_draft_create - POST messages (or mailFolders/{id}/messages):
+        a draft from a JSON message or from base64 MIME (text/plain);
+        201 with the message"""
+        st = self.server.state
+        upn, mb = self.mail_target(arg[0], True)
+        _, uinfo = st.user(upn)
+        self.mail_body(body)
+        ctype = self.headers.get("Content-Type", "").split(";")[0].strip()
+        path = st.spool_path()
+        atts = []
+        if ctype.lower() == "text/plain":
+            eml = self.decode_mime(body)
+            with open(path, "wb") as f:
+                f.write(eml)
+            meta = mime_meta(path)
+            hdr = email.parser.BytesParser(policy=email.policy.compat32) \
+                .parsebytes(eml, headersonly=True)
+            meta["bcc"] = [(header_text(n) or "", a) for n, a in
+                           email.utils.getaddresses(
+                               [str(v) for v in hdr.get_all("Bcc") or []])
+                           if a]
+            draft = {"form": "mime"}
+        elif ctype.lower() == "application/json":
+            message = self.json_body(body)
+            self.check_json_message(message)
+            draft = {"form": "json", "message": message}
+            for a in message.get("attachments") or []:
+                atts.append(self.new_attachment(a))
+            with open(path, "wb") as f:
+                f.write(json_to_eml(dict(message, attachments=None), upn))
+            meta = json_meta(message, path)
+        else:
+            raise self.gerr(415, "UnsupportedMediaType", "Content-Type '%s' "
+                            "is not supported; use application/json or "
+                            "text/plain." % ctype)
+        meta.update(isDraft=True, draft=draft, attachments=atts, owned=True)
+        with st.lock:
+            fid = mb.folder("drafts")["id"] if arg[1] is None else \
+                self.find_folder(mb, arg[1])["id"]
+            msg = mb.add_message(fid, path, meta, True)
+            st.stats["drafts_created"] += 1
+            out = mb.render(msg, None, self.immutable())
+        out["@odata.context"] = ("https://graph.microsoft.com/v1.0/$metadata"
+                                 "#users('%s')/messages/$entity"
+                                 % user_id(upn))
+        if draft["form"] == "json":
+            out["body"] = draft["message"].get("body") or \
+                {"contentType": "text", "content": ""}
+        return 201, out, self.prefer_applied()
+
+    def decode_mime(self, body):
+        """decode_mime - the MIME bytes of a base64 text/plain body"""
+        compact = bytes(b for b in body if b not in b" \t\r\n")
+        try:
+            return base64.b64decode(compact, validate=True)
+        except (binascii.Error, ValueError):
+            raise self.gerr(400, "ErrorMimeContentInvalidBase64String",
+                            "Invalid base64 string for MIME content.") \
+                from None
+
+    def check_json_message(self, message):
+        """check_json_message - the rules of a JSON message: X- headers
+        only, recipients with an address"""
+        for h in message.get("internetMessageHeaders") or []:
+            if not str((h or {}).get("name", "")).lower().startswith("x-"):
+                raise self.gerr(400, "InvalidInternetMessageHeader",
+                                "The internet message header name '%s' "
+                                "should start with 'x-' or 'X-'."
+                                % (h or {}).get("name"))
+        try:
+            for field in ("toRecipients", "ccRecipients", "bccRecipients",
+                          "replyTo"):
+                json_recipients(message, field)
+        except ValueError:
+            raise self.gerr(400, "ErrorInvalidRecipients", "At least one "
+                            "recipient is not valid.") from None
+
+    def new_attachment(self, a, data=None):
+        """new_attachment - a fileAttachment from its JSON (contentBytes,
+        or data already in a file: (path, size, sha256))"""
+        st = self.server.state
+        if not isinstance(a, dict):
+            raise self.gerr(400, "ErrorInvalidRequest", "An attachment must "
+                            "be a JSON object.")
+        otype = str(a.get("@odata.type", "")).lstrip("#").lower()
+        if data is None and otype != "microsoft.graph.fileattachment":
+            if otype in ("", "microsoft.graph.attachment"):
+                raise self.gerr(422, "UnprocessableType", "Cannot process "
+                                "input of abstract type 'Microsoft."
+                                "OutlookServices.Attachment'")
+            raise self.gerr(400, "ErrorInvalidRequest", "m365emu models "
+                            "fileAttachment only, not %s." % otype)
+        aid = graph_id("AAMkAG", 60)
+        path = os.path.join(st.attach_dir, uuid.uuid4().hex + ".bin")
+        if data is None:
+            try:
+                raw = base64.b64decode(str(a.get("contentBytes") or ""),
+                                       validate=True)
+            except (binascii.Error, ValueError):
+                raise self.gerr(400, "BadRequest", "Cannot convert the "
+                                "literal to the expected type 'Edm.Binary'."
+                                ) from None
+            with open(path, "wb") as f:
+                f.write(raw)
+            size, digest = len(raw), hashlib.sha256(raw).hexdigest()
+        else:
+            os.replace(data[0], path)
+            size, digest = data[1], data[2]
+        cid = a.get("contentId")
+        return {"id": aid, "name": str(a.get("name") or ""),
+                "contentType": str(a.get("contentType") or
+                                   "application/octet-stream"),
+                "size": size, "isInline": bool(a.get("isInline")),
+                "contentId": str(cid) if cid else None, "sha256": digest,
+                "path": path, "via": "session" if data else "post",
+                "lastModifiedDateTime": iso_time()}
+
+    def render_attachment(self, att, content=False):
+        out = {"@odata.type": "#microsoft.graph.fileAttachment",
+               "id": att["id"], "lastModifiedDateTime":
+               att["lastModifiedDateTime"], "name": att["name"],
+               "contentType": att["contentType"], "size": att["size"],
+               "isInline": att["isInline"], "contentId": att["contentId"],
+               "contentLocation": None}
+        if content:
+            with open(att["path"], "rb") as f:
+                out["contentBytes"] = base64.b64encode(f.read()).decode()
+        return out
+
+    def draft_target(self, arg, write=True):
+        """draft_target - (upn, user info, Mailbox, message) of a
+        messages/{id}/... request"""
+        st = self.server.state
+        upn, mb = self.mail_target(arg[0], write)
+        _, uinfo = st.user(upn)
+        with st.lock:
+            msg = self.find_message(mb, arg[1])
+        return upn, uinfo, mb, msg
+
+    def ep_attach(self, body, arg):
+        """ep_attach - POST messages/{id}/attachments (fileAttachment,
+        the request under 4 MB): 201 with the attachment"""
+        st = self.server.state
+        upn, uinfo, mb, msg = self.draft_target(arg)
+        self.mail_body(body)
+        req = self.json_body(body)
+        try:
+            more = len(base64.b64decode(str(req.get("contentBytes") or ""),
+                                        validate=True))
+        except (binascii.Error, ValueError):
+            more = 0
+        self.size_check(uinfo, msg, more)
+        att = self.new_attachment(req)
+        with st.lock:
+            if mb.find(arg[1]) is None:     # deleted meanwhile
+                unlink_all([att["path"]])
+                raise self.bad_id(arg[1])
+            msg.setdefault("attachments", []).append(att)
+            mb.update(msg["id"], {})
+        out = self.render_attachment(att, content=True)
+        out["@odata.context"] = ("https://graph.microsoft.com/v1.0/$metadata"
+                                 "#users('%s')/messages('%s')/attachments/"
+                                 "$entity" % (user_id(upn), arg[1]))
+        return 201, out, {}
+
+    def ep_attach_list(self, body, arg):
+        """ep_attach_list - GET messages/{id}/attachments (no content)"""
+        upn, uinfo, mb, msg = self.draft_target(arg, write=False)
+        return 200, {"value": [self.render_attachment(a) for a in
+                               msg.get("attachments") or []]}, {}
+
+    def ep_create_session(self, body, arg):
+        """ep_create_session - POST messages/{id}/attachments/
+        createUploadSession {"AttachmentItem": {...}}: 201 uploadSession
+        with a pre-authenticated uploadUrl on the upload host name"""
+        st = self.server.state
+        upn, uinfo, mb, msg = self.draft_target(arg)
+        req = {k.lower(): v for k, v in self.json_body(body).items()}
+        item = req.get("attachmentitem")
+        if not isinstance(item, dict):
+            raise self.gerr(400, "ErrorInvalidParameter", "The value of the "
+                            "parameter 'AttachmentItem' is empty.")
+        item = {k[:1].lower() + k[1:]: v for k, v in item.items()}
+        if str(item.get("attachmentType", "")).lower() != "file":
+            raise self.gerr(400, "ErrorInvalidParameter", "m365emu models "
+                            "attachmentType file only.")
+        size = item.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise self.gerr(400, "ErrorInvalidParameter", "The value of the "
+                            "parameter 'Size' is not valid.")
+        if size < self.upload_limit("upload_session_min"):
+            raise self.gerr(400, "ErrorAttachmentSizeShouldNotBeLessThan"
+                            "MinimumSize", "Attachment size must be greater "
+                            "than the minimum size.")
+        if size > self.upload_limit("upload_session_max"):
+            raise self.gerr(400, "ErrorMessageSizeExceeded", "The message "
+                            "exceeds the maximum supported size.")
+        self.size_check(uinfo, msg, size)
+        info = self.bearer()
+        sid = graph_id("AAMkAD")
+        host, (_, port) = self.upload_host(), self.host_port()
+        now = time.time()
+        lifetime = self.upload_limit("upload_session_lifetime")
+        url = ("https://%s:%d/api/v2.0/Users('%s@%s')/Messages('%s')/"
+               "AttachmentSessions('%s')" % (
+                   "[%s]" % host if ":" in host else host, port,
+                   user_id(upn), st.cfg("tenant_id"), arg[1], sid))
+        sess = {"id": sid, "mailbox": upn, "message": msg["immutableId"],
+                "message_ref": arg[1], "item": item, "size": size,
+                "name": str(item.get("name") or ""), "host": host,
+                "url": url, "token": secrets.token_urlsafe(48),
+                "created": now, "expires": now + lifetime, "received": 0,
+                "chunks": [], "refused": [], "state": "open",
+                "client_id": info["client_id"], "lock": threading.Lock(),
+                "sha": hashlib.sha256(), "attachment": None,
+                "path": os.path.join(st.attach_dir, sid.rstrip("=") +
+                                     ".part")}
+        open(sess["path"], "wb").close()
+        with st.lock:
+            st.uploads[sid] = sess
+        return 201, {"@odata.context": "https://graph.microsoft.com/v1.0/"
+                     "$metadata#microsoft.graph.uploadSession",
+                     "uploadUrl": url + "?authtoken=" + sess["token"],
+                     "expirationDateTime": iso_time(utcnow() +
+                                                    datetime.timedelta(
+                                                        seconds=lifetime)),
+                     "nextExpectedRanges": ["0-"]}, {}
+
+    def expire_session(self):
+        """expire_session - the "expire" fault: this request's upload
+        session expires now"""
+        st = self.server.state
+        with st.lock:
+            sess = st.uploads.get(upload_ref(self.path)[0])
+            if sess is not None:
+                sess["expires"] = time.time() - 1
+
+    def upload_refuse(self, sess, status, code, message, headers=None):
+        """upload_refuse - an EmuError for an upload request, noted in the
+        session's "refused" list for the tests"""
+        if sess is not None:
+            with self.server.state.lock:
+                sess["refused"].append({"status": status, "code": code,
+                                        "method": self.command})
+        return self.gerr(status, code, message, headers)
+
+    def ep_upload(self, body, arg):
+        """ep_upload - PUT (a byte range) or DELETE (cancel) on an
+        uploadUrl: no Authorization header, the token is in the URL"""
+        st = self.server.state
+        sid, token = upload_ref(self.path)
+        with st.lock:
+            sess = st.uploads.get(sid)
+        if sess is None or self.host_port()[0] != sess["host"]:
+            # The pre-authenticated URL is valid on its host only.
+            raise self.upload_refuse(sess, 404, "ErrorItemNotFound",
+                                     ITEM_NOT_FOUND)
+        if self.headers.get("Authorization"):
+            # Microsoft: "Do not specify an Authorization request header";
+            # a Graph token sent there fails its audience check.
+            raise self.upload_refuse(
+                sess, 401, "InvalidAudienceForResource", "The audience claim "
+                "value is invalid for current resource. Audience claim is "
+                "'https://graph.microsoft.com/', request url is '%s' and "
+                "resource type is 'Exchange'." % sess["url"],
+                {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        if not token or not secrets.compare_digest(token, sess["token"]):
+            raise self.upload_refuse(sess, 401, "InvalidAuthenticationToken",
+                                     "The authtoken of the upload URL is "
+                                     "missing or invalid.")
+        if time.time() > sess["expires"]:
+            raise self.upload_refuse(sess, 401, "InvalidAuthenticationToken",
+                                     "Lifetime validation failed, the token "
+                                     "is expired.")
+        with st.lock:
+            mb = st.mbox(sess["mailbox"])
+            msg = mb.find(sess["message"])
+        if sess["state"] != "open" or msg is None:
+            raise self.upload_refuse(sess, 404, "ErrorItemNotFound",
+                                     ITEM_NOT_FOUND)
+        if self.command == "DELETE":
+            with sess["lock"]:
+                sess["state"] = "cancelled"
+                unlink_all([sess["path"]])
+            return 204, b"", {}
+        with sess["lock"]:
+            return self.upload_put(sess, mb)
+
+    def upload_put(self, sess, mb):
+        """upload_put - one byte range, streamed to the session's file;
+        200 with nextExpectedRanges, or 201 + Location on the last one"""
+        st = self.server.state
+        m = re.match(r"^\s*bytes\s+(\d+)-(\d+)/(\d+)\s*$",
+                     self.headers.get("Content-Range", ""))
+        if not m:
+            raise self.upload_refuse(sess, 400, "ErrorInvalidContentRange",
+                                     "The Content-Range header must be "
+                                     "'bytes {start}-{end}/{total}'.")
+        start, end, total = (int(x) for x in m.groups())
+        length = self.headers.get("Content-Length")
+        if total != sess["size"] or end < start or end >= total:
+            raise self.upload_refuse(sess, 400, "ErrorInvalidContentRange",
+                                     "The Content-Range %s does not fit the "
+                                     "attachment of %d bytes."
+                                     % (m.group(0).strip(), sess["size"]))
+        if length is not None and int(length) != end - start + 1:
+            raise self.upload_refuse(sess, 400, "ErrorInvalidContentRange",
+                                     "Content-Length %s does not match the "
+                                     "Content-Range." % length)
+        if end - start + 1 > self.upload_limit("upload_chunk_max"):
+            raise self.upload_refuse(sess, 413, "RequestEntityTooLarge",
+                                     "Upload each byte range in less than "
+                                     "4 MB.")
+        ctype = self.headers.get("Content-Type", "").split(";")[0].strip()
+        if ctype.lower() != "application/octet-stream":
+            raise self.upload_refuse(sess, 415, "UnsupportedMediaType",
+                                     "Specify Content-Type: "
+                                     "application/octet-stream.")
+        if start != sess["received"]:
+            raise self.upload_refuse(
+                sess, 416, "ErrorInvalidRange", "The range %d-%d does not "
+                "start at the next expected byte %d (bytes go up in order, "
+                "without overlap or gap)." % (start, end, sess["received"]))
+        got = 0
+        sha = sess["sha"].copy()
+        try:
+            with open(sess["path"], "r+b") as f:
+                f.seek(start)
+                for data in self.body_chunks():
+                    got += len(data)
+                    if got > end - start + 1:
+                        break
+                    f.write(data)
+                    sha.update(data)
+                f.truncate(start + min(got, end - start + 1))
+        except (ConnectionError, OSError):
+            with open(sess["path"], "r+b") as f:
+                f.truncate(start)       # a broken range is not kept
+            raise
+        if got != end - start + 1:
+            with open(sess["path"], "r+b") as f:
+                f.truncate(start)
+            raise self.upload_refuse(sess, 400, "ErrorInvalidContentRange",
+                                     "The body has %d bytes, the "
+                                     "Content-Range %d." % (got, end -
+                                                            start + 1))
+        with st.lock:
+            sess["sha"] = sha
+            sess["received"] = end + 1
+            sess["chunks"].append(got)
+            st.stats["upload_bytes_sessions"] = \
+                st.stats.get("upload_bytes_sessions", 0) + got
+            if sess["received"] < sess["size"]:
+                return 200, {"@odata.context": "https://%s/api/v2.0/"
+                             "$metadata#Users('%s')/Messages('%s')/"
+                             "AttachmentSessions/$entity" % (
+                                 sess["host"], user_id(sess["mailbox"]),
+                                 sess["message_ref"]),
+                             "expirationDateTime": iso_time(
+                                 datetime.datetime.fromtimestamp(
+                                     sess["expires"],
+                                     datetime.timezone.utc)),
+                             "nextExpectedRanges": ["%d" %
+                                                    sess["received"]]}, {}
+            msg = mb.find(sess["message"])
+            if msg is None:
+                raise self.upload_refuse(sess, 404, "ErrorItemNotFound",
+                                         ITEM_NOT_FOUND)
+            att = self.new_attachment(sess["item"], (sess["path"],
+                                                     sess["size"],
+                                                     sha.hexdigest()))
+            msg.setdefault("attachments", []).append(att)
+            mb.update(msg["id"], {})
+            sess["state"] = "complete"
+            sess["attachment"] = att["id"]
+        loc = sess["url"].replace("AttachmentSessions('%s')" % sess["id"],
+                                  "Attachments('%s')" % att["id"])
+        return 201, b"", {"Location": loc}
+
+    def ep_send(self, body, arg):
+        """ep_send - POST messages/{id}/send: 202; the draft goes to Sent
+        Items and the emulator records the MIME the recipients get"""
+        st = self.server.state
+        info = self.bearer()
+        upn, uinfo = self.mailbox(info, arg[0], "send")
+        self.check_send_right(info, upn)
+        mb = st.mbox(upn)
+        with st.lock:
+            msg = mb.find(arg[1])
+        if msg is None or not msg.get("isDraft"):
+            # A message that is not a draft: reported as "The specified
+            # object was not found in the store." (rlrghb/olkcli#118).
+            raise self.bad_id(arg[1])
+        draft = msg["draft"]
+        if draft["form"] == "mime":
+            rec, tmp = self.send_mime_draft(msg, upn, uinfo)
+        else:
+            rec, tmp = self.send_json_draft(msg, upn, uinfo)
+        with st.lock:
+            if mb.find(arg[1]) is not msg:      # sent or deleted meanwhile
+                unlink_all([tmp])
+                raise self.bad_id(arg[1])
+            open_sessions = [s["id"] for s in st.uploads.values()
+                             if s["message"] == msg["immutableId"] and
+                             s["state"] == "open" and
+                             s["expires"] >= time.time()]
+            st.close_sessions(msg, "orphaned")
+            rec.update({"mailbox": upn, "size": os.path.getsize(tmp),
+                        "request_id": self.request_id, "time": iso_time(),
+                        "client_id": info["client_id"],
+                        "principal": info["user"] or info["client_id"],
+                        "auth": "delegated" if info["user"] else "app",
+                        "draft_id": msg["immutableId"],
+                        "open_upload_sessions": open_sessions})
+            rec = st.record(rec, src=tmp, counter="drafts_sent")
+            unlink_all(message_files(msg))
+            sent = mb.move(msg["id"], mb.folder("sentitems")["id"])
+            mb.update(sent["id"], {"isDraft": False, "owned": False,
+                                   "path": rec["eml_path"],
+                                   "sentDateTime": iso_time(),
+                                   "size": rec["size"], "attachments": [
+                                       dict(a, path=None) for a in
+                                       msg.get("attachments") or []]})
+        return 202, b"", {}
+
+    def draft_recipients(self, to, cc, bcc):
+        rcpts = []
+        for a in to + cc + bcc:
+            if a not in rcpts:
+                rcpts.append(a)
+        if not rcpts:
+            raise self.gerr(400, "ErrorInvalidRecipients",
+                            "At least one recipient is not valid., A message "
+                            "can't be sent because it contains no "
+                            "recipients.")
+        return rcpts
+
+    def send_mime_draft(self, msg, upn, uinfo):
+        """send_mime_draft - a draft made from MIME is sent as that MIME:
+        "the transport process copies the MIME content more or less
+        intact" (outlook-things-to-know-about-send-mail); attachments
+        added to the draft later do not reach the recipients"""
+        with open(msg["path"], "rb") as f:
+            head = f.read(1048576)
+        hdr = email.parser.BytesParser(policy=email.policy.compat32) \
+            .parsebytes(head, headersonly=True)
+        to, cc, bcc, _ = mime_recipients(hdr)
+        rcpts = self.draft_recipients(to, cc, bcc)
+        froms = addresses(hdr.get_all("From") or [])
+        from_addr = froms[0] if froms else None
+        self.check_from(upn, uinfo, from_addr)
+        tmp = os.path.join(self.server.state.attach_dir,
+                           uuid.uuid4().hex + ".eml")
+        with open(msg["path"], "rb") as src, open(tmp, "wb") as dst:
+            while True:
+                data = src.read(STREAM_CHUNK)
+                if not data:
+                    break
+                dst.write(data)
+        return {"form": "draft", "draft_form": "mime", "recipients": rcpts,
+                "to": to, "cc": cc, "bcc": bcc, "from": from_addr,
+                "subject": header_text(hdr.get("Subject")),
+                "message_id": msg["internetMessageId"], "attachments": [],
+                "dropped_attachments": [attachment_record(a) for a in
+                                        msg.get("attachments") or []],
+                "save_to_sent_items": True}, tmp
+
+    def send_json_draft(self, msg, upn, uinfo):
+        """send_json_draft - Exchange builds the MIME of a JSON draft from
+        its properties and its attachments"""
+        message = msg["draft"]["message"]
+        env = self.json_envelope(message, upn, uinfo)
+        tmp = os.path.join(self.server.state.attach_dir,
+                           uuid.uuid4().hex + ".eml")
+        atts = list(msg.get("attachments") or [])
+        with open(tmp, "wb") as f:
+            write_draft_mime(f, message, atts, upn,
+                             uinfo.get("display_name", upn),
+                             msg["internetMessageId"])
+        env["from"] = env["from"] or upn
+        return dict(env, form="draft", draft_form="json",
+                    subject=message.get("subject"),
+                    message_id=msg["internetMessageId"],
+                    attachments=[attachment_record(a) for a in atts],
+                    save_to_sent_items=True), tmp
 
     def send_stream(self, status, stream, headers, truncate=False,
                     fault=None):
@@ -2126,7 +3039,10 @@ class Handler(BaseHTTPRequestHandler):
                   ("POST", "device/deny"): self.ctl_deny,
                   ("POST", "revoke"): self.ctl_revoke,
                   ("POST", "config"): self.ctl_config,
-                  ("POST", "expire"): self.ctl_expire}
+                  ("POST", "expire"): self.ctl_expire,
+                  ("GET", "drafts"): self.ctl_drafts,
+                  ("GET", "uploads"): self.ctl_uploads,
+                  ("POST", "uploads/expire"): self.ctl_uploads_expire}
         fn = routes.get((m, path))
         if fn is None:
             self.send(404, {"error": "no control endpoint %s /_emu/%s"
@@ -2143,9 +3059,9 @@ class Handler(BaseHTTPRequestHandler):
         kinds = {"sendMail", "token", "users", "devicecode", "authorize",
                  "any"} | set(MAIL_KINDS)
         actions = {"error", "accept_retry_after", "reset_after_body", "slow",
-                   "gone", "truncate", "endless", "silent"}
+                   "gone", "truncate", "endless", "silent", "expire"}
         only = {"gone": "delta", "truncate": "value", "endless": "value",
-                "silent": "value"}
+                "silent": "value", "expire": "upload"}
         for f in faults:
             if not isinstance(f, dict) or f.get("match") not in kinds:
                 return 400, {"error": "each fault needs match in %s"
@@ -2161,10 +3077,75 @@ class Handler(BaseHTTPRequestHandler):
             if action in only and f["match"] != only[action]:
                 return 400, {"error": "action %s needs match %s"
                              % (action, only[action])}
+            if not isinstance(f.get("after", 0), int) or f.get("after", 0) < 0:
+                return 400, {"error": "after must be a number >= 0"}
         for f in faults:
             st.faults.append(dict(f, count=int(f.get("count", 1)),
                                   action=f.get("action", "error")))
         return 200, {"queued": len(faults), "faults": len(st.faults)}
+
+    def ctl_drafts(self, arg):
+        """ctl_drafts - GET /_emu/drafts[?mailbox=MB]: the drafts in the
+        Drafts folders (what a crashed sender leaves behind)"""
+        st = self.server.state
+        want = self.query.get("mailbox", [None])[0]
+        want = st.user(want)[0] if want else None
+        out = []
+        for upn, mb in sorted(st.mailboxes.items()):
+            if want and upn != want:
+                continue
+            for m in mb.folder_messages(mb.folder("drafts")["id"]):
+                if not m.get("isDraft"):
+                    continue
+                out.append({"mailbox": upn, "id": m["id"],
+                            "immutableId": m["immutableId"],
+                            "form": m["draft"]["form"],
+                            "subject": m.get("subject"),
+                            "internetMessageId": m["internetMessageId"],
+                            "to": [a for _n, a in m.get("to", [])],
+                            "cc": [a for _n, a in m.get("cc", [])],
+                            "bcc": [a for _n, a in m.get("bcc", [])],
+                            "size": draft_size(m),
+                            "createdDateTime": m["createdDateTime"],
+                            "attachments": [attachment_record(a) for a in
+                                            m.get("attachments") or []],
+                            "upload_sessions": [
+                                s["id"] for s in st.uploads.values()
+                                if s["message"] == m["immutableId"]]})
+        return 200, out
+
+    def ctl_uploads(self, arg):
+        """ctl_uploads - GET /_emu/uploads: every upload session"""
+        now = time.time()
+        out = []
+        for s in sorted(self.server.state.uploads.values(),
+                        key=lambda s: s["created"]):
+            state = s["state"]
+            if state == "open" and now > s["expires"]:
+                state = "expired"
+            out.append({"id": s["id"], "mailbox": s["mailbox"],
+                        "message": s["message"], "name": s["name"],
+                        "size": s["size"], "item": s["item"],
+                        "host": s["host"], "received": s["received"],
+                        "chunks": list(s["chunks"]), "state": state,
+                        "refused": list(s["refused"]),
+                        "attachment": s["attachment"],
+                        "client_id": s["client_id"],
+                        "created": iso_time(datetime.datetime.fromtimestamp(
+                            s["created"], datetime.timezone.utc)),
+                        "expires": iso_time(datetime.datetime.fromtimestamp(
+                            s["expires"], datetime.timezone.utc))})
+        return 200, out
+
+    def ctl_uploads_expire(self, arg):
+        """ctl_uploads_expire - POST /_emu/uploads/expire [{"id"}]: open
+        sessions (or one) expire now"""
+        n = 0
+        for s in self.server.state.uploads.values():
+            if s["state"] == "open" and arg.get("id") in (None, s["id"]):
+                s["expires"] = time.time() - 1
+                n += 1
+        return 200, {"expired": n}
 
     def ctl_clear_faults(self, arg):
         self.server.state.faults = []

@@ -7,7 +7,8 @@
 #   ca.pem ca.key          test CA (self-signed, RSA 2048)
 #   server.pem server.key  server certificate signed by the test CA, SAN
 #                          IP:127.0.0.1, IP:::1, DNS:localhost,
-#                          DNS:graph.microsoft.com, DNS:login.microsoftonline.com
+#                          DNS:graph.microsoft.com, DNS:login.microsoftonline.com,
+#                          DNS:outlook.office.com (upload URLs of attachments)
 #   client.pem client.key  self-signed RSA 2048 certificate for the
 #                          client-credentials certificate flow
 # Keys are mode 0600.  Only the openssl command-line tool is used.
@@ -57,7 +58,7 @@ cat >"$work/server.ext" <<'EOF'
 basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature,keyEncipherment
 extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1,IP:::1,DNS:localhost,DNS:graph.microsoft.com,DNS:login.microsoftonline.com
+subjectAltName = IP:127.0.0.1,IP:::1,DNS:localhost,DNS:graph.microsoft.com,DNS:login.microsoftonline.com,DNS:outlook.office.com
 authorityKeyIdentifier = keyid
 subjectKeyIdentifier = hash
 EOF

@@ -6,8 +6,9 @@
 # with a certificate assertion built here with the openssl CLI), Graph
 # users and sendMail (exact MIME bytes, recipients, errors, permissions),
 # mailboxes (folders, delta paging and incremental rounds, $value, PATCH,
-# move, DELETE, shared-mailbox permissions), every fault kind, the
-# statistics and the control API.
+# move, DELETE, shared-mailbox permissions), drafts in JSON and MIME form,
+# attachments, upload sessions and send of a draft (the rebuilt MIME),
+# every fault kind, the statistics and the control API.
 
 set -u
 : "${top_srcdir:=$(cd "$(dirname "$0")/../.." && pwd)}"
@@ -860,6 +861,414 @@ check "reset drops the Sent Items copies, keeps the mailbox" test \
 emu_ctl POST /_emu/reset '{"mailboxes": true}' >/dev/null
 check "reset with mailboxes empties them" test \
     "$(emu_mb_eval bob@contoso.test 'sum(len(x["messages"]) for x in d["folders"])')" = 0
+
+#
+# Drafts, attachments, upload sessions and send of a draft (large
+# messages, issue 10): Microsoft's rules as tests/emulator/README.md cites.
+#
+emu_ctl POST /_emu/reset '{"mailboxes": true}' >/dev/null
+client_secret "$T/secret"
+RW_AT=$(field 'd["access_token"]')
+IMM='Prefer: IdType="ImmutableId"'
+JSON='Content-Type: application/json'
+# draft_json FILE SUBJECT [EXTRA-JSON] - a JSON message with an HTML body,
+# To/Cc/Bcc, an X- header and a Message-ID as PidTagInternetMessageId
+draft_json() {
+    cat >"$1" <<EOF
+{"subject": "$2", "importance": "high",
+ "body": {"contentType": "HTML", "content": "<p>Report <img src=\"cid:logo@x\"></p>"},
+ "toRecipients": [{"emailAddress": {"address": "To1@example.org", "name": "To One"}}],
+ "ccRecipients": [{"emailAddress": {"address": "cc1@example.org"}}],
+ "bccRecipients": [{"emailAddress": {"address": "hidden@example.net"}}],
+ "internetMessageHeaders": [{"name": "X-Relay-Test", "value": "large-$2"}],
+ "singleValueExtendedProperties": [{"id": "String 0x1035", "value": "<$2@example.org>"}]${3:+, $3}}
+EOF
+}
+draft_json "$T/d1.json" d1
+greq POST "$BOB/messages" "$RW_AT" -H "$JSON" -H "$IMM" --data-binary "@$T/d1.json"
+expect "JSON draft: 201 with the message" 201 'd["isDraft"]' true \
+    'd["subject"]' d1 'd["internetMessageId"]' '<d1@example.org>' \
+    'd["toRecipients"][0]["emailAddress"]["address"]' To1@example.org \
+    'd["bccRecipients"][0]["emailAddress"]["address"]' hidden@example.net \
+    'd["hasAttachments"]' false 'd["body"]["contentType"]' HTML
+D1=$(field 'd["id"]')
+check "Prefer IdType=ImmutableId: Preference-Applied" test "$(header Preference-Applied)" = 'IdType="ImmutableId"'
+check "an immutable id (AAkA...)" test "${D1#AAkA}" != "$D1"
+greq POST "$BOB/messages" "$RW_AT" -H "$JSON" \
+    --data-binary '{"subject": "d2", "internetMessageId": "<d2@example.org>", "toRecipients": [{"emailAddress": {"address": "a@example.org"}}]}'
+expect "JSON draft with internetMessageId, no Prefer: a regular id" 201 \
+    'd["internetMessageId"]' '<d2@example.org>' 'd["id"].startswith("AAMk")' true
+D2=$(field 'd["id"]')
+check "no Prefer: no Preference-Applied" test -z "$(header Preference-Applied)"
+greq POST "$BOB/messages" "$RW_AT" -H "$JSON" \
+    --data-binary '{"subject": "bad", "internetMessageHeaders": [{"name": "References", "value": "<a@b>"}]}'
+expect "JSON draft: a header that is not X-: 400 InvalidInternetMessageHeader" 400 \
+    'd["error"]["code"]' InvalidInternetMessageHeader
+greq POST "$BOB/messages" "$RW_AT" -H "$JSON" --data-binary '{"subject": "bad", "toRecipients": [{"emailAddress": {}}]}'
+expect "JSON draft: a recipient without address: 400 ErrorInvalidRecipients" 400 \
+    'd["error"]["code"]' ErrorInvalidRecipients
+printf '%s\r\n' 'From: Bob <bob@contoso.test>' 'To: mime-to@example.org' 'Bcc: mime-bcc@example.net' \
+    'Subject: mime draft' 'Message-ID: <mime-1@example.org>' 'References: <r1@example.org>' \
+    'MIME-Version: 1.0' 'Content-Type: text/plain; charset=us-ascii' '' 'MIME body.' >"$T/m1.eml"
+openssl base64 -A <"$T/m1.eml" >"$T/m1.b64"
+greq POST "$BOB/messages" "$RW_AT" -H 'Content-Type: text/plain' -H "$IMM" --data-binary "@$T/m1.b64"
+expect "MIME draft (text/plain, base64): 201" 201 'd["isDraft"]' true \
+    'd["internetMessageId"]' '<mime-1@example.org>' 'd["subject"]' 'mime draft'
+M1=$(field 'd["id"]')
+greq POST "$BOB/messages" "$RW_AT" -H 'Content-Type: text/plain' --data-binary 'not*base64!'
+expect "MIME draft with bad base64: 400 ErrorMimeContentInvalidBase64String" 400 \
+    'd["error"]["code"]' ErrorMimeContentInvalidBase64String
+greq POST "$BOB/messages" "$RW_AT" -H 'Content-Type: text/plain' --data-binary "@$T/big.b64"
+expect "draft request over 4 MB: 413" 413 'd["error"]["code"]' RequestEntityTooLarge
+greq POST "$BOB/mailFolders/drafts/messages" "$RW_AT" -H "$JSON" --data-binary '{"subject": "in folder"}'
+expect "POST mailFolders/drafts/messages: 201" 201 'd["isDraft"]' true
+D3=$(field 'd["id"]')
+check "emu_drafts: 4 drafts in Drafts" test "$(emu_drafts bob@contoso.test)" = 4
+greq GET "$BOB/mailFolders('drafts')/messages?\$select=subject,isDraft" "$RW_AT" -H "$IMM"
+expect "GET mailFolders('drafts')/messages lists them (immutable ids)" 200 \
+    'sorted(x["subject"] for x in d["value"])' '["d1", "d2", "in folder", "mime draft"]' \
+    "\"$D1\" in [x[\"id\"] for x in d[\"value\"]]" true
+greq GET "$BOB/messages/$D1" "$RW_AT"
+expect "GET of a draft by its immutable id" 200 'd["isDraft"]' true 'd["subject"]' d1
+greq GET "$BOB/messages/$D2" "$RW_AT" -H "$IMM"
+expect "GET by a regular id, Prefer ImmutableId: the immutable id comes back" 200 \
+    'd["id"].startswith("AAkA")' true
+greq GET "$BOB/messages/$M1/\$value" "$RW_AT"
+check "\$value of a MIME draft: its MIME" cmp "$T/body" "$T/m1.eml"
+# permissions: Mail.ReadWrite (app role or delegated scope)
+while IFS='|' read -r tokvar path desc; do
+    greq POST "$path" "${!tokvar}" -H "$JSON" --data-binary '{"subject": "denied"}'
+    expect "$desc" 403 'd["error"]["code"]' ErrorAccessDenied
+done <<EOF
+SEND_AT|$BOB/messages|draft, app token with Mail.Send only: 403
+READ_AT|$BOB/messages|draft, app token with Mail.Read: 403
+D_SEND|/v1.0/me/messages|draft, delegated Mail.Send only: 403
+D_RW|/v1.0/users/shared@contoso.test/messages|draft in another mailbox without Mail.ReadWrite.Shared: 403
+EOF
+greq POST /v1.0/me/messages "$D_RW" -H "$JSON" --data-binary '{"subject": "mine"}'
+expect "draft, delegated Mail.ReadWrite, own mailbox (/me): 201" 201
+greq POST "/v1.0/users/shared@contoso.test/messages" "$D_SH" -H "$JSON" --data-binary '{"subject": "shared"}'
+expect "draft in a shared mailbox: Mail.ReadWrite.Shared + full access: 201" 201
+
+# Attachments under 3 MB: POST .../attachments.
+head -c 20000 /dev/urandom >"$T/logo.png"
+head -c 150000 /dev/urandom >"$T/small.pdf"
+att_json() {   # att_json FILE NAME TYPE INLINE [CID]
+    printf '{"@odata.type": "#microsoft.graph.fileAttachment", "name": "%s", "contentType": "%s", "isInline": %s%s, "contentBytes": "' \
+        "$2" "$3" "$4" "${5:+, \"contentId\": \"$5\"}"
+    openssl base64 -A <"$1"
+    printf '"}'
+}
+att_json "$T/logo.png" logo.png image/png true logo@x >"$T/a1.json"
+greq POST "$BOB/messages/$D1/attachments" "$RW_AT" -H "$JSON" --data-binary "@$T/a1.json"
+expect "POST attachments (inline image): 201" 201 \
+    'd["@odata.type"]' '#microsoft.graph.fileAttachment' 'd["size"]' 20000 \
+    'd["isInline"]' true 'd["contentId"]' logo@x 'd["name"]' logo.png \
+    "d[\"contentBytes\"] == \"$(openssl base64 -A <"$T/logo.png")\"" true
+att_json "$T/small.pdf" "Rechnung März.pdf" application/pdf false >"$T/a2.json"
+greq POST "$BOB/messages/$D1/attachments" "$RW_AT" -H "$JSON" --data-binary "@$T/a2.json"
+expect "POST attachments (a PDF with a non-ASCII name): 201" 201 'd["name"]' 'Rechnung März.pdf'
+greq POST "$BOB/messages/$D1/attachments" "$RW_AT" -H "$JSON" --data-binary '{"name": "x", "contentBytes": "eA=="}'
+expect "attachment without @odata.type: 422 UnprocessableType" 422 'd["error"]["code"]' UnprocessableType
+{ printf '{"@odata.type": "#microsoft.graph.fileAttachment", "name": "big", "contentBytes": "'
+  cat "$T/big.b64"; printf '"}'; } >"$T/abig.json"
+greq POST "$BOB/messages/$D1/attachments" "$RW_AT" -H "$JSON" --data-binary "@$T/abig.json"
+expect "attachment request over 4 MB: 413" 413 'd["error"]["code"]' RequestEntityTooLarge
+greq POST "$BOB/messages/$D1/attachments" "$SEND_AT" -H "$JSON" --data-binary "@$T/a2.json"
+expect "attachment, app token with Mail.Send only: 403" 403 'd["error"]["code"]' ErrorAccessDenied
+greq GET "$BOB/messages/$D1/attachments" "$RW_AT"
+expect "GET attachments lists them (no content)" 200 'len(d["value"])' 2 \
+    '"contentBytes" in d["value"][0]' false
+
+# Upload sessions (3 MB to 150 MB).
+session() {   # session MSG-ID SIZE NAME [EXTRA-JSON]: sets STATUS, body
+    greq POST "$BOB/messages/$1/attachments/createUploadSession" "${SESS_AT:-$RW_AT}" -H "$JSON" \
+        --data-binary "{\"AttachmentItem\": {\"attachmentType\": \"file\", \"name\": \"$3\", \"size\": $2${4:+, $4}}}"
+}
+session "$D1" 2999999 small.bin
+expect "createUploadSession under 3 MB: 400 ErrorAttachmentSizeShouldNotBeLessThanMinimumSize" 400 \
+    'd["error"]["code"]' ErrorAttachmentSizeShouldNotBeLessThanMinimumSize
+session "$D1" 157286401 huge.bin
+expect "createUploadSession over 150 MB: 400 ErrorMessageSizeExceeded" 400 \
+    'd["error"]["code"]' ErrorMessageSizeExceeded
+SESS_AT=$SEND_AT session "$D1" 3000000 x.bin
+expect "createUploadSession, app token with Mail.Send only: 403" 403 'd["error"]["code"]' ErrorAccessDenied
+head -c 7000000 /dev/urandom >"$T/report.pdf"
+head -c 3000000 "$T/report.pdf" >"$T/three.bin"
+session "$D1" 7000000 report.pdf '"contentType": "application/pdf"'
+expect "createUploadSession of 7 MB: 201" 201 'd["nextExpectedRanges"]' '["0-"]' \
+    'd["uploadUrl"].startswith("https://localhost:'"$EMU_PORT"'/api/v2.0/Users(")' true \
+    '"/AttachmentSessions(" in d["uploadUrl"] and "?authtoken=" in d["uploadUrl"]' true
+UP1=$(field 'd["uploadUrl"]')
+check "expirationDateTime is in the future" field \
+    '__import__("datetime").datetime.strptime(d["expirationDateTime"], "%Y-%m-%dT%H:%M:%SZ") > __import__("datetime").datetime.utcnow() or sys.exit(1)'
+# put_range URL FILE START END [CURL-ARGS...] - PUT bytes START..END of FILE
+put_range() {
+    local url=$1 file=$2 s=$3 e=$4 total
+    shift 4
+    total=$(wc -c <"$file")
+    dd if="$file" bs=1M iflag=skip_bytes,count_bytes skip="$s" count=$((e - s + 1)) \
+        status=none >"$T/range"
+    STATUS=$(emu_curl -o "$T/body" -D "$T/hdr" -w '%{http_code}' -X PUT \
+        -H "Content-Range: bytes $s-$e/$total" \
+        -H "Content-Type: ${PUT_CTYPE:-application/octet-stream}" \
+        "$@" --data-binary "@$T/range" "$url") || STATUS=curl-failed
+}
+upload_field() {   # upload_field EXPR-OVER-SESSION-u: of the newest session
+    emu_ctl GET /_emu/uploads | json_eval "(lambda u: $1)(d[-1])"
+}
+put_range "${UP1/localhost/127.0.0.1}" "$T/report.pdf" 0 2097151
+expect "uploadUrl used on the Graph host name: 404" 404
+put_range "$UP1" "$T/report.pdf" 0 2097151 -H "Authorization: Bearer $RW_AT"
+expect "PUT with an Authorization header: 401 InvalidAudienceForResource" 401 \
+    'd["error"]["code"]' InvalidAudienceForResource
+put_range "${UP1%%\?*}?authtoken=wrong" "$T/report.pdf" 0 2097151
+expect "PUT with a wrong authtoken: 401" 401
+put_range "$UP1" "$T/report.pdf" 0 4194304
+expect "a byte range over 4 MiB: 413" 413
+PUT_CTYPE=text/plain put_range "$UP1" "$T/report.pdf" 0 2097151
+expect "Content-Type other than application/octet-stream: 415" 415
+put_range "$UP1" "$T/report.pdf" 1000 2097151
+expect "a range that leaves a gap: 416" 416
+check "refused PUTs stored nothing" test "$(upload_field 'u["received"]')" = 0
+put_range "$UP1" "$T/report.pdf" 0 2097151
+expect "first range 0-2097151 (not a 320 KiB multiple, as Microsoft's example): 200" 200 \
+    'd["nextExpectedRanges"]' '["2097152"]' '"expirationDateTime" in d' true
+put_range "$UP1" "$T/report.pdf" 0 2097151
+expect "the same range again (overlap): 416" 416
+put_range "$UP1" "$T/report.pdf" 1048576 3145727
+expect "an overlapping range: 416" 416
+put_range "$UP1" "$T/report.pdf" 3145728 4194303
+expect "a range after a gap: 416" 416
+dd if="$T/report.pdf" bs=1M iflag=skip_bytes,count_bytes skip=2097152 count=999 status=none >"$T/range"
+STATUS=$(emu_curl -o "$T/body" -w '%{http_code}' -X PUT -H 'Content-Range: bytes 2097152-2098151/7000000' \
+    -H 'Content-Type: application/octet-stream' --data-binary "@$T/range" "$UP1")
+expect "Content-Range and body length differ: 400" 400
+STATUS=$(emu_curl -o "$T/body" -w '%{http_code}' -X PUT -H 'Content-Type: application/octet-stream' \
+    --data-binary "@$T/range" "$UP1")
+expect "PUT without Content-Range: 400" 400
+put_range "$UP1" "$T/report.pdf" 2097152 5242879
+expect "second range: 200" 200 'd["nextExpectedRanges"]' '["5242880"]'
+put_range "$UP1" "$T/report.pdf" 5242880 6999999
+expect "last range: 201 Created" 201
+check "201 has a Location with the attachment id" \
+    test -n "$(header Location | sed -n "s|^https://localhost:$EMU_PORT/api/v2.0/.*/Attachments('AAMk[^']*')\$|ok|p")"
+check "/_emu/uploads: complete, the chunk sizes, the refusals" test \
+    "$(upload_field '[u["state"], u["received"], u["chunks"], sorted({r["status"] for r in u["refused"]})]')" = \
+    '["complete", 7000000, [2097152, 3145728, 1757120], [400, 401, 404, 413, 415, 416]]'
+put_range "$UP1" "$T/report.pdf" 5242880 6999999
+expect "PUT after the upload completed: 404" 404
+# cancel, expiry
+session "$D1" 3000000 cancel.bin
+UP2=$(field 'd["uploadUrl"]')
+STATUS=$(emu_curl -o /dev/null -w '%{http_code}' -X DELETE "$UP2")
+check "DELETE uploadUrl cancels: 204" test "$STATUS" = 204
+put_range "$UP2" "$T/three.bin" 0 1048575
+expect "PUT to a cancelled session: 404" 404
+session "$D1" 3000000 late.bin
+UP3=$(field 'd["uploadUrl"]')
+put_range "$UP3" "$T/three.bin" 0 1048575
+expect "a session before expiry: 200" 200
+check "POST /_emu/uploads/expire" emu_ctl POST /_emu/uploads/expire '{}'
+put_range "$UP3" "$T/three.bin" 1048576 2097151
+expect "PUT after expirationDateTime: 401" 401 'd["error"]["code"]' InvalidAuthenticationToken
+check "/_emu/uploads: expired" test "$(upload_field 'u["state"]')" = expired
+greq GET "$BOB/messages/$D1/attachments" "$RW_AT"
+expect "the draft has 3 attachments (2 posted, 1 uploaded)" 200 \
+    '[a["name"] for a in d["value"]]' '["logo.png", "Rechnung M\u00e4rz.pdf", "report.pdf"]'
+check "/_emu/drafts: attachments and their sha256" test \
+    "$(emu_ctl GET '/_emu/drafts?mailbox=bob@contoso.test' | json_eval "[a[\"sha256\"] for x in d if x[\"immutableId\"] == \"$D1\" for a in x[\"attachments\"]]")" = \
+    "[\"$(sha256sum <"$T/logo.png" | cut -d' ' -f1)\", \"$(sha256sum <"$T/small.pdf" | cut -d' ' -f1)\", \"$(sha256sum <"$T/report.pdf" | cut -d' ' -f1)\"]"
+
+# Send of a draft: what the recipients get.
+emu_ctl POST /_emu/config "{\"apps\": {\"$EMU_APP_SECRET\": {\"roles\": [\"Mail.ReadWrite\"]}}}" >/dev/null
+client_secret "$T/secret"
+RWONLY_AT=$(field 'd["access_token"]')
+emu_ctl POST /_emu/config "{\"apps\": {\"$EMU_APP_SECRET\": {\"roles\": [\"Mail.Send\", \"Mail.ReadWrite\"]}}}" >/dev/null
+greq POST "$BOB/messages/$D1/send" "$RWONLY_AT"
+expect "send, app token with Mail.ReadWrite but not Mail.Send: 403" 403 'd["error"]["code"]' ErrorAccessDenied
+emu_ctl POST /_emu/reset >/dev/null
+session "$D1" 3000000 never-finished.bin
+UPO=$(field 'd["uploadUrl"]')
+put_range "$UPO" "$T/three.bin" 0 1048575
+greq POST "$BOB/messages/$D1/send" "$RW_AT"
+expect "POST messages/{id}/send: 202" 202
+check "send: empty body" test ! -s "$T/body"
+check "send: the draft left Drafts" test "$(emu_drafts bob@contoso.test)" = 3
+greq GET "$BOB/messages/$D1" "$RW_AT"
+expect "send: the immutable id now names the Sent Items copy" 200 'd["isDraft"]' false \
+    'd["hasAttachments"]' true
+check "send: a copy in Sent Items" test \
+    "$(emu_mb_eval bob@contoso.test '[m["subject"] for m in f("sentitems")["messages"]]')" = '["d1"]'
+put_range "$UPO" "$T/three.bin" 1048576 2097151
+expect "send: an unfinished upload session of the draft is gone (404)" 404
+check "send: the sent record names the unfinished session" test \
+    "$(sent_field 'len(d[0]["open_upload_sessions"])')" = 1
+check "send: recorded once" test "$(emu_sent_count)" = 1
+check "sent record" test "$(sent_field '[d[0][k] for k in ("form", "draft_form", "recipients", "bcc", "message_id", "mailbox")]')" = \
+    '["draft", "json", ["to1@example.org", "cc1@example.org", "hidden@example.net"], ["hidden@example.net"], "<d1@example.org>", "bob@contoso.test"]'
+EML=$(emu_sent_mime -1)
+mime_parts "$EML" >"$T/parts"
+sed 's/^/#   /' "$T/parts"
+check "rebuilt MIME: 4 parts, body first" test "$(wc -l <"$T/parts")" = 4 -a \
+    "$(sed -n '1s/^[^ ]* [^ ]* \([^ ]*\).*/\1/p' "$T/parts")" = text/html
+check "rebuilt MIME: the inline image, byte for byte, inline, its Content-ID" \
+    grep -qx "$(sha256sum <"$T/logo.png" | cut -d' ' -f1) 20000 image/png inline logo.png <logo@x>" "$T/parts"
+check "rebuilt MIME: the posted PDF, byte for byte, its decoded name" \
+    grep -qx "$(sha256sum <"$T/small.pdf" | cut -d' ' -f1) 150000 application/pdf attachment Rechnung_März.pdf -" "$T/parts"
+check "rebuilt MIME: the uploaded 7 MB PDF, byte for byte" \
+    grep -qx "$(sha256sum <"$T/report.pdf" | cut -d' ' -f1) 7000000 application/pdf attachment report.pdf -" "$T/parts"
+check "rebuilt MIME: the inline image sits in multipart/related with the HTML" \
+    grep -q 'multipart/related' "$EML"
+check "rebuilt MIME: Subject, Message-ID, To, Cc, X- header, Importance" test \
+    "$(for h in Subject Message-ID To Cc X-Relay-Test Importance; do mime_header "$EML" $h; done | tr '\n' '|')" = \
+    'd1|<d1@example.org>|To One <To1@example.org>|cc1@example.org|large-d1|high|'
+check "rebuilt MIME: no Bcc header" test -z "$(mime_header "$EML" Bcc)"
+check "rebuilt MIME: a Date" test -n "$(mime_header "$EML" Date)"
+greq POST "$BOB/messages/$D1/send" "$RW_AT"
+expect "send again: the message is no draft any more: 404" 404 'd["error"]["code"]' ErrorItemNotFound
+greq POST "$BOB/messages/$D3/send" "$RW_AT"
+expect "send of a draft without recipients: 400 ErrorInvalidRecipients" 400 \
+    'd["error"]["code"]' ErrorInvalidRecipients
+greq POST "$BOB/messages" "$RW_AT" -H "$JSON" \
+    --data-binary '{"subject": "as alice", "from": {"emailAddress": {"address": "alice@contoso.test"}}, "toRecipients": [{"emailAddress": {"address": "a@example.org"}}]}'
+greq POST "$BOB/messages/$(field 'd["id"]')/send" "$RW_AT"
+expect "send with a From the mailbox may not use: 403 ErrorSendAsDenied" 403 \
+    'd["error"]["code"]' ErrorSendAsDenied
+# A MIME draft is sent as its MIME: a later attachment does not reach the recipients.
+greq POST "$BOB/messages/$M1/attachments" "$RW_AT" -H "$JSON" --data-binary "@$T/a2.json"
+expect "attachment to a MIME draft: 201" 201
+greq POST "$BOB/messages/$M1/send" "$RW_AT"
+expect "send of a MIME draft: 202" 202
+check "MIME draft: the recipients get its MIME, byte for byte" cmp "$(emu_sent_mime -1)" "$T/m1.eml"
+check "MIME draft: recipients from its header, the later attachment dropped" test \
+    "$(sent_field '[d[-1][k] for k in ("draft_form", "recipients", "attachments")] + [[a["name"] for a in d[-1]["dropped_attachments"]]]')" = \
+    '["mime", ["mime-to@example.org", "mime-bcc@example.net"], [], ["Rechnung M\u00e4rz.pdf"]]'
+greq POST "$BOB/messages/$D2/send" "$RW_AT"
+expect "send by a regular id: 202" 202
+greq GET "$BOB/messages/$D2" "$RW_AT"
+expect "a regular id dies when /send moves the draft to Sent Items" 404
+# DELETE of a draft.
+session "$D3" 3000000 orphan.bin
+UP4=$(field 'd["uploadUrl"]')
+before=$(emu_drafts bob@contoso.test)
+greq DELETE "$BOB/messages/$D3" "$RW_AT"
+expect "DELETE a draft: 204" 204
+check "DELETE: one draft less" test "$(emu_drafts bob@contoso.test)" = $((before - 1))
+put_range "$UP4" "$T/three.bin" 0 1048575
+expect "the upload session of a deleted draft: 404" 404
+
+# Faults of the large-message path.
+greq POST "$BOB/messages" "$RW_AT" -H "$JSON" -H "$IMM" --data-binary "@$T/d1.json"
+D5=$(field 'd["id"]')
+emu_fault '{"match": "createUploadSession", "status": 404}'
+session "$D5" 3500000 f.bin
+expect "createUploadSession 404 (transient, demisto/content#41448)" 404 \
+    'd["error"]["code"]' ErrorItemNotFound
+head -c 3500000 /dev/urandom >"$T/f.bin"
+session "$D5" 3500000 f.bin
+expect "createUploadSession again: 201" 201
+UP5=$(field 'd["uploadUrl"]')
+emu_fault '{"match": "upload", "status": 503, "after": 1}'
+put_range "$UP5" "$T/f.bin" 0 999999
+expect "upload fault with after 1: the 1st range passes" 200
+put_range "$UP5" "$T/f.bin" 1000000 1999999
+expect "upload fault: 503 on the 2nd range" 503 'd["error"]["code"]' ErrorServerBusy
+put_range "$UP5" "$T/f.bin" 1000000 1999999
+expect "the 2nd range again: 200" 200 'd["nextExpectedRanges"]' '["2000000"]'
+emu_fault '{"match": "upload", "action": "reset_after_body"}'
+put_range "$UP5" "$T/f.bin" 2000000 2999999 2>/dev/null
+check "upload reset_after_body: no response" test "$STATUS" = curl-failed -o "$STATUS" = 000
+check "upload reset_after_body: the range was not stored" test "$(upload_field 'u["received"]')" = 2000000
+emu_fault '{"match": "upload", "action": "slow", "delay": 1}'
+t0=$(date +%s%N)
+put_range "$UP5" "$T/f.bin" 2000000 2999999
+t1=$(date +%s%N)
+expect "upload slow fault, then the range" 200
+check "upload slow fault took >= 1 s" test $(( (t1 - t0) / 1000000 )) -ge 1000
+emu_fault '{"match": "upload", "action": "expire"}'
+put_range "$UP5" "$T/f.bin" 3000000 3499999
+expect "upload expire fault: the session expires, 401" 401
+for k in draft attachment send; do
+    emu_fault "{\"match\": \"$k\", \"status\": 429, \"retry_after\": 2}"
+done
+greq POST "$BOB/messages" "$RW_AT" -H "$JSON" --data-binary '{"subject": "x"}'
+expect "draft fault 429" 429 'd["error"]["code"]' ApplicationThrottled
+greq POST "$BOB/messages/$D5/attachments" "$RW_AT" -H "$JSON" --data-binary "@$T/a1.json"
+expect "attachment fault 429" 429
+greq POST "$BOB/messages/$D5/send" "$RW_AT"
+expect "send fault 429: not sent" 429
+check "send fault: the draft is still in Drafts" test \
+    "$(emu_ctl GET /_emu/drafts | json_eval "[x[\"immutableId\"] for x in d].count(\"$D5\")")" = 1
+emu_fault '{"match": "send", "action": "reset_after_body", "deliver": true}'
+before=$(emu_sent_count)
+greq POST "$BOB/messages/$D5/send" "$RW_AT" 2>/dev/null
+check "send reset_after_body with deliver: no response, but sent" \
+    test "$STATUS" != 202 -a "$(emu_sent_count)" = $((before + 1))
+check "bad fault definitions: expire needs match upload" test "$(emu_curl -o /dev/null -w '%{http_code}' \
+    -X POST --data-binary '[{"match": "send", "action": "expire"}]' "$EMU_URL/_emu/faults")" = 400
+check "stats of the large-message path" test "$(emu_ctl GET /_emu/stats | json_eval \
+    '[d["drafts_sent"] > 0, d["createuploadsession_requests"] >= 2, d["upload_requests"] >= 6, d["send_requests"] >= 2, d["max_concurrent"]["bob@contoso.test"] >= 1, d["max_upload_window"]["bob@contoso.test"] > 1000000]')" = \
+    '[true, true, true, true, true, true]'
+
+# The most concurrent requests per mailbox (issue 11 reads it).
+emu_ctl POST /_emu/reset >/dev/null
+greq POST "$BOB/messages" "$RW_AT" -H "$JSON" -H "$IMM" --data-binary "@$T/d1.json"
+D7=$(field 'd["id"]')
+emu_fault '{"match": "message", "action": "slow", "delay": 1, "count": 3}'
+pids=()
+for i in 1 2 3; do
+    emu_curl -o /dev/null -H "Authorization: Bearer $RW_AT" "$EMU_URL$BOB/messages/$D7" &
+    pids+=($!)
+done
+wait "${pids[@]}"
+check "stats max_concurrent: 3 parallel requests to one mailbox" test \
+    "$(emu_ctl GET /_emu/stats | json_eval 'd["max_concurrent"]["bob@contoso.test"]')" = 3
+
+# Optional limits: upload budget, the mailbox's maximum message size.
+emu_ctl POST /_emu/config '{"upload_budget": {"bytes": 300000, "seconds": 30}}' >/dev/null
+greq POST "$BOB/messages/$D7/attachments" "$RW_AT" -H "$JSON" --data-binary "@$T/a2.json"
+expect "upload budget: the first 200 kB pass" 201
+greq POST "$BOB/messages/$D7/attachments" "$RW_AT" -H "$JSON" --data-binary "@$T/a2.json"
+expect "upload budget: 429 ApplicationThrottled beyond it" 429 'd["error"]["code"]' ApplicationThrottled
+check "upload budget: Retry-After until the window frees" test "$(header Retry-After)" -ge 25
+emu_ctl POST /_emu/config '{"upload_budget": null, "users": {"bob@contoso.test": {"max_send_size": 3600000}}}' >/dev/null
+session "$D7" 3500000 toobig.bin
+expect "max_send_size: an attachment beyond it: 400 ErrorMessageSizeExceeded" 400 \
+    'd["error"]["code"]' ErrorMessageSizeExceeded
+emu_ctl POST /_emu/config '{"users": {"bob@contoso.test": {"max_send_size": null}}}' >/dev/null
+
+# 150 MB: the largest attachment, uploaded in ranges of 12 x 320 KiB; the
+# emulator keeps the bytes in files (bounded memory).
+hwm() { sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$EMU_PID/status"; }
+head -c 157286400 /dev/urandom >"$T/max.bin"
+greq POST "$BOB/messages" "$RW_AT" -H "$JSON" -H "$IMM" \
+    --data-binary '{"subject": "150 MB", "toRecipients": [{"emailAddress": {"address": "big@example.org"}}]}'
+D6=$(field 'd["id"]')
+hwm0=$(hwm)
+session "$D6" 157286400 max.bin
+expect "createUploadSession of exactly 150 MB: 201" 201
+UP6=$(field 'd["uploadUrl"]')
+s=0
+while [ "$s" -lt 157286400 ]; do
+    e=$((s + 3932160 - 1))
+    [ "$e" -lt 157286400 ] || e=157286399
+    put_range "$UP6" "$T/max.bin" "$s" "$e"
+    case $STATUS in 200|201) ;; *) break ;; esac
+    s=$((e + 1))
+done
+check "150 MB uploaded in 40 ranges (last one 201)" test "$STATUS" = 201 -a \
+    "$(upload_field 'len(u["chunks"])')" = 40
+greq POST "$BOB/messages/$D6/send" "$RW_AT"
+expect "150 MB draft sent: 202" 202
+rm -f "$T/range"
+check "150 MB: the recipients' attachment decodes byte for byte" test \
+    "$(mime_parts "$(emu_sent_mime -1)" | sed -n '2p' | cut -d' ' -f1,2)" = \
+    "$(sha256sum <"$T/max.bin" | cut -d' ' -f1) 157286400"
+hwm1=$(hwm)
+check "150 MB: the emulator's peak memory grew by less than 32 MB ($hwm0 -> $hwm1 kB)" \
+    test $((hwm1 - hwm0)) -lt 32768
+rm -f "$T/max.bin" "$(emu_sent_mime -1)"
 
 #
 # Logs never contain tokens; clean exit on SIGTERM.
