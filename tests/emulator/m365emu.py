@@ -2712,7 +2712,8 @@ class Handler(BaseHTTPRequestHandler):
                 "'https://graph.microsoft.com/', request url is '%s' and "
                 "resource type is 'Exchange'." % sess["url"],
                 {"WWW-Authenticate": 'Bearer error="invalid_token"'})
-        if not token or not secrets.compare_digest(token, sess["token"]):
+        if not token or not secrets.compare_digest(
+                token.encode("utf-8"), sess["token"].encode("utf-8")):
             raise self.upload_refuse(sess, 401, "InvalidAuthenticationToken",
                                      "The authtoken of the upload URL is "
                                      "missing or invalid.")
