@@ -1024,6 +1024,8 @@ expect "PUT with an Authorization header: 401 InvalidAudienceForResource" 401 \
     'd["error"]["code"]' InvalidAudienceForResource
 put_range "${UP1%%\?*}?authtoken=wrong" "$T/report.pdf" 0 2097151
 expect "PUT with a wrong authtoken: 401" 401
+put_range "${UP1%%\?*}?authtoken=%C3%A9" "$T/report.pdf" 0 2097151
+expect "PUT with a non-ASCII authtoken: 401" 401
 put_range "$UP1" "$T/report.pdf" 0 4194304
 expect "a byte range over 4 MiB: 413" 413
 PUT_CTYPE=text/plain put_range "$UP1" "$T/report.pdf" 0 2097151
