@@ -277,6 +277,7 @@ class State:
                           "users_requests": 0, "devicecode_requests": 0,
                           "authorize_requests": 0, "drafts_created": 0,
                           "drafts_sent": 0, "upload_bytes": 0,
+                          "upload_bytes_sessions": 0,
                           "max_concurrent": {}, "max_upload_window": {}}
             self.upload_log = {}
             for kind in MAIL_KINDS:
@@ -2797,8 +2798,7 @@ class Handler(BaseHTTPRequestHandler):
             sess["sha"] = sha
             sess["received"] = end + 1
             sess["chunks"].append(got)
-            st.stats["upload_bytes_sessions"] = \
-                st.stats.get("upload_bytes_sessions", 0) + got
+            st.stats["upload_bytes_sessions"] += got
             if sess["received"] < sess["size"]:
                 return 200, {"@odata.context": "https://%s/api/v2.0/"
                              "$metadata#Users('%s')/Messages('%s')/"
