@@ -19,7 +19,8 @@
 #   e2e_private_hosts
 #
 # Inside net/uts/mount/pid namespaces the only network is loopback,
-# graph.microsoft.com and login.microsoftonline.com resolve to 127.0.0.1,
+# graph.microsoft.com, login.microsoftonline.com and outlook.office.com (the
+# upload host of large messages) resolve to 127.0.0.1,
 # no DNS query can leave the machine, and every process the test started
 # dies with it (see /work/shared/docs/real-mta-testing.md).
 
@@ -82,7 +83,7 @@ e2e_private_hosts() {
 127.0.0.1 mx.e2e.test mx
 ::1 localhost ip6-localhost ip6-loopback
 ::1 mx.e2e.test mx
-127.0.0.1 graph.microsoft.com login.microsoftonline.com
+127.0.0.1 graph.microsoft.com login.microsoftonline.com outlook.office.com
 HOSTS
     printf 'nameserver 127.0.0.1\n' > "$T/resolv.conf"
     mount --bind "$T/hosts" /etc/hosts
