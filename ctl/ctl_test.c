@@ -89,6 +89,7 @@
 #include "inject.h"
 #include "log.h"
 #include "msg.h"
+#include "oauth.h"
 #include "source.h"
 #include "status.h"
 #include "strbuf.h"
@@ -556,51 +557,6 @@ static int ctl_step_mailbox(struct ctl_run *run, const struct ctl_user *me)
     return (rc);
 }
 
-/*
- * ctl_jwt_roles - the application roles of a JWT access token, space
- * separated, into roles (initialized here; the caller frees it).  1 if
- * one of them is want, 0 if not, -1 for an opaque token (no roles).
- */
-static int ctl_jwt_roles(const char *token, const char *want,
-			         struct strbuf *roles)
-{
-    const char *dot1, *dot2;
-    unsigned char *payload;
-    size_t  len;
-    cJSON  *claims;
-    const cJSON *role;
-    int     has = 0;
-
-    strbuf_init(roles, STRBUF_MAX_SMALL);
-    if ((dot1 = strchr(token, '.')) == NULL
-	|| (dot2 = strchr(dot1 + 1, '.')) == NULL
-	|| strchr(dot2 + 1, '.') != NULL)
-	return (-1);
-    /* A token's claims: 64 KB at most. */
-    if ((size_t) (dot2 - dot1 - 1) > STRBUF_MAX_SMALL * 4
-	|| (payload = base64url_decode(dot1 + 1, (size_t) (dot2 - dot1 - 1),
-				       &len)) == NULL)
-	return (-1);
-    claims = cJSON_ParseWithLength((const char *) payload, len);
-    OPENSSL_cleanse(payload, len);
-    free(payload);
-    if (!cJSON_IsObject(claims)) {
-	cJSON_Delete(claims);
-	return (-1);
-    }
-    cJSON_ArrayForEach(role, cJSON_GetObjectItemCaseSensitive(claims,
-							      "roles")) {
-	if (!cJSON_IsString(role) || role->valuestring == NULL)
-	    continue;
-	if (strcmp(role->valuestring, want) == 0)
-	    has = 1;
-	strbuf_printf(roles, "%s%s", roles->len ? " " : "",
-		      role->valuestring);
-    }
-    cJSON_Delete(claims);
-    return (has);
-}
-
 /* ctl_step_role - report the application role perm (has: the token has it) */
 
 static int ctl_step_role(struct ctl_run *run, const char *perm, int has,
@@ -654,7 +610,7 @@ static void ctl_step_permission(struct ctl_run *run, const struct ctl_user *me)
     int     other;
 
     if (acct->auth != CONF_AUTH_DELEGATED) {
-	if ((has_send = ctl_jwt_roles(run->token, "Mail.Send", &roles)) < 0) {
+	if ((has_send = oauth_token_roles(run->token, "Mail.Send", &roles)) < 0) {
 	    ctl_step(run, "--", "permission", "cannot inspect app roles "
 		     "(token is opaque)");
 	    strbuf_free(&roles);
@@ -1091,7 +1047,7 @@ static void ctl_step_src_permission(struct ctl_run *run,
     int     has;
 
     if (run->acct->auth != CONF_AUTH_DELEGATED) {
-	if ((has = ctl_jwt_roles(run->token, "Mail.ReadWrite", &roles)) < 0) {
+	if ((has = oauth_token_roles(run->token, "Mail.ReadWrite", &roles)) < 0) {
 	    ctl_step(run, "--", "permission", "cannot inspect app roles (token "
 		     "is opaque); the after-action (%s) needs the application "
 		     "permission Mail.ReadWrite", src->after == CONF_AFTER_MOVE ?

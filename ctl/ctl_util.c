@@ -116,29 +116,7 @@ void    ctl_fmt_expiry(char *buf, size_t len, time_t expires, time_t now)
  */
 int     ctl_scope_has(const char *scopes, const char *name)
 {
-    const char *cp = scopes;
-    const char *end;
-    const char *word;
-    const char *slash;
-    size_t  nlen = strlen(name);
-
-    if (scopes == NULL)
-	return (0);
-    while (*cp) {
-	while (*cp == ' ' || *cp == '\t' || *cp == ',')
-	    cp++;
-	if (*cp == 0)
-	    break;
-	end = cp + strcspn(cp, " \t,");
-	word = cp;
-	for (slash = cp; slash < end; slash++)
-	    if (*slash == '/')
-		word = slash + 1;
-	if ((size_t) (end - word) == nlen && strncasecmp(word, name, nlen) == 0)
-	    return (1);
-	cp = end;
-    }
-    return (0);
+    return (oauth_scope_has(scopes, name));
 }
 
 /* ctl_print_oauth_error - one failed identity platform request, with fix */

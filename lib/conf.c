@@ -89,6 +89,7 @@ enum conf_type {
     T_ADDRESS,				/* char *: local@domain */
     T_SENDER,				/* char *: local@domain or <> */
     T_AFTER,				/* enum conf_after (+ after_folder) */
+    T_HOSTS,				/* char **: host or host:port */
 };
 
 struct conf_enum {
@@ -121,6 +122,13 @@ static const struct conf_enum conf_unknown_sender_names[] = {
     {0, 0},
 };
 
+static const struct conf_enum conf_large_names[] = {
+    {"auto", CONF_LARGE_AUTO},
+    {"yes", CONF_LARGE_YES},
+    {"no", CONF_LARGE_NO},
+    {0, 0},
+};
+
 static const struct conf_enum conf_action_names[] = {
     {"tempfail", CONF_ACTION_TEMPFAIL},
     {"accept", CONF_ACTION_ACCEPT},
@@ -130,22 +138,30 @@ static const struct conf_enum conf_action_names[] = {
 
 /* National clouds (graph-facts.md section 6.7). */
 
+/*
+ * upload_hosts: where Exchange Online's upload sessions live (the
+ * uploadUrl of createUploadSession is on the cloud's Outlook host, not
+ * on Graph): outlook.office.com in the global cloud (Microsoft's
+ * outlook-large-attachments page), outlook.office365.com as its other
+ * name; the Exchange Online hosts of the national clouds.
+ */
 struct conf_cloud {
     const char *name;
     const char *login_url;
     const char *graph_url;
+    const char *upload_hosts;
 };
 
 static const struct conf_cloud conf_clouds[] = {
     {"global", "https://login.microsoftonline.com",
-    "https://graph.microsoft.com"},
+    "https://graph.microsoft.com", "outlook.office.com outlook.office365.com"},
     {"usgov", "https://login.microsoftonline.us",
-    "https://graph.microsoft.us"},
+    "https://graph.microsoft.us", "outlook.office365.us"},
     {"usgov-dod", "https://login.microsoftonline.us",
-    "https://dod-graph.microsoft.us"},
+    "https://dod-graph.microsoft.us", "outlook-dod.office365.us"},
     {"china", "https://login.chinacloudapi.cn",
-    "https://microsoftgraph.chinacloudapi.cn"},
-    {0, 0, 0},
+    "https://microsoftgraph.chinacloudapi.cn", "partner.outlook.cn"},
+    {0, 0, 0, 0},
 };
 
 #ifdef M365_USER_DEFAULT
@@ -202,6 +218,10 @@ static const struct conf_param conf_params[] = {
     3600, 0},
     {"max_message_size", G(max_message_size), T_SIZE, "35M", 0,
     1 * SIZE_K, 150 * SIZE_M, 0},
+    {"upload_hosts", G(upload_hosts), T_HOSTS, 0 /* by cloud */ , 0, 0, 0,
+    0},
+    {"upload_budget", G(upload_budget), T_SIZE, "15M", 0, 4 * SIZE_M,
+    1024 * SIZE_M, 0},
     {"sendmail_path", G(sendmail_path), T_PATH, "/usr/sbin/sendmail", 0, 0,
     0, 0},
     /* [milter] */
@@ -244,6 +264,8 @@ static const struct conf_param conf_params[] = {
     {"save_to_sent_items", A(save_to_sent_items), T_BOOL, "yes", 0, 0, 0, 0},
     {"max_message_size", A(max_message_size), T_SIZE, 0 /* [global] */ , 0,
     1 * SIZE_K, 150 * SIZE_M, 0},
+    {"large_messages", A(large_messages), T_ENUM, "auto", 0, 0, 0,
+    conf_large_names},
     /* [source NAME] */
     {"account", S(account), T_NAME, 0, 1, 0, 0, 0},
     {"mailbox", S(mailbox), T_MAILBOX, 0 /* the account's */ , 0, 0, 0, 0},
@@ -275,6 +297,7 @@ _Static_assert(sizeof(enum conf_milter_mode) == sizeof(int),
 	       "enum conf_milter_mode size");
 _Static_assert(sizeof(enum conf_action) == sizeof(int), "enum conf_action size");
 _Static_assert(sizeof(enum conf_after) == sizeof(int), "enum conf_after size");
+_Static_assert(sizeof(enum conf_large) == sizeof(int), "enum conf_large size");
 
 /* Parser state for one section instance. */
 
@@ -1083,6 +1106,32 @@ static int conf_set_value(struct conf_state *st, struct conf_sinfo *si,
 	conf_free_senders(*(char ***) field);
 	*(char ***) field = list;
 	return (0);
+    case T_HOSTS:
+	list = conf_split(value, &n);
+	if (n == 0) {
+	    conf_err(st, line, "%s lists no host (separate host names with "
+		     "spaces or commas)", p->name);
+	    conf_free_senders(list);
+	    return (-1);
+	}
+	for (i = 0; i < n; i++) {
+	    cp = strrchr(list[i], ':');
+	    copy = cp ? xstrndup(list[i], (size_t) (cp - list[i])) :
+		xstrdup(list[i]);
+	    if (!conf_valid_domain(copy)
+		|| (cp && parse_long(cp + 1, 1, 65535, &num) < 0)) {
+		conf_err(st, line, "bad host \"%s\" in %s (write a host "
+			 "name like outlook.office.com, or host:port)",
+			 list[i], p->name);
+		free(copy);
+		conf_free_senders(list);
+		return (-1);
+	    }
+	    free(copy);
+	}
+	conf_free_senders(*(char ***) field);
+	*(char ***) field = list;
+	return (0);
     case T_NAME:
 	if (!conf_valid_ident(value) || strlen(value) > 64) {
 	    conf_err(st, line, "bad %s \"%s\" (the NAME of an [account NAME] "
@@ -1587,6 +1636,11 @@ static void conf_derive(struct conf_state *st)
     /* The emulator overrides graph_url only: scopes keep the real name. */
     if (conf->graph_resource == 0)
 	conf->graph_resource = xstrdup(c->graph_url);
+    if (conf->upload_hosts == 0) {
+	size_t  n;
+
+	conf->upload_hosts = conf_split(c->upload_hosts, &n);
+    }
     if (conf->user == 0 || *conf->user == 0) {
 	free(conf->user);
 	conf->user = xstrdup(DEF_USER_FALLBACK);
@@ -1652,6 +1706,7 @@ void    conf_free(struct conf *conf)
     free(conf->login_url);
     free(conf->graph_url);
     free(conf->graph_resource);
+    conf_free_senders(conf->upload_hosts);
     free(conf->ca_file);
     free(conf->state_dir);
     free(conf->user);
@@ -1993,6 +2048,57 @@ const char *conf_auth_name(enum conf_auth auth)
 	return ("certificate");
     }
     return ("unknown");
+}
+
+/*
+ * conf_upload_host_ok - is url https on a host of upload_hosts?  The
+ * authority is taken up to the first "/", "?" or "#"; user information
+ * ("user@host") is refused, as is any port other than the entry's (443
+ * for an entry without one).  Host names compare case-insensitively.
+ */
+int     conf_upload_host_ok(const struct conf *conf, const char *url)
+{
+    const char *auth, *colon;
+    char  **pp;
+    size_t  alen, hlen, elen;
+    const char *port, *eport;
+    size_t  plen, eplen;
+
+    if (conf == 0 || url == 0 || conf->upload_hosts == 0
+	|| strncasecmp(url, "https://", 8) != 0)
+	return (0);
+    auth = url + 8;
+    alen = strcspn(auth, "/?#");
+    if (alen == 0 || memchr(auth, '@', alen) != 0
+	|| memchr(auth, '[', alen) != 0)
+	return (0);
+    colon = memchr(auth, ':', alen);
+    hlen = colon ? (size_t) (colon - auth) : alen;
+    port = colon ? colon + 1 : "443";
+    plen = colon ? alen - hlen - 1 : 3;
+    for (pp = conf->upload_hosts; *pp; pp++) {
+	colon = strrchr(*pp, ':');
+	elen = colon ? (size_t) (colon - *pp) : strlen(*pp);
+	eport = colon ? colon + 1 : "443";
+	eplen = strlen(eport);
+	if (elen == hlen && strncasecmp(*pp, auth, hlen) == 0
+	    && eplen == plen && strncmp(eport, port, plen) == 0)
+	    return (1);
+    }
+    return (0);
+}
+
+/* conf_max_message_size - the largest max_message_size of any account */
+
+long    conf_max_message_size(const struct conf *conf)
+{
+    const struct conf_account *a;
+    long    max = conf ? conf->max_message_size : 0;
+
+    for (a = conf ? conf->accounts : 0; a; a = a->next)
+	if (a->max_message_size > max)
+	    max = a->max_message_size;
+    return (max);
 }
 
 /* conf_user_ids - uid/gid of the "user" key; -1 when unset or unknown */

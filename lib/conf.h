@@ -19,7 +19,8 @@
  *	[global]           cloud, login_url, graph_url, graph_resource,
  *	                   ca_file, state_dir, user, log_file, timeout,
  *	                   connect_timeout, token_retry_interval,
- *	                   max_message_size, sendmail_path
+ *	                   max_message_size, upload_hosts,
+ *	                   upload_budget, sendmail_path
  *	[milter]           socket, socket_mode, pid_file, mode,
  *	                   unknown_sender, rewrite_sender, rewrite_from,
  *	                   add_reply_to, add_message_id, message_id_domain,
@@ -34,7 +35,8 @@
  *	[account NAME]     tenant, client_id, auth, secret_file,
  *	                   certificate_file, key_file, jwt_alg, mailbox,
  *	                   senders, default, scopes, save_to_sent_items,
- *	                   max_message_size (default: the [global] value)
+ *	                   max_message_size (default: the [global] value),
+ *	                   large_messages
  *
  *	[source NAME] sections are m365-fetch's; names follow the account
  *	name rules and are unique among sources (a source and an account
@@ -84,6 +86,13 @@ enum conf_auth {
     CONF_AUTH_CERTIFICATE = 2,		/* client credentials, JWT */
 };
 
+/* large_messages: the draft and upload path for mail over 4 MB (deliver.c) */
+enum conf_large {
+    CONF_LARGE_AUTO = 0,		/* when Mail.ReadWrite was granted */
+    CONF_LARGE_YES = 1,			/* always; sign-in asks for it */
+    CONF_LARGE_NO = 2,			/* never: such mail bounces */
+};
+
 enum conf_jwt_alg {
     CONF_JWT_PS256 = 0,			/* default: PS256 + x5t#S256 */
     CONF_JWT_RS256 = 1,			/* RS256 + x5t (SHA-1) */
@@ -104,6 +113,7 @@ struct conf_account {
     char   *scopes;			/* extra delegated scopes, or NULL */
     int     save_to_sent_items;		/* default yes */
     long    max_message_size;		/* bytes; default [global]'s */
+    enum conf_large large_messages;	/* default auto */
     const char *file;			/* where the section starts */
     int     line;
     struct conf_account *next;
@@ -196,6 +206,9 @@ struct conf {
     long    token_retry_interval;	/* seconds a failed token request
 					 * is remembered (auth.c) */
     long    max_message_size;		/* default for accounts; 35 MB */
+    char  **upload_hosts;		/* host[:port] an uploadUrl may name;
+					 * NULL-terminated; default by cloud */
+    long    upload_budget;		/* bytes per 30 s per app + mailbox */
     struct conf_account *accounts;	/* file order */
     struct conf_milter milter;		/* [milter] section */
     struct conf_source *sources;	/* [source NAME] sections, file order */
@@ -211,6 +224,16 @@ extern int conf_check_secrets(const struct conf *, struct strbuf *errors);
 extern int conf_warnings(const struct conf *, struct strbuf *warnings);
 extern const char *conf_auth_name(enum conf_auth);
 extern struct conf_source *conf_source(const struct conf *, const char *name);
+
+/*
+ * conf_upload_host_ok - may an upload session's uploadUrl (an https URL
+ * Graph returned) be used: is its host[:port] in upload_hosts?  An entry
+ * without a port allows only the default port 443.
+ */
+extern int conf_upload_host_ok(const struct conf *, const char *url);
+
+/* conf_max_message_size - the largest max_message_size of any account */
+extern long conf_max_message_size(const struct conf *);
 
 /* conf_user_ids - uid/gid of the "user" key; -1 when unset/unknown */
 extern int conf_user_ids(const struct conf *, uid_t *, gid_t *);
@@ -248,6 +271,7 @@ extern const char *conf_socket_path(const char *spec);
  */
 #define CONF_DEF_TIMEOUT		60	/* [global] timeout */
 #define CONF_DEF_CONNECT_TIMEOUT	15	/* [global] connect_timeout */
+#define CONF_UPLOAD_WINDOW		30	/* seconds of upload_budget */
 
 /* Default file, from configure's sysconfdir. */
 #ifndef M365_CONFFILE

@@ -18,6 +18,7 @@
 
 #include "auth.h"
 #include "deliver.h"
+#include "draft.h"
 #include "graph.h"
 #include "log.h"
 #include "rcpt.h"
@@ -26,18 +27,6 @@
 
 /* Exchange Online: at most 500 recipients per message (To+Cc+Bcc). */
 #define DELIVER_MAX_RCPT	500
-
-/* deliver_note_retry_after - remember Graph's wait for this mailbox */
-
-static void deliver_note_retry_after(const struct conf *conf,
-				             const char *mailbox,
-				             const struct http_resp *resp)
-{
-    if (resp->retry_after > 0
-	&& (resp->status == 429 || resp->status == 503 || resp->status == 202
-	    || resp->status == 504))
-	throttle_set(conf, mailbox, resp->retry_after);
-}
 
 /*
  * deliver_no_rcpts - no envelope recipient at all: the MTA passed none,
@@ -74,7 +63,7 @@ int     deliver_with(const struct conf *conf, struct http *http,
     long long enc_len;
     time_t  until;
     struct tm tm;
-    int     ok;
+    int     ok, large;
 
     result_init(res);
     strbuf_init(&hdr, STRBUF_MAX_HEADERS + 64 * 1024);
@@ -103,27 +92,32 @@ int     deliver_with(const struct conf *conf, struct http *http,
 		 "recipients of this delivery", d->queue_id,
 		 (unsigned long) plan.removed);
 
-    /*
-     * Size: Graph refuses request bodies over 4 MB (base64 MIME).  The
-     * stream knows its exact length (the header/body separator may be 2
-     * or 4 bytes), so ask it rather than estimate.
-     */
-    src = msg_src_create(&hdr, m);
-    enc_len = msg_src_length(src);
-    if (enc_len > GRAPH_MAX_REQUEST) {
-	result_set(res, M365_PERM, "5.3.4",
-		   "message size %lld exceeds the %ld bytes that Graph "
-		   "sendMail accepts (4 MB request, base64-encoded); large "
-		   "message support is not available yet",
-		   enc_len / 4 * 3, (long) GRAPH_MAX_MIME);
-	goto done;
-    }
+    /* The account's limit (Exchange Online's MaxSendSize): no request. */
     if (acct->max_message_size > 0
 	&& (long long) m->size > (long long) acct->max_message_size) {
 	result_set(res, M365_PERM, "5.3.4",
 		   "message size %lld exceeds max_message_size %ld of "
 		   "account %s", (long long) m->size, acct->max_message_size,
 		   acct->name);
+	goto done;
+    }
+
+    /*
+     * Size: Graph refuses request bodies over 4 MB (base64 MIME).  The
+     * stream knows its exact length (the header/body separator may be 2
+     * or 4 bytes), so ask it rather than estimate.  A larger message
+     * goes through a draft (draft.h) unless the account says no.
+     */
+    src = msg_src_create(&hdr, m);
+    enc_len = msg_src_length(src);
+    large = enc_len > GRAPH_MAX_REQUEST;
+    if (large && acct->large_messages == CONF_LARGE_NO) {
+	result_set(res, M365_PERM, "5.3.4",
+		   "message size %lld exceeds the %ld bytes that Graph "
+		   "sendMail accepts (4 MB request, base64-encoded), and "
+		   "account %s has large_messages = no (set it to yes or "
+		   "auto to send such messages through a draft)",
+		   enc_len / 4 * 3, (long) GRAPH_MAX_MIME, acct->name);
 	goto done;
     }
 
@@ -135,6 +129,11 @@ int     deliver_with(const struct conf *conf, struct http *http,
 		   "Microsoft 365 asked to wait (Retry-After) until %s for "
 		   "mailbox %s; not contacting Graph before then", when,
 		   acct->mailbox);
+	goto done;
+    }
+
+    if (large) {
+	(void) draft_deliver(conf, http, acct, m, &hdr, d, res);
 	goto done;
     }
 
@@ -166,7 +165,7 @@ int     deliver_with(const struct conf *conf, struct http *http,
 	ok = graph_send_mime(http, conf, acct->mailbox, token, src, &resp) == 0;
     }
     /* The status line and headers arrived even if the body broke off. */
-    deliver_note_retry_after(conf, acct->mailbox, &resp);
+    graph_note_retry_after(conf, acct->mailbox, &resp);
     graph_classify_send(&resp, ok, from, acct->mailbox, res);
 
 done_resp:

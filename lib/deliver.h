@@ -7,11 +7,14 @@
  *	#include "deliver.h"
  * DESCRIPTION
  *	deliver() picks the account for the envelope sender, checks the
- *	size and the mailbox's Retry-After state, rewrites the recipient
+ *	size (the account's max_message_size: 5.3.4 before any request)
+ *	and the mailbox's Retry-After state, rewrites the recipient
  *	headers to exactly the envelope recipients (rcpt.h), gets a token
  *	(auth.h), sends with sendMail in MIME form, retries once with a
  *	fresh token after a 401, records Retry-After, and classifies the
- *	outcome (graph.h).  deliver_with() does the same with a given
+ *	outcome (graph.h).  A message whose base64 MIME is over the 4 MB
+ *	of one request goes through a draft and its attachments instead
+ *	(draft.h), unless the account has large_messages = no (5.3.4).  deliver_with() does the same with a given
  *	account (m365ctl test --send).  deliver_log() writes the one Postfix-style
  *	line per recipient:
  *	QUEUEID: to=<r>, relay=graph.microsoft.com[mailbox], delay=0.31,

@@ -20,7 +20,9 @@
 
 #include "addr.h"
 #include "graph.h"
+#include "json.h"
 #include "log.h"
+#include "throttle.h"
 #include "util.h"
 
 /* graph_escape_mailbox - percent-encode a mailbox for a URL path */
@@ -259,6 +261,25 @@ static void graph_describe(char *buf, size_t len, const struct http_resp *resp,
 }
 
 /*
+ * graph_read_reply - the error of a reply that arrived (a body that was
+ * not read whole is not parsed: no code from it), its request-id into
+ * res, and "403 Code: message" into what
+ */
+static void graph_read_reply(const struct http_resp *resp, int transport_ok,
+			             struct graph_error *ge, char *what,
+			             size_t len, struct m365_result *res)
+{
+    if (transport_ok)
+	graph_parse_error(resp, ge);
+    else
+	memset(ge, 0, sizeof(*ge));
+    if (ge->request_id[0])
+	snprintf(res->request_id, sizeof(res->request_id), "%s", ge->request_id);
+    res->http_status = resp->status;
+    graph_describe(what, len, resp, ge, transport_ok);
+}
+
+/*
  * graph_classify_send - map a sendMail outcome to a result.  transport_ok
  * is 0 when http_perform() failed; then resp->upload_done tells whether
  * Graph may have received the whole message.
@@ -311,15 +332,7 @@ void    graph_classify_send(const struct http_resp *resp, int transport_ok,
 	}
 	return;
     }
-    /* A body that was not read whole is not parsed: no code from it. */
-    if (transport_ok)
-	graph_parse_error(resp, &ge);
-    else
-	memset(&ge, 0, sizeof(ge));
-    if (ge.request_id[0])
-	snprintf(res->request_id, sizeof(res->request_id), "%s", ge.request_id);
-    res->http_status = st;
-    graph_describe(what, sizeof(what), resp, &ge, transport_ok);
+    graph_read_reply(resp, transport_ok, &ge, what, sizeof(what), res);
 
     if (st >= 200 && st < 300) {
 	/* 202, also with Retry-After: accepted; never send it again. */
@@ -401,4 +414,87 @@ void    graph_classify_send(const struct http_resp *resp, int transport_ok,
     /* Unknown 4xx: not sure it is this message's fault: defer. */
     result_set(res, M365_TEMP, "4.3.0",
 	       "unexpected reply from Graph (%s)", what);
+}
+
+/*
+ * graph_classify_draft - a request of the large-message path before the
+ * send failed (see graph.h).  perm is the permission the path needs
+ * ("Mail.ReadWrite" or "Mail.ReadWrite.Shared" for delegated sign-in,
+ * NULL for app-only).
+ */
+void    graph_classify_draft(const struct http_resp *resp, int transport_ok,
+			             const char *step, const char *mailbox,
+			             const char *perm, struct m365_result *res)
+{
+    struct graph_error ge;
+    char    what[400];
+    long    st = resp->status;
+
+    res->http_status = transport_ok ? st : 0;
+    snprintf(res->request_id, sizeof(res->request_id), "%s", resp->request_id);
+    if (!transport_ok && (st < 200 || st >= 300)) {
+	if (http_resp_timed_out(resp))
+	    result_set(res, M365_TEMP, "4.4.2", "Graph did not answer in time "
+		       "(%s) to %s; nothing was sent", resp->error, step);
+	else
+	    result_set(res, M365_TEMP, "4.4.1", "cannot reach Graph (%s) to "
+		       "%s; nothing was sent", resp->error, step);
+	return;
+    }
+    graph_read_reply(resp, transport_ok, &ge, what, sizeof(what), res);
+    if (st == 403 && !graph_is(&ge, "ErrorSendAsDenied")) {
+	if (perm)
+	    result_set(res, M365_CONFIG, "4.7.1", "Graph denied %s in mailbox "
+		       "%s (%s): messages over 4 MB go through a draft, which "
+		       "needs the delegated permission %s; set large_messages "
+		       "= yes in the account and run m365ctl login ACCOUNT "
+		       "(or set large_messages = no to bounce such messages)",
+		       step, mailbox, what, perm);
+	else
+	    result_set(res, M365_CONFIG, "4.7.1", "Graph denied %s in mailbox "
+		       "%s (%s): messages over 4 MB go through a draft, which "
+		       "needs the application permission Mail.ReadWrite with "
+		       "admin consent (and the mailbox in its RBAC scope or "
+		       "access policy); grant it, or set large_messages = no "
+		       "to bounce such messages", step, mailbox, what);
+	return;
+    }
+    if (st == 429) {
+	result_set(res, M365_TEMP, "4.7.0", "throttled by Microsoft 365 while "
+		   "trying to %s (%s)%s; nothing was sent", step, what,
+		   resp->retry_after >= 0 ? ", honouring Retry-After" : "");
+	return;
+    }
+    if (st >= 500) {
+	result_set(res, M365_TEMP, "4.4.2", "Graph is temporarily unavailable "
+		   "(%s) to %s; nothing was sent, deferring", what, step);
+	return;
+    }
+    graph_classify_send(resp, transport_ok, NULL, mailbox, res);
+}
+
+/* graph_note_retry_after - remember Graph's wait for this mailbox */
+
+void    graph_note_retry_after(const struct conf *conf, const char *mailbox,
+			               const struct http_resp *resp)
+{
+    if (resp->retry_after > 0
+	&& (resp->status == 429 || resp->status == 503 || resp->status == 202
+	    || resp->status == 504))
+	throttle_set(conf, mailbox, resp->retry_after);
+}
+
+/* graph_reply_str - a string member of a JSON reply; free() it; NULL */
+
+char   *graph_reply_str(const struct http_resp *resp, const char *name)
+{
+    cJSON  *root;
+    char   *v;
+
+    if (resp->body.len == 0
+	|| (root = cJSON_ParseWithLength(resp->body.data, resp->body.len)) == NULL)
+	return (NULL);
+    v = cJSON_IsObject(root) ? json_get_str(root, name) : NULL;
+    cJSON_Delete(root);
+    return (v);
 }

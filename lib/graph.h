@@ -31,6 +31,19 @@
  *	  401/403 other, 404 mailbox not REST-enabled  4.7.x EX_TEMPFAIL
  *	  429, 5xx, transport errors, other 4xx        4.x.x EX_TEMPFAIL
  *	(401 is retried once with a fresh token by deliver.c first.)
+ *
+ *	graph_classify_draft() maps the outcome of a request of the
+ *	large-message path that comes before the send (create the draft,
+ *	add an attachment, create an upload session, upload a chunk):
+ *	nothing was sent yet, so no "may have been accepted"; a transport
+ *	error, 429 and 5xx defer; 403 (not ErrorSendAsDenied) defers with
+ *	4.7.1 and names the missing permission (Mail.ReadWrite, the
+ *	application permission or the delegated scope perm); the rest as
+ *	graph_classify_send().  step names the request in the text.
+ *
+ *	graph_note_retry_after() remembers a Retry-After of a 429, 503,
+ *	504 or 202 reply for the mailbox (throttle.h).  graph_reply_str()
+ *	is a string member of a JSON reply object (malloc()ed), or NULL.
  */
 #ifndef M365_GRAPH_H
 #define M365_GRAPH_H
@@ -63,5 +76,11 @@ extern char *graph_folder_query(const char *parent, const char *name);
 extern void graph_classify_send(const struct http_resp *, int transport_ok,
 		                const char *from_addr, const char *mailbox,
 				        struct m365_result *);
+extern void graph_classify_draft(const struct http_resp *, int transport_ok,
+				         const char *step, const char *mailbox,
+				         const char *perm, struct m365_result *);
+extern void graph_note_retry_after(const struct conf *, const char *mailbox,
+				           const struct http_resp *);
+extern char *graph_reply_str(const struct http_resp *, const char *name);
 
 #endif

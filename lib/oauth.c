@@ -633,6 +633,94 @@ static void oauth_scope_sources(const struct conf *conf,
     }
 }
 
+/*
+ * oauth_scope_has - does a space-separated scope list hold a permission?
+ * Each entry is compared by its name after the last "/", so
+ * "https://graph.microsoft.com/Mail.Send" holds "Mail.Send";
+ * case-insensitive; commas separate too.
+ */
+int     oauth_scope_has(const char *scopes, const char *name)
+{
+    const char *cp = scopes;
+    const char *end, *word, *slash;
+    size_t  nlen = strlen(name);
+
+    if (scopes == NULL)
+	return (0);
+    while (*cp) {
+	while (*cp == ' ' || *cp == '\t' || *cp == ',')
+	    cp++;
+	if (*cp == 0)
+	    break;
+	end = cp + strcspn(cp, " \t,");
+	word = cp;
+	for (slash = cp; slash < end; slash++)
+	    if (*slash == '/')
+		word = slash + 1;
+	if ((size_t) (end - word) == nlen && strncasecmp(word, name, nlen) == 0)
+	    return (1);
+	cp = end;
+    }
+    return (0);
+}
+
+/*
+ * oauth_large_scope - the delegated permission that drafts and upload
+ * sessions need: Mail.ReadWrite for the signed-in user's own mailbox,
+ * Mail.ReadWrite.Shared when the account sends from another user's
+ * mailbox (its scopes hold Mail.Send.Shared).
+ */
+const char *oauth_large_scope(const struct conf_account *acct)
+{
+    return (oauth_scope_has(acct->scopes, "Mail.Send.Shared") ?
+	    "Mail.ReadWrite.Shared" : "Mail.ReadWrite");
+}
+
+/*
+ * oauth_token_roles - the application roles of a JWT access token, space
+ * separated, into roles (initialized here; the caller frees it).  1 if
+ * one of them is want, 0 if not, -1 for an opaque token (no roles).
+ */
+int     oauth_token_roles(const char *token, const char *want,
+			          struct strbuf *roles)
+{
+    const char *dot1, *dot2;
+    unsigned char *payload;
+    size_t  len;
+    cJSON  *claims;
+    const cJSON *role;
+    int     has = 0;
+
+    strbuf_init(roles, STRBUF_MAX_SMALL);
+    if ((dot1 = strchr(token, '.')) == NULL
+	|| (dot2 = strchr(dot1 + 1, '.')) == NULL
+	|| strchr(dot2 + 1, '.') != NULL)
+	return (-1);
+    /* A token's claims: 64 KB at most. */
+    if ((size_t) (dot2 - dot1 - 1) > STRBUF_MAX_SMALL * 4
+	|| (payload = base64url_decode(dot1 + 1, (size_t) (dot2 - dot1 - 1),
+				       &len)) == NULL)
+	return (-1);
+    claims = cJSON_ParseWithLength((const char *) payload, len);
+    OPENSSL_cleanse(payload, len);
+    free(payload);
+    if (!cJSON_IsObject(claims)) {
+	cJSON_Delete(claims);
+	return (-1);
+    }
+    cJSON_ArrayForEach(role, cJSON_GetObjectItemCaseSensitive(claims,
+							      "roles")) {
+	if (!cJSON_IsString(role) || role->valuestring == NULL)
+	    continue;
+	if (strcmp(role->valuestring, want) == 0)
+	    has = 1;
+	strbuf_printf(roles, "%s%s", roles->len ? " " : "",
+		      role->valuestring);
+    }
+    cJSON_Delete(claims);
+    return (has);
+}
+
 /* oauth_scope_list - delegated scopes, with offline_access or not; NULL */
 
 static char *oauth_scope_list(const struct conf *conf,
@@ -684,6 +772,11 @@ static char *oauth_scope_list(const struct conf *conf,
 	}
     }
     oauth_scope_sources(conf, acct, res, &sb);
+    /* Large messages go through drafts in the sending mailbox. */
+    if (acct->large_messages == CONF_LARGE_YES) {
+	snprintf(one, sizeof(one), "%s/%s", res, oauth_large_scope(acct));
+	oauth_scope_add(&sb, one);
+    }
     if (sb.data == NULL)
 	strbuf_puts(&sb, "");
     return (strbuf_take(&sb));

@@ -20,8 +20,18 @@
  *	gets the resource prefix), plus "<res>/Mail.ReadWrite" when a
  *	[source] reads with the account and "<res>/Mail.ReadWrite.Shared"
  *	when such a source reads another mailbox than the account's
- *	(m365-fetch); app-only: "<res>/.default", where
- *	<res> is conf->graph_resource.
+ *	(m365-fetch), plus the permission of the large-message path
+ *	(oauth_large_scope(): "<res>/Mail.ReadWrite", or
+ *	"<res>/Mail.ReadWrite.Shared" for an account whose scopes hold
+ *	Mail.Send.Shared, one that sends from another user's mailbox) when
+ *	the account has large_messages = yes; app-only: "<res>/.default",
+ *	where <res> is conf->graph_resource.  oauth_scope_has() tells
+ *	whether a granted scope list (as the token endpoint returns it)
+ *	holds a permission, compared by the name after the last "/".
+ *	oauth_token_roles() reads the "roles" claim (the application
+ *	permissions) of an app-only access token that is a JWT into roles
+ *	(space separated; the caller frees it): 1 when want is one of
+ *	them, 0 when not, -1 for an opaque token.
  *
  *	Errors are classified on the OAuth "error" field first and the
  *	AADSTS number second (graph-facts.md section 7):
@@ -101,6 +111,10 @@ extern void oauth_remedy(const struct oauth_error *, const char *account,
 extern int oauth_parse_token(const char *json, long http_status,
 			             struct oauth_token *, struct oauth_error *);
 extern char *oauth_scope(const struct conf *, const struct conf_account *);
+extern int oauth_scope_has(const char *scopes, const char *name);
+extern const char *oauth_large_scope(const struct conf_account *);
+extern int oauth_token_roles(const char *token, const char *want,
+			             struct strbuf *roles);
 extern char *oauth_endpoint(const struct conf *, const struct conf_account *,
 			            const char *what);	/* "token", "devicecode",
 							 * "authorize" */

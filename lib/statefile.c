@@ -35,6 +35,7 @@ static const struct statefile_info {
     [STATEFILE_TOKENS] = {"tokens", "account", "token file", "token files"},
     [STATEFILE_SOURCES] = {"sources", "source", "state file", NULL},
     [STATEFILE_THROTTLE] = {"throttle", "mailbox", "throttle file", NULL},
+    [STATEFILE_LEDGER] = {"ledger", "ledger record", "ledger record", NULL},
 };
 
 /* statefile_name_ok - a name that stays inside its directory */

@@ -11,7 +11,10 @@
  *
  *	  tokens/    ACCOUNT.json (tokstore), .lock, .fail (auth)
  *	  sources/   SOURCE.json (fetchstate), .lock, .sendmail (inject)
- *	  throttle/  MAILBOX (throttle; the name made safe by the caller)
+ *	  throttle/  MAILBOX (throttle; the name made safe by the caller),
+ *	             upload-HASH.budget (pace: upload budget, lock + data)
+ *	  ledger/    MBTAG-KEY.json, .lock (ledger: one record per delivery
+ *	             of the draft path, the send ledger)
  *
  *	A new kind (e.g. the send ledger) is one more enum value and one
  *	more row in statefile.c.  NAME must stay inside the directory: not
@@ -53,6 +56,7 @@ enum statefile_kind {
     STATEFILE_TOKENS,			/* tokens/ACCOUNT... */
     STATEFILE_SOURCES,			/* sources/SOURCE... */
     STATEFILE_THROTTLE,			/* throttle/MAILBOX */
+    STATEFILE_LEDGER,			/* ledger/MBTAG-KEY... */
 };
 
 #define STATEFILE_EXISTING	(1<<0)	/* statefile_dir(): do not create */

@@ -212,9 +212,13 @@ int     main(int argc, char **argv)
 	relay_exit(&res);
     }
 
-    /* The message. */
+    /*
+     * The message, spooled: the largest limit of any account (the sender
+     * picks the account; deliver() checks that one's limit).
+     */
     tmpdir = file_tmpdir(NULL);
-    if (msg_read(&m, STDIN_FILENO, tmpdir, (off_t) GRAPH_MAX_MIME, &res) < 0) {
+    if (msg_read(&m, STDIN_FILENO, tmpdir,
+		 (off_t) conf_max_message_size(conf), &res) < 0) {
 	d.queue_id = queue_id;
 	d.sender = sender ? sender : "";
 	d.rcpts = rcpts;

@@ -1886,6 +1886,88 @@ static void t_rmtree(void)
 	fprintf(stderr, "cannot remove %s: %s\n", t_dir, strerror(errno));
 }
 
+/*
+ * Large messages (issue 10): large_messages per account (auto, yes,
+ * no), upload_hosts by cloud or as written, upload_budget; the check of
+ * an uploadUrl's host and port.
+ */
+static void test_large(void)
+{
+    static const char base[] =
+	"[account a]\ntenant = t\nclient_id = c\nmailbox = a@x.test\n"
+	"large_messages = yes\nmax_message_size = 100M\n"
+	"[account b]\ntenant = t\nclient_id = c\nmailbox = b@x.test\n";
+    struct strbuf err, text;
+    struct conf *c;
+
+    c = t_load(base, &err);
+    T_OK(c != NULL);
+    if (c) {
+	T_EQ_INT(c->accounts->large_messages, CONF_LARGE_YES);
+	T_EQ_INT(c->accounts->next->large_messages, CONF_LARGE_AUTO);
+	T_EQ_INT(c->upload_budget, 15L * 1024 * 1024);
+	T_EQ_INT(conf_max_message_size(c), 100L * 1024 * 1024);
+	T_EQ_STR(c->upload_hosts[0], "outlook.office.com");
+	T_EQ_STR(c->upload_hosts[1], "outlook.office365.com");
+	T_OK(c->upload_hosts[2] == NULL);
+	T_EQ_INT(conf_upload_host_ok(c, "https://outlook.office.com/api/v2.0/"
+				     "Users('x')/AttachmentSessions('y')?"
+				     "authtoken=z"), 1);
+	T_EQ_INT(conf_upload_host_ok(c, "https://OUTLOOK.office365.com:443/a"),
+		 1);
+	T_EQ_INT(conf_upload_host_ok(c, "http://outlook.office.com/a"), 0);
+	T_EQ_INT(conf_upload_host_ok(c, "https://outlook.office.com:8443/a"),
+		 0);
+	T_EQ_INT(conf_upload_host_ok(c, "https://outlook.office.com.evil.test/"),
+		 0);
+	T_EQ_INT(conf_upload_host_ok(c, "https://evil.test@outlook.office.com/"),
+		 0);
+	T_EQ_INT(conf_upload_host_ok(c, "https://outlook.office.com@evil.test/"),
+		 0);
+	T_EQ_INT(conf_upload_host_ok(c, "https://graph.microsoft.com/v1.0/"), 0);
+    }
+    conf_free(c);
+    strbuf_free(&err);
+
+    strbuf_init(&text, STRBUF_MAX_SMALL);
+    strbuf_printf(&text, "[global]\ncloud = usgov-dod\n%s", base);
+    c = t_load(strbuf_str(&text), &err);
+    T_OK(c != NULL);
+    if (c) {
+	T_EQ_STR(c->upload_hosts[0], "outlook-dod.office365.us");
+	T_EQ_INT(conf_upload_host_ok(c, "https://outlook.office.com/a"), 0);
+    }
+    conf_free(c);
+    strbuf_free(&err);
+
+    strbuf_reset(&text);
+    strbuf_printf(&text, "[global]\nupload_hosts = localhost:8443, "
+		  "up.example.test\nupload_budget = 1024M\n%s", base);
+    c = t_load(strbuf_str(&text), &err);
+    T_OK(c != NULL);
+    if (c) {
+	T_EQ_INT(conf_upload_host_ok(c, "https://localhost:8443/x"), 1);
+	T_EQ_INT(conf_upload_host_ok(c, "https://localhost/x"), 0);
+	T_EQ_INT(conf_upload_host_ok(c, "https://up.example.test/x"), 1);
+	T_EQ_INT(c->upload_budget, 1024L * 1024 * 1024);
+    }
+    conf_free(c);
+    strbuf_free(&err);
+
+    strbuf_reset(&text);
+    strbuf_printf(&text, "[global]\nupload_hosts = bad_host:x\n"
+		  "upload_budget = 1M\n%s\nlarge_messages = maybe\n", base);
+    c = t_load(strbuf_str(&text), &err);
+    T_OK(c == NULL);
+    T_CONTAINS(strbuf_str(&err), "bad host \"bad_host:x\" in upload_hosts");
+    T_CONTAINS(strbuf_str(&err), "upload_budget");
+    T_CONTAINS(strbuf_str(&err), "large_messages");
+    T_EQ_INT(t_lines(&err), 3);
+    conf_free(c);
+    strbuf_free(&err);
+    strbuf_free(&text);
+}
+
 int     main(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -1919,6 +2001,7 @@ int     main(void)
     T_RUN(test_secrets);
     T_RUN(test_misc);
     T_RUN(test_sample);
+    T_RUN(test_large);
     t_rmtree();
     return (T_DONE());
 }
