@@ -11,7 +11,11 @@
 #    root; without it it is skipped).
 # 3. A second build in build-asan/ with --enable-sanitizers that runs the
 #    unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
-# 4. RUN_DISTCHECK=1 also runs "make distcheck" (slow).
+# 4. The Debian package (tests/pkg/test-package.sh, needs root): built in
+#    build/deb, checked with lintian, installed on this machine, the quick
+#    start with the installed programs, the units under systemd in a
+#    throwaway container, then purged.
+# 5. RUN_DISTCHECK=1 also runs "make distcheck" (slow).
 #
 # Prints one line per test with its own "N passed, N failed" totals and
 # ends with the sum over both runs: "N passed, N failed".  Exits non-zero
@@ -27,7 +31,8 @@ jobs=${JOBS:-2}
 PACKAGES="autoconf automake libtool pkg-config make gcc libmilter-dev
 libcurl4-openssl-dev libcjson-dev libssl-dev postfix swaks miltertest
 python3 openssl curl ca-certificates iproute2 util-linux m4 libwrap0
-python3-dkim"
+python3-dkim dpkg-dev debhelper lintian adduser procps systemd
+systemd-container"
 
 TOTAL_PASS=0 TOTAL_FAIL=0 PROBLEMS=""
 
@@ -94,6 +99,25 @@ collect() {
 	TOTAL_PASS=$((TOTAL_PASS + p))
 	TOTAL_FAIL=$((TOTAL_FAIL + f))
     done < <(find "$dir" -name '*.trs' | sort)
+}
+
+# pkg_test - tests/pkg/test-package.sh, its log and result in build/pkg/
+# in the form collect reads (outside build/tests, which make check's
+# collect reads); the package itself is built in build/deb
+pkg_test() {
+    local dir=$top/build/pkg rc=0 res
+    mkdir -p "$dir" || { problem "package: cannot create $dir"; return; }
+    rm -f "$dir/test-package.log" "$dir/test-package.trs"
+    top_srcdir=$top top_builddir=$top/build \
+	bash "$top/tests/pkg/test-package.sh" >"$dir/test-package.log" 2>&1 || rc=$?
+    case $rc in
+    0) res=PASS ;;
+    77) res=SKIP ;;
+    *) res=FAIL ;;
+    esac
+    printf ':test-result: %s\n' "$res" >"$dir/test-package.trs"
+    printf '%s: tests/pkg/test-package.sh\n' "$res"
+    collect "$dir" "package"
 }
 
 # prepare_srcdir - out-of-tree builds need an unconfigured source tree
@@ -172,7 +196,12 @@ else
     problem "build-asan/ (--enable-sanitizers) did not build"
 fi
 
-# --- 3. optional: distcheck
+# --- 3. the Debian package
+cd "$top" || exit 1
+say "Debian package: build, lintian, install, quick start with the installed programs, units under systemd, purge"
+pkg_test
+
+# --- 4. optional: distcheck
 if [ "${RUN_DISTCHECK:-0}" = 1 ]; then
     cd "$top/build" || exit 1
     say "build: make distcheck"
