@@ -736,6 +736,37 @@ static void ctl_login_sources(const struct conf *conf,
 	       "round; check one with m365ctl test SOURCE\n", acct->name);
 }
 
+/*
+ * ctl_login_large - whether the sign-in lets messages over 4 MB go
+ * through a draft (large_messages, and the scope oauth_scope() asked
+ * for when it is yes)
+ */
+static void ctl_login_large(const struct conf_account *acct,
+			            const struct oauth_token *tok)
+{
+    const char *perm = oauth_large_scope(acct);
+    int     has = oauth_scope_has(tok->scope, perm)
+    || oauth_scope_has(tok->scope, "Mail.ReadWrite.Shared");
+
+    if (acct->large_messages == CONF_LARGE_NO || tok->scope == NULL
+	|| tok->scope[0] == 0)
+	return;
+    if (has)
+	printf("account %s: messages over 4 MB go through a draft (%s "
+	       "granted)\n", acct->name, perm);
+    else if (acct->large_messages == CONF_LARGE_YES)
+	printf("account %s: warning: %s was requested for messages over "
+	       "4 MB but not granted: an administrator adds the delegated "
+	       "permission to app %s and consents (m365ctl consent-url %s); "
+	       "then sign in again\n", acct->name, perm, acct->client_id,
+	       acct->name);
+    else
+	printf("account %s: messages over 4 MB bounce (large_messages = "
+	       "auto and %s was not granted); to send them through a draft, "
+	       "set large_messages = yes in [account %s] and sign in "
+	       "again\n", acct->name, perm, acct->name);
+}
+
 /* ctl_login_report - after the tokens are stored: who, which scopes */
 
 static void ctl_login_report(struct http *http, const struct conf *conf,
@@ -777,6 +808,7 @@ static void ctl_login_report(struct http *http, const struct conf *conf,
 		  resp.error);
     http_resp_free(&resp);
     ctl_login_sources(conf, acct, tok);
+    ctl_login_large(acct, tok);
 }
 
 /* ctl_login - sign in a delegated account and store its tokens */

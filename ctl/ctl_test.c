@@ -27,6 +27,11 @@
  *	            Mail.Send.Shared when the mailbox is not the signed-in
  *	            user's); app-only: the token's "roles" claim holds
  *	            Mail.Send when the token is a JWT;
+ *	large       whether messages over 4 MB can go through a draft
+ *	            (draft_large(): large_messages, the granted scope or the
+ *	            app's roles); when they can, an empty draft is created
+ *	            in the mailbox and deleted again (draft_probe()), which
+ *	            proves the permission (Mail.ReadWrite); a 403 names it;
  *	send        with send_to: a short test message through
  *	            deliver_with() (this account, whatever the senders
  *	            routing says), like m365-relay would send it.
@@ -83,6 +88,7 @@
 #include "conf.h"
 #include "ctl.h"
 #include "deliver.h"
+#include "draft.h"
 #include "fetchstate.h"
 #include "graph.h"
 #include "http.h"
@@ -663,6 +669,57 @@ static void ctl_step_permission(struct ctl_run *run, const struct ctl_user *me)
     tokstore_clear(&ts);
 }
 
+/* ctl_step_large - will messages over 4 MB work for this account? */
+
+static void ctl_step_large(struct ctl_run *run)
+{
+    const struct conf_account *acct = run->acct;
+    struct m365_result res;
+    const char *perm;
+    char    why[300];
+    int     deleted, rc;
+
+    switch (draft_large(run->conf, acct, acct->auth == CONF_AUTH_DELEGATED ?
+			NULL : run->token, &perm, why, sizeof(why))) {
+    case DRAFT_LARGE_NO:
+	ctl_step(run, "ok", "large", "off (large_messages = no): messages "
+		 "over %ld bytes bounce with 5.3.4", (long) GRAPH_MAX_MIME);
+	return;
+    case DRAFT_LARGE_AUTO_OFF:
+	ctl_step(run, "warn", "large", "off: %s; messages over %ld bytes "
+		 "bounce with 5.3.4", why, (long) GRAPH_MAX_MIME);
+	if (acct->auth == CONF_AUTH_DELEGATED)
+	    ctl_remedy("to send them through a draft, set \"large_messages = "
+		       "yes\" in [account %s] and run m365ctl login %s (it "
+		       "asks for %s)", acct->name, acct->name, perm);
+	else
+	    ctl_remedy("to send them through a draft, add the Microsoft Graph "
+		       "application permission Mail.ReadWrite to app %s with "
+		       "admin consent (or set \"large_messages = yes\" in "
+		       "[account %s]); then m365ctl test %s --fresh",
+		       acct->client_id, acct->name, acct->name);
+	return;
+    case DRAFT_LARGE_UNGRANTED:
+	ctl_step(run, "FAIL", "large", "large_messages = yes, but %s: "
+		 "messages over 4 MB are deferred", why);
+	ctl_remedy("run m365ctl login %s (it asks for %s); the app "
+		   "registration %s must list that delegated permission",
+		   acct->name, perm, acct->client_id);
+	return;
+    case DRAFT_LARGE_ON:
+	break;
+    }
+    ctl_log_quiet(1);
+    rc = draft_probe(run->conf, run->http, acct, &deleted, &res);
+    ctl_log_quiet(0);
+    if (rc == 0)
+	ctl_step(run, deleted ? "ok" : "warn", "large", "on: messages over "
+		 "4 MB go through a draft (%s)", res.text);
+    else
+	ctl_step(run, "FAIL", "large", "messages over 4 MB cannot go through "
+		 "a draft: %s %s", res.dsn, res.text);
+}
+
 /* ctl_build_message - the test message, in a spooled struct msg */
 
 static int ctl_build_message(struct ctl_run *run, const char *rcpt,
@@ -831,6 +888,7 @@ int     ctl_test(const struct conf *conf, const struct conf_account *acct,
     if (run.token == NULL)
 	goto done;
     ctl_step_permission(&run, have_me ? &me : NULL);
+    ctl_step_large(&run);
     if (send_to) {
 	if (run.fails)
 	    ctl_step(&run, "--", "send", "skipped: fix the failures above "

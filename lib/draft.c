@@ -7,14 +7,16 @@
  *	See draft.h.  The work is in four steps, each of which can stop
  *	the delivery with a result:
  *
- *	1. draft_plan(): the MIME structure (mime.h), the parts that
- *	   cannot be split, the body part, the attachments with their
- *	   exact decoded sizes, and how each travels; the JSON of the
- *	   draft.  No request is sent before this step has passed.
+ *	1. draft_plan(): the message as Graph JSON (draftmsg.h: the
+ *	   MIME structure, the parts that cannot be split, the body, the
+ *	   attachments with their exact decoded sizes) and how each
+ *	   attachment travels; then draft_perm(): may the account make
+ *	   drafts (large_messages).  No Graph request is sent before.
  *	2. draft_ledger_start(): the delivery's ledger record; earlier
  *	   attempts and orphans of this mailbox.
- *	3. draft_make(): the draft, the attachments.
- *	4. draft_send_it(): the send.
+ *	3. draft_create(), draft_attach(): the draft, the attachments.
+ *	4. draft_send_it(): the send, checked against the draft when its
+ *	   answer is anything but 202.
  *
  *	Request bodies are streams (struct draft_body): literal JSON text
  *	and the base64 of a part's decoded content, made while libcurl
@@ -30,7 +32,6 @@
  */
 #include "config.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,9 +43,9 @@
 #include <cJSON.h>
 #include <curl/curl.h>
 
-#include "addr.h"
 #include "auth.h"
 #include "draft.h"
+#include "draftmsg.h"
 #include "graph.h"
 #include "json.h"
 #include "ledger.h"
@@ -59,7 +60,6 @@
 #define DRAFT_LEDGER_WAIT	10.0	/* s: another attempt holds the record */
 #define DRAFT_SESSION_TRIES	3	/* createUploadSession 404 is transient */
 #define DRAFT_B64_RAW		(3 * 16 * 1024)	/* decoded bytes per block */
-#define DRAFT_NAME_PEEK		(16 * 1024)	/* of a message/rfc822 part */
 
 static const char draft_prefer[] = "Prefer: IdType=\"ImmutableId\"";
 static const char draft_accept[] = "Accept: application/json";
@@ -73,15 +73,6 @@ enum draft_how {
     DRAFT_SESSION = 2,			/* createUploadSession + PUTs */
 };
 
-struct draft_att {
-    const struct mime_part *part;
-    char   *name;			/* UTF-8 */
-    char   *meta;			/* fileAttachment JSON without contentBytes
-					 * and without its closing brace */
-    int     is_inline;
-    off_t   size;			/* decoded bytes */
-    enum draft_how how;
-};
 
 /* One delivery through the draft path. */
 struct draft_run {
@@ -92,18 +83,10 @@ struct draft_run {
     const struct strbuf *hdr;		/* rewritten header section */
     const struct delivery *d;
     struct m365_result *res;
-    struct mime mime;
-    int     body;			/* index of the body part, or -1 */
-    char   *body_text;			/* UTF-8, or NULL */
-    int     body_html;
-    int     body_attached;		/* too large: the body went as a file */
-    struct draft_att *att;
-    size_t  natt;
-    char   *meta;			/* the draft's JSON without attachments */
+    struct draftmsg j;			/* the message as Graph JSON */
     long long draft_len;		/* length of the draft request */
     char   *token;
     const char *perm;			/* delegated: the scope; NULL app-only */
-    char   *message_id;
     char   *draft_id;
     struct ledger_rec rec;
     long long uploaded;
@@ -438,580 +421,11 @@ static int draft_is_draft(struct draft_run *r, const char *id)
     return (ret);
 }
 
-/* ------------------------------------------------------- JSON of it */
-
-/* draft_unquote - a display name: quotes and escapes gone, words decoded */
-
-static char *draft_display(const char *s, size_t n)
-{
-    struct strbuf sb;
-    char   *words;
-    size_t  i;
-
-    while (n > 0 && isspace((unsigned char) *s)) {
-	s++;
-	n--;
-    }
-    while (n > 0 && isspace((unsigned char) s[n - 1]))
-	n--;
-    strbuf_init(&sb, STRBUF_MAX_LINE);
-    for (i = 0; i < n; i++) {
-	if (s[i] == '"')
-	    continue;
-	if (s[i] == '\\' && i + 1 < n)
-	    i++;
-	strbuf_putc(&sb, s[i]);
-    }
-    words = mime_words(sb.data ? sb.data : "", sb.len);
-    strbuf_free(&sb);
-    if (words && *words == 0) {
-	free(words);
-	words = NULL;
-    }
-    return (words);
-}
-
-/* draft_recipient - {"emailAddress": {"address": ..., "name": ...}} */
-
-static cJSON *draft_recipient(const char *value, const struct addr_item *it)
-{
-    cJSON  *r = cJSON_CreateObject();
-    cJSON  *ea = cJSON_AddObjectToObject(r, "emailAddress");
-    char   *name = NULL, *comments;
-    char   *addr = mime_to_utf8(NULL, it->addr, strlen(it->addr));
-
-    json_add_str(ea, "address", addr);
-    free(addr);
-    if (it->lt < it->end) {
-	name = draft_display(value + it->start, it->lt - it->start);
-    } else if ((comments = addr_comments(value, it)) != NULL) {
-	size_t  n = strlen(comments);
-
-	if (n >= 2 && comments[0] == '(' && comments[n - 1] == ')')
-	    name = draft_display(comments + 1, n - 2);
-	else
-	    name = draft_display(comments, n);
-	free(comments);
-    }
-    if (name)
-	json_add_str(ea, "name", name);
-    free(name);
-    return (r);
-}
-
-/*
- * draft_addrs - the mailboxes of every field NAME of the header as
- * recipients: an array member key of obj, or (one) the first mailbox
- * as an object member; nothing when there is none
- */
-static void draft_addrs(const struct draft_run *r, cJSON *obj,
-			        const char *key, const char *field, int one)
-{
-    const char *h = r->hdr->data ? r->hdr->data : "";
-    struct addr_list list;
-    cJSON  *arr = NULL;
-    size_t  pos = 0, i;
-    char   *v;
-
-    while ((v = msg_hdr_find(h, r->hdr->len, field, &pos)) != NULL) {
-	memset(&list, 0, sizeof(list));
-	(void) addr_parse(v, strlen(v), &list);
-	for (i = 0; i < list.n; i++) {
-	    if (list.items[i].bad)
-		continue;
-	    if (one) {
-		cJSON_AddItemToObject(obj, key, draft_recipient(v,
-							 list.items + i));
-		addr_list_free(&list);
-		free(v);
-		return;
-	    }
-	    if (arr == NULL)
-		arr = cJSON_AddArrayToObject(obj, key);
-	    cJSON_AddItemToArray(arr, draft_recipient(v, list.items + i));
-	}
-	addr_list_free(&list);
-	free(v);
-    }
-}
-
-/* draft_field - the unfolded value of the first field NAME; free() */
-
-static char *draft_field(const struct draft_run *r, const char *name)
-{
-    size_t  pos = 0;
-
-    return (msg_hdr_find(r->hdr->data ? r->hdr->data : "", r->hdr->len,
-			 name, &pos));
-}
-
-/* draft_importance - Importance, X-Priority or Priority: high, low, NULL */
-
-static const char *draft_importance(const struct draft_run *r)
-{
-    const char *imp = NULL;
-    char   *v;
-
-    if ((v = draft_field(r, "Importance")) != NULL) {
-	if (strncasecmp(v + strspn(v, " \t"), "high", 4) == 0)
-	    imp = "high";
-	else if (strncasecmp(v + strspn(v, " \t"), "low", 3) == 0)
-	    imp = "low";
-    } else if ((v = draft_field(r, "X-Priority")) != NULL) {
-	char    c = v[strspn(v, " \t")];
-
-	imp = (c == '1' || c == '2') ? "high" : (c == '4' || c == '5') ?
-	    "low" : NULL;
-    } else if ((v = draft_field(r, "Priority")) != NULL) {
-	const char *p = v + strspn(v, " \t");
-
-	imp = strncasecmp(p, "urgent", 6) == 0 ? "high" :
-	    strncasecmp(p, "non-urgent", 10) == 0 ? "low" : NULL;
-    }
-    free(v);
-    return (imp);
-}
-
-/*
- * draft_xheaders - internetMessageHeaders: the first X- fields (Graph
- * refuses other names and more than five), values unfolded and valid
- * UTF-8, at most 995 bytes each; Exchange's own X-MS-Exchange- fields
- * are left out
- */
-static void draft_xheaders(const struct draft_run *r, cJSON *obj)
-{
-    const char *h = r->hdr->data ? r->hdr->data : "";
-    struct msg_field f;
-    cJSON  *arr = NULL, *one;
-    char    name[80];
-    size_t  pos = 0, at;
-    char   *v, *u;
-    int     n = 0, skipped = 0;
-
-    while (msg_hdr_next(h, r->hdr->len, &pos, &f) == 0) {
-	if (f.name_len < 3 || strncasecmp(h + f.start, "X-", 2) != 0
-	    || f.name_len >= sizeof(name)
-	    || (f.name_len >= 13
-		&& strncasecmp(h + f.start, "X-MS-Exchange", 13) == 0))
-	    continue;
-	if (n >= DRAFT_MAX_XHEADERS) {
-	    skipped++;
-	    continue;
-	}
-	memcpy(name, h + f.start, f.name_len);
-	name[f.name_len] = 0;
-	at = f.start;
-	if ((v = msg_hdr_find(h, r->hdr->len, name, &at)) == NULL)
-	    continue;
-	u = mime_to_utf8(NULL, v + strspn(v, " \t"), strlen(v + strspn(v, " \t")));
-	if (u && strlen(u) <= 995) {
-	    if (arr == NULL)
-		arr = cJSON_AddArrayToObject(obj, "internetMessageHeaders");
-	    one = cJSON_CreateObject();
-	    json_add_str(one, "name", name);
-	    json_add_str(one, "value", u);
-	    cJSON_AddItemToArray(arr, one);
-	    n++;
-	} else {
-	    skipped++;
-	}
-	free(u);
-	free(v);
-    }
-    if (skipped)
-	msg_info("%s: large message: %d X- header field(s) not kept (Graph "
-		 "takes at most %d, each under 1000 bytes)", r->d->queue_id,
-		 skipped, DRAFT_MAX_XHEADERS);
-}
-
-/*
- * draft_meta - the draft's JSON without attachments (r->meta); body is
- * the text, or a note when the text went as an attachment
- */
-static int draft_meta(struct draft_run *r)
-{
-    cJSON  *root = cJSON_CreateObject();
-    cJSON  *body, *props, *prop;
-    const char *imp;
-    char   *v, *u;
-
-    if ((v = draft_field(r, "Subject")) != NULL) {
-	u = mime_words(v + strspn(v, " \t"), strlen(v + strspn(v, " \t")));
-	json_add_str(root, "subject", u ? u : "");
-	free(u);
-	free(v);
-    }
-    body = cJSON_AddObjectToObject(root, "body");
-    json_add_str(body, "contentType", r->body_html && !r->body_attached ?
-		 "html" : "text");
-    json_add_str(body, "content", r->body_attached ?
-		 "The text of this message is attached: it is too large "
-		 "for a Microsoft 365 message body." :
-		 r->body_text ? r->body_text : "");
-    draft_addrs(r, root, "from", "From", 1);
-    draft_addrs(r, root, "toRecipients", "To", 0);
-    draft_addrs(r, root, "ccRecipients", "Cc", 0);
-    draft_addrs(r, root, "bccRecipients", "Bcc", 0);
-    draft_addrs(r, root, "replyTo", "Reply-To", 0);
-    if ((imp = draft_importance(r)) != NULL)
-	json_add_str(root, "importance", imp);
-    if ((v = draft_field(r, "Disposition-Notification-To")) != NULL) {
-	cJSON_AddTrueToObject(root, "isReadReceiptRequested");
-	free(v);
-    }
-    draft_xheaders(r, root);
-    if (r->message_id) {
-	props = cJSON_AddArrayToObject(root, "singleValueExtendedProperties");
-	prop = cJSON_CreateObject();
-	json_add_str(prop, "id", "String 0x1035");	/* PidTagInternetMessageId */
-	json_add_str(prop, "value", r->message_id);
-	cJSON_AddItemToArray(props, prop);
-    }
-    free(r->meta);
-    r->meta = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    if (r->meta == NULL) {
-	result_set(r->res, M365_SYSTEM, "4.3.0", "cannot build the draft "
-		   "(out of memory)");
-	return (-1);
-    }
-    return (0);
-}
-
-/* ------------------------------------------------------------- plan */
-
-/* draft_text_body - a text part that can be the message body */
-
-static int draft_text_body(const struct mime_part *p)
-{
-    return ((mime_is(p, "text/plain") || mime_is(p, "text/html"))
-	    && p->disp != MIME_DISP_ATTACHMENT && p->cte != MIME_CTE_UNKNOWN);
-}
-
-/* draft_child - the next child of part i after child c (-1: the first) */
-
-static int draft_child(const struct mime *mime, int i, int c)
-{
-    size_t  k;
-
-    for (k = (size_t) (c < 0 ? i : c) + 1; k < mime->nparts; k++) {
-	if (mime->parts[k].parent == i)
-	    return ((int) k);
-	if (mime->parts[k].depth <= mime->parts[i].depth)
-	    break;
-    }
-    return (-1);
-}
-
-/*
- * draft_pick - the body part in the subtree of part i, or -1: a text
- * leaf; of a multipart/alternative the HTML one, else the last that
- * has a body; of multipart/related its root; of any other multipart
- * the first child that has one
- */
-static int draft_pick(const struct mime *mime, int i)
-{
-    const struct mime_part *p = mime->parts + i;
-    int     c, b, best = -1;
-
-    if (!p->multipart)
-	return (draft_text_body(p) ? i : -1);
-    if (mime_is_multipart(p, "alternative")) {
-	for (c = draft_child(mime, i, -1); c >= 0; c = draft_child(mime, i, c))
-	    if ((b = draft_pick(mime, c)) >= 0
-		&& (best < 0 || !mime_is(mime->parts + best, "text/html")
-		    || mime_is(mime->parts + b, "text/html")))
-		best = b;
-	return (best);
-    }
-    if (mime_is_multipart(p, "related"))
-	return ((c = draft_child(mime, i, -1)) >= 0 ? draft_pick(mime, c) : -1);
-    for (c = draft_child(mime, i, -1); c >= 0; c = draft_child(mime, i, c))
-	if ((b = draft_pick(mime, c)) >= 0)
-	    return (b);
-    return (-1);
-}
-
-/* draft_in - is part k inside the subtree of part i? */
-
-static int draft_in(const struct mime *mime, int k, int i)
-{
-    for (; k >= 0; k = mime->parts[k].parent)
-	if (k == i)
-	    return (1);
-    return (0);
-}
-
-/*
- * draft_dropped - is leaf k another rendering of the body?  The text
- * leaves of the other branches of every multipart/alternative on the
- * way to the body are (Exchange writes its own plain text version).
- */
-static int draft_dropped(const struct mime *mime, int body, int k)
-{
-    int     a, c;
-
-    if (body < 0 || !draft_text_body(mime->parts + k))
-	return (0);
-    for (a = mime->parts[body].parent; a >= 0; a = mime->parts[a].parent) {
-	if (!mime_is_multipart(mime->parts + a, "alternative"))
-	    continue;
-	for (c = draft_child(mime, a, -1); c >= 0; c = draft_child(mime, a, c))
-	    if (!draft_in(mime, body, c) && draft_in(mime, k, c))
-		return (1);
-    }
-    return (0);
-}
-
-/* draft_read_part - the decoded content of a part, at most max bytes */
-
-static int draft_read_part(const struct draft_run *r,
-			           const struct mime_part *p, size_t max,
-			           struct strbuf *out)
-{
-    struct mime_stream *s = mime_stream_open(r->m, p);
-    char    buf[16384];
-    ssize_t got;
-
-    strbuf_init(out, max);
-    while ((got = mime_stream_read(s, buf, sizeof(buf))) > 0)
-	if (strbuf_append(out, buf, (size_t) got) < 0)
-	    break;
-    if (got < 0) {
-	result_set(r->res, M365_SYSTEM, "4.3.0", "%s", mime_stream_error(s));
-	mime_stream_close(s);
-	strbuf_free(out);
-	return (-1);
-    }
-    mime_stream_close(s);
-    return (0);
-}
-
-/* draft_ext - a file name extension for a type without a name */
-
-static const char *draft_ext(const char *type)
-{
-    static const char *const ext[][2] = {
-	{"text/plain", "txt"}, {"text/html", "html"}, {"text/csv", "csv"},
-	{"text/calendar", "ics"}, {"text/xml", "xml"},
-	{"image/png", "png"}, {"image/jpeg", "jpg"}, {"image/gif", "gif"},
-	{"image/tiff", "tif"}, {"application/pdf", "pdf"},
-	{"application/zip", "zip"}, {"application/xml", "xml"},
-	{"application/json", "json"}, {"message/rfc822", "eml"},
-	{0, 0},
-    };
-    int     i;
-
-    for (i = 0; ext[i][0]; i++)
-	if (strcmp(type, ext[i][0]) == 0)
-	    return (ext[i][1]);
-    return ("bin");
-}
-
-/*
- * draft_eml_name - a forwarded message's name from its Subject, made a
- * safe file name, or NULL
- */
-static char *draft_eml_name(const struct draft_run *r,
-			            const struct mime_part *p)
-{
-    char    head[DRAFT_NAME_PEEK + 1];
-    size_t  n = (size_t) (p->body_end - p->body_start), pos = 0;
-    ssize_t got;
-    char   *subj, *name, *c;
-
-    if (n > DRAFT_NAME_PEEK)
-	n = DRAFT_NAME_PEEK;
-    if ((got = mime_body_read(r->m, head, n, p->body_start)) <= 0)
-	return (NULL);
-    head[got] = 0;
-    if ((c = strstr(head, "\r\n\r\n")) != NULL)
-	c[2] = 0;
-    if ((subj = msg_hdr_find(head, strlen(head), "Subject", &pos)) == NULL)
-	return (NULL);
-    name = mime_words(subj + strspn(subj, " \t"),
-		      strlen(subj + strspn(subj, " \t")));
-    free(subj);
-    for (c = name; c && *c; c++)
-	if ((unsigned char) *c < 0x20 || strchr("/\\:*?\"<>|", *c))
-	    *c = '_';
-    if (name && strlen(name) > 100) {
-	/* Cut at 100 bytes; a character cut in two becomes U+FFFD. */
-	c = mime_to_utf8(NULL, name, 100);
-	free(name);
-	name = c;
-    }
-    if (name && *name == 0) {
-	free(name);
-	name = NULL;
-    }
-    return (name);
-}
-
-/* draft_att_name - the attachment's file name; free() it */
-
-static char *draft_att_name(const struct draft_run *r,
-			            const struct mime_part *p, size_t nth)
-{
-    struct strbuf sb;
-    char   *base;
-    size_t  n;
-
-    strbuf_init(&sb, STRBUF_MAX_LINE);
-    if (mime_is(p, "message/rfc822")) {
-	base = p->name ? xstrdup(p->name) : draft_eml_name(r, p);
-	strbuf_puts(&sb, base ? base : "message");
-	n = base ? strlen(base) : 0;
-	if (n < 4 || strcasecmp(base + n - 4, ".eml") != 0)
-	    strbuf_puts(&sb, ".eml");
-	free(base);
-    } else if (p->name) {
-	strbuf_puts(&sb, p->name);
-    } else {
-	strbuf_printf(&sb, "attachment-%lu.%s", (unsigned long) nth,
-		      draft_ext(p->type));
-    }
-    return (strbuf_take(&sb));
-}
-
-/* draft_cid_used - does the HTML body refer to this Content-ID? */
-
-static int draft_cid_used(const struct draft_run *r, const char *cid)
-{
-    const char *p;
-    size_t  n = strlen(cid);
-
-    if (!r->body_html || r->body_text == NULL)
-	return (0);
-    for (p = r->body_text; (p = strcasestr(p, "cid:")) != NULL; p += 4)
-	if (strncasecmp(p + 4, cid, n) == 0)
-	    return (1);
-    return (0);
-}
-
-/* draft_att_meta - the fileAttachment JSON without contentBytes and "}" */
-
-static char *draft_att_meta(const struct draft_att *a)
-{
-    cJSON  *o = cJSON_CreateObject();
-    struct strbuf ct;
-    char   *text;
-
-    strbuf_init(&ct, STRBUF_MAX_SMALL);
-    strbuf_puts(&ct, a->part->type);
-    if (strncmp(a->part->type, "text/", 5) == 0 && a->part->charset)
-	strbuf_printf(&ct, "; charset=%s", a->part->charset);
-    json_add_str(o, "@odata.type", "#microsoft.graph.fileAttachment");
-    json_add_str(o, "name", a->name);
-    json_add_str(o, "contentType", strbuf_str(&ct));
-    cJSON_AddBoolToObject(o, "isInline", a->is_inline);
-    if (a->part->content_id)
-	json_add_str(o, "contentId", a->part->content_id);
-    text = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    strbuf_free(&ct);
-    if (text && *text)
-	text[strlen(text) - 1] = 0;		/* the closing brace */
-    return (text);
-}
-
-/*
- * draft_unsplittable - a part whose meaning a rebuilt message would
- * lose: signed or encrypted content.  The part, or NULL.
- */
-static const struct mime_part *draft_unsplittable(const struct mime *mime)
-{
-    static const char *const types[] = {
-	"multipart/signed", "multipart/encrypted", "application/pkcs7-mime",
-	"application/x-pkcs7-mime", 0,
-    };
-    size_t  i;
-    int     k;
-
-    for (i = 0; i < mime->nparts; i++)
-	for (k = 0; types[k]; k++)
-	    if (mime_is(mime->parts + i, types[k]))
-		return (mime->parts + i);
-    return (NULL);
-}
-
-/* draft_body_of - read the body part (r->body) into r->body_text */
-
-static int draft_body_of(struct draft_run *r)
-{
-    const struct mime_part *p;
-    struct strbuf raw;
-
-    if (r->body < 0)
-	return (0);
-    p = r->mime.parts + r->body;
-    r->body_html = mime_is(p, "text/html");
-    if (draft_read_part(r, p, GRAPH_MAX_REQUEST, &raw) < 0)
-	return (-1);
-    if (strbuf_failed(&raw)) {
-	r->body_attached = 1;			/* over 4 MB: a file */
-    } else {
-	r->body_text = mime_to_utf8(p->charset, raw.data ? raw.data : "",
-				    raw.len);
-	if (r->body_text == NULL)
-	    r->body_attached = 1;
-    }
-    strbuf_free(&raw);
-    return (0);
-}
-
-/* draft_attachments - every leaf but the body and its alternatives */
-
-static int draft_attachments(struct draft_run *r)
-{
-    const struct mime *mime = &r->mime;
-    const struct mime_part *p;
-    struct draft_att *a;
-    char    err[256];
-    size_t  i;
-
-    r->att = xcalloc(mime->nparts, sizeof(*r->att));
-    for (i = 0; i < mime->nparts; i++) {
-	p = mime->parts + i;
-	if (p->multipart || draft_dropped(mime, r->body, (int) i)
-	    || ((int) i == r->body && !r->body_attached))
-	    continue;
-	a = r->att + r->natt++;
-	a->part = p;
-	if (mime_decoded_size(r->m, p, &a->size, err, sizeof(err)) < 0) {
-	    result_set(r->res, M365_SYSTEM, "4.3.0", "%s", err);
-	    return (-1);
-	}
-	if (a->size > GRAPH_UPLOAD_MAX) {
-	    result_set(r->res, M365_PERM, "5.3.4", "an attachment of %lld "
-		       "bytes is larger than the %ld bytes Microsoft 365 "
-		       "takes per attachment", (long long) a->size,
-		       GRAPH_UPLOAD_MAX);
-	    return (-1);
-	}
-	if (p->cte == MIME_CTE_UNKNOWN)
-	    msg_warn("%s: large message: part %lu has a transfer encoding "
-		     "this relay cannot decode; it is attached as it is",
-		     r->d->queue_id, (unsigned long) i);
-	a->name = draft_att_name(r, p, r->natt);
-	a->is_inline = p->content_id != NULL
-	    && (draft_cid_used(r, p->content_id)
-		|| (p->parent >= 0
-		    && mime_is_multipart(mime->parts + p->parent, "related")));
-	if ((a->meta = draft_att_meta(a)) == NULL || a->name == NULL) {
-	    result_set(r->res, M365_SYSTEM, "4.3.0", "cannot build the JSON "
-		       "of an attachment (out of memory)");
-	    return (-1);
-	}
-    }
-    return (0);
-}
-
 /*
  * draft_att_len - length of an attachment's JSON with its content:
  * meta + ,"contentBytes":" + base64 + "}
  */
-static long long draft_att_len(const struct draft_att *a)
+static long long draft_att_len(const struct draftmsg_att *a)
 {
     return ((long long) strlen(a->meta) + (long long) sizeof(draft_bytes_open)
 	    - 1 + draft_b64_len(a->size) + (long long) sizeof(draft_bytes_close)
@@ -1022,82 +436,34 @@ static long long draft_att_len(const struct draft_att *a)
 
 static void draft_ways(struct draft_run *r)
 {
-    long long len = (long long) strlen(r->meta);
+    long long len = (long long) strlen(r->j.meta);
     long long add;
     size_t  i;
     int     in_draft = 1;
 
     /* ,"attachments":[ ... ] around the ones in the draft. */
-    for (i = 0; i < r->natt; i++) {
-	add = draft_att_len(r->att + i) + (i == 0 ?
+    for (i = 0; i < r->j.natt; i++) {
+	add = draft_att_len(r->j.att + i) + (i == 0 ?
 		  (long long) strlen(",\"attachments\":[]") : 1);
-	if (in_draft && r->att[i].size < GRAPH_UPLOAD_MIN
+	if (in_draft && r->j.att[i].size < GRAPH_UPLOAD_MIN
 	    && len + add <= GRAPH_MAX_REQUEST) {
-	    r->att[i].how = DRAFT_IN_DRAFT;
+	    r->j.att[i].how = DRAFT_IN_DRAFT;
 	    len += add;
 	    r->n_in_draft++;
 	    continue;
 	}
 	in_draft = 0;
-	r->att[i].how = r->att[i].size < GRAPH_UPLOAD_MIN ? DRAFT_POST :
+	r->j.att[i].how = r->j.att[i].size < GRAPH_UPLOAD_MIN ? DRAFT_POST :
 	    DRAFT_SESSION;
     }
     r->draft_len = len;
 }
 
-/* draft_plan - step 1: structure, body, attachments, JSON; see above */
+/* draft_plan - step 1: the message as Graph JSON, how each part travels */
 
 static int draft_plan(struct draft_run *r)
 {
-    const struct mime_part *bad;
-    char    err[256];
-    size_t  pos = 0;
-    char   *mid;
-
-    if (mime_parse(&r->mime, r->m, err, sizeof(err)) < 0) {
-	if (r->mime.over_limit)
-	    result_set(r->res, M365_PERM, "5.3.4", "message too large for "
-		       "one Graph request and too complex to split: %s; send "
-		       "it with fewer attachments", err);
-	else
-	    result_set(r->res, M365_SYSTEM, "4.3.0", "%s", err);
-	return (-1);
-    }
-    if ((bad = draft_unsplittable(&r->mime)) != NULL) {
-	result_set(r->res, M365_PERM, "5.3.4", "message too large for one "
-		   "Graph request (4 MB) and it holds a %s part: a signed or "
-		   "encrypted message cannot be split into a draft and "
-		   "attachments without breaking its signature or "
-		   "encryption; send it without the signature/encryption, "
-		   "make it smaller than 3 MB, or share the files by link",
-		   bad->type);
-	return (-1);
-    }
-    if ((mid = msg_hdr_find(r->hdr->data ? r->hdr->data : "", r->hdr->len,
-			    "Message-ID", &pos)) != NULL) {
-	char   *p = mid + strspn(mid, " \t");
-
-	if (*p == '<' && strchr(p, '>') && strlen(p) < 500)
-	    r->message_id = xstrndup(p, (size_t) (strchr(p, '>') - p) + 1);
-	free(mid);
-    }
-    r->body = draft_pick(&r->mime, 0);
-    if (draft_body_of(r) < 0 || draft_meta(r) < 0)
-	return (-1);
-    if ((long long) strlen(r->meta) + 64 > GRAPH_MAX_REQUEST
-	&& !r->body_attached && r->body >= 0) {
-	/* A message text over 4 MB as JSON: it goes as a file. */
-	r->body_attached = 1;
-	if (draft_meta(r) < 0)
-	    return (-1);
-    }
-    if ((long long) strlen(r->meta) + 64 > GRAPH_MAX_REQUEST) {
-	result_set(r->res, M365_PERM, "5.3.4", "the header fields of this "
-		   "message (%lu bytes as Graph JSON) do not fit one Graph "
-		   "request of 4 MB", (unsigned long) strlen(r->meta));
-	return (-1);
-    }
-    if (draft_attachments(r) < 0)
+    if (draftmsg_build(&r->j, r->m, r->hdr, r->d->queue_id, r->res) < 0)
 	return (-1);
     draft_ways(r);
     return (0);
@@ -1181,7 +547,7 @@ static int draft_ledger_start(struct draft_run *r)
     struct tm tm;
     int     rc;
 
-    if (ledger_key(r->acct->mailbox, r->message_id, r->m->hdr.data,
+    if (ledger_key(r->acct->mailbox, r->j.message_id, r->m->hdr.data,
 		   r->m->hdr.len, r->d->rcpts, r->d->nrcpts, name,
 		   sizeof(name)) < 0) {
 	result_set(r->res, M365_SYSTEM, "4.3.0", "cannot compute the "
@@ -1227,7 +593,7 @@ static int draft_ledger_start(struct draft_run *r)
     ledger_set(&rec->draft_id, NULL);
     ledger_set(&rec->request_id, NULL);
     ledger_set(&rec->mailbox, r->acct->mailbox);
-    ledger_set(&rec->message_id, r->message_id);
+    ledger_set(&rec->message_id, r->j.message_id);
     ledger_set(&rec->queue_id, r->d->queue_id);
     rec->nrcpts = (long) r->d->nrcpts;
     if (ledger_save(r->conf, rec, err, sizeof(err)) < 0) {
@@ -1262,26 +628,26 @@ static int draft_create(struct draft_run *r)
 {
     struct draft_body b;
     struct http_resp resp;
-    size_t  metalen = strlen(r->meta), i;
+    size_t  metalen = strlen(r->j.meta), i;
     char   *url = graph_url(r->conf, r->acct->mailbox, "/messages");
     int     rc, first = 1;
 
     memset(&b, 0, sizeof(b));
     b.m = r->m;
     if (r->n_in_draft == 0) {
-	draft_body_text(&b, r->meta, metalen);
+	draft_body_text(&b, r->j.meta, metalen);
     } else {
-	draft_body_text(&b, r->meta, metalen - 1);	/* without "}" */
+	draft_body_text(&b, r->j.meta, metalen - 1);	/* without "}" */
 	draft_body_text(&b, ",\"attachments\":[", 16);
-	for (i = 0; i < r->natt; i++) {
-	    if (r->att[i].how != DRAFT_IN_DRAFT)
+	for (i = 0; i < r->j.natt; i++) {
+	    if (r->j.att[i].how != DRAFT_IN_DRAFT)
 		continue;
 	    if (!first)
 		draft_body_text(&b, ",", 1);
 	    first = 0;
-	    draft_body_text(&b, r->att[i].meta, strlen(r->att[i].meta));
+	    draft_body_text(&b, r->j.att[i].meta, strlen(r->j.att[i].meta));
 	    draft_body_text(&b, draft_bytes_open, sizeof(draft_bytes_open) - 1);
-	    draft_body_part(&b, r->att[i].part, r->att[i].size);
+	    draft_body_part(&b, r->j.att[i].part, r->j.att[i].size);
 	    draft_body_text(&b, draft_bytes_close,
 			    sizeof(draft_bytes_close) - 1);
 	}
@@ -1317,7 +683,7 @@ static int draft_create(struct draft_run *r)
 
 /* draft_post_att - POST .../attachments with the content inside */
 
-static int draft_post_att(struct draft_run *r, const struct draft_att *a)
+static int draft_post_att(struct draft_run *r, const struct draftmsg_att *a)
 {
     struct draft_body b;
     struct http_resp resp;
@@ -1347,7 +713,7 @@ static int draft_post_att(struct draft_run *r, const struct draft_att *a)
 
 /* draft_session - createUploadSession; the uploadUrl, or NULL (r->res) */
 
-static char *draft_session(struct draft_run *r, const struct draft_att *a)
+static char *draft_session(struct draft_run *r, const struct draftmsg_att *a)
 {
     struct http_resp resp;
     cJSON  *root = cJSON_CreateObject(), *item;
@@ -1407,7 +773,7 @@ static char *draft_session(struct draft_run *r, const struct draft_att *a)
 
 /* draft_put - the chunks of an upload session, in order, no token */
 
-static int draft_put(struct draft_run *r, const struct draft_att *a,
+static int draft_put(struct draft_run *r, const struct draftmsg_att *a,
 		             const char *upload)
 {
     static const char *const ctype = "application/octet-stream";
@@ -1468,13 +834,13 @@ static int draft_put(struct draft_run *r, const struct draft_att *a,
 
 static int draft_attach(struct draft_run *r)
 {
-    const struct draft_att *a;
+    const struct draftmsg_att *a;
     char   *upload;
     size_t  i;
     int     rc;
 
-    for (i = 0; i < r->natt; i++) {
-	a = r->att + i;
+    for (i = 0; i < r->j.natt; i++) {
+	a = r->j.att + i;
 	if (a->how == DRAFT_POST) {
 	    if (draft_post_att(r, a) < 0)
 		return (-1);
@@ -1581,88 +947,150 @@ static int draft_send_it(struct draft_run *r)
 /* ------------------------------------------------------------ driver */
 
 /*
- * draft_auto_off - large_messages = auto and the permission is not
- * known to be granted: the message bounces as it did before drafts
+ * draft_large - may the account send through drafts (see draft.h)?
+ * token: the app-only access token (auto reads its roles), or NULL.
  */
-static int draft_auto_off(struct draft_run *r, const char *perm,
-			          const char *why)
-{
-    result_set(r->res, M365_PERM, "5.3.4", "message size %lld exceeds the "
-	       "%ld bytes one Graph sendMail request takes (4 MB "
-	       "base64-encoded); account %s sends larger messages through a "
-	       "draft only when it may use %s, and %s (large_messages = "
-	       "auto): %s", (long long) r->m->size, (long) GRAPH_MAX_MIME,
-	       r->acct->name, perm, why, r->acct->auth == CONF_AUTH_DELEGATED ?
-	       "set large_messages = yes in the account and run m365ctl "
-	       "login ACCOUNT" : "grant the application permission "
-	       "Mail.ReadWrite with admin consent, or set large_messages = "
-	       "yes");
-    return (-1);
-}
-
-/*
- * draft_perm - may the account use drafts?  large_messages = yes: go on
- * (a delegated sign-in known to lack the scope defers with 4.7.1);
- * auto: only when the grant is known: the delegated sign-in's granted
- * scopes, or the "roles" claim of an app-only JWT access token.
- */
-static int draft_perm(struct draft_run *r)
+enum draft_large draft_large(const struct conf *conf,
+			             const struct conf_account *acct,
+			             const char *token, const char **perm_r,
+			             char *why, size_t len)
 {
     struct tokstore ts;
     struct strbuf roles;
     char    err[512];
     int     has = -1;
 
-    if (r->acct->auth != CONF_AUTH_DELEGATED) {
-	if (r->acct->large_messages == CONF_LARGE_YES)
-	    return (0);
-	if (draft_token(r, 0) < 0)
-	    return (-1);
-	has = oauth_token_roles(r->token, "Mail.ReadWrite", &roles);
-	strbuf_free(&roles);
-	return (has > 0 ? 0 : draft_auto_off(r, "the application permission "
-					       "Mail.ReadWrite", has < 0 ?
-					       "its access token does not "
-					       "show its permissions" :
-					       "its access token lacks it"));
+    *why = 0;
+    *perm_r = acct->auth == CONF_AUTH_DELEGATED ?
+	oauth_large_scope(acct) : NULL;
+    if (acct->large_messages == CONF_LARGE_NO) {
+	snprintf(why, len, "large_messages = no");
+	return (DRAFT_LARGE_NO);
     }
-    r->perm = oauth_large_scope(r->acct);
+    if (acct->auth != CONF_AUTH_DELEGATED) {
+	if (acct->large_messages == CONF_LARGE_YES)
+	    return (DRAFT_LARGE_ON);
+	has = token ? oauth_token_roles(token, "Mail.ReadWrite", &roles) : -1;
+	if (token)
+	    strbuf_free(&roles);
+	if (has > 0)
+	    return (DRAFT_LARGE_ON);
+	snprintf(why, len, "large_messages = auto, and %s", has < 0 ?
+		 "the access token does not show the app's permissions "
+		 "(it is no JWT)" : "the access token lacks the application "
+		 "permission Mail.ReadWrite");
+	return (DRAFT_LARGE_AUTO_OFF);
+    }
     memset(&ts, 0, sizeof(ts));
-    if (tokstore_load(r->conf, r->acct->name, &ts, err, sizeof(err)) == 0
+    if (tokstore_load(conf, acct->name, &ts, err, sizeof(err)) == 0
 	&& ts.scope && *ts.scope)
-	has = oauth_scope_has(ts.scope, r->perm)
+	has = oauth_scope_has(ts.scope, *perm_r)
 	    || oauth_scope_has(ts.scope, "Mail.ReadWrite.Shared");
     tokstore_clear(&ts);
-    if (has != 0 && (has > 0 || r->acct->large_messages == CONF_LARGE_YES))
-	return (0);				/* granted, or unknown */
-    if (r->acct->large_messages == CONF_LARGE_YES) {
+    if (has > 0 || (has < 0 && acct->large_messages == CONF_LARGE_YES))
+	return (DRAFT_LARGE_ON);		/* granted, or unknown */
+    if (acct->large_messages == CONF_LARGE_YES) {
+	snprintf(why, len, "the sign-in did not grant the delegated "
+		 "permission %s", *perm_r);
+	return (DRAFT_LARGE_UNGRANTED);
+    }
+    snprintf(why, len, "large_messages = auto, and %s %s", has < 0 ?
+	     "no granted scopes are recorded for the sign-in, so it is "
+	     "not known to have" : "the sign-in did not grant", *perm_r);
+    return (DRAFT_LARGE_AUTO_OFF);
+}
+
+/* draft_perm - may this run use drafts?  0 yes, -1 no (r->res says why) */
+
+static int draft_perm(struct draft_run *r)
+{
+    char    why[300];
+
+    if (r->acct->auth != CONF_AUTH_DELEGATED
+	&& r->acct->large_messages == CONF_LARGE_AUTO && draft_token(r, 0) < 0)
+	return (-1);
+    switch (draft_large(r->conf, r->acct, r->token, &r->perm, why,
+			sizeof(why))) {
+    case DRAFT_LARGE_ON:
+	return (0);
+    case DRAFT_LARGE_UNGRANTED:
 	result_set(r->res, M365_CONFIG, "4.7.1", "message over 4 MB: it is "
 		   "sent through a draft, which needs the delegated "
-		   "permission %s, and the sign-in of account %s did not "
-		   "grant it: run m365ctl login %s (large_messages = yes asks "
-		   "for it)", r->perm, r->acct->name, r->acct->name);
+		   "permission %s, and %s: run m365ctl login %s "
+		   "(large_messages = yes asks for it)", r->perm, why,
+		   r->acct->name);
+	return (-1);
+    default:
+	result_set(r->res, M365_PERM, "5.3.4", "message size %lld exceeds "
+		   "the %ld bytes one Graph sendMail request takes (4 MB "
+		   "base64-encoded); account %s sends larger messages through "
+		   "a draft only with the permission to make one (%s): %s",
+		   (long long) r->m->size, (long) GRAPH_MAX_MIME,
+		   r->acct->name, why, r->acct->auth == CONF_AUTH_DELEGATED ?
+		   "set large_messages = yes in the account and run m365ctl "
+		   "login ACCOUNT" : "grant the application permission "
+		   "Mail.ReadWrite with admin consent, or set "
+		   "large_messages = yes");
 	return (-1);
     }
-    return (draft_auto_off(r, r->perm, has < 0 ? "no granted scopes are "
-			   "recorded for its sign-in" : "its sign-in did not "
-			   "grant it"));
+}
+
+/*
+ * draft_probe - create an empty draft in the account's mailbox and
+ * delete it: does the path's permission work (m365ctl test)?  0 yes,
+ * -1 with res filled (graph_classify_draft(): a 403 names the
+ * permission); *deleted tells whether the test draft went again.
+ */
+int     draft_probe(const struct conf *conf, struct http *http,
+		            const struct conf_account *acct, int *deleted,
+		            struct m365_result *res)
+{
+    static const char json[] = "{\"subject\":\"m365relay permission test "
+    "(deleted at once)\",\"body\":{\"contentType\":\"text\","
+    "\"content\":\"\"}}";
+    struct draft_run r;
+    struct http_resp resp;
+    struct delivery d;
+    char   *url = graph_url(conf, acct->mailbox, "/messages");
+    char    why[300];
+    int     rc;
+
+    memset(&r, 0, sizeof(r));
+    memset(&d, 0, sizeof(d));
+    d.queue_id = "NOQUEUE";
+    r.rec.lock_fd = -1;
+    r.conf = conf;
+    r.http = http;
+    r.acct = acct;
+    r.d = &d;
+    r.res = res;
+    *deleted = 0;
+    result_init(res);
+    (void) draft_large(conf, acct, NULL, &r.perm, why, sizeof(why));
+    http_resp_init(&resp);
+    rc = draft_graph(&r, "POST", url, NULL, json, &resp);
+    free(url);
+    if (rc == 0 && resp.status == 201
+	&& (r.draft_id = graph_reply_str(&resp, "id")) != NULL) {
+	*deleted = draft_delete(&r, r.draft_id);
+	result_set(res, M365_OK, "2.0.0", "created a draft in mailbox %s "
+		   "and %s", acct->mailbox, *deleted ? "deleted it" :
+		   "could not delete it");
+    } else if (rc != -2) {
+	graph_classify_draft(&resp, rc == 0, "create a draft",
+			     acct->mailbox, r.perm, res);
+    }
+    http_resp_free(&resp);
+    xfree_secret(r.token);
+    free(r.draft_id);
+    return (res->status == M365_OK ? 0 : -1);
 }
 
 /* draft_run_free - release everything of a run */
 
 static void draft_run_free(struct draft_run *r)
 {
-    size_t  i;
-
-    for (i = 0; i < r->natt; i++) {
-	free(r->att[i].name);
-	free(r->att[i].meta);
-    }
-    free(r->att);
-    mime_free(&r->mime);
-    free(r->body_text);
-    free(r->meta);
-    free(r->message_id);
+    draftmsg_free(&r->j);
     free(r->draft_id);
     xfree_secret(r->token);
     ledger_close(&r->rec);
@@ -1688,7 +1116,6 @@ int     draft_deliver(const struct conf *conf, struct http *http,
     r.hdr = hdr;
     r.d = d;
     r.res = res;
-    r.body = -1;
     result_init(res);
 
     if (draft_plan(&r) < 0 || draft_perm(&r) < 0)
@@ -1703,7 +1130,7 @@ int     draft_deliver(const struct conf *conf, struct http *http,
     }
     msg_info("%s: large message: draft created in mailbox %s with %d of "
 	     "%lu attachment(s); adding the others", d->queue_id,
-	     acct->mailbox, r.n_in_draft, (unsigned long) r.natt);
+	     acct->mailbox, r.n_in_draft, (unsigned long) r.j.natt);
     if (draft_record(&r, LEDGER_DRAFTING) < 0 || draft_attach(&r) < 0
 	|| draft_record(&r, LEDGER_SENDING) < 0) {
 	keep = *res;
@@ -1721,7 +1148,7 @@ int     draft_deliver(const struct conf *conf, struct http *http,
 	result_set(res, M365_OK, "2.0.0", "%s (from a draft: %lu "
 		   "attachment(s): %d in the draft, %d posted, %d by upload "
 		   "session; %lld bytes uploaded)", keep.text,
-		   (unsigned long) r.natt, r.n_in_draft, r.n_posted,
+		   (unsigned long) r.j.natt, r.n_in_draft, r.n_posted,
 		   r.n_sessions, r.uploaded);
 	res->http_status = keep.http_status;
 	snprintf(res->request_id, sizeof(res->request_id), "%s",

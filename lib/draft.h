@@ -33,7 +33,7 @@
  *	  Message-ID      as the extended property PidTagInternetMessageId
  *	                  (String 0x1035), so replies and the ledger keep
  *	                  referring to the same message;
- *	  internetMessageHeaders   the first DRAFT_MAX_XHEADERS X- fields
+ *	  internetMessageHeaders   the first DRAFTMSG_MAX_XHEADERS X- fields
  *	                  (Graph takes only X- names, at most five; X-MS-
  *	                  Exchange- fields are Exchange's own and left out);
  *	  attachments     every other leaf part: a fileAttachment with its
@@ -72,6 +72,16 @@
  *	(it was sent: exit 0).  The records of attempts of other messages
  *	from this mailbox whose process died are cleaned up the same way.
  *	Any failure before the send deletes the draft (best effort).
+ *
+ *	draft_large() is the decision behind large_messages: no (never),
+ *	yes (always; a delegated sign-in known to lack the permission is
+ *	DRAFT_LARGE_UNGRANTED), auto (only when the permission is known to
+ *	be granted: the granted scopes of a delegated sign-in, or the
+ *	"roles" claim of token, an app-only access token that is a JWT).
+ *	*perm_r is the delegated scope the path needs (Mail.ReadWrite or
+ *	Mail.ReadWrite.Shared; NULL for app-only); why says why not.
+ *	draft_probe() creates an empty draft and deletes it (m365ctl test):
+ *	0, or -1 with res as for a failed draft request.
  * DIAGNOSTICS
  *	0 when sent; -1 with res filled: 5.3.4 for a message that cannot be
  *	split (multipart/signed, multipart/encrypted, application/pkcs7-
@@ -85,16 +95,29 @@
 
 #include "conf.h"
 #include "deliver.h"
+#include "draftmsg.h"
 #include "http.h"
 #include "msg.h"
 #include "status.h"
 #include "strbuf.h"
 
-#define GRAPH_UPLOAD_MIN	3000000L	/* upload session from here */
-#define GRAPH_UPLOAD_MAX	(150L * 1024 * 1024)	/* per attachment */
 #define DRAFT_CHUNK		(12L * 320 * 1024)	/* 3.75 MiB */
-#define DRAFT_MAX_XHEADERS	5
 
+/* Whether an account sends large messages through drafts. */
+enum draft_large {
+    DRAFT_LARGE_NO = 0,			/* large_messages = no */
+    DRAFT_LARGE_ON = 1,			/* yes, or auto and granted */
+    DRAFT_LARGE_AUTO_OFF = 2,		/* auto, not known to be granted */
+    DRAFT_LARGE_UNGRANTED = 3,		/* yes, the sign-in lacks the scope */
+};
+
+extern enum draft_large draft_large(const struct conf *,
+				            const struct conf_account *,
+				            const char *token, const char **perm_r,
+				            char *why, size_t len);
+extern int draft_probe(const struct conf *, struct http *,
+		               const struct conf_account *, int *deleted,
+		               struct m365_result *);
 extern int draft_deliver(const struct conf *, struct http *,
 			         const struct conf_account *, struct msg *,
 			         const struct strbuf *hdr,

@@ -9,7 +9,9 @@
  *	older ones are dropped when the file is rewritten).  To book n
  *	bytes when they do not fit, the process waits until the oldest
  *	bookings have left the window and the rest plus n fits, then tries
- *	again (another process may have booked in between).
+ *	again (another process may have booked in between).  A booking is
+ *	made before its request leaves; Graph counts a body when it
+ *	arrives, so a wait lasts PACE_MARGIN_MS longer than the window.
  */
 #include "config.h"
 
@@ -29,6 +31,7 @@
 
 #define PACE_MAX_ENTRIES	256
 #define PACE_LOCK_WAIT		10.0	/* seconds for the budget file lock */
+#define PACE_MARGIN_MS		1000	/* the server counts from arrival */
 
 struct pace_entry {
     long long ms;			/* wall clock, milliseconds */
@@ -139,7 +142,7 @@ static long long pace_book(int fd, long long budget, long long bytes,
 	if (sum - freed + bytes <= budget)
 	    break;
     }
-    return (e[i].ms + window - now + 1);
+    return (e[i].ms + window - now + PACE_MARGIN_MS);
 }
 
 /* pace_reserve - book bytes of the upload budget; see pace.h */

@@ -25,6 +25,11 @@ relay_setup large
 # Large messages for account app; uploads only to the emulator's host.
 sed -i "s|^state_dir = .*|&\nupload_hosts = localhost:$EMU_PORT|" "$CONF"
 sed -i '/^\[account app\]/a large_messages = yes' "$CONF"
+# As root, state files go to a user that exists for the whole run (the
+# default m365relay may come and go with other tests on this machine).
+if [ "$(id -u)" = 0 ]; then
+    sed -i "s|^state_dir = .*|&\nuser = nobody|" "$CONF"
+fi
 
 # ---------------------------------------------------------------- helpers
 
@@ -376,5 +381,54 @@ t_nomatch "m: no 429" "$(grep QM "$LOG")" 'throttled|429'
 t_eq "m: the emulator never refused" "$(uploads '[r for x in u for r in x["refused"]]')" ""
 t_eq "m: it waited for the budget (${took}s)" "$([ "$took" -ge 25 ] && echo yes)" yes
 emu_ctl POST /_emu/config '{"upload_budget": null}' >/dev/null
+
+# ------------------------------------ n. m365ctl test reports the path
+
+fresh
+"$CTL" -c "$CONF" test app >"$T/ctl.out" 2>&1
+t_match "n: m365ctl test app: large messages on, proved by a draft" \
+    "$(cat "$T/ctl.out")" 'ok +large: on: messages over 4 MB go through a draft \(created a draft in mailbox bob@contoso\.test and deleted it\)'
+t_eq "n: the test draft is gone" "$(emu_drafts bob@contoso.test)" 0
+emu_ctl POST /_emu/config "{\"apps\": {\"$EMU_APP_SECRET\": {\"roles\": [\"Mail.Send\"]}}}" >/dev/null
+"$CTL" -c "$CONF" test app --fresh >"$T/ctl.out" 2>&1
+t_match "n: without Mail.ReadWrite: FAIL naming it" "$(cat "$T/ctl.out")" \
+    'FAIL large: messages over 4 MB cannot go through a draft: 4\.7\.1 .*application permission Mail\.ReadWrite'
+emu_ctl POST /_emu/config "{\"apps\": {\"$EMU_APP_SECRET\": {\"roles\": [\"Mail.Send\", \"Mail.ReadWrite\"]}}}" >/dev/null
+rm -f "$T"/state/tokens/app.*
+
+# ------------- o. delegated, large_messages = auto: off without the scope
+
+fresh
+ctl_login "$T/login1.out" || bad "o: m365ctl login deleg"
+t_nomatch "o: auto does not ask for Mail.ReadWrite" \
+    "$(grep 'granted scopes' "$T/login1.out")" 'Mail\.ReadWrite'
+t_match "o: login says large messages bounce" "$(cat "$T/login1.out")" \
+    'messages over 4 MB bounce \(large_messages = auto and Mail\.ReadWrite was not granted\)'
+"$CTL" -c "$CONF" test deleg >"$T/ctl.out" 2>&1
+t_match "o: m365ctl test deleg: warn, off" "$(cat "$T/ctl.out")" 'warn large: off: large_messages = auto'
+sed -e 's/^From: .*/From: Alice <alice@contoso.test>/' \
+    -e 's/^Message-ID: <large-/Message-ID: <alice-/' "$T/l.eml" >"$T/p.eml"
+relay "$T/p.eml" -c "$CONF" -q QO -f alice@contoso.test -- big@example.net
+expect_rc "o: large message from the delegated account" 65
+t_match "o: 5.3.4 with the remedy" "$first" '^5\.3\.4 .*large_messages = auto.*large_messages = yes.*m365ctl login'
+
+# ------------- p. delegated, large_messages = yes: the sign-in asks for it
+
+fresh
+sed -i '/^\[account deleg\]/a large_messages = yes' "$CONF"
+relay "$T/p.eml" -c "$CONF" -q QP -f alice@contoso.test -- big@example.net
+expect_rc "p: yes, but not signed in with the scope yet" 75
+t_match "p: 4.7.1 says run m365ctl login" "$first" '^4\.7\.1 .*Mail\.ReadWrite.*m365ctl login deleg'
+ctl_login "$T/login2.out" || bad "p: m365ctl login deleg"
+t_match "p: yes asks for Mail.ReadWrite" "$(grep 'granted scopes' "$T/login2.out")" \
+    'Mail\.ReadWrite'
+t_match "p: login says large messages go through drafts" "$(cat "$T/login2.out")" \
+    'messages over 4 MB go through a draft \(Mail\.ReadWrite granted\)'
+relay "$T/p.eml" -c "$CONF" -q QP -f alice@contoso.test -- big@example.net
+expect_rc "p: the queue drains" 0
+t_eq "p: sent once, from alice's draft" "$(sent '[x["mailbox"] + ":" + x["form"] for x in s]')" "alice@contoso.test:draft"
+same_attachments "p" "$T/p.eml"
+"$CTL" -c "$CONF" test deleg >"$T/ctl.out" 2>&1
+t_match "p: m365ctl test deleg: on" "$(cat "$T/ctl.out")" 'ok +large: on: messages over 4 MB go through a draft'
 
 t_done

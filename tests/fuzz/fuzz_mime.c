@@ -28,7 +28,12 @@
  *	- the memory form gives the same parts as the spooled form;
  *	- mime_words() of the Subject and mime_param() of Content-Type
  *	  name and Content-Disposition filename are valid UTF-8 without
- *	  NUL.
+ *	  NUL;
+ *	- draftmsg_build() (the message as Graph draft JSON) either fails
+ *	  with a 4.x.x/5.x.x result or gives a JSON object, and for each
+ *	  attachment a name in valid UTF-8 and a fileAttachment object
+ *	  once its content is added; a body part is never an attachment
+ *	  too, unless the body went as a file.
  * DIAGNOSTICS
  *	A failed invariant prints one line to stderr, then abort().
  */
@@ -41,6 +46,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cJSON.h>
+
+#include "draftmsg.h"
 #include "fuzz.h"
 #include "mime.h"
 #include "msg.h"
@@ -255,6 +263,43 @@ static void fuzz_header_text(const struct msg *m)
     }
 }
 
+/* fuzz_draft - the draft JSON of the message: well-formed or refused */
+
+static void fuzz_draft(const struct msg *m)
+{
+    struct draftmsg j;
+    struct m365_result res;
+    struct strbuf sb;
+    cJSON  *root;
+    size_t  i;
+
+    result_init(&res);
+    if (draftmsg_build(&j, m, &m->hdr, "FUZZ", &res) < 0) {
+	if ((res.dsn[0] != '4' && res.dsn[0] != '5') || res.status == M365_OK)
+	    fuzz_fail("draftmsg_build() failed without a 4.x.x/5.x.x result");
+	draftmsg_free(&j);
+	return;
+    }
+    if ((root = cJSON_Parse(j.meta)) == NULL || !cJSON_IsObject(root))
+	fuzz_fail("the draft JSON is not a JSON object");
+    cJSON_Delete(root);
+    for (i = 0; i < j.natt; i++) {
+	if (j.att[i].name == NULL || !fuzz_utf8(j.att[i].name, 0)
+	    || *j.att[i].name == 0)
+	    fuzz_fail("an attachment without a valid UTF-8 name");
+	if (j.att[i].part == j.mime.parts + j.body && !j.body_attached)
+	    fuzz_fail("the body part is also an attachment");
+	strbuf_init(&sb, STRBUF_MAX_JSON);
+	strbuf_printf(&sb, "%s,\"contentBytes\":\"\"}", j.att[i].meta);
+	root = cJSON_Parse(strbuf_str(&sb));
+	if (root == NULL || !cJSON_IsObject(root))
+	    fuzz_fail("an attachment's JSON is not an object");
+	cJSON_Delete(root);
+	strbuf_free(&sb);
+    }
+    draftmsg_free(&j);
+}
+
 /* fuzz_check - parse m (spooled), check, compare with the memory form */
 
 static void fuzz_check(const struct msg *m, size_t chunk)
@@ -281,6 +326,7 @@ static void fuzz_check(const struct msg *m, size_t chunk)
     }
     free(prev);
     fuzz_header_text(m);
+    fuzz_draft(m);
 
     /* The same body in memory, as the milter keeps small ones. */
     copy = *m;
