@@ -211,8 +211,9 @@ static void msg_drop_body(struct msg *m)
 {
     strbuf_free(&m->body_mem);
     m->wlen = 0;
-    if (m->body_fd >= 0)
-	(void) ftruncate(m->body_fd, 0);
+    if (m->body_fd >= 0 && ftruncate(m->body_fd, 0) < 0) {
+	/* The space comes back when the unlinked file is closed. */
+    }
     m->body_len = 0;
 }
 
