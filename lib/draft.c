@@ -60,6 +60,7 @@
 #define DRAFT_LEDGER_WAIT	10.0	/* s: another attempt holds the record */
 #define DRAFT_SESSION_TRIES	3	/* createUploadSession 404 is transient */
 #define DRAFT_B64_RAW		(3 * 16 * 1024)	/* decoded bytes per block */
+#define DRAFT_REPLY_MAX		(3 * STRBUF_MAX_JSON)	/* draft create reply */
 
 static const char draft_prefer[] = "Prefer: IdType=\"ImmutableId\"";
 static const char draft_accept[] = "Accept: application/json";
@@ -654,6 +655,8 @@ static int draft_create(struct draft_run *r)
 	draft_body_text(&b, "]}", 2);
     }
     http_resp_init(&resp);
+    /* The reply echoes the message, text and all (up to 4 MB of it). */
+    strbuf_init(&resp.body, DRAFT_REPLY_MAX);
     rc = draft_graph(r, "POST", url, &b, NULL, &resp);
     free(url);
     draft_body_free(&b);
