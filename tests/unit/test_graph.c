@@ -314,6 +314,52 @@ static void test_parse_error(void)
     strbuf_free(&r.body);
 }
 
+/*
+ * test_classify_draft - the requests of the large-message path before
+ * the send: nothing was sent, so transient trouble never says "may have
+ * been accepted"; 403 names the permission; the rest as for sendMail.
+ */
+static void test_classify_draft(void)
+{
+    static const struct {
+	long    status;
+	const char *body;
+	int     transport_ok;
+	const char *perm;
+	const char *want_dsn;
+	const char *want_text;
+    } dcases[] = {
+	{403, ERRBODY("ErrorAccessDenied", "Access is denied."), 1,
+	"Mail.ReadWrite", "4.7.1", "delegated permission Mail.ReadWrite"},
+	{403, ERRBODY("ErrorAccessDenied", "Access is denied."), 1, NULL,
+	"4.7.1", "application permission Mail.ReadWrite"},
+	{503, ERRBODY("ErrorServerBusy", "busy"), 1, NULL, "4.4.2",
+	"nothing was sent"},
+	{429, ERRBODY("ApplicationThrottled", "over"), 1, NULL, "4.7.0",
+	"nothing was sent"},
+	{0, NULL, 0, NULL, "4.4.1", "nothing was sent"},
+	{413, "", 1, NULL, "5.3.4", "too large"},
+	{400, ERRBODY("ErrorInvalidRecipients", "no"), 1, NULL, "5.1.1",
+	"recipients"},
+    };
+    struct http_resp r;
+    struct m365_result res;
+    size_t  i;
+
+    for (i = 0; i < sizeof(dcases) / sizeof(dcases[0]); i++) {
+	mkresp(&r, dcases[i].status, dcases[i].body, -1);
+	if (!dcases[i].transport_ok)
+	    snprintf(r.error, sizeof(r.error), "Couldn't connect to server");
+	result_init(&res);
+	graph_classify_draft(&r, dcases[i].transport_ok, "create a draft",
+			     "bob@contoso.test", dcases[i].perm, &res);
+	T_EQ_STR(res.dsn, dcases[i].want_dsn);
+	T_CONTAINS(res.text, dcases[i].want_text);
+	T_OK(strstr(res.text, "may have been accepted") == NULL);
+	strbuf_free(&r.body);
+    }
+}
+
 int     main(void)
 {
     T_RUN(test_classify);
@@ -323,5 +369,6 @@ int     main(void)
     T_RUN(test_url);
     T_RUN(test_url_past_cap);
     T_RUN(test_parse_error);
+    T_RUN(test_classify_draft);
     return (T_DONE());
 }
