@@ -59,7 +59,7 @@ def text(n):
 msg = EmailMessage(policy=policy.SMTP)
 msg["From"] = "Bob Sender <bob@contoso.test>"
 msg["To"] = "Big Receiver <big@example.net>"
-msg["Subject"] = "Large message " + " ".join(specs)
+msg["Subject"] = "Gro\u00dfe Nachricht " + " ".join(specs)  # non-ASCII: RFC 2047 on the way back
 msg["Message-ID"] = "<large-%s@contoso.test>" % out.rsplit("/", 1)[-1]
 msg["Date"] = "Mon, 30 Nov 2026 10:00:00 +0000"
 msg["X-Test-Header"] = "kept as an X- field"

@@ -1067,7 +1067,11 @@ def attachment_record(a):
 def fold_headers(items):
     """fold_headers - an RFC 5322 header block (CRLF, RFC 2047/2231)"""
     pol = email.policy.SMTP
-    return b"".join(pol.fold_binary(k, v) for k, v in items)
+    # Through the header factory: non-ASCII text (a Subject or display
+    # name typed in Outlook) becomes RFC 2047 encoded words, as in the
+    # MIME Exchange builds; fold_binary() of a plain str cannot encode it.
+    return b"".join(pol.fold_binary(k, pol.header_factory(k, v))
+                    for k, v in items)
 
 
 def write_b64(f, path):
