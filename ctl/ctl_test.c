@@ -32,6 +32,13 @@
  *	            app's roles); when they can, an empty draft is created
  *	            in the mailbox and deleted again (draft_probe()), which
  *	            proves the permission (Mail.ReadWrite); a 403 names it;
+ *	duplicates  whether a send that broke off (a reset, a time-out,
+ *	            5xx after the whole message went out) can be looked
+ *	            for in Sent Items before it is sent again: one GET of
+ *	            Sent Items (resolve_probe()); a 403 is a warning that
+ *	            duplicates are possible for this account, naming the
+ *	            permission that prevents them (Mail.ReadBasic.All,
+ *	            Mail.ReadBasic or Mail.ReadBasic.Shared);
  *	send        with send_to: a short test message through
  *	            deliver_with() (this account, whatever the senders
  *	            routing says), like m365-relay would send it.
@@ -96,6 +103,7 @@
 #include "log.h"
 #include "msg.h"
 #include "oauth.h"
+#include "resolve.h"
 #include "source.h"
 #include "status.h"
 #include "strbuf.h"
@@ -720,6 +728,42 @@ static void ctl_step_large(struct ctl_run *run)
 		 "a draft: %s %s", res.dsn, res.text);
 }
 
+/* ctl_step_duplicates - can an interrupted send be checked in Sent Items? */
+
+static void ctl_step_duplicates(struct ctl_run *run)
+{
+    const struct conf_account *acct = run->acct;
+    struct m365_result res;
+    char    remedy[400];
+    int     denied = 0;
+
+    ctl_log_quiet(1);
+    result_init(&res);
+    if (resolve_probe(run->conf, run->http, acct, run->token, &denied,
+		      &res) == 0) {
+	ctl_log_quiet(0);
+	ctl_step(run, "ok", "duplicates", "prevented: Sent Items of %s is "
+		 "readable, so a send that broke off is looked for there "
+		 "before it is sent again (for up to sent_items_wait = %ld s)",
+		 acct->mailbox, run->conf->sent_items_wait);
+	return;
+    }
+    ctl_log_quiet(0);
+    if (denied) {
+	resolve_remedy(run->conf, acct, remedy, sizeof(remedy));
+	ctl_step(run, "warn", "duplicates", "possible for this account: it "
+		 "%s, so a message whose send broke off after it went out "
+		 "(a reset, a time-out, 5xx) is sent again and may arrive "
+		 "twice", res.text);
+	ctl_remedy("to prevent duplicates, %s (%s is the least permission "
+		   "that shows internetMessageId)", remedy,
+		   resolve_perm(acct));
+	return;
+    }
+    ctl_step(run, "--", "duplicates", "cannot tell whether Sent Items of %s "
+	     "is readable: %s", acct->mailbox, res.text);
+}
+
 /* ctl_build_message - the test message, in a spooled struct msg */
 
 static int ctl_build_message(struct ctl_run *run, const char *rcpt,
@@ -889,6 +933,7 @@ int     ctl_test(const struct conf *conf, const struct conf_account *acct,
 	goto done;
     ctl_step_permission(&run, have_me ? &me : NULL);
     ctl_step_large(&run);
+    ctl_step_duplicates(&run);
     if (send_to) {
 	if (run.fails)
 	    ctl_step(&run, "--", "send", "skipped: fix the failures above "

@@ -50,6 +50,7 @@
 #include "fetchstate.h"
 #include "log.h"
 #include "oauth.h"
+#include "resolve.h"
 #include "source.h"
 #include "statefile.h"
 #include "strbuf.h"
@@ -244,6 +245,42 @@ static void ctl_json_str(cJSON *obj, const char *key, const char *s)
 	cJSON_AddNullToObject(obj, key);
 }
 
+/*
+ * ctl_status_duplicates - may a send that broke off be sent twice?  From
+ * the granted scopes or the token's roles (resolve_readable()); m365ctl
+ * test asks Graph.  obj: the JSON form ("duplicates", "duplicates_why",
+ * "duplicates_remedy"), else one line for humans.
+ */
+static void ctl_status_duplicates(const struct conf *conf,
+				          const struct conf_account *acct,
+				          cJSON *obj)
+{
+    char    why[600], remedy[400], line[1200];
+    const char *word;
+    int     has;
+
+    has = resolve_readable(conf, acct, NULL, why, sizeof(why));
+    resolve_remedy(conf, acct, remedy, sizeof(remedy));
+    word = has > 0 ? "prevented" : has == 0 ? "possible" : "unknown";
+    if (obj) {
+	cJSON_AddStringToObject(obj, "duplicates", word);
+	ctl_json_str(obj, "duplicates_why", why);
+	ctl_json_str(obj, "duplicates_remedy", has > 0 ? NULL : remedy);
+	return;
+    }
+    if (has > 0)
+	snprintf(line, sizeof(line), "prevented: Sent Items is readable "
+		 "(%s); a send that broke off is looked for there first", why);
+    else if (has == 0)
+	snprintf(line, sizeof(line), "possible: a send that broke off is "
+		 "sent again without a look in Sent Items (%s lacks %s); to "
+		 "prevent them, %s", why, resolve_perm(acct), remedy);
+    else
+	snprintf(line, sizeof(line), "unknown (%s): m365ctl test %s checks "
+		 "it; %s prevents them", why, acct->name, resolve_perm(acct));
+    printf("  duplicates:     %s\n", line);
+}
+
 /* ctl_status_json - one account as a JSON object; never token values */
 
 static cJSON *ctl_status_json(const struct conf *conf,
@@ -281,6 +318,7 @@ static cJSON *ctl_status_json(const struct conf *conf,
     ctl_json_time(obj, "last_error_at",
 		  ts->last_error && ts->last_error[0] ? ts->last_error_at : 0);
     ctl_json_str(obj, "remedy", ts->remedy);
+    ctl_status_duplicates(conf, acct, obj);
     srcs = cJSON_AddArrayToObject(obj, "sources");
     for (src = conf->sources; srcs && src; src = src->next)
 	if (src->acct == acct)
@@ -333,6 +371,7 @@ static void ctl_status_text(const struct conf *conf,
 	if (ts->remedy && ts->remedy[0])
 	    printf("  remedy:         %s\n", ts->remedy);
     }
+    ctl_status_duplicates(conf, acct, NULL);
     strbuf_init(&names, STRBUF_MAX_SMALL);
     if (ctl_account_sources(conf, acct, &names) > 0)
 	printf("  sources:        %s\n", strbuf_log_str(&names));

@@ -78,6 +78,7 @@ enum conf_type {
     T_ENUM,				/* int-sized enum, from names[] */
     T_LONG,				/* long in [min, max] */
     T_SIZE,				/* long bytes, K/M suffix, [min, max] */
+    T_TIME,				/* long seconds, s/m/h/d suffix, [min, max] */
     T_SOCKET,				/* char *: libmilter socket spec */
     T_OCTAL,				/* long: file mode, 0 to 0777 */
     T_DOMAIN,				/* char *: a domain name */
@@ -173,6 +174,9 @@ static const struct conf_cloud conf_clouds[] = {
 
 #define SIZE_K		1024L
 #define SIZE_M		(1024L * 1024L)
+#define TIME_M		60L
+#define TIME_H		3600L
+#define TIME_D		86400L
 #define CONF_STR_(n)	#n
 #define CONF_STR(n)	CONF_STR_(n)		/* a number, in config syntax */
 
@@ -183,7 +187,7 @@ struct conf_param {
     enum conf_type type;
     const char *def;			/* config syntax; NULL: unset/derived */
     int     required;
-    long    min, max;			/* T_LONG, T_SIZE */
+    long    min, max;			/* T_LONG, T_SIZE, T_TIME */
     const struct conf_enum *names;	/* T_ENUM */
 };
 
@@ -222,6 +226,12 @@ static const struct conf_param conf_params[] = {
     0},
     {"upload_budget", G(upload_budget), T_SIZE, "15M", 0, 4 * SIZE_M,
     1024 * SIZE_M, 0},
+    {"ledger_lifetime", G(ledger_lifetime), T_TIME, "5d", 0, 1 * TIME_H,
+    100 * TIME_D, 0},
+    {"sent_items_wait", G(sent_items_wait), T_TIME, "15m", 0, 0, 1 * TIME_D,
+    0},
+    {"concurrency_wait", G(concurrency_wait), T_TIME, "5s", 0, 0, 10 * TIME_M,
+    0},
     {"sendmail_path", G(sendmail_path), T_PATH, "/usr/sbin/sendmail", 0, 0,
     0, 0},
     /* [milter] */
@@ -261,7 +271,6 @@ static const struct conf_param conf_params[] = {
     {"senders", A(senders), T_SENDERS, 0, 0, 0, 0, 0},
     {"default", A(is_default), T_BOOL, "no", 0, 0, 0, 0},
     {"scopes", A(scopes), T_SCOPES, 0, 0, 0, 0, 0},
-    {"save_to_sent_items", A(save_to_sent_items), T_BOOL, "yes", 0, 0, 0, 0},
     {"max_message_size", A(max_message_size), T_SIZE, 0 /* [global] */ , 0,
     1 * SIZE_K, 150 * SIZE_M, 0},
     {"large_messages", A(large_messages), T_ENUM, "auto", 0, 0, 0,
@@ -468,6 +477,23 @@ static const struct conf_param *conf_find_param(enum conf_sect sect,
     return (0);
 }
 
+/*
+ * Keys of older versions that are gone, and why: such a line is an error
+ * that says what to do (no key is parsed and then ignored).
+ */
+static const struct conf_removed {
+    enum conf_sect sect;
+    const char *name;
+    const char *why;
+} conf_removed[] = {
+    {SECT_ACCOUNT, "save_to_sent_items", "the key save_to_sent_items was "
+	"removed: Microsoft 365 keeps a copy of every message sent in MIME "
+	"form in Sent Items whatever it says (Graph has no such switch for "
+	"MIME), and m365-relay looks for that copy to tell whether an "
+	"interrupted send went through; delete the line"},
+    {SECT_NONE, 0, 0},
+};
+
 /* conf_unknown_key - report an unknown key with the best hint we have */
 
 static void conf_unknown_key(struct conf_state *st, struct conf_sinfo *si,
@@ -478,7 +504,14 @@ static void conf_unknown_key(struct conf_state *st, struct conf_sinfo *si,
     char    sname[200];
     char    shown[80];
     char    where[100];
+    const struct conf_removed *rm;
 
+    for (rm = conf_removed; rm->name; rm++) {
+	if (rm->sect == st->sect && strcmp(rm->name, key) == 0) {
+	    conf_err(st, st->line, "%s", rm->why);
+	    return;
+	}
+    }
     conf_sect_name(si, sname, sizeof(sname));
     snprintf(shown, sizeof(shown), "%s", key);
     if (conf_sect_where(key, st->sect, where, sizeof(where)) != 0) {
@@ -527,10 +560,27 @@ static void conf_free_senders(char **list)
     free(list);
 }
 
-/* conf_parse_size - bytes with an optional K or M suffix */
+/* Unit suffixes of T_SIZE and T_TIME values. */
+struct conf_unit {
+    char    suffix;
+    long    mult;
+};
 
-static int conf_parse_size(const char *s, long min, long max, long *out)
+static const struct conf_unit conf_size_units[] = {
+    {'k', SIZE_K}, {'K', SIZE_K}, {'m', SIZE_M}, {'M', SIZE_M}, {0, 0},
+};
+static const struct conf_unit conf_time_units[] = {
+    {'s', 1}, {'m', TIME_M}, {'h', TIME_H}, {'d', TIME_D}, {0, 0},
+};
+
+/*
+ * conf_parse_scaled - a whole number with an optional unit suffix (bytes
+ * with K or M, seconds with s, m, h or d), in [min, max]
+ */
+static int conf_parse_scaled(const char *s, const struct conf_unit *units,
+			             long min, long max, long *out)
 {
+    const struct conf_unit *u;
     char   *end;
     long    v, mult = 1;
 
@@ -540,10 +590,13 @@ static int conf_parse_size(const char *s, long min, long max, long *out)
     v = strtol(s, &end, 10);
     if (errno != 0)
 	return (-1);
-    if (*end == 'k' || *end == 'K')
-	mult = SIZE_K, end++;
-    else if (*end == 'm' || *end == 'M')
-	mult = SIZE_M, end++;
+    for (u = units; *end && u->suffix; u++) {
+	if (*end == u->suffix) {
+	    mult = u->mult;
+	    end++;
+	    break;
+	}
+    }
     if (*end != 0 || v > LONG_MAX / mult)
 	return (-1);
     v *= mult;
@@ -1047,10 +1100,21 @@ static int conf_set_value(struct conf_state *st, struct conf_sinfo *si,
 	*(long *) field = num;
 	return (0);
     case T_SIZE:
-	if (conf_parse_size(value, p->min, p->max, &num) < 0) {
+	if (conf_parse_scaled(value, conf_size_units, p->min, p->max,
+			      &num) < 0) {
 	    conf_err(st, line, "bad size \"%s\" for %s (use bytes, or a "
 		     "number with K or M, from %ldK to %ldM)", value, p->name,
 		     p->min / SIZE_K, p->max / SIZE_M);
+	    return (-1);
+	}
+	*(long *) field = num;
+	return (0);
+    case T_TIME:
+	if (conf_parse_scaled(value, conf_time_units, p->min, p->max,
+			      &num) < 0) {
+	    conf_err(st, line, "bad time \"%s\" for %s (use seconds, or a "
+		     "number with s, m, h or d, from %lds to %ldd)", value,
+		     p->name, p->min, p->max / TIME_D);
 	    return (-1);
 	}
 	*(long *) field = num;

@@ -11,7 +11,9 @@
  *	problem is appended to errors as one line "file:line: problem"
  *	(all problems, not just the first; strbuf_line(): past the
  *	buffer's cap the list ends with a note that more were not shown);
- *	the result is NULL when there was any error.  Every parameter is declared once in the table in
+ *	the result is NULL when there was any error.  A key that an older
+ *	version knew and that is gone (save_to_sent_items) is such an error,
+ *	naming why and what to do.  Every parameter is declared once in the table in
  *	conf.c with its type and default; contrib/m365relay.conf.sample
  *	and m365relay.conf(5) list the same keys.
  *
@@ -20,7 +22,9 @@
  *	                   ca_file, state_dir, user, log_file, timeout,
  *	                   connect_timeout, token_retry_interval,
  *	                   max_message_size, upload_hosts,
- *	                   upload_budget, sendmail_path
+ *	                   upload_budget, ledger_lifetime,
+ *	                   sent_items_wait, concurrency_wait,
+ *	                   sendmail_path
  *	[milter]           socket, socket_mode, pid_file, mode,
  *	                   unknown_sender, rewrite_sender, rewrite_from,
  *	                   add_reply_to, add_message_id, message_id_domain,
@@ -34,7 +38,7 @@
  *	                   max_message_size
  *	[account NAME]     tenant, client_id, auth, secret_file,
  *	                   certificate_file, key_file, jwt_alg, mailbox,
- *	                   senders, default, scopes, save_to_sent_items,
+ *	                   senders, default, scopes,
  *	                   max_message_size (default: the [global] value),
  *	                   large_messages
  *
@@ -111,7 +115,6 @@ struct conf_account {
     char  **senders;			/* patterns, NULL-terminated */
     int     is_default;			/* default = yes */
     char   *scopes;			/* extra delegated scopes, or NULL */
-    int     save_to_sent_items;		/* default yes */
     long    max_message_size;		/* bytes; default [global]'s */
     enum conf_large large_messages;	/* default auto */
     const char *file;			/* where the section starts */
@@ -209,6 +212,14 @@ struct conf {
     char  **upload_hosts;		/* host[:port] an uploadUrl may name;
 					 * NULL-terminated; default by cloud */
     long    upload_budget;		/* bytes per 30 s per app + mailbox */
+    long    ledger_lifetime;		/* seconds a send ledger record is
+					 * kept (the MTA's queue lifetime) */
+    long    sent_items_wait;		/* seconds after an ambiguous send
+					 * during which a missing Sent Items
+					 * copy defers instead of a resend */
+    long    concurrency_wait;		/* seconds to wait for one of the
+					 * GRAPH_SLOTS request slots of a
+					 * mailbox, then defer */
     struct conf_account *accounts;	/* file order */
     struct conf_milter milter;		/* [milter] section */
     struct conf_source *sources;	/* [source NAME] sections, file order */

@@ -54,6 +54,7 @@
 #include "oauth.h"
 #include "pace.h"
 #include "rcpt.h"
+#include "resolve.h"
 #include "tokstore.h"
 #include "util.h"
 
@@ -92,6 +93,7 @@ struct draft_run {
     struct ledger_rec rec;
     long long uploaded;
     int     n_in_draft, n_posted, n_sessions;
+    int     unresolved;			/* the send may have gone through */
 };
 
 /* ------------------------------------------------------ request bodies */
@@ -473,19 +475,20 @@ static int draft_plan(struct draft_run *r)
 /* ------------------------------------------------------------ ledger */
 
 /*
- * draft_resolve - an earlier attempt of a delivery left rec in state
- * drafting or sending: delete its draft or find it sent.  0 nothing was
- * sent (the draft is gone), 1 it was sent (rec is saved as sent), -1 it
- * cannot be told now (r->res says why).
+ * draft_resolve - an earlier attempt left rec in state drafting, sending
+ * or ambiguous: delete its draft or find it sent.  0 nothing was sent
+ * (the draft is gone), 1 it was sent (rec is saved as sent), -1 it
+ * cannot be told now (r->res says why; rec stays).  own: rec is this
+ * delivery's record (its recipients are r->d's), not an orphan of
+ * another: only then can Sent Items be asked for it.
  */
-static int draft_resolve(struct draft_run *r, struct ledger_rec *rec)
+static int draft_resolve(struct draft_run *r, struct ledger_rec *rec,
+			         int own)
 {
     char    err[512];
-    int     st;
+    int     st = 1;
 
-    if (rec->draft_id == NULL)
-	return (0);
-    if (rec->state == LEDGER_SENDING) {
+    if (rec->state != LEDGER_DRAFTING && rec->draft_id != NULL) {
 	st = draft_is_draft(r, rec->draft_id);
 	if (st == -2)
 	    return (-1);
@@ -495,16 +498,21 @@ static int draft_resolve(struct draft_run *r, struct ledger_rec *rec)
 		msg_warn("%s", err);
 	    return (1);
 	}
-	if (st == -1) {
-	    msg_warn("%s: the draft %.40s... of an earlier attempt (queue "
-		     "id %s) is gone from mailbox %s; it cannot be told "
-		     "whether it was sent: sending again", r->d->queue_id,
-		     rec->draft_id, rec->queue_id ? rec->queue_id : "?",
-		     r->acct->mailbox);
-	    return (0);
-	}
+	if (st == -1 && !own)
+	    return (-1);			/* its own retry will ask */
     }
-    if (draft_delete(r, rec->draft_id))
+    if (rec->state != LEDGER_DRAFTING
+	&& (rec->draft_id == NULL || st == -1)) {
+	/* Gone, or no draft to ask: "it may take time" (resolve.h). */
+	if (draft_token(r, 0) < 0)
+	    return (-1);
+	st = resolve_ambiguous(r->conf, r->http, r->acct, r->token,
+			       r->d->rcpts, r->d->nrcpts, r->d->queue_id, rec,
+			       r->res);
+	r->unresolved = (st == RESOLVE_DEFER);
+	return (st);
+    }
+    if (rec->draft_id != NULL && draft_delete(r, rec->draft_id))
 	msg_info("%s: removed the unsent draft of an earlier attempt (queue "
 		 "id %s) from mailbox %s", r->d->queue_id,
 		 rec->queue_id ? rec->queue_id : "?", r->acct->mailbox);
@@ -520,7 +528,7 @@ static int draft_orphan(void *ctx, struct ledger_rec *rec)
     char    err[512];
     int     rc;
 
-    if ((rc = draft_resolve(r, rec)) == 0) {
+    if ((rc = draft_resolve(r, rec, 0)) == 0) {
 	rec->state = LEDGER_FAILED;
 	ledger_set(&rec->draft_id, NULL);
 	if (ledger_save(r->conf, rec, err, sizeof(err)) < 0)
@@ -542,41 +550,25 @@ static int draft_orphan(void *ctx, struct ledger_rec *rec)
 static int draft_ledger_start(struct draft_run *r)
 {
     struct ledger_rec *rec = &r->rec;
-    char    name[LEDGER_NAME_MAX];
     char    err[512];
-    char    when[40];
-    struct tm tm;
+    unsigned char md[32];
+    char    digest[65];
     int     rc;
 
-    if (ledger_key(r->acct->mailbox, r->j.message_id, r->m->hdr.data,
-		   r->m->hdr.len, r->d->rcpts, r->d->nrcpts, name,
-		   sizeof(name)) < 0) {
-	result_set(r->res, M365_SYSTEM, "4.3.0", "cannot compute the "
-		   "delivery's ledger key (OpenSSL SHA-256 failed)");
+    if (ledger_digest(r->m, md, digest) < 0)
+	digest[0] = 0;
+    if (ledger_open_delivery(r->conf, r->acct->mailbox, r->j.message_id,
+			     r->m->hdr.data, r->m->hdr.len, r->d->rcpts,
+			     r->d->nrcpts, digest, DRAFT_LEDGER_WAIT,
+			     r->d->queue_id, rec, r->res) < 0)
 	return (-1);
-    }
-    if ((rc = ledger_open(r->conf, name, DRAFT_LEDGER_WAIT, rec, err,
-			  sizeof(err))) < 0) {
-	if (rc == -2)
-	    result_set(r->res, M365_TEMP, "4.3.0", "another process is "
-		       "delivering this message to the same recipients "
-		       "right now (%s); trying again later", err);
-	else
-	    result_set(r->res, M365_SYSTEM, "4.3.0", "cannot use the send "
-		       "ledger: %s", err);
-	return (-1);
-    }
     if (rec->state == LEDGER_SENT) {
-	localtime_r(&rec->updated, &tm);
-	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
-	result_set(r->res, M365_OK, "2.0.0", "already sent at %s%s%s "
-		   "(send ledger; not sent again)", when,
-		   rec->request_id ? ", request-id=" : "",
-		   rec->request_id ? rec->request_id : "");
+	ledger_sent_result(rec, "(send ledger; not sent again)", r->res);
 	return (1);
     }
-    if (rec->state == LEDGER_DRAFTING || rec->state == LEDGER_SENDING) {
-	if ((rc = draft_resolve(r, rec)) < 0)
+    if (rec->state == LEDGER_DRAFTING || rec->state == LEDGER_SENDING
+	|| rec->state == LEDGER_AMBIGUOUS) {
+	if ((rc = draft_resolve(r, rec, 1)) < 0)
 	    return (-1);
 	if (rc > 0) {
 	    result_set(r->res, M365_OK, "2.0.0", "already sent by an "
@@ -591,8 +583,11 @@ static int draft_ledger_start(struct draft_run *r)
 	msg_warn("%s: cannot look for orphaned drafts: %s", r->d->queue_id,
 		 err);
     rec->state = LEDGER_DRAFTING;
+    rec->path = LEDGER_PATH_DRAFT;
+    rec->attempted = 0;
     ledger_set(&rec->draft_id, NULL);
     ledger_set(&rec->request_id, NULL);
+    ledger_set(&rec->digest, digest);
     ledger_set(&rec->mailbox, r->acct->mailbox);
     ledger_set(&rec->message_id, r->j.message_id);
     ledger_set(&rec->queue_id, r->d->queue_id);
@@ -612,6 +607,8 @@ static int draft_record(struct draft_run *r, enum ledger_state st)
     char    err[512];
 
     r->rec.state = st;
+    if (st == LEDGER_SENDING)
+	r->rec.attempted = time(NULL);		/* the send starts */
     ledger_set(&r->rec.draft_id, r->draft_id);
     if (ledger_save(r->conf, &r->rec, err, sizeof(err)) < 0) {
 	result_set(r->res, M365_SYSTEM, "4.3.0", "cannot update the send "
@@ -1163,9 +1160,13 @@ int     draft_deliver(const struct conf *conf, struct http *http,
 	r.draft_id = NULL;
 	(void) draft_record(&r, LEDGER_FAILED);
 	*res = keep;
+    } else {
+	r.unresolved = 1;			/* "sending": asked next time */
     }
 
 done:
     draft_run_free(&r);
-    return (res->status == M365_OK ? 0 : -1);
+    if (res->status == M365_OK)
+	return (0);
+    return (r.unresolved ? DELIVER_UNRESOLVED : -1);
 }

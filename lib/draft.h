@@ -67,10 +67,14 @@
  *	is made ("drafting"), with the draft id as soon as Graph names it,
  *	and as "sending" before the send.  An earlier attempt's record is
  *	resolved first: "sent" exits 0 without a request; "drafting"
- *	deletes its draft; "sending" asks Graph whether the draft is still
- *	a draft (then it is deleted and the message sent again) or not
- *	(it was sent: exit 0).  The records of attempts of other messages
- *	from this mailbox whose process died are cleaned up the same way.
+ *	deletes its draft; "sending" (or "ambiguous") asks Graph whether
+ *	the draft is still a draft (then it is deleted and the message
+ *	sent again) or not (it was sent: exit 0); a draft that is gone
+ *	(the Sent Items copy can take time to appear) is looked for in
+ *	Sent Items (resolve.h) before anything is sent again.  The records
+ *	of attempts of other messages from this mailbox whose process died
+ *	are cleaned up the same way (one whose draft is gone is left to
+ *	its own delivery's retry).
  *	Any failure before the send deletes the draft (best effort).
  *
  *	draft_large() is the decision behind large_messages: no (never),
@@ -89,6 +93,8 @@
  *	cannot be read; more than MIME_MAX_PARTS parts; an attachment over
  *	150 MB), 4.7.1 for a missing permission, 4.x.x for everything
  *	transient; the classification of graph.h otherwise.
+ *	DELIVER_UNRESOLVED (4.x.x) when the send may have gone through and
+ *	that is not settled yet (see deliver.h).
  */
 #ifndef M365_DRAFT_H
 #define M365_DRAFT_H

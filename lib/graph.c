@@ -17,11 +17,13 @@
 #include <strings.h>
 
 #include <cjson/cJSON.h>
+#include <openssl/evp.h>
 
 #include "addr.h"
 #include "graph.h"
 #include "json.h"
 #include "log.h"
+#include "statefile.h"
 #include "throttle.h"
 #include "util.h"
 
@@ -497,4 +499,248 @@ char   *graph_reply_str(const struct http_resp *resp, const char *name)
     v = cJSON_IsObject(root) ? json_get_str(root, name) : NULL;
     cJSON_Delete(root);
     return (v);
+}
+
+/*
+ * graph_send_ambiguous - may a send that did not succeed have been
+ * accepted all the same?  The whole request went out, then the
+ * connection broke or timed out before a status line, or Graph answered
+ * 5xx (graph-facts.md 4: mail was delivered after such answers).
+ */
+int     graph_send_ambiguous(const struct http_resp *resp, int transport_ok)
+{
+    long    st = resp->status;
+
+    if (st >= 200 && st < 300)
+	return (0);				/* accepted: not ambiguous */
+    if (!resp->upload_done)
+	return (0);				/* Graph never had it all */
+    if (!transport_ok && st < 200)
+	return (1);
+    return (st >= 500);
+}
+
+/* graph_slot_name - "HASH": the slot set of (client_id, mailbox) */
+
+static int graph_slot_name(const char *client_id, const char *mailbox,
+			           char *buf, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0, i;
+    char   *key;
+    size_t  n;
+    int     ok;
+
+    n = strlen(client_id ? client_id : "") + strlen(mailbox ? mailbox : "");
+    key = xmalloc(n + 2);
+    snprintf(key, n + 2, "%s %s", client_id ? client_id : "",
+	     mailbox ? mailbox : "");
+    for (i = 0; key[i]; i++)
+	if (key[i] >= 'A' && key[i] <= 'Z')
+	    key[i] = (char) (key[i] - 'A' + 'a');
+    ok = EVP_Digest(key, strlen(key), md, &mdlen, EVP_sha256(), NULL) == 1;
+    free(key);
+    if (!ok || len < 33)
+	return (-1);
+    for (i = 0; i < 16 && i < mdlen; i++) {
+	buf[2 * i] = hex[md[i] >> 4];
+	buf[2 * i + 1] = hex[md[i] & 15];
+    }
+    buf[32] = 0;
+    return (0);
+}
+
+/* graph_slot_take - one of the GRAPH_SLOTS request slots; see graph.h */
+
+int     graph_slot_take(const struct conf *conf, const char *client_id,
+			        const char *mailbox, struct m365_result *res)
+{
+    char    name[40];
+    char    err[512];
+    int     fd, slot;
+
+    if (graph_slot_name(client_id, mailbox, name, sizeof(name)) < 0) {
+	result_set(res, M365_SYSTEM, "4.3.0", "cannot hash the mailbox name "
+		   "for its request slots (OpenSSL SHA-256 failed)");
+	return (-1);
+    }
+    fd = statefile_lock_any(conf, STATEFILE_SLOTS, name, GRAPH_SLOTS,
+			    (double) conf->concurrency_wait, &slot, err,
+			    sizeof(err));
+    if (fd == -2)
+	result_set(res, M365_TEMP, "4.7.0", "mailbox %s busy: all %d "
+		   "concurrent Graph requests that Microsoft 365 allows per "
+		   "app and mailbox stayed in use for %ld s "
+		   "(concurrency_wait); trying again later instead of "
+		   "provoking a 429", mailbox, GRAPH_SLOTS,
+		   conf->concurrency_wait);
+    else if (fd < 0)
+	result_set(res, M365_SYSTEM, "4.3.0", "cannot use the request slots "
+		   "of mailbox %s: %s", mailbox, err);
+    else
+	msg_debug("mailbox %s: request slot %d of %d", mailbox, slot,
+		  GRAPH_SLOTS);
+    return (fd < 0 ? -1 : fd);
+}
+
+/* graph_slot_release - give a slot back; -1 is fine */
+
+void    graph_slot_release(int fd)
+{
+    statefile_unlock(fd);
+}
+
+/* graph_odata_quote - 'text' as an OData string literal, URL-escaped */
+
+static char *graph_odata_quote(const char *text)
+{
+    struct strbuf q;
+    const char *p;
+    char   *esc;
+
+    strbuf_init(&q, STRBUF_MAX_SMALL);
+    strbuf_putc(&q, '\'');
+    for (p = text; *p; p++) {
+	if (*p == '\'')
+	    strbuf_putc(&q, '\'');
+	strbuf_putc(&q, *p);
+    }
+    strbuf_putc(&q, '\'');
+    if (strbuf_failed(&q)) {
+	strbuf_free(&q);
+	return (NULL);
+    }
+    esc = url_escape(strbuf_str(&q));
+    strbuf_free(&q);
+    return (esc);
+}
+
+/* graph_iso_time - an ISO 8601 UTC time ("...Z") as time_t; 0 if none */
+
+static time_t graph_iso_time(const char *s)
+{
+    struct tm tm;
+    int     n = 0;
+
+    memset(&tm, 0, sizeof(tm));
+    if (s == NULL || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year,
+			    &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+			    &tm.tm_sec, &n) != 6 || n == 0)
+	return (0);
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return (timegm(&tm));
+}
+
+/* graph_names - does one of the recipient arrays of m name addr? */
+
+static int graph_names(const cJSON *m, const char *addr)
+{
+    static const char *const fields[] = {"toRecipients", "ccRecipients",
+    "bccRecipients", 0};
+    const char *const *f;
+    const cJSON *list, *r, *ea, *a;
+
+    for (f = fields; *f; f++) {
+	list = cJSON_GetObjectItemCaseSensitive(m, *f);
+	cJSON_ArrayForEach(r, list) {
+	    ea = cJSON_GetObjectItemCaseSensitive(r, "emailAddress");
+	    a = cJSON_GetObjectItemCaseSensitive(ea, "address");
+	    if (cJSON_IsString(a) && strcasecmp(a->valuestring, addr) == 0)
+		return (1);
+	}
+    }
+    return (0);
+}
+
+/* graph_sent_match - is m the copy: same id, new enough, every rcpt? */
+
+static int graph_sent_match(const cJSON *m, const char *message_id,
+			            char *const *rcpts, size_t nrcpts,
+			            time_t not_before)
+{
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "internetMessageId");
+    const cJSON *cr = cJSON_GetObjectItemCaseSensitive(m, "createdDateTime");
+    time_t  created;
+    size_t  i;
+
+    if (!cJSON_IsString(id) || strcmp(id->valuestring, message_id) != 0)
+	return (0);
+    if (not_before > 0 && cJSON_IsString(cr)
+	&& (created = graph_iso_time(cr->valuestring)) != 0
+	&& created < not_before)
+	return (0);				/* an older message, same id */
+    for (i = 0; i < nrcpts; i++)
+	if (!graph_names(m, rcpts[i]))
+	    return (0);
+    return (1);
+}
+
+/* graph_sent_find - the copy of a sent message in Sent Items; graph.h */
+
+int     graph_sent_find(struct http *http, const struct conf *conf,
+			        const char *mailbox, const char *token,
+			        const char *message_id, char *const *rcpts,
+			        size_t nrcpts, time_t not_before,
+			        struct m365_result *res)
+{
+    struct http_resp resp;
+    struct graph_error ge;
+    struct strbuf q;
+    cJSON  *root, *list, *m;
+    char   *lit = graph_odata_quote(message_id);
+    char    what[400];
+    int     rc, ret = GRAPH_FIND_ERROR, too_long = (lit == NULL);
+
+    strbuf_init(&q, STRBUF_MAX_SMALL);
+    strbuf_printf(&q, "/mailFolders/sentitems/messages?$filter="
+		  "internetMessageId%%20eq%%20%s&$select=id,internetMessageId,"
+		  "createdDateTime,toRecipients,ccRecipients,bccRecipients"
+		  "&$top=10", lit ? lit : "");
+    free(lit);
+    http_resp_init(&resp);
+    /* A Message-ID too long for a URL: never a request without filter. */
+    if (too_long || strbuf_failed(&q)) {
+	result_set(res, M365_TEMP, "4.4.2", "cannot look for Message-ID %.80s "
+		   "in Sent Items of %s: it is too long for a request",
+		   message_id, mailbox);
+	strbuf_free(&q);
+	return (GRAPH_FIND_ERROR);
+    }
+    rc = graph_get(http, conf, mailbox, strbuf_str(&q), token, &resp);
+    strbuf_free(&q);
+    if (rc == 0 && resp.status == 200
+	&& (root = cJSON_ParseWithLength(resp.body.data, resp.body.len))) {
+	list = cJSON_GetObjectItemCaseSensitive(root, "value");
+	if (cJSON_IsArray(list)) {
+	    ret = GRAPH_FIND_NONE;
+	    cJSON_ArrayForEach(m, list)
+		if (graph_sent_match(m, message_id, rcpts, nrcpts, not_before))
+		ret = GRAPH_FIND_FOUND;
+	}
+	cJSON_Delete(root);
+	if (ret == GRAPH_FIND_ERROR)
+	    result_set(res, M365_TEMP, "4.4.2", "Graph answered the look-up "
+		       "in Sent Items of %s without a list of messages",
+		       mailbox);
+	http_resp_free(&resp);
+	return (ret);
+    }
+    if (rc < 0) {
+	result_set(res, M365_TEMP, "4.4.2", "cannot reach Graph to look in "
+		   "Sent Items of %s (%s)", mailbox, resp.error);
+    } else {
+	graph_read_reply(&resp, 1, &ge, what, sizeof(what), res);
+	if (resp.status == 403) {
+	    ret = GRAPH_FIND_DENIED;
+	    result_set(res, M365_CONFIG, "4.7.1", "may not read Sent Items "
+		       "of %s (%s)", mailbox, what);
+	} else {
+	    result_set(res, M365_TEMP, "4.4.2", "the look-up in Sent Items "
+		       "of %s failed (%s)", mailbox, what);
+	}
+    }
+    http_resp_free(&resp);
+    return (ret);
 }

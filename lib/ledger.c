@@ -8,10 +8,11 @@
  *	place that knows how root and the relay user share state_dir).
  *	The record is a small JSON object:
  *
- *	  {"version": 1, "state": "drafting", "mailbox": "...",
- *	   "message_id": "<...>", "recipients": N, "queue_id": "...",
- *	   "draft_id": "...", "request_id": "...",
- *	   "created": EPOCH, "updated": EPOCH}
+ *	  {"version": 1, "state": "drafting", "path": "draft",
+ *	   "mailbox": "...", "message_id": "<...>", "recipients": N,
+ *	   "queue_id": "...", "draft_id": "...", "request_id": "...",
+ *	   "digest": "...", "created": EPOCH, "updated": EPOCH,
+ *	   "attempted": EPOCH}
  *
  *	The envelope recipients are in the key only (a hash): the record
  *	needs to be found again, not read back.
@@ -34,11 +35,14 @@
 #include "json.h"
 #include "ledger.h"
 #include "log.h"
+#include "msg.h"
 #include "statefile.h"
 #include "util.h"
 
 #define LEDGER_MAX_FILE	(64 * 1024)	/* a record is far smaller */
 #define LEDGER_TAG_LEN	16		/* hex digits of the mailbox tag */
+#define LEDGER_KEY_LEN	(LEDGER_TAG_LEN + 1 + 64)	/* MBTAG-KEY */
+#define LEDGER_STAMP	"expire"	/* expire.stamp: the last walk */
 
 static const char *const ledger_states[] = {
     [LEDGER_NONE] = "none",
@@ -46,6 +50,12 @@ static const char *const ledger_states[] = {
     [LEDGER_SENDING] = "sending",
     [LEDGER_SENT] = "sent",
     [LEDGER_FAILED] = "failed",
+    [LEDGER_AMBIGUOUS] = "ambiguous",
+};
+
+static const char *const ledger_paths[] = {
+    [LEDGER_PATH_SENDMAIL] = "sendmail",
+    [LEDGER_PATH_DRAFT] = "draft",
 };
 
 /* ledger_state_name - the state as written in a record */
@@ -193,11 +203,23 @@ static void ledger_clear(struct ledger_rec *r)
     free(r->queue_id);
     free(r->draft_id);
     free(r->request_id);
+    free(r->digest);
     r->mailbox = r->message_id = r->queue_id = NULL;
-    r->draft_id = r->request_id = NULL;
+    r->draft_id = r->request_id = r->digest = NULL;
     r->state = LEDGER_NONE;
+    r->path = LEDGER_PATH_SENDMAIL;
     r->nrcpts = 0;
-    r->created = r->updated = 0;
+    r->created = r->updated = r->attempted = 0;
+    r->marked = 0;
+}
+
+/* ledger_wants_mark - does the record need its NAME.draft marker? */
+
+static int ledger_wants_mark(const struct ledger_rec *r)
+{
+    return ((r->path == LEDGER_PATH_DRAFT || r->draft_id != NULL)
+	    && (r->state == LEDGER_DRAFTING || r->state == LEDGER_SENDING
+		|| r->state == LEDGER_AMBIGUOUS));
 }
 
 /* ledger_load - read the record of r->name; 0 (also: none), -1 */
@@ -207,7 +229,7 @@ static int ledger_load(const struct conf *conf, struct ledger_rec *r,
 {
     char    path[PATH_MAX];
     cJSON  *root = NULL;
-    char   *state;
+    char   *state, *path_name;
     int     rc, i;
 
     ledger_clear(r);
@@ -231,14 +253,22 @@ static int ledger_load(const struct conf *conf, struct ledger_rec *r,
 	if (strcmp(state, ledger_states[i]) == 0)
 	    r->state = (enum ledger_state) i;
     free(state);
+    if ((path_name = json_get_str(root, "path")) != NULL
+	&& strcmp(path_name, ledger_paths[LEDGER_PATH_DRAFT]) == 0)
+	r->path = LEDGER_PATH_DRAFT;
+    free(path_name);
     r->mailbox = json_get_str(root, "mailbox");
     r->message_id = json_get_str(root, "message_id");
     r->queue_id = json_get_str(root, "queue_id");
     r->draft_id = json_get_str(root, "draft_id");
     r->request_id = json_get_str(root, "request_id");
+    r->digest = json_get_str(root, "digest");
     r->nrcpts = (long) json_get_num(root, "recipients");
     r->created = (time_t) json_get_num(root, "created");
     r->updated = (time_t) json_get_num(root, "updated");
+    r->attempted = (time_t) json_get_num(root, "attempted");
+    /* The marker is written before, removed after such a record. */
+    r->marked = ledger_wants_mark(r);
     cJSON_Delete(root);
     return (0);
 }
@@ -293,15 +323,27 @@ int     ledger_open(const struct conf *conf, const char *name,
     return (0);
 }
 
-/* ledger_save - write the record durably (updated = now) */
-
+/*
+ * ledger_save - write the record durably (updated = now).  A marker
+ * NAME.draft goes before a record that needs it, and is removed after
+ * a record that no longer does: a crash in between leaves a marker too
+ * many, which ledger_orphans() removes, never one too few.
+ */
 int     ledger_save(const struct conf *conf, struct ledger_rec *r,
 		            char *err, size_t errlen)
 {
-    cJSON  *root = cJSON_CreateObject();
+    cJSON  *root;
     char   *text;
-    int     rc;
+    int     rc, want = ledger_wants_mark(r);
     time_t  now = time(NULL);
+
+    if (want && !r->marked) {
+	if (statefile_write(conf, STATEFILE_LEDGER, r->name, ".draft", "", 0,
+			    err, errlen) < 0)
+	    return (-1);
+	r->marked = 1;
+    }
+    root = cJSON_CreateObject();
 
     if (r->created == 0)
 	r->created = now;
@@ -309,14 +351,19 @@ int     ledger_save(const struct conf *conf, struct ledger_rec *r,
     if (root == NULL
 	|| cJSON_AddNumberToObject(root, "version", 1) == NULL
 	|| json_add_str(root, "state", ledger_state_name(r->state)) < 0
+	|| json_add_str(root, "path", ledger_paths[r->path ==
+					    LEDGER_PATH_DRAFT]) < 0
 	|| json_add_str(root, "mailbox", r->mailbox) < 0
 	|| json_add_str(root, "message_id", r->message_id) < 0
 	|| cJSON_AddNumberToObject(root, "recipients", (double) r->nrcpts) == NULL
 	|| json_add_str(root, "queue_id", r->queue_id) < 0
 	|| json_add_str(root, "draft_id", r->draft_id) < 0
 	|| json_add_str(root, "request_id", r->request_id) < 0
+	|| json_add_str(root, "digest", r->digest) < 0
 	|| cJSON_AddNumberToObject(root, "created", (double) r->created) == NULL
 	|| cJSON_AddNumberToObject(root, "updated", (double) r->updated) == NULL
+	|| cJSON_AddNumberToObject(root, "attempted",
+				   (double) r->attempted) == NULL
 	|| (text = cJSON_PrintUnformatted(root)) == NULL) {
 	cJSON_Delete(root);
 	snprintf(err, errlen, "cannot build ledger record %s: out of memory",
@@ -327,17 +374,27 @@ int     ledger_save(const struct conf *conf, struct ledger_rec *r,
     rc = statefile_write(conf, STATEFILE_LEDGER, r->name, ".json", text,
 			 strlen(text), err, errlen);
     free(text);
+    if (rc == 0 && !want && r->marked) {
+	if (statefile_remove(conf, STATEFILE_LEDGER, r->name, ".draft", err,
+			     errlen) < 0)
+	    msg_warn("ledger: %s", err);	/* ledger_orphans() retries */
+	else
+	    r->marked = 0;
+    }
     return (rc);
 }
 
-/* ledger_forget - remove record and lock file (the lock is held) */
+/* ledger_forget - remove record, marker, lock file (the lock is held) */
 
 int     ledger_forget(const struct conf *conf, struct ledger_rec *r,
 		              char *err, size_t errlen)
 {
     if (statefile_remove(conf, STATEFILE_LEDGER, r->name, ".json", err,
-			 errlen) < 0)
+			 errlen) < 0
+	|| statefile_remove(conf, STATEFILE_LEDGER, r->name, ".draft", err,
+			    errlen) < 0)
 	return (-1);
+    r->marked = 0;
     return (statefile_remove(conf, STATEFILE_LEDGER, r->name, ".lock", err,
 			     errlen));
 }
@@ -351,46 +408,45 @@ void    ledger_close(struct ledger_rec *r)
     ledger_clear(r);
 }
 
-/* ledger_stale_lock - a lock file without a record, older than LEDGER_EXPIRY */
+/* ledger_entry - "MBTAG-KEY" + suffix: the name into name; the suffix */
 
-static void ledger_stale_lock(const struct conf *conf, int dfd,
-			              const char *name, time_t now)
+static const char *ledger_entry(const char *file, char *name)
 {
-    char    file[NAME_MAX + 8];
-    char    err[512];
-    struct stat st;
-    struct ledger_rec r;
+    const char *dot;
 
-    snprintf(file, sizeof(file), "%s.json", name);
-    if (fstatat(dfd, file, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT)
-	return;
-    snprintf(file, sizeof(file), "%s.lock", name);
-    if (fstatat(dfd, file, &st, AT_SYMLINK_NOFOLLOW) < 0
-	|| st.st_mtime > now - LEDGER_EXPIRY)
-	return;
-    if (ledger_open(conf, name, 0, &r, err, sizeof(err)) < 0)
-	return;
-    if (r.state == LEDGER_NONE
-	&& statefile_remove(conf, STATEFILE_LEDGER, name, ".lock", err,
-			    sizeof(err)) < 0)
-	msg_warn("%s", err);
-    ledger_close(&r);
+    if (strlen(file) <= LEDGER_KEY_LEN || file[LEDGER_TAG_LEN] != '-'
+	|| (dot = strchr(file, '.')) != file + LEDGER_KEY_LEN)
+	return (NULL);
+    memcpy(name, file, LEDGER_KEY_LEN);
+    name[LEDGER_KEY_LEN] = 0;
+    return (dot);
 }
 
-/* ledger_orphans - the unowned records of one mailbox; see ledger.h */
+/* ledger_exists - does NAME plus suffix exist in the directory? */
+
+static int ledger_exists(int dfd, const char *name, const char *suffix)
+{
+    char    file[NAME_MAX + 1];
+    struct stat st;
+
+    snprintf(file, sizeof(file), "%s%s", name, suffix);
+    return (fstatat(dfd, file, &st, AT_SYMLINK_NOFOLLOW) == 0
+	    || errno != ENOENT);
+}
+
+/* ledger_orphans - the unowned marked records of one mailbox; see ledger.h */
 
 int     ledger_orphans(const struct conf *conf, const char *mailbox,
 		               int (*fn) (void *, struct ledger_rec *),
 		               void *arg, char *err, size_t errlen)
 {
     char    tag[LEDGER_TAG_LEN + 1];
-    char    name[NAME_MAX + 1];
+    char    name[LEDGER_KEY_LEN + 1];
+    const char *suffix;
     struct ledger_rec r;
     struct dirent *de;
     DIR    *dir;
-    size_t  n;
     int     dfd, rc, count = 0;
-    time_t  now = time(NULL);
 
     if (ledger_tag(mailbox, tag) < 0) {
 	snprintf(err, errlen, "cannot hash the mailbox name (OpenSSL)");
@@ -406,18 +462,9 @@ int     ledger_orphans(const struct conf *conf, const char *mailbox,
 	return (-1);
     }
     while ((de = readdir(dir)) != NULL) {
-	n = strlen(de->d_name);
-	if (n <= LEDGER_TAG_LEN + 6 || strncmp(de->d_name, tag,
-					       LEDGER_TAG_LEN) != 0
-	    || de->d_name[LEDGER_TAG_LEN] != '-' || n - 5 >= sizeof(name))
-	    continue;
-	memcpy(name, de->d_name, n - 5);
-	name[n - 5] = 0;
-	if (strcmp(de->d_name + n - 5, ".lock") == 0) {
-	    ledger_stale_lock(conf, dirfd(dir), name, now);
-	    continue;
-	}
-	if (strcmp(de->d_name + n - 5, ".json") != 0)
+	if (strncmp(de->d_name, tag, LEDGER_TAG_LEN) != 0
+	    || (suffix = ledger_entry(de->d_name, name)) == NULL
+	    || strcmp(suffix, ".draft") != 0)
 	    continue;
 	/* Taken at once, or owned by a living process: skip it. */
 	if ((rc = ledger_open(conf, name, 0, &r, err, errlen)) == -2)
@@ -426,15 +473,232 @@ int     ledger_orphans(const struct conf *conf, const char *mailbox,
 	    msg_warn("ledger: %s", err);
 	    continue;
 	}
-	if (r.state == LEDGER_DRAFTING || r.state == LEDGER_SENDING) {
+	r.marked = 1;
+	if (ledger_wants_mark(&r)) {
 	    count++;
 	    (void) fn(arg, &r);
-	} else if (r.updated < now - LEDGER_EXPIRY
-		   && ledger_forget(conf, &r, err, errlen) < 0) {
-	    msg_warn("ledger: %s", err);
+	} else if (r.state == LEDGER_NONE) {
+	    /* A marker without a record (crash in between). */
+	    if (ledger_forget(conf, &r, err, errlen) < 0)
+		msg_warn("ledger: %s", err);
+	} else if (statefile_remove(conf, STATEFILE_LEDGER, name, ".draft",
+				    err, errlen) < 0) {
+	    msg_warn("ledger: %s", err);	/* a stale marker */
 	}
 	ledger_close(&r);
     }
     closedir(dir);
     return (count);
+}
+
+/*
+ * ledger_expire_one - remove the record NAME (and its files) when nobody
+ * holds it; 1 removed, 0 not
+ */
+static int ledger_expire_one(const struct conf *conf, const char *name)
+{
+    struct ledger_rec r;
+    char    err[512];
+    int     done = 0;
+
+    if (ledger_open(conf, name, 0, &r, err, sizeof(err)) < 0)
+	return (0);				/* busy: next time */
+    if (ledger_forget(conf, &r, err, sizeof(err)) < 0)
+	msg_warn("ledger: %s", err);
+    else
+	done = 1;
+    ledger_close(&r);
+    return (done);
+}
+
+/* ledger_expire - remove what is older than ledger_lifetime; see ledger.h */
+
+int     ledger_expire(const struct conf *conf, int force)
+{
+    char    name[LEDGER_KEY_LEN + 1];
+    char    err[512];
+    const char *suffix;
+    struct dirent *de;
+    struct stat st;
+    DIR    *dir;
+    time_t  now = time(NULL);
+    time_t  old = now - (conf->ledger_lifetime > 0 ? conf->ledger_lifetime :
+			 LEDGER_LIFETIME);
+    int     dfd, sfd, count = 0;
+
+    if ((dfd = statefile_dir(conf, STATEFILE_LEDGER, STATEFILE_EXISTING,
+			     err, sizeof(err))) < 0)
+	return (0);				/* no ledger yet */
+    if (!force && fstatat(dfd, LEDGER_STAMP ".stamp", &st, 0) == 0
+	&& st.st_mtime > now - LEDGER_EXPIRE_EVERY && st.st_mtime <= now) {
+	close(dfd);
+	return (0);
+    }
+    /* One walker at a time; the stamp tells the others to skip. */
+    if ((sfd = statefile_lock(conf, STATEFILE_LEDGER, LEDGER_STAMP, ".stamp",
+			      0, err, sizeof(err))) < 0) {
+	close(dfd);
+	return (0);
+    }
+    (void) futimens(sfd, NULL);
+    if ((dir = fdopendir(dfd)) == NULL) {
+	close(dfd);
+	statefile_unlock(sfd);
+	return (0);
+    }
+    while ((de = readdir(dir)) != NULL) {
+	if ((suffix = ledger_entry(de->d_name, name)) == NULL
+	    || fstatat(dirfd(dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	    continue;
+	if (strcmp(suffix, ".json") == 0) {
+	    if (st.st_mtime < old)
+		count += ledger_expire_one(conf, name);
+	} else if (strcmp(suffix, ".lock") == 0 || strcmp(suffix, ".draft") == 0) {
+	    /* Left over without a record: a lock after old, a marker now. */
+	    if ((suffix[1] == 'd' || st.st_mtime < old)
+		&& !ledger_exists(dirfd(dir), name, ".json"))
+		(void) ledger_expire_one(conf, name);
+	} else if (strstr(suffix, ".tmp.") != NULL
+		   && st.st_mtime < now - LEDGER_EXPIRE_EVERY) {
+	    /* The temporary file of a writer killed in the middle. */
+	    (void) unlinkat(dirfd(dir), de->d_name, 0);
+	}
+    }
+    closedir(dir);
+    statefile_unlock(sfd);
+    if (count > 0)
+	msg_info("send ledger: removed %d record(s) older than %ld s",
+		 count, (long) (now - old));
+    return (count);
+}
+
+/* ledger_message_id - the "<...>" of the first Message-ID field, or NULL */
+
+char   *ledger_message_id(const char *hdr, size_t len)
+{
+    size_t  pos = 0;
+    char   *mid, *p, *out = NULL;
+
+    if ((mid = msg_hdr_find(hdr ? hdr : "", len, "Message-ID", &pos)) == NULL)
+	return (NULL);
+    p = mid + strspn(mid, " \t");
+    if (*p == '<' && strchr(p, '>') && strlen(p) < 500)
+	out = xstrndup(p, (size_t) (strchr(p, '>') - p) + 1);
+    free(mid);
+    return (out);
+}
+
+/*
+ * ledger_digest - SHA-256 of the first LEDGER_DIGEST_MAX bytes of the
+ * body and its length: raw (32 bytes) and hex (65).  The body is what
+ * stays the same when the MTA tries again (it may add trace fields to
+ * the header).  0, or -1 when the body cannot be read or hashed.
+ */
+int     ledger_digest(const struct msg *m, unsigned char *raw, char *hex)
+{
+    static const char digits[] = "0123456789abcdef";
+    unsigned char buf[16384];
+    char    len[32];
+    unsigned int mdlen = 0, i;
+    EVP_MD_CTX *ctx;
+    off_t   off = 0, want = m->body_len;
+    ssize_t got;
+    int     ok;
+
+    if (want > LEDGER_DIGEST_MAX)
+	want = LEDGER_DIGEST_MAX;
+    if ((ctx = EVP_MD_CTX_new()) == NULL)
+	return (-1);
+    ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
+    if (m->body_fd < 0) {
+	if (want > 0 && m->body_mem.data)
+	    ok = ok && EVP_DigestUpdate(ctx, m->body_mem.data,
+					(size_t) want) == 1;
+    } else {
+	while (ok && off < want) {
+	    got = pread(m->body_fd, buf, (size_t) (want - off) < sizeof(buf) ?
+			(size_t) (want - off) : sizeof(buf), off);
+	    if (got < 0 && errno == EINTR)
+		continue;
+	    ok = got > 0 && EVP_DigestUpdate(ctx, buf, (size_t) got) == 1;
+	    off += got > 0 ? got : 0;
+	}
+    }
+    snprintf(len, sizeof(len), "%lld", (long long) m->body_len);
+    ok = ok && EVP_DigestUpdate(ctx, len, strlen(len)) == 1
+	&& EVP_DigestFinal_ex(ctx, raw, &mdlen) == 1 && mdlen == 32;
+    EVP_MD_CTX_free(ctx);
+    if (!ok)
+	return (-1);
+    for (i = 0; i < 32; i++) {
+	hex[2 * i] = digits[raw[i] >> 4];
+	hex[2 * i + 1] = digits[raw[i] & 15];
+    }
+    hex[64] = 0;
+    return (0);
+}
+
+/*
+ * ledger_open_delivery - the locked record of one delivery (see
+ * ledger.h); a record of another message under a reused Message-ID
+ * (another digest) reads as new, with a warning.  0, or -1 with res.
+ */
+int     ledger_open_delivery(const struct conf *conf, const char *mailbox,
+			             const char *message_id, const char *hdr,
+			             size_t hdrlen, char *const *rcpts,
+			             size_t nrcpts, const char *digest,
+			             double max_wait, const char *queue_id,
+			             struct ledger_rec *r,
+			             struct m365_result *res)
+{
+    char    name[LEDGER_NAME_MAX];
+    char    err[512];
+    int     rc;
+
+    if (ledger_key(mailbox, message_id, hdr, hdrlen, rcpts, nrcpts, name,
+		   sizeof(name)) < 0) {
+	result_set(res, M365_SYSTEM, "4.3.0", "cannot compute the "
+		   "delivery's send ledger key (OpenSSL SHA-256 failed)");
+	return (-1);
+    }
+    if ((rc = ledger_open(conf, name, max_wait, r, err, sizeof(err))) < 0) {
+	if (rc == -2)
+	    result_set(res, M365_TEMP, "4.3.0", "another process is "
+		       "delivering this message to the same recipients right "
+		       "now (%s); trying again later", err);
+	else
+	    result_set(res, M365_SYSTEM, "4.3.0", "cannot use the send "
+		       "ledger (nothing sent): %s", err);
+	return (-1);
+    }
+    if (r->state != LEDGER_NONE && r->digest && digest && *digest
+	&& strcmp(r->digest, digest) != 0) {
+	msg_warn("%s: Message-ID %s was used before by another message to "
+		 "the same recipients (queue id %s, %s); this one is a new "
+		 "delivery", queue_id, message_id ? message_id : "(none)",
+		 r->queue_id ? r->queue_id : "?", ledger_state_name(r->state));
+	r->state = LEDGER_NONE;
+	ledger_set(&r->draft_id, NULL);
+	ledger_set(&r->request_id, NULL);
+	r->attempted = r->created = 0;
+    }
+    return (0);
+}
+
+/* ledger_sent_result - "already sent at TIME, request-id ID" HOW */
+
+void    ledger_sent_result(const struct ledger_rec *r, const char *how,
+			           struct m365_result *res)
+{
+    char    when[64];
+    struct tm tm;
+    time_t  t = r->attempted ? r->attempted : r->updated;
+
+    localtime_r(&t, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S %z", &tm);
+    result_set(res, M365_OK, "2.0.0", "already sent at %s, request-id %s%s%s",
+	       when, r->request_id ? r->request_id : "-", how ? " " : "",
+	       how ? how : "");
+    snprintf(res->request_id, sizeof(res->request_id), "%s",
+	     r->request_id ? r->request_id : "");
 }

@@ -36,6 +36,7 @@ static const struct statefile_info {
     [STATEFILE_SOURCES] = {"sources", "source", "state file", NULL},
     [STATEFILE_THROTTLE] = {"throttle", "mailbox", "throttle file", NULL},
     [STATEFILE_LEDGER] = {"ledger", "ledger record", "ledger record", NULL},
+    [STATEFILE_SLOTS] = {"slots", "slot set", "slot file", NULL},
 };
 
 /* statefile_name_ok - a name that stays inside its directory */
@@ -303,6 +304,94 @@ int     statefile_lock(const struct conf *conf, enum statefile_kind kind,
 	return (rc);
     }
     return (fd);
+}
+
+#define STATEFILE_SLOTS_MAX	16
+
+/*
+ * statefile_lock_any - one of the n lock files NAME.0 ... NAME.(n-1),
+ * locked exclusively (a semaphore of n, see statefile.h).  The
+ * descriptor (*slot its number), -1 with err set, or -2 when all n
+ * stayed held for max_wait seconds.
+ */
+int     statefile_lock_any(const struct conf *conf, enum statefile_kind kind,
+			           const char *name, int n, double max_wait,
+			           int *slot, char *err, size_t errlen)
+{
+    char    path[PATH_MAX];
+    char    file[NAME_MAX + 1];
+    char    suffix[16];
+    int     fds[STATEFILE_SLOTS_MAX];
+    struct timespec ts;
+    uid_t   uid;
+    gid_t   gid;
+    int     dfd, i, got = -1, saved = 0, start;
+    double  deadline = time_mono() + max_wait;
+    long    nap = 5;			/* milliseconds */
+
+    if (n < 1 || n > STATEFILE_SLOTS_MAX) {
+	snprintf(err, errlen, "bad number of slots %d", n);
+	return (-1);
+    }
+    if ((dfd = statefile_at(conf, kind, name, ".0", 0, path, file,
+			    &uid, &gid, err, errlen)) < 0)
+	return (-1);
+    for (i = 0; i < n; i++) {
+	snprintf(suffix, sizeof(suffix), ".%d", i);
+	snprintf(file, sizeof(file), "%s%s", name, suffix);
+	(void) statefile_path(conf, kind, name, suffix, path, sizeof(path));
+	fds[i] = file_open_owned(dfd, file, path, "slot file",
+				 O_RDWR | O_CREAT, 0600, uid, gid, FILE_CLAIM,
+				 err, errlen);
+	if (fds[i] < 0) {
+	    saved = errno;
+	    while (i-- > 0)
+		close(fds[i]);
+	    close(dfd);
+	    errno = saved;
+	    return (-1);
+	}
+    }
+    close(dfd);
+
+    /* Start at a different slot each time: no slot is everyone's first. */
+    start = (int) ((unsigned) getpid() % (unsigned) n);
+    for (;;) {
+	for (i = 0; i < n && got < 0; i++) {
+	    int     k = (start + i) % n;
+
+	    if (flock(fds[k], LOCK_EX | LOCK_NB) == 0)
+		got = k;
+	    else if (errno != EWOULDBLOCK && errno != EINTR) {
+		saved = errno;
+		snprintf(err, errlen, "cannot lock %s/%s/%s.%d: %s",
+			 conf->state_dir, statefile_info[kind].dir, name, k,
+			 strerror(saved));
+		got = -3;
+	    }
+	}
+	if (got != -1 || time_mono() >= deadline)
+	    break;
+	ts.tv_sec = 0;
+	ts.tv_nsec = nap * 1000000L;
+	(void) nanosleep(&ts, NULL);
+	if (nap < 100)
+	    nap *= 2;
+    }
+    for (i = 0; i < n; i++)
+	if (i != got)
+	    close(fds[i]);
+    if (got >= 0) {
+	*slot = got;
+	return (fds[got]);
+    }
+    if (got == -3) {
+	errno = saved;
+	return (-1);
+    }
+    snprintf(err, errlen, "all %d slots %s/%s/%s.* stayed busy for %.0f s",
+	     n, conf->state_dir, statefile_info[kind].dir, name, max_wait);
+    return (-2);
 }
 
 /* statefile_unlock - release a lock from statefile_lock(); -1 is ok */

@@ -13,8 +13,11 @@
  *	  sources/   SOURCE.json (fetchstate), .lock, .sendmail (inject)
  *	  throttle/  MAILBOX (throttle; the name made safe by the caller),
  *	             upload-HASH.budget (pace: upload budget, lock + data)
- *	  ledger/    MBTAG-KEY.json, .lock (ledger: one record per delivery
- *	             of the draft path, the send ledger)
+ *	  ledger/    MBTAG-KEY.json, .lock, .draft (ledger: one record per
+ *	             delivery, the send ledger; .draft marks a record of the
+ *	             draft path whose draft may still exist), expire.stamp
+ *	  slots/     HASH.0 ... HASH.3 (graph.c: the request slots of one
+ *	             app and mailbox, a semaphore of flock()ed files)
  *
  *	A new kind (e.g. the send ledger) is one more enum value and one
  *	more row in statefile.c.  NAME must stay inside the directory: not
@@ -35,7 +38,12 @@
  *	file_open_owned() (no symbolic link, one link only, owner root or
  *	the user, given to the user) and flock()s it exclusively, waiting
  *	at most max_wait seconds (0: not at all, < 0: no limit).
- *	statefile_remove() removes a file (a missing one is fine).
+ *	statefile_lock_any() is a counting semaphore across processes
+ *	(and threads: every call opens its own descriptions): it opens
+ *	NAME.0 to NAME.(n-1) and returns the first one it can flock()
+ *	exclusively, polling all n for at most max_wait seconds; *slot is
+ *	its number.  statefile_remove() removes a file (a missing one is
+ *	fine).
  *
  *	statefile_path() is the path of a file (for messages and for
  *	readers such as json_file_load()).
@@ -57,6 +65,7 @@ enum statefile_kind {
     STATEFILE_SOURCES,			/* sources/SOURCE... */
     STATEFILE_THROTTLE,			/* throttle/MAILBOX */
     STATEFILE_LEDGER,			/* ledger/MBTAG-KEY... */
+    STATEFILE_SLOTS,			/* slots/HASH.N */
 };
 
 #define STATEFILE_EXISTING	(1<<0)	/* statefile_dir(): do not create */
@@ -80,6 +89,9 @@ extern int statefile_write(const struct conf *, enum statefile_kind,
 extern int statefile_lock(const struct conf *, enum statefile_kind,
 			          const char *name, const char *suffix,
 			          double max_wait, char *err, size_t errlen);
+extern int statefile_lock_any(const struct conf *, enum statefile_kind,
+			              const char *name, int n, double max_wait,
+			              int *slot, char *err, size_t errlen);
 extern void statefile_unlock(int fd);
 extern int statefile_remove(const struct conf *, enum statefile_kind,
 			            const char *name, const char *suffix,

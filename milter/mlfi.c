@@ -478,54 +478,23 @@ static int mlfi_from_parts(const char *value, char **display_r,
 
 /*
  * mlfi_message_id - stable Message-ID from queue id, sender, date and
- * content; a random one when hashing fails; -1 when that fails too.
+ * content (deliver_message_id(), the relay's too); a random one when
+ * hashing fails; -1 when that fails too.
  */
 static int mlfi_message_id(struct mlfi_ctx *c, const struct conf *conf,
 			           char *out, size_t outlen)
 {
-    static const char hex[] = "0123456789abcdef";
     unsigned char content[EVP_MAX_MD_SIZE];
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int clen = 0, mdlen = 0;
-    char    host[256];
-    char    id[33];
-    const char *domain = conf->milter.message_id_domain;
-    const char *sender = c->sender ? c->sender : "";
-    const char *date = c->date ? c->date : "";
-    EVP_MD_CTX *ctx;
-    int     i, ok;
+    unsigned int clen = 0;
 
     /*
-     * SHA-256 of qid NUL sender NUL date NUL content digest, streamed:
-     * a buffer with a cap would give all messages with an overlong
-     * Date: or sender the same id.
+     * The content digest was streamed: a buffer with a cap would give
+     * all messages with an overlong Date: or sender the same id.
      */
-    (void) EVP_DigestFinal_ex(c->sha, content, &clen);
-    ok = (ctx = EVP_MD_CTX_new()) != NULL
-	&& EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1
-	&& EVP_DigestUpdate(ctx, c->qid, strlen(c->qid) + 1) == 1
-	&& EVP_DigestUpdate(ctx, sender, strlen(sender) + 1) == 1
-	&& EVP_DigestUpdate(ctx, date, strlen(date) + 1) == 1
-	&& EVP_DigestUpdate(ctx, content, clen) == 1
-	&& EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen >= 16;
-    EVP_MD_CTX_free(ctx);
-    if (ok) {
-	for (i = 0; i < 16; i++) {
-	    id[2 * i] = hex[md[i] >> 4];
-	    id[2 * i + 1] = hex[md[i] & 15];
-	}
-	id[32] = 0;
-    } else if (random_hex(id, 16) < 0) {	/* unique, if not stable */
-	return (-1);
-    }
-    if (domain == NULL || *domain == 0) {
-	if (gethostname(host, sizeof(host)) < 0 || host[0] == 0)
-	    snprintf(host, sizeof(host), "localhost");
-	host[sizeof(host) - 1] = 0;
-	domain = host;
-    }
-    snprintf(out, outlen, "<%s@%s>", id, domain);
-    return (0);
+    if (EVP_DigestFinal_ex(c->sha, content, &clen) != 1)
+	clen = 0;
+    return (deliver_message_id(conf, c->qid, c->sender, c->date, content,
+			       clen, out, outlen));
 }
 
 /*
@@ -720,6 +689,7 @@ static sfsistat mlfi_eom_deliver(SMFICTX *ctx, struct mlfi_ctx *c)
     char  **rcpts;
     char    err[300];
     size_t  i, n = 0, failed = 0;
+    int     rc;
 
     /* The message: size limit, header trouble, spool I/O. */
     if (msg_finish(&c->msg, &res) < 0 || c->msg_err.status != M365_OK) {
@@ -772,11 +742,26 @@ static sfsistat mlfi_eom_deliver(SMFICTX *ctx, struct mlfi_ctx *c)
     prog.start = time_mono();
     prog.failed = 0;
     http_set_progress(c->http, mlfi_progress, &prog, mlfi_progress_interval);
-    (void) deliver_with(conf, c->http, c->acct, &c->msg, &d, &res);
+    rc = deliver_with(conf, c->http, c->acct, &c->msg, &d, &res);
     http_set_progress(c->http, NULL, NULL, 0);
     deliver_log(&d, conf, c->acct, &res);
     free(rcpts);
 
+    /*
+     * Microsoft 365 may have accepted it, and that is not settled: the
+     * client must try again (the send ledger settles it then), whatever
+     * on_graph_error says; passing it on or rejecting it could deliver
+     * it twice or bounce a message that went out.
+     */
+    if (rc == DELIVER_UNRESOLVED
+	&& mlt_action(conf, mlt_failure_of(&res)) != CONF_ACTION_TEMPFAIL) {
+	msg_info("%s: milter-tempfail: 451 %s %s (may have been accepted and "
+		 "not settled yet: tempfail whatever %s says)", c->qid,
+		 res.dsn, res.text, res.status == M365_TEMP ? "on_graph_error"
+		 : "the failure policy");
+	(void) mlt_setreply(ctx, "451", res.dsn, res.text);
+	return (SMFIS_TEMPFAIL);
+    }
     if (res.status != M365_OK) {
 	if (res.status == M365_PERM) {
 	    msg_info("%s: milter-reject: END-OF-MESSAGE: %s %s %s", c->qid,

@@ -360,6 +360,10 @@ graph_url = $EMU_URL
 ca_file = $CA_FILE
 state_dir = $T/state
 log_file = $T/relay.log
+# A send that may have been accepted is looked for in Sent Items, then
+# sent again at once when not there (the emulator files the copy at
+# once); tests/e2e/test-once*.sh test the default wait.
+sent_items_wait = 0
 
 [account deleg]
 tenant = $EMU_TENANT
@@ -471,11 +475,12 @@ relay() {
     out=$(cat "$T/out" "$T/err")
 }
 
-# emu_reset - forget recorded messages, stats, faults and throttle state
-# (throttle state lives in state_dir/throttle/, see throttle.h)
+# emu_reset - forget recorded messages, stats, faults, throttle state and
+# the send ledger (state_dir/throttle/, throttle.h; state_dir/ledger/,
+# ledger.h): the next case may send the same message again
 emu_reset() {
     emu_ctl POST /_emu/reset '{}' >/dev/null
-    rm -f "$T"/state/throttle/* 2>/dev/null
+    rm -f "$T"/state/throttle/* "$T"/state/ledger/* 2>/dev/null
 }
 
 # relay_burst N TAG MSG CONF - N relays at once, each delivering MSG from

@@ -79,7 +79,7 @@ t_eq "with an account: sent (exit 0)" "$rc" 0
 
 # ------------------------------------- no recipient: master.cf (8.5)
 
-emu_ctl POST /_emu/reset '{}' >/dev/null
+emu_reset
 relay "$T/m1" -c "$CONF" -q QNR1 -f bob@contoso.test
 t_eq "no recipient argument: defers (exit 75)" "$rc" 75
 t_match "no recipient: 4.3.5 names \${recipient} in master.cf" "$first" \

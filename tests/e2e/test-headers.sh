@@ -228,12 +228,13 @@ fi
 
 # ------------------------------------------- issue 8.7: header-only mail
 
-printf 'From: bob@contoso.test\r\nTo: x@example.org\r\nSubject: header only\r\n' \
+# (With a Message-ID: m365-relay adds one to a message that has none.)
+printf 'From: bob@contoso.test\r\nTo: x@example.org\r\nSubject: header only\r\nMessage-ID: <hdr-only@e2e.test>\r\n' \
     >"$T/hdr-only"
 send_one "header-only message" "$T/hdr-only" x@example.org
 t_eq "header-only message: MIME byte for byte, no empty line added" \
     "$(eml 'b == open(sys.argv[3], "rb").read()' "$T/hdr-only")" True
-printf 'From: bob@contoso.test\r\nTo: x@example.org\r\nSubject: empty body\r\n\r\n' \
+printf 'From: bob@contoso.test\r\nTo: x@example.org\r\nSubject: empty body\r\nMessage-ID: <hdr-empty@e2e.test>\r\n\r\n' \
     >"$T/hdr-empty-body"
 send_one "header, empty line, no body" "$T/hdr-empty-body" x@example.org
 t_eq "header + empty line: MIME byte for byte" \

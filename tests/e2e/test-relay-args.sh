@@ -41,7 +41,7 @@ MSG_T=$T/msg-t
 # args_run ARGS... - run the relay on $IN (default $MSG) after forgetting
 # what the emulator recorded; sets rc, first (first stdout line), out
 args_run() {
-    emu_ctl POST /_emu/reset '{}' >/dev/null
+    emu_reset
     "$RELAY" "$@" <"${IN:-$MSG}" >"$T/out" 2>"$T/err"
     rc=$?
     first=$(head -n 1 "$T/out")

@@ -497,6 +497,8 @@ emu_reset
 relay "$T/mt1" -c "$CONF" -q Q401A -f bob@contoso.test -- thr@example.net
 t0=$(estat token_requests)
 emu_ctl POST /_emu/expire "{\"client_id\":\"$APP_ID\"}" >/dev/null
+# The same message once more: forget the send ledger, or it is "already sent".
+rm -f "$T"/state/ledger/*
 relay "$T/mt1" -c "$CONF" -q Q401B -f bob@contoso.test -- thr@example.net
 expect_rc "401 once: refreshed and delivered" 0
 t_eq "401 once: one more token request" "$(estat token_requests)" $((t0 + 1))

@@ -250,6 +250,7 @@ class State:
         self.uploads = {}           # upload session id -> session dict
         self.inflight = {}          # upn -> requests being served now
         self.upload_log = {}        # upn -> [(time, bytes)] of uploads
+        self.pending = []           # [(due, fn)]: Sent Items copies to file
         self.reset(tokens=True)
 
     def reset(self, tokens=False, mailboxes=False):
@@ -272,13 +273,16 @@ class State:
                             if m["path"].startswith(self.sent_dir)]:
                     mb.remove(mid)      # Sent Items copies of sendMail
             self.faults = []
+            self.pending = []
             self.stats = {"requests": 0, "token_requests": 0, "by_grant": {},
                           "sendmail_requests": 0, "sendmail_accepted": 0,
                           "users_requests": 0, "devicecode_requests": 0,
                           "authorize_requests": 0, "drafts_created": 0,
                           "drafts_sent": 0, "upload_bytes": 0,
                           "upload_bytes_sessions": 0,
-                          "max_concurrent": {}, "max_upload_window": {}}
+                          "max_concurrent": {}, "max_upload_window": {},
+                          "concurrency_throttled": 0,
+                          "sentitems_lookups": 0}
             self.upload_log = {}
             for kind in MAIL_KINDS:
                 self.stats[MAIL_KINDS[kind]] = 0
@@ -370,6 +374,27 @@ class State:
                              "path": m["path"]}
                             for m in mb.folder_messages(f["id"])]})
         return {"mailbox": mb.upn, "folders": out}
+
+    def file_later(self, fn):
+        """file_later - run fn (file a Sent Items copy) now, or after
+        "sent_items_delay" seconds: "The copy of the message is not
+        created until the message successfully sends, which may take
+        time" (outlook-immutable-id)"""
+        delay = float(self.cfg("sent_items_delay", 0) or 0)
+        if delay <= 0:
+            fn()
+            return
+        with self.lock:
+            self.pending.append((time.time() + delay, fn))
+
+    def flush_pending(self):
+        """flush_pending - file the copies whose time has come"""
+        now = time.time()
+        with self.lock:
+            due = [p for p in self.pending if p[0] <= now]
+            self.pending = [p for p in self.pending if p[0] > now]
+            for _, fn in due:
+                fn()
 
     def file_sent(self, upn, path):
         """file_sent - a copy of an accepted sendMail in Sent Items"""
@@ -467,6 +492,7 @@ class State:
             self.inflight[upn] = n
             mc = self.stats["max_concurrent"]
             mc[upn] = max(mc.get(upn, 0), n)
+            return n
 
     def leave(self, upn):
         with self.lock:
@@ -833,7 +859,11 @@ class Mailbox:
 
     def move(self, mid, fid):
         """move - move a message; it gets a NEW id, as in Exchange"""
-        old = self.remove(mid)
+        return self.restore(self.remove(mid), fid)
+
+    def restore(self, old, fid):
+        """restore - file a removed message (its immutable id kept) in
+        folder fid under a new id"""
         seq = self.next_seq()
         msg = dict(old, id=graph_id("AAMkAG"), folder=fid, created=seq,
                    changed=seq, lastModifiedDateTime=iso_time())
@@ -889,7 +919,9 @@ class Mailbox:
                                  for n, a in msg.get("to", [])],
                 "ccRecipients": [email_address(n, a)
                                  for n, a in msg.get("cc", [])]}
-        if msg.get("isDraft"):
+        sent = self.folder("sentitems")
+        if msg.get("isDraft") or (sent and msg["folder"] == sent["id"]):
+            # The sender's own copy keeps its Bcc recipients.
             full["bccRecipients"] = [email_address(n, a)
                                      for n, a in msg.get("bcc", [])]
         out = {"@odata.etag": 'W/"CQAAABYAAAD%s"' % b64url(hashlib.sha1(
@@ -970,6 +1002,7 @@ def mime_meta(path):
             "subject": header_text(msg.get("Subject")) or "",
             "from": froms[0] if froms else None,
             "to": addr_list("To"), "cc": addr_list("Cc"),
+            "bcc": addr_list("Bcc"),
             "hasAttachments": ctype.startswith("multipart/mixed"),
             "sentDateTime": sent, "size": os.path.getsize(path)}
 
@@ -1292,9 +1325,9 @@ class Handler(BaseHTTPRequestHandler):
         self.body_done = False
         lazy = self.command == "PUT" and \
             [s.lower() for s in segs[:2]] == ["api", "v2.0"]
+        st.flush_pending()
         upn = None if segs[:1] == ["_emu"] else self.load_mailbox(segs)
-        if upn:
-            st.enter(upn)
+        inflight = st.enter(upn) if upn else 0
         try:
             body = None if lazy else b"".join(self.body_chunks())
         except (ValueError, OSError):
@@ -1308,6 +1341,8 @@ class Handler(BaseHTTPRequestHandler):
                 return
             with st.lock:
                 st.stats["requests"] += 1
+            if upn and self.concurrency(inflight):
+                return
             if upn and self.command in ("POST", "PUT", "PATCH") and \
                     self.budget(upn, body):
                 return
@@ -1385,6 +1420,26 @@ class Handler(BaseHTTPRequestHandler):
         except (KeyError, TypeError, ValueError):
             return None
         return None
+
+    def concurrency(self, inflight):
+        """concurrency - with "concurrency_limit" configured, a request
+        beyond that many at once for one mailbox gets 429
+        ApplicationThrottled "Application is over its MailboxConcurrency
+        limit." (True), as reported from Microsoft 365
+        (magodo/terraform-provider-outlook#21, alcionai/corso#3695);
+        Outlook allows 4 concurrent requests per app and mailbox
+        (throttling-limits)"""
+        st = self.server.state
+        limit = int(st.cfg("concurrency_limit", 0) or 0)
+        if not limit or inflight <= limit:
+            return False
+        with st.lock:
+            st.stats["concurrency_throttled"] += 1
+        self.drain_body()
+        e = self.gerr(429, "ApplicationThrottled", "Application is over its "
+                      "MailboxConcurrency limit.")
+        self.send(e.status, e.body, headers=e.headers)
+        return True
 
     def budget(self, upn, body):
         """budget - count the upload bytes of this request for upn;
@@ -1483,6 +1538,11 @@ class Handler(BaseHTTPRequestHandler):
             e = self.gone(self.token_target(), fault.get("code"),
                           fault.get("message"))
             status, rbody, rheaders = e.status, e.body, e.headers
+        elif action == "slow" and fault.get("deliver"):
+            # Processed (the message recorded), then the answer is late:
+            # the client times out or dies while Graph has it.
+            status, rbody, rheaders = self.run_endpoint(endpoint, body, arg)
+            time.sleep(float(fault.get("delay", 5)))
         elif action == "slow":
             time.sleep(float(fault.get("delay", 5)))
             status, rbody, rheaders = self.run_endpoint(endpoint, body, arg)
@@ -1496,6 +1556,9 @@ class Handler(BaseHTTPRequestHandler):
             status, rbody, rheaders = self.run_endpoint(endpoint, body, arg)
             rheaders = dict(rheaders, **extra)
         else:
+            if fault.get("deliver"):
+                # An error answer after the request was carried out.
+                self.run_endpoint(endpoint, body, arg)
             status, rbody, rheaders = self.fault_response(kind, fault)
             rheaders = dict(rheaders, **extra)
         self.drain_body()
@@ -1912,9 +1975,11 @@ class Handler(BaseHTTPRequestHandler):
                     "client_id": info["client_id"],
                     "principal": info["user"] or info["client_id"],
                     "auth": "delegated" if info["user"] else "app"})
-        rec = self.server.state.record(rec, eml)
+        st = self.server.state
+        rec = st.record(rec, eml)
         if rec.get("save_to_sent_items", True) is not False:
-            self.server.state.file_sent(upn, rec["eml_path"])
+            path = rec["eml_path"]
+            st.file_later(lambda: st.file_sent(upn, path))
         return 202, b"", {}
 
     def parse_mime(self, body, upn, uinfo):
@@ -2042,20 +2107,27 @@ class Handler(BaseHTTPRequestHandler):
         self.with_faults(route[0], body, arg, route[1])
         return True
 
-    def check_mail_right(self, info, upn, uinfo, write):
-        """check_mail_right - may this token read (write) mailbox upn?"""
+    def check_mail_right(self, info, upn, uinfo, write, basic=False):
+        """check_mail_right - may this token read (write) mailbox upn?
+        basic: only properties Mail.ReadBasic covers ("except for body,
+        bodyPreview, uniqueBody, attachments, extensions, and any extended
+        properties"; the least privilege of "List messages")"""
         if not info["user"]:
             roles = info["roles"]
             if "Mail.ReadWrite" in roles or (not write and
-                                             "Mail.Read" in roles):
+                                             "Mail.Read" in roles) or (
+                    basic and ("Mail.ReadBasic.All" in roles or
+                               "Mail.ReadBasic" in roles)):
                 return
             raise self.gerr(403, "ErrorAccessDenied", ACCESS_DENIED)
         me, scopes = info["user"].lower(), info["scopes"]
         shared = "mail.readwrite.shared" in scopes or (
-            not write and "mail.read.shared" in scopes)
+            not write and "mail.read.shared" in scopes) or (
+            basic and "mail.readbasic.shared" in scopes)
         if upn == me:
             if "mail.readwrite" in scopes or shared or (
-                    not write and "mail.read" in scopes):
+                    not write and "mail.read" in scopes) or (
+                    basic and "mail.readbasic" in scopes):
                 return
         else:
             fa = [a.lower() for a in uinfo.get("full_access", [])]
@@ -2063,11 +2135,11 @@ class Handler(BaseHTTPRequestHandler):
                 return
         raise self.gerr(403, "ErrorAccessDenied", ACCESS_DENIED)
 
-    def mail_target(self, ident, write):
+    def mail_target(self, ident, write, basic=False):
         """mail_target - (upn, Mailbox) after the token and right checks"""
         info = self.bearer()
         upn, uinfo = self.mailbox(info, ident, "read")
-        self.check_mail_right(info, upn, uinfo, write)
+        self.check_mail_right(info, upn, uinfo, write, basic)
         return upn, self.server.state.mbox(upn)
 
     def bad_id(self, ref, what="object"):
@@ -2184,16 +2256,36 @@ class Handler(BaseHTTPRequestHandler):
         with st.lock:
             return 200, mb.render_folder(self.find_folder(mb, arg[1])), {}
 
+    def message_filter(self):
+        """message_filter - the internetMessageId of "$filter=
+        internetMessageId eq '<id@host>'" (the Sent Items look-up of
+        graph-facts.md 4), or None without $filter; other filters: 400"""
+        flt = self.query.get("$filter")
+        if not flt:
+            return None
+        m = re.match(r"^\s*internetMessageId\s+eq\s+'((?:[^']|'')*)'\s*$",
+                     flt[0], re.IGNORECASE)
+        if m is None:
+            raise self.gerr(400, "ErrorInvalidUrlQueryFilter", "The query "
+                            "filter '%s' is not supported by this emulator "
+                            "(only internetMessageId eq '...')." % flt[0])
+        return m.group(1).replace("''", "'")
+
     def ep_messages_list(self, body, arg):
-        """ep_messages_list - GET mailFolders/{id}/messages ($top/$skip)"""
+        """ep_messages_list - GET mailFolders/{id}/messages ($top/$skip,
+        $filter on internetMessageId)"""
         st = self.server.state
-        upn, mb = self.mail_target(arg[0], False)
+        upn, mb = self.mail_target(arg[0], False, basic=True)
         top = self.int_query("$top", 10)
         skip = self.int_query("$skip", 0)
         sel = self.select()
+        want = self.message_filter()
         with st.lock:
             f = self.find_folder(mb, arg[1])
             msgs = mb.folder_messages(f["id"])
+            if want is not None:
+                st.stats["sentitems_lookups"] += 1
+                msgs = [m for m in msgs if m["internetMessageId"] == want]
             page = [mb.render(m, sel, self.immutable())
                     for m in msgs[skip:skip + top]]
         out = {"value": page}
@@ -2201,6 +2293,8 @@ class Handler(BaseHTTPRequestHandler):
             params = [("$top", top), ("$skip", skip + top)]
             if sel:
                 params.insert(0, ("$select", ",".join(sel)))
+            if want is not None:
+                params.insert(0, ("$filter", self.query["$filter"][0]))
             out["@odata.nextLink"] = self.self_url(params)
         return 200, out, self.prefer_applied()
 
@@ -2327,7 +2421,7 @@ class Handler(BaseHTTPRequestHandler):
     def ep_message_get(self, body, arg):
         """ep_message_get - GET messages/{id}"""
         st = self.server.state
-        upn, mb = self.mail_target(arg[0], False)
+        upn, mb = self.mail_target(arg[0], False, basic=True)
         with st.lock:
             return 200, mb.render(self.find_message(mb, arg[1]),
                                   self.select(), self.immutable()), \
@@ -2867,13 +2961,21 @@ class Handler(BaseHTTPRequestHandler):
                         "open_upload_sessions": open_sessions})
             rec = st.record(rec, src=tmp, counter="drafts_sent")
             unlink_all(message_files(msg))
-            sent = mb.move(msg["id"], mb.folder("sentitems")["id"])
-            mb.update(sent["id"], {"isDraft": False, "owned": False,
-                                   "path": rec["eml_path"],
-                                   "sentDateTime": iso_time(),
-                                   "size": rec["size"], "attachments": [
-                                       dict(a, path=None) for a in
-                                       msg.get("attachments") or []]})
+            # The draft leaves Drafts now; its copy reaches Sent Items
+            # when it "successfully sends" (file_later): until then its
+            # id answers 404.
+            old = mb.remove(msg["id"])
+            changes = {"isDraft": False, "owned": False,
+                       "path": rec["eml_path"], "sentDateTime": iso_time(),
+                       "size": rec["size"], "attachments": [
+                           dict(a, path=None) for a in
+                           msg.get("attachments") or []]}
+
+            def file_copy():
+                with st.lock:
+                    copy = mb.restore(old, mb.folder("sentitems")["id"])
+                    mb.update(copy["id"], changes)
+            st.file_later(file_copy)
         return 202, b"", {}
 
     def draft_recipients(self, to, cc, bcc):

@@ -111,7 +111,7 @@ static void test_full(void)
 	     "senders = alerts@contoso.com, @ops.contoso.com  <>\n"
 	     "default = yes\n"
 	     "scopes = Mail.Send.Shared,  Mail.ReadWrite\n"
-	     "save_to_sent_items = no\n"
+	     "large_messages = no\n"
 	     "max_message_size = 512K\n"
 	     "[account app.cert]\n"
 	     "tenant = 99999999-2222-3333-4444-555555555555\n"
@@ -123,7 +123,7 @@ static void test_full(void)
 	     "mailbox = noreply@contoso.com\n"
 	     "senders = *@apps.contoso.com\n"
 	     "default = off\n"
-	     "save_to_sent_items = TRUE\n"
+	     "large_messages = auto\n"
 	     "[account app_secret]\n"
 	     "tenant = contoso.onmicrosoft.com\n"
 	     "client_id = def\n"
@@ -164,7 +164,7 @@ static void test_full(void)
     T_OK(a->senders[3] == NULL);
     T_EQ_INT(a->is_default, 1);
     T_EQ_STR(a->scopes, "Mail.Send.Shared Mail.ReadWrite");
-    T_EQ_INT(a->save_to_sent_items, 0);
+    T_EQ_INT(a->large_messages, CONF_LARGE_NO);
     T_EQ_INT(a->max_message_size, 512L * 1024);
     T_EQ_STR(a->file, t_conf_path);
     T_EQ_INT(a->line, 17);
@@ -177,7 +177,7 @@ static void test_full(void)
     T_CONTAINS(a->key_file, "/app.key");
     T_EQ_INT(a->jwt_alg, CONF_JWT_RS256);
     T_EQ_INT(a->is_default, 0);
-    T_EQ_INT(a->save_to_sent_items, 1);
+    T_EQ_INT(a->large_messages, CONF_LARGE_AUTO);
     T_OK(a->scopes == NULL);
     T_EQ_INT(a->max_message_size, 20L * 1024 * 1024);	/* [global] */
     T_EQ_INT(a->line, 27);
@@ -225,7 +225,7 @@ static void test_defaults(void)
     T_EQ_INT(a->auth, CONF_AUTH_DELEGATED);
     T_EQ_INT(a->jwt_alg, CONF_JWT_PS256);
     T_EQ_INT(a->is_default, 0);
-    T_EQ_INT(a->save_to_sent_items, 1);
+    T_EQ_INT(a->large_messages, CONF_LARGE_AUTO);
     T_EQ_INT(a->max_message_size, 35L * 1024 * 1024);
     T_OK(a->senders == NULL && a->scopes == NULL);
     T_EQ_INT(a->line, 1);
@@ -688,8 +688,8 @@ static const struct err_case err_cases[] = {
     {"[global]\n = x\n", 2, "missing key before '='"},
     {"[global]\ncloud =\n", 2,
     "key \"cloud\" has no value (remove the line to use the default)"},
-    {ACCT "save_to_sent_items = maybe\n", 5,
-    "bad boolean \"maybe\" for save_to_sent_items (use yes or no)"},
+    {ACCT "save_to_sent_items = yes\n", 5,
+    "the key save_to_sent_items was removed: Microsoft 365 keeps a copy"},
     {ACCT "default = 2\n", 5, "bad boolean \"2\" for default"},
     {"[global]\ntimeout = 6o\n", 2,
     "bad number \"6o\" for timeout (use a whole number from 1 to 3600)"},
@@ -1260,7 +1260,7 @@ static void test_all_errors(void)
 	       "tenant = t\n"		/* 6 */
 	       "client_id = c\n"	/* 7 */
 	       "mailbox = m@example.com\n"	/* 8 */
-	       "save_to_sent_items = sure\n",	/* 9 */
+	       "default = sure\n",	/* 9 */
 	       &err);
     T_OK(c == NULL);
     T_EQ_INT(t_lines(&err), 3);
@@ -1712,12 +1712,12 @@ static void test_misc(void)
     conf_free(NULL);
 
     /* Sizes: plain bytes and suffixes; booleans in every spelling. */
-    c = t_load(ACCT "max_message_size = 1048576\nsave_to_sent_items = Off\n"
-	       "default = 1\n", &err);
+    c = t_load(ACCT "max_message_size = 1048576\n"
+	       "default = 1\n[milter]\nadd_message_id = Off\n", &err);
     T_OK(c != NULL);
     if (c) {
 	T_EQ_INT(c->accounts->max_message_size, 1048576);
-	T_EQ_INT(c->accounts->save_to_sent_items, 0);
+	T_EQ_INT(c->milter.add_message_id, 0);
 	T_EQ_INT(c->accounts->is_default, 1);
     }
     conf_free(c);
@@ -1891,6 +1891,66 @@ static void t_rmtree(void)
  * no), upload_hosts by cloud or as written, upload_budget; the check of
  * an uploadUrl's host and port.
  */
+/* test_once - the send ledger and request slot keys (issue 11) */
+
+static void test_once(void)
+{
+    struct strbuf err;
+    struct conf *c;
+
+    c = t_load(ACCT, &err);
+    T_OK(c != NULL);
+    if (c) {
+	T_EQ_INT(c->ledger_lifetime, 5L * 86400);	/* Postfix's default */
+	T_EQ_INT(c->sent_items_wait, 15L * 60);
+	T_EQ_INT(c->concurrency_wait, 5);
+    }
+    conf_free(c);
+    strbuf_free(&err);
+
+    c = t_load("[global]\nledger_lifetime = 2d\nsent_items_wait = 90s\n"
+	       "concurrency_wait = 0\n" ACCT, &err);
+    T_OK(c != NULL);
+    if (c) {
+	T_EQ_INT(c->ledger_lifetime, 2L * 86400);
+	T_EQ_INT(c->sent_items_wait, 90);
+	T_EQ_INT(c->concurrency_wait, 0);
+    }
+    conf_free(c);
+    strbuf_free(&err);
+    c = t_load("[global]\nledger_lifetime = 36h\nsent_items_wait = 20m\n"
+	       ACCT, &err);
+    T_OK(c != NULL && c->ledger_lifetime == 36L * 3600
+	 && c->sent_items_wait == 1200);
+    conf_free(c);
+    strbuf_free(&err);
+
+    /* Too short a ledger outlives no retry; units are s, m, h, d only. */
+    c = t_load("[global]\nledger_lifetime = 10m\n" ACCT, &err);
+    T_OK(c == NULL);
+    T_CONTAINS(strbuf_str(&err), ":2: bad time \"10m\" for ledger_lifetime "
+	       "(use seconds, or a number with s, m, h or d, from 3600s to "
+	       "100d)");
+    strbuf_free(&err);
+    c = t_load("[global]\nsent_items_wait = 5w\n" ACCT, &err);
+    T_OK(c == NULL);
+    T_CONTAINS(strbuf_str(&err), "bad time \"5w\" for sent_items_wait");
+    strbuf_free(&err);
+    c = t_load("[global]\nconcurrency_wait = -1\n" ACCT, &err);
+    T_OK(c == NULL);
+    T_CONTAINS(strbuf_str(&err), "bad time \"-1\" for concurrency_wait");
+    strbuf_free(&err);
+
+    /* A removed key: an error that says why and what to do, with file:line. */
+    c = t_load(ACCT "save_to_sent_items = no\n", &err);
+    T_OK(c == NULL);
+    T_EQ_INT(t_lines(&err), 1);
+    T_CONTAINS(strbuf_str(&err), ":5: the key save_to_sent_items was "
+	       "removed");
+    T_CONTAINS(strbuf_str(&err), "delete the line");
+    strbuf_free(&err);
+}
+
 static void test_large(void)
 {
     static const char base[] =
@@ -2002,6 +2062,7 @@ int     main(void)
     T_RUN(test_misc);
     T_RUN(test_sample);
     T_RUN(test_large);
+    T_RUN(test_once);
     t_rmtree();
     return (T_DONE());
 }
