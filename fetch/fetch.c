@@ -4,9 +4,11 @@
  * SUMMARY
  *	one round of the inbound poller for one [source]: Graph -> MTA
  * DESCRIPTION
- *	See fetch.h.  The state is written (atomically, with fsync) at
- *	every transition of a message, so that a kill -9 at any point
- *	neither loses a message nor injects it twice; see fetchstate.h
+ *	See fetch.h.  The state is written at the transitions of a
+ *	message that exactly once needs, durably (fsync) only where a
+ *	power loss must not take the record, so that a kill -9 at any
+ *	point neither loses a message nor injects it twice; see
+ *	fetchstate.c for which transition is written how, and fetchstate.h
  *	for the one ambiguous window (between the end of the data and the
  *	MTA's reply) and how a restart handles it.
  *
@@ -79,6 +81,7 @@ struct fetch_ctx {
     const char *mailbox;		/* NULL: /me */
     char   *token;
     struct fetchstate st;
+    struct fetchstate_file sf;		/* the state's directory, this round */
     struct inject *inj;
     volatile sig_atomic_t *stop;
     struct fetch_result *out;
@@ -109,13 +112,17 @@ const char *fetch_status_name(enum fetch_status s)
     }
 }
 
-/* fetch_save - write the state; STEP_STOP (deferred) on failure */
-
+/*
+ * fetch_save - write the state so that a restart after a kill -9 sees
+ * it (FETCHSTATE_VISIBLE, no fsync; see fetchstate.c); STEP_STOP
+ * (deferred) on failure
+ */
 static int fetch_save(struct fetch_ctx *c)
 {
     char    err[600];
 
-    if (fetchstate_save(c->conf, c->src->name, &c->st, err, sizeof(err)) == 0)
+    if (fetchstate_write(&c->sf, &c->st, FETCHSTATE_VISIBLE, err,
+			 sizeof(err)) == 0)
 	return (STEP_OK);
     msg_error("%s: cannot record the delivery state: %s", c->src->name, err);
     c->out->status = FETCH_DEFERRED;
@@ -934,8 +941,10 @@ static char *fetch_prefix(struct fetch_ctx *c, const char *id)
     return (strbuf_take(&sb));
 }
 
-/* fetch_data_end - state "data_sent" just before the end of the data */
-
+/*
+ * fetch_data_end - state "data_sent" just before the end of the data,
+ * durable: on disk before the MTA may have the message (fetchstate.c)
+ */
 static int fetch_data_end(void *ctx)
 {
     struct fetch_ctx *c = ctx;
@@ -943,7 +952,8 @@ static int fetch_data_end(void *ctx)
 
     fetchstate_pending_set(&c->st, c->cur_id, c->cur_imid,
 			   FETCHSTATE_DATA_SENT, NULL);
-    if (fetchstate_save(c->conf, c->src->name, &c->st, err, sizeof(err)) < 0) {
+    if (fetchstate_write(&c->sf, &c->st, FETCHSTATE_DURABLE, err,
+			 sizeof(err)) < 0) {
 	msg_error("%s: cannot record the delivery state, abandoning the "
 		  "transaction: %s", c->src->name, err);
 	return (-1);
@@ -989,12 +999,14 @@ static size_t fetch_rcpt_count(const struct conf_source *src)
     return (n);
 }
 
-/* fetch_finish - message done: drop from pending, remember, save */
-
+/*
+ * fetch_finish - message done: drop from pending, remember.  Not
+ * written now: the next write carries it (fetchstate.c, "done").
+ */
 static int fetch_finish(struct fetch_ctx *c, const char *id)
 {
     fetchstate_finish(&c->st, id);
-    return (fetch_save(c));
+    return (STEP_OK);
 }
 
 /*
@@ -1251,16 +1263,14 @@ static int fetch_message(struct fetch_ctx *c, const char *id,
     }
 
     /*
-     * Exactly once: record before, during and after the transaction.  A
-     * message that the MTA may have already (data_sent) keeps that state
-     * until this attempt ends: a crash before its end of data must not
-     * make the next run inject it once more without the warning.
+     * Exactly once: data_sent before the end of the data (the data_end
+     * hook), injected or rejected after the reply; nothing before the
+     * transaction (fetchstate.c, "injecting").  A message that the MTA
+     * may have already (data_sent) keeps that state until this attempt
+     * ends: a crash before its end of data must not make the next run
+     * inject it once more without the warning.
      */
-    if (!dup) {
-	fetchstate_pending_set(&c->st, idc, imid, FETCHSTATE_INJECTING, NULL);
-	if ((rc = fetch_save(c)) != STEP_OK)
-	    goto out;
-    } else
+    if (dup)
 	msg_warn("%s: id=%s: an earlier run stopped after the MTA may have "
 		 "taken the message (between the end of the data and the "
 		 "MTA's reply, or while sendmail ran); injecting again, the "
@@ -1596,9 +1606,10 @@ again:
 		     "for the next round");
 	return (STEP_OK);
     }
+    /* Written with the rest of the round, at its end (fetch_round()). */
     free(c->st.delta_link);
     c->st.delta_link = delta;
-    return (fetch_save(c));
+    return (STEP_OK);
 }
 
 /* fetch_round - one round for one source (see fetch.h) */
@@ -1650,7 +1661,9 @@ int     fetch_round(const struct conf *conf, struct http *http,
 	snprintf(out->why, sizeof(out->why), "%s", err);
 	return (-1);
     }
-    if (fetchstate_load(conf, src->name, &c.st, err, sizeof(err)) < 0) {
+    if (fetchstate_load(conf, src->name, &c.st, err, sizeof(err)) < 0
+	|| fetchstate_open(conf, src->name, &c.sf, err, sizeof(err)) < 0) {
+	fetchstate_clear(&c.st);
 	fetchstate_unlock(lockfd);
 	out->status = FETCH_DEFERRED;
 	snprintf(out->why, sizeof(out->why), "%s", err);
@@ -1677,10 +1690,8 @@ int     fetch_round(const struct conf *conf, struct http *http,
     if (rc == STEP_STOP)
 	goto done;
     rc = fetch_delta(&c, rc == STEP_NEXT);
-    if (rc == STEP_OK && out->status == FETCH_DONE) {
+    if (rc == STEP_OK && out->status == FETCH_DONE)
 	c.st.last_success = time(NULL);
-	(void) fetch_save(&c);
-    }
 
 done:
     if (c.st.offline && c.graph_ok && out->status != FETCH_OFFLINE
@@ -1688,14 +1699,22 @@ done:
 	/* Graph worked and nothing put the source offline again. */
 	fetchstate_set_online(&c.st);
 	msg_info("%s: source back online", src->name);
-	if (out->status == FETCH_DONE)
-	    (void) fetch_save(&c);
     }
     if (out->status == FETCH_DEFERRED && !c.st.offline && !c.stop_clean) {
 	free(c.st.last_error);
 	c.st.last_error = xstrdup(out->why);
-	(void) fetchstate_save(conf, src->name, &c.st, err, sizeof(err));
     }
+    /* The round's one durable write (fetchstate.c, "the round"). */
+    if (fetchstate_write(&c.sf, &c.st, FETCHSTATE_DURABLE, err,
+			 sizeof(err)) < 0) {
+	msg_error("%s: cannot record the delivery state: %s", src->name, err);
+	if (out->status == FETCH_DONE) {
+	    out->status = FETCH_DEFERRED;
+	    snprintf(out->why, sizeof(out->why), "cannot record the "
+		     "delivery state: %s", err);
+	}
+    }
+    fetchstate_close(&c.sf);
     inject_free(c.inj);
     xfree_secret(c.token);
     fetchstate_clear(&c.st);

@@ -31,15 +31,17 @@
  *	   the source's max_message_size: a larger one is parked like a
  *	   refused one; a download slower than 1 KB/s for [global]
  *	   timeout seconds, or longer than timeout + max_message_size /
- *	   128 KB seconds, defers the round), loop guard, state
- *	   "injecting", injection (state "data_sent" just before the end
- *	   of the data), state "injected", the after-action (read: PATCH
- *	   isRead; move:FOLDER; delete), then "done";
+ *	   128 KB seconds, defers the round), loop guard, injection
+ *	   (state "data_sent", with fsync, just before the end of the
+ *	   data), state "injected" (no fsync), the after-action (read:
+ *	   PATCH isRead; move:FOLDER; delete), then "done" (with the next
+ *	   write); fetchstate.c says which write is needed and why;
  *	   a permanent MTA refusal (5xx) records "rejected", moves the
  *	   message to reject_folder (or marks it read and flagged), logs
  *	   the reason and never retries it;
  *	7. the deltaLink is saved only when every message of the round
- *	   was handed to the MTA and processed.
+ *	   was handed to the MTA and processed; the state is written with
+ *	   fsync once at the end of every round.
  *
  *	Injected messages carry two trace header fields:
  *	  Received: from HOST (Microsoft Graph mailbox MB folder F) by

@@ -4,11 +4,73 @@
  * SUMMARY
  *	durable per-source state of m365-fetch (exactly once into the MTA)
  * DESCRIPTION
- *	See fetchstate.h.  The whole state is one small JSON document that
- *	is rewritten atomically on every transition; with a bounded done
- *	list and only the messages of the current round pending it stays
- *	a few kilobytes, so the rewrite (and its fsync) is cheap next to
- *	the SMTP transaction it protects.
+ *	See fetchstate.h.  The whole state is one small JSON document,
+ *	always rewritten whole; with a bounded done list and only the
+ *	messages of the current round pending it stays small.  What costs
+ *	is the fsync, so the state is written only at the transitions the
+ *	exactly-once design needs (m365-fetch(8) "Exactly once"), and
+ *	fsync()ed only where a power loss must not take the record.
+ *	fetch.c follows this table:
+ *
+ *	  data_sent  DURABLE, just before the end of the data (or before
+ *	             sendmail starts).  From here on the MTA may have the
+ *	             message, and a restart must know it: it injects again
+ *	             with the duplicate warning (or reads the sendmail
+ *	             outcome record) instead of silently.  The record must
+ *	             be on disk before the "." leaves, so neither of its
+ *	             two fsyncs can wait for a later write.
+ *	  injected   VISIBLE, after the MTA's 250 (sendmail's exit 0), before
+ *	             the after-action: a restart after a kill -9 then only
+ *	             repeats the after-action instead of injecting again.
+ *	             A power loss may take it; the restart then finds the
+ *	             durable data_sent and injects again with the warning.
+ *	  rejected   VISIBLE, before the reject action, for the same
+ *	             reason (and the "rejected" counter).
+ *	  done       not written on its own: the completed after-action
+ *	             rides along with the next write (the next message's
+ *	             data_sent, or the end of the round).  A restart that
+ *	             finds "injected" repeats the after-action, which is
+ *	             idempotent (marked read again; a move or delete of a
+ *	             message that is gone is a 404, which counts as done).
+ *	  injecting  not written.  A message whose end of data was never
+ *	             sent left nothing at the MTA, is still unread in its
+ *	             folder, and the deltaLink has not moved past it (it
+ *	             moves only at the end of a round with nothing pending
+ *	             or deferred): the next round finds and injects it,
+ *	             which is all a recorded "injecting" led to.
+ *	  the round  DURABLE, once at its end: the deltaLink, folder ids,
+ *	             counters, offline bookkeeping, last_error and the done
+ *	             of the last message.  Rare changes during a round (a
+ *	             folder resolved, a deltaLink dropped for a resync, an
+ *	             entry dropped after a refusal, offline) are written
+ *	             VISIBLE when they happen.
+ *
+ *	So a message costs one durable and one visible write: two fsyncs
+ *	and two renames; a round two more fsyncs.  The directory is made
+ *	and opened once per round (fetchstate_open()), not per write.
+ *
+ *	DURABLE replaces NAME.json: temporary file, fsync, rename, fsync
+ *	of the directory.  The file's fsync comes first because a rename
+ *	that reaches the disk before the data can leave an empty NAME.json
+ *	after a power loss (XFS; ext4 without auto_da_alloc); the directory's
+ *	fsync makes the rename itself durable before the end of the data.
+ *	VISIBLE replaces NAME.json.next the same way without any fsync.
+ *	A kill -9 loses nothing written either way (the page cache belongs
+ *	to the kernel); what a power loss does to a visible write (the new
+ *	file lost, or empty, or the old one kept) never touches NAME.json.
+ *	Every durable write carries a new random "gen"; a visible write
+ *	carries the "gen" of the durable write it follows, and
+ *	fetchstate_load() takes NAME.json.next only when its "gen" is that
+ *	of NAME.json.  A leftover of an earlier generation, an empty or
+ *	damaged file, or one without NAME.json is ignored.
+ *
+ *	What each failure may cost: a kill -9 nothing (exactly once as
+ *	before, with the one ambiguous window between the end of the data
+ *	and the MTA's reply).  A power loss (or kernel crash) keeps every
+ *	durable write and may take the visible ones after the last of
+ *	them: the one message whose data_sent is the newest durable record
+ *	may be injected a second time, always with the warning, never
+ *	silently; no message is lost.
  *
  *	The files are made, locked and written by statefile.c.  Source
  *	names that could leave the sources directory ('/' anywhere, a
@@ -20,6 +82,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cJSON.h>
 
@@ -29,6 +93,8 @@
 #include "util.h"
 
 #define FETCHSTATE_FILE_MAX	(8UL * 1024 * 1024)
+#define FETCHSTATE_JSON		".json"
+#define FETCHSTATE_NEXT		".json.next"
 
 static const char *const fetchstate_names[] = {
     "injecting", "data_sent", "injected", "rejected",
@@ -100,6 +166,19 @@ static int fetchstate_pstate_parse(const char *name)
     return (-1);
 }
 
+/* fetchstate_gen_get - "gen" of a document, or "" when absent or odd */
+
+static void fetchstate_gen_get(const cJSON *root, char *gen)
+{
+    char   *value = json_get_str(root, "gen");
+
+    gen[0] = 0;
+    if (value && strlen(value) == FETCHSTATE_GEN_LEN
+	&& strspn(value, "0123456789abcdef") == FETCHSTATE_GEN_LEN)
+	memcpy(gen, value, FETCHSTATE_GEN_LEN + 1);
+    free(value);
+}
+
 /*
  * fetchstate_from_json - a parsed document into st (which is
  * overwritten).  An unknown pending state is read as data_sent: the
@@ -113,6 +192,7 @@ static void fetchstate_from_json(const cJSON *root, struct fetchstate *st)
     int     s;
 
     memset(st, 0, sizeof(*st));
+    fetchstate_gen_get(root, st->gen);
     st->folder = json_get_str(root, "folder");
     st->folder_id = json_get_str(root, "folder_id");
     st->delta_link = json_get_str(root, "delta_link");
@@ -175,9 +255,9 @@ int     fetchstate_parse(const char *json, size_t len, struct fetchstate *st,
     return (0);
 }
 
-/* fetchstate_format - the JSON document; free() it */
+/* fetchstate_text - the JSON document with this "gen"; free() it */
 
-char   *fetchstate_format(const struct fetchstate *st)
+static char *fetchstate_text(const struct fetchstate *st, const char *gen)
 {
     cJSON  *root, *obj, *item;
     char   *text;
@@ -185,6 +265,8 @@ char   *fetchstate_format(const struct fetchstate *st)
 
     if ((root = cJSON_CreateObject()) == NULL)
 	return (NULL);
+    if (*gen)
+	cJSON_AddStringToObject(root, "gen", gen);
     (void) json_add_str(root, "folder", st->folder);
     (void) json_add_str(root, "folder_id", st->folder_id);
     (void) json_add_str(root, "delta_link", st->delta_link);
@@ -220,21 +302,54 @@ char   *fetchstate_format(const struct fetchstate *st)
     return (text);
 }
 
-/* fetchstate_load - read a source's state; missing file = empty state */
+/* fetchstate_format - the JSON document; free() it */
 
-int     fetchstate_load(const struct conf *conf, const char *source,
-			        struct fetchstate *st, char *err, size_t errlen)
+char   *fetchstate_format(const struct fetchstate *st)
 {
-    char    path[PATH_MAX];
+    return (fetchstate_text(st, st->gen));
+}
+
+/*
+ * fetchstate_read - state_dir/sources/SOURCE plus suffix into st (path:
+ * PATH_MAX bytes, for messages).  1 read, 0 missing (st empty), -2 not
+ * a JSON object, -1 with err set.
+ */
+static int fetchstate_read(const struct conf *conf, const char *source,
+			           const char *suffix, char *path,
+			           struct fetchstate *st,
+			           char *err, size_t errlen)
+{
     cJSON  *root;
     int     rc;
 
     memset(st, 0, sizeof(*st));
-    if (statefile_path_err(conf, STATEFILE_SOURCES, source, ".json", path,
-			   sizeof(path), err, errlen) < 0)
+    if (statefile_path_err(conf, STATEFILE_SOURCES, source, suffix, path,
+			   PATH_MAX, err, errlen) < 0)
 	return (-1);
     rc = json_file_load(path, "state file", FETCHSTATE_FILE_MAX, 0, &root,
 			err, errlen);
+    if (rc == 1) {
+	fetchstate_from_json(root, st);
+	cJSON_Delete(root);
+    }
+    return (rc);
+}
+
+/*
+ * fetchstate_load - read a source's state; missing file = empty state.
+ * NAME.json.next replaces what NAME.json holds when it continues it
+ * (the same gen); missing, empty, damaged or of another generation it
+ * is ignored (see the top of this file).
+ */
+int     fetchstate_load(const struct conf *conf, const char *source,
+			        struct fetchstate *st, char *err, size_t errlen)
+{
+    struct fetchstate next;
+    char    path[PATH_MAX];
+    int     rc;
+
+    rc = fetchstate_read(conf, source, FETCHSTATE_JSON, path, st, err,
+			 errlen);
     if (rc == -2)
 	snprintf(err, errlen, "state file %s is damaged (not a JSON "
 		 "object): move it away; the next round then resynchronizes "
@@ -242,34 +357,137 @@ int     fetchstate_load(const struct conf *conf, const char *source,
 		 "still in the folder (move, delete) are fetched", path);
     if (rc <= 0)
 	return (rc == 0 ? 0 : -1);
-    fetchstate_from_json(root, st);
-    cJSON_Delete(root);
+    if (st->gen[0] == 0)
+	return (0);
+    rc = fetchstate_read(conf, source, FETCHSTATE_NEXT, path, &next, err,
+			 errlen);
+    if (rc == -1) {
+	fetchstate_clear(st);
+	return (-1);
+    }
+    if (rc == 1 && strcmp(next.gen, st->gen) == 0) {
+	fetchstate_clear(st);
+	*st = next;
+    } else
+	fetchstate_clear(&next);
     return (0);
 }
 
 /*
- * fetchstate_save - write a source's state atomically, mode 0600,
- * relative to the opened sources directory (statefile_write()).
+ * fetchstate_open - open (make) state_dir/sources once for the writes of
+ * a round; the name is checked here, for the longest suffix.
+ */
+int     fetchstate_open(const struct conf *conf, const char *source,
+			        struct fetchstate_file *f,
+			        char *err, size_t errlen)
+{
+    char    path[PATH_MAX];
+
+    memset(f, 0, sizeof(*f));
+    f->dirfd = -1;
+    if (statefile_path_err(conf, STATEFILE_SOURCES, source, FETCHSTATE_NEXT,
+			   path, sizeof(path), err, errlen) < 0)
+	return (-1);
+    if ((f->dirfd = statefile_dir(conf, STATEFILE_SOURCES, 0, err,
+				  errlen)) < 0)
+	return (-1);
+    f->conf = conf;
+    f->source = xstrdup(source);
+    f->next = 1;			/* a killed round may have left one */
+    return (0);
+}
+
+/* fetchstate_gen_new - the generation of a durable write */
+
+static void fetchstate_gen_new(char *gen)
+{
+    static unsigned long count;
+
+    if (random_hex(gen, FETCHSTATE_GEN_LEN / 2) == 0)
+	return;
+    /* Unique is enough (it is no secret): time, process, a counter. */
+    snprintf(gen, FETCHSTATE_GEN_LEN + 1, "%08lx%04lx%04lx",
+	     (unsigned long) time(NULL) & 0xffffffffUL,
+	     (unsigned long) getpid() & 0xffffUL, ++count & 0xffffUL);
+}
+
+/*
+ * fetchstate_write - write st: FETCHSTATE_DURABLE replaces NAME.json
+ * (fsync of the file and the directory) under a new st->gen,
+ * FETCHSTATE_VISIBLE replaces NAME.json.next without fsync.  A state
+ * that no durable write carries yet (no gen) is written durably.
+ */
+int     fetchstate_write(struct fetchstate_file *f, struct fetchstate *st,
+			         int how, char *err, size_t errlen)
+{
+    char    gen[FETCHSTATE_GEN_LEN + 1];
+    char   *text;
+    int     rc;
+
+    if (st->gen[0] == 0)
+	how = FETCHSTATE_DURABLE;
+    if (how == FETCHSTATE_DURABLE)
+	fetchstate_gen_new(gen);
+    else
+	memcpy(gen, st->gen, sizeof(gen));
+    if ((text = fetchstate_text(st, gen)) == NULL) {
+	snprintf(err, errlen, "cannot format the state of source %s (out "
+		 "of memory)", f->source);
+	return (-1);
+    }
+    rc = statefile_write_at(f->conf, STATEFILE_SOURCES, f->dirfd, f->source,
+			    how == FETCHSTATE_DURABLE ? FETCHSTATE_JSON :
+			    FETCHSTATE_NEXT, text, strlen(text),
+			    how == FETCHSTATE_DURABLE ? 0 : STATEFILE_NOSYNC,
+			    err, errlen);
+    free(text);
+    if (rc < 0)
+	return (-1);
+    if ((f->last_durable = (how == FETCHSTATE_DURABLE)) != 0) {
+	memcpy(st->gen, gen, sizeof(st->gen));
+	f->durable++;
+    } else {
+	f->next = 1;
+	f->visible++;
+    }
+    return (0);
+}
+
+/*
+ * fetchstate_close - close the directory; when the last write was
+ * durable, NAME.json.next is stale: remove it (only tidiness, the "gen"
+ * already makes a restart ignore it).
+ */
+void    fetchstate_close(struct fetchstate_file *f)
+{
+    char    err[300];
+
+    if (f->dirfd >= 0 && f->next && f->last_durable)
+	(void) statefile_remove(f->conf, STATEFILE_SOURCES, f->source,
+				FETCHSTATE_NEXT, err, sizeof(err));
+    if (f->dirfd >= 0)
+	close(f->dirfd);
+    free(f->source);
+    memset(f, 0, sizeof(*f));
+    f->dirfd = -1;
+}
+
+/*
+ * fetchstate_save - write a source's state durably (one write of its
+ * own, see fetchstate_write()); a NAME.json.next is then stale.
  */
 int     fetchstate_save(const struct conf *conf, const char *source,
 			        const struct fetchstate *st, char *err,
 			        size_t errlen)
 {
-    char    path[PATH_MAX];
-    char   *text;
+    struct fetchstate_file f;
+    struct fetchstate copy = *st;	/* only its gen changes */
     int     rc;
 
-    if (statefile_path_err(conf, STATEFILE_SOURCES, source, ".json", path,
-			   sizeof(path), err, errlen) < 0)
+    if (fetchstate_open(conf, source, &f, err, errlen) < 0)
 	return (-1);
-    if ((text = fetchstate_format(st)) == NULL) {
-	snprintf(err, errlen, "cannot format the state of source %s (out "
-		 "of memory)", source);
-	return (-1);
-    }
-    rc = statefile_write(conf, STATEFILE_SOURCES, source, ".json", text,
-			 strlen(text), err, errlen);
-    free(text);
+    rc = fetchstate_write(&f, &copy, FETCHSTATE_DURABLE, err, errlen);
+    fetchstate_close(&f);
     return (rc);
 }
 

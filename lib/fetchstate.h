@@ -8,9 +8,12 @@
  * DESCRIPTION
  *	One JSON file per [source NAME], state_dir/sources/NAME.json, mode
  *	0600 (owned by conf->user when written by root), written atomically
- *	(temp file, fsync, rename, fsync of the directory):
+ *	(temp file, fsync, rename, fsync of the directory), and, during a
+ *	round, NAME.json.next (the same document written without fsync;
+ *	see fetchstate.c for which transition goes where, and why):
  *
- *	  {"folder": "inbox", "folder_id": "...", "delta_link": "...",
+ *	  {"gen": "3f9a0c2e7b1d4a65",
+ *	   "folder": "inbox", "folder_id": "...", "delta_link": "...",
  *	   "pending": {"<graph id>": {"imid": "...", "state": "injected",
  *	               "mta_reply": "250 ...", "at": 1700000000}},
  *	   "done": ["<graph id>", ...],
@@ -21,7 +24,9 @@
  *	   "rejected": 0}
  *
  *	A message moves through the pending states
- *	  injecting  recorded before the SMTP transaction (or sendmail) starts;
+ *	  injecting  before the SMTP transaction (or sendmail) starts;
+ *	             no longer written (fetchstate.c says why), still read
+ *	             from files of older versions;
  *	  data_sent  recorded just before the end of the data (SMTP ".",
  *	             sendmail's stdin closed): from here on the MTA may
  *	             have the message;
@@ -37,11 +42,25 @@
  *	any point): injecting -> inject again (the MTA never saw the end
  *	of the data, so it has nothing); data_sent -> inject again and log
  *	that it may be a duplicate (the only ambiguous window: between the
- *	final "." and the MTA's reply); injected -> only the after-action;
+ *	final "." and the MTA's reply; after a power loss it reaches to
+ *	the next durable write); injected -> only the after-action;
  *	rejected -> only the reject action.
  *
  *	fetchstate_load() on a missing file gives an empty state and
- *	returns 0.  fetchstate_lock() takes a non-blocking exclusive
+ *	returns 0; it takes NAME.json.next instead of NAME.json when that
+ *	continues NAME.json (the same "gen": a round that was killed).
+ *
+ *	A round writes through fetchstate_open() (the sources directory,
+ *	made and opened once), fetchstate_write() and fetchstate_close().
+ *	FETCHSTATE_DURABLE replaces NAME.json with a new "gen" and survives
+ *	a power loss (two fsyncs); FETCHSTATE_VISIBLE replaces
+ *	NAME.json.next and survives the process (kill -9), not a power
+ *	loss (no fsync); a state without a durable "gen" yet is written
+ *	durably either way.  fetchstate_close() removes a NAME.json.next
+ *	that a later durable write made stale.  fetchstate_save() is one
+ *	durable write with its own open and close.
+ *
+ *	fetchstate_lock() takes a non-blocking exclusive
  *	flock() on state_dir/sources/NAME.lock so that two m365-fetch
  *	processes (a daemon and a timer run) never work on one source.
  * DIAGNOSTICS
@@ -58,6 +77,7 @@
 #include "conf.h"
 
 #define FETCHSTATE_DONE_MAX	512	/* Graph ids kept for resync dedup */
+#define FETCHSTATE_GEN_LEN	16	/* hex digits of a generation */
 
 enum fetchstate_pstate {
     FETCHSTATE_INJECTING = 0,
@@ -87,6 +107,7 @@ struct fetchstate_folder {
 };
 
 struct fetchstate {
+    char    gen[FETCHSTATE_GEN_LEN + 1];/* of NAME.json read or written */
     char   *folder;			/* folder setting folder_id belongs to */
     char   *folder_id;
     char   *delta_link;			/* next round starts here, or NULL */
@@ -107,6 +128,27 @@ struct fetchstate {
     long    injected;			/* messages handed to the MTA, ever */
     long    rejected;			/* refused by the MTA or loop-skipped */
 };
+
+/* A source's state files, open for one round. */
+struct fetchstate_file {
+    const struct conf *conf;
+    char   *source;
+    int     dirfd;			/* state_dir/sources */
+    int     next;			/* NAME.json.next may exist */
+    int     last_durable;		/* the last write was durable */
+    long    durable;			/* writes with fsync (file, directory) */
+    long    visible;			/* writes without fsync */
+};
+
+#define FETCHSTATE_VISIBLE	0	/* survives kill -9: NAME.json.next */
+#define FETCHSTATE_DURABLE	1	/* survives power loss: NAME.json */
+
+extern int fetchstate_open(const struct conf *, const char *source,
+			           struct fetchstate_file *,
+			           char *err, size_t errlen);
+extern int fetchstate_write(struct fetchstate_file *, struct fetchstate *,
+			            int how, char *err, size_t errlen);
+extern void fetchstate_close(struct fetchstate_file *);
 
 extern int fetchstate_path(const struct conf *, const char *source,
 			           const char *suffix, char *buf, size_t len);

@@ -232,6 +232,34 @@ int     statefile_write(const struct conf *conf, enum statefile_kind kind,
 }
 
 /*
+ * statefile_write_at - statefile_write() into dirfd, the KIND directory
+ * statefile_dir() opened: no new walk, no mkdir, for a program that
+ * rewrites one file many times.  With STATEFILE_NOSYNC nothing is
+ * fsync()ed: the new file survives the process (kill -9), a power loss
+ * may leave the old file or an empty one.
+ */
+int     statefile_write_at(const struct conf *conf, enum statefile_kind kind,
+			           int dirfd, const char *name,
+			           const char *suffix, const void *data,
+			           size_t len, int flags,
+			           char *err, size_t errlen)
+{
+    char    path[PATH_MAX];
+    char    file[NAME_MAX + 1];
+    uid_t   uid;
+    gid_t   gid;
+
+    if (statefile_path_err(conf, kind, name, suffix, path, sizeof(path),
+			   err, errlen) < 0)
+	return (-1);
+    snprintf(file, sizeof(file), "%s%s", name, suffix ? suffix : "");
+    statefile_owner(conf, kind, &uid, &gid);
+    return (file_replace_at(dirfd, file, path, data, len, 0600, uid, gid,
+			    (flags & STATEFILE_NOSYNC) ? FILE_NOSYNC : 0,
+			    err, errlen));
+}
+
+/*
  * statefile_flock - flock(LOCK_EX) that waits at most max_wait seconds
  * (< 0: no limit, 0: not at all).  A bounded wait polls with LOCK_NB,
  * 10 ms at first, then up to 200 ms between tries.  0, -1 with errno,

@@ -34,7 +34,10 @@
  *
  *	statefile_write() replaces a file atomically (temporary file,
  *	fsync, rename, fsync of the directory; mode 0600, the user's when
- *	root writes).  statefile_lock() opens (creates) a lock file with
+ *	root writes).  statefile_write_at() does it in a directory that
+ *	statefile_dir() opened (once, for many writes); with
+ *	STATEFILE_NOSYNC without fsync (kill -9 safe, not power-loss
+ *	safe).  statefile_lock() opens (creates) a lock file with
  *	file_open_owned() (no symbolic link, one link only, owner root or
  *	the user, given to the user) and flock()s it exclusively, waiting
  *	at most max_wait seconds (0: not at all, < 0: no limit).
@@ -69,6 +72,7 @@ enum statefile_kind {
 };
 
 #define STATEFILE_EXISTING	(1<<0)	/* statefile_dir(): do not create */
+#define STATEFILE_NOSYNC	(1<<1)	/* statefile_write_at(): no fsync */
 
 extern int statefile_name_ok(const char *name);
 extern int statefile_path(const struct conf *, enum statefile_kind,
@@ -86,6 +90,11 @@ extern int statefile_write(const struct conf *, enum statefile_kind,
 			           const char *name, const char *suffix,
 			           const void *data, size_t len,
 			           char *err, size_t errlen);
+extern int statefile_write_at(const struct conf *, enum statefile_kind,
+			              int dirfd, const char *name,
+			              const char *suffix, const void *data,
+			              size_t len, int flags,
+			              char *err, size_t errlen);
 extern int statefile_lock(const struct conf *, enum statefile_kind,
 			          const char *name, const char *suffix,
 			          double max_wait, char *err, size_t errlen);

@@ -644,6 +644,21 @@ int     file_write_at(int dirfd, const char *name, const char *path,
 		              uid_t owner, gid_t group,
 		              char *err, size_t errlen)
 {
+    return (file_replace_at(dirfd, name, path, data, len, mode, owner, group,
+			    0, err, errlen));
+}
+
+/*
+ * file_replace_at - file_write_at(); with FILE_NOSYNC neither the file
+ * nor the directory is fsync()ed: the new file survives the process
+ * (a kill -9), not necessarily a power loss, which may leave the old
+ * file or an empty one under NAME.
+ */
+int     file_replace_at(int dirfd, const char *name, const char *path,
+			        const void *data, size_t len, mode_t mode,
+			        uid_t owner, gid_t group, int flags,
+			        char *err, size_t errlen)
+{
     char    tmp[PATH_MAX];
     char    tmpname[NAME_MAX + 1];
     int     fd;
@@ -674,7 +689,7 @@ int     file_write_at(int dirfd, const char *name, const char *path,
 	snprintf(err, errlen, "cannot chown %s: %s", tmp, strerror(errno));
 	goto fail;
     }
-    if (fsync(fd) < 0) {
+    if (!(flags & FILE_NOSYNC) && fsync(fd) < 0) {
 	snprintf(err, errlen, "cannot fsync %s: %s", tmp, strerror(errno));
 	goto fail;
     }
@@ -689,7 +704,8 @@ int     file_write_at(int dirfd, const char *name, const char *path,
 		 strerror(errno));
 	goto fail;
     }
-    (void) fsync(dirfd);
+    if (!(flags & FILE_NOSYNC))
+	(void) fsync(dirfd);
     return (0);
 
 fail:

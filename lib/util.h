@@ -29,7 +29,9 @@
  *	symbolic link on the way only when no other user can have put it
  *	there.  file_write_at() writes a file atomically relative to a
  *	directory descriptor; file_write_atomic() does it for a path whose
- *	directory dir_open_path() opened.
+ *	directory dir_open_path() opened.  file_replace_at() with
+ *	FILE_NOSYNC does it without fsync (kill -9 safe, not power-loss
+ *	safe).
  *
  *	Functions that can fail for reasons a user can fix take an error
  *	buffer (err, errlen) and fill it with a complete sentence naming
@@ -53,6 +55,7 @@ extern void util_nodump(void);		/* no core file, no ptrace */
 #define FILE_DEVICE_OK	(1<<2)		/* root's device (/dev/null) is ok */
 #define FILE_FOLLOW	(1<<3)		/* a symbolic link is followed */
 #define FILE_MKDIR	(1<<4)		/* dir_open_path(): create, mode */
+#define FILE_NOSYNC	(1<<5)		/* file_replace_at(): no fsync */
 
 extern void file_set_service_user(const char *user);	/* [global] user */
 extern int file_service_ids(uid_t *uid, gid_t *gid);	/* -1: none */
@@ -80,6 +83,10 @@ extern int file_write_at(int dirfd, const char *name, const char *path,
 			         const void *data, size_t len, mode_t mode,
 			         uid_t owner, gid_t group,
 			         char *err, size_t errlen);
+extern int file_replace_at(int dirfd, const char *name, const char *path,
+			           const void *data, size_t len, mode_t mode,
+			           uid_t owner, gid_t group, int flags,
+			           char *err, size_t errlen);
 extern int file_write_all(int fd, const void *buf, size_t len);
 extern int file_write_atomic(const char *path, const void *data, size_t len,
 		             mode_t mode, uid_t owner, gid_t group,

@@ -32,7 +32,7 @@ PACKAGES="autoconf automake libtool pkg-config make gcc libmilter-dev
 libcurl4-openssl-dev libcjson-dev libssl-dev postfix swaks miltertest
 python3 openssl curl ca-certificates iproute2 util-linux m4 libwrap0
 python3-dkim dpkg-dev debhelper lintian adduser procps systemd
-systemd-container"
+systemd-container strace"
 
 TOTAL_PASS=0 TOTAL_FAIL=0 PROBLEMS=""
 

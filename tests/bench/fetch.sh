@@ -18,11 +18,17 @@
 #   CPU s          user + system CPU time of m365-fetch
 #   Postfix        seconds until Postfix had delivered everything to the
 #                  Maildir (after the round ended)
+#   CPU/message    that CPU time divided by the messages
 # and checks that every message arrived exactly once and ended read.
 #
 # Settings (environment): BENCH_N (2000), BENCH_PAGE (page_size, 50),
 # BENCH_PORT (a free loopback port, 2725), KEEP_TMP=1 keeps the work
-# directory.
+# directory.  BENCH_SIZE=BYTES gives every message that size instead of
+# the mix (10240 for the "CPU per 10 KB message" figure).  BENCH_STRACE=1
+# runs m365-fetch under "strace -f -c" and adds the state-file system
+# calls per message (fsync, fdatasync, rename, mkdir, openat); strace
+# slows the process down, so take CPU and messages/min from a run
+# without it.
 
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 . "$top_srcdir/tests/lib.sh"
@@ -62,9 +68,15 @@ n_small=$((N / 2))
 n_50k=$((N * 35 / 100))
 n_200k=$((N / 8))
 n_1m=$((N - 1 - n_small - n_50k - n_200k))
-echo "# filling bob's inbox: $n_small x 5 KB, $n_50k x 50 KB, $n_200k x 200 KB, $n_1m x 1 MB, 1 x 30 MB"
 t0=$(date +%s.%N)
-for spec in "5120 $n_small" "51200 $n_50k" "31457280 1" "204800 $n_200k" "1048576 $n_1m"; do
+specs=("5120 $n_small" "51200 $n_50k" "31457280 1" "204800 $n_200k" "1048576 $n_1m")
+if [ -n "${BENCH_SIZE:-}" ]; then
+    echo "# every message $BENCH_SIZE bytes (BENCH_SIZE)"
+    specs=("$BENCH_SIZE $N")
+else
+    echo "# filling bob's inbox: $n_small x 5 KB, $n_50k x 50 KB, $n_200k x 200 KB, $n_1m x 1 MB, 1 x 30 MB"
+fi
+for spec in "${specs[@]}"; do
     set -- $spec
     emu_gen_messages bob@contoso.test "$1" "$2" >/dev/null ||
 	bench_die "the emulator could not generate $2 messages of $1 bytes"
@@ -80,7 +92,12 @@ printf '# mailbox ready: %d messages, %.1f MB, in %.1f s\n' "$COUNT" \
 rounds=0 wall=0 cpu=0 peak=0
 while :; do
     rounds=$((rounds + 1))
+    strace=()
+    [ -n "${BENCH_STRACE:-}" ] &&
+	strace=(strace -f -c -o "$T/strace.$rounds" -e
+	    trace=fsync,fdatasync,rename,renameat,renameat2,mkdir,mkdirat,openat)
     /usr/bin/time -o "$T/time.$rounds" -f '%e %M %U %S' \
+	"${strace[@]}" \
 	setpriv --reuid="$RUSER" --regid="$(id -g "$RUSER")" --init-groups \
 	"$FETCH" -c "$CONF" --once bench >"$T/fetch.$rounds.out" 2>&1
     rc=$?
@@ -113,17 +130,30 @@ BIG_OK=$(find "$MD/new" "$MD/cur" -type f -size +30000k 2>/dev/null | wc -l)
 SENT=$(grep -c 'status=sent' "$T/relay.log")
 
 echo
-echo "m365-fetch benchmark: $N messages ($(echo "$TOTAL_BYTES / 1048576" | bc -l | xargs printf '%.1f') MB, one of 30 MB), page_size $PAGE"
+mix="one of 30 MB"
+[ -n "${BENCH_SIZE:-}" ] && mix="each $BENCH_SIZE bytes"
+echo "m365-fetch benchmark: $N messages ($(echo "$TOTAL_BYTES / 1048576" | bc -l | xargs printf '%.1f') MB, $mix), page_size $PAGE"
 printf '  rounds             %d\n' "$rounds"
 printf '  wall time          %.1f s\n' "$wall"
 printf '  messages/min       %.0f\n' "$(echo "$N * 60 / $wall" | bc -l)"
 printf '  MB/s               %.1f\n' "$(echo "$TOTAL_BYTES / 1048576 / $wall" | bc -l)"
 printf '  peak RSS           %d KB\n' "$peak"
-printf '  CPU                %.1f s (user + system)\n' "$cpu"
+printf '  CPU                %.2f s (user + system)\n' "$cpu"
+printf '  CPU/message        %.2f ms\n' "$(echo "$cpu * 1000 / $N" | bc -l)"
+if [ -n "${BENCH_STRACE:-}" ]; then
+    # strace -c: % time, seconds, usecs/call, calls, [errors,] syscall
+    for sc in fsync fdatasync rename renameat renameat2 mkdir mkdirat openat; do
+	c=$(awk -v sc="$sc" '$NF == sc { n += $4 } END { print n + 0 }' \
+	    "$T"/strace.*)
+	[ "$c" = 0 ] && continue
+	printf '  %-18s %d calls, %.2f per message\n' "$sc" "$c" "$(echo "$c / $N" | bc -l)"
+    done
+fi
 printf '  Postfix drained    %.1f s after the round\n' "$(echo "$t_md - $t_end" | bc -l)"
 printf '  log status=sent    %d\n' "$SENT"
 printf '  in the Maildir     %d (duplicates: %d; 30 MB message: %d)\n' "$DELIVERED" "$DUPS" "$BIG_OK"
 printf '  left unread        %d\n' "$UNREAD"
+[ -n "${BENCH_SIZE:-}" ] && BIG_OK=1		# no 30 MB message in this run
 if [ "$DELIVERED" = "$N" ] && [ "$DUPS" = 0 ] && [ "$UNREAD" = 0 ] && [ "$BIG_OK" = 1 ]; then
     echo "  result             every message arrived exactly once and ended read"
 else

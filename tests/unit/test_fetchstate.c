@@ -256,6 +256,162 @@ static void test_damaged_and_names(void)
     T_EQ_INT(fetchstate_path(&conf, "a/b", ".json", path, sizeof(path)), -1);
 }
 
+/* put_file - write text to path (a stand-in for what a crash left) */
+
+static void put_file(const char *path, const char *text)
+{
+    int     fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+    T_OK(fd >= 0);
+    if (fd < 0)
+	return;
+    T_EQ_INT(write(fd, text, strlen(text)), (long) strlen(text));
+    close(fd);
+}
+
+/* load_state - fetchstate_load() of source "round" into *st; its id's state */
+
+static int load_state(struct fetchstate *st, const char *id)
+{
+    struct fetchstate_pending *p;
+    char    err[600];
+
+    T_EQ_INT(fetchstate_load(&conf, "round", st, err, sizeof(err)), 0);
+    p = fetchstate_pending_find(st, id);
+    return (p ? (int) p->state : -1);
+}
+
+/*
+ * test_write_round - the writes of a round as fetch.c makes them: per
+ * message data_sent durable (NAME.json, a new gen), injected visible
+ * (NAME.json.next, same gen), done carried by the next write, one
+ * durable write at the end.  A kill -9 keeps the visible write; what a
+ * power loss may leave of it (nothing, an empty or a damaged file, an
+ * older generation) falls back to the durable data_sent.
+ */
+static void test_write_round(void)
+{
+    struct fetchstate_file f;
+    struct fetchstate st, back;
+    struct stat sb;
+    char    err[600], json[512], next[512], old[520], id[16];
+    char    gen[FETCHSTATE_GEN_LEN + 1];
+    int     i;
+
+    memset(&st, 0, sizeof(st));
+    T_EQ_INT(fetchstate_path(&conf, "round", ".json", json, sizeof(json)), 0);
+    T_EQ_INT(fetchstate_path(&conf, "round", ".json.next", next,
+			     sizeof(next)), 0);
+    snprintf(old, sizeof(old), "%s.old", next);
+    T_EQ_INT(fetchstate_open(&conf, "round", &f, err, sizeof(err)), 0);
+
+    /* No durable generation yet: even a visible write is durable. */
+    T_EQ_INT(fetchstate_write(&f, &st, FETCHSTATE_VISIBLE, err,
+			      sizeof(err)), 0);
+    T_EQ_INT(f.durable, 1);
+    T_EQ_INT(f.visible, 0);
+    T_EQ_INT(strlen(st.gen), FETCHSTATE_GEN_LEN);
+    T_EQ_INT(access(next, F_OK), -1);
+
+    for (i = 0; i < 3; i++) {
+	snprintf(id, sizeof(id), "M%d", i);
+	memcpy(gen, st.gen, sizeof(gen));
+	fetchstate_pending_set(&st, id, NULL, FETCHSTATE_DATA_SENT, NULL);
+	T_EQ_INT(fetchstate_write(&f, &st, FETCHSTATE_DURABLE, err,
+				  sizeof(err)), 0);
+	T_OK(strcmp(gen, st.gen) != 0);
+	fetchstate_pending_set(&st, id, NULL, FETCHSTATE_INJECTED, "250 ok");
+	T_EQ_INT(fetchstate_write(&f, &st, FETCHSTATE_VISIBLE, err,
+				  sizeof(err)), 0);
+	/* A kill -9 now: the restart only repeats the after-action. */
+	T_EQ_INT(load_state(&back, id), FETCHSTATE_INJECTED);
+	T_EQ_STR(back.gen, st.gen);
+	fetchstate_clear(&back);
+	fetchstate_finish(&st, id);
+    }
+    /* Two fsyncs per message: one durable write each. */
+    T_EQ_INT(f.durable, 1 + 3);
+    T_EQ_INT(f.visible, 3);
+    T_EQ_INT(stat(next, &sb), 0);
+    T_EQ_INT(sb.st_mode & 0777, 0600);
+
+    /* The finished messages rode along with the next durable write. */
+    T_EQ_INT(load_state(&back, "M2"), FETCHSTATE_INJECTED);
+    T_OK(fetchstate_done_has(&back, "M0") && fetchstate_done_has(&back, "M1"));
+    fetchstate_clear(&back);
+
+    /* A power loss took the visible write: data_sent (the warning). */
+    T_EQ_INT(rename(next, old), 0);
+    T_EQ_INT(load_state(&back, "M2"), FETCHSTATE_DATA_SENT);
+    T_EQ_INT(fetchstate_recovery(fetchstate_pending_find(&back, "M2")),
+	     FETCHSTATE_REDO_INJECT_DUP);
+    T_OK(fetchstate_done_has(&back, "M1"));
+    fetchstate_clear(&back);
+    put_file(next, "");				/* ... or left it empty */
+    T_EQ_INT(load_state(&back, "M2"), FETCHSTATE_DATA_SENT);
+    fetchstate_clear(&back);
+    put_file(next, "{\"gen\": \"");		/* ... or cut short */
+    T_EQ_INT(load_state(&back, "M2"), FETCHSTATE_DATA_SENT);
+    fetchstate_clear(&back);
+    T_EQ_INT(rename(old, next), 0);
+    T_EQ_INT(load_state(&back, "M2"), FETCHSTATE_INJECTED);
+    fetchstate_clear(&back);
+
+    /* The end of the round: durable; the stale .next is removed. */
+    T_EQ_INT(link(next, old), 0);
+    fetchstate_finish(&st, "M2");
+    T_EQ_INT(fetchstate_write(&f, &st, FETCHSTATE_DURABLE, err,
+			      sizeof(err)), 0);
+    fetchstate_close(&f);
+    T_EQ_INT(access(next, F_OK), -1);
+    T_EQ_INT(f.dirfd, -1);
+
+    /* A leftover of an earlier generation is ignored (not "injected"). */
+    T_EQ_INT(rename(old, next), 0);
+    T_EQ_INT(load_state(&back, "M2"), -1);
+    T_OK(fetchstate_done_has(&back, "M2"));
+    T_EQ_STR(back.gen, st.gen);
+    fetchstate_clear(&back);
+
+    /* Without NAME.json (moved away), NAME.json.next is ignored too. */
+    T_EQ_INT(unlink(json), 0);
+    T_EQ_INT(load_state(&back, "M2"), -1);
+    T_OK(back.gen[0] == 0 && back.ndone == 0);
+    fetchstate_clear(&back);
+
+    /* A file of an older version (no gen): the first write is durable. */
+    put_file(json, "{\"pending\": {\"X\": {\"state\": \"injecting\"}}}");
+    T_EQ_INT(load_state(&back, "X"), FETCHSTATE_INJECTING);
+    T_OK(back.gen[0] == 0);
+    T_EQ_INT(fetchstate_open(&conf, "round", &f, err, sizeof(err)), 0);
+    T_EQ_INT(fetchstate_write(&f, &back, FETCHSTATE_VISIBLE, err,
+			      sizeof(err)), 0);
+    T_EQ_INT(f.durable, 1);
+    T_EQ_INT(f.visible, 0);
+    fetchstate_close(&f);
+    fetchstate_clear(&back);
+
+    /* fetchstate_save() writes a new generation: a .next is then stale. */
+    T_EQ_INT(fetchstate_open(&conf, "round", &f, err, sizeof(err)), 0);
+    T_EQ_INT(fetchstate_write(&f, &st, FETCHSTATE_DURABLE, err,
+			      sizeof(err)), 0);
+    fetchstate_pending_set(&st, "Y", NULL, FETCHSTATE_INJECTED, NULL);
+    T_EQ_INT(fetchstate_write(&f, &st, FETCHSTATE_VISIBLE, err,
+			      sizeof(err)), 0);
+    fetchstate_close(&f);			/* the last write was visible */
+    T_EQ_INT(access(next, F_OK), 0);
+    fetchstate_pending_drop(&st, "Y");
+    T_EQ_INT(fetchstate_save(&conf, "round", &st, err, sizeof(err)), 0);
+    T_EQ_INT(load_state(&back, "Y"), -1);
+    fetchstate_clear(&back);
+    T_EQ_INT(access(next, F_OK), -1);
+
+    /* Names are checked before anything is opened. */
+    T_EQ_INT(fetchstate_open(&conf, "../x", &f, err, sizeof(err)), -1);
+    T_CONTAINS(err, "invalid source name");
+    fetchstate_clear(&st);
+}
+
 static void test_lock(void)
 {
     char    err[600];
@@ -340,6 +496,43 @@ static void test_root_links(void)
     T_EQ_INT(sb.st_uid, 0);
 }
 
+/*
+ * test_root_next - as root, NAME.json.next goes to the [global] user
+ * like NAME.json (skipped unless root)
+ */
+static void test_root_next(void)
+{
+    struct fetchstate_file f;
+    struct fetchstate st;
+    struct passwd *pw;
+    struct stat sb;
+    struct conf c = conf;
+    char    err[600], state[300], path[600];
+
+    if (geteuid() != 0 || (pw = getpwnam("nobody")) == NULL) {
+	printf("# test_root_next skipped: needs root and user nobody\n");
+	return;
+    }
+    memset(&st, 0, sizeof(st));
+    snprintf(state, sizeof(state), "%s/next-users", dir);
+    T_EQ_INT(mkdir(state, 0700), 0);
+    c.state_dir = state;
+    c.user = "nobody";
+    T_EQ_INT(fetchstate_open(&c, "src", &f, err, sizeof(err)), 0);
+    T_EQ_INT(fetchstate_write(&f, &st, FETCHSTATE_DURABLE, err,
+			      sizeof(err)), 0);
+    T_EQ_INT(fetchstate_write(&f, &st, FETCHSTATE_VISIBLE, err,
+			      sizeof(err)), 0);
+    fetchstate_close(&f);
+    T_EQ_INT(fetchstate_path(&c, "src", ".json.next", path, sizeof(path)), 0);
+    T_EQ_INT(lstat(path, &sb), 0);
+    T_EQ_INT(sb.st_uid, pw->pw_uid);
+    T_EQ_INT(sb.st_mode & 07777, 0600);
+    snprintf(path, sizeof(path), "%s/sources", state);
+    T_EQ_INT(stat(path, &sb), 0);
+    T_EQ_INT(sb.st_uid, pw->pw_uid);
+}
+
 static void test_offline(void)
 {
     struct fetchstate st;
@@ -379,8 +572,10 @@ int     main(void)
     T_RUN(test_recovery_decisions);
     T_RUN(test_damaged_and_names);
     T_RUN(test_lock);
+    T_RUN(test_write_round);
     T_RUN(test_offline);
     T_RUN(test_root_links);
+    T_RUN(test_root_next);
     teardown();
     return (T_DONE());
 }
