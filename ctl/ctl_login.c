@@ -761,10 +761,10 @@ static void ctl_login_large(const struct conf_account *acct,
 	       "then sign in again\n", acct->name, perm, acct->client_id,
 	       acct->name);
     else
-	printf("account %s: messages over 4 MB bounce (large_messages = "
-	       "auto and %s was not granted); to send them through a draft, "
-	       "set large_messages = yes in [account %s] and sign in "
-	       "again\n", acct->name, perm, acct->name);
+	printf("account %s: messages over 4 MB are deferred "
+	       "(large_messages = auto and %s was not granted); to send "
+	       "them through a draft, set large_messages = yes in [account "
+	       "%s] and sign in again\n", acct->name, perm, acct->name);
 }
 
 /* ctl_login_report - after the tokens are stored: who, which scopes */

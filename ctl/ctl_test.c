@@ -687,25 +687,19 @@ static void ctl_step_large(struct ctl_run *run)
     char    why[300];
     int     deleted, rc;
 
-    switch (draft_large(run->conf, acct, acct->auth == CONF_AUTH_DELEGATED ?
-			NULL : run->token, &perm, why, sizeof(why))) {
+    switch (draft_large(run->conf, acct, &perm, why, sizeof(why))) {
     case DRAFT_LARGE_NO:
 	ctl_step(run, "ok", "large", "off (large_messages = no): messages "
 		 "over %ld bytes bounce with 5.3.4", (long) GRAPH_MAX_MIME);
 	return;
     case DRAFT_LARGE_AUTO_OFF:
 	ctl_step(run, "warn", "large", "off: %s; messages over %ld bytes "
-		 "bounce with 5.3.4", why, (long) GRAPH_MAX_MIME);
-	if (acct->auth == CONF_AUTH_DELEGATED)
-	    ctl_remedy("to send them through a draft, set \"large_messages = "
-		       "yes\" in [account %s] and run m365ctl login %s (it "
-		       "asks for %s)", acct->name, acct->name, perm);
-	else
-	    ctl_remedy("to send them through a draft, add the Microsoft Graph "
-		       "application permission Mail.ReadWrite to app %s with "
-		       "admin consent (or set \"large_messages = yes\" in "
-		       "[account %s]); then m365ctl test %s --fresh",
-		       acct->client_id, acct->name, acct->name);
+		 "are deferred (4.7.1) until it is granted", why,
+		 (long) GRAPH_MAX_MIME);
+	ctl_remedy("to send them through a draft, set \"large_messages = "
+		   "yes\" in [account %s] and run m365ctl login %s (it asks "
+		   "for %s); to bounce them at once instead, set "
+		   "\"large_messages = no\"", acct->name, acct->name, perm);
 	return;
     case DRAFT_LARGE_UNGRANTED:
 	ctl_step(run, "FAIL", "large", "large_messages = yes, but %s: "

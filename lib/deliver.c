@@ -192,7 +192,7 @@ static int deliver_resolve(struct deliver_run *r)
 
     if (r->rec.state != LEDGER_SENDING && r->rec.state != LEDGER_AMBIGUOUS)
 	return (0);
-    rc = resolve_ambiguous(r->conf, r->http, r->acct, r->token, r->d->rcpts,
+    rc = resolve_ambiguous(r->conf, r->http, r->acct, &r->token, r->d->rcpts,
 			   r->d->nrcpts, r->d->queue_id, &r->rec, r->res);
     r->unresolved = (rc == RESOLVE_DEFER);
     return (rc);

@@ -506,7 +506,7 @@ static int draft_resolve(struct draft_run *r, struct ledger_rec *rec,
 	/* Gone, or no draft to ask: "it may take time" (resolve.h). */
 	if (draft_token(r, 0) < 0)
 	    return (-1);
-	st = resolve_ambiguous(r->conf, r->http, r->acct, r->token,
+	st = resolve_ambiguous(r->conf, r->http, r->acct, &r->token,
 			       r->d->rcpts, r->d->nrcpts, r->d->queue_id, rec,
 			       r->res);
 	r->unresolved = (st == RESOLVE_DEFER);
@@ -948,15 +948,15 @@ static int draft_send_it(struct draft_run *r)
 
 /*
  * draft_large - may the account send through drafts (see draft.h)?
- * token: the app-only access token (auto reads its roles), or NULL.
+ * An app-only account is never judged by its access token: Microsoft
+ * says clients must treat access tokens as opaque, so with yes or auto
+ * the draft is tried and a 403 defers with the remedy.
  */
 enum draft_large draft_large(const struct conf *conf,
 			             const struct conf_account *acct,
-			             const char *token, const char **perm_r,
-			             char *why, size_t len)
+			             const char **perm_r, char *why, size_t len)
 {
     struct tokstore ts;
-    struct strbuf roles;
     char    err[512];
     int     has = -1;
 
@@ -967,50 +967,36 @@ enum draft_large draft_large(const struct conf *conf,
 	snprintf(why, len, "large_messages = no");
 	return (DRAFT_LARGE_NO);
     }
-    if (acct->auth != CONF_AUTH_DELEGATED) {
-	if (acct->large_messages == CONF_LARGE_YES)
-	    return (DRAFT_LARGE_ON);
-	has = token ? oauth_token_roles(token, "Mail.ReadWrite", &roles) : -1;
-	if (token)
-	    strbuf_free(&roles);
-	if (has > 0)
-	    return (DRAFT_LARGE_ON);
-	snprintf(why, len, "large_messages = auto, and %s", has < 0 ?
-		 "the access token does not show the app's permissions "
-		 "(it is no JWT)" : "the access token lacks the application "
-		 "permission Mail.ReadWrite");
-	return (DRAFT_LARGE_AUTO_OFF);
-    }
+    if (acct->auth != CONF_AUTH_DELEGATED)
+	return (DRAFT_LARGE_ON);
     memset(&ts, 0, sizeof(ts));
     if (tokstore_load(conf, acct->name, &ts, err, sizeof(err)) == 0
 	&& ts.scope && *ts.scope)
 	has = oauth_scope_has(ts.scope, *perm_r)
 	    || oauth_scope_has(ts.scope, "Mail.ReadWrite.Shared");
     tokstore_clear(&ts);
-    if (has > 0 || (has < 0 && acct->large_messages == CONF_LARGE_YES))
+    if (has != 0)
 	return (DRAFT_LARGE_ON);		/* granted, or unknown */
     if (acct->large_messages == CONF_LARGE_YES) {
 	snprintf(why, len, "the sign-in did not grant the delegated "
 		 "permission %s", *perm_r);
 	return (DRAFT_LARGE_UNGRANTED);
     }
-    snprintf(why, len, "large_messages = auto, and %s %s", has < 0 ?
-	     "no granted scopes are recorded for the sign-in, so it is "
-	     "not known to have" : "the sign-in did not grant", *perm_r);
+    snprintf(why, len, "large_messages = auto, and the sign-in did not "
+	     "grant the delegated permission %s", *perm_r);
     return (DRAFT_LARGE_AUTO_OFF);
 }
 
-/* draft_perm - may this run use drafts?  0 yes, -1 no (r->res says why) */
-
+/*
+ * draft_perm - may this run use drafts?  0 yes, -1 no (r->res says
+ * why).  Only large_messages = no bounces: a missing permission defers,
+ * so the queue drains once the admin grants it.
+ */
 static int draft_perm(struct draft_run *r)
 {
     char    why[300];
 
-    if (r->acct->auth != CONF_AUTH_DELEGATED
-	&& r->acct->large_messages == CONF_LARGE_AUTO && draft_token(r, 0) < 0)
-	return (-1);
-    switch (draft_large(r->conf, r->acct, r->token, &r->perm, why,
-			sizeof(why))) {
+    switch (draft_large(r->conf, r->acct, &r->perm, why, sizeof(why))) {
     case DRAFT_LARGE_ON:
 	return (0);
     case DRAFT_LARGE_UNGRANTED:
@@ -1020,17 +1006,24 @@ static int draft_perm(struct draft_run *r)
 		   "(large_messages = yes asks for it)", r->perm, why,
 		   r->acct->name);
 	return (-1);
+    case DRAFT_LARGE_AUTO_OFF:
+	result_set(r->res, M365_CONFIG, "4.7.1", "message over 4 MB: it is "
+		   "sent through a draft, which needs the delegated "
+		   "permission %s, and %s: set large_messages = yes in "
+		   "[account %s] and run m365ctl login %s (or large_messages "
+		   "= no to bounce such messages at once)", r->perm, why,
+		   r->acct->name, r->acct->name);
+	return (-1);
     default:
 	result_set(r->res, M365_PERM, "5.3.4", "message size %lld exceeds "
 		   "the %ld bytes one Graph sendMail request takes (4 MB "
-		   "base64-encoded); account %s sends larger messages through "
-		   "a draft only with the permission to make one (%s): %s",
+		   "base64-encoded), and account %s does not send larger "
+		   "messages through a draft (%s): the sender can send the "
+		   "attachments as a link or in smaller messages; the "
+		   "administrator can set large_messages = auto (it needs "
+		   "the permission Mail.ReadWrite)",
 		   (long long) r->m->size, (long) GRAPH_MAX_MIME,
-		   r->acct->name, why, r->acct->auth == CONF_AUTH_DELEGATED ?
-		   "set large_messages = yes in the account and run m365ctl "
-		   "login ACCOUNT" : "grant the application permission "
-		   "Mail.ReadWrite with admin consent, or set "
-		   "large_messages = yes");
+		   r->acct->name, why);
 	return (-1);
     }
 }
@@ -1066,7 +1059,7 @@ int     draft_probe(const struct conf *conf, struct http *http,
     r.res = res;
     *deleted = 0;
     result_init(res);
-    (void) draft_large(conf, acct, NULL, &r.perm, why, sizeof(why));
+    (void) draft_large(conf, acct, &r.perm, why, sizeof(why));
     http_resp_init(&resp);
     rc = draft_graph(&r, "POST", url, NULL, json, &resp);
     free(url);

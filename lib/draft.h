@@ -78,10 +78,11 @@
  *	Any failure before the send deletes the draft (best effort).
  *
  *	draft_large() is the decision behind large_messages: no (never),
- *	yes (always; a delegated sign-in known to lack the permission is
- *	DRAFT_LARGE_UNGRANTED), auto (only when the permission is known to
- *	be granted: the granted scopes of a delegated sign-in, or the
- *	"roles" claim of token, an app-only access token that is a JWT).
+ *	yes and auto (drafts, unless a delegated sign-in is known to lack
+ *	the permission: DRAFT_LARGE_UNGRANTED for yes, DRAFT_LARGE_AUTO_OFF
+ *	for auto; both defer with 4.7.1 and the remedy).  An app-only
+ *	access token is not read (tokens are opaque): the draft is tried
+ *	and a 403 defers with the remedy.
  *	*perm_r is the delegated scope the path needs (Mail.ReadWrite or
  *	Mail.ReadWrite.Shared; NULL for app-only); why says why not.
  *	draft_probe() creates an empty draft and deletes it (m365ctl test):
@@ -112,15 +113,15 @@
 /* Whether an account sends large messages through drafts. */
 enum draft_large {
     DRAFT_LARGE_NO = 0,			/* large_messages = no */
-    DRAFT_LARGE_ON = 1,			/* yes, or auto and granted */
-    DRAFT_LARGE_AUTO_OFF = 2,		/* auto, not known to be granted */
+    DRAFT_LARGE_ON = 1,			/* yes or auto; not known to lack it */
+    DRAFT_LARGE_AUTO_OFF = 2,		/* auto, the sign-in lacks the scope */
     DRAFT_LARGE_UNGRANTED = 3,		/* yes, the sign-in lacks the scope */
 };
 
 extern enum draft_large draft_large(const struct conf *,
 				            const struct conf_account *,
-				            const char *token, const char **perm_r,
-				            char *why, size_t len);
+				            const char **perm_r, char *why,
+				            size_t len);
 extern int draft_probe(const struct conf *, struct http *,
 		               const struct conf_account *, int *deleted,
 		               struct m365_result *);

@@ -446,14 +446,14 @@ void    graph_classify_draft(const struct http_resp *resp, int transport_ok,
     graph_read_reply(resp, transport_ok, &ge, what, sizeof(what), res);
     if (st == 403 && !graph_is(&ge, "ErrorSendAsDenied")) {
 	if (perm)
-	    result_set(res, M365_CONFIG, "4.7.1", "Graph denied %s in mailbox "
+	    result_set(res, M365_CONFIG, "4.7.1", "Graph refused to %s in mailbox "
 		       "%s (%s): messages over 4 MB go through a draft, which "
 		       "needs the delegated permission %s; set large_messages "
 		       "= yes in the account and run m365ctl login ACCOUNT "
 		       "(or set large_messages = no to bounce such messages)",
 		       step, mailbox, what, perm);
 	else
-	    result_set(res, M365_CONFIG, "4.7.1", "Graph denied %s in mailbox "
+	    result_set(res, M365_CONFIG, "4.7.1", "Graph refused to %s in mailbox "
 		       "%s (%s): messages over 4 MB go through a draft, which "
 		       "needs the application permission Mail.ReadWrite with "
 		       "admin consent (and the mailbox in its RBAC scope or "

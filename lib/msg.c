@@ -398,12 +398,16 @@ static void msg_too_big_result(const struct msg *m, struct m365_result *res,
 {
     if (final)
 	result_set(res, M365_PERM, "5.3.4",
-		   "message size %lld bytes exceeds the limit of %lld bytes",
+		   "message size %lld bytes exceeds max_message_size %lld "
+		   "(the largest of any account in the configuration; "
+		   "Exchange Online takes at most 150 MB): the sender can "
+		   "send the attachments as a link or in smaller messages",
 		   (long long) m->size, (long long) m->max_size);
     else
 	result_set(res, M365_PERM, "5.3.4",
-		   "message size exceeds the limit of %lld bytes (%lld bytes "
-		   "so far)", (long long) m->max_size, (long long) m->size);
+		   "message size exceeds max_message_size %lld (the largest "
+		   "of any account in the configuration; %lld bytes so far)",
+		   (long long) m->max_size, (long long) m->size);
 }
 
 /* msg_status - 0, or -1 with the sticky error or 5.3.4 in res */

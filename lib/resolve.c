@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "auth.h"
 #include "graph.h"
 #include "log.h"
 #include "oauth.h"
@@ -85,7 +86,7 @@ void    resolve_remedy(const struct conf *conf, const struct conf_account *acct,
  */
 int     resolve_ambiguous(const struct conf *conf, struct http *http,
 			          const struct conf_account *acct,
-			          const char *token, char *const *rcpts,
+			          char **token, char *const *rcpts,
 			          size_t nrcpts, const char *queue_id,
 			          struct ledger_rec *rec, struct m365_result *res)
 {
@@ -106,8 +107,20 @@ int     resolve_ambiguous(const struct conf *conf, struct http *http,
 	return (RESOLVE_SEND);
     }
     result_init(&look);
-    found = graph_sent_find(http, conf, mb, token, rec->message_id,
+    found = graph_sent_find(http, conf, mb, *token, rec->message_id,
 			    rcpts, nrcpts, at - RESOLVE_SKEW, &look);
+    if (found == GRAPH_FIND_ERROR && look.http_status == 401) {
+	/* The cached token was refused: renew it once, ask once more. */
+	char   *fresh = NULL;
+
+	if (auth_token(http, conf, acct, 1, *token, &fresh, res) < 0)
+	    return (RESOLVE_DEFER);
+	xfree_secret(*token);
+	*token = fresh;
+	result_init(&look);
+	found = graph_sent_find(http, conf, mb, *token, rec->message_id,
+				rcpts, nrcpts, at - RESOLVE_SKEW, &look);
+    }
     switch (found) {
     case GRAPH_FIND_FOUND:
 	msg_info("%s: the send at %s (queue id %s) was accepted: its copy "

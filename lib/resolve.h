@@ -11,8 +11,9 @@
  *	5xx), or whose process died in the middle, may have been accepted.
  *	The send ledger (ledger.h) keeps such a delivery in state sending
  *	or ambiguous; before the MTA's next try sends it again,
- *	resolve_ambiguous() (with the account's access token, the
- *	delivery's envelope recipients, its queue id for the log) decides:
+ *	resolve_ambiguous() (with the account's access token, renewed
+ *	once in place when Graph refuses it, the delivery's envelope
+ *	recipients, its queue id for the log) decides:
  *
  *	  RESOLVE_SENT   its copy is in Sent Items of the sending mailbox
  *	                 (graph_sent_find(): the same internetMessageId,
@@ -68,7 +69,7 @@
 
 extern int resolve_ambiguous(const struct conf *, struct http *,
 			             const struct conf_account *,
-			             const char *token, char *const *rcpts,
+			             char **token, char *const *rcpts,
 			             size_t nrcpts, const char *queue_id,
 			             struct ledger_rec *, struct m365_result *);
 extern const char *resolve_perm(const struct conf_account *);

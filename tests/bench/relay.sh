@@ -19,10 +19,20 @@
 #                 message: one per account per token lifetime
 # Every m365-relay run is wrapped in /usr/bin/time (GNU time).
 #
+# Comparison (issue 11: the send ledger and the request slots must cost
+# less than 10% CPU per message and keep RSS flat): with
+# BENCH_BASE=/path/to/m365-relay of another build (e.g. the commit
+# before a change, built in a separate directory), the 10 KB phase runs
+# for both builds in the same run, alternating (this build, the other,
+# BENCH_ROUNDS times) against the same Postfix and emulator, and a last
+# table compares them: CPU ms per message and RSS (means over all their
+# runs), messages/s.  The other build gets the same configuration
+# without the keys it does not know (its m365-relay -n tells).
+#
 # Settings (environment): BENCH_SMALL (1000), BENCH_LARGE (20),
 # BENCH_SESSIONS (smtp-source parallel sessions, 8), BENCH_PORT (first
-# of two free loopback ports, 2625), PF_CONCURRENCY (4),
-# KEEP_TMP=1 keeps the work directory.
+# of two free loopback ports, 2625), PF_CONCURRENCY (4), BENCH_BASE (see
+# above), BENCH_ROUNDS (2), KEEP_TMP=1 keeps the work directory.
 
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 . "$top_srcdir/tests/lib.sh"
@@ -54,13 +64,35 @@ e2e_user "$RUSER" || bench_die "cannot create user $RUSER"
 chown "$RUSER" "$T/time.log"
 
 # The wrapper that pipe(8) runs: GNU time around m365-relay, one line
-# "elapsed user system maxrss_kb" per run appended to time.log.
+# "elapsed user system maxrss_kb" per run appended to time.log.  The
+# relay and its configuration are the two lines of $T/bin/target (pipe
+# passes "-c CONF" first: replaced), so that a phase can switch builds.
 mkdir -p "$T/bin"
 cat >"$T/bin/relay-timed" <<EOF
 #!/bin/sh
-exec /usr/bin/time -a -o $T/time.log -f "%e %U %S %M" $RELAY "\$@"
+{ read -r relay; read -r conf; } < $T/bin/target
+shift 2
+exec /usr/bin/time -a -o $T/time.log -f "%e %U %S %M" "\$relay" -c "\$conf" "\$@"
 EOF
 chmod 755 "$T/bin" "$T/bin/relay-timed"
+# use RELAY CONF - the build that the next runs use
+use() {
+    printf '%s\n%s\n' "$1" "$2" >"$T/bin/target"
+    chmod 644 "$T/bin/target"
+}
+use "$RELAY" "$CONF"
+if [ -n "${BENCH_BASE:-}" ]; then
+    [ -x "$BENCH_BASE" ] || bench_die "BENCH_BASE=$BENCH_BASE is not an executable"
+    CONF_BASE=$T/relay-base.conf
+    cp "$CONF" "$CONF_BASE"
+    for k in $("$BENCH_BASE" -n -c "$CONF" 2>&1 |
+	sed -n 's/.*unknown key "\([a-z_]*\)".*/\1/p'); do
+	sed -i "/^$k[[:space:]]*=/d" "$CONF_BASE"
+    done
+    chmod 644 "$CONF_BASE"
+    runuser -u "$RUSER" -- "$BENCH_BASE" -n -c "$CONF_BASE" >/dev/null 2>&1 ||
+	bench_die "the BENCH_BASE relay rejects the configuration: $(runuser -u "$RUSER" -- "$BENCH_BASE" -n -c "$CONF_BASE" 2>&1 | head -n 2)"
+fi
 
 PF_RELAY=$T/bin/relay-timed PF_CONF=$CONF pf_setup "$T/pf" "$PORT" ||
     bench_die "pf_setup failed"
@@ -96,6 +128,8 @@ phase() {
 	bench_die "smtp-source failed in phase $name"
     pf_wait_empty $((60 + count / 5)) || bench_die "phase $name: queue not empty"
     t1=$(date +%s.%N)
+    RESULT_WALL=$(python3 -c "print($t1 - $t0)")
+    RESULT_SENT=$(emu_sent_count)
     RESULTS+=("$(python3 - "$name" "$count" "$size" "$t0" "$t1" \
 	"$T/time.log" "$(emu_sent_count)" "$(emu_stat token_requests)" \
 	"$(emu_stat sendmail_requests)" <<'EOF'
@@ -128,6 +162,62 @@ EOF
 phase "10KB" "$T/small.eml" "$N_SMALL"
 phase "2.5MB" "$T/large.eml" "$N_LARGE"
 
+# The comparison: 10 KB, this build and BENCH_BASE alternating.
+COMPARE=()
+if [ -n "${BENCH_BASE:-}" ]; then
+    : >"$T/cmp-this.log"
+    : >"$T/cmp-base.log"
+    : >"$T/cmp-this.wall"
+    : >"$T/cmp-base.wall"
+    for ((round = 1; round <= ${BENCH_ROUNDS:-2}; round++)); do
+	for who in this base; do
+	    if [ "$who" = base ]; then
+		use "$BENCH_BASE" "$CONF_BASE"
+	    else
+		use "$RELAY" "$CONF"
+	    fi
+	    phase "10KB $who #$round" "$T/small.eml" "$N_SMALL"
+	    cat "$T/time.log" >>"$T/cmp-$who.log"
+	    echo "$RESULT_WALL $RESULT_SENT" >>"$T/cmp-$who.wall"
+	done
+    done
+    use "$RELAY" "$CONF"
+    COMPARE+=("$(python3 - "$T" <<'EOF'
+import statistics, sys
+t = sys.argv[1]
+def runs(who):
+    out = []
+    for line in open("%s/cmp-%s.log" % (t, who)):
+        f = line.split()
+        if len(f) == 4:
+            try:
+                out.append(((float(f[1]) + float(f[2])) * 1000.0, int(f[3])))
+            except ValueError:
+                pass
+    return out
+def rate(who):
+    wall = sent = 0.0
+    for line in open("%s/cmp-%s.wall" % (t, who)):
+        w, s = line.split()
+        wall += float(w)
+        sent += float(s)
+    return sent / wall if wall else 0
+res = {}
+print("build    runs  cpu_ms/msg    rss_kb   max_rss    msg/s")
+for who in ("this", "base"):
+    r = runs(who)
+    cpu = statistics.mean(x[0] for x in r) if r else 0
+    rss = statistics.mean(x[1] for x in r) if r else 0
+    res[who] = (cpu, rss)
+    print("%-6s %6d %11.3f %9d %9d %8.1f" % (who, len(r), cpu, int(rss),
+          max((x[1] for x in r), default=0), rate(who)))
+c = (res["this"][0] / res["base"][0] - 1) * 100 if res["base"][0] else 0
+m = (res["this"][1] / res["base"][1] - 1) * 100 if res["base"][1] else 0
+print("this build vs base: CPU per message %+.1f%%, mean peak RSS %+.1f%%" % (c, m))
+EOF
+)")
+fi
+
 echo
 echo "m365relay benchmark: private Postfix -> m365-relay -> emulator on 127.0.0.1"
 echo "($(nproc) CPUs; smtp-source sessions $SESSIONS;" \
@@ -144,6 +234,12 @@ echo "cpu_ms/p95_cpu/max_cpu: user+system CPU per m365-relay run (mean, 95th"
 echo "percentile, max); rss_kb/max_rss: peak RSS per run (mean, max); run_s:"
 echo "mean wall time per run (includes waiting for the emulator); tokreq: token"
 echo "requests during the phase (after a warm-up message); posts: sendMail requests."
+if [ ${#COMPARE[@]} -gt 0 ]; then
+    echo
+    echo "10 KB: this build ($RELAY) vs BENCH_BASE ($BENCH_BASE),"
+    echo "${BENCH_ROUNDS:-2} phases each, alternating:"
+    printf '%s\n' "${COMPARE[@]}"
+fi
 
 # A failure of the relay shows as sent < msgs; say so.
 bad_runs=$(grep -c 'status=deferred\|status=bounced' "$T/relay.log")

@@ -170,6 +170,25 @@ t_match "503: logged: not accepted, sending again" "$(logq QB)" \
     'was not accepted: no copy in Sent Items of bob@contoso\.test [0-9]+ s later; sending again'
 t_eq "503: delivered once" "$(sent_count "$S")" 1
 
+# A split delivery (one recipient per run, as a recipient limit of 1
+# makes Postfix do) is two deliveries: the copy of the first in Sent
+# Items (same Message-ID) is not taken for the second.
+emu_reset
+S="b split"
+msg "$T/split.eml" "$S" "Cc: y@example.net"
+relay "$T/split.eml" -c "$CONF" -q QSPLIT -f bob@contoso.test -- x@example.net
+t_eq "split: the first delivery (x) sent" "$rc" 0
+emu_fault '{"match":"sendMail","status":503}'
+relay "$T/split.eml" -c "$CONF" -q QSPLIT -f bob@contoso.test -- y@example.net
+t_eq "split: the second delivery (y): 503, deferred" "$rc" 75
+relay "$T/split.eml" -c "$CONF" -q QSPLIT -f bob@contoso.test -- y@example.net
+t_eq "split: y's copy is not x's: defers while sent_items_wait runs" "$rc" 75
+sleep 2.2
+relay "$T/split.eml" -c "$CONF" -q QSPLIT -f bob@contoso.test -- y@example.net
+t_eq "split: then y is sent" "$rc" 0
+check "split: one message to x, one to y" \
+    sent_check "$S" count=2 "rcpts=x@example.net|y@example.net"
+
 # ------------- c. the Sent Items copy is late: defer, confirm, no resend
 
 emu_reset

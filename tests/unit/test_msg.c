@@ -882,7 +882,7 @@ static void test_incr_too_big(void)
 	    fails++;
 	    T_EQ_STR(res.dsn, "5.3.4");
 	    T_EQ_INT(res.sysexit, EX_DATAERR);
-	    T_CONTAINS(res.text, "limit of 100000 bytes");
+	    T_CONTAINS(res.text, "max_message_size 100000");
 	}
 	/* Nothing is kept past the limit. */
 	T_OK(rc == 0 || (m.body_len == 0 && m.body_mem.data == NULL));
@@ -892,8 +892,8 @@ static void test_incr_too_big(void)
     T_EQ_STR(res.dsn, "5.3.4");
     T_EQ_INT(res.status, M365_PERM);
     /* 12 header + 2 + 1048576 body + a CR for each of 16384 LFs */
-    T_CONTAINS(res.text, "message size 1064974 bytes exceeds the limit of "
-	       "100000 bytes");
+    T_CONTAINS(res.text, "message size 1064974 bytes exceeds max_message_size "
+	       "100000 (the largest of any account");
     T_EQ_INT(m.size, 1064974);
     T_EQ_INT(m.body_len, 0);
     msg_free(&m);
