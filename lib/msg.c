@@ -24,7 +24,8 @@
  *	every later call.
  *
  *	msg_read() uses mem_limit 0: every non-empty body is spooled.
- *	Input is read in 64 KB blocks.  Header lines go into hdr with CRLF
+ *	Input is read in 64 KB blocks and fed to a struct msg_stream
+ *	(msg_stream_put(), also the LMTP server's way in).  Header lines go into hdr with CRLF
  *	line ends; the header section ends at the first empty line (which
  *	is not stored) or at the first line that is neither a header field
  *	("name:") nor a continuation line: like Postfix's cleanup, that
@@ -561,16 +562,17 @@ int     msg_finish(struct msg *m, struct m365_result *res)
     return (msg_status(m, res, 1));
 }
 
-struct msg_reader {
+struct msg_stream {
     struct msg *m;
     int     in_hdr;			/* reading header lines */
     int     first_line;			/* no line seen yet */
+    off_t   total;			/* raw bytes seen */
     struct strbuf line;			/* current header line */
 };
 
 /* msg_header_line - one complete header line (no line end) */
 
-static void msg_header_line(struct msg_reader *r, const char *s, size_t n,
+static void msg_header_line(struct msg_stream *r, const char *s, size_t n,
 			            int had_lf)
 {
     int     first = r->first_line;
@@ -602,7 +604,7 @@ static void msg_header_line(struct msg_reader *r, const char *s, size_t n,
 
 /* msg_header - feed bytes while in the header section */
 
-static size_t msg_header(struct msg_reader *r, const char *p, size_t n)
+static size_t msg_header(struct msg_stream *r, const char *p, size_t n)
 {
     const char *lf = memchr(p, '\n', n);
     size_t  seg = lf ? (size_t) (lf - p) : n;
@@ -631,25 +633,85 @@ static size_t msg_header(struct msg_reader *r, const char *p, size_t n)
     return (seg + 1);
 }
 
+/* msg_stream_create - start a message from raw bytes */
+
+struct msg_stream *msg_stream_create(struct msg *m, const char *tmpdir,
+				             size_t mem_limit, off_t max_size)
+{
+    struct msg_stream *r = xmalloc(sizeof(*r));
+
+    msg_init(m, tmpdir, mem_limit, max_size);
+    memset(r, 0, sizeof(*r));
+    r->m = m;
+    r->in_hdr = 1;
+    r->first_line = 1;
+    strbuf_init(&r->line, STRBUF_MAX_HEADERS + 2);
+    return (r);
+}
+
+/* msg_stream_put - feed raw message bytes */
+
+void    msg_stream_put(struct msg_stream *r, const char *p, size_t n)
+{
+    size_t  used;
+
+    r->total += (off_t) n;
+    for (used = 0; used < n; /* below */ ) {
+	if (r->in_hdr) {
+	    used += msg_header(r, p + used, n - used);
+	} else {
+	    /* After an error or past max_size this only counts. */
+	    msg_body_put(r->m, p + used, n - used);
+	    used = n;
+	}
+    }
+}
+
+/* msg_stream_free - release the stream (not the message) */
+
+void    msg_stream_free(struct msg_stream *r)
+{
+    if (r == NULL)
+	return;
+    free(r->m->wbuf);
+    r->m->wbuf = NULL;
+    strbuf_free(&r->line);
+    free(r);
+}
+
+/* msg_stream_finish - the input ended: complete the message, free r */
+
+int     msg_stream_finish(struct msg_stream *r, struct m365_result *res)
+{
+    int     ret;
+
+    if (r->in_hdr && r->line.len > 0) {
+	size_t  len = r->line.len;
+
+	if (r->line.data[len - 1] == '\r')
+	    len--;
+	msg_header_line(r, r->line.data, len, 0);
+    }
+    if ((ret = msg_finish(r->m, res)) == 0 && r->total == 0) {
+	result_set(res, M365_PERM, "5.6.0",
+		   "the message is empty (no header and no body)");
+	ret = -1;
+    }
+    msg_stream_free(r);
+    return (ret);
+}
+
 /* msg_read - read one message from fd */
 
 int     msg_read(struct msg *m, int fd, const char *tmpdir, off_t max_size,
 		         struct m365_result *res)
 {
-    struct msg_reader r;
+    struct msg_stream *r = msg_stream_create(m, tmpdir, 0, max_size);
     char   *buf = xmalloc(MSG_BLOCK);
     ssize_t got;
-    size_t  used, total = 0;
-    int     ret = -1;
+    int     ret;
 
-    msg_init(m, tmpdir, 0, max_size);
     result_init(res);
-    memset(&r, 0, sizeof(r));
-    r.m = m;
-    r.in_hdr = 1;
-    r.first_line = 1;
-    strbuf_init(&r.line, STRBUF_MAX_HEADERS + 2);
-
     for (;;) {
 	if ((got = read(fd, buf, MSG_BLOCK)) < 0) {
 	    if (errno == EINTR)
@@ -658,41 +720,16 @@ int     msg_read(struct msg *m, int fd, const char *tmpdir, off_t max_size,
 		       "cannot read the message from the MTA: %s",
 		       strerror(errno));
 	    m->state = MSG_ST_NONE;
-	    goto done;
+	    msg_stream_free(r);
+	    free(buf);
+	    return (-1);
 	}
 	if (got == 0)
 	    break;
-	total += (size_t) got;
-	for (used = 0; used < (size_t) got; /* below */ ) {
-	    if (r.in_hdr) {
-		used += msg_header(&r, buf + used, (size_t) got - used);
-	    } else {
-		/* After an error or past max_size this only counts. */
-		msg_body_put(m, buf + used, (size_t) got - used);
-		used = (size_t) got;
-	    }
-	}
+	msg_stream_put(r, buf, (size_t) got);
     }
-    if (r.in_hdr && r.line.len > 0) {
-	size_t  len = r.line.len;
-
-	if (r.line.data[len - 1] == '\r')
-	    len--;
-	msg_header_line(&r, r.line.data, len, 0);
-    }
-    if ((ret = msg_finish(m, res)) < 0)
-	goto done;
-    if (total == 0) {
-	result_set(res, M365_PERM, "5.6.0",
-		   "the message is empty (no header and no body)");
-	ret = -1;
-    }
-
-done:
     free(buf);
-    free(m->wbuf);
-    m->wbuf = NULL;
-    strbuf_free(&r.line);
+    ret = msg_stream_finish(r, res);
     return (ret);
 }
 

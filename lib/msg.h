@@ -148,6 +148,27 @@ extern int msg_add_body(struct msg *, const void *data, size_t len,
 			        struct m365_result *res);
 extern int msg_finish(struct msg *, struct m365_result *res);
 
+/*
+ * Raw bytes from any source (msg_read() is this over a pipe; the LMTP
+ * server's DATA after dot-unstuffing): msg_stream_create() calls
+ * msg_init() (mem_limit: body bytes kept in memory before the body is
+ * spooled, 0 for always), msg_stream_put() takes the message in chunks
+ * of any size exactly as msg_read() takes it from its fd (LF or CRLF,
+ * a leading "From " line dropped, header section to hdr, body to
+ * memory or the spool), msg_stream_finish() ends the input, frees the
+ * stream and returns 0 or -1 with res as msg_read() does (5.3.4, 5.6.0,
+ * 4.3.0).  msg_stream_free() drops a stream that is not finished (the
+ * message still needs msg_free()).
+ */
+struct msg_stream;
+
+extern struct msg_stream *msg_stream_create(struct msg *, const char *tmpdir,
+					            size_t mem_limit,
+					            off_t max_size);
+extern void msg_stream_put(struct msg_stream *, const char *, size_t);
+extern int msg_stream_finish(struct msg_stream *, struct m365_result *res);
+extern void msg_stream_free(struct msg_stream *);
+
 struct msg_src;
 
 extern struct msg_src *msg_src_create(const struct strbuf *hdr,

@@ -2,13 +2,14 @@
  * NAME
  *	priv 3h
  * SUMMARY
- *	m365-milter: look up the service user, drop root privileges
+ *	look up the service user, drop root privileges (the daemons)
  * SYNOPSIS
  *	#include "priv.h"
  * DESCRIPTION
  *	priv_lookup() finds the uid and primary gid of a user name.
  *
- *	priv_drop() is the one place where the milter gives up root:
+ *	priv_drop() is the one place where a daemon (m365-milter,
+ *	m365-lmtpd) gives up root:
  *	setgroups(1, gid), setresgid(), setresuid(), each checked, then
  *	it verifies that root cannot be regained (setuid(0) must fail)
  *	and that real, effective and saved ids are the user's.  The user
@@ -26,8 +27,8 @@
  *	All return 0, or -1 with err naming the cause and the fix; the
  *	caller exits with EX_OSERR (71).
  */
-#ifndef M365_MILTER_PRIV_H
-#define M365_MILTER_PRIV_H
+#ifndef M365_PRIV_H
+#define M365_PRIV_H
 
 #include <stddef.h>
 #include <sys/types.h>

@@ -2,7 +2,7 @@
  * NAME
  *	priv 3
  * SUMMARY
- *	m365-milter: look up the service user, drop root privileges
+ *	look up the service user, drop root privileges (the daemons)
  * DESCRIPTION
  *	See priv.h.  The sequence is OpenSMTPD's (setgroups, setresgid,
  *	setresuid) with Postfix's attitude: every step is checked, and a
@@ -56,7 +56,7 @@ int     priv_drop(const char *user, char *err, size_t errlen)
     if (priv_lookup(user, &uid, &gid, err, errlen) < 0)
 	return (-1);
     if (uid == 0) {
-	snprintf(err, errlen, "user \"%s\" is root; m365-milter must run as "
+	snprintf(err, errlen, "user \"%s\" is root; the daemon must run as "
 		 "an unprivileged user: set \"user\" in [global] to the "
 		 "service account (default m365relay)", user);
 	return (-1);
