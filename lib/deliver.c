@@ -229,7 +229,7 @@ static void deliver_sendmail(struct deliver_run *r, struct msg_src *src)
     ledger_set(&r->rec.queue_id, r->d->queue_id);
     ledger_set(&r->rec.digest, r->digest_hex);
     ledger_set(&r->rec.request_id, NULL);
-    r->rec.nrcpts = (long) r->d->nrcpts;
+    ledger_set_envelope(&r->rec, r->d->sender, r->d->rcpts, r->d->nrcpts);
     r->rec.attempted = time(NULL);
     if (deliver_record(r, LEDGER_SENDING, NULL, err, sizeof(err)) < 0) {
 	result_set(r->res, M365_SYSTEM, "4.3.0", "cannot record the send in "

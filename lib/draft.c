@@ -591,7 +591,7 @@ static int draft_ledger_start(struct draft_run *r)
     ledger_set(&rec->mailbox, r->acct->mailbox);
     ledger_set(&rec->message_id, r->j.message_id);
     ledger_set(&rec->queue_id, r->d->queue_id);
-    rec->nrcpts = (long) r->d->nrcpts;
+    ledger_set_envelope(rec, r->d->sender, r->d->rcpts, r->d->nrcpts);
     if (ledger_save(r->conf, rec, err, sizeof(err)) < 0) {
 	result_set(r->res, M365_SYSTEM, "4.3.0", "cannot record the draft in "
 		   "the send ledger (nothing sent): %s", err);

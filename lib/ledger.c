@@ -12,10 +12,12 @@
  *	   "mailbox": "...", "message_id": "<...>", "recipients": N,
  *	   "queue_id": "...", "draft_id": "...", "request_id": "...",
  *	   "digest": "...", "created": EPOCH, "updated": EPOCH,
- *	   "attempted": EPOCH}
+ *	   "attempted": EPOCH, "sender": "...", "rcpts": ["...", ...]}
  *
- *	The envelope recipients are in the key only (a hash): the record
- *	needs to be found again, not read back.
+ *	The envelope recipients are in the key (a hash), so that the
+ *	record is found again, and in "rcpts" with "sender" ("" for <>),
+ *	so that a non-delivery report can be returned to the sender
+ *	(issue 12; a record of an older version has neither).
  */
 #include "config.h"
 
@@ -194,6 +196,34 @@ void    ledger_set(char **field, const char *value)
     *field = value && *value ? xstrdup(value) : NULL;
 }
 
+/* ledger_free_rcpts - release the recorded recipients */
+
+static void ledger_free_rcpts(struct ledger_rec *r)
+{
+    char  **p;
+
+    for (p = r->rcpts; p && *p; p++)
+	free(*p);
+    free(r->rcpts);
+    r->rcpts = NULL;
+}
+
+/* ledger_set_envelope - record sender ("" for <>) and recipients */
+
+void    ledger_set_envelope(struct ledger_rec *r, const char *sender,
+			            char *const *rcpts, size_t nrcpts)
+{
+    size_t  i;
+
+    free(r->sender);
+    r->sender = xstrdup(sender ? sender : "");
+    ledger_free_rcpts(r);
+    r->rcpts = xcalloc(nrcpts + 1, sizeof(*r->rcpts));
+    for (i = 0; i < nrcpts; i++)
+	r->rcpts[i] = xstrdup(rcpts[i]);
+    r->nrcpts = (long) nrcpts;
+}
+
 /* ledger_clear - release the strings, keep name and lock */
 
 static void ledger_clear(struct ledger_rec *r)
@@ -204,8 +234,10 @@ static void ledger_clear(struct ledger_rec *r)
     free(r->draft_id);
     free(r->request_id);
     free(r->digest);
+    free(r->sender);
+    ledger_free_rcpts(r);
     r->mailbox = r->message_id = r->queue_id = NULL;
-    r->draft_id = r->request_id = r->digest = NULL;
+    r->draft_id = r->request_id = r->digest = r->sender = NULL;
     r->state = LEDGER_NONE;
     r->path = LEDGER_PATH_SENDMAIL;
     r->nrcpts = 0;
@@ -220,6 +252,44 @@ static int ledger_wants_mark(const struct ledger_rec *r)
     return ((r->path == LEDGER_PATH_DRAFT || r->draft_id != NULL)
 	    && (r->state == LEDGER_DRAFTING || r->state == LEDGER_SENDING
 		|| r->state == LEDGER_AMBIGUOUS));
+}
+
+/* ledger_load_envelope - "sender" and "rcpts", when recorded */
+
+static void ledger_load_envelope(const cJSON *root, struct ledger_rec *r)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "sender");
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "rcpts");
+    const cJSON *item;
+    long    n = 0;
+
+    if (!cJSON_IsString(v) || v->valuestring == NULL || !cJSON_IsArray(list))
+	return;
+    r->sender = xstrdup(v->valuestring);
+    r->rcpts = xcalloc((size_t) cJSON_GetArraySize(list) + 1,
+		       sizeof(*r->rcpts));
+    cJSON_ArrayForEach(item, list)
+	if (cJSON_IsString(item) && item->valuestring)
+	    r->rcpts[n++] = xstrdup(item->valuestring);
+    r->nrcpts = n;
+}
+
+/* ledger_add_envelope - "sender" and "rcpts" into a record; 0 or -1 */
+
+static int ledger_add_envelope(cJSON *root, const struct ledger_rec *r)
+{
+    cJSON  *list;
+    char  **p;
+
+    if (r->sender == NULL || r->rcpts == NULL)
+	return (0);
+    if (cJSON_AddStringToObject(root, "sender", r->sender) == NULL
+	|| (list = cJSON_AddArrayToObject(root, "rcpts")) == NULL)
+	return (-1);
+    for (p = r->rcpts; *p; p++)
+	if (!cJSON_AddItemToArray(list, cJSON_CreateString(*p)))
+	    return (-1);
+    return (0);
 }
 
 /* ledger_load - read the record of r->name; 0 (also: none), -1 */
@@ -264,6 +334,7 @@ static int ledger_load(const struct conf *conf, struct ledger_rec *r,
     r->request_id = json_get_str(root, "request_id");
     r->digest = json_get_str(root, "digest");
     r->nrcpts = (long) json_get_num(root, "recipients");
+    ledger_load_envelope(root, r);
     r->created = (time_t) json_get_num(root, "created");
     r->updated = (time_t) json_get_num(root, "updated");
     r->attempted = (time_t) json_get_num(root, "attempted");
@@ -364,6 +435,7 @@ int     ledger_save(const struct conf *conf, struct ledger_rec *r,
 	|| cJSON_AddNumberToObject(root, "updated", (double) r->updated) == NULL
 	|| cJSON_AddNumberToObject(root, "attempted",
 				   (double) r->attempted) == NULL
+	|| ledger_add_envelope(root, r) < 0
 	|| (text = cJSON_PrintUnformatted(root)) == NULL) {
 	cJSON_Delete(root);
 	snprintf(err, errlen, "cannot build ledger record %s: out of memory",
@@ -434,19 +506,15 @@ static int ledger_exists(int dfd, const char *name, const char *suffix)
 	    || errno != ENOENT);
 }
 
-/* ledger_orphans - the unowned marked records of one mailbox; see ledger.h */
-
-int     ledger_orphans(const struct conf *conf, const char *mailbox,
-		               int (*fn) (void *, struct ledger_rec *),
-		               void *arg, char *err, size_t errlen)
+/*
+ * ledger_dir_open - the mailbox tag and the ledger directory, open for
+ * readdir(): 1; 0 when there is no ledger yet; -1 (err)
+ */
+static int ledger_dir_open(const struct conf *conf, const char *mailbox,
+			           char *tag, DIR **dir, char *err,
+			           size_t errlen)
 {
-    char    tag[LEDGER_TAG_LEN + 1];
-    char    name[LEDGER_KEY_LEN + 1];
-    const char *suffix;
-    struct ledger_rec r;
-    struct dirent *de;
-    DIR    *dir;
-    int     dfd, rc, count = 0;
+    int     dfd;
 
     if (ledger_tag(mailbox, tag) < 0) {
 	snprintf(err, errlen, "cannot hash the mailbox name (OpenSSL)");
@@ -455,17 +523,46 @@ int     ledger_orphans(const struct conf *conf, const char *mailbox,
     if ((dfd = statefile_dir(conf, STATEFILE_LEDGER, STATEFILE_EXISTING,
 			     err, errlen)) < 0)
 	return (errno == ENOENT ? 0 : -1);
-    if ((dir = fdopendir(dfd)) == NULL) {
+    if ((*dir = fdopendir(dfd)) == NULL) {
 	snprintf(err, errlen, "cannot read the ledger directory %s/ledger: %s",
 		 conf->state_dir, strerror(errno));
 	close(dfd);
 	return (-1);
     }
-    while ((de = readdir(dir)) != NULL) {
-	if (strncmp(de->d_name, tag, LEDGER_TAG_LEN) != 0
-	    || (suffix = ledger_entry(de->d_name, name)) == NULL
-	    || strcmp(suffix, ".draft") != 0)
-	    continue;
+    return (1);
+}
+
+/* ledger_dir_next - the next NAME of the mailbox with that suffix; 0: end */
+
+static int ledger_dir_next(DIR *dir, const char *tag, const char *want,
+			           char *name)
+{
+    struct dirent *de;
+    const char *suffix;
+
+    while ((de = readdir(dir)) != NULL)
+	if (strncmp(de->d_name, tag, LEDGER_TAG_LEN) == 0
+	    && (suffix = ledger_entry(de->d_name, name)) != NULL
+	    && strcmp(suffix, want) == 0)
+	    return (1);
+    return (0);
+}
+
+/* ledger_orphans - the unowned marked records of one mailbox; see ledger.h */
+
+int     ledger_orphans(const struct conf *conf, const char *mailbox,
+		               int (*fn) (void *, struct ledger_rec *),
+		               void *arg, char *err, size_t errlen)
+{
+    char    tag[LEDGER_TAG_LEN + 1];
+    char    name[LEDGER_KEY_LEN + 1];
+    struct ledger_rec r;
+    DIR    *dir;
+    int     rc, count = 0;
+
+    if ((rc = ledger_dir_open(conf, mailbox, tag, &dir, err, errlen)) <= 0)
+	return (rc);
+    while (ledger_dir_next(dir, tag, ".draft", name)) {
 	/* Taken at once, or owned by a living process: skip it. */
 	if ((rc = ledger_open(conf, name, 0, &r, err, errlen)) == -2)
 	    continue;
@@ -701,4 +798,67 @@ void    ledger_sent_result(const struct ledger_rec *r, const char *how,
 	       how ? how : "");
     snprintf(res->request_id, sizeof(res->request_id), "%s",
 	     r->request_id ? r->request_id : "");
+}
+
+/* ledger_has_rcpt - does the record name rcpt among its recipients? */
+
+static int ledger_has_rcpt(const struct ledger_rec *r, const char *rcpt)
+{
+    char  **p;
+
+    for (p = r->rcpts; rcpt && p && *p; p++)
+	if (strcasecmp(*p, rcpt) == 0)
+	    return (1);
+    return (0);
+}
+
+/* ledger_find - the record of a Message-ID in one mailbox; see ledger.h */
+
+int     ledger_find(const struct conf *conf, const char *mailbox,
+		            const char *message_id, const char *rcpt,
+		            struct ledger_rec *out, char *err, size_t errlen)
+{
+    char    tag[LEDGER_TAG_LEN + 1];
+    char    name[LEDGER_KEY_LEN + 1];
+    struct ledger_rec r;
+    DIR    *dir;
+    time_t  old = time(NULL) - (conf->ledger_lifetime > 0 ?
+				conf->ledger_lifetime : LEDGER_LIFETIME);
+    int     rc, found = 0, best_rcpt = 0, has;
+
+    memset(out, 0, sizeof(*out));
+    out->lock_fd = -1;
+    if (message_id == NULL || *message_id == 0)
+	return (0);
+    if ((rc = ledger_dir_open(conf, mailbox, tag, &dir, err, errlen)) <= 0)
+	return (rc);
+    while (ledger_dir_next(dir, tag, ".json", name)) {
+	memset(&r, 0, sizeof(r));
+	r.lock_fd = -1;
+	memcpy(r.name, name, sizeof(name));
+	if (ledger_load(conf, &r, err, errlen) < 0) {
+	    msg_warn("ledger: %s", err);
+	    continue;
+	}
+	/* Sent or maybe sent, with an envelope, not expired. */
+	if (r.message_id == NULL || strcasecmp(r.message_id, message_id) != 0
+	    || r.sender == NULL || r.updated < old
+	    || (r.state != LEDGER_SENT && r.state != LEDGER_SENDING
+		&& r.state != LEDGER_AMBIGUOUS)) {
+	    ledger_clear(&r);
+	    continue;
+	}
+	has = ledger_has_rcpt(&r, rcpt);
+	if (found && (best_rcpt > has || (best_rcpt == has
+					  && out->updated >= r.updated))) {
+	    ledger_clear(&r);
+	    continue;
+	}
+	ledger_clear(out);
+	*out = r;
+	found = 1;
+	best_rcpt = has;
+    }
+    closedir(dir);
+    return (found);
 }

@@ -72,6 +72,19 @@
  *
  *	ledger_sent_result() fills res for a delivery the record shows as
  *	sent: 2.0.0 "already sent at TIME, request-id ID" and how.
+ *
+ *	ledger_set_envelope() records the envelope (sender, "" for the
+ *	null sender, and recipients) that a DSN for the delivery goes back
+ *	to (m365-fetch's bounce mode, issue 12).  ledger_find() is the
+ *	look-up by Message-ID of one mailbox: it reads (without locking:
+ *	records are replaced by rename) every record of the mailbox and
+ *	returns in r the one with that Message-ID that may have been sent
+ *	(sending, ambiguous or sent) and that carries an envelope; of
+ *	several (a split delivery) the one whose recipients include rcpt
+ *	(may be NULL), else the newest.  A record older than
+ *	ledger_lifetime is expired whether or not ledger_expire() removed
+ *	it yet, and does not match.  1 found (release r with
+ *	ledger_close()), 0 none, -1 err.
  * DIAGNOSTICS
  *	0 on success; -1 with err set (a sentence naming the file); -2
  *	from ledger_open() when another process holds the record longer
@@ -117,6 +130,10 @@ struct ledger_rec {
     char   *draft_id;			/* immutable id, or NULL */
     char   *request_id;			/* of the send, or NULL */
     char   *digest;			/* hash of the body, or NULL */
+    char   *sender;			/* envelope sender, "" for <>; NULL:
+					 * not recorded (an older record) */
+    char  **rcpts;			/* envelope recipients (nrcpts), or
+					 * NULL when not recorded */
     long    nrcpts;
     time_t  created;
     time_t  updated;
@@ -152,5 +169,10 @@ extern int ledger_open_delivery(const struct conf *, const char *mailbox,
 				        struct m365_result *);
 extern void ledger_sent_result(const struct ledger_rec *, const char *how,
 			               struct m365_result *);
+extern void ledger_set_envelope(struct ledger_rec *, const char *sender,
+				        char *const *rcpts, size_t nrcpts);
+extern int ledger_find(const struct conf *, const char *mailbox,
+		               const char *message_id, const char *rcpt,
+		               struct ledger_rec *, char *err, size_t errlen);
 
 #endif

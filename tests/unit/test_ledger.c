@@ -632,6 +632,113 @@ static void test_pace(void)
     }
 }
 
+/* envelope - a record with sender and recipients, saved in state st */
+
+static void envelope(const char *mb, const char *mid, const char *sender,
+		             char **rc, size_t n, enum ledger_state st,
+		             char *name, size_t len)
+{
+    struct ledger_rec r;
+    char    err[512];
+
+    T_EQ_INT(ledger_key(mb, mid, "", 0, rc, n, name, len), 0);
+    T_EQ_INT(ledger_open(&conf, name, 0, &r, err, sizeof(err)), 0);
+    r.state = st;
+    ledger_set(&r.mailbox, mb);
+    ledger_set(&r.message_id, mid);
+    ledger_set(&r.queue_id, "QF1");
+    ledger_set_envelope(&r, sender, rc, n);
+    T_EQ_INT(ledger_save(&conf, &r, err, sizeof(err)), 0);
+    ledger_close(&r);
+}
+
+/*
+ * test_find - look-up by Message-ID (issue 12): the envelope is
+ * recorded and read back, the null sender stays "", a split delivery
+ * is told apart by recipient, expired and failed records do not match
+ */
+static void test_find(void)
+{
+    struct ledger_rec r;
+    char   *one[] = {"nobody@remote.test", "Other@remote.test"};
+    char   *split[] = {"third@remote.test"};
+    char   *none[] = {"x@remote.test"};
+    char    n1[LEDGER_NAME_MAX], n2[LEDGER_NAME_MAX], n3[LEDGER_NAME_MAX];
+    char    n4[LEDGER_NAME_MAX], n5[LEDGER_NAME_MAX];
+    char    err[512], text[600];
+
+    envelope("bob@contoso.test", "<find1@x>", "bounces@app.test", one, 2,
+	     LEDGER_SENT, n1, sizeof(n1));
+    T_EQ_INT(ledger_find(&conf, "BOB@contoso.test", "<find1@x>", NULL, &r,
+			 err, sizeof(err)), 1);
+    T_EQ_STR(r.sender, "bounces@app.test");
+    T_EQ_INT(r.nrcpts, 2);
+    T_EQ_STR(r.rcpts[0], "nobody@remote.test");
+    T_EQ_STR(r.rcpts[1], "Other@remote.test");
+    T_EQ_STR(r.queue_id, "QF1");
+    T_EQ_INT(r.lock_fd, -1);
+    ledger_close(&r);
+    /* Another mailbox, another Message-ID: nothing. */
+    T_EQ_INT(ledger_find(&conf, "alice@contoso.test", "<find1@x>", NULL, &r,
+			 err, sizeof(err)), 0);
+    T_EQ_INT(ledger_find(&conf, "bob@contoso.test", "<find9@x>", NULL, &r,
+			 err, sizeof(err)), 0);
+    T_EQ_INT(ledger_find(&conf, "bob@contoso.test", NULL, NULL, &r, err,
+			 sizeof(err)), 0);
+
+    /* A split delivery: the record whose recipients include rcpt. */
+    envelope("bob@contoso.test", "<find1@x>", "other-sender@app.test", split,
+	     1, LEDGER_AMBIGUOUS, n2, sizeof(n2));
+    T_EQ_INT(ledger_find(&conf, "bob@contoso.test", "<find1@x>",
+			 "THIRD@remote.test", &r, err, sizeof(err)), 1);
+    T_EQ_STR(r.sender, "other-sender@app.test");
+    ledger_close(&r);
+    T_EQ_INT(ledger_find(&conf, "bob@contoso.test", "<find1@x>",
+			 "other@remote.test", &r, err, sizeof(err)), 1);
+    T_EQ_STR(r.sender, "bounces@app.test");
+    ledger_close(&r);
+
+    /* The null sender is recorded as "", not as "unknown". */
+    envelope("bob@contoso.test", "<find2@x>", "", none, 1, LEDGER_SENT, n3,
+	     sizeof(n3));
+    T_EQ_INT(ledger_find(&conf, "bob@contoso.test", "<find2@x>", NULL, &r,
+			 err, sizeof(err)), 1);
+    T_EQ_STR(r.sender, "");
+    ledger_close(&r);
+
+    /* Nothing was sent (failed): no match. */
+    envelope("bob@contoso.test", "<find3@x>", "a@app.test", none, 1,
+	     LEDGER_FAILED, n4, sizeof(n4));
+    T_EQ_INT(ledger_find(&conf, "bob@contoso.test", "<find3@x>", NULL, &r,
+			 err, sizeof(err)), 0);
+
+    /* Older than ledger_lifetime: expired, even before ledger_expire(). */
+    envelope("bob@contoso.test", "<find4@x>", "a@app.test", none, 1,
+	     LEDGER_SENT, n5, sizeof(n5));
+    snprintf(text, sizeof(text), "{\"version\":1,\"state\":\"sent\","
+	     "\"mailbox\":\"bob@contoso.test\",\"message_id\":\"<find4@x>\","
+	     "\"created\":%ld,\"updated\":%ld,\"sender\":\"a@app.test\","
+	     "\"rcpts\":[\"x@remote.test\"]}", (long) (time(NULL) - 6 * 86400),
+	     (long) (time(NULL) - 6 * 86400));
+    t_write_file(path_of(n5, ".json"), text, 0600);
+    T_EQ_INT(ledger_find(&conf, "bob@contoso.test", "<find4@x>", NULL, &r,
+			 err, sizeof(err)), 0);
+    conf.ledger_lifetime = 7 * 86400;
+    T_EQ_INT(ledger_find(&conf, "bob@contoso.test", "<find4@x>", NULL, &r,
+			 err, sizeof(err)), 1);
+    ledger_close(&r);
+    conf.ledger_lifetime = 0;
+
+    /* A record of an older version (no envelope) does not match. */
+    snprintf(text, sizeof(text), "{\"version\":1,\"state\":\"sent\","
+	     "\"mailbox\":\"bob@contoso.test\",\"message_id\":\"<find4@x>\","
+	     "\"created\":%ld,\"updated\":%ld}", (long) time(NULL),
+	     (long) time(NULL));
+    t_write_file(path_of(n5, ".json"), text, 0600);
+    T_EQ_INT(ledger_find(&conf, "bob@contoso.test", "<find4@x>", NULL, &r,
+			 err, sizeof(err)), 0);
+}
+
 int     main(void)
 {
     log_to_file("/dev/null");
@@ -650,6 +757,7 @@ int     main(void)
     T_RUN(test_kill);
     T_RUN(test_slots);
     T_RUN(test_pace);
+    T_RUN(test_find);
     t_rm_rf(dir);
     return (T_DONE());
 }
