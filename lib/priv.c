@@ -15,9 +15,11 @@
 #include <pwd.h>
 #include <stdio.h>
 #include <string.h>
+#include <sysexits.h>
 #include <unistd.h>
 
 #include "priv.h"
+#include "strbuf.h"
 #include "util.h"
 
 /* priv_lookup - uid and primary gid of a user */
@@ -136,4 +138,29 @@ int     priv_as_root(char *err, size_t errlen)
     }
     util_nodump();
     return (0);
+}
+
+/*
+ * priv_check_conf - "-n" of a daemon: as the user (secret files must
+ * belong to the user that reads them), the secret and key files, then
+ * the warnings (valid, but mail could be accepted that cannot go out);
+ * both printed to stderr.  The exit status: EX_OK, EX_CONFIG, EX_OSERR.
+ */
+int     priv_check_conf(const struct conf *conf)
+{
+    struct strbuf errors;
+    char    err[300];
+    int     rc;
+
+    if (priv_drop(conf->user, err, sizeof(err)) < 0) {
+	fprintf(stderr, "%s\n", err);
+	return (EX_OSERR);
+    }
+    strbuf_init(&errors, STRBUF_MAX_JSON);
+    rc = conf_check_secrets(conf, &errors) < 0 || errors.len > 0;
+    if (!rc)
+	(void) conf_warnings(conf, &errors);
+    fputs(strbuf_str(&errors), stderr);
+    strbuf_free(&errors);
+    return (rc ? EX_CONFIG : EX_OK);
 }

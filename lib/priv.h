@@ -23,6 +23,11 @@
  *	user's owner and root never acts on a path the user controls);
  *	priv_as_root() switches back.  Not running as root, both change
  *	nothing and succeed.
+ *
+ *	priv_check_conf() is a daemon's -n after conf_load(): it drops to
+ *	the user, checks the secret and key files (conf_check_secrets())
+ *	and prints their problems, else the warnings (conf_warnings()), to
+ *	stderr; it returns the exit status (EX_OK, EX_CONFIG, EX_OSERR).
  * DIAGNOSTICS
  *	All return 0, or -1 with err naming the cause and the fix; the
  *	caller exits with EX_OSERR (71).
@@ -33,10 +38,13 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "conf.h"
+
 extern int priv_lookup(const char *user, uid_t *uid, gid_t *gid,
 		               char *err, size_t errlen);
 extern int priv_drop(const char *user, char *err, size_t errlen);
 extern int priv_as_user(uid_t uid, gid_t gid, char *err, size_t errlen);
 extern int priv_as_root(char *err, size_t errlen);
+extern int priv_check_conf(const struct conf *);
 
 #endif

@@ -574,22 +574,10 @@ int     main(int argc, char **argv)
 	file_set_service_user(conf->user);
     }
     if (check_only) {
-	/* Secret files must belong to the user that reads them. */
-	if (priv_drop(conf->user, err, sizeof(err)) < 0) {
-	    fprintf(stderr, "%s\n", err);
-	    exit(EX_OSERR);
-	}
-	rc = conf_check_secrets(conf, &errors) < 0 || errors.len > 0;
-	fputs(rc ? strbuf_str(&errors) : "", stderr);
-	/* Valid, but mail could be accepted that cannot go out: say so. */
-	if (!rc && conf_warnings(conf, &errors) > 0)
-	    fputs(strbuf_str(&errors), stderr);
-	conf_free(conf);
-	strbuf_free(&errors);
-	if (rc)
-	    exit(EX_CONFIG);
-	printf("configuration OK\n");
-	exit(EX_OK);
+	/* As the user: secret files, then the warnings (priv.h). */
+	if ((rc = priv_check_conf(conf)) == EX_OK)
+	    printf("configuration OK\n");
+	exit(rc);
     }
     strbuf_free(&errors);
 
