@@ -218,6 +218,8 @@ static const struct conf_param conf_params[] = {
     0},
     {"connect_timeout", G(connect_timeout), T_LONG,
     CONF_STR(CONF_DEF_CONNECT_TIMEOUT), 0, 1, 600, 0},
+    {"idle_timeout", G(idle_timeout), T_LONG,
+    CONF_STR(CONF_DEF_IDLE_TIMEOUT), 0, 1, 3600, 0},
     {"token_retry_interval", G(token_retry_interval), T_LONG, "30", 0, 1,
     3600, 0},
     {"max_message_size", G(max_message_size), T_SIZE, "35M", 0,

@@ -20,7 +20,8 @@
  *	Sections:
  *	[global]           cloud, login_url, graph_url, graph_resource,
  *	                   ca_file, state_dir, user, log_file, timeout,
- *	                   connect_timeout, token_retry_interval,
+ *	                   connect_timeout, idle_timeout,
+ *	                   token_retry_interval,
  *	                   max_message_size, upload_hosts,
  *	                   upload_budget, ledger_lifetime,
  *	                   sent_items_wait, concurrency_wait,
@@ -206,6 +207,8 @@ struct conf {
     char   *log_file;			/* NULL: syslog; "stderr"; path */
     long    timeout;			/* seconds per HTTP request */
     long    connect_timeout;		/* seconds */
+    long    idle_timeout;		/* seconds an unused connection is
+					 * kept open (http.c) */
     long    token_retry_interval;	/* seconds a failed token request
 					 * is remembered (auth.c) */
     long    max_message_size;		/* default for accounts; 35 MB */
@@ -282,6 +285,7 @@ extern const char *conf_socket_path(const char *spec);
  */
 #define CONF_DEF_TIMEOUT		60	/* [global] timeout */
 #define CONF_DEF_CONNECT_TIMEOUT	15	/* [global] connect_timeout */
+#define CONF_DEF_IDLE_TIMEOUT	60	/* [global] idle_timeout */
 #define CONF_UPLOAD_WINDOW		30	/* seconds of upload_budget */
 
 /* Default file, from configure's sysconfdir. */

@@ -8,7 +8,11 @@
  *	with curl_easy_reset(), which drops the options of the previous
  *	request but keeps the connection cache, the TLS session cache and
  *	the DNS cache, so a process that talks to the token endpoint and
- *	then to Graph reuses both connections.
+ *	then to Graph reuses both connections.  Kept-alive connections:
+ *	CURLOPT_MAXAGE_CONN (idle_timeout) keeps libcurl from reusing one
+ *	that idled too long, http_idle_close() closes idle ones without a
+ *	request, and http_prereq_cb() refuses libcurl's second attempt of
+ *	a request whose unrewindable body had started to go out.
  *
  *	Security (style.md rule 18): https only (plain http only to
  *	127.0.0.1, [::1] and localhost), peer and host verification on,
@@ -51,6 +55,12 @@
 #define HTTP_USER_AGENT	"m365relay"
 #endif
 
+/*
+ * A kept-alive connection is closed after this many seconds even when in
+ * use, so that a resident program follows DNS changes of the service.
+ */
+#define HTTP_MAX_LIFETIME	900
+
 
 struct http {
     CURL   *curl;
@@ -63,6 +73,9 @@ struct http {
     void   *progress_arg;
     double  progress_interval;		/* seconds */
     double  progress_last;		/* time_mono() of the last call */
+    long    idle_timeout;		/* seconds a connection may idle */
+    double  last_used;			/* time_mono() after the last request;
+					 * 0: no connection open */
 };
 
 /* Per-request state shared with the libcurl callbacks. */
@@ -78,6 +91,8 @@ struct http_xfer {
     CURL   *curl;
     char    req_id[80];			/* response "request-id" */
     char    client_req_id[80];		/* response "client-request-id" */
+    int     attempts;			/* connections tried (prereq calls) */
+    int     resend_refused;		/* a retry after body bytes: stopped */
 };
 
 static pthread_once_t http_global_once = PTHREAD_ONCE_INIT;
@@ -117,13 +132,47 @@ struct http *http_create(const struct conf *conf, char *err, size_t errlen)
 	    xstrdup(conf->graph_url) : NULL;
 	h->timeout = conf->timeout;
 	h->connect_timeout = conf->connect_timeout;
+	h->idle_timeout = conf->idle_timeout;
     }
     /* No configuration (or one made by hand): the table's defaults. */
     if (h->timeout <= 0)
 	h->timeout = CONF_DEF_TIMEOUT;
     if (h->connect_timeout <= 0)
 	h->connect_timeout = CONF_DEF_CONNECT_TIMEOUT;
+    if (h->idle_timeout <= 0)
+	h->idle_timeout = CONF_DEF_IDLE_TIMEOUT;
     return (h);
+}
+
+/*
+ * http_idle_deadline - time_mono() at which the connections of h are due
+ * to be closed (last request + idle_timeout); 0 when none is open.
+ */
+double  http_idle_deadline(const struct http *h)
+{
+    return (h->last_used > 0 ? h->last_used + (double) h->idle_timeout : 0);
+}
+
+/*
+ * http_idle_close - close the connections of h when they have been idle
+ * for idle_timeout at time now (time_mono()), or at once when now < 0.
+ * A new easy handle replaces the old one (libcurl has no call that only
+ * closes its connection cache); settings live in struct http, so the
+ * next request is the same.  Returns 1 when connections were closed.
+ * h must not be in use by another thread.
+ */
+int     http_idle_close(struct http *h, double now)
+{
+    CURL   *fresh;
+
+    if (h->last_used <= 0 || (now >= 0 && now < http_idle_deadline(h)))
+	return (0);
+    if ((fresh = curl_easy_init()) == NULL)
+	return (0);			/* keep the old one; try again later */
+    curl_easy_cleanup(h->curl);
+    h->curl = fresh;
+    h->last_used = 0;
+    return (1);
 }
 
 /* http_free - close connections, release the handle; NULL is ok */
@@ -389,6 +438,35 @@ static int http_seek_cb(void *ctx, curl_off_t offset, int origin)
     return (CURL_SEEKFUNC_OK);
 }
 
+#if LIBCURL_VERSION_NUM >= 0x075000
+
+/*
+ * http_prereq_cb - called before each attempt to send the request, on a
+ * connection that is up.  libcurl makes a second attempt on a new
+ * connection when a reused one turns out dead before any response byte
+ * arrived; for a streamed body that cannot be rewound (sendMail) that
+ * is refused once any body byte left, whatever libcurl's rewind logic
+ * would do: the message is sent at most once per http_perform().
+ */
+static int http_prereq_cb(void *ctx, char *conn_primary_ip,
+			          char *conn_local_ip, int conn_primary_port,
+			          int conn_local_port)
+{
+    struct http_xfer *x = ctx;
+
+    (void) conn_primary_ip;
+    (void) conn_local_ip;
+    (void) conn_primary_port;
+    (void) conn_local_port;
+    if (x->attempts++ > 0 && x->sent > 0) {
+	x->resend_refused = 1;
+	return (CURL_PREREQFUNC_ABORT);
+    }
+    return (CURL_PREREQFUNC_OK);
+}
+
+#endif
+
 /*
  * http_xferinfo_cb - libcurl calls this about once a second (more often
  * while data flows), also while it connects or waits for the response;
@@ -627,6 +705,15 @@ int     http_perform(struct http *h, const struct http_req *req,
     curl_easy_setopt(c, CURLOPT_TIMEOUT, req->timeout > 0 ? req->timeout :
 		     h->timeout);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, h->connect_timeout);
+    /* Never reuse a connection that idled longer than idle_timeout. */
+    curl_easy_setopt(c, CURLOPT_MAXAGE_CONN, h->idle_timeout);
+#if LIBCURL_VERSION_NUM >= 0x075000
+    curl_easy_setopt(c, CURLOPT_MAXLIFETIME_CONN, (long) HTTP_MAX_LIFETIME);
+    if (req->read_cb != NULL && req->rewind_cb == NULL) {
+	curl_easy_setopt(c, CURLOPT_PREREQFUNCTION, http_prereq_cb);
+	curl_easy_setopt(c, CURLOPT_PREREQDATA, &x);
+    }
+#endif
     if (req->low_speed_time > 0) {
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, req->low_speed_limit > 0 ?
 			 req->low_speed_limit : 1L);
@@ -647,6 +734,7 @@ int     http_perform(struct http *h, const struct http_req *req,
     }
 
     rc = curl_easy_perform(c);
+    h->last_used = time_mono();
 
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(c, CURLINFO_SIZE_UPLOAD_T, &up);
@@ -680,6 +768,10 @@ int     http_perform(struct http *h, const struct http_req *req,
 	else if (x.fd_errno)
 	    snprintf(detail, sizeof(detail), "cannot write the response "
 		     "body to its spool file: %s", strerror(x.fd_errno));
+	else if (x.resend_refused)
+	    snprintf(detail, sizeof(detail), "the kept-alive connection "
+		     "closed while the request body was being sent; not "
+		     "sending it again on a new connection");
 	else
 	    log_printable(detail, sizeof(detail), h->errbuf,
 			  strlen(h->errbuf));

@@ -54,6 +54,30 @@
  *	into this struct http.  The interval counts from the
  *	http_set_progress() call across requests.  A NULL cb (the
  *	default of http_create()) turns it off.
+ *
+ *	Kept-alive connections: a struct http keeps its connections open
+ *	between requests (libcurl's connection cache: at most one per
+ *	host it talked to).  A resident program that keeps one across
+ *	messages gets connection reuse for Graph and the token endpoint
+ *	alike.  conf->idle_timeout bounds it: a connection unused for that
+ *	long is never reused (CURLOPT_MAXAGE_CONN), and
+ *	http_idle_close(h, time_mono()) closes the connections of h once
+ *	that time has passed since its last request (http_idle_close(h,
+ *	-1) at once); http_idle_deadline(h) tells when that will be (0:
+ *	nothing open).  Neither may run while another thread uses h.  A
+ *	connection is also closed after 15 minutes in use (DNS changes).
+ *	A connection the server closed while idle is noticed by libcurl
+ *	before the request is sent, and the request goes on a new one.
+ *	When a reused connection dies after the request went out but
+ *	before any response byte, libcurl tries once more on a new
+ *	connection; a streamed body without rewind_cb (sendMail) is then
+ *	never sent again once any byte of it left: http_perform() fails
+ *	(-1, resp->upload_done as far as the body was read), and the
+ *	caller treats it as "may have been accepted".  An in-memory body
+ *	(token requests, JSON) may be sent again that way.
+ *
+ *	For several threads, a bounded pool of struct http (httppool.h)
+ *	hands one to each delivery and closes idle ones on a timer.
  * DIAGNOSTICS
  *	http_perform() returns 0 when an HTTP response arrived (any
  *	status), -1 on a transport error (resp->error names it: DNS,
@@ -116,5 +140,7 @@ extern void http_set_progress(struct http *, void (*cb) (void *),
 extern int http_form_add(struct strbuf *form, const char *name,
 			         const char *value);	/* x-www-form-urlencoded */
 extern int http_url_under(const char *base, const char *url);
+extern int http_idle_close(struct http *, double now);
+extern double http_idle_deadline(const struct http *);
 
 #endif

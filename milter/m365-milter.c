@@ -490,6 +490,7 @@ static int milter_work(struct conf *conf, int ready_fd, int foreground,
 	(void) unlink(sock_path);
     /* Messages still in progress keep their own reference. */
     mlt_conf_shutdown();
+    mlfi_shutdown();
     free(spec);
     curl_global_cleanup();
     return (rc == MI_SUCCESS ? EX_OK : EX_OSERR);

@@ -10,9 +10,17 @@
  *
  *	Threads: libmilter runs each SMTP connection in its own thread.
  *	Everything a callback touches is in the connection's context
- *	(struct mlfi_ctx, including its struct http) or read-only (the
- *	configuration handle); the relay core's shared state (token
- *	store, throttle files) is protected by file locks.
+ *	(struct mlfi_ctx) or read-only (the configuration handle); the
+ *	relay core's shared state (token store, throttle files) is
+ *	protected by file locks.
+ *
+ *	Connections: deliver mode takes an HTTPS client from one pool per
+ *	process (httppool.h) for each message and gives it back after,
+ *	so Graph and token connections stay open across messages and SMTP
+ *	connections (at most MLFI_HTTP_IDLE kept while idle, closed after
+ *	idle_timeout); a client made from an older configuration is not
+ *	reused after a reload.  The pool and its timer thread start with
+ *	the first message to deliver (after the signal mask is set).
  *
  *	Progress: while deliver mode waits for Graph, the struct http
  *	calls mlfi_progress() every MLFI_PROGRESS_INTERVAL seconds, which
@@ -25,6 +33,7 @@
 #include "config.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +45,7 @@
 #include "addr.h"
 #include "deliver.h"
 #include "http.h"
+#include "httppool.h"
 #include "log.h"
 #include "mlfi.h"
 #include "msg.h"
@@ -50,8 +60,14 @@
 #define MLFI_HASH_MAX		(64 * 1024)	/* content bytes in Message-ID */
 #define MLFI_PROGRESS_INTERVAL	10		/* seconds between progress */
 #define MLFI_PROGRESS_ENV	"M365_MILTER_PROGRESS_INTERVAL"	/* tests */
+#define MLFI_HTTP_IDLE		16		/* idle clients kept */
 
 static int mlfi_progress_interval = MLFI_PROGRESS_INTERVAL;
+
+/* Deliver mode: kept-alive HTTPS clients of this process. */
+static pthread_once_t mlfi_pool_once = PTHREAD_ONCE_INIT;
+static struct http_pool *mlfi_pool;
+static char mlfi_pool_err[200];
 
 struct mlfi_rcpt {
     char   *raw;			/* as the MTA gave it (for delrcpt) */
@@ -60,10 +76,6 @@ struct mlfi_rcpt {
 };
 
 struct mlfi_ctx {
-    /* Per connection. */
-    struct http *http;			/* deliver mode, created on first use */
-    unsigned long http_gen;		/* configuration it was made from */
-
     /* Per message; cf == NULL: no message in progress. */
     struct mlt_conf *cf;
     const struct conf_account *acct;
@@ -678,6 +690,14 @@ static void mlfi_progress(void *arg)
     }
 }
 
+/* mlfi_pool_init - the pool of HTTPS clients, once per process */
+
+static void mlfi_pool_init(void)
+{
+    mlfi_pool = http_pool_create(MLFI_HTTP_IDLE, mlfi_pool_err,
+				 sizeof(mlfi_pool_err));
+}
+
 /* mlfi_eom_deliver - send through Graph, then drop those recipients */
 
 static sfsistat mlfi_eom_deliver(SMFICTX *ctx, struct mlfi_ctx *c)
@@ -686,6 +706,7 @@ static sfsistat mlfi_eom_deliver(SMFICTX *ctx, struct mlfi_ctx *c)
     struct m365_result res;
     struct mlfi_progress prog;
     struct delivery d;
+    struct http *http;
     char  **rcpts;
     char    err[300];
     size_t  i, n = 0, failed = 0;
@@ -717,18 +738,14 @@ static sfsistat mlfi_eom_deliver(SMFICTX *ctx, struct mlfi_ctx *c)
 	return (SMFIS_CONTINUE);
     }
 
-    /* One HTTP client per connection, rebuilt after a reload. */
-    if (c->http != NULL && c->http_gen != c->cf->gen) {
-	http_free(c->http);
-	c->http = NULL;
-    }
-    if (c->http == NULL) {
-	if ((c->http = http_create(conf, err, sizeof(err))) == NULL) {
-	    free(rcpts);
-	    return (mlt_fail(ctx, conf, MLT_FAIL_INTERNAL, c->qid, "4.3.0",
-			     err));
-	}
-	c->http_gen = c->cf->gen;
+    /* A kept-alive client of this configuration, or a new one. */
+    (void) pthread_once(&mlfi_pool_once, mlfi_pool_init);
+    if (mlfi_pool == NULL)
+	snprintf(err, sizeof(err), "%s", mlfi_pool_err);
+    if (mlfi_pool == NULL || (http = http_pool_get(mlfi_pool, conf,
+					 c->cf->gen, err, sizeof(err))) == NULL) {
+	free(rcpts);
+	return (mlt_fail(ctx, conf, MLT_FAIL_INTERNAL, c->qid, "4.3.0", err));
     }
 
     d.queue_id = c->qid;
@@ -741,9 +758,10 @@ static sfsistat mlfi_eom_deliver(SMFICTX *ctx, struct mlfi_ctx *c)
     prog.qid = c->qid;
     prog.start = time_mono();
     prog.failed = 0;
-    http_set_progress(c->http, mlfi_progress, &prog, mlfi_progress_interval);
-    rc = deliver_with(conf, c->http, c->acct, &c->msg, &d, &res);
-    http_set_progress(c->http, NULL, NULL, 0);
+    http_set_progress(http, mlfi_progress, &prog, mlfi_progress_interval);
+    rc = deliver_with(conf, http, c->acct, &c->msg, &d, &res);
+    http_set_progress(http, NULL, NULL, 0);
+    http_pool_put(mlfi_pool, http);
     deliver_log(&d, conf, c->acct, &res);
     free(rcpts);
 
@@ -832,11 +850,19 @@ static sfsistat mlfi_close(SMFICTX *ctx)
 
     if (c != NULL) {
 	mlfi_msg_reset(c);
-	http_free(c->http);
 	free(c);
 	(void) smfi_setpriv(ctx, NULL);
     }
     return (SMFIS_CONTINUE);
+}
+
+/* mlfi_shutdown - close the kept-alive connections (end of process) */
+
+void    mlfi_shutdown(void)
+{
+    /* Not freed: a message still in flight may give its client back. */
+    if (mlfi_pool != NULL)
+	(void) http_pool_idle_close(mlfi_pool, -1);
 }
 
 /* mlfi_register - hand the callbacks to libmilter */

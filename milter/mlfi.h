@@ -22,6 +22,9 @@
  *	body is never kept in filter mode (it is only counted and
  *	hashed); in deliver mode it is held in a struct msg (memory up
  *	to memory_limit, then an unlinked temporary file).
+ *
+ *	mlfi_shutdown() closes the connections kept alive for deliver
+ *	mode (call it after smfi_main() returns).
  * DIAGNOSTICS
  *	mlfi_register() returns MI_SUCCESS or MI_FAILURE.
  */
@@ -29,5 +32,6 @@
 #define M365_MILTER_MLFI_H
 
 extern int mlfi_register(void);
+extern void mlfi_shutdown(void);
 
 #endif

@@ -282,7 +282,8 @@ class State:
                           "upload_bytes_sessions": 0,
                           "max_concurrent": {}, "max_upload_window": {},
                           "concurrency_throttled": 0,
-                          "sentitems_lookups": 0}
+                          "sentitems_lookups": 0, "connections": 0,
+                          "connections_open": getattr(self, "conn_open", 0)}
             self.upload_log = {}
             for kind in MAIL_KINDS:
                 self.stats[MAIL_KINDS[kind]] = 0
@@ -1248,6 +1249,27 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise
 
+    def count_connection(self):
+        """count_connection - connection reuse (issue 14.1): count this
+        TLS connection at its first request that is not a control one,
+        in /_emu/stats connections (since reset) and connections_open"""
+        st = self.server.state
+        with st.lock:
+            st.stats["connections"] = st.stats.get("connections", 0) + 1
+            st.conn_open = getattr(st, "conn_open", 0) + 1
+            st.stats["connections_open"] = st.conn_open
+        self.counted = True
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            if getattr(self, "counted", False):
+                st = self.server.state
+                with st.lock:
+                    st.conn_open -= 1
+                    st.stats["connections_open"] = st.conn_open
+
     def log_message(self, fmt, *args):
         if self.server.verbose:
             sys.stderr.write("m365emu: %s\n" % (fmt % args))
@@ -1320,6 +1342,8 @@ class Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         self.query = urllib.parse.parse_qs(url.query)
         segs = [s for s in url.path.split("/") if s]
+        if segs[:1] != ["_emu"] and not getattr(self, "counted", False):
+            self.count_connection()
         # An upload PUT streams its body into the session's file (the
         # endpoint reads it); every other body is read here.
         self.body_done = False
@@ -1532,7 +1556,8 @@ class Handler(BaseHTTPRequestHandler):
         extra = {}
         if fault and fault.get("retry_after") is not None:
             extra["Retry-After"] = fault["retry_after"]
-        if fault is None or action in ("truncate", "endless", "silent"):
+        if fault is None or action in ("truncate", "endless", "silent",
+                                       "close_after_response"):
             status, rbody, rheaders = self.run_endpoint(endpoint, body, arg)
         elif action == "gone":
             e = self.gone(self.token_target(), fault.get("code"),
@@ -1571,6 +1596,10 @@ class Handler(BaseHTTPRequestHandler):
                              else None)
         else:
             self.send(status, rbody, headers=rheaders)
+        if action == "close_after_response" and fault:
+            # Kept alive on paper, closed now: a client sees the FIN
+            # only when it next uses the connection.
+            self.close_connection = True
 
     def run_endpoint(self, endpoint, body, arg):
         """run_endpoint - (status, body, headers) of a normal answer"""
@@ -3166,7 +3195,8 @@ class Handler(BaseHTTPRequestHandler):
         kinds = {"sendMail", "token", "users", "devicecode", "authorize",
                  "any"} | set(MAIL_KINDS)
         actions = {"error", "accept_retry_after", "reset_after_body", "slow",
-                   "gone", "truncate", "endless", "silent", "expire"}
+                   "gone", "truncate", "endless", "silent", "expire",
+                   "close_after_response"}
         only = {"gone": "delta", "truncate": "value", "endless": "value",
                 "silent": "value", "expire": "upload"}
         for f in faults:
