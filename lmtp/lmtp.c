@@ -36,6 +36,7 @@
 
 #include "addr.h"
 #include "deliver.h"
+#include "httppool.h"
 #include "lmtp.h"
 #include "log.h"
 #include "msg.h"
@@ -123,14 +124,6 @@ void    lmtp_stop(void)
 int     lmtp_stopping(void)
 {
     return (lmtp_stop_flag);
-}
-
-/* lmtp_worker_free - release a worker's HTTPS client */
-
-void    lmtp_worker_free(struct lmtp_worker *w)
-{
-    http_free(w->http);
-    w->http = NULL;
 }
 
 /* lmtp_reply_code - the LMTP reply code for a result */
@@ -626,23 +619,29 @@ static int lmtp_read_data(struct lmtp_sess *s, struct msg_stream *ms)
     }
 }
 
-/* lmtp_http - the worker's HTTPS client for cf (kept across messages) */
+/* lmtp_pool_set - the HTTPS clients of the server (httppool.h) */
 
-static struct http *lmtp_http(struct lmtp_worker *w, struct lmtp_conf *cf,
-			              struct m365_result *res)
+static struct http_pool *lmtp_pool;
+
+void    lmtp_pool_set(struct http_pool *pool)
 {
+    lmtp_pool = pool;
+}
+
+/* lmtp_http - a kept-alive HTTPS client for cf from the pool, or NULL */
+
+static struct http *lmtp_http(struct lmtp_conf *cf, struct m365_result *res)
+{
+    struct http *http = NULL;
     char    err[300];
 
-    if (w->http != NULL && w->http_gen != cf->gen)
-	lmtp_worker_free(w);			/* made from an old config */
-    if (w->http == NULL) {
-	if ((w->http = http_create(cf->conf, err, sizeof(err))) == NULL) {
-	    result_set(res, M365_SYSTEM, "4.3.0", "%s", err);
-	    return (NULL);
-	}
-	w->http_gen = cf->gen;
-    }
-    return (w->http);
+    if (lmtp_pool == NULL)
+	snprintf(err, sizeof(err), "no HTTPS client pool");
+    else
+	http = http_pool_get(lmtp_pool, cf->conf, cf->gen, err, sizeof(err));
+    if (http == NULL)
+	result_set(res, M365_SYSTEM, "4.3.0", "%s", err);
+    return (http);
 }
 
 /*
@@ -670,8 +669,10 @@ static void lmtp_send(struct lmtp_sess *s, struct lmtp_conf *cf,
 	d->nrcpts = nleft;
 	acct = NULL;
 	result_init(&res);
-	if ((http = lmtp_http(s->w, cf, &res)) != NULL)
+	if ((http = lmtp_http(cf, &res)) != NULL) {
 	    (void) deliver(cf->conf, http, m, d, &res, &acct);
+	    http_pool_put(lmtp_pool, http);
+	}
 	if (res.status == M365_PERM && strcmp(res.dsn, "5.1.1") == 0
 	    && nleft > 1
 	    && (k = lmtp_rejected_rcpt(res.text, d->rcpts, nleft)) < nleft) {

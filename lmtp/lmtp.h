@@ -39,9 +39,12 @@
  *	reference: a delivery keeps the configuration it started with
  *	across a reload.  lmtp_conf_shutdown() drops the current one.
  *
- *	struct lmtp_worker is one worker thread's: its HTTPS client is
- *	kept across messages and sessions (connections to Graph and the
- *	token endpoint stay open) and made again after a reload.
+ *	lmtp_pool_set() gives the sessions the server's pool of HTTPS
+ *	clients (httppool.h): a delivery takes one, made from the
+ *	configuration generation it runs with, and puts it back, so
+ *	connections to Graph and the token endpoint stay open across
+ *	messages and sessions (at most one per host per delivery in
+ *	progress, the idle ones closed after idle_timeout).
  *
  *	lmtp_reply_code() is the LMTP reply code for a result: 250 for
  *	2.X.X, 452 for 4.5.3, 451 for other 4.X.X, 552 for 5.3.4, 554
@@ -74,10 +77,10 @@ struct lmtp_conf {
 };
 
 struct lmtp_worker {
-    struct http *http;			/* kept across messages, or NULL */
-    unsigned long http_gen;		/* configuration it was made from */
     const char *hostname;		/* for the greeting */
 };
+
+struct http_pool;
 
 extern void lmtp_conf_install(struct conf *);
 extern struct lmtp_conf *lmtp_conf_acquire(void);
@@ -85,7 +88,7 @@ extern void lmtp_conf_release(struct lmtp_conf *);
 extern void lmtp_conf_shutdown(void);
 
 extern void lmtp_session(int fd, struct lmtp_worker *);
-extern void lmtp_worker_free(struct lmtp_worker *);
+extern void lmtp_pool_set(struct http_pool *);
 extern void lmtp_stop(void);
 extern int lmtp_stopping(void);
 

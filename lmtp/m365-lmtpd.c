@@ -22,8 +22,10 @@
  *	accepted on a loopback address only.
  *
  *	Sessions: -s worker threads (default 8), each serving one
- *	connection at a time and keeping its HTTPS client from message to
- *	message; more connections wait in the listen queue.
+ *	connection at a time; more connections wait in the listen queue.
+ *	The HTTPS clients are a pool of as many (httppool.h): their
+ *	connections stay open from message to message and close after
+ *	[global] idle_timeout unused.
  *
  *	Signals: SIGHUP (or SIGUSR1) reloads the configuration (messages
  *	in progress finish with the one they started with; a bad file is
@@ -58,6 +60,7 @@
 
 #include "conf.h"
 #include "http.h"
+#include "httppool.h"
 #include "lmtp.h"
 #include "log.h"
 #include "priv.h"
@@ -248,7 +251,6 @@ static void *lmtpd_worker(void *unused)
 	lmtp_session(fd, &w);
 	(void) close(fd);
     }
-    lmtp_worker_free(&w);
     return (NULL);
 }
 
@@ -276,6 +278,7 @@ int     main(int argc, char **argv)
     struct strbuf errors;
     struct conf *conf;
     struct http *http;
+    struct http_pool *pool;
     pthread_t *tids;
     sigset_t set;
     char    abspath[PATH_MAX];
@@ -398,6 +401,10 @@ int     main(int argc, char **argv)
     if ((rc = pthread_sigmask(SIG_BLOCK, &set, NULL)) != 0)
 	msg_fatal(EX_OSERR, "pthread_sigmask: %s", strerror(rc));
     lmtp_conf_install(conf);
+    /* One kept-alive client per session at most; idle ones time out. */
+    if ((pool = http_pool_create((int) nsess, err, sizeof(err))) == NULL)
+	msg_fatal(EX_OSERR, "%s", err);
+    lmtp_pool_set(pool);
     tids = xcalloc((size_t) nsess, sizeof(pthread_t));
     for (i = 0; i < nsess; i++)
 	if ((rc = pthread_create(tids + i, NULL, lmtpd_worker, NULL)) != 0)
@@ -425,6 +432,8 @@ int     main(int argc, char **argv)
 	(void) unlink(sock_path);
     (void) close(lmtpd_listen_fd);
     free(tids);
+    lmtp_pool_set(NULL);
+    http_pool_free(pool);
     lmtp_conf_shutdown();
     curl_global_cleanup();
     return (EX_OK);

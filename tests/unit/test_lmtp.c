@@ -49,7 +49,6 @@ static void *t_serve(void *arg)
 
     lmtp_session(p->fd, &p->w);
     close(p->fd);
-    lmtp_worker_free(&p->w);
     return (NULL);
 }
 
