@@ -4,12 +4,13 @@
   lmtp-client.py SOCKET raw FILE
       send FILE in one write (pipelined commands, dot-stuffed data as
       they are in FILE), print every reply line until the server closes
-  lmtp-client.py SOCKET send SENDER RCPTS FILE [COUNT] [CONNS]
+  lmtp-client.py SOCKET send SENDER RCPTS FILE [COUNT] [CONNS] [FIRST]
       deliver FILE (a message, LF or CRLF) COUNT times (default 1) to
       RCPTS (comma list) over CONNS connections (default 1), each kept
       for all its messages (LHLO once, then MAIL/RCPT/DATA pipelined);
       the Subject gets "#N " and the Message-ID "N." when COUNT > 1
-      (each a message of its own); print one line
+      (each a message of its own; N counts from FIRST, default 0);
+      print one line
       per recipient reply: "N RCPT CODE TEXT"
 
 SOCKET is a unix socket path or HOST:PORT.  Exit status 0 when every
@@ -127,7 +128,7 @@ def main():
     results, lock, threads = [], threading.Lock(), []
     per = [count // conns + (1 if i < count % conns else 0)
            for i in range(conns)]
-    first = 0
+    first = int(sys.argv[8]) if len(sys.argv) > 8 else 0
     for i in range(conns):
         t = threading.Thread(target=send, args=(spec, sender, rcpts, msg,
                                                 per[i], results, lock, first))

@@ -77,12 +77,12 @@ postconf -c "$PF_ETC" -e \
     "relay_domains = contoso.test example.com lmtp.test lmtp2.test" \
     "m365lmtp_destination_recipient_limit = 500" \
     "m365lmtp_destination_concurrency_limit = 4" \
-    "m365lmtp_destination_concurrency_failed_cohort_limit = 100" \
-    "lmtp_connection_cache_destinations = unix:$SOCK" \
-    "lmtp_send_xforward_command = yes"
+    "m365lmtp_destination_concurrency_failed_cohort_limit = 100"
 printf 'lmtp.test\tm365lmtp:unix:%s\nlmtp2.test\tm365lmtp:unix:%s\n' "$SOCK" "$SOCK" \
     >> "$PF_ETC/transport"
-printf 'm365lmtp\tunix\t-\t-\tn\t-\t-\tlmtp\n' >> "$PF_ETC/master.cf"
+# The service as contrib/postfix/master.cf.lmtp ships it, on our socket.
+grep -v '^#' "$top_srcdir/contrib/postfix/master.cf.lmtp" |
+    sed "s|/run/m365relay/lmtp.sock|$SOCK|" >> "$PF_ETC/master.cf"
 check "postfix check with the lmtp transport" postfix -c "$PF_ETC" check
 pf_start || { bad "private Postfix starts"; t_done; }
 ok "private Postfix: lmtp.test and lmtp2.test through m365lmtp:unix:$SOCK"
@@ -139,6 +139,11 @@ else
     t_match "26 messages over LMTP: new TLS connections at most 4 deliveries at once x 2 hosts ($((conn1 - conn0)))" \
 	"$((conn1 - conn0))" '^[0-8]$'
 fi
+
+check "Postfix has no complaint about the connection cache setting" \
+    sh -c "! grep -q 'connection_cache_destinations.*lookup problem' '$PF_MAILLOG'"
+check "Postfix reused its cached LMTP connections (conn_use=2 or more)" \
+    grep -qE 'to=<burst[0-9]+@lmtp\.test>, relay=[^,]*lmtp\.sock[^,]*, conn_use=[2-9]' "$PF_MAILLOG"
 
 # ---- 3. Microsoft 365 refuses one recipient by name: only it bounces
 emu_fault '{"match":"sendMail","status":400,"code":"ErrorInvalidRecipients","message":"At least one recipient isn'"'"'t valid., Recipient '"'"'nobody@lmtp.test'"'"' is not resolved. All recipients must be resolved before a message can be submitted.","count":1}'
