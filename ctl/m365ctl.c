@@ -50,6 +50,7 @@
 #include "fetchstate.h"
 #include "log.h"
 #include "oauth.h"
+#include "proxy.h"
 #include "resolve.h"
 #include "source.h"
 #include "statefile.h"
@@ -695,8 +696,10 @@ static int ctl_check(const struct conf *conf)
 		fputc('\n', stderr);
 	}
 	rc = EX_CONFIG;
-    } else
+    } else {
+	proxy_print(conf, stdout);	/* which proxy, which CAs */
 	printf("configuration OK\n");
+    }
     strbuf_free(&errors);
     return (rc);
 }

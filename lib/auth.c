@@ -320,6 +320,8 @@ int     auth_token(struct http *http, const struct conf *conf,
     *token_r = NULL;
     delegated = acct->auth == CONF_AUTH_DELEGATED;
     fresh = force && refused == NULL;
+    /* This account's Graph requests follow: its proxy (proxy.h). */
+    http_set_account(http, conf, acct);
 
     /* 1. The cached token, without the lock. */
     if (tokstore_load(conf, acct->name, &ts, err, sizeof(err)) < 0) {

@@ -51,6 +51,7 @@
 #include <netinet/in.h>
 
 #include "conf.h"
+#include "proxy.h"
 #include "util.h"
 
 /* Where a parameter may appear, and how its value is parsed. */
@@ -91,6 +92,7 @@ enum conf_type {
     T_SENDER,				/* char *: local@domain or <> */
     T_AFTER,				/* enum conf_after (+ after_folder) */
     T_HOSTS,				/* char **: host or host:port */
+    T_PROXY,				/* char *: none | http://HOST:PORT */
 };
 
 struct conf_enum {
@@ -211,6 +213,11 @@ static const struct conf_param conf_params[] = {
     {"graph_resource", G(graph_resource), T_URL, 0 /* by cloud */ , 0,
     0, 0, 0},
     {"ca_file", G(ca_file), T_PATH, 0, 0, 0, 0, 0},
+    {"ca_extra_file", G(ca_extra_file), T_PATH, 0, 0, 0, 0, 0},
+    {"proxy", G(proxy), T_PROXY, 0 /* environment */ , 0, 0, 0, 0},
+    {"no_proxy", G(no_proxy), T_TEXT, 0, 0, 0, 0, 0},
+    {"proxy_credentials_file", G(proxy_credentials_file), T_PATH, 0, 0, 0,
+    0, 0},
     {"state_dir", G(state_dir), T_PATH, M365_STATEDIR, 0, 0, 0, 0},
     {"user", G(user), T_WORD, DEF_USER, 0, 0, 0, 0},
     {"log_file", G(log_file), T_LOGDEST, 0 /* syslog */ , 0, 0, 0, 0},
@@ -277,6 +284,11 @@ static const struct conf_param conf_params[] = {
     1 * SIZE_K, 150 * SIZE_M, 0},
     {"large_messages", A(large_messages), T_ENUM, "auto", 0, 0, 0,
     conf_large_names},
+    {"proxy", A(proxy), T_PROXY, 0 /* [global] */ , 0, 0, 0, 0},
+    {"no_proxy", A(no_proxy), T_TEXT, 0 /* [global] */ , 0, 0, 0, 0},
+    {"proxy_credentials_file", A(proxy_credentials_file), T_PATH,
+    0 /* [global] */ , 0, 0, 0, 0},
+    {"rbac_probe_mailbox", A(rbac_probe_mailbox), T_ADDRESS, 0, 0, 0, 0, 0},
     /* [source NAME] */
     {"account", S(account), T_NAME, 0, 1, 0, 0, 0},
     {"mailbox", S(mailbox), T_MAILBOX, 0 /* the account's */ , 0, 0, 0, 0},
@@ -1208,6 +1220,18 @@ static int conf_set_value(struct conf_state *st, struct conf_sinfo *si,
 	free(*sp);
 	*sp = xstrdup(value);
 	return (0);
+    case T_PROXY:
+	{
+	    char    why[300];
+
+	    if (proxy_check_url(value, why, sizeof(why)) < 0) {
+		conf_err(st, line, "bad %s \"%s\" (%s)", p->name, value, why);
+		return (-1);
+	    }
+	}
+	free(*sp);
+	*sp = xstrdup(value);
+	return (0);
     case T_TEXT:
 	for (cp = value; *cp; cp++)
 	    if (iscntrl((unsigned char) *cp))
@@ -1765,6 +1789,10 @@ void    conf_free(struct conf *conf)
 	free(a->mailbox);
 	conf_free_senders(a->senders);
 	free(a->scopes);
+	free(a->proxy);
+	free(a->no_proxy);
+	free(a->proxy_credentials_file);
+	free(a->rbac_probe_mailbox);
 	free(a);
     }
     free(conf->path);
@@ -1774,6 +1802,10 @@ void    conf_free(struct conf *conf)
     free(conf->graph_resource);
     conf_free_senders(conf->upload_hosts);
     free(conf->ca_file);
+    free(conf->ca_extra_file);
+    free(conf->proxy);
+    free(conf->no_proxy);
+    free(conf->proxy_credentials_file);
     free(conf->state_dir);
     free(conf->user);
     free(conf->log_file);
@@ -2033,11 +2065,25 @@ static int conf_check_secret_file(const struct conf *conf,
 int     conf_check_secrets(const struct conf *conf, struct strbuf *errors)
 {
     const struct conf_account *a;
+    char    err[1024];
     int     ret = 0;
 
     if (conf == 0)
 	return (-1);
+    if (conf->proxy_credentials_file
+	&& file_check_private(conf->proxy_credentials_file,
+			      "proxy credentials file", err,
+			      sizeof(err)) < 0) {
+	if (errors)
+	    strbuf_line(errors, "%s: [global] proxy_credentials_file: %s",
+			conf->path, err);
+	ret = -1;
+    }
     for (a = conf->accounts; a; a = a->next) {
+	if (a->proxy_credentials_file
+	    && conf_check_secret_file(conf, a, a->proxy_credentials_file,
+				      "proxy credentials file", errors) < 0)
+	    ret = -1;
 	switch (a->auth) {
 	case CONF_AUTH_SECRET:
 	    if (conf_check_secret_file(conf, a, a->secret_file,

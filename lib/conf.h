@@ -26,6 +26,8 @@
  *	                   upload_budget, ledger_lifetime,
  *	                   sent_items_wait, concurrency_wait,
  *	                   sendmail_path
+ *	                   ca_extra_file, proxy, no_proxy,
+ *	                   proxy_credentials_file (proxy.h)
  *	[milter]           socket, socket_mode, pid_file, mode,
  *	                   unknown_sender, rewrite_sender, rewrite_from,
  *	                   add_reply_to, add_message_id, message_id_domain,
@@ -41,7 +43,8 @@
  *	                   certificate_file, key_file, jwt_alg, mailbox,
  *	                   senders, default, scopes,
  *	                   max_message_size (default: the [global] value),
- *	                   large_messages
+ *	                   large_messages, proxy, no_proxy,
+ *	                   proxy_credentials_file, rbac_probe_mailbox
  *
  *	[source NAME] sections are m365-fetch's; names follow the account
  *	name rules and are unique among sources (a source and an account
@@ -118,6 +121,10 @@ struct conf_account {
     char   *scopes;			/* extra delegated scopes, or NULL */
     long    max_message_size;		/* bytes; default [global]'s */
     enum conf_large large_messages;	/* default auto */
+    char   *proxy;			/* or NULL: [global]'s (proxy.h) */
+    char   *no_proxy;			/* or NULL: [global]'s */
+    char   *proxy_credentials_file;	/* or NULL: [global]'s */
+    char   *rbac_probe_mailbox;		/* a mailbox the app must not reach */
     const char *file;			/* where the section starts */
     int     line;
     struct conf_account *next;
@@ -202,6 +209,10 @@ struct conf {
     char   *graph_url;			/* e.g. https://graph.microsoft.com */
     char   *graph_resource;		/* scope prefix; default by cloud */
     char   *ca_file;			/* CA bundle instead of the system one */
+    char   *ca_extra_file;		/* CAs added to it (TLS inspection) */
+    char   *proxy;			/* http://HOST:PORT, "none" or NULL */
+    char   *no_proxy;			/* hosts that bypass it, or NULL */
+    char   *proxy_credentials_file;	/* user:password for it, or NULL */
     char   *state_dir;			/* token store, throttle state */
     char   *user;			/* unprivileged owner of state files */
     char   *log_file;			/* NULL: syslog; "stderr"; path */

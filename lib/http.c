@@ -47,6 +47,7 @@
 
 #include "http.h"
 #include "log.h"
+#include "proxy.h"
 #include "util.h"
 
 #ifdef PACKAGE_VERSION
@@ -66,6 +67,7 @@ struct http {
     CURL   *curl;
     char   *ca_file;			/* or NULL */
     char   *graph_url;			/* bearer tokens go only under it */
+    struct proxy *proxy;		/* proxy, ca_extra_file (proxy.h) */
     long    timeout;
     long    connect_timeout;
     char    errbuf[CURL_ERROR_SIZE];
@@ -141,6 +143,10 @@ struct http *http_create(const struct conf *conf, char *err, size_t errlen)
 	h->connect_timeout = CONF_DEF_CONNECT_TIMEOUT;
     if (h->idle_timeout <= 0)
 	h->idle_timeout = CONF_DEF_IDLE_TIMEOUT;
+    if ((h->proxy = proxy_create(conf, err, errlen)) == NULL) {
+	http_free(h);
+	return (NULL);
+    }
     return (h);
 }
 
@@ -182,6 +188,7 @@ void    http_free(struct http *h)
     if (h == NULL)
 	return;
     curl_easy_cleanup(h->curl);
+    proxy_free(h->proxy);
     free(h->ca_file);
     free(h->graph_url);
     free(h);
@@ -222,6 +229,14 @@ void    http_set_progress(struct http *h, void (*cb) (void *), void *arg,
     h->progress_arg = cb ? arg : NULL;
     h->progress_interval = interval < 1 ? 1 : interval;
     h->progress_last = time_mono();
+}
+
+/* http_set_account - later requests take this account's proxy */
+
+void    http_set_account(struct http *h, const struct conf *conf,
+			         const struct conf_account *acct)
+{
+    proxy_set_account(h->proxy, conf, acct);
 }
 
 /* http_form_add - append name=value, percent-encoded, '&'-separated */
@@ -700,8 +715,17 @@ int     http_perform(struct http *h, const struct http_req *req,
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(c, CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2);
-    if (h->ca_file)
+    if (h->ca_file) {
 	curl_easy_setopt(c, CURLOPT_CAINFO, h->ca_file);
+	/* Instead of the system store: not its hashed directory either. */
+	curl_easy_setopt(c, CURLOPT_CAPATH, (char *) 0);
+    }
+    if (proxy_apply(h->proxy, c, req->url, resp->error,
+		    sizeof(resp->error)) < 0) {
+	http_slist_free(hdrs);
+	resp->curl_code = CURLE_LOGIN_DENIED;
+	return (-1);
+    }
     curl_easy_setopt(c, CURLOPT_TIMEOUT, req->timeout > 0 ? req->timeout :
 		     h->timeout);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, h->connect_timeout);
@@ -777,6 +801,8 @@ int     http_perform(struct http *h, const struct http_req *req,
 			  strlen(h->errbuf));
 	snprintf(resp->error, sizeof(resp->error), "%s%s%s", what,
 		 detail[0] ? ": " : "", detail);
+	proxy_explain(h->proxy, c, (int) rc, &resp->status, resp->error,
+		      sizeof(resp->error));
 	if (log_verbose() >= 2)
 	    msg_debug("http: %s %s: %s (client-request-id=%s, %.3fs)",
 		      method, req->url, resp->error, client_id,

@@ -12,7 +12,10 @@
  *	localhost (the loopback redirect listener); peer and host
  *	verification stay on; redirects are not followed; TLS >= 1.2.
  *	conf->ca_file (when set) becomes CURLOPT_CAINFO: libcurl ignores
- *	SSL_CERT_FILE.  Timeouts come from conf (timeout, connect_timeout)
+ *	SSL_CERT_FILE.  Proxy, no_proxy and ca_extra_file: proxy.h;
+ *	http_set_account() chooses the account whose proxy the following
+ *	requests take (auth_token() and the token requests call it).
+ *	Timeouts come from conf (timeout, connect_timeout)
  *	unless the request sets its own.
  *
  *	A request body is either in memory (body, body_len) or streamed
@@ -140,6 +143,8 @@ extern void http_set_progress(struct http *, void (*cb) (void *),
 extern int http_form_add(struct strbuf *form, const char *name,
 			         const char *value);	/* x-www-form-urlencoded */
 extern int http_url_under(const char *base, const char *url);
+extern void http_set_account(struct http *, const struct conf *,
+			             const struct conf_account *);
 extern int http_idle_close(struct http *, double now);
 extern double http_idle_deadline(const struct http *);
 

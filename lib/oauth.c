@@ -907,6 +907,7 @@ static int oauth_token_request(struct http *http, const struct conf *conf,
     int     ret;
 
     memset(tok, 0, sizeof(*tok));
+    http_set_account(http, conf, acct);	/* its proxy (proxy.h) */
     if (log_verbose() >= 1)
 	msg_debug("oauth: %s request for account %s to %s", grant,
 		  acct->name ? acct->name : "?", url ? url : STRBUF_NOT_SHOWN);
@@ -940,6 +941,7 @@ int     oauth_device_start(struct http *http, const struct conf *conf,
     int     ret = -1;
 
     memset(dev, 0, sizeof(*dev));
+    http_set_account(http, conf, acct);	/* its proxy (proxy.h) */
     oauth_form_start(&form, acct);
     oauth_form_add(&form, "scope", scope);
     http_resp_init(&resp);

@@ -36,6 +36,7 @@
 #include "http.h"
 #include "log.h"
 #include "msg.h"
+#include "proxy.h"
 #include "rcpt.h"
 #include "status.h"
 #include "util.h"
@@ -184,6 +185,7 @@ int     main(int argc, char **argv)
 	}
 	if (conf_warnings(conf, &errors) > 0)
 	    fputs(strbuf_str(&errors), stderr);
+	proxy_print(conf, stdout);	/* which proxy, which CAs */
 	printf("configuration OK\n");
 	exit(EX_OK);
     }

@@ -2028,6 +2028,140 @@ static void test_large(void)
     strbuf_free(&text);
 }
 
+/*
+ * proxy, no_proxy, proxy_credentials_file ([global] and [account]),
+ * ca_extra_file, rbac_probe_mailbox (issue 13.3, 13.4)
+ */
+static void test_proxy(void)
+{
+    struct strbuf err;
+    struct conf *c;
+    char    text[4096], want[1024];
+
+    c = t_load("[global]\nproxy = http://proxy.example.com:3128\n"
+	       "no_proxy = .example.org, localhost\n"
+	       "proxy_credentials_file = /etc/m365relay/proxy.cred\n"
+	       "ca_extra_file = /etc/m365relay/inspect-ca.pem\n"
+	       ACCT "proxy = http://[2001:db8::1]:8080/\n"
+	       "rbac_probe_mailbox = ceo@contoso.com\n"
+	       "[account other]\ntenant = t\nclient_id = c\n"
+	       "mailbox = o@contoso.com\nproxy = none\nno_proxy = *\n"
+	       "proxy_credentials_file = /etc/m365relay/other.cred\n", &err);
+    T_OK(c != NULL);
+    if (c == NULL) {
+	printf("# %s", strbuf_str(&err));
+	strbuf_free(&err);
+	return;
+    }
+    T_EQ_STR(c->proxy, "http://proxy.example.com:3128");
+    T_EQ_STR(c->no_proxy, ".example.org, localhost");
+    T_EQ_STR(c->proxy_credentials_file, "/etc/m365relay/proxy.cred");
+    T_EQ_STR(c->ca_extra_file, "/etc/m365relay/inspect-ca.pem");
+    T_EQ_STR(c->accounts->proxy, "http://[2001:db8::1]:8080/");
+    T_OK(c->accounts->no_proxy == NULL);	/* [global]'s, in proxy.c */
+    T_OK(c->accounts->proxy_credentials_file == NULL);
+    T_EQ_STR(c->accounts->rbac_probe_mailbox, "ceo@contoso.com");
+    T_EQ_STR(c->accounts->next->proxy, "none");
+    T_EQ_STR(c->accounts->next->no_proxy, "*");
+    T_EQ_STR(c->accounts->next->proxy_credentials_file,
+	     "/etc/m365relay/other.cred");
+    T_OK(c->accounts->next->rbac_probe_mailbox == NULL);
+    conf_free(c);
+    strbuf_free(&err);
+
+    /* Unset: NULL everywhere (the environment may decide, proxy.h). */
+    c = t_load(ACCT, &err);
+    T_OK(c != NULL && c->proxy == NULL && c->no_proxy == NULL
+	 && c->proxy_credentials_file == NULL && c->ca_extra_file == NULL
+	 && c->accounts->proxy == NULL);
+    conf_free(c);
+    strbuf_free(&err);
+
+    /* Every bad value is one error at its line, with the fix. */
+    snprintf(text, sizeof(text), "[global]\n"
+	     "proxy = proxy.example.com:3128\n"		/* 2 */
+	     "ca_extra_file = inspect-ca.pem\n"		/* 3 */
+	     "proxy_credentials_file = proxy.cred\n"	/* 4 */
+	     ACCT "proxy = http://user:pw@proxy.example.com:3128\n"	/* 9 */
+	     "[account b]\ntenant = t\nclient_id = c\n"
+	     "mailbox = b@contoso.com\n"
+	     "proxy = http://proxy.example.com\n"		/* 14 */
+	     "rbac_probe_mailbox = nobody\n"		/* 15 */
+	     "[account c]\ntenant = t\nclient_id = c\n"
+	     "mailbox = c@contoso.com\n"
+	     "proxy = http://proxy.example.com:99999\n"	/* 20 */
+	     "no_proxy = a\001b\n"			/* 21 */
+	     "[account d]\ntenant = t\nclient_id = c\n"
+	     "mailbox = d@contoso.com\n"
+	     "proxy = http://proxy.example.com:3128/path\n"	/* 26 */
+	     "[milter]\nproxy = http://p.example.com:1\n");	/* 28 */
+    c = t_load(text, &err);
+    T_OK(c == NULL);
+    snprintf(want, sizeof(want), "%s:2: bad proxy \"proxy.example.com:3128"
+	     "\" (write http://HOST:PORT", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    snprintf(want, sizeof(want), "%s:3: ca_extra_file must be an absolute "
+	     "path", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    snprintf(want, sizeof(want), "%s:4: proxy_credentials_file must be an "
+	     "absolute path", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    snprintf(want, sizeof(want), "%s:9: bad proxy", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    T_CONTAINS(strbuf_str(&err), "put them into the file named by "
+	       "proxy_credentials_file");
+    snprintf(want, sizeof(want), "%s:14: bad proxy \"http://proxy.example."
+	     "com\" (write the proxy's port", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    snprintf(want, sizeof(want), "%s:15: bad rbac_probe_mailbox", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    snprintf(want, sizeof(want), "%s:20: bad proxy", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    T_CONTAINS(strbuf_str(&err), "bad proxy port 99999");
+    snprintf(want, sizeof(want), "%s:21: bad no_proxy", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    snprintf(want, sizeof(want), "%s:26: bad proxy", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), "(no path, no blanks)");
+    snprintf(want, sizeof(want), "%s:28: ", t_conf_path);
+    T_CONTAINS(strbuf_str(&err), want);
+    T_EQ_INT(t_lines(&err), 10);
+    conf_free(c);
+    strbuf_free(&err);
+
+    /* conf_check_secrets: the credentials files are secret files. */
+    t_write("pglobal", "u:p\n", 0644);
+    t_write("pacct", "u:p\n", 0600);
+    snprintf(text, sizeof(text), "[global]\nproxy = http://p.example.com:1\n"
+	     "proxy_credentials_file = %s/pglobal\n" ACCT
+	     "proxy_credentials_file = %s/pacct\n", t_dir, t_dir);
+    c = t_load(text, &err);
+    T_OK(c != NULL);
+    if (c) {
+	T_EQ_INT(conf_check_secrets(c, &err), -1);
+	snprintf(want, sizeof(want), "%s: [global] proxy_credentials_file: "
+		 "proxy credentials file %s/pglobal", t_conf_path, t_dir);
+	T_CONTAINS(strbuf_str(&err), want);
+	T_CONTAINS(strbuf_str(&err), "chmod 600");
+	T_EQ_INT(t_lines(&err), 1);
+	snprintf(want, sizeof(want), "%s/pglobal", t_dir);
+	chmod(want, 0600);
+	snprintf(want, sizeof(want), "%s/pacct", t_dir);
+	chmod(want, 0604);
+	strbuf_reset(&err);
+	T_EQ_INT(conf_check_secrets(c, &err), -1);
+	snprintf(want, sizeof(want), "%s:4: account main: proxy credentials "
+		 "file %s/pacct", t_conf_path, t_dir);
+	T_CONTAINS(strbuf_str(&err), want);
+	T_EQ_INT(t_lines(&err), 1);
+    }
+    conf_free(c);
+    strbuf_free(&err);
+    snprintf(want, sizeof(want), "%s/pglobal", t_dir);
+    unlink(want);
+    snprintf(want, sizeof(want), "%s/pacct", t_dir);
+    unlink(want);
+}
+
 int     main(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -2063,6 +2197,7 @@ int     main(void)
     T_RUN(test_sample);
     T_RUN(test_large);
     T_RUN(test_once);
+    T_RUN(test_proxy);
     t_rmtree();
     return (T_DONE());
 }
