@@ -34,6 +34,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "addr.h"
 #include "deliver.h"
 #include "httppool.h"
@@ -563,12 +565,22 @@ static int lmtp_received_id(const struct msg *m, char *qid, size_t len)
     return (found);
 }
 
-/* lmtp_queue_id - XFORWARD IDENT, Received: id, or a new one */
-
+/*
+ * lmtp_queue_id - XFORWARD IDENT, else the Received: id, else "L" and 10
+ * hex digits of SHA-256 over sender and header section: the same message
+ * gets the same id when the client sends it again, so the Message-ID that
+ * deliver() adds to a message without one is the same on every retry
+ * (the send ledger and Sent Items find it); random only when hashing
+ * fails or the message could not be read
+ */
 static void lmtp_queue_id(const struct lmtp_sess *s, const struct msg *m,
 			          int have_msg, char *qid, size_t len)
 {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *ctx = NULL;
     char    hex[11];
+    int     i, ok;
 
     if (s->xident[0]) {
 	snprintf(qid, len, "%s", s->xident);
@@ -576,8 +588,19 @@ static void lmtp_queue_id(const struct lmtp_sess *s, const struct msg *m,
     }
     if (have_msg && lmtp_received_id(m, qid, len))
 	return;
-    if (random_hex(hex, 5) < 0)
+    ok = have_msg && (ctx = EVP_MD_CTX_new()) != NULL
+	&& EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1
+	&& EVP_DigestUpdate(ctx, s->sender, strlen(s->sender) + 1) == 1
+	&& EVP_DigestUpdate(ctx, m->hdr.data ? m->hdr.data : "",
+			    m->hdr.len) == 1
+	&& EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen >= 5;
+    EVP_MD_CTX_free(ctx);
+    if (ok) {
+	for (i = 0; i < 5; i++)
+	    snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    } else if (random_hex(hex, 5) < 0) {
 	snprintf(hex, sizeof(hex), "%010lx", (unsigned long) time_now());
+    }
     snprintf(qid, len, "L%s", hex);
 }
 

@@ -30,8 +30,9 @@
  *
  *	The queue id: XFORWARD IDENT when the client sends it (Postfix:
  *	lmtp_send_xforward_command = yes), else the "id" of the first
- *	Received: field (the one Postfix added), else "L" and 10 random
- *	hex digits.
+ *	Received: field (the one Postfix added), else "L" and 10 hex
+ *	digits of SHA-256 over the sender and the header section (the same
+ *	on a retry of the same message).
  *
  *	lmtp_conf_install() makes a loaded configuration the current one
  *	(the previous is freed when its last user releases it);

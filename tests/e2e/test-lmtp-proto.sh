@@ -107,6 +107,14 @@ check "Received: its id is the queue id" grep -q ' 4RcvdAb12: to=<a@example.com>
 make_msg "$T/msg/none" "lmtp proto noid" "From: bob@contoso.test" "To: a@example.com"
 check "no id: a message is sent" $CLIENT "$SOCK" send bob@contoso.test a@example.com "$T/msg/none"
 check "no id: a generated L... queue id" grep -qE ' L[0-9a-f]{10}: to=<a@example\.com>, .*status=sent' "$T/relay.log"
+# The same message without a Message-ID, sent again (a retry after a lost
+# answer): the same queue id, so the same Message-ID, so not sent twice.
+MAKE_MSG_NO_ID=1 make_msg "$T/msg/noid" "lmtp proto no message-id" "From: bob@contoso.test" "To: a@example.com"
+check "no Message-ID: sent" $CLIENT "$SOCK" send bob@contoso.test a@example.com "$T/msg/noid"
+check "no Message-ID: sent again by the client" $CLIENT "$SOCK" send bob@contoso.test a@example.com "$T/msg/noid"
+check "no Message-ID: Graph got it once" sent_check "lmtp proto no message-id" count=1 rcpts=a@example.com
+t_eq "no Message-ID: both tries logged under one generated queue id" \
+    "$(grep -E 'to=<a@example\.com>, .*(202 Accepted|not sent again)' "$T/relay.log" | tail -n 2 | awk '{print $6}' | sort -u | grep -cE '^L[0-9a-f]{10}:$')" 1
 
 # ---- several messages over one connection: one TLS connection
 before=$(emu_ctl GET /_emu/stats | json_eval 'd.get("connections", -1)')
