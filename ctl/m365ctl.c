@@ -429,6 +429,14 @@ static cJSON *ctl_source_json(const struct conf_source *src,
     cJSON_AddNumberToObject(obj, "injected", (double) st->injected);
     cJSON_AddNumberToObject(obj, "rejected", (double) st->rejected);
     cJSON_AddNumberToObject(obj, "pending", (double) st->npending);
+    if (src->mode == CONF_SOURCE_BOUNCES) {
+	/* Issue 12: reports seen, DSNs the MTA took, reports of no send. */
+	cJSON_AddStringToObject(obj, "mode", "bounces");
+	cJSON_AddNumberToObject(obj, "bounce_reports",
+				(double) st->bounce_reports);
+	cJSON_AddNumberToObject(obj, "dsns_injected", (double) st->bounce_dsns);
+	cJSON_AddNumberToObject(obj, "unmatched", (double) st->bounce_unmatched);
+    }
     ctl_json_str(obj, "last_error", load_err ? load_err : st->last_error);
     ctl_json_str(obj, "remedy", load_err ? NULL : st->remedy);
     return (obj);
@@ -468,6 +476,10 @@ static void ctl_source_text(const struct conf_source *src,
     }
     printf("  messages:       %ld injected, %ld rejected, %lu pending\n",
 	   st->injected, st->rejected, (unsigned long) st->npending);
+    if (src->mode == CONF_SOURCE_BOUNCES)
+	printf("  mode:           bounces\n  bounce reports: %ld\n"
+	       "  DSNs injected:  %ld\n  unmatched:      %ld\n",
+	       st->bounce_reports, st->bounce_dsns, st->bounce_unmatched);
     if (st->last_error && st->last_error[0])
 	printf("  last error:     %s%s\n", st->last_error, !st->offline
 	       && ctl_source_round_ok(st) ? " (before the last completed "

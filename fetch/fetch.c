@@ -42,6 +42,7 @@
 
 #include "addr.h"
 #include "auth.h"
+#include "bounce.h"
 #include "fetch.h"
 #include "fetchstate.h"
 #include "graph.h"
@@ -72,6 +73,7 @@ struct fetch_download {
 #define STEP_OK		0		/* go on */
 #define STEP_NEXT	1		/* this message waits; go on with others */
 #define STEP_STOP	(-1)		/* end the round (reason in the result) */
+#define STEP_INJECT	2		/* fetch_bounce(): inject its plan */
 
 struct fetch_ctx {
     const struct conf *conf;
@@ -90,6 +92,7 @@ struct fetch_ctx {
     char    graph_host[256];
     const char *cur_id;			/* data_end hook */
     const char *cur_imid;
+    char  **log_rcpts;			/* to= of the log, else recipients */
     int     stopped;			/* stop was seen: round incomplete */
     int     stop_clean;			/* ... and nothing else went wrong */
     int     graph_ok;			/* Graph accepted a request */
@@ -972,7 +975,7 @@ static void fetch_log(struct fetch_ctx *c, const char *id, const char *imid,
     char  **r;
 
     strbuf_init(&to, STRBUF_MAX_SMALL);
-    for (r = c->src->recipients; r && *r; r++) {
+    for (r = c->log_rcpts ? c->log_rcpts : c->src->recipients; r && *r; r++) {
 	char    one[300];
 
 	log_printable(one, sizeof(one), *r, strlen(*r));
@@ -1134,6 +1137,46 @@ static const char *fetch_outcome_path(struct fetch_ctx *c, char *buf,
 static int fetch_message(struct fetch_ctx *, const char *, const char *, int);
 
 /*
+ * fetch_bounce - mode = bounces (bounce.h): what the report needs.
+ * STEP_INJECT: inject bp (a DSN, or the report to the postmaster); any
+ * other value ends this message: a report without a DSN (null sender:
+ * the after-action; unmatched = keep, or not a report: left as it is).
+ */
+static int fetch_bounce(struct fetch_ctx *c, const char *id, const char *imid,
+			        int fd, off_t start, long long size,
+			        struct bounce_plan *bp)
+{
+    struct bounce_ctx bc = {c->conf, c->src, c->mailbox ? c->mailbox :
+    c->acct->mailbox, c->host, c->tmpdir};
+    char    err[600];
+    int     rc;
+
+    if (bounce_plan(&bc, id, fd, start, bp, err, sizeof(err)) < 0)
+	return (fetch_defer(c, "id=%s: %s", id, err));
+    c->log_rcpts = bp->rcpt;
+    if (bp->action == BOUNCE_DSN || bp->action == BOUNCE_FORWARD)
+	return (STEP_INJECT);
+    bounce_count(&c->st, bp);
+    if (bp->action != BOUNCE_NO_DSN) {
+	/* Left in the mailbox as it is; not read again. */
+	fetchstate_finish(&c->st, id);
+	if ((rc = fetch_save(c)) == STEP_OK)
+	    fetch_log(c, id, imid, size, "none", bp->status[0] ? bp->status :
+		      "2.0.0", "skipped", bp->why);
+	return (rc);
+    }
+    /* Handled: only the after-action is left, as after an injection. */
+    fetchstate_pending_set(&c->st, id, imid, FETCHSTATE_INJECTED, bp->why);
+    if ((rc = fetch_save(c)) != STEP_OK)
+	return (rc);
+    fetch_log(c, id, imid, size, "none", bp->status, "skipped", bp->why);
+    if ((rc = fetch_after(c, id)) == STEP_OK)
+	rc = fetch_finish(c, id);
+    return (rc);
+}
+
+
+/*
  * fetch_redo_dup - a message an earlier run left in state data_sent.
  * For sendmail the helper of that run may have recorded how sendmail
  * ended (inject.h): exit 0 means the MTA has it - only the after-action
@@ -1183,6 +1226,7 @@ static int fetch_message(struct fetch_ctx *c, const char *id,
     size_t  pos = 0;
     off_t   start;
     int     fd, rc, loop = 0;
+    struct bounce_plan bp = {.fd = -1};	/* mode = bounces */
 
     if ((fd = inject_tmpfile(c->tmpdir)) < 0) {
 	free(idc);
@@ -1254,6 +1298,10 @@ static int fetch_message(struct fetch_ctx *c, const char *id,
 			FETCH_TRACE " header; not injected again");
 	goto out;
     }
+    if (c->src->mode == CONF_SOURCE_BOUNCES
+	&& (rc = fetch_bounce(c, idc, imid, fd, start, size, &bp))
+	!= STEP_INJECT)
+	goto out;
     if ((prefix = fetch_prefix(c, idc)) == NULL) {
 	/* Never inject without the trace fields (the loop guard). */
 	rc = fetch_defer(c, "id=%s: the trace header fields would be longer "
@@ -1276,12 +1324,12 @@ static int fetch_message(struct fetch_ctx *c, const char *id,
 		 "MTA's reply, or while sendmail ran); injecting again, the "
 		 "recipients may get this message twice", c->src->name, idc);
     memset(&im, 0, sizeof(im));
-    im.fd = fd;
-    im.start = start;
+    im.fd = bp.fd >= 0 ? bp.fd : fd;
+    im.start = bp.fd >= 0 ? 0 : start;
     im.prefix = prefix;
-    im.sender = sender;
-    im.rcpts = c->src->recipients;
-    im.nrcpts = fetch_rcpt_count(c->src);
+    im.sender = c->log_rcpts ? "" : sender;	/* a DSN: the null sender */
+    im.rcpts = c->log_rcpts ? c->log_rcpts : c->src->recipients;
+    im.nrcpts = c->log_rcpts ? 1 : fetch_rcpt_count(c->src);
     im.data_end = fetch_data_end;
     im.data_end_arg = c;
     im.id = idc;
@@ -1290,6 +1338,10 @@ static int fetch_message(struct fetch_ctx *c, const char *id,
     c->cur_imid = imid;
     (void) inject_message(c->inj, &im, &ir);
     c->cur_id = c->cur_imid = NULL;
+    if (c->log_rcpts && ir.status == INJECT_RCPT)
+	ir.status = INJECT_PERM;	/* that sender's fault, not the setup's */
+    if (c->log_rcpts && ir.status == INJECT_OK)
+	bounce_count(&c->st, &bp);
 
     switch (ir.status) {
     case INJECT_OK:
@@ -1355,6 +1407,8 @@ static int fetch_message(struct fetch_ctx *c, const char *id,
     }
 
 out:
+    c->log_rcpts = NULL;
+    bounce_plan_free(&bp);
     http_resp_free(&resp);
     close(fd);
     free(prefix);

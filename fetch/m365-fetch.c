@@ -105,7 +105,8 @@ static int fetch_check_source(const struct conf *conf,
 		    src->account ? src->account : "");
 	bad = 1;
     }
-    if (src->recipients == NULL || src->recipients[0] == NULL) {
+    if (src->mode != CONF_SOURCE_BOUNCES
+	&& (src->recipients == NULL || src->recipients[0] == NULL)) {
 	strbuf_line(errors, "%s:%d: [source %s]: recipients is required",
 		    file, src->line, src->name);
 	bad = 1;

@@ -125,6 +125,12 @@ static const struct conf_enum conf_unknown_sender_names[] = {
     {0, 0},
 };
 
+static const struct conf_enum conf_source_modes[] = {
+    {"mail", CONF_SOURCE_MAIL},
+    {"bounces", CONF_SOURCE_BOUNCES},
+    {0, 0},
+};
+
 static const struct conf_enum conf_large_names[] = {
     {"auto", CONF_LARGE_AUTO},
     {"yes", CONF_LARGE_YES},
@@ -294,7 +300,7 @@ static const struct conf_param conf_params[] = {
     {"mailbox", S(mailbox), T_MAILBOX, 0 /* the account's */ , 0, 0, 0, 0},
     {"folder", S(folder), T_TEXT, "inbox", 0, 0, 0, 0},
     {"deliver_to", S(deliver_to), T_DELIVER, 0, 1, 0, 0, 0},
-    {"recipients", S(recipients), T_RCPTS, 0, 1, 0, 0, 0},
+    {"recipients", S(recipients), T_RCPTS, 0, 0 /* mode = mail */ , 0, 0, 0},
     {"envelope_sender", S(envelope_sender), T_SENDER, 0 /* the message's */ ,
     0, 0, 0, 0},
     {"after", S(after), T_AFTER, "read", 0, 0, 0, 0},
@@ -304,6 +310,10 @@ static const struct conf_param conf_params[] = {
     {"notify", S(notify), T_ADDRESS, 0, 0, 0, 0, 0},
     {"max_message_size", S(max_message_size), T_SIZE, "150M", 0, 1 * SIZE_K,
     1024 * SIZE_M, 0},
+    {"mode", S(mode), T_ENUM, "mail", 0, 0, 0, conf_source_modes},
+    {"bounce_from", S(bounce_from), T_ADDRESS, 0 /* MAILER-DAEMON@host */ ,
+    0, 0, 0, 0},
+    {"unmatched", S(unmatched), T_TEXT, "keep", 0, 0, 0, 0},
 };
 
 #undef G
@@ -1619,6 +1629,40 @@ static void conf_check_account(struct conf_state *st, struct conf_sinfo *si)
 }
 
 /*
+ * conf_check_bounces - mode and recipients, unmatched (issue 12): a
+ * mail source needs recipients; a bounce source sends each DSN to the
+ * original envelope sender, so recipients would never be used
+ */
+static void conf_check_bounces(struct conf_state *st, struct conf_sinfo *si)
+{
+    struct conf_source *s = si->src;
+    const char *u = s->unmatched ? s->unmatched : "keep";
+    int     line;
+
+    if (s->mode != CONF_SOURCE_BOUNCES) {
+	if (conf_seen(si, "recipients") == 0)
+	    conf_err(st, si->line, "[source %s]: missing required key "
+		     "\"recipients\"", s->name);
+	return;
+    }
+    if ((line = conf_seen(si, "recipients")) != 0)
+	conf_err(st, line, "source %s: recipients is not used with mode = "
+		 "bounces (each DSN goes to the envelope sender of the "
+		 "message that bounced; remove the line)", s->name);
+    line = conf_seen(si, "unmatched") ? conf_seen(si, "unmatched") : si->line;
+    if (strcmp(u, "keep") == 0)
+	return;
+    if (strncmp(u, "postmaster:", 11) == 0 && conf_valid_addr(u + 11)) {
+	free(s->unmatched_to);
+	s->unmatched_to = xstrdup(u + 11);
+	return;
+    }
+    conf_err(st, line, "source %s: bad unmatched \"%s\" (use keep, or "
+	     "postmaster:ADDRESS like postmaster:postmaster@example.com)",
+	     s->name, u);
+}
+
+/*
  * conf_check_source - resolve a source's account, default its mailbox,
  * and check the rules that span keys
  */
@@ -1658,6 +1702,7 @@ static void conf_check_source(struct conf_state *st, struct conf_sinfo *si)
 		s->mailbox = xstrdup(a->mailbox);
 	}
     }
+    conf_check_bounces(st, si);
     if (s->folder == 0)
 	return;					/* a bad built-in default */
     if (s->after == CONF_AFTER_MOVE && s->after_folder != 0
@@ -1776,6 +1821,9 @@ void    conf_free(struct conf *conf)
 	free(s->after_folder);
 	free(s->reject_folder);
 	free(s->notify);
+	free(s->bounce_from);
+	free(s->unmatched);
+	free(s->unmatched_to);
 	free(s);
     }
     for (a = conf->accounts; a; a = next) {

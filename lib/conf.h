@@ -164,6 +164,12 @@ struct conf_milter {
     long    timeout;			/* libmilter timeout, seconds */
 };
 
+/* [source NAME] mode: mail into the MTA, or NDRs back as DSNs (issue 12). */
+enum conf_source_mode {
+    CONF_SOURCE_MAIL = 0,		/* inject each message to recipients */
+    CONF_SOURCE_BOUNCES = 1,		/* NDRs -> DSNs to the original sender */
+};
+
 enum conf_after {
     CONF_AFTER_READ = 0,		/* mark read (default) */
     CONF_AFTER_MOVE = 1,		/* move to after_folder */
@@ -197,6 +203,10 @@ struct conf_source {
     long    page_size;			/* odata.maxpagesize; 50 */
     char   *notify;			/* admin address told when offline */
     long    max_message_size;		/* $value larger: parked; 150 MB */
+    int     mode;			/* enum conf_source_mode */
+    char   *bounce_from;		/* DSN From:, default MAILER-DAEMON@host */
+    char   *unmatched;			/* "keep" or "postmaster:ADDR" */
+    char   *unmatched_to;		/* ADDR of postmaster:ADDR, else NULL */
     const char *file;
     int     line;
     struct conf_source *next;

@@ -206,6 +206,9 @@ static void fetchstate_from_json(const cJSON *root, struct fetchstate *st)
     st->last_success = (time_t) json_get_num(root, "last_success");
     st->injected = (long) json_get_num(root, "injected");
     st->rejected = (long) json_get_num(root, "rejected");
+    st->bounce_reports = (long) json_get_num(root, "bounce_reports");
+    st->bounce_dsns = (long) json_get_num(root, "bounce_dsns");
+    st->bounce_unmatched = (long) json_get_num(root, "bounce_unmatched");
 
     obj = cJSON_GetObjectItemCaseSensitive(root, "pending");
     cJSON_ArrayForEach(item, (cJSON_IsObject(obj) ? obj : NULL)) {
@@ -297,6 +300,14 @@ static char *fetchstate_text(const struct fetchstate *st, const char *gen)
     cJSON_AddNumberToObject(root, "last_success", (double) st->last_success);
     cJSON_AddNumberToObject(root, "injected", (double) st->injected);
     cJSON_AddNumberToObject(root, "rejected", (double) st->rejected);
+    if (st->bounce_reports > 0) {
+	/* A bounce source (issue 12); mail sources keep their old form. */
+	cJSON_AddNumberToObject(root, "bounce_reports",
+				(double) st->bounce_reports);
+	cJSON_AddNumberToObject(root, "bounce_dsns", (double) st->bounce_dsns);
+	cJSON_AddNumberToObject(root, "bounce_unmatched",
+				(double) st->bounce_unmatched);
+    }
     text = cJSON_Print(root);
     cJSON_Delete(root);
     return (text);

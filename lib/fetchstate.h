@@ -21,7 +21,8 @@
  *	   "offline": false, "last_error": "...", "remedy": "...",
  *	   "notified": false, "offline_since": 0, "not_before": 0,
  *	   "last_round": 0, "last_success": 0, "injected": 0,
- *	   "rejected": 0}
+ *	   "rejected": 0, "bounce_reports": 0, "bounce_dsns": 0,
+ *	   "bounce_unmatched": 0}
  *
  *	A message moves through the pending states
  *	  injecting  before the SMTP transaction (or sendmail) starts;
@@ -127,6 +128,9 @@ struct fetchstate {
     time_t  last_success;		/* last round completed */
     long    injected;			/* messages handed to the MTA, ever */
     long    rejected;			/* refused by the MTA or loop-skipped */
+    long    bounce_reports;		/* mode = bounces: reports handled */
+    long    bounce_dsns;		/* DSNs the MTA accepted */
+    long    bounce_unmatched;		/* reports of no ledger record */
 };
 
 /* A source's state files, open for one round. */

@@ -407,6 +407,39 @@ class State:
             mb = self.mbox(upn)
             mb.add_message(mb.folder("sentitems")["id"], path, meta, True)
 
+    def deliver_ndrs(self, upn, rec):
+        """deliver_ndrs - after a 202: for the recipients that an NDR rule
+        (config "ndr_rules": [{"recipient", "action": failed|delayed,
+        "status", "lang": en|de|fr, "machine": true, "returned":
+        message|headers}]) names, file an NDR or delay notice, one per
+        rule kind, into the sending mailbox's Inbox, as Exchange Online
+        does (README "Non-delivery reports")"""
+        rules = self.cfg("ndr_rules") or []
+        sent = {r.lower() for r in rec.get("recipients") or []}
+        groups = {}
+        for rule in rules:
+            r = str(rule.get("recipient", "")).lower()
+            if r not in sent:
+                continue
+            action = rule.get("action", "failed")
+            key = (action, rule.get("status", "5.1.10" if action == "failed"
+                                    else "4.4.7"), rule.get("lang", "en"),
+                   bool(rule.get("machine", True)),
+                   rule.get("returned", "message" if action == "failed"
+                            else "headers"))
+            groups.setdefault(key, []).append(r)
+        for key, rcpts in groups.items():
+            data = build_ndr(upn, rec, rec["eml_path"], rcpts, *key)
+            path = self.spool_path()
+            with open(path, "wb") as f:
+                f.write(data)
+            with self.lock:
+                mb = self.mbox(upn)
+                mb.add_message(mb.folder("inbox")["id"], path,
+                               dict(mime_meta(path), owned=True))
+                self.stats["ndrs_delivered"] = \
+                    self.stats.get("ndrs_delivered", 0) + 1
+
     # --- faults ------------------------------------------------------
 
     def take_fault(self, kind, skip=None, path=None):
@@ -1042,6 +1075,131 @@ def write_generated(path, size, subject, sender, rcpt, index):
             left -= n
         f.write(tail)
     return mid
+
+
+# ---------------------------------------------------------------------
+# Non-delivery reports and delay notices (issue 12; README "Non-delivery
+# reports"): after a 202, Exchange Online returns an NDR for a recipient
+# it cannot reach to the SENDING mailbox's Inbox.  The layout follows
+# public Exchange Online samples (multipart/report; report-type=
+# delivery-status; X-MS-Exchange-Message-Is-Ndr; Auto-Submitted:
+# auto-replied; In-Reply-To/References the original Message-ID); the
+# explanatory text is the emulator's own, in a few languages, with
+# Exchange's localised Subject prefixes.
+
+NDR_TEXT = {
+    # lang: (failed prefix, delayed prefix, failed line, delayed line,
+    #        "more info" heading)
+    "en": ("Undeliverable", "Delivery delayed",
+           "Your message to {rcpt} could not be delivered.",
+           "Delivery to {rcpt} is delayed; the server keeps trying.",
+           "Details for administrators"),
+    "de": ("Unzustellbar", "Zustellung verz\u00f6gert",
+           "Ihre Nachricht an {rcpt} konnte nicht zugestellt werden.",
+           "Die Zustellung an {rcpt} verz\u00f6gert sich; der Server "
+           "versucht es weiter.",
+           "Angaben f\u00fcr Administratoren"),
+    "fr": ("Non remis", "Remise diff\u00e9r\u00e9e",
+           "Votre message \u00e0 {rcpt} n'a pas pu \u00eatre remis.",
+           "La remise \u00e0 {rcpt} est diff\u00e9r\u00e9e ; le serveur "
+           "continue d'essayer.",
+           "Informations pour les administrateurs"),
+}
+NDR_DIAG = {"5.1.10": "550 5.1.10 RESOLVER.ADR.RecipientNotFound; "
+                      "Recipient {rcpt} not found by SMTP address lookup",
+            "5.4.1": "550 5.4.1 Recipient address rejected: Access denied",
+            "5.7.233": "550 5.7.233 RESOLVER.RST.RecipientRateLimitExceeded",
+            "4.4.7": "400 4.4.7 Message delayed"}
+NDR_FROM = "MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e"
+
+
+def ndr_subject(prefix, subject):
+    """ndr_subject - "Undeliverable: SUBJECT", RFC 2047 when not ASCII"""
+    text = "%s: %s" % (prefix, subject or "")
+    try:
+        text.encode("ascii")
+        return text
+    except UnicodeEncodeError:
+        return email.header.Header(text, "utf-8").encode()
+
+
+def build_ndr(upn, rec, eml_path, rcpts, action, status, lang, machine,
+              returned):
+    """build_ndr - the MIME bytes of one NDR (action "failed") or delay
+    notice ("delayed") for rcpts of the accepted message rec"""
+    text = NDR_TEXT.get(lang, NDR_TEXT["en"])
+    host = "SA1PR00MB%04d.namprd00.prod.outlook.com" % (rec.get("seq", 0)
+                                                         % 10000)
+    domain = upn.split("@")[-1]
+    now = email.utils.formatdate()
+    b1 = "_ndr_%s_" % uuid.uuid4().hex
+    b2 = "_alt_%s_" % uuid.uuid4().hex
+    orig = rec.get("message_id")
+    lines = [text[2 if action == "failed" else 3].format(rcpt=r)
+             for r in rcpts]
+    diags = [NDR_DIAG.get(status, "%s %s" % ("550" if status[0] == "5"
+                                             else "400", status))
+             .format(rcpt=r) for r in rcpts]
+    plain = "\r\n".join(lines) + "\r\n\r\n%s:\r\n\r\n" % text[4] + \
+        "\r\n".join("Remote server returned '%s'" % d for d in diags) + \
+        "\r\n"
+    page = "<html><body>" + "".join("<p>%s</p>" % html.escape(ln)
+                                    for ln in lines) + \
+        "<p><b>%s</b></p>" % html.escape(text[4]) + \
+        "".join("<p>%s</p>" % html.escape(d) for d in diags) + \
+        "</body></html>"
+    head = ["Received: from %s (2603:10b6:806:1::1) by %s with HTTPS; %s"
+            % (host, host, now),
+            "MIME-Version: 1.0",
+            "From: Microsoft Outlook <%s@%s>" % (NDR_FROM, domain),
+            "To: <%s>" % upn, "Date: %s" % now,
+            "Content-Type: multipart/report; report-type=delivery-status;"
+            "\r\n\tboundary=\"%s\"" % b1,
+            "X-MS-Exchange-Message-Is-Ndr:",
+            "Content-Language: %s" % {"de": "de-DE", "fr": "fr-FR"}
+            .get(lang, "en-US"),
+            "Message-ID: <%s@%s>" % (uuid.uuid4(), host)]
+    if orig:
+        head += ["In-Reply-To: %s" % orig, "References: %s" % orig]
+    head += ["Subject: %s" % ndr_subject(text[0 if action == "failed"
+                                               else 1], rec.get("subject")),
+             "Auto-Submitted: auto-replied",
+             "X-MS-PublicTrafficType: Email",
+             "X-MS-Exchange-Organization-SCL: -1"]
+    parts = ["--%s\r\nContent-Type: multipart/alternative; "
+             "boundary=\"%s\"\r\n\r\n--%s\r\nContent-Type: text/plain; "
+             "charset=\"utf-8\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+             "%s\r\n--%s\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
+             "Content-Transfer-Encoding: base64\r\n\r\n%s\r\n--%s--\r\n"
+             % (b1, b2, b2, base64.encodebytes(plain.encode()).decode()
+                .replace("\n", "\r\n"), b2,
+                base64.encodebytes(page.encode()).decode()
+                .replace("\n", "\r\n"), b2)]
+    if machine:
+        ds = ["Reporting-MTA: dns;%s" % host,
+              "Received-From-MTA: dns;%s" % host,
+              "Arrival-Date: %s" % now]
+        for r, d in zip(rcpts, diags):
+            ds += ["", "Final-Recipient: rfc822;%s" % r,
+                   "Action: %s" % action, "Status: %s" % status,
+                   "Diagnostic-Code: smtp;%s" % d]
+            if action == "delayed":
+                ds.append("Will-Retry-Until: %s" % email.utils.formatdate(
+                    time.time() + 86400))
+        parts.append("--%s\r\nContent-Type: message/delivery-status\r\n\r\n"
+                     "%s\r\n" % (b1, "\r\n".join(ds)))
+    with open(eml_path, "rb") as f:
+        original = f.read()
+    if returned == "headers":
+        end = original.find(b"\r\n\r\n")
+        end = original.find(b"\n\n") if end < 0 else end
+        hdr = original[:end] if end >= 0 else original
+        ret = b"Content-Type: text/rfc822-headers\r\n\r\n" + hdr + b"\r\n"
+    else:
+        ret = b"Content-Type: message/rfc822\r\n\r\n" + original + b"\r\n"
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + \
+        "".join(parts).encode() + ("--%s\r\n" % b1).encode() + ret + \
+        ("--%s--\r\n" % b1).encode()
 
 
 # ---------------------------------------------------------------------
@@ -2006,6 +2164,7 @@ class Handler(BaseHTTPRequestHandler):
                     "auth": "delegated" if info["user"] else "app"})
         st = self.server.state
         rec = st.record(rec, eml)
+        st.deliver_ndrs(upn, rec)
         if rec.get("save_to_sent_items", True) is not False:
             path = rec["eml_path"]
             st.file_later(lambda: st.file_sent(upn, path))
@@ -2989,6 +3148,7 @@ class Handler(BaseHTTPRequestHandler):
                         "draft_id": msg["immutableId"],
                         "open_upload_sessions": open_sessions})
             rec = st.record(rec, src=tmp, counter="drafts_sent")
+            st.deliver_ndrs(upn, rec)
             unlink_all(message_files(msg))
             # The draft leaves Drafts now; its copy reaches Sent Items
             # when it "successfully sends" (file_later): until then its

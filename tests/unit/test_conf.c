@@ -675,7 +675,8 @@ static const struct err_case err_cases[] = {
     {"cloud = global\n[global]\n", 1,
     "key \"cloud\" outside a section (put it under [global])"},
     {"mode = deliver\n[milter]\n", 1,
-    "key \"mode\" outside a section (put it under [milter])"},
+    "key \"mode\" outside a section (put it under [milter] or a [source "
+    "NAME] section)"},
     {"timeout = 5\n", 1,
     "key \"timeout\" outside a section (put it under [global] or [milter])"},
     {"max_message_size = 5M\n", 1, "key \"max_message_size\" outside a "
@@ -2162,6 +2163,72 @@ static void test_proxy(void)
     unlink(want);
 }
 
+/*
+ * test_bounces - [source] mode = bounces (issue 12): no recipients,
+ * bounce_from, unmatched = keep | postmaster:ADDR; a mail source still
+ * needs recipients
+ */
+static void test_bounces(void)
+{
+    struct strbuf err;
+    struct conf *c;
+    const struct conf_source *s;
+
+    c = t_load(ACCT "[source ndr]\naccount = main\n"		/* 4 */
+	       "deliver_to = smtp://127.0.0.1:25\nmode = bounces\n"
+	       "bounce_from = MAILER-DAEMON@relay.contoso.com\n"
+	       "unmatched = postmaster:postmaster@contoso.com\n"
+	       "after = move:Bounces\n", &err);
+    T_OK(c != NULL);
+    T_EQ_STR(strbuf_str(&err), "");
+    if (c != NULL) {
+	s = c->sources;
+	T_EQ_INT(s->mode, CONF_SOURCE_BOUNCES);
+	T_OK(s->recipients == NULL);
+	T_EQ_STR(s->bounce_from, "MAILER-DAEMON@relay.contoso.com");
+	T_EQ_STR(s->unmatched_to, "postmaster@contoso.com");
+    }
+    conf_free(c);
+    strbuf_free(&err);
+    /* Defaults: mail mode; unmatched = keep. */
+    c = t_load(ACCT SRC "[source b]\naccount = main\nmode = bounces\n"
+	       "deliver_to = smtp://127.0.0.1:25\nfolder = NDR\n", &err);
+    T_OK(c != NULL);
+    if (c != NULL) {
+	T_EQ_INT(c->sources->mode, CONF_SOURCE_MAIL);
+	T_EQ_STR(c->sources->next->unmatched, "keep");
+	T_OK(c->sources->next->unmatched_to == NULL);
+	T_OK(c->sources->next->bounce_from == NULL);
+    }
+    conf_free(c);
+    strbuf_free(&err);
+
+    c = t_load(ACCT "[source m]\naccount = main\n"
+	       "deliver_to = smtp://127.0.0.1:25\n", &err);
+    T_OK(c == NULL);
+    T_CONTAINS(strbuf_str(&err), ":5: [source m]: missing required key "
+	       "\"recipients\"");
+    conf_free(c);
+    strbuf_free(&err);
+    c = t_load(ACCT "[source m]\naccount = main\nmode = bounces\n"
+	       "deliver_to = smtp://127.0.0.1:25\nrecipients = a@b.example\n"
+	       "unmatched = postmaster:nobody\n", &err);
+    T_OK(c == NULL);
+    T_CONTAINS(strbuf_str(&err), ":9: source m: recipients is not used with "
+	       "mode = bounces");
+    T_CONTAINS(strbuf_str(&err), ":10: source m: bad unmatched "
+	       "\"postmaster:nobody\" (use keep, or postmaster:ADDRESS");
+    conf_free(c);
+    strbuf_free(&err);
+    c = t_load(ACCT "[source m]\naccount = main\nmode = bounce\n"
+	       "deliver_to = smtp://127.0.0.1:25\n", &err);
+    T_OK(c == NULL);
+    T_CONTAINS(strbuf_str(&err), ":7: bad mode \"bounce\" (use mail or "
+	       "bounces)");
+    conf_free(c);
+    strbuf_free(&err);
+}
+
 int     main(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -2197,6 +2264,7 @@ int     main(void)
     T_RUN(test_sample);
     T_RUN(test_large);
     T_RUN(test_once);
+    T_RUN(test_bounces);
     T_RUN(test_proxy);
     t_rmtree();
     return (T_DONE());
