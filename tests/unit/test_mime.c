@@ -493,6 +493,54 @@ static void test_words(void)
     free(out);
 }
 
+/*
+ * test_b64_size - a spooled base64 part of several blocks: the size
+ * mime_decoded_size() counts (it does not decode) is the length of the
+ * decoded stream, with junk bytes, "=" inside the content, a quantum cut
+ * at the end, and blocks with and without "=" (content() compares)
+ */
+static void test_b64_size(void)
+{
+    static const char alpha[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static const char *const ends[] = {"", "QQ", "QUI", "QUJD", "QQ==",
+    "QUI=", "Q", "Q===="};
+    struct strbuf text;
+    struct msg m;
+    struct mime mime;
+    char    err[256];
+    char   *c;
+    size_t  len, i, e;
+    unsigned seed = 7;
+
+    for (e = 0; e < sizeof(ends) / sizeof(ends[0]); e++) {
+	strbuf_init(&text, 8 * 1024 * 1024);
+	strbuf_puts(&text, "Content-Type: application/octet-stream\n"
+		    "Content-Transfer-Encoding: base64\n\n");
+	for (i = 0; i < 300000; i++) {
+	    seed = seed * 1103515245 + 12345;
+	    strbuf_putc(&text, alpha[(seed >> 16) & 63]);
+	    if (i % 76 == 75)
+		strbuf_putc(&text, '\n');
+	    if (i == 100003)			/* junk is skipped */
+		strbuf_puts(&text, " \t!*");
+	    if (i == 200001 && e % 2)		/* "=" ends a quantum */
+		strbuf_puts(&text, "=");
+	}
+	strbuf_puts(&text, "\n");
+	strbuf_puts(&text, ends[e]);
+	strbuf_puts(&text, "\n");
+	make_msg(&m, text.data, 1);
+	T_EQ_INT(mime_parse(&mime, &m, err, sizeof(err)), 0);
+	c = content(&m, &mime.parts[0], &len);
+	T_OK(len >= 224000);
+	free(c);
+	mime_free(&mime);
+	msg_free(&m);
+	strbuf_free(&text);
+    }
+}
+
 /* test_params - Content-Type / Content-Disposition parameters */
 
 static void test_params(void)
@@ -566,6 +614,7 @@ int     main(void)
     T_RUN(test_limits);
     T_RUN(test_decoders);
     T_RUN(test_words);
+    T_RUN(test_b64_size);
     T_RUN(test_params);
     T_RUN(test_names);
     rmdir(tmpdir);
