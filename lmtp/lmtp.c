@@ -302,11 +302,15 @@ static char *lmtp_getline(struct lmtp_sess *s, int *too_long)
     return (line);
 }
 
-/* lmtp_reset - forget the transaction (MAIL, RCPT) */
-
+/*
+ * lmtp_reset - forget the transaction (MAIL, RCPT) and the XFORWARD
+ * attributes (they hold for one transaction, as in Postfix's smtpd)
+ */
 static void lmtp_reset(struct lmtp_sess *s)
 {
     size_t  i;
+
+    s->xident[0] = 0;
 
     free(s->sender);
     s->sender = NULL;
@@ -798,7 +802,6 @@ static void lmtp_lhlo(struct lmtp_sess *s, const char *arg)
 	lmtp_conf_release(cf);
     }
     lmtp_reset(s);
-    s->xident[0] = 0;
     s->lhlo = 1;
     lmtp_reply(s, "250-%s", s->w->hostname);
     lmtp_reply(s, "250-PIPELINING");

@@ -72,9 +72,10 @@ t_eq "the daemon runs as $RUSER" "$(ps -o user= -p "$LPID" | tr -d ' ')" "$RUSER
 # ---- pipelining and dot-stuffing in one write
 SUBJ="lmtp proto dots"
 {
-    printf 'LHLO client.test\r\nXFORWARD NAME=localhost ADDR=127.0.0.1 IDENT=4XfwdQ1d\r\n'
+    printf 'LHLO client.test\r\n'
     printf 'MAIL FROM:<bob@contoso.test> BODY=8BITMIME SIZE=300\r\n'
     printf 'RCPT TO:<gone@example.com>\r\nRSET\r\n'
+    printf 'XFORWARD NAME=localhost ADDR=127.0.0.1 IDENT=4XfwdQ1d\r\n'
     printf 'MAIL FROM:<bob@contoso.test>\r\n'
     printf 'RCPT TO:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n'
     printf 'From: bob@contoso.test\r\nTo: a@example.com\r\nSubject: %s\r\n' "$SUBJ"
@@ -85,7 +86,7 @@ SUBJ="lmtp proto dots"
 $CLIENT "$SOCK" raw "$T/msg/dots.lmtp" > "$T/dots.out" 2>&1
 t_match "pipelined: every reply, in order, one per recipient after DATA" \
     "$(tr -d '\r' < "$T/dots.out" | grep -v '^250-' | sed 1d | tr '\n' '|')" \
-    '^250 XFORWARD [A-Z ]*\|250 2\.0\.0 Ok\|250 2\.1\.0 Ok\|250 2\.1\.5 Ok\|250 2\.0\.0 Ok\|250 2\.1\.0 Ok\|250 2\.1\.5 Ok\|250 2\.1\.5 Ok\|354 [^|]*\|250 2\.0\.0 202 Accepted[^|]*\|250 2\.0\.0 202 Accepted[^|]*\|250 2\.0\.0 Ok\|221 2\.0\.0 Bye\|$'
+    '^250 XFORWARD [A-Z ]*\|250 2\.1\.0 Ok\|250 2\.1\.5 Ok\|250 2\.0\.0 Ok\|250 2\.0\.0 Ok\|250 2\.1\.0 Ok\|250 2\.1\.5 Ok\|250 2\.1\.5 Ok\|354 [^|]*\|250 2\.0\.0 202 Accepted[^|]*\|250 2\.0\.0 202 Accepted[^|]*\|250 2\.0\.0 Ok\|221 2\.0\.0 Bye\|$'
 check "dots: sent once, to exactly the recipients after RSET" \
     sent_check "$SUBJ" count=1 "rcpts=a@example.com,b@example.net" never=gone@example.com
 emu_ctl GET /_emu/sent > "$T/sent.json"
@@ -98,6 +99,22 @@ want = b"\r\n\r\nfirst line\r\n.\r\n..two dots\r\n.one dot\r\nlast line\r\n"
 sys.exit(0 if want in eml else 1)' "$T/sent.json" "$SUBJ"
 check "the log line: XFORWARD IDENT is the queue id, the one format" \
     grep -qE '^.* 4XfwdQ1d: to=<a@example\.com>, relay=graph\.microsoft\.com:[0-9]+\[bob@contoso\.test\], delay=[0-9.e-]+, dsn=2\.0\.0, status=sent \(202 Accepted' "$T/relay.log"
+
+# ---- XFORWARD holds for one transaction
+{
+    printf 'LHLO client.test\r\nXFORWARD IDENT=4XfwdOnce\r\n'
+    for n in 1 2; do
+	printf 'MAIL FROM:<bob@contoso.test>\r\nRCPT TO:<xf%s@example.com>\r\nDATA\r\n' "$n"
+	printf 'From: bob@contoso.test\r\nTo: xf%s@example.com\r\nSubject: lmtp proto xf %s\r\n' "$n" "$n"
+	printf 'Message-ID: <xf%s.%s@e2e.test>\r\n\r\nbody\r\n.\r\n' "$n" "$$"
+    done
+    printf 'QUIT\r\n'
+} > "$T/msg/xf.lmtp"
+$CLIENT "$SOCK" raw "$T/msg/xf.lmtp" > "$T/xf.out" 2>&1
+check "XFORWARD: the first message under its IDENT" \
+    grep -q ' 4XfwdOnce: to=<xf1@example.com>, .*status=sent' "$T/relay.log"
+check "XFORWARD: the next transaction without it has an id of its own" \
+    grep -qE ' L[0-9a-f]{10}: to=<xf2@example\.com>, .*status=sent' "$T/relay.log"
 
 # ---- no XFORWARD: the Received: id, else a generated one
 make_msg "$T/msg/rcvd" "lmtp proto received" "From: bob@contoso.test" "To: a@example.com"

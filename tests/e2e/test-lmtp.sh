@@ -9,10 +9,14 @@
 # connection cache, concurrency 4, recipient limit 500).  Cases:
 # several messages, each sent exactly once to exactly its envelope
 # recipients, logged under Postfix's queue id (XFORWARD); a message to
-# three recipients of which Microsoft 365 refuses one by name: that one
-# bounces (5.1.1), the two others get it; 429 with Retry-After: Postfix
+# three recipients of which Microsoft 365 refuses one by name (400
+# ErrorInvalidRecipients "Recipient 'x' is not resolved", the text
+# reported in microsoftgraph/ruby-connect-rest-sample#15 and
+# Azure/Microsoft365R#119): that one bounces (5.1.1), the two others get
+# it; 429 with Retry-After: Postfix
 # defers (4.x), the next message to the mailbox is deferred without a
-# request (Retry-After memory), both go out once after the wait; a
+# request (Retry-After memory), both go out once after the wait; 202
+# with Retry-After: sent, and the next message waits; a
 # connection reset after Graph took the body (ambiguous): deferred, the
 # retry finds it in Sent Items, no duplicate; a 5 MB message through a
 # draft; fewer TLS connections to Graph than messages (connection
@@ -174,6 +178,21 @@ t_eq "Retry-After memory: no Graph request meanwhile" "$((reqb - reqa))" 0
 check "429: both go out after the wait" drain 40
 check "429: ra1 sent once" sent_check "lmtp retry-after 1" count=1 rcpts=ra1@lmtp.test
 check "429: ra2 sent once" sent_check "lmtp retry-after 2" count=1 rcpts=ra2@lmtp.test
+
+# ---- 4b. 202 with Retry-After: sent, and the wait is remembered
+emu_fault '{"match":"sendMail","action":"accept_retry_after","retry_after":5,"count":1}'
+qc=$(send_msg 2525 bob@contoso.test "ra3@lmtp.test" "$T/msg/ra3" "lmtp accepted retry-after" \
+    "From: bob@contoso.test" "To: ra3@lmtp.test")
+check "202 + Retry-After: Postfix logs it sent" lmtp_sent "$qc" ra3@lmtp.test
+qd=$(send_msg 2525 bob@contoso.test "ra4@lmtp.test" "$T/msg/ra4" "lmtp after accepted retry-after" \
+    "From: bob@contoso.test" "To: ra4@lmtp.test")
+check "202 + Retry-After: the next message waits (4.7.0, deferred)" \
+    pf_wait_log "$qd: to=<ra4@lmtp.test>, relay=[^,]*lmtp\\.sock[^,]*, .*dsn=4\\.7\\.0, status=deferred" 20
+check "202 + Retry-After: then it goes out" drain 40
+check "202 + Retry-After: the first sent once" \
+    sent_check "lmtp accepted retry-after" count=1 rcpts=ra3@lmtp.test
+check "202 + Retry-After: the second sent once" \
+    sent_check "lmtp after accepted retry-after" count=1 rcpts=ra4@lmtp.test
 
 # ---- 5. a reset after Graph took the body: no duplicate
 emu_fault '{"match":"sendMail","action":"reset_after_body","deliver":true,"count":1}'
