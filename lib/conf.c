@@ -2261,20 +2261,43 @@ long    conf_max_message_size(const struct conf *conf)
     return (max);
 }
 
-/* conf_user_ids - uid/gid of the "user" key; -1 when unset or unknown */
-
+/*
+ * conf_user_ids - uid/gid of the "user" key; -1 when unset or unknown.
+ * The answer is kept per thread: with nss-systemd one getpwnam() costs
+ * some 40 system calls, and a delivery asks for every state file it
+ * writes.  An unknown user is asked again after a minute (it may be
+ * created while a daemon runs).
+ */
 int     conf_user_ids(const struct conf *conf, uid_t *uid, gid_t *gid)
 {
+    static __thread char known[64];
+    static __thread int known_ok;
+    static __thread time_t known_at;
+    static __thread uid_t known_uid;
+    static __thread gid_t known_gid;
     struct passwd *pw;
+    time_t  now;
 
     if (conf == 0 || conf->user == 0 || *conf->user == 0)
 	return (-1);
-    if ((pw = getpwnam(conf->user)) == 0)
+    now = time((time_t *) 0);
+    if (strcmp(known, conf->user) != 0 || (!known_ok && now - known_at > 60)) {
+	known[0] = 0;
+	if ((pw = getpwnam(conf->user)) != 0) {
+	    known_uid = pw->pw_uid;
+	    known_gid = pw->pw_gid;
+	}
+	known_ok = pw != 0;
+	known_at = now;
+	if (strlen(conf->user) < sizeof(known))
+	    strcpy(known, conf->user);
+    }
+    if (!known_ok)
 	return (-1);
     if (uid)
-	*uid = pw->pw_uid;
+	*uid = known_uid;
     if (gid)
-	*gid = pw->pw_gid;
+	*gid = known_gid;
     return (0);
 }
 
