@@ -6,7 +6,8 @@
  * SYNOPSIS
  *	#include "ctl.h"
  * DESCRIPTION
- *	m365ctl is split in four files: m365ctl.c (main, option parsing,
+ *	m365ctl is split in five files (ctl_metrics.c: status
+ *	--prometheus, keepalive): m365ctl.c (main, option parsing,
  *	status, logout, check, consent-url), ctl_login.c (interactive
  *	sign-in: device code, browser with a loopback listener,
  *	paste-back), ctl_test.c (the connection test, the "ping" of the
@@ -58,6 +59,13 @@ extern int ctl_test(const struct conf *, const struct conf_account *,
 		            int fresh, const char *send_to);
 extern int ctl_test_source(const struct conf *, const struct conf_source *,
 			           int fresh);
+
+/* ctl_metrics.c: status --prometheus, keepalive, expiry in status */
+struct cJSON;
+extern int ctl_prometheus(const struct conf *, const char *output);
+extern int ctl_keepalive(const struct conf *);
+extern void ctl_expiry_status(const struct conf *, const struct conf_account *,
+			              struct cJSON *obj, time_t now);
 
 /* Seconds the source test waits for each step of the MTA's session. */
 #define CTL_SMTP_TIMEOUT	5

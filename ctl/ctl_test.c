@@ -91,6 +91,7 @@
 #include <openssl/crypto.h>
 
 #include "addr.h"
+#include "alert.h"
 #include "auth.h"
 #include "conf.h"
 #include "ctl.h"
@@ -889,6 +890,22 @@ static void ctl_step_send(struct ctl_run *run, const char *rcpt)
     msg_free(&m);
 }
 
+/* ctl_step_expiry - certificate and client secret expiry (alert.h) */
+
+static void ctl_step_expiry(struct ctl_run *run)
+{
+    struct alert_expiry e;
+    char    text[600];
+    time_t  now = time(NULL);
+    int     i, w;
+
+    alert_expiry(run->conf, run->acct, now, &e);
+    for (i = 0; i < 2; i++)
+	if ((w = alert_expiry_text(run->acct, &e, (enum alert_cred) i, now,
+				   text, sizeof(text))) >= 0)
+	    ctl_step(run, w ? "warn" : "ok", "expiry", "%s", text);
+}
+
 /* ctl_test - the connection test of one account */
 
 int     ctl_test(const struct conf *conf, const struct conf_account *acct,
@@ -908,6 +925,7 @@ int     ctl_test(const struct conf *conf, const struct conf_account *acct,
 	   ctl_auth_kind(acct), acct->mailbox ? acct->mailbox : "(none)");
     if (ctl_step_config(&run) < 0)
 	goto done;
+    ctl_step_expiry(&run);
     if (acct->auth == CONF_AUTH_DELEGATED && ctl_step_signin(&run) < 0)
 	goto done;
     if ((run.http = http_create(conf, err, sizeof(err))) == NULL) {

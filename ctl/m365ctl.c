@@ -13,6 +13,8 @@
  *	  test ACCOUNT [--fresh] [--send RCPT]
  *	  test [--source] SOURCE [--fresh]
  *	  status [--json] [NAME...]
+ *	  status --prometheus [--output FILE]
+ *	  keepalive
  *	  logout ACCOUNT
  *	  check
  *	See m365ctl(8).  This file holds main(), the option parsing and
@@ -79,6 +81,10 @@ static int ctl_usage(const char *why)
 	    "                          folder, permissions, deliver_to\n"
 	    "  status [--json] [NAME...]\n"
 	    "                          state of each account and [source] (or those named)\n"
+	    "  status --prometheus [--output FILE]\n"
+	    "                          metrics in the Prometheus text format\n"
+	    "  keepalive               timer run: refresh idle tokens, expiry warnings,\n"
+	    "                          notices to admin_address, metrics_file\n"
 	    "  logout ACCOUNT          remove the stored tokens of an account\n"
 	    "  check                   check the configuration (same as -n)\n"
 	    "options: -c FILE (default %s), -n check, -v verbose, -V version\n",
@@ -320,6 +326,7 @@ static cJSON *ctl_status_json(const struct conf *conf,
 		  ts->last_error && ts->last_error[0] ? ts->last_error_at : 0);
     ctl_json_str(obj, "remedy", ts->remedy);
     ctl_status_duplicates(conf, acct, obj);
+    ctl_expiry_status(conf, acct, obj, now);
     srcs = cJSON_AddArrayToObject(obj, "sources");
     for (src = conf->sources; srcs && src; src = src->next)
 	if (src->acct == acct)
@@ -373,6 +380,7 @@ static void ctl_status_text(const struct conf *conf,
 	    printf("  remedy:         %s\n", ts->remedy);
     }
     ctl_status_duplicates(conf, acct, NULL);
+    ctl_expiry_status(conf, acct, NULL, now);
     strbuf_init(&names, STRBUF_MAX_SMALL);
     if (ctl_account_sources(conf, acct, &names) > 0)
 	printf("  sources:        %s\n", strbuf_log_str(&names));
@@ -519,10 +527,16 @@ static int ctl_status(const struct conf *conf, int argc, char **argv)
     int     named = 0;
     int     i;
     int     first = 1;
+    int     prometheus = 0;
+    const char *output = NULL;
 
     for (i = 0; i < argc; i++) {
 	if (strcmp(argv[i], "--json") == 0)
 	    json = 1;
+	else if (strcmp(argv[i], "--prometheus") == 0)
+	    prometheus = 1;
+	else if (strcmp(argv[i], "--output") == 0 && i + 1 < argc)
+	    output = argv[++i];
 	else if (argv[i][0] == '-')
 	    return (ctl_usage("status: unknown option"));
 	else if (ctl_find_name(conf, argv[i]) < 0)
@@ -530,6 +544,12 @@ static int ctl_status(const struct conf *conf, int argc, char **argv)
 	else
 	    named++;
     }
+    if (output && !prometheus)
+	return (ctl_usage("status: --output goes with --prometheus"));
+    if (prometheus && (json || named))
+	return (ctl_usage("status: --prometheus takes no --json or NAME"));
+    if (prometheus)
+	return (ctl_prometheus(conf, output));
     if (json)
 	arr = cJSON_CreateArray();
     for (acct = conf->accounts; acct; acct = acct->next) {
@@ -922,7 +942,7 @@ int     main(int argc, char **argv)
     }
     if (strcmp(cmd, "login") && strcmp(cmd, "test") && strcmp(cmd, "status")
 	&& strcmp(cmd, "logout") && strcmp(cmd, "check")
-	&& strcmp(cmd, "consent-url"))
+	&& strcmp(cmd, "consent-url") && strcmp(cmd, "keepalive"))
 	return (ctl_usage("unknown command"));
     if (strcmp(cmd, "check") == 0 && argc > 0)
 	return (ctl_usage("check takes no arguments"));
@@ -948,6 +968,9 @@ int     main(int argc, char **argv)
 	rc = ctl_check(conf);
     else if (strcmp(cmd, "status") == 0)
 	rc = ctl_status(conf, argc, argv);
+    else if (strcmp(cmd, "keepalive") == 0)
+	rc = argc ? ctl_usage("keepalive takes no arguments") :
+	    ctl_keepalive(conf);
     else if (strcmp(cmd, "login") == 0)
 	rc = ctl_cmd_login(conf, argc, argv);
     else if (strcmp(cmd, "test") == 0)

@@ -48,6 +48,7 @@
 #include "graph.h"
 #include "inject.h"
 #include "log.h"
+#include "metrics.h"
 #include "msg.h"
 #include "rcpt.h"
 #include "source.h"
@@ -172,11 +173,8 @@ static int fetch_notify_mail(struct fetch_ctx *c)
 {
     const struct conf_source *src = c->src;
     struct inject_result ir;
-    struct inject_msg im;
-    struct inject *inj;
     struct strbuf body;
     char    date[64], mid[33], err[300];
-    char   *rcpt[1];
     time_t  now = time(NULL);
     struct tm tm;
     int     fd, rc;
@@ -233,21 +231,14 @@ static int fetch_notify_mail(struct fetch_ctx *c)
 	close(fd);
 	return (-1);
     }
-    if ((inj = inject_create(c->conf, src->deliver_to, err, sizeof(err))) == NULL) {
+    rc = inject_notice(c->conf, src->deliver_to, fd, src->notify, &ir, err,
+		       sizeof(err));
+    close(fd);
+    if (rc < 0 && ir.relay[0] == 0) {
 	msg_warn("%s: cannot send the notice to %s: %s", src->name,
 		 src->notify, err);
-	close(fd);
 	return (-1);
     }
-    memset(&im, 0, sizeof(im));
-    rcpt[0] = src->notify;
-    im.fd = fd;
-    im.sender = "";
-    im.rcpts = rcpt;
-    im.nrcpts = 1;
-    rc = inject_message(inj, &im, &ir);
-    inject_free(inj);
-    close(fd);
     msg_info("%s: offline notice to=<%s>, relay=%s, dsn=%s, status=%s (%s)",
 	     src->name, src->notify, ir.relay, ir.dsn,
 	     inject_status_name(ir.status), ir.reply);
@@ -1066,6 +1057,7 @@ static int fetch_park(struct fetch_ctx *c, const char *id, const char *imid,
     fetchstate_pending_set(&c->st, id, imid, FETCHSTATE_REJECTED, why);
     c->st.rejected++;
     c->out->rejected++;
+    metrics_add(METRICS_SOURCE, c->src->name, "inbound_parked_total", 1);
     if ((rc = fetch_save(c)) != STEP_OK)
 	return (rc);
     fetch_log(c, id, imid, size, relay, dsn, status, why);
@@ -1115,6 +1107,7 @@ static int fetch_accepted(struct fetch_ctx *c, const char *id,
     fetchstate_pending_set(&c->st, id, imid, FETCHSTATE_INJECTED, ir->reply);
     c->st.injected++;
     c->out->injected++;
+    metrics_add(METRICS_SOURCE, c->src->name, "inbound_injected_total", 1);
     if ((rc = fetch_save(c)) != STEP_OK)
 	return (rc);
     fetch_log(c, id, imid, size, ir->relay, ir->dsn, "sent", ir->reply);
@@ -1174,7 +1167,6 @@ static int fetch_bounce(struct fetch_ctx *c, const char *id, const char *imid,
 	rc = fetch_finish(c, id);
     return (rc);
 }
-
 
 /*
  * fetch_redo_dup - a message an earlier run left in state data_sent.
@@ -1773,5 +1765,6 @@ done:
     xfree_secret(c.token);
     fetchstate_clear(&c.st);
     fetchstate_unlock(lockfd);
+    (void) metrics_flush(conf);
     return (out->status == FETCH_DONE ? 0 : -1);
 }

@@ -59,6 +59,7 @@
 #include "auth.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "statefile.h"
 #include "tokstore.h"
 #include "util.h"
@@ -320,6 +321,7 @@ int     auth_token(struct http *http, const struct conf *conf,
     *token_r = NULL;
     delegated = acct->auth == CONF_AUTH_DELEGATED;
     fresh = force && refused == NULL;
+    metrics_scope(acct->name);		/* its Graph requests follow */
     /* This account's Graph requests follow: its proxy (proxy.h). */
     http_set_account(http, conf, acct);
 
@@ -426,6 +428,7 @@ int     auth_token(struct http *http, const struct conf *conf,
     sent = rc == 0 || oe.http_status > 0 || oe.cls == OAUTH_TRANSIENT;
     if (sent)
 	ts.token_requests++;
+    metrics_token(acct->name, sent, rc == 0, oauth_class_name(oe.cls));
 
     if (rc == 0 && tok.access_token != NULL && *tok.access_token != 0) {
 	auth_replace(&ts.access_token, tok.access_token);

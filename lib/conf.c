@@ -46,6 +46,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -92,6 +93,7 @@ enum conf_type {
     T_SENDER,				/* char *: local@domain or <> */
     T_AFTER,				/* enum conf_after (+ after_folder) */
     T_HOSTS,				/* char **: host or host:port */
+    T_DATE,				/* long: YYYY-MM-DD, epoch of 00:00 UTC */
     T_PROXY,				/* char *: none | http://HOST:PORT */
 };
 
@@ -249,6 +251,11 @@ static const struct conf_param conf_params[] = {
     0},
     {"sendmail_path", G(sendmail_path), T_PATH, "/usr/sbin/sendmail", 0, 0,
     0, 0},
+    {"metrics_file", G(metrics_file), T_PATH, 0, 0, 0, 0, 0},
+    {"expiry_warning", G(expiry_warning), T_LONG, "30", 0, 1, 365, 0},
+    {"keepalive_after", G(keepalive_after), T_TIME, "30d", 0, 1 * TIME_H,
+    80 * TIME_D, 0},
+    {"admin_address", G(admin_address), T_ADDRESS, 0, 0, 0, 0, 0},
     /* [milter] */
     {"socket", M(socket), T_SOCKET, DEF_MILTER_SOCKET, 0, 0, 0, 0},
     {"socket_mode", M(socket_mode), T_OCTAL, "0660", 0, 0, 0777, 0},
@@ -290,6 +297,7 @@ static const struct conf_param conf_params[] = {
     1 * SIZE_K, 150 * SIZE_M, 0},
     {"large_messages", A(large_messages), T_ENUM, "auto", 0, 0, 0,
     conf_large_names},
+    {"secret_expires", A(secret_expires), T_DATE, 0, 0, 0, 0, 0},
     {"proxy", A(proxy), T_PROXY, 0 /* [global] */ , 0, 0, 0, 0},
     {"no_proxy", A(no_proxy), T_TEXT, 0 /* [global] */ , 0, 0, 0, 0},
     {"proxy_credentials_file", A(proxy_credentials_file), T_PATH,
@@ -1155,6 +1163,32 @@ static int conf_set_value(struct conf_state *st, struct conf_sinfo *si,
 	free(*sp);
 	*sp = xstrdup(value);
 	return (0);
+    case T_DATE:
+	{
+	    struct tm tm, back;
+	    int     y, m, d, used = 0;
+	    time_t  t;
+
+	    memset(&tm, 0, sizeof(tm));
+	    if (sscanf(value, "%4d-%2d-%2d%n", &y, &m, &d, &used) != 3
+		|| used != 10 || value[used] != 0 || y < 2000 || m < 1 || m > 12
+		|| d < 1 || d > 31) {
+		conf_err(st, line, "bad date \"%s\" for %s (use YYYY-MM-DD, "
+			 "as Entra ID shows it)", value, p->name);
+		return (-1);
+	    }
+	    tm.tm_year = y - 1900;
+	    tm.tm_mon = m - 1;
+	    tm.tm_mday = d;
+	    t = timegm(&tm);
+	    if (gmtime_r(&t, &back) == NULL || back.tm_mday != d) {
+		conf_err(st, line, "bad date \"%s\" for %s (no such day)",
+			 value, p->name);
+		return (-1);
+	    }
+	    *(long *) field = (long) t;
+	}
+	return (0);
     case T_OCTAL:
 	if (strspn(value, "01234567") != strlen(value) || strlen(value) > 4
 	    || (num = strtol(value, 0, 8)) < p->min || num > p->max) {
@@ -1863,6 +1897,8 @@ void    conf_free(struct conf *conf)
     free(conf->milter.tmp_dir);
     conf_free_senders(conf->milter.deliver_domains);
     free(conf->sendmail_path);
+    free(conf->metrics_file);
+    free(conf->admin_address);
     free(conf);
 }
 

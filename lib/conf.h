@@ -26,6 +26,8 @@
  *	                   upload_budget, ledger_lifetime,
  *	                   sent_items_wait, concurrency_wait,
  *	                   sendmail_path
+ *	                   metrics_file, expiry_warning, keepalive_after,
+ *	                   admin_address (metrics.h, alert.h)
  *	                   ca_extra_file, proxy, no_proxy,
  *	                   proxy_credentials_file (proxy.h)
  *	[milter]           socket, socket_mode, pid_file, mode,
@@ -43,7 +45,7 @@
  *	                   certificate_file, key_file, jwt_alg, mailbox,
  *	                   senders, default, scopes,
  *	                   max_message_size (default: the [global] value),
- *	                   large_messages, proxy, no_proxy,
+ *	                   large_messages, secret_expires, proxy, no_proxy,
  *	                   proxy_credentials_file, rbac_probe_mailbox
  *
  *	[source NAME] sections are m365-fetch's; names follow the account
@@ -121,6 +123,7 @@ struct conf_account {
     char   *scopes;			/* extra delegated scopes, or NULL */
     long    max_message_size;		/* bytes; default [global]'s */
     enum conf_large large_messages;	/* default auto */
+    long    secret_expires;		/* epoch of YYYY-MM-DD, 0: unset */
     char   *proxy;			/* or NULL: [global]'s (proxy.h) */
     char   *no_proxy;			/* or NULL: [global]'s */
     char   *proxy_credentials_file;	/* or NULL: [global]'s */
@@ -248,6 +251,10 @@ struct conf {
     struct conf_milter milter;		/* [milter] section */
     struct conf_source *sources;	/* [source NAME] sections, file order */
     char   *sendmail_path;		/* deliver_to = sendmail; /usr/sbin/sendmail */
+    char   *metrics_file;		/* Prometheus textfile, or NULL */
+    long    expiry_warning;		/* days before expiry to warn */
+    long    keepalive_after;		/* seconds a refresh token may idle */
+    char   *admin_address;		/* notices (alert.h), or NULL */
 };
 
 extern struct conf *conf_load(const char *path, struct strbuf *errors);

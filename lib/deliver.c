@@ -26,6 +26,7 @@
 #include "graph.h"
 #include "ledger.h"
 #include "log.h"
+#include "metrics.h"
 #include "rcpt.h"
 #include "resolve.h"
 #include "throttle.h"
@@ -428,6 +429,7 @@ done:
     xfree_secret(r.token);
     strbuf_free(&r.hdr);
     (void) ledger_expire(conf, 0);
+    metrics_delivery(conf, acct, res);
     if (res->status == M365_OK)
 	return (0);
     return (r.unresolved ? DELIVER_UNRESOLVED : -1);

@@ -47,6 +47,7 @@
 
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "util.h"
 
@@ -764,6 +765,7 @@ int     http_perform(struct http *h, const struct http_req *req,
     curl_easy_getinfo(c, CURLINFO_SIZE_UPLOAD_T, &up);
     resp->status = status;
     resp->curl_code = (int) rc;
+    metrics_http(req->bearer != NULL, status);
     snprintf(resp->request_id, sizeof(resp->request_id), "%s",
 	     x.req_id[0] ? x.req_id : x.client_req_id);
     if (req->read_cb)

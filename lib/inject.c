@@ -1485,3 +1485,34 @@ int     inject_message(struct inject *inj, const struct inject_msg *m,
 	return (inject_sendmail(inj, m, res));
     return (inject_smtp(inj, m, res));
 }
+
+/*
+ * inject_notice - one notice to the administrator: the message in fd
+ * (a complete message) to rcpt with the null sender through deliver_to.
+ * 0 when the MTA took it; -1 with err filled when deliver_to cannot be
+ * used, else with res filled.
+ */
+int     inject_notice(const struct conf *conf, const char *deliver_to,
+		              int fd, char *rcpt,
+		              struct inject_result *res, char *err,
+		              size_t errlen)
+{
+    struct inject_msg im;
+    struct inject *inj;
+    char   *rcpts[1];
+    int     rc;
+
+    memset(res, 0, sizeof(*res));
+    if ((inj = inject_create(conf, deliver_to, err, errlen)) == NULL)
+	return (-1);
+    memset(&im, 0, sizeof(im));
+    rcpts[0] = rcpt;
+    im.fd = fd;
+    im.sender = "";
+    im.rcpts = rcpts;
+    im.nrcpts = 1;
+    rc = inject_message(inj, &im, res);
+    inject_free(inj);
+    snprintf(err, errlen, "%s", res->reply);
+    return (rc);
+}

@@ -72,6 +72,9 @@
  *	X") or sendmail's first output line; relay names the peer
  *	("127.0.0.1[127.0.0.1]:25", or the sendmail path).
  *
+ *	inject_notice() sends one notice (a complete message in a file)
+ *	with the null sender to one recipient: m365-fetch's offline notice
+ *	and the notices of alert.h.
  *	inject_probe() checks the target without sending mail, through
  *	the code a delivery uses (m365ctl test SOURCE): SMTP: a fresh
  *	connection, the greeting and EHLO (HELO when EHLO is refused),
@@ -164,6 +167,9 @@ extern int inject_probe(struct inject *, int secs, struct inject_probe *);
 extern int inject_sendmail_outcome(struct inject *, const char *path,
 				           const char *id, struct inject_result *);
 extern const char *inject_status_name(enum inject_status);
+extern int inject_notice(const struct conf *, const char *deliver_to, int fd,
+			         char *rcpt, struct inject_result *,
+			         char *err, size_t errlen);
 
 /* An unlinked, close-on-exec temporary file in dir (mode 0600); -1 on error. */
 extern int inject_tmpfile(const char *dir);

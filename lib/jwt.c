@@ -97,6 +97,29 @@ static X509 *jwt_read_cert(const char *path, char *err, size_t errlen)
     return (cert);
 }
 
+/* jwt_cert_expiry - when the first certificate in a PEM file expires */
+
+int     jwt_cert_expiry(const char *cert_file, time_t *not_after,
+			        char *err, size_t errlen)
+{
+    X509   *cert;
+    struct tm tm;
+    int     ok;
+
+    if ((cert = jwt_read_cert(cert_file, err, errlen)) == NULL)
+	return (-1);
+    memset(&tm, 0, sizeof(tm));
+    ok = ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) == 1;
+    X509_free(cert);
+    if (!ok) {
+	snprintf(err, errlen, "certificate file %s: cannot read its expiry "
+		 "date (notAfter)", cert_file);
+	return (-1);
+    }
+    *not_after = timegm(&tm);
+    return (0);
+}
+
 /* jwt_read_key - an unencrypted PEM RSA private key from a private file */
 
 static EVP_PKEY *jwt_read_key(const char *path, char *err, size_t errlen)

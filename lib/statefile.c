@@ -37,6 +37,7 @@ static const struct statefile_info {
     [STATEFILE_THROTTLE] = {"throttle", "mailbox", "throttle file", NULL},
     [STATEFILE_LEDGER] = {"ledger", "ledger record", "ledger record", NULL},
     [STATEFILE_SLOTS] = {"slots", "slot set", "slot file", NULL},
+    [STATEFILE_METRICS] = {"metrics", "counter set", "counter file", NULL},
 };
 
 /* statefile_name_ok - a name that stays inside its directory */
@@ -304,16 +305,44 @@ int     statefile_lock(const struct conf *conf, enum statefile_kind kind,
     char    file[NAME_MAX + 1];
     uid_t   uid;
     gid_t   gid;
-    int     dfd, fd, rc, saved;
+    int     dfd, rc, saved;
 
     if ((dfd = statefile_at(conf, kind, name, suffix, 0, path, file,
 			    &uid, &gid, err, errlen)) < 0)
 	return (-1);
-    fd = file_open_owned(dfd, file, path, "lock file", O_RDWR | O_CREAT,
-			 0600, uid, gid, FILE_CLAIM, err, errlen);
+    rc = statefile_lock_at(conf, kind, dfd, name, suffix, max_wait, err,
+			   errlen);
     saved = errno;
     close(dfd);
     errno = saved;
+    return (rc);
+}
+
+/*
+ * statefile_lock_at - statefile_lock() in dirfd, the KIND directory
+ * statefile_dir() opened (e.g. with STATEFILE_EXISTING: no mkdir when
+ * it is there already).  dirfd stays open.
+ */
+int     statefile_lock_at(const struct conf *conf, enum statefile_kind kind,
+			          int dirfd, const char *name,
+			          const char *suffix, double max_wait,
+			          char *err, size_t errlen)
+{
+    char    path[PATH_MAX];
+    char    file[NAME_MAX + 1];
+    uid_t   uid;
+    gid_t   gid;
+    int     fd, rc, saved;
+
+    if (statefile_path_err(conf, kind, name, suffix, path, sizeof(path),
+			   err, errlen) < 0) {
+	errno = EINVAL;
+	return (-1);
+    }
+    snprintf(file, sizeof(file), "%s%s", name, suffix ? suffix : "");
+    statefile_owner(conf, kind, &uid, &gid);
+    fd = file_open_owned(dirfd, file, path, "lock file", O_RDWR | O_CREAT,
+			 0600, uid, gid, FILE_CLAIM, err, errlen);
     if (fd < 0)
 	return (-1);
     if ((rc = statefile_flock(fd, max_wait)) < 0) {

@@ -18,6 +18,9 @@
  *	             draft path whose draft may still exist), expire.stamp
  *	  slots/     HASH.0 ... HASH.3 (graph.c: the request slots of one
  *	             app and mailbox, a semaphore of flock()ed files)
+ *	  metrics/   account-NAME, source-NAME (metrics.h: counters),
+ *	             alert-account-NAME, notify-account-NAME,
+ *	             notify-source-NAME (alert.h: what was said when)
  *
  *	A new kind (e.g. the send ledger) is one more enum value and one
  *	more row in statefile.c.  NAME must stay inside the directory: not
@@ -45,8 +48,9 @@
  *	(and threads: every call opens its own descriptions): it opens
  *	NAME.0 to NAME.(n-1) and returns the first one it can flock()
  *	exclusively, polling all n for at most max_wait seconds; *slot is
- *	its number.  statefile_remove() removes a file (a missing one is
- *	fine).
+ *	its number.  statefile_lock_at() locks in a directory that
+ *	statefile_dir() opened.  statefile_remove() removes a file (a
+ *	missing one is fine).
  *
  *	statefile_path() is the path of a file (for messages and for
  *	readers such as json_file_load()).
@@ -69,6 +73,7 @@ enum statefile_kind {
     STATEFILE_THROTTLE,			/* throttle/MAILBOX */
     STATEFILE_LEDGER,			/* ledger/MBTAG-KEY... */
     STATEFILE_SLOTS,			/* slots/HASH.N */
+    STATEFILE_METRICS,			/* metrics/account-NAME... */
 };
 
 #define STATEFILE_EXISTING	(1<<0)	/* statefile_dir(): do not create */
@@ -101,6 +106,10 @@ extern int statefile_lock(const struct conf *, enum statefile_kind,
 extern int statefile_lock_any(const struct conf *, enum statefile_kind,
 			              const char *name, int n, double max_wait,
 			              int *slot, char *err, size_t errlen);
+extern int statefile_lock_at(const struct conf *, enum statefile_kind,
+			             int dirfd, const char *name,
+			             const char *suffix, double max_wait,
+			             char *err, size_t errlen);
 extern void statefile_unlock(int fd);
 extern int statefile_remove(const struct conf *, enum statefile_kind,
 			            const char *name, const char *suffix,
