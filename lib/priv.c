@@ -18,6 +18,7 @@
 #include <sysexits.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "priv.h"
 #include "strbuf.h"
 #include "util.h"
@@ -163,4 +164,28 @@ int     priv_check_conf(const struct conf *conf)
     fputs(strbuf_str(&errors), stderr);
     strbuf_free(&errors);
     return (rc ? EX_CONFIG : EX_OK);
+}
+
+/*
+ * priv_service - at the start of a daemon: as root, the [global] user's
+ * ids into *uid and *gid, and root trusts and creates files for that
+ * user only (file_set_service_user()); 1.  Not root: 0, nothing changed.
+ * -1 when the user does not exist; the cause and the fix go to stderr
+ * and, unless quiet, to the log.
+ */
+int     priv_service(const struct conf *conf, const char *path, uid_t *uid,
+		             gid_t *gid, int quiet)
+{
+    char    err[300];
+
+    if (geteuid() != 0)
+	return (0);
+    if (priv_lookup(conf->user, uid, gid, err, sizeof(err)) < 0) {
+	fprintf(stderr, "%s: %s\n", path, err);
+	if (!quiet)
+	    msg_error("%s", err);
+	return (-1);
+    }
+    file_set_service_user(conf->user);
+    return (1);
 }

@@ -24,6 +24,13 @@
  *	priv_as_root() switches back.  Not running as root, both change
  *	nothing and succeed.
  *
+ *	priv_service() is a daemon's first step after conf_load(): run as
+ *	root, it looks up the [global] user (its ids to *uid, *gid) and
+ *	makes root trust and create files for that user only
+ *	(file_set_service_user()) and returns 1; not run as root it
+ *	returns 0; -1 when the user does not exist (the cause and the fix
+ *	printed to stderr, and logged unless quiet).
+ *
  *	priv_check_conf() is a daemon's -n after conf_load(): it drops to
  *	the user, checks the secret and key files (conf_check_secrets())
  *	and prints their problems, else the warnings (conf_warnings()), to
@@ -46,5 +53,7 @@ extern int priv_drop(const char *user, char *err, size_t errlen);
 extern int priv_as_user(uid_t uid, gid_t gid, char *err, size_t errlen);
 extern int priv_as_root(char *err, size_t errlen);
 extern int priv_check_conf(const struct conf *);
+extern int priv_service(const struct conf *, const char *path, uid_t *uid,
+			        gid_t *gid, int quiet);
 
 #endif

@@ -348,14 +348,9 @@ int     main(int argc, char **argv)
 	    msg_error_lines(strbuf_str(&errors));
 	exit(EX_CONFIG);
     }
-    if (geteuid() == 0) {
-	if (priv_lookup(conf->user, &uid, &gid, err, sizeof(err)) < 0) {
-	    fprintf(stderr, "%s: %s\n", lmtpd_conf_path, err);
-	    exit(check_only ? EX_CONFIG : EX_OSERR);
-	}
-	have_user = 1;
-	file_set_service_user(conf->user);
-    }
+    if ((have_user = priv_service(conf, lmtpd_conf_path, &uid, &gid,
+				  check_only)) < 0)
+	exit(check_only ? EX_CONFIG : EX_OSERR);
     if (check_only) {
 	if ((rc = priv_check_conf(conf)) == EX_OK)
 	    printf("configuration OK\n");

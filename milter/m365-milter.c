@@ -563,17 +563,10 @@ int     main(int argc, char **argv)
 	strbuf_free(&errors);
 	exit(EX_CONFIG);
     }
-    if (geteuid() == 0) {
-	if (priv_lookup(conf->user, &uid, &gid, err, sizeof(err)) < 0) {
-	    fprintf(stderr, "%s: %s\n", milter_conf_path, err);
-	    if (!check_only)
-		msg_error("%s", err);
-	    exit(check_only ? EX_CONFIG : EX_OSERR);
-	}
-	have_user = 1;
-	/* Root trusts and creates files for this user only. */
-	file_set_service_user(conf->user);
-    }
+    /* As root: the user's ids; root trusts files of that user only. */
+    if ((have_user = priv_service(conf, milter_conf_path, &uid, &gid,
+				  check_only)) < 0)
+	exit(check_only ? EX_CONFIG : EX_OSERR);
     if (check_only) {
 	/* As the user: secret files, then the warnings (priv.h). */
 	if ((rc = priv_check_conf(conf)) == EX_OK)
