@@ -12,6 +12,8 @@
 # - the queue id of the log: XFORWARD IDENT, else the Received: id,
 #   else a generated "L..." one; the one log format;
 # - several messages over one connection: one TLS connection;
+# - TCP on 127.0.0.1; -s 1 serves one session at a time (the next
+#   connection waits in the listen queue);
 # - SIGHUP reloads (a bad file keeps the old configuration), SIGTERM
 #   stops and removes the socket.
 #
@@ -145,6 +147,39 @@ else
     t_match "10 messages: at most 2 new connections to the emulator (token, Graph)" \
 	"$((after - before))" '^[0-2]$'
 fi
+
+# ---- TCP on loopback, and the session limit (-s 1: a second connection
+# waits in the listen queue until the first ends)
+"$LMTPD" -c "$CONF" -p inet:2003@127.0.0.1 -s 1 >> "$T/lmtpd2.out" 2>&1 &
+L2PID=$!
+if wait_port 2003; then
+    make_msg "$T/msg/tcp" "lmtp proto tcp" "From: bob@contoso.test" "To: a@example.com"
+    check "TCP 127.0.0.1:2003: a message is sent" \
+	$CLIENT 127.0.0.1:2003 send bob@contoso.test a@example.com "$T/msg/tcp"
+    check "-s 1: a second session waits until the first ends" "$PYTHON" -c '
+import socket, sys, time
+a = socket.create_connection(("127.0.0.1", 2003))
+a.settimeout(5)
+if not a.recv(512).startswith(b"220"):
+    sys.exit("no greeting on the first connection")
+b = socket.create_connection(("127.0.0.1", 2003))
+b.settimeout(1.5)
+try:
+    b.recv(512)
+    sys.exit("the second connection was served while the first was open")
+except socket.timeout:
+    pass
+a.sendall(b"QUIT\r\n")
+a.recv(512)
+a.close()
+b.settimeout(5)
+if not b.recv(512).startswith(b"220"):
+    sys.exit("the second connection got no greeting after the first ended")
+b.sendall(b"QUIT\r\n")'
+else
+    bad "m365-lmtpd listens on inet:2003@127.0.0.1 ($(tail -n 3 "$T/lmtpd2.out"))"
+fi
+term_wait "$L2PID" 15
 
 # ---- reload: a good file is taken, a bad one keeps the old
 kill -HUP "$LPID"
