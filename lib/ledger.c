@@ -42,6 +42,7 @@
 #include "util.h"
 
 #define LEDGER_MAX_FILE	(64 * 1024)	/* a record is far smaller */
+#define LEDGER_RCPTS_MAX	(32 * 1024)	/* bytes of recorded recipients */
 #define LEDGER_TAG_LEN	16		/* hex digits of the mailbox tag */
 #define LEDGER_KEY_LEN	(LEDGER_TAG_LEN + 1 + 64)	/* MBTAG-KEY */
 #define LEDGER_STAMP	"expire"	/* expire.stamp: the last walk */
@@ -280,15 +281,20 @@ static int ledger_add_envelope(cJSON *root, const struct ledger_rec *r)
 {
     cJSON  *list;
     char  **p;
+    size_t  used = 0;
 
     if (r->sender == NULL || r->rcpts == NULL)
 	return (0);
     if (cJSON_AddStringToObject(root, "sender", r->sender) == NULL
 	|| (list = cJSON_AddArrayToObject(root, "rcpts")) == NULL)
 	return (-1);
-    for (p = r->rcpts; *p; p++)
+    for (p = r->rcpts; *p; p++) {
+	/* The record must stay readable (LEDGER_MAX_FILE): cut the list. */
+	if ((used += strlen(*p) + 4) > LEDGER_RCPTS_MAX)
+	    return (cJSON_AddTrueToObject(root, "rcpts_cut") ? 0 : -1);
 	if (!cJSON_AddItemToArray(list, cJSON_CreateString(*p)))
 	    return (-1);
+    }
     return (0);
 }
 

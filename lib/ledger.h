@@ -75,7 +75,9 @@
  *
  *	ledger_set_envelope() records the envelope (sender, "" for the
  *	null sender, and recipients) that a DSN for the delivery goes back
- *	to (m365-fetch's bounce mode, issue 12).  ledger_find() is the
+ *	to (m365-fetch's bounce mode, issue 12); a record keeps the first
+ *	32 KB of recipients (the rest is only in the key), so that it
+ *	stays far below the size a record may have.  ledger_find() is the
  *	look-up by Message-ID of one mailbox: it reads (without locking:
  *	records are replaced by rename) every record of the mailbox and
  *	returns in r the one with that Message-ID that may have been sent

@@ -729,6 +729,29 @@ static void test_find(void)
     ledger_close(&r);
     conf.ledger_lifetime = 0;
 
+    /* Thousands of recipients: the record stays readable (the list cut). */
+    {
+	static char *many[2000];
+	char    buf[80];
+	struct ledger_rec big;
+	char    nb[LEDGER_NAME_MAX];
+	size_t  i;
+
+	for (i = 0; i < 2000; i++) {
+	    snprintf(buf, sizeof(buf), "a-rather-long-recipient-name-%04zu@"
+		     "remote-domain.example", i);
+	    many[i] = xstrdup(buf);
+	}
+	envelope("bob@contoso.test", "<find5@x>", "a@app.test", many, 2000,
+		 LEDGER_SENT, nb, sizeof(nb));
+	T_EQ_INT(ledger_open(&conf, nb, 0, &big, err, sizeof(err)), 0);
+	T_EQ_INT(big.state, LEDGER_SENT);
+	T_OK(big.nrcpts > 100 && big.nrcpts < 2000);
+	T_EQ_STR(big.rcpts[0], many[0]);
+	ledger_close(&big);
+	for (i = 0; i < 2000; i++)
+	    free(many[i]);
+    }
     /* A record of an older version (no envelope) does not match. */
     snprintf(text, sizeof(text), "{\"version\":1,\"state\":\"sent\","
 	     "\"mailbox\":\"bob@contoso.test\",\"message_id\":\"<find4@x>\","
