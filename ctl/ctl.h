@@ -67,6 +67,13 @@ extern int ctl_keepalive(const struct conf *);
 extern void ctl_expiry_status(const struct conf *, const struct conf_account *,
 			              struct cJSON *obj, time_t now);
 
+/* ctl_rbac.c: m365ctl rbac; the rbac step of m365ctl test */
+extern int ctl_rbac(const struct conf *, const struct conf_account *);
+extern const char *ctl_rbac_probe(const struct conf *, struct http *,
+				          const struct conf_account *,
+				          const char *token, char *text, size_t len,
+				          char *remedy, size_t rlen);
+
 /* Seconds the source test waits for each step of the MTA's session. */
 #define CTL_SMTP_TIMEOUT	5
 

@@ -759,6 +759,24 @@ static void ctl_step_duplicates(struct ctl_run *run)
 	     "is readable: %s", acct->mailbox, res.text);
 }
 
+/* ctl_step_rbac - can the app reach a mailbox outside this file? */
+
+static void ctl_step_rbac(struct ctl_run *run)
+{
+    char    text[800], remedy[400];
+    const char *tag;
+
+    ctl_log_quiet(1);
+    tag = ctl_rbac_probe(run->conf, run->http, run->acct, run->token, text,
+			 sizeof(text), remedy, sizeof(remedy));
+    ctl_log_quiet(0);
+    if (tag == NULL)
+	return;
+    ctl_step(run, tag, "rbac", "%s", text);
+    if (remedy[0])
+	ctl_remedy("%s", remedy);
+}
+
 /* ctl_build_message - the test message, in a spooled struct msg */
 
 static int ctl_build_message(struct ctl_run *run, const char *rcpt,
@@ -946,6 +964,7 @@ int     ctl_test(const struct conf *conf, const struct conf_account *acct,
     ctl_step_permission(&run, have_me ? &me : NULL);
     ctl_step_large(&run);
     ctl_step_duplicates(&run);
+    ctl_step_rbac(&run);		/* ctl_rbac.c */
     if (send_to) {
 	if (run.fails)
 	    ctl_step(&run, "--", "send", "skipped: fix the failures above "

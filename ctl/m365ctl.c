@@ -16,6 +16,7 @@
  *	  status --prometheus [--output FILE]
  *	  keepalive
  *	  logout ACCOUNT
+ *	  rbac ACCOUNT (ctl_rbac.c)
  *	  check
  *	See m365ctl(8).  This file holds main(), the option parsing and
  *	the small commands (status, logout, check, consent-url); login is
@@ -86,6 +87,8 @@ static int ctl_usage(const char *why)
 	    "  keepalive               timer run: refresh idle tokens, expiry warnings,\n"
 	    "                          notices to admin_address, metrics_file\n"
 	    "  logout ACCOUNT          remove the stored tokens of an account\n"
+	    "  rbac ACCOUNT            Exchange Online commands that limit an app-only\n"
+	    "                          account's app to this configuration's mailboxes\n"
 	    "  check                   check the configuration (same as -n)\n"
 	    "options: -c FILE (default %s), -n check, -v verbose, -V version\n",
 	    M365_CONFFILE);
@@ -870,7 +873,7 @@ static int ctl_cmd_test(const struct conf *conf, int argc, char **argv)
     return (ctl_test(conf, acct, fresh, rcpt));
 }
 
-/* ctl_cmd_simple - logout / consent-url ACCOUNT */
+/* ctl_cmd_simple - logout / consent-url / rbac ACCOUNT */
 
 static int ctl_cmd_simple(const struct conf *conf, const char *cmd,
 			          int argc, char **argv)
@@ -886,6 +889,8 @@ static int ctl_cmd_simple(const struct conf *conf, const char *cmd,
 	return (EX_USAGE);
     if (strcmp(cmd, "logout") == 0)
 	return (ctl_logout(conf, acct));
+    if (strcmp(cmd, "rbac") == 0)
+	return (ctl_rbac(conf, acct));	/* ctl_rbac.c */
     return (ctl_consent_url(conf, acct));
 }
 
@@ -942,7 +947,8 @@ int     main(int argc, char **argv)
     }
     if (strcmp(cmd, "login") && strcmp(cmd, "test") && strcmp(cmd, "status")
 	&& strcmp(cmd, "logout") && strcmp(cmd, "check")
-	&& strcmp(cmd, "consent-url") && strcmp(cmd, "keepalive"))
+	&& strcmp(cmd, "consent-url") && strcmp(cmd, "keepalive")
+	&& strcmp(cmd, "rbac"))
 	return (ctl_usage("unknown command"));
     if (strcmp(cmd, "check") == 0 && argc > 0)
 	return (ctl_usage("check takes no arguments"));

@@ -2110,10 +2110,20 @@ class Handler(BaseHTTPRequestHandler):
                      "mail": uinfo.get("mail", upn),
                      "displayName": uinfo.get("display_name", upn)}, {}
 
+    def check_app_scope(self, info, upn):
+        """check_app_scope - RBAC for Applications in Exchange Online: an
+        app whose emu.json entry lists "mailboxes" reaches only those with
+        its app-only tokens (tests/emulator/README.md)"""
+        app = self.server.state.app(info["client_id"]) or {}
+        scope = app.get("mailboxes")
+        if scope is not None and upn.lower() not in [m.lower() for m in scope]:
+            raise self.gerr(403, "ErrorAccessDenied", ACCESS_DENIED)
+
     def check_send_right(self, info, upn):
         """check_send_right - may this token send from mailbox upn?"""
         st = self.server.state
         if not info["user"]:
+            self.check_app_scope(info, upn)
             if "Mail.Send" not in info["roles"]:
                 raise self.gerr(403, "ErrorAccessDenied",
                                 "Access is denied. Check credentials and "
@@ -2301,6 +2311,7 @@ class Handler(BaseHTTPRequestHandler):
         bodyPreview, uniqueBody, attachments, extensions, and any extended
         properties"; the least privilege of "List messages")"""
         if not info["user"]:
+            self.check_app_scope(info, upn)
             roles = info["roles"]
             if "Mail.ReadWrite" in roles or (not write and
                                              "Mail.Read" in roles) or (
