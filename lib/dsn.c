@@ -22,6 +22,7 @@
 #include "util.h"
 
 #define DSN_FOLD	76		/* fold delivery-status fields here */
+#define DSN_WORD_MAX	900		/* longer words are cut into pieces */
 
 /* dsn_date - RFC 5322 date of t (local time) */
 
@@ -67,7 +68,9 @@ static void dsn_field(struct strbuf *sb, const char *name, const char *value)
     for (p = v; *p == ' '; p++)
 	 /* void */ ;
     while (*p) {
-	n = strcspn(p, " ");
+	/* A word longer than a line is cut (RFC 5322: 998 at most). */
+	if ((n = strcspn(p, " ")) > DSN_WORD_MAX)
+	    n = DSN_WORD_MAX;
 	if (col + 1 + n > DSN_FOLD && col > strlen(name) + 1) {
 	    strbuf_puts(sb, "\r\n ");
 	    col = 1;

@@ -12,7 +12,10 @@
  *	localhost (the loopback redirect listener); peer and host
  *	verification stay on; redirects are not followed; TLS >= 1.2.
  *	conf->ca_file (when set) becomes CURLOPT_CAINFO: libcurl ignores
- *	SSL_CERT_FILE.  Proxy, no_proxy and ca_extra_file: proxy.h;
+ *	SSL_CERT_FILE.  Unset, the system store is read by hash from
+ *	libcurl's CA directory (CURLOPT_CAPATH, no bundle) when that has
+ *	hash links, and a handshake that it cannot verify is made again
+ *	with libcurl's bundle.  Proxy, no_proxy and ca_extra_file: proxy.h;
  *	http_set_account() chooses the account whose proxy the following
  *	requests take (auth_token() and the token requests call it).
  *	Timeouts come from conf (timeout, connect_timeout)

@@ -499,6 +499,9 @@ int     ndr_parse(const struct msg *m, struct ndr *r, char *err,
 	r->kind = NDR_HUMAN;
 	ndr_human_status(r);
     }
+    /* Not even a status code: a report all the same, cause unknown. */
+    if (r->nrcpts == 0)
+	ndr_add_rcpt(r)->action = xstrdup("failed");
     if (ret != NULL)
 	ndr_returned(r, m, ret);
     if (r->orig_hdr.len > 0

@@ -26,6 +26,7 @@
  *	  address, its Status the first enhanced status code (RFC 3463,
  *	  class 4 or 5) of the human-readable text, its Diagnostic-Code
  *	  the line around it, Action "failed" (class 5) or "delayed";
+ *	  without any code the entry has Action "failed" only (5.0.0);
  *
  *	  anything else: NDR_NONE (not a report; left alone).
  *

@@ -338,6 +338,18 @@ static void test_not_reports(void)
     T_EQ_INT(r.kind, NDR_NONE);
     ndr_free(&r);
     free(t);
+    /* A report whose text has no status code: failed, cause unknown. */
+    t = xstrdup(human_only);
+    memcpy(strstr(t, "Status code: 550 5.7.350"), "Status code: 550 x.y.zzz", 24);
+    memcpy(strstr(t, "550 5.7.350 Remote"), "550 x.y.zzz Remote", 18);
+    parse(t, &r);
+    T_EQ_INT(r.kind, NDR_HUMAN);
+    T_EQ_INT(r.nrcpts, 1);
+    T_EQ_STR(ndr_action(r.rcpts), "failed");
+    T_EQ_STR(ndr_status(r.rcpts), "5.0.0");
+    T_OK(r.rcpts[0].diag == NULL);
+    ndr_free(&r);
+    free(t);
     /* References: the last id names the message. */
     t = xstrdup(human_only);
     memcpy(strstr(t, "In-Reply-To"), "X-In-Reply-", 11);
