@@ -20,7 +20,9 @@
 # connection reset after Graph took the body (ambiguous): deferred, the
 # retry finds it in Sent Items, no duplicate; a 5 MB message through a
 # draft; fewer TLS connections to Graph than messages (connection
-# reuse, the emulator's connection count).
+# reuse, the emulator's connection count); SIGTERM while Graph holds its
+# answer (the delivery finishes and is answered); kill -9 then (Postfix
+# defers, the retry finds the message in Sent Items: once).
 #
 # Needs root (namespaces, a private Postfix, useradd), postfix and swaks
 # (tests/run-all.sh installs them); skipped (77) without root.
@@ -215,6 +217,43 @@ check "5 MB: sent once" sent_check "lmtp five MB" count=1 rcpts=big@lmtp.test
 drafts1=$(emu_ctl GET /_emu/stats | json_eval 'd.get("drafts_created", 0)')
 t_eq "5 MB: through one draft" "$((drafts1 - drafts0))" 1
 t_eq "5 MB: no draft left behind" "$(emu_drafts bob@contoso.test)" 0
+
+# start_lmtpd - m365-lmtpd again (after a kill or a stop)
+start_lmtpd() {
+    "$LMTPD" -c "$CONF" -p "unix:$SOCK" -s 8 >> "$T/lmtpd.out" 2>&1 &
+    LPID=$!
+    wait_until 10 test -S "$SOCK"
+}
+
+# ---- 7. SIGTERM while Graph holds its answer (2 s, below timeout = 3):
+# the delivery finishes and is answered
+emu_fault '{"match":"sendMail","action":"slow","deliver":true,"delay":2,"count":1}'
+qt=$(send_msg 2525 bob@contoso.test "term@lmtp.test" "$T/msg/term" "lmtp sigterm" \
+    "From: bob@contoso.test" "To: term@lmtp.test")
+check "SIGTERM: Graph has the message while m365-lmtpd waits" wait_sent "lmtp sigterm" 1 15
+term_wait "$LPID" 15
+LPID=
+t_eq "SIGTERM: m365-lmtpd stops with status 0" "$TW_RC" 0
+check "SIGTERM: the delivery in progress was finished and answered" lmtp_sent "$qt" term@lmtp.test
+check "SIGTERM: sent once" sent_check "lmtp sigterm" count=1 rcpts=term@lmtp.test
+start_lmtpd || bad "m365-lmtpd starts again"
+
+# ---- 8. kill -9 while Graph holds its answer: no answer, Postfix keeps
+# the message; the retry finds it in Sent Items (the ledger said sending)
+emu_fault '{"match":"sendMail","action":"slow","deliver":true,"delay":60,"count":1}'
+qk=$(send_msg 2525 bob@contoso.test "kill@lmtp.test" "$T/msg/kill" "lmtp kill" \
+    "From: bob@contoso.test" "To: kill@lmtp.test")
+check "kill -9: Graph has the message while m365-lmtpd waits" wait_sent "lmtp kill" 1 15
+kill -9 "$LPID"
+wait "$LPID" 2>/dev/null
+LPID=
+check "kill -9: Postfix defers it (lost connection)" \
+    pf_wait_log "$qk: to=<kill@lmtp.test>, relay=[^,]*lmtp\\.sock[^,]*, .*status=deferred" 20
+start_lmtpd || bad "m365-lmtpd starts again after kill -9"
+check "kill -9: the retries drain the queue" drain 40
+check "kill -9: delivered exactly once" sent_check "lmtp kill" count=1 rcpts=kill@lmtp.test
+check "kill -9: the retry was settled in Sent Items" \
+    grep -qE " $qk: .*confirmed in Sent Items" "$T/relay.log"
 
 check "Postfix's queue is empty at the end" drain 20
 term_wait "$LPID" 15
