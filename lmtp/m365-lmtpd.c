@@ -267,8 +267,8 @@ static void lmtpd_reload(void)
     }
     lmtp_conf_install(conf);
     msg_info("reloaded the configuration from %s (messages in progress "
-	     "finish with the previous one; the socket, user and sessions "
-	     "change after a restart)", lmtpd_conf_path);
+	     "finish with the previous one; the socket, user, log_file and "
+	     "sessions change after a restart)", lmtpd_conf_path);
 }
 
 int     main(int argc, char **argv)
