@@ -1843,7 +1843,16 @@ static void test_sample(void)
 	T_OK(c->milter.pid_file != NULL && c->milter.tmp_dir != NULL);
 	/* [global] sendmail_path and the help desk source. */
 	T_EQ_STR(c->sendmail_path, "/usr/sbin/sendmail");
-	T_OK(c->sources != NULL && c->sources->next == NULL);
+	T_OK(c->sources != NULL && c->sources->next != NULL
+	     && c->sources->next->next == NULL);
+	/* ... and the bounce source (issue 12). */
+	if (c->sources && c->sources->next) {
+	    T_EQ_STR(c->sources->next->name, "bounces");
+	    T_EQ_INT(c->sources->next->mode, CONF_SOURCE_BOUNCES);
+	    T_EQ_STR(c->sources->next->bounce_from,
+		     "MAILER-DAEMON@relay.contoso.com");
+	    T_OK(c->sources->next->unmatched_to == NULL);
+	}
 	if (c->sources) {
 	    struct conf_source *s = c->sources;
 
