@@ -299,29 +299,43 @@ umount "$SYSCERTS"
 mkdir -p "$T/run" "$T/spool"
 chown "$RUSER" "$T/run" "$T/spool"
 chmod 700 "$T/run" "$T/spool"
-conf milter "proxy = http://127.0.0.1:$P1" ""
-printf '\n[milter]\nmode = deliver\ntmp_dir = %s\n' "$T/spool" >>"$C"
-rm -rf "$T/state/tokens"
-: >"$T/p1.log"
-"$MILTER" -f -c "$C" -p "unix:$T/run/m.sock" -P "$T/run/m.pid" >"$T/milter.out" 2>&1 &
-MPID=$!
-t_bg_pid "$MPID"
-if wait_until 10 test -S "$T/run/m.sock"; then
-    if miltertest -D "SOCK=unix:$T/run/m.sock" -D "LUADIR=$top_srcdir/tests/milter" \
-	-D N=1 -D TAG=prxmilter -D WANT=discard -s "$top_srcdir/tests/milter/t-warm.lua" \
-	>"$T/mt.out" 2>&1 && ! grep -q '^FAIL' "$T/mt.out"; then
-	ok "milter deliver mode: the message went out through Graph"
-    else
-	bad "milter deliver mode: miltertest t-warm.lua"
-	sed 's/^/#   /' "$T/mt.out" "$T/milter.out"
+# milter_run NAME TAG WANT - m365-milter in deliver mode with $C + a
+# [milter] section, one message (subject TAG-1) through miltertest's
+# t-warm.lua, which wants the reply WANT (discard: sent; tempfail)
+milter_run() {
+    local name=$1 tag=$2 want=$3 pid
+    printf '\n[milter]\nmode = deliver\ntmp_dir = %s\n' "$T/spool" >>"$C"
+    rm -rf "$T/state/tokens"
+    "$MILTER" -f -c "$C" -p "unix:$T/run/$name.sock" -P "$T/run/$name.pid" \
+	>"$T/$name.out" 2>&1 &
+    pid=$!
+    t_bg_pid "$pid"
+    if ! wait_until 10 test -S "$T/run/$name.sock"; then
+	bad "m365-milter ($name) starts"
+	sed 's/^/#   /' "$T/$name.out"
+	return
     fi
-else
-    bad "m365-milter starts"
-    sed 's/^/#   /' "$T/milter.out"
-fi
-kill "$MPID" 2>/dev/null
+    if miltertest -D "SOCK=unix:$T/run/$name.sock" -D "LUADIR=$top_srcdir/tests/milter" \
+	-D N=1 -D "TAG=$tag" -D "WANT=$want" -s "$top_srcdir/tests/milter/t-warm.lua" \
+	>"$T/mt.out" 2>&1 && ! grep -q '^FAIL' "$T/mt.out"; then
+	ok "milter deliver mode ($name): the reply is $want"
+    else
+	bad "milter deliver mode ($name): miltertest t-warm.lua wants $want"
+	sed 's/^/#   /' "$T/mt.out" "$T/$name.out"
+    fi
+    kill "$pid" 2>/dev/null
+}
+
+conf milter "proxy = http://127.0.0.1:$P1" ""
+: >"$T/p1.log"
+milter_run milter prxmilter discard
 check "milter deliver mode: the emulator has it" delivered prxmilter-1
 t_eq "milter deliver mode: token and Graph requests through the proxy" "$(counts p1)" "1 1"
+conf milterdown "proxy = http://127.0.0.1:$PG" ""
+milter_run milterdown prxmdown tempfail
+if delivered prxmdown-1; then bad "milter, proxy down: sent"; else ok "milter, proxy down: nothing sent"; fi
+check "milter, proxy down: the log names the proxy" \
+    grep -q "PRXMDOWNX1: .*status=deferred.*cannot connect to the proxy http://127.0.0.1:$PG" "$T/relay.log"
 
 # ---- 9. m365-fetch through the proxy
 QPORT=$((20000 + RANDOM % 20000))
@@ -342,5 +356,12 @@ t_eq "m365-fetch through the proxy: the round succeeds" "$?" 0
 check "m365-fetch: the message reached the MTA" grep -q '^accepted' "$T/q.log"
 t_eq "m365-fetch: token and Graph requests through the proxy" \
     "$(tunnels p1 "$LOGIN") $([ "$(tunnels p1 "$GRAPH")" -ge 1 ] && echo yes)" "1 yes"
+sed "s|^proxy = .*|proxy = http://127.0.0.1:$PG|" "$C" >"$T/fetchdown.conf"
+chmod 644 "$T/fetchdown.conf"
+rm -rf "$T/state/tokens"
+as_user "$FETCH" -c "$T/fetchdown.conf" --once in >"$T/fetch.out" 2>&1
+t_eq "m365-fetch, proxy down: the round defers (75)" "$?" 75
+check "m365-fetch, proxy down: it names the proxy" \
+    grep -q "cannot connect to the proxy http://127.0.0.1:$PG" "$T/fetch.out" "$T/relay.log"
 
 t_done
