@@ -12,7 +12,9 @@
  *	https://learn.microsoft.com/exchange/permissions-exo/application-rbac;
  *	cmdlets New-ServicePrincipal, New-ManagementScope,
  *	New-ManagementRoleAssignment -App -Role -CustomResourceScope,
- *	Test-ServicePrincipalAuthorization; roles "Application Mail.Send",
+ *	Test-ServicePrincipalAuthorization, whose -App and -Identity take a
+ *	ServicePrincipalIdParameter: the AppId is one of its documented
+ *	forms; roles "Application Mail.Send",
  *	"Application Mail.ReadWrite", "Application Mail.ReadBasic").
  *
  *	RBAC is per app, not per account: every app-only account of this
@@ -169,7 +171,7 @@ static void rbac_role(const char *app_id, const char *role, const char *what,
 	   "-RecipientRestrictionFilter \"%s\"\n", app_id, what,
 	   strbuf_log_str(&f));
     printf("New-ManagementRoleAssignment -Name \"m365relay %s %s\" "
-	   "-App $ObjectId -Role \"Application %s\" "
+	   "-App $AppId -Role \"Application %s\" "
 	   "-CustomResourceScope \"m365relay %s %s\"\n\n", app_id, role, role,
 	   app_id, what);
     strbuf_free(&f);
@@ -271,7 +273,7 @@ int     ctl_rbac(const struct conf *conf, const struct conf_account *acct)
     }
     printf("# Check: each mailbox above is InScope True, any other mailbox "
 	   "False.\n");
-    printf("Test-ServicePrincipalAuthorization -Identity $ObjectId "
+    printf("Test-ServicePrincipalAuthorization -Identity $AppId "
 	   "-Resource \"");
     {
 	struct strbuf r;
@@ -282,7 +284,7 @@ int     ctl_rbac(const struct conf *conf, const struct conf_account *acct)
 	strbuf_reset(&r);
 	if (acct->rbac_probe_mailbox)
 	    rbac_ps(&r, acct->rbac_probe_mailbox);
-	printf("Test-ServicePrincipalAuthorization -Identity $ObjectId "
+	printf("Test-ServicePrincipalAuthorization -Identity $AppId "
 	       "-Resource \"%s\"\n\n", acct->rbac_probe_mailbox ?
 	       strbuf_log_str(&r) : "<a mailbox this configuration does "
 	       "not use>");

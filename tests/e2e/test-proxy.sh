@@ -59,14 +59,15 @@ as_user() {
 }
 
 # proxy_start NAME ARGS... - start tests/proxy.py (log $T/NAME.log);
-# the port in $PORT
+# the port in $PORT, the process id in $PROXY_PID
 proxy_start() {
     local name=$1
     shift
     : >"$T/$name.log"
     "$PYTHON" "$top_srcdir/tests/proxy.py" --port 0 --log "$T/$name.log" "$@" \
 	>"$T/$name.out" 2>&1 &
-    t_bg_pid $!
+    PROXY_PID=$!
+    t_bg_pid "$PROXY_PID"
     if ! wait_until 10 grep -q '^proxy ready on ' "$T/$name.out"; then
 	sed 's/^/#   /' "$T/$name.out"
 	bad "proxy $name starts"
@@ -84,7 +85,7 @@ PD=$PORT
 # A port where nothing listens (the proxy is down).
 proxy_start gone
 PG=$PORT
-kill "$(pgrep -f -- "--log $T/gone.log")" 2>/dev/null
+kill "$PROXY_PID" 2>/dev/null
 wait_until 5 sh -c "! ss -Hltn 'sport = :$PG' | grep -q ." ||
     bad "the stopped proxy's port is closed"
 

@@ -77,12 +77,12 @@ has "how to find the Object ID" "(Get-MgServicePrincipal -Filter \"appId eq '$AP
 has "a send scope on exactly bob's mailbox" \
     "New-ManagementScope -Name \"$SCOPE send\" -RecipientRestrictionFilter \"PrimarySmtpAddress -eq 'bob@contoso.test'\""
 has "Application Mail.Send on that scope" \
-    "New-ManagementRoleAssignment -Name \"$SCOPE Mail.Send\" -App \$ObjectId -Role \"Application Mail.Send\" -CustomResourceScope \"$SCOPE send\""
+    "New-ManagementRoleAssignment -Name \"$SCOPE Mail.Send\" -App \$AppId -Role \"Application Mail.Send\" -CustomResourceScope \"$SCOPE send\""
 has "large_messages = auto: Application Mail.ReadWrite for drafts" \
     "-Role \"Application Mail.ReadWrite\" -CustomResourceScope \"$SCOPE readwrite\""
 lacks "Mail.ReadWrite covers Sent Items look-ups: no Mail.ReadBasic" "Application Mail.ReadBasic"
 has "the tenant is named" "tenant $EMU_TENANT"
-has "the check command" "Test-ServicePrincipalAuthorization -Identity \$ObjectId -Resource \"bob@contoso.test\""
+has "the check command" "Test-ServicePrincipalAuthorization -Identity \$AppId -Resource \"bob@contoso.test\""
 has "remove the tenant-wide grant" "remove the application permissions Mail.Send"
 has "Microsoft's page" "https://learn.microsoft.com/exchange/permissions-exo/application-rbac"
 lacks "the other apps' mailboxes are not in it" "shared@contoso.test"
@@ -94,7 +94,7 @@ lacks "global cloud: no environment name" "ExchangeEnvironmentName"
 variant nolarge 's|^mailbox = bob@contoso.test$|mailbox = bob@contoso.test\nlarge_messages = no|'
 ctl "$V" rbac app
 has "large_messages = no: Mail.ReadBasic for the Sent Items look-ups" \
-    "New-ManagementRoleAssignment -Name \"$SCOPE Mail.ReadBasic\" -App \$ObjectId -Role \"Application Mail.ReadBasic\" -CustomResourceScope \"$SCOPE readbasic\""
+    "New-ManagementRoleAssignment -Name \"$SCOPE Mail.ReadBasic\" -App \$AppId -Role \"Application Mail.ReadBasic\" -CustomResourceScope \"$SCOPE readbasic\""
 has "... on bob's mailbox" "-Name \"$SCOPE readbasic\" -RecipientRestrictionFilter \"PrimarySmtpAddress -eq 'bob@contoso.test'\""
 lacks "large_messages = no: no Mail.ReadWrite" "Application Mail.ReadWrite"
 
