@@ -46,20 +46,26 @@
 # ca-certificates.crt on every run (about 60 % of the CPU).  Now http.c
 # points libcurl at the hashed CA directory (CURLOPT_CAPATH, no
 # CURLOPT_CAINFO) when ca_file is unset: one certificate is loaded, by
-# its hash, when the handshake needs it.  Figures (medians, 20 pairs,
-# system CA store): relay 39 ms -> 15 ms; curl 37 ms; relay/curl 1.06 ->
-# 0.45.  With ca_file (one CA, both sides): relay 14 ms, curl 11 ms
-# (1.2: the ledger's file writes are the difference).
+# its hash, when the handshake needs it.  Figures of this script (20
+# runs each, medians, system CA store): relay 16.1 ms, curl 36.5 ms,
+# the relay before the cut 39.9 ms; relay/curl 0.44 (before: about
+# 1.06).  With BENCH_CA=file (one CA on both sides, 30 runs): relay
+# 16.9 ms, curl 12.6 ms, before 16.2 ms; relay/curl 1.34 - there the
+# send ledger's files and fsyncs are most of the difference.
 # Tried and not kept (no difference beyond the noise of 30 pairs,
 # +-2 %): skipping openssl.cnf (OPENSSL_INIT_NO_LOAD_CONFIG; it would
 # also ignore an administrator's provider or policy settings), not
 # loading OpenSSL's error strings (worse error texts), no OpenSSL
 # atexit clean-up.  TLS session resumption across processes was not
-# added: what it saves (the server's chain parsed and verified, ~5 %)
-# is what storing and reading a session costs here (a session holds the
-# server certificate, decoded again when read, and every TLS 1.3
-# handshake brings a new ticket to write: one more state file written
-# per delivery, which costs ~5 % like each ledger file).
+# added: a prototype (CURLOPT_SSL_CTX_FUNCTION setting a new-session
+# callback that wrote the DER session, mode 0600, to state_dir, and an
+# info callback that set it with SSL_set_session() at handshake start;
+# the emulator resumed it, openssl s_client said "Reused") measured
+# 1.00 x the relay without it (40 pairs): what it saves (the server's
+# chain parsed and verified, ~5 %) is what it costs here (the session
+# holds the server certificate, decoded again when read, and every
+# TLS 1.3 handshake brings a new ticket: one more file written per
+# delivery).
 #
 # Settings (environment): BENCH_RUNS (30), BENCH_SIZE (10240),
 # BENCH_BASE (see above), BENCH_CA (system|file), KEEP_TMP=1.
