@@ -685,6 +685,7 @@ int     msg_stream_finish(struct msg_stream *r, struct m365_result *res)
 {
     int     ret;
 
+    result_init(res);
     if (r->in_hdr && r->line.len > 0) {
 	size_t  len = r->line.len;
 

@@ -751,6 +751,70 @@ static void test_incr_stream_equal(void)
     }
 }
 
+/*
+ * test_stream_api - msg_stream_put() in chunks of any size builds the
+ * message msg_read() builds from the same bytes (a "From " line, folded
+ * and LF/CRLF header lines, a CRLF split between chunks, no empty line,
+ * body only, empty input), in memory (mem_limit) or spooled
+ */
+static void test_stream_api(void)
+{
+    static const char *const inputs[] = {
+	"From a@b Mon Jan  1 00:00:00 2026\nSubject: x\n\nbody\n",
+	"Subject: a folded\r\n\tline\r\nTo: b@c\n\r\nbody\r\nmore\n",
+	"Subject: header only, no empty line",
+	"not a header line\nso all body\r\n",
+	".\r\n..\r\nX\r\n",
+	"",
+    };
+    static const size_t chunks[] = {1, 2, 3, 4096};
+    static const size_t limits[] = {0, 1 << 20};
+    struct msg ref, m;
+    struct m365_result rref, res;
+    struct msg_stream *ms;
+    size_t  i, ci, li, off, n, wantlen, gotlen;
+    char   *want, *got;
+    int     fd, rc_ref, rc;
+
+    for (i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
+	size_t  len = strlen(inputs[i]);
+
+	fd = input_fd(inputs[i], len);
+	T_OK(fd >= 0);
+	rc_ref = msg_read(&ref, fd, tmpdir, 0, &rref);
+	close(fd);
+	want = rc_ref == 0 ? stream_all(&ref, &wantlen) : NULL;
+	for (ci = 0; ci < sizeof(chunks) / sizeof(chunks[0]); ci++) {
+	    for (li = 0; li < sizeof(limits) / sizeof(limits[0]); li++) {
+		ms = msg_stream_create(&m, tmpdir, limits[li], 0);
+		for (off = 0; off < len; off += n) {
+		    n = len - off < chunks[ci] ? len - off : chunks[ci];
+		    msg_stream_put(ms, inputs[i] + off, n);
+		}
+		rc = msg_stream_finish(ms, &res);
+		T_EQ_INT(rc, rc_ref);
+		T_EQ_STR(res.dsn, rref.dsn);
+		if (rc == 0 && rc_ref == 0) {
+		    T_EQ_STR(strbuf_str(&m.hdr), strbuf_str(&ref.hdr));
+		    T_EQ_INT(m.size, ref.size);
+		    T_EQ_INT(m.hdr_only, ref.hdr_only);
+		    T_OK(m.body_len == 0
+			 || (m.body_fd >= 0) == (limits[li] == 0));
+		    got = stream_all(&m, &gotlen);
+		    T_CHECK(gotlen == wantlen && memcmp(got, want, wantlen) == 0,
+			    "input %lu chunk %lu limit %lu: streams differ",
+			    (unsigned long) i, (unsigned long) chunks[ci],
+			    (unsigned long) limits[li]);
+		    free(got);
+		}
+		msg_free(&m);
+	    }
+	}
+	free(want);
+	msg_free(&ref);
+    }
+}
+
 struct hdr_case {
     const char *name;
     const char *value;
@@ -1220,6 +1284,7 @@ int     main(void)
     T_RUN(test_incr_too_big);
     T_RUN(test_incr_memory_bound);
     T_RUN(test_incr_errors);
+    T_RUN(test_stream_api);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)
 	printf("# could not remove %s\n", tmpdir);
