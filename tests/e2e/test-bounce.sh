@@ -302,8 +302,12 @@ t_eq "f: the report is moved now" "$(mbb "len([m for m in f('inbox')['messages']
 # ---- g. m365ctl status counts per bounce source
 "$CTL" -c "$CONF" status > "$T/status.out" 2>&1
 awk '/^source /{f = ($2 == "ndr")} f' "$T/status.out" > "$T/status.ndr"
-t_match "g: status shows reports seen" "$(cat "$T/status.ndr")" 'bounce reports: *[0-9]'
+t_match "g: status shows 8 reports seen" "$(cat "$T/status.ndr")" 'bounce reports: *8($|[^0-9])'
 t_match "g: status counts 4 DSNs" "$(cat "$T/status.ndr")" 'DSNs injected: *4($|[^0-9])'
 t_match "g: status counts 3 unmatched" "$(cat "$T/status.ndr")" 'unmatched: *3($|[^0-9])'
+"$CTL" -c "$CONF" status --json ndr > "$T/status.json" 2>&1
+t_eq "g: status --json: reports, DSNs, unmatched" \
+    "$(json_eval "[(s['mode'], s['bounce_reports'], s['dsns_injected'], s['unmatched']) for s in (d if isinstance(d, list) else d.get('sources', [])) if s.get('name') == 'ndr']" < "$T/status.json")" \
+    '[["bounces", 8, 4, 3]]'
 
 t_done
