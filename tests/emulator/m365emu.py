@@ -1508,6 +1508,9 @@ class Handler(BaseHTTPRequestHandler):
         lazy = self.command == "PUT" and \
             [s.lower() for s in segs[:2]] == ["api", "v2.0"]
         st.flush_pending()
+        if self.command == "POST" and segs and segs[-1].lower() == "sendmail" \
+                and self.reset_mid_body():
+            return
         upn = None if segs[:1] == ["_emu"] else self.load_mailbox(segs)
         inflight = st.enter(upn) if upn else 0
         try:
@@ -1544,6 +1547,32 @@ class Handler(BaseHTTPRequestHandler):
                 st.leave(upn)
             if segs[:1] != ["_emu"]:
                 st.log_request(self.command, url.path, self.status_sent)
+
+    def reset_mid_body(self):
+        """reset_mid_body - the "reset_mid_body" fault of sendMail: read
+        `bytes` (default 65536) of the body, stop reading for `delay`
+        seconds (default 0.5), then reset the connection; counted in
+        sendmail_requests.  True when it applied"""
+        st = self.server.state
+        fault = st.take_fault("sendMail",
+                              lambda f: f.get("action") != "reset_mid_body")
+        if fault is None:
+            return False
+        with st.lock:
+            st.stats["sendmail_requests"] += 1
+        want = int(fault.get("bytes", 65536))
+        try:
+            for chunk in self.body_chunks():
+                want -= len(chunk)
+                if want <= 0:
+                    break
+        except (ConnectionError, ValueError, OSError):
+            pass
+        time.sleep(float(fault.get("delay", 0.5)))
+        self.reset_connection()
+        st.log_request(self.command, urllib.parse.urlsplit(self.path).path,
+                       "reset")
+        return True
 
     def body_chunks(self):
         """body_chunks - yield the request body in pieces of at most
@@ -1703,8 +1732,9 @@ class Handler(BaseHTTPRequestHandler):
                     st.stats["by_grant"].get(short, 0) + 1
         has_token = bool(self.query.get("$deltatoken") or
                          self.query.get("$skiptoken"))
-        fault = st.take_fault(kind, lambda f: f.get("action") == "gone" and
-                              not has_token,
+        fault = st.take_fault(kind, lambda f: (f.get("action") == "gone" and
+                                               not has_token) or
+                              f.get("action") == "reset_mid_body",
                               urllib.parse.unquote(
                                   urllib.parse.urlsplit(self.path).path))
         action = (fault or {}).get("action", "error")
@@ -3367,9 +3397,10 @@ class Handler(BaseHTTPRequestHandler):
                  "any"} | set(MAIL_KINDS)
         actions = {"error", "accept_retry_after", "reset_after_body", "slow",
                    "gone", "truncate", "endless", "silent", "expire",
-                   "close_after_response"}
+                   "close_after_response", "reset_mid_body"}
         only = {"gone": "delta", "truncate": "value", "endless": "value",
-                "silent": "value", "expire": "upload"}
+                "silent": "value", "expire": "upload",
+                "reset_mid_body": "sendMail"}
         for f in faults:
             if not isinstance(f, dict) or f.get("match") not in kinds:
                 return 400, {"error": "each fault needs match in %s"

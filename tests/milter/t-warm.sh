@@ -20,6 +20,11 @@
 #      answers tempfail, sendMail was asked once (libcurl's retry on a
 #      new connection did not resend the body), and the client's retry
 #      delivers the message exactly once
+#   5. the same while the emulator is still reading a 2 MB body
+#      ("reset_mid_body": 64 KB read, then a reset; the milter has
+#      handed the whole body to its kernel by then): tempfail, asked
+#      once, nothing recorded, the retry (no copy in Sent Items) delivers
+#      it once
 # Skips (77) only when miltertest is missing.
 
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -49,7 +54,8 @@ PID=$MILTER_PID
 mt() {
     local out=${4:-$T/mt-$1.out}
     miltertest -D "SOCK=unix:$MILTER_SOCK" -D "LUADIR=$LUADIR" -D "TAG=$1" \
-	-D "N=$2" -D "WANT=$3" -s "$LUADIR/t-warm.lua" >"$out" 2>&1 &&
+	-D "N=$2" -D "WANT=$3" -D "SIZE=${MT_SIZE:-10240}" \
+	-s "$LUADIR/t-warm.lua" >"$out" 2>&1 &&
 	! grep -q '^FAIL' "$out"
 }
 
@@ -143,6 +149,23 @@ log_has "killed connection: deferred as may have been accepted" \
     " KILLX1: to=<carol@contoso\\.test>, .*dsn=4\\.[0-9.]+, status=deferred .*(may have accepted it|not sending it again)"
 check "killed connection: the client's retry is delivered" mt kill 1 discard
 t_eq "killed connection: delivered exactly once in the end" "$(copies kill-1)" 1
+
+# ---- 5. killed while the body is being sent
+check "warm-up message delivered" mt mid0 1 discard
+emu_fault '{"match": "sendMail", "action": "reset_mid_body"}'
+sreq=$(stat sendmail_requests)
+MT_SIZE=2000000 mt mid 1 tempfail
+check "killed mid-body (2 MB): the milter answers tempfail" test $? = 0
+t_eq "killed mid-body: sendMail asked once (not resent on a new connection)" \
+    $(( $(stat sendmail_requests) - sreq )) 1
+t_eq "killed mid-body: nothing recorded" "$(copies mid-1)" 0
+log_has "killed mid-body: deferred" \
+    " MIDX1: to=<carol@contoso\\.test>, .*dsn=4\\.[0-9.]+, status=deferred"
+MT_SIZE=2000000 mt mid 1 discard
+check "killed mid-body: the client's retry is delivered" test $? = 0
+t_eq "killed mid-body: delivered exactly once in the end" "$(copies mid-1)" 1
+t_eq "killed mid-body: 2 sendMail requests in all" \
+    $(( $(stat sendmail_requests) - sreq )) 2
 
 milter_stop "$PID"
 check "SIGTERM: exit status 0" test $? = 0
