@@ -207,7 +207,9 @@ check "b: its NDR arrives in the Inbox" wait_ndr 1
 fetch_rc 0 "b: a round exits 0" --once ndr
 sleep 1
 t_eq "b: no DSN (a bounce is never bounced)" "$(md_total "$MD")" "$N0"
-check "b: the log says why" log_has 'envelope sender was null'
+check "b: the log names the report and why" \
+    grep -qF "report of message-id $MIDB (queue id" "$T/relay.log"
+check "b: ... its envelope sender was null" log_has 'envelope sender was null'
 t_eq "b: the report was handled (moved)" "$(inbox_reports)" 0
 t_eq "b: moved to Bounces, not parked" \
     "$(mbb "[m['flagStatus'] for m in f('Bounces')['messages']]")" \
