@@ -859,3 +859,13 @@ with open(sys.argv[1], "rb") as f:
 print(m.get(sys.argv[2]) or "")
 PYEOF
 }
+
+# emu_app_token - print an access token of the emulator's secret app
+# (client credentials, after emu_setup and write_conf: $T/secret)
+emu_app_token() {
+    emu_curl -s -d "client_id=$EMU_APP_SECRET" \
+	--data-urlencode "client_secret@$T/secret" \
+	-d "scope=https://graph.microsoft.com/.default" \
+	-d grant_type=client_credentials \
+	"$EMU_URL/$EMU_TENANT/oauth2/v2.0/token" | json_eval 'd["access_token"]'
+}

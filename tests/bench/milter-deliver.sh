@@ -147,11 +147,7 @@ run "$MILTER" this soak
 [ -z "${BENCH_BASE:-}" ] || run "$BENCH_BASE" base-again
 
 # The floor: curl, one process, one kept-alive connection, BENCH_N posts.
-tok=$(emu_curl -s -d "client_id=$EMU_APP_SECRET" \
-    --data-urlencode "client_secret@$T/secret" \
-    -d "scope=https://graph.microsoft.com/.default" \
-    -d grant_type=client_credentials \
-    "$EMU_URL/$EMU_TENANT/oauth2/v2.0/token" | json_eval 'd["access_token"]')
+tok=$(emu_app_token)
 [ -n "$tok" ] || bench_die "no token for the curl floor"
 sized_msg "$T/floor.eml" "$SIZE" "Bob <bob@contoso.test>" carol@contoso.test floor
 base64 -w 0 "$T/floor.eml" >"$T/floor.b64"

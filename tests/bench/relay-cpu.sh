@@ -91,11 +91,7 @@ AS="setpriv --reuid=$(id -u "$RUSER") --regid=$(id -g "$RUSER") --clear-groups -
 sized_msg "$T/m.eml" "$SIZE" "Bob <bob@contoso.test>" one@example.net "relay-cpu"
 base64 -w 0 "$T/m.eml" >"$T/m.b64"
 chmod 644 "$T/m.eml" "$T/m.b64"
-TOKEN=$(emu_curl -s -d "client_id=$EMU_APP_SECRET" \
-    --data-urlencode "client_secret@$T/secret" \
-    -d "scope=https://graph.microsoft.com/.default" \
-    -d grant_type=client_credentials \
-    "$EMU_URL/$EMU_TENANT/oauth2/v2.0/token" | json_eval 'd["access_token"]')
+TOKEN=$(emu_app_token)
 [ -n "$TOKEN" ] || bench_die "no token from the emulator"
 printf 'header = "Authorization: Bearer %s"\n' "$TOKEN" >"$T/curl.cfg"
 chown "$RUSER" "$T/curl.cfg"
