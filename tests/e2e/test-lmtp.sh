@@ -22,7 +22,8 @@
 # draft; fewer TLS connections to Graph than messages (connection
 # reuse, the emulator's connection count); SIGTERM while Graph holds its
 # answer (the delivery finishes and is answered); kill -9 then (Postfix
-# defers, the retry finds the message in Sent Items: once).
+# defers, the retry finds the message in Sent Items: once); 8 deliveries
+# at once, at most 4 Graph requests per mailbox (request slots).
 #
 # Needs root (namespaces, a private Postfix, useradd), postfix and swaks
 # (tests/run-all.sh installs them); skipped (77) without root.
@@ -217,6 +218,29 @@ check "5 MB: sent once" sent_check "lmtp five MB" count=1 rcpts=big@lmtp.test
 drafts1=$(emu_ctl GET /_emu/stats | json_eval 'd.get("drafts_created", 0)')
 t_eq "5 MB: through one draft" "$((drafts1 - drafts0))" 1
 t_eq "5 MB: no draft left behind" "$(emu_drafts bob@contoso.test)" 0
+
+# ---- 6b. per-mailbox limit: Postfix may run 8 deliveries at once, Graph
+# still sees at most 4 requests for the mailbox (request slots), each
+# message goes out once (a delivery that found no slot in
+# concurrency_wait was deferred with 4.7.0 and sent later)
+postconf -c "$PF_ETC" -e "m365lmtp_destination_concurrency_limit = 8"
+pf_postfix reload >/dev/null 2>&1
+emu_fault '{"match":"sendMail","action":"slow","deliver":true,"delay":2,"count":8}'
+PARS=()
+for i in $(seq 1 8); do
+    send_msg 2525 bob@contoso.test "par$i@lmtp.test" "$T/msg/par$i" \
+	"lmtp parallel $i" "From: bob@contoso.test" "To: par$i@lmtp.test" >/dev/null &
+    PARS+=($!)
+done
+wait "${PARS[@]}"
+check "8 at once: the queue drains" drain 60
+for i in $(seq 1 8); do
+    check "8 at once: message $i sent once" sent_check "lmtp parallel $i" count=1 "rcpts=par$i@lmtp.test"
+done
+t_match "8 at once: at most 4 requests at a time for bob@contoso.test" \
+    "$(emu_ctl GET /_emu/stats | json_eval "d['max_concurrent'].get('bob@contoso.test', 0)")" '^[1-4]$'
+postconf -c "$PF_ETC" -e "m365lmtp_destination_concurrency_limit = 4"
+pf_postfix reload >/dev/null 2>&1
 
 # start_lmtpd - m365-lmtpd again (after a kill or a stop)
 start_lmtpd() {
