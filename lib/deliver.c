@@ -401,6 +401,14 @@ int     deliver_with(const struct conf *conf, struct http *http,
 	goto done;
     }
 
+    /*
+     * The token first: its request goes to the login host, not to the
+     * mailbox, so it holds no request slot (and when the token endpoint
+     * hangs, every waiting delivery defers for that one reason).
+     */
+    if (!large && auth_token(http, conf, acct, 0, NULL, &r.token, res) < 0)
+	goto done;
+
     /* At most GRAPH_SLOTS requests to this mailbox at once. */
     if ((slot = graph_slot_take(conf, acct->client_id, acct->mailbox,
 				res)) < 0)
@@ -414,8 +422,6 @@ int     deliver_with(const struct conf *conf, struct http *http,
 	goto done;
     }
 
-    if (auth_token(http, conf, acct, 0, NULL, &r.token, res) < 0)
-	goto done;
     if (deliver_resolve(&r) != 0)
 	goto done;
     r.unresolved = 0;

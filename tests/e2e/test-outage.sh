@@ -26,7 +26,10 @@ top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 
 relay_setup outage
 TIMEOUT=5
-sed -i "s/^\\[global\\]\$/[global]\\ntimeout = $TIMEOUT/" "$CONF"
+# concurrency_wait is shorter than the timeout: the token request must
+# not hold the mailbox's request slots, or the relays that wait for one
+# would defer with "mailbox busy" instead of the token's reason.
+sed -i "s/^\\[global\\]\$/[global]\\ntimeout = $TIMEOUT\\nconcurrency_wait = 1s/" "$CONF"
 N=20
 
 # now_ms - wall clock in milliseconds
