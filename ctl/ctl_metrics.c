@@ -36,6 +36,7 @@
 #include "ctl.h"
 #include "http.h"
 #include "log.h"
+#include "exposition.h"
 #include "metrics.h"
 #include "strbuf.h"
 

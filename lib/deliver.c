@@ -20,6 +20,7 @@
 
 #include <openssl/evp.h>
 
+#include "alert.h"
 #include "auth.h"
 #include "deliver.h"
 #include "draft.h"
@@ -436,6 +437,8 @@ done:
     strbuf_free(&r.hdr);
     (void) ledger_expire(conf, 0);
     metrics_delivery(conf, acct, res);
+    if (acct != NULL)
+	alert_expiry_daily(conf, acct);		/* at most once a day */
     if (res->status == M365_OK)
 	return (0);
     return (r.unresolved ? DELIVER_UNRESOLVED : -1);

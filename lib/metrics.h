@@ -2,7 +2,7 @@
  * NAME
  *	metrics 3h
  * SUMMARY
- *	counters per account and per source, Prometheus text exposition
+ *	counters per account and per source
  * SYNOPSIS
  *	#include "metrics.h"
  * DESCRIPTION
@@ -57,22 +57,12 @@
  *	Reading.  metrics_load() reads one file (under its lock);
  *	metrics_parse() and metrics_format() are the file format
  *	(metrics_parse() skips lines it does not understand).
- *	metrics_exposition() writes the Prometheus text exposition format
- *	(version 0.0.4) for every account and source of the configuration:
- *	the counters above and gauges read from the other state files
- *	(token store, throttle state, source state, certificate and
- *	secret expiry).  Every metric name starts with m365relay_, every
- *	family has its HELP and TYPE lines, samples carry account= or
- *	source= labels (values escaped).  No secret goes in: no token, no
- *	secret, no error text (only AADSTS numbers).
- *	metrics_write_file() writes the exposition to a file atomically
- *	(temporary file and rename, mode 0644) for node_exporter's
- *	textfile collector.
+ *	The exposition of these counters (and of gauges) is exposition.h.
  * DIAGNOSTICS
  *	Recording never fails the caller: a file that cannot be written is
  *	logged (once per process) and its counts kept for the next flush.
  *	metrics_flush() returns the number of files it could not write.
- *	metrics_load(), metrics_write_file(): 0, or -1 with err filled.
+ *	metrics_load(): 0, or -1 with err filled.
  */
 #ifndef M365_METRICS_H
 #define M365_METRICS_H
@@ -129,9 +119,5 @@ extern int metrics_load(const struct conf *, enum metrics_kind,
 extern int metrics_update(const struct conf *, const char *file,
 			          int (*fn) (struct metrics_set *, void *),
 			          void *arg, char *err, size_t errlen);
-extern int metrics_exposition(const struct conf *, struct strbuf *,
-			              time_t now);
-extern int metrics_write_file(const struct conf *, const char *path,
-			              char *err, size_t errlen);
 
 #endif

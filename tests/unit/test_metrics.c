@@ -17,6 +17,7 @@
 
 #include "alert.h"
 #include "conf.h"
+#include "exposition.h"
 #include "metrics.h"
 #include "status.h"
 #include "strbuf.h"
