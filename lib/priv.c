@@ -189,3 +189,34 @@ int     priv_service(const struct conf *conf, const char *path, uid_t *uid,
     file_set_service_user(conf->user);
     return (1);
 }
+
+/*
+ * priv_start - a daemon's start after conf_load(): the configuration's
+ * errors (to stderr, and logged unless check_only), priv_service(),
+ * and with check_only (-n) priv_check_conf() and "configuration OK".
+ * Returns -1 when the daemon goes on (*have_user as priv_service()
+ * returned it), else the exit status.
+ */
+int     priv_start(const struct conf *conf, const char *path,
+		           const struct strbuf *errors, int check_only,
+		           uid_t *uid, gid_t *gid, int *have_user)
+{
+    int     rc;
+
+    if (conf == NULL || errors->len > 0) {
+	fputs(strbuf_str(errors), stderr);
+	if (!check_only)
+	    msg_error_lines(strbuf_str(errors));
+	return (EX_CONFIG);
+    }
+    /* As root: the user's ids; root trusts files of that user only. */
+    if ((*have_user = priv_service(conf, path, uid, gid, check_only)) < 0)
+	return (check_only ? EX_CONFIG : EX_OSERR);
+    if (check_only) {
+	/* As the user: secret files, then the warnings. */
+	if ((rc = priv_check_conf(conf)) == EX_OK)
+	    printf("configuration OK\n");
+	return (rc);
+    }
+    return (-1);
+}

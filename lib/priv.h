@@ -35,6 +35,12 @@
  *	the user, checks the secret and key files (conf_check_secrets())
  *	and prints their problems, else the warnings (conf_warnings()), to
  *	stderr; it returns the exit status (EX_OK, EX_CONFIG, EX_OSERR).
+ *
+ *	priv_start() is both, in a daemon's order: the configuration's
+ *	errors (errors, as conf_load() and the daemon's own checks filled
+ *	it; printed and, unless check_only, logged), priv_service(), and
+ *	with check_only priv_check_conf() and "configuration OK".  It
+ *	returns -1 when the daemon goes on, else the exit status.
  * DIAGNOSTICS
  *	All return 0, or -1 with err naming the cause and the fix; the
  *	caller exits with EX_OSERR (71).
@@ -46,6 +52,7 @@
 #include <sys/types.h>
 
 #include "conf.h"
+#include "strbuf.h"
 
 extern int priv_lookup(const char *user, uid_t *uid, gid_t *gid,
 		               char *err, size_t errlen);
@@ -55,5 +62,8 @@ extern int priv_as_root(char *err, size_t errlen);
 extern int priv_check_conf(const struct conf *);
 extern int priv_service(const struct conf *, const char *path, uid_t *uid,
 			        gid_t *gid, int quiet);
+extern int priv_start(const struct conf *, const char *path,
+		              const struct strbuf *errors, int check_only,
+		              uid_t *uid, gid_t *gid, int *have_user);
 
 #endif

@@ -342,18 +342,10 @@ int     main(int argc, char **argv)
     conf = conf_load(lmtpd_conf_path, &errors);
     if (conf_check_socket(spec, err, sizeof(err)) < 0)
 	strbuf_line(&errors, "m365-lmtpd -p: %s", err);
-    if (conf == NULL || errors.len > 0) {
-	fputs(strbuf_str(&errors), stderr);
-	if (!check_only)
-	    msg_error_lines(strbuf_str(&errors));
-	exit(EX_CONFIG);
-    }
-    if ((have_user = priv_service(conf, lmtpd_conf_path, &uid, &gid,
-				  check_only)) < 0)
-	exit(check_only ? EX_CONFIG : EX_OSERR);
-    if (check_only) {
-	if ((rc = priv_check_conf(conf)) == EX_OK)
-	    printf("configuration OK\n");
+    if ((rc = priv_start(conf, lmtpd_conf_path, &errors, check_only, &uid,
+			 &gid, &have_user)) >= 0) {
+	conf_free(conf);
+	strbuf_free(&errors);
 	exit(rc);
     }
     strbuf_free(&errors);

@@ -555,22 +555,10 @@ int     main(int argc, char **argv)
     conf = conf_load(milter_conf_path, &errors);
     if (conf != NULL)
 	(void) milter_check(conf, milter_socket_spec(conf), &errors);
-    if (conf == NULL || errors.len > 0) {
-	fputs(strbuf_str(&errors), stderr);
-	if (!check_only)
-	    msg_error_lines(strbuf_str(&errors));
+    if ((rc = priv_start(conf, milter_conf_path, &errors, check_only, &uid,
+			 &gid, &have_user)) >= 0) {
 	conf_free(conf);
 	strbuf_free(&errors);
-	exit(EX_CONFIG);
-    }
-    /* As root: the user's ids; root trusts files of that user only. */
-    if ((have_user = priv_service(conf, milter_conf_path, &uid, &gid,
-				  check_only)) < 0)
-	exit(check_only ? EX_CONFIG : EX_OSERR);
-    if (check_only) {
-	/* As the user: secret files, then the warnings (priv.h). */
-	if ((rc = priv_check_conf(conf)) == EX_OK)
-	    printf("configuration OK\n");
 	exit(rc);
     }
     strbuf_free(&errors);
