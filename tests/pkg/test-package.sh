@@ -41,7 +41,11 @@ PKG=m365relay
 RUSER=m365relay
 CONFFILE=/etc/m365relay.conf
 STATEDIR=/var/lib/m365relay
-UNITS="m365-milter.service m365-fetch.service m365-fetch-once.service m365-fetch.timer"
+UNITS="m365-milter.service m365-fetch.service m365-fetch-once.service m365-fetch.timer
+m365-lmtpd.service m365-keepalive.service m365-keepalive.timer"
+# The long-running services and the service units of the timers.
+SERVICES="m365-milter.service m365-fetch.service m365-fetch-once.service
+m365-lmtpd.service m365-keepalive.service"
 # Exposure levels (systemd-analyze security) must stay below this.
 MAX_EXPOSURE=2.0
 
@@ -218,6 +222,35 @@ EOF
     check "the milter saw it (journal)" sh -c \
 	"journalctl -u m365-milter -o cat | grep -q 'milter: from=<bob@contoso.test>, account=app'"
 
+    # 3b. m365-lmtpd under systemd: Postfix's lmtp(8) client delivers
+    # example.net to it (contrib/postfix/master.cf.lmtp; the postfix
+    # user in group m365relay for the 0660 socket).
+    usermod -a -G "$RUSER" postfix
+    sed -n '/^m365lmtp[[:space:]]/,/^[^[:space:]]/p' \
+	"$top_srcdir/contrib/postfix/master.cf.lmtp" >> /etc/postfix/master.cf
+    printf 'example.net     m365lmtp:unix:/run/m365relay/lmtp.sock\n' \
+	>> /etc/postfix/transport_m365
+    postconf -e 'm365lmtp_destination_recipient_limit = 500' \
+	'm365lmtp_destination_concurrency_limit = 4'
+    systemctl restart postfix
+    check "systemctl start m365-lmtpd" systemctl start m365-lmtpd
+    check "m365-lmtpd listens on /run/m365relay/lmtp.sock" \
+	wait_until 15 test -S /run/m365relay/lmtp.sock
+    t_eq "m365-lmtpd runs as $RUSER" \
+	"$(ps -o user= -p "$(systemctl show -P MainPID m365-lmtpd)" 2>&1)" "$RUSER"
+    subj="package units lmtp"
+    send_msg 25 bob@contoso.test ops@example.net "$T/m2.eml" "$subj" \
+	'From: bob@contoso.test' 'To: ops@example.net' >/dev/null
+    check "Postfix -> lmtp(8) -> m365-lmtpd -> emulator" wait_sent "$subj" 1 30
+    check "m365-lmtpd logged it as sent (journal)" sh -c \
+	"journalctl -u m365-lmtpd -o cat | grep -q 'to=<ops@example.net>, .*status=sent'"
+    # /run/m365relay is shared: stopping the milter keeps the LMTP socket.
+    systemctl stop m365-milter
+    check "stopping m365-milter keeps /run/m365relay/lmtp.sock" \
+	test -S /run/m365relay/lmtp.sock
+    systemctl start m365-milter
+    systemctl stop m365-lmtpd
+
     # 4. m365-fetch.service, deliver_to = smtp://127.0.0.1:25.
     make_msg "$T/in1.eml" "package units fetch smtp" 'From: carol@example.net' \
 	'To: bob@contoso.test'
@@ -256,7 +289,7 @@ EOF
 
     # 7. Exposure levels under the running systemd.
     local u
-    for u in m365-milter.service m365-fetch.service m365-fetch-once.service; do
+    for u in $SERVICES; do
 	exposure_ok "$u (systemd-analyze security)" \
 	    "$(systemd-analyze security --no-pager "$u" 2>&1 | exposure_of "$u")"
     done
@@ -452,11 +485,11 @@ check "the postinst names the next steps (README.Debian)" \
     grep -q 'README.Debian' "$T/install.out"
 
 for f in /usr/bin/m365-relay /usr/bin/m365ctl /usr/bin/m365-fetch \
-    /usr/sbin/m365-milter; do
+    /usr/sbin/m365-milter /usr/sbin/m365-lmtpd; do
     check "program $f" test -x "$f"
 done
 for f in man5/m365relay.conf.5 man8/m365-relay.8 man8/m365ctl.8 \
-    man8/m365-fetch.8 man8/m365-milter.8; do
+    man8/m365-fetch.8 man8/m365-milter.8 man8/m365-lmtpd.8; do
     check "man page $f" test -f "/usr/share/man/$f.gz"
 done
 for u in $UNITS; do
@@ -490,12 +523,10 @@ t_eq "m365-relay -n on the sample (no account yet): exit 78" "$rc" 78
 t_match "  and the error names $CONFFILE:LINE and the fix" "$out" \
     "^$CONFFILE:[0-9]+: no \\[account NAME\\] section.*add the account"
 
+# shellcheck disable=SC2046  # one word per unit
 check "systemd-analyze verify of the installed units (programs, man pages)" \
-    systemd-analyze verify /lib/systemd/system/m365-milter.service \
-    /lib/systemd/system/m365-fetch.service \
-    /lib/systemd/system/m365-fetch-once.service \
-    /lib/systemd/system/m365-fetch.timer
-for u in m365-milter.service m365-fetch.service m365-fetch-once.service; do
+    systemd-analyze verify $(printf '/lib/systemd/system/%s ' $UNITS)
+for u in $SERVICES; do
     exposure_ok "$u (systemd-analyze security --offline)" \
 	"$(systemd-analyze security --offline=yes --no-pager "/lib/systemd/system/$u" 2>&1 |
 	    exposure_of "$u")"
