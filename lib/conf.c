@@ -2326,7 +2326,7 @@ int     conf_user_ids(const struct conf *conf, uid_t *uid, gid_t *gid)
 	known_ok = pw != 0;
 	known_at = now;
 	if (strlen(conf->user) < sizeof(known))
-	    strcpy(known, conf->user);
+	    snprintf(known, sizeof(known), "%s", conf->user);
     }
     if (!known_ok)
 	return (-1);

@@ -196,7 +196,7 @@ static void test_past_cap(void)
     struct addr_list l;
 
     memset(in, 'a', n);
-    strcpy(in + n, "@example.com");
+    snprintf(in + n, 20, "@example.com");
     T_EQ_INT(addr_parse(in, strlen(in), &l), 0);
     T_EQ_INT(l.n, 1);
     if (l.n == 1) {
@@ -210,7 +210,7 @@ static void test_past_cap(void)
 	in[i] = 'a';
 	in[i + 1] = '"';
     }
-    strcpy(in + 800000, "@x");
+    snprintf(in + 800000, 20, "@x");
     q = addr_quote(in);
     T_EQ_INT(strlen(q), 800000 + 400000 + 2 + 2);
     T_OK(strcmp(q + strlen(q) - 3, "\"@x") == 0);

@@ -71,7 +71,7 @@ static void test_address_past_cap(void)
     if (inj == NULL)
 	return;
     memset(huge, 'a', STRBUF_MAX_SMALL);
-    strcpy(huge + STRBUF_MAX_SMALL, "@example.com");
+    snprintf(huge + STRBUF_MAX_SMALL, 100, "@example.com");
 
     memset(&m, 0, sizeof(m));
     m.fd = message_fd();
