@@ -148,6 +148,45 @@ t_eq "every family has HELP and TYPE" "$(grep -c '^# HELP ' "$T/prom")" \
     "$(grep -c '^# TYPE ' "$T/prom")"
 t_eq "every sample starts with m365relay_" \
     "$(grep -v '^#' "$T/prom" | grep -vc '^m365relay_[a-z_]*{[^}]*} -\?[0-9][0-9]*$')" 0
+# The text format's rules, checked here (promtool, when installed, too):
+# one HELP and one TYPE (counter or gauge) per family, before its
+# samples; labels name="value" with \\, \" and \n escapes; a float value.
+if out=$("$PYTHON" - "$T/prom" <<'PYEOF' 2>&1
+import re, sys
+typed, helped, seen_sample = {}, set(), set()
+label = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+sample = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:%s(?:,%s)*)?\})? (\S+)$' % (label, label))
+for n, line in enumerate(open(sys.argv[1]), 1):
+    line = line.rstrip("\n")
+    m = re.match(r'^# (HELP|TYPE) ([a-zA-Z_:][a-zA-Z0-9_:]*) (.*)$', line)
+    if m:
+        kind, name, rest = m.groups()
+        if name in seen_sample:
+            sys.exit("line %d: %s after a sample of %s" % (n, kind, name))
+        if kind == "TYPE":
+            if name in typed or rest not in ("counter", "gauge"):
+                sys.exit("line %d: bad or second TYPE for %s" % (n, name))
+            typed[name] = rest
+        else:
+            if name in helped:
+                sys.exit("line %d: second HELP for %s" % (n, name))
+            helped.add(name)
+        continue
+    m = sample.match(line)
+    if not m:
+        sys.exit("line %d: not a sample: %s" % (n, line))
+    if m.group(1) not in typed or m.group(1) not in helped:
+        sys.exit("line %d: %s has no HELP or TYPE before it" % (n, m.group(1)))
+    float(m.group(3))
+    seen_sample.add(m.group(1))
+if not seen_sample:
+    sys.exit("no sample")
+PYEOF
+); then
+    ok "the exposition keeps the text format's rules"
+else
+    bad "the exposition keeps the text format's rules: $out"
+fi
 if command -v promtool >/dev/null 2>&1; then
     if promtool check metrics <"$T/prom" >"$T/promtool.out" 2>&1; then
 	ok "promtool check metrics"
