@@ -396,9 +396,9 @@ large_flush_until() {
 # large_verify MANIFEST [RCPTS [NAME=VALUE...]] - see above
 large_verify() {
     emu_ctl GET /_emu/sent >"$T/large-sent.json" || { echo "  cannot read /_emu/sent" >&2; return 1; }
-    "$PYTHON" - "$1" "$T/large-sent.json" "${2:-}" "${@:3}" <<'PYEOF'
+    MIMEWALK_DIR=$top_srcdir/tests "$PYTHON" - "$1" "$T/large-sent.json" "${2:-}" "${@:3}" <<'PYEOF'
 import base64, binascii, email.header, email.parser, email.policy, email.utils
-import hashlib, json, sys
+import hashlib, json, os, sys
 
 man = json.load(open(sys.argv[1]))
 recs = json.load(open(sys.argv[2]))
@@ -485,74 +485,12 @@ for name, value in man["x_headers"].items():
 if hdr.get("Date") is None:
     err("no Date: header")
 
-# the leaf parts, streamed like tests/lib.sh mime_parts, texts kept
-class Leaf:
-    def __init__(self, h, parents):
-        self.h, self.parents, self.sha, self.size, self.rest = h, parents, hashlib.sha256(), 0, b""
-        self.cte = str(h.get("Content-Transfer-Encoding", "7bit")).strip().lower()
-        self.keep = h.get_content_maintype() == "text" and h.get_content_disposition() != "attachment"
-        self.text = []
-    def feed(self, line):
-        if self.cte == "base64":
-            self.rest += b"".join(line.split())
-            n = len(self.rest) // 4 * 4
-            data, self.rest = binascii.a2b_base64(self.rest[:n]), self.rest[n:]
-        elif self.cte == "quoted-printable":
-            data = binascii.a2b_qp(line)
-        else:
-            data = line
-        self.sha.update(data)
-        self.size += len(data)
-        if self.keep:
-            self.text.append(data)
-
-top = hdr
-leaves, bounds, types, leaf, held, state, hl = [], [], [], None, None, "body0", []
-if top.get_content_maintype() == "multipart":
-    bounds.append(top.get_boundary().encode())
-    types.append(top.get_content_type())
-    state = "skip"
-else:
-    leaf, state = Leaf(top, []), "body"
-def boundary(line):
-    s = line.rstrip(b"\r\n")
-    for i in range(len(bounds) - 1, -1, -1):
-        if s == b"--" + bounds[i]:
-            return i, False
-        if s == b"--" + bounds[i] + b"--":
-            return i, True
-    return None
-def close():
-    global leaf, held
-    if leaf is not None:
-        if held is not None:
-            leaf.feed(held[:-2] if held.endswith(b"\r\n") else held[:-1] if held.endswith(b"\n") else held)
-        leaves.append(leaf)
-    leaf, held = None, None
-for line in f:
-    b = boundary(line) if bounds else None
-    if b is not None:
-        close()
-        del bounds[b[0] + (0 if b[1] else 1):]
-        del types[b[0] + (0 if b[1] else 1):]
-        state, hl = ("skip", []) if b[1] else ("header", [])
-        continue
-    if state == "header":
-        if line in (b"\r\n", b"\n"):
-            h = email.parser.BytesParser(policy=email.policy.default).parsebytes(b"".join(hl) + b"\r\n", headersonly=True)
-            if h.get_content_maintype() == "multipart":
-                bounds.append(h.get_boundary().encode())
-                types.append(h.get_content_type())
-                state = "skip"
-            else:
-                leaf, state = Leaf(h, list(types)), "body"
-        else:
-            hl.append(line)
-    elif state == "body":
-        if held is not None:
-            leaf.feed(held)
-        held = line
-close()
+# the leaf parts, streamed (tests/mimewalk.py), texts kept
+sys.path.insert(0, os.environ["MIMEWALK_DIR"])
+import mimewalk
+leaves = list(mimewalk.walk(
+    f, hdr, lambda h: h.get_content_maintype() == "text"
+    and h.get_content_disposition() != "attachment", trim_eof=True))
 
 texts = [l for l in leaves if l.keep]
 body = man["body"]

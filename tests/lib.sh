@@ -777,75 +777,18 @@ emu_sent_mime() {
 # content ("-" for what is absent; the filename RFC 2231/2047-decoded,
 # blanks as "_").  Streams: a 150 MB message costs no 150 MB of memory.
 mime_parts() {
-    "$PYTHON" - "$1" <<'PYEOF'
-import binascii, email.parser, email.policy, hashlib, sys
+    MIMEWALK_DIR=$top_srcdir/tests "$PYTHON" - "$1" <<'PYEOF'
+import os, sys
+sys.path.insert(0, os.environ["MIMEWALK_DIR"])
+import mimewalk
 
-def header(lines):
-    return email.parser.BytesParser(policy=email.policy.default).parsebytes(
-        b"".join(lines), headersonly=True)
-
-class Leaf:
-    def __init__(self, h):
-        self.h, self.sha, self.size, self.rest = h, hashlib.sha256(), 0, b""
-        self.cte = str(h.get("Content-Transfer-Encoding", "7bit")).strip().lower()
-    def feed(self, line):
-        if self.cte == "base64":
-            self.rest += b"".join(line.split())
-            n = len(self.rest) // 4 * 4
-            data, self.rest = binascii.a2b_base64(self.rest[:n]), self.rest[n:]
-        elif self.cte == "quoted-printable":
-            data = binascii.a2b_qp(line)
-        else:
-            data = line
-        self.sha.update(data)
-        self.size += len(data)
-    def done(self):
-        h = self.h
+with open(sys.argv[1], "rb") as f:
+    for leaf in mimewalk.walk(f):
+        h = leaf.h
         name = (h.get_filename() or "-").replace(" ", "_")
-        print(self.sha.hexdigest(), self.size, h.get_content_type(),
+        print(leaf.sha.hexdigest(), leaf.size, h.get_content_type(),
               h.get_content_disposition() or "-", name,
               str(h.get("Content-ID") or "-").strip())
-
-bounds, leaf, hdr, state, held = [], None, [], "header", None
-def boundary(line):
-    s = line.rstrip(b"\r\n")
-    for i in range(len(bounds) - 1, -1, -1):
-        if s == b"--" + bounds[i]:
-            return i, False
-        if s == b"--" + bounds[i] + b"--":
-            return i, True
-    return None
-with open(sys.argv[1], "rb") as f:
-    for line in f:
-        b = boundary(line) if bounds else None
-        if b is not None:
-            if leaf is not None:
-                if held is not None:
-                    leaf.feed(held[:-2] if held.endswith(b"\r\n") else
-                              held[:-1] if held.endswith(b"\n") else held)
-                leaf.done()
-            leaf, held = None, None
-            del bounds[b[0] + (0 if b[1] else 1):]
-            state, hdr = ("skip", []) if b[1] else ("header", [])
-            continue
-        if state == "header":
-            if line in (b"\r\n", b"\n"):
-                h = header(hdr)
-                if h.get_content_maintype() == "multipart":
-                    bounds.append(h.get_boundary().encode())
-                    state = "skip"
-                else:
-                    leaf, state = Leaf(h), "body"
-            else:
-                hdr.append(line)
-        elif state == "body":
-            if held is not None:
-                leaf.feed(held)
-            held = line
-if leaf is not None:
-    if held is not None:
-        leaf.feed(held)
-    leaf.done()
 PYEOF
 }
 
