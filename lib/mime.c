@@ -4,15 +4,21 @@
  * SUMMARY
  *	streaming MIME structure parser, transfer decoding, RFC 2047/2231
  * DESCRIPTION
- *	See mime.h.  The scanner reads the body in blocks of MIME_BLOCK
- *	bytes and hands out line pieces: a whole line when it fits in the
- *	block, else pieces of it.  At the start of every line at least
- *	MIME_LINE_HEAD bytes are in the buffer (unless the body ends
- *	first), so a delimiter line, which is short, is always seen whole;
- *	a longer line can never be one.  Delimiters are only looked for at
+ *	See mime.h.  The scanner is fed the body in blocks of any size
+ *	(mime_scan_feed(): by mime_parse() from the stored body, or by
+ *	msg.c's tap while the body is stored) and cuts them into line
+ *	pieces: a whole line when the block holds it, else pieces of it.
+ *	A line start shorter than MIME_LINE_HEAD bytes without its line
+ *	end waits in head[] for the next block (or the end of the body),
+ *	so a delimiter line, which is short, is always seen whole; a
+ *	longer line can never be one.  Delimiters are only looked for at
  *	the start of a line and only while a multipart is open; the
  *	innermost open multipart is tried first, and a delimiter of an
- *	outer one ends every part inside it.
+ *	outer one ends every part inside it.  Inside content only lines
+ *	that start with "-" can matter, so mime_scan_skip() jumps from
+ *	"-" to "-" (base64 has none); the bytes it passes over are
+ *	counted for a base64 leaf (mime_b64_count()), which gives its
+ *	decoded size without a pass of its own.
  *
  *	All text that leaves this module is valid UTF-8 without NUL
  *	bytes: Graph takes JSON, and JSON strings are UTF-8.
@@ -267,6 +273,102 @@ static void mime_b64_pair_init(void)
 		(unsigned short) (mime_b64[a] << 6 | mime_b64[b]);
 }
 
+/*
+ * Sixteen base64 bytes at a time where the CPU can (x86-64 with SSSE3,
+ * chosen at run time): mime_b64_blocks() decodes whole blocks of 16
+ * alphabet bytes and stops at the first block that holds anything else
+ * (a line end, "=", junk), which the byte loop below then takes.  Each
+ * block stores 16 bytes of which 12 count, so it never writes past
+ * out + (bytes read): within what mime_dec_update() promises.
+ */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define MIME_B64_SIMD	1
+
+static int mime_b64_simd;			/* 1: use mime_b64_blocks() */
+
+__attribute__((target("ssse3")))
+static size_t mime_b64_blocks(const unsigned char *in, size_t n,
+			              unsigned char **op)
+{
+    const __m128i order = _mm_setr_epi8(2, 1, 0, 6, 5, 4, 10, 9, 8,
+					14, 13, 12, -1, -1, -1, -1);
+    __m128i v, up, lo, dg, pl, sl, off;
+    unsigned char *o = *op;
+    size_t  i = 0;
+
+    for (; i + 16 <= n; i += 16, o += 12) {
+	v = _mm_loadu_si128((const __m128i *) (in + i));
+	/* Signed compares: bytes of 0x80 and above are in no range. */
+	up = _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8('A' - 1)),
+			   _mm_cmplt_epi8(v, _mm_set1_epi8('Z' + 1)));
+	lo = _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8('a' - 1)),
+			   _mm_cmplt_epi8(v, _mm_set1_epi8('z' + 1)));
+	dg = _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)),
+			   _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1)));
+	pl = _mm_cmpeq_epi8(v, _mm_set1_epi8('+'));
+	sl = _mm_cmpeq_epi8(v, _mm_set1_epi8('/'));
+	if (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(up, lo),
+				   _mm_or_si128(dg, _mm_or_si128(pl, sl))))
+	    != 0xffff)
+	    break;
+	/* The value of each byte: add what its range needs. */
+	off = _mm_or_si128(
+		_mm_or_si128(_mm_and_si128(up, _mm_set1_epi8(-'A')),
+			     _mm_and_si128(lo, _mm_set1_epi8(26 - 'a'))),
+		_mm_or_si128(_mm_and_si128(dg, _mm_set1_epi8(52 - '0')),
+			     _mm_or_si128(_mm_and_si128(pl, _mm_set1_epi8(62 - '+')),
+				   _mm_and_si128(sl, _mm_set1_epi8(63 - '/')))));
+	v = _mm_add_epi8(v, off);
+	/* a b c d -> (a << 6 | b) << 12 | (c << 6 | d) in each 32 bits */
+	v = _mm_maddubs_epi16(v, _mm_set1_epi32(0x01400140));
+	v = _mm_madd_epi16(v, _mm_set1_epi32(0x00011000));
+	/* three bytes of each, most significant first */
+	_mm_storeu_si128((__m128i *) o, _mm_shuffle_epi8(v, order));
+    }
+    *op = o;
+    return (i);
+}
+
+/* mime_b64_simd_init - can this CPU run mime_b64_blocks()? */
+
+static void mime_b64_simd_init(void)
+{
+    __builtin_cpu_init();
+    mime_b64_simd = __builtin_cpu_supports("ssse3") ? 1 : 0;
+}
+#endif
+
+/* mime_b64_init - the tables, once per process */
+
+static void mime_b64_init(void)
+{
+    mime_b64_pair_init();
+#ifdef MIME_B64_SIMD
+    mime_b64_simd_init();
+#endif
+}
+
+/* mime_dec_simd - see mime.h */
+
+int     mime_dec_simd(int on)
+{
+#ifdef MIME_B64_SIMD
+    int     was;
+
+    (void) pthread_once(&mime_b64_once, mime_b64_init);
+    was = mime_b64_simd;
+    if (on == 0)
+	mime_b64_simd = 0;
+    else if (on > 0)
+	mime_b64_simd_init();
+    return (was);
+#else
+    (void) on;
+    return (0);
+#endif
+}
+
 static size_t mime_b64_update(struct mime_dec *d, const unsigned char *in,
 			              size_t n, unsigned char *out)
 {
@@ -275,8 +377,12 @@ static size_t mime_b64_update(struct mime_dec *d, const unsigned char *in,
     unsigned int x, y;
     int     v;
 
-    (void) pthread_once(&mime_b64_once, mime_b64_pair_init);
+    (void) pthread_once(&mime_b64_once, mime_b64_init);
     while (i < n) {
+#ifdef MIME_B64_SIMD
+	if (d->nacc == 0 && mime_b64_simd && i + 16 <= n)
+	    i += mime_b64_blocks(in + i, n - i, &o);
+#endif
 	/* Fast path: runs of four alphabet bytes on a quantum boundary. */
 	while (d->nacc == 0 && i + 4 <= n) {
 	    x = mime_b64_pair[in[i] | in[i + 1] << 8];
@@ -1058,32 +1164,6 @@ static void mime_part_header(struct mime_part *p, const char *hdr,
     p->content_id = mime_clean_cid(msg_hdr_find(hdr, len, "Content-ID", &pos));
 }
 
-/* -------------------------------------------------------------- scanner */
-
-#define SCAN_HDR	0		/* reading a part header */
-#define SCAN_BODY	1		/* reading content */
-
-struct mime_scan {
-    struct mime *mime;
-    const struct msg *m;
-    off_t   body_len;
-    unsigned char buf[MIME_BLOCK];
-    size_t  pos, len;			/* unread bytes: buf[pos..len) */
-    off_t   base;			/* body offset of buf[0] */
-    int     eof;			/* the buffer reaches the body end */
-    int     open[MIME_MAX_DEPTH];	/* multiparts whose delimiters count */
-    int     nopen;
-    int     cur;			/* the part the next line belongs to */
-    int     state;
-    struct strbuf hdr;			/* header of part cur */
-    int     at_line_start;
-    int     last_cr;			/* the last piece ended with CR */
-    int     prev_eol;			/* length of the last line end */
-    int     stop;			/* a limit was reached */
-    char   *err;
-    size_t  errlen;
-};
-
 /* mime_body_read - body bytes at off (memory or spool); -1 on error */
 
 ssize_t mime_body_read(const struct msg *m, void *buf, size_t n, off_t off)
@@ -1138,27 +1218,42 @@ static struct mime_part *mime_add_part(struct mime *mime, int parent)
     return (p);
 }
 
-/* mime_scan_fill - move the unread bytes to the front, read more */
+/* -------------------------------------------------------------- scanner */
 
-static int mime_scan_fill(struct mime_scan *s)
+#define SCAN_HDR	0		/* reading a part header */
+#define SCAN_BODY	1		/* reading content */
+
+struct mime_scan {
+    struct mime *mime;
+    off_t   fed;			/* body bytes seen so far */
+    unsigned char head[MIME_LINE_HEAD];	/* a line start too short to judge */
+    size_t  nhead;
+    off_t   head_off;			/* body offset of head[0] */
+    int     open[MIME_MAX_DEPTH];	/* multiparts whose delimiters count */
+    int     nopen;
+    int     cur;			/* the part the next line belongs to */
+    int     state;
+    struct strbuf hdr;			/* header of part cur */
+    int     at_line_start;
+    int     last_cr;			/* the last piece ended with CR */
+    int     prev_eol;			/* length of the last line end */
+    int     stop;			/* a limit was reached */
+    int     partial;			/* not every byte was seen */
+    int     cnt_part;			/* base64 part being counted, or -1 */
+    struct mime_dec cnt;
+    off_t   cnt_total;
+};
+
+/* mime_scan_count - content bytes of part cur: count a base64 part */
+
+static void mime_scan_count(struct mime_scan *s, const unsigned char *q,
+			            size_t n)
 {
-    ssize_t got;
-
-    memmove(s->buf, s->buf + s->pos, s->len - s->pos);
-    s->base += (off_t) s->pos;
-    s->len -= s->pos;
-    s->pos = 0;
-    got = mime_body_read(s->m, s->buf + s->len, sizeof(s->buf) - s->len,
-			 s->base + (off_t) s->len);
-    if (got < 0) {
-	snprintf(s->err, s->errlen, "cannot read the spooled message body: %s",
-		 strerror(errno));
-	return (-1);
-    }
-    s->len += (size_t) got;
-    s->eof = (s->base + (off_t) s->len >= s->body_len);
-    return (0);
+    if (s->cnt_part == s->cur && n > 0)
+	s->cnt_total += (off_t) mime_b64_count(&s->cnt, q, n);
 }
+
+static void mime_scan_content(struct mime_scan *, off_t);
 
 /* mime_scan_header_done - the header of part cur ends; content at off */
 
@@ -1171,8 +1266,23 @@ static void mime_scan_header_done(struct mime_scan *s, off_t off)
     mime_part_header(p, s->hdr.data ? s->hdr.data : "", s->hdr.len,
 		     parent != NULL && mime_is_multipart(parent, "digest"));
     strbuf_reset(&s->hdr);
+    mime_scan_content(s, off);
+}
+
+/* mime_scan_content - the content of part cur starts at off */
+
+static void mime_scan_content(struct mime_scan *s, off_t off)
+{
+    struct mime_part *p = s->mime->parts + s->cur;
+
     p->body_start = off;
     s->state = SCAN_BODY;
+    s->cnt_part = -1;
+    if (!p->multipart && p->cte == MIME_CTE_BASE64) {
+	s->cnt_part = s->cur;
+	mime_dec_init(&s->cnt, MIME_CTE_BASE64);
+	s->cnt_total = 0;
+    }
     if (p->multipart) {
 	if (s->nopen >= MIME_MAX_DEPTH) {
 	    s->mime->over_limit = 1;
@@ -1188,6 +1298,7 @@ static void mime_scan_header_done(struct mime_scan *s, off_t off)
 static void mime_scan_end(struct mime_scan *s, int i, off_t off, int eol)
 {
     struct mime_part *p = s->mime->parts + i;
+    unsigned char rest[4];
 
     if (i == s->cur && s->state == SCAN_HDR)
 	mime_scan_header_done(s, off);		/* a header without content */
@@ -1195,21 +1306,28 @@ static void mime_scan_end(struct mime_scan *s, int i, off_t off, int eol)
 	return;
     p->body_end = off - eol > p->body_start ? off - eol : p->body_start;
     p->ended = 1;
+    if (i == s->cnt_part) {
+	/* Every content byte was counted: the decoded size is known. */
+	p->decoded_size = s->cnt_total + (off_t) mime_dec_final(&s->cnt, rest);
+	p->size_known = !s->partial;
+	s->cnt_part = -1;
+    }
 }
 
 /*
  * mime_scan_delim - is the line piece (n bytes at q, at the start of a
  * line) a delimiter of an open multipart?  Its level in s->open, or -1;
- * *close when it is a close delimiter.
+ * *close when it is a close delimiter.  last: the piece ends the body.
  */
 static int mime_scan_delim(struct mime_scan *s, const unsigned char *q,
-			           size_t n, int complete, int *close)
+			           size_t n, int complete, int last,
+			           int *close)
 {
     const char *b;
     size_t  bl, k;
     int     lvl;
 
-    if (!complete && !(s->eof && s->pos + n == s->len))
+    if (!complete && !last)
 	return (-1);				/* longer than any delimiter */
     for (lvl = s->nopen - 1; lvl >= 0; lvl--) {
 	b = s->mime->parts[s->open[lvl]].boundary;
@@ -1266,16 +1384,21 @@ static void mime_scan_delimiter(struct mime_scan *s, int lvl, int close,
     strbuf_reset(&s->hdr);
 }
 
-/* mime_scan_piece - one line piece (n bytes at body offset off) */
-
+/*
+ * mime_scan_piece - one line piece (n bytes at body offset off): a
+ * whole line (complete), or, for a longer one, a piece of it that is
+ * at least MIME_LINE_HEAD bytes long when it starts the line (so that
+ * a delimiter, which is shorter, is always seen whole); last: the
+ * piece ends the body
+ */
 static void mime_scan_piece(struct mime_scan *s, const unsigned char *q,
-			            size_t n, int complete, off_t off)
+			            size_t n, int complete, int last, off_t off)
 {
     int     lvl, close;
 
     if (s->at_line_start && s->nopen > 0 && n >= 2 && q[0] == '-'
 	&& q[1] == '-'
-	&& (lvl = mime_scan_delim(s, q, n, complete, &close)) >= 0) {
+	&& (lvl = mime_scan_delim(s, q, n, complete, last, &close)) >= 0) {
 	mime_scan_delimiter(s, lvl, close, off, off + (off_t) n);
     } else if (s->state == SCAN_HDR) {
 	if (s->at_line_start && complete
@@ -1283,6 +1406,8 @@ static void mime_scan_piece(struct mime_scan *s, const unsigned char *q,
 	    mime_scan_header_done(s, off + (off_t) n);
 	else if (s->hdr.len + n <= MIME_MAX_PART_HEADER)
 	    strbuf_append(&s->hdr, q, n);	/* longer: the rest is lost */
+    } else {
+	mime_scan_count(s, q, n);
     }
     if (complete)
 	s->prev_eol = (n >= 2 ? q[n - 2] == '\r' : s->last_cr) ? 2 : 1;
@@ -1290,68 +1415,292 @@ static void mime_scan_piece(struct mime_scan *s, const unsigned char *q,
     s->at_line_start = complete;
 }
 
+/*
+ * mime_scan_skip - content bytes up to the next line that starts with
+ * "-" (only such a line can be a delimiter): their length, after which
+ * the line state is what mime_scan_piece() would have left.  Base64
+ * has no "-", so a large part goes by at memchr() speed.
+ */
+static size_t mime_scan_skip(struct mime_scan *s, const unsigned char *p,
+			             size_t n)
+{
+    const unsigned char *d;
+    size_t  k = 0, j;
+
+    if (s->at_line_start && p[0] == '-')
+	return (0);
+    for (j = 1; j < n; j = (size_t) (d - p) + 1) {
+	if ((d = memchr(p + j, '-', n - j)) == NULL)
+	    break;
+	if (d[-1] == '\n') {
+	    k = (size_t) (d - p);
+	    break;
+	}
+    }
+    if (k == 0)
+	k = n;
+    mime_scan_count(s, p, k);
+    if (p[k - 1] == '\n') {
+	s->prev_eol = (k >= 2 ? p[k - 2] == '\r' : s->last_cr) ? 2 : 1;
+	s->at_line_start = 1;
+    } else {
+	s->at_line_start = 0;
+    }
+    s->last_cr = p[k - 1] == '\r';
+    return (k);
+}
+
+/* mime_scan_feed - the next n body bytes */
+
+static void mime_scan_feed(struct mime_scan *s, const unsigned char *p,
+			           size_t n)
+{
+    const unsigned char *nl;
+    off_t   off = s->fed;
+    size_t  k;
+
+    s->fed += (off_t) n;
+    while (n > 0 && !s->stop) {
+	if (s->nhead > 0) {
+	    /* Complete the line start kept from the last call. */
+	    k = sizeof(s->head) - s->nhead;
+	    k = k < n ? k : n;
+	    if ((nl = memchr(p, '\n', k)) != NULL)
+		k = (size_t) (nl - p) + 1;
+	    memcpy(s->head + s->nhead, p, k);
+	    s->nhead += k;
+	    p += k;
+	    n -= k;
+	    off += (off_t) k;
+	    if (nl != NULL || s->nhead == sizeof(s->head)) {
+		k = s->nhead;
+		s->nhead = 0;
+		mime_scan_piece(s, s->head, k, nl != NULL, 0, s->head_off);
+	    }
+	    continue;
+	}
+	if (s->state == SCAN_BODY && s->nopen == 0) {
+	    mime_scan_count(s, p, n);		/* no structure left */
+	    return;
+	}
+	if (s->state == SCAN_BODY && (k = mime_scan_skip(s, p, n)) > 0) {
+	    p += k;
+	    n -= k;
+	    off += (off_t) k;
+	    continue;
+	}
+	nl = memchr(p, '\n', n);
+	if (nl == NULL && s->at_line_start && n < sizeof(s->head)) {
+	    memcpy(s->head, p, n);		/* too short to judge yet */
+	    s->nhead = n;
+	    s->head_off = off;
+	    return;
+	}
+	k = nl ? (size_t) (nl - p) + 1 : n;
+	mime_scan_piece(s, p, k, nl != NULL, 0, off);
+	p += k;
+	n -= k;
+	off += (off_t) k;
+    }
+}
+
+/* mime_scan_start - a scan of the body of m, whose header is complete */
+
+static struct mime_scan *mime_scan_start(struct mime *mime,
+					         const struct msg *m)
+{
+    struct mime_scan *s = xcalloc(1, sizeof(*s));
+    struct mime_part *root;
+
+    memset(mime, 0, sizeof(*mime));
+    root = mime_add_part(mime, -1);
+    mime_part_header(root, m->hdr.data ? m->hdr.data : "", m->hdr.len, 0);
+    s->mime = mime;
+    s->cur = 0;
+    s->at_line_start = 1;
+    strbuf_init(&s->hdr, MIME_MAX_PART_HEADER + MIME_BLOCK);
+    mime_scan_content(s, 0);			/* opens a multipart root */
+    return (s);
+}
+
+/*
+ * mime_scan_finish - the body ended at len; 0, or -1 with err set
+ * (s->mime keeps what was found)
+ */
+static int mime_scan_finish(struct mime_scan *s, off_t len, char *err,
+			            size_t errlen)
+{
+    struct mime *mime = s->mime;
+    size_t  k;
+    int     i;
+
+    if (s->nhead > 0 && !s->stop) {
+	k = s->nhead;
+	s->nhead = 0;
+	mime_scan_piece(s, s->head, k, 0, 1, s->head_off);
+    }
+    if (s->stop) {
+	s->partial = 1;
+	snprintf(err, errlen, "the message has more than %d MIME parts "
+		 "or parts nested more than %d deep", MIME_MAX_PARTS,
+		 MIME_MAX_DEPTH);
+    }
+    /* The end of the body ends every part still open. */
+    for (i = s->cur; i >= 0; i = mime->parts[i].parent)
+	mime_scan_end(s, i, len, 0);
+    for (k = 0; k < mime->nparts; k++)
+	if (!mime->parts[k].ended) {
+	    mime->parts[k].body_end = mime->parts[k].body_start;
+	    mime->parts[k].ended = 1;
+	}
+    return (s->stop ? -1 : 0);
+}
+
+/* mime_scan_free - release the scan (not the parts) */
+
+static void mime_scan_free(struct mime_scan *s)
+{
+    strbuf_free(&s->hdr);
+    free(s);
+}
+
+
+/* ------------------------------------------------------ online parse */
+
+struct mime_watch {
+    const struct msg *m;
+    struct mime mime;			/* the result */
+    struct mime_scan *scan;
+    struct strbuf root_hdr;		/* the header it was parsed with */
+    int     bad;			/* bytes out of order: not usable */
+    int     finished;
+    int     ret;			/* of mime_scan_finish() */
+    char    err[256];
+};
+
+/* mime_watch_tap - msg_tap() callback: parse the body as it is stored */
+
+static void mime_watch_tap(void *ctx, const char *p, size_t n, off_t off)
+{
+    struct mime_watch *w = ctx;
+
+    if (w->bad || w->finished)
+	return;
+    if (w->scan == NULL && off == 0) {
+	strbuf_init(&w->root_hdr, STRBUF_MAX_HEADERS);
+	strbuf_append(&w->root_hdr, w->m->hdr.data ? w->m->hdr.data : "",
+		      w->m->hdr.len);
+	w->scan = mime_scan_start(&w->mime, w->m);
+    }
+    if (w->scan == NULL || off != w->scan->fed) {
+	w->bad = 1;				/* the body was dropped */
+	return;
+    }
+    mime_scan_feed(w->scan, (const unsigned char *) p, n);
+}
+
+/* mime_watch_free - msg_tap() callback: release the watch */
+
+static void mime_watch_free(void *ctx)
+{
+    struct mime_watch *w = ctx;
+
+    if (w->scan)
+	mime_scan_free(w->scan);
+    mime_free(&w->mime);
+    strbuf_free(&w->root_hdr);
+    free(w);
+}
+
+/* mime_watch - see mime.h */
+
+void    mime_watch(struct msg *m)
+{
+    struct mime_watch *w = xcalloc(1, sizeof(*w));
+
+    w->m = m;
+    msg_tap(m, mime_watch_tap, mime_watch_free, w);
+}
+
+/* mime_copy - a deep copy of the parts of src */
+
+static void mime_copy(struct mime *dst, const struct mime *src)
+{
+    struct mime_part *p;
+    size_t  i;
+
+    *dst = *src;
+    dst->cap = src->nparts ? src->nparts : 1;
+    dst->parts = xmalloc(dst->cap * sizeof(*p));
+    memcpy(dst->parts, src->parts, src->nparts * sizeof(*p));
+    for (i = 0; i < src->nparts; i++) {
+	p = dst->parts + i;
+	p->charset = p->charset ? xstrdup(p->charset) : NULL;
+	p->boundary = p->boundary ? xstrdup(p->boundary) : NULL;
+	p->name = p->name ? xstrdup(p->name) : NULL;
+	p->content_id = p->content_id ? xstrdup(p->content_id) : NULL;
+    }
+}
+
+/*
+ * mime_watched - the online result for m when it is usable: it saw
+ * every body byte, and the header section is the one it started with
+ */
+static struct mime_watch *mime_watched(const struct msg *m)
+{
+    struct mime_watch *w;
+
+    if (m->tap != mime_watch_tap || (w = m->tap_ctx) == NULL || w->bad
+	|| w->scan == NULL || w->scan->fed != m->body_len
+	|| w->root_hdr.len != m->hdr.len
+	|| (m->hdr.len > 0
+	    && memcmp(w->root_hdr.data, m->hdr.data, m->hdr.len) != 0))
+	return (NULL);
+    if (!w->finished) {
+	w->ret = mime_scan_finish(w->scan, m->body_len, w->err,
+				  sizeof(w->err));
+	w->finished = 1;
+    }
+    return (w);
+}
+
 /* mime_parse - the structure of message m; see mime.h */
 
 int     mime_parse(struct mime *mime, const struct msg *m, char *err,
 		           size_t errlen)
 {
+    struct mime_watch *w;
     struct mime_scan *s;
-    struct mime_part *root;
-    const unsigned char *q, *nl;
-    size_t  n;
-    int     i, ret = 0;
+    unsigned char *buf;
+    ssize_t got = 0;
+    off_t   off;
+    int     ret;
 
-    memset(mime, 0, sizeof(*mime));
-    root = mime_add_part(mime, -1);
-    mime_part_header(root, m->hdr.data ? m->hdr.data : "", m->hdr.len, 0);
-    root->body_start = 0;
-
-    s = xcalloc(1, sizeof(*s));
-    s->mime = mime;
-    s->m = m;
-    s->body_len = m->body_len;
-    s->err = err;
-    s->errlen = errlen;
-    s->at_line_start = 1;
-    s->state = SCAN_BODY;
-    s->cur = 0;
-    strbuf_init(&s->hdr, MIME_MAX_PART_HEADER + MIME_BLOCK);
-    if (root->multipart)
-	s->open[s->nopen++] = 0;
-
-    /* A single part message has no structure to read. */
-    while (s->nopen > 0 || s->state == SCAN_HDR) {
-	if ((s->pos == s->len || (s->at_line_start
-				  && s->len - s->pos < MIME_LINE_HEAD))
-	    && !s->eof && mime_scan_fill(s) < 0) {
-	    ret = -1;
-	    break;
-	}
-	if (s->pos == s->len)
-	    break;				/* the end of the body */
-	q = s->buf + s->pos;
-	nl = memchr(q, '\n', s->len - s->pos);
-	n = nl ? (size_t) (nl - q) + 1 : s->len - s->pos;
-	mime_scan_piece(s, q, n, nl != NULL, s->base + (off_t) s->pos);
-	s->pos += n;
-	if (s->stop) {
-	    snprintf(err, errlen, "the message has more than %d MIME parts "
-		     "or parts nested more than %d deep", MIME_MAX_PARTS,
-		     MIME_MAX_DEPTH);
-	    ret = -1;
-	    break;
-	}
+    if ((w = mime_watched(m)) != NULL) {
+	mime_copy(mime, &w->mime);
+	if (w->ret < 0)
+	    snprintf(err, errlen, "%s", w->err);
+	return (w->ret);
     }
-    /* The end of the body ends every part still open. */
-    for (i = s->cur; i >= 0; i = mime->parts[i].parent)
-	mime_scan_end(s, i, s->body_len, 0);
-    for (i = 0; i < (int) mime->nparts; i++)
-	if (!mime->parts[i].ended) {
-	    mime->parts[i].body_end = mime->parts[i].body_start;
-	    mime->parts[i].ended = 1;
-	}
-    strbuf_free(&s->hdr);
-    free(s);
+    s = mime_scan_start(mime, m);
+    buf = xmalloc(MIME_BLOCK);
+    /* Read until no structure is left (a single part has none). */
+    for (off = 0; off < m->body_len && !s->stop
+	 && (s->state == SCAN_HDR || s->nopen > 0); off += got) {
+	if ((got = mime_body_read(m, buf, MIME_BLOCK, off)) <= 0)
+	    break;
+	mime_scan_feed(s, buf, (size_t) got);
+    }
+    free(buf);
+    if (off < m->body_len)
+	s->partial = 1;				/* sizes not all counted */
+    ret = mime_scan_finish(s, m->body_len, err, errlen);
+    if (got < 0) {
+	snprintf(err, errlen, "cannot read the spooled message body: %s",
+		 strerror(errno));
+	ret = -1;
+    }
+    mime_scan_free(s);
     return (ret);
 }
 
@@ -1478,6 +1827,10 @@ int     mime_decoded_size(const struct msg *m, const struct mime_part *p,
 
     if (p->cte == MIME_CTE_IDENTITY) {
 	*size = p->body_end - p->body_start;
+	return (0);
+    }
+    if (p->size_known) {
+	*size = p->decoded_size;		/* counted while parsing */
 	return (0);
     }
     s = mime_stream_open(m, p);

@@ -17,14 +17,17 @@
  *	msg_store(), which appends to body_mem while the body fits in
  *	mem_limit and otherwise moves it to a spool file made with
  *	mkostemp() in the spool directory, mode 0600, close-on-exec,
- *	unlinked at once, written through a 64 KB buffer.  Past max_size
+ *	unlinked at once, written through a 64 KB buffer; msg_tap()'s
+ *	callback sees each block as it is written.  Past max_size
  *	nothing is stored any more (what was stored is dropped) but bytes
  *	are still counted, so the final size can be reported.  The first
  *	hard error (I/O, header limit) is kept in m->error and returned by
  *	every later call.
  *
  *	msg_read() uses mem_limit 0: every non-empty body is spooled.
- *	Input is read in 64 KB blocks and fed to a struct msg_stream
+ *	Input is read in 256 KB blocks (a pipe is asked to hold 1 MB,
+ *	fcntl(F_SETPIPE_SZ), so that both ends wake up less often) and
+ *	fed to a struct msg_stream
  *	(msg_stream_put(), also the LMTP server's way in).  Header lines go into hdr with CRLF
  *	line ends; the header section ends at the first empty line (which
  *	is not stored) or at the first line that is neither a header field
@@ -68,6 +71,7 @@
 #include "util.h"
 
 #define MSG_BLOCK	(64 * 1024)
+#define MSG_READ_BLOCK	(256 * 1024)	/* read() from the MTA at a time */
 #define MSG_RAW_BUF	(3 * 16 * 1024)
 #define MSG_MEM_FIRST	4096		/* first body_mem allocation */
 
@@ -98,6 +102,20 @@ static void msg_write_error(struct msg *m)
 	       "cannot write the spool file in %s: %s; check the free "
 	       "space there", m->spool_dir ? m->spool_dir : "?",
 	       strerror(errno));
+}
+
+/* msg_spool_write - write body bytes to the spool file, show the tap */
+
+static int msg_spool_write(struct msg *m, const char *p, size_t n)
+{
+    if (m->tap)
+	m->tap(m->tap_ctx, p, n, m->spooled);
+    m->spooled += (off_t) n;
+    if (file_write_all(m->body_fd, p, n) < 0) {
+	msg_write_error(m);
+	return (-1);
+    }
+    return (0);
 }
 
 /* msg_spool_open - create the unlinked body file, move body_mem there */
@@ -134,10 +152,8 @@ static int msg_spool_open(struct msg *m)
     }
     m->body_fd = fd;
     if (m->body_mem.len > 0
-	&& file_write_all(fd, m->body_mem.data, m->body_mem.len) < 0) {
-	msg_write_error(m);
+	&& msg_spool_write(m, m->body_mem.data, m->body_mem.len) < 0)
 	return (-1);
-    }
     strbuf_free(&m->body_mem);
     m->wbuf = xmalloc(MSG_BLOCK);
     m->wlen = 0;
@@ -150,10 +166,8 @@ static int msg_spool_flush(struct msg *m)
 {
     if (m->wlen == 0 || msg_failed(m))
 	return (msg_failed(m) ? -1 : 0);
-    if (file_write_all(m->body_fd, m->wbuf, m->wlen) < 0) {
-	msg_write_error(m);
+    if (msg_spool_write(m, m->wbuf, m->wlen) < 0)
 	return (-1);
-    }
     m->wlen = 0;
     return (0);
 }
@@ -195,10 +209,8 @@ static void msg_store(struct msg *m, const char *p, size_t n)
     if (m->wlen + n > MSG_BLOCK && msg_spool_flush(m) < 0)
 	return;
     if (n >= MSG_BLOCK) {
-	if (file_write_all(m->body_fd, p, n) < 0) {
-	    msg_write_error(m);
+	if (msg_spool_write(m, p, n) < 0)
 	    return;
-	}
     } else {
 	memcpy(m->wbuf + m->wlen, p, n);
 	m->wlen += n;
@@ -216,6 +228,7 @@ static void msg_drop_body(struct msg *m)
 	/* The space comes back when the unlinked file is closed. */
     }
     m->body_len = 0;
+    m->spooled = 0;
 }
 
 /* msg_count - account canonical bytes; drop the body when too big */
@@ -233,28 +246,28 @@ static void msg_count(struct msg *m, off_t n)
 
 static void msg_body_put(struct msg *m, const char *p, size_t n)
 {
-    const char *lf;
-    size_t  seg;
-    int     crlf, next_cr;
+    const char *s = p, *end = p + n, *run = p, *lf;
 
-    while (n > 0) {
-	lf = memchr(p, '\n', n);
-	seg = lf ? (size_t) (lf - p) : n;
-	/* A bare LF gets a CR in front of it. */
-	crlf = lf && !(seg > 0 ? p[seg - 1] == '\r' : m->last_cr);
-	next_cr = lf ? 0 : p[seg - 1] == '\r';
-	msg_count(m, (off_t) (seg + (lf ? 1 : 0) + crlf));
+    if (n == 0)
+	return;
+    /* Runs without a bare LF go as they are; a bare LF gets a CR. */
+    while (s < end && (lf = memchr(s, '\n', (size_t) (end - s))) != NULL) {
+	s = lf + 1;
+	if (lf > p ? lf[-1] == '\r' : m->last_cr)
+	    continue;
+	msg_count(m, (off_t) (lf - run) + 2);
 	if (!msg_too_big(m)) {
-	    msg_store(m, p, seg);
-	    if (crlf)
-		msg_store(m, "\r\n", 2);
-	    else if (lf)
-		msg_store(m, "\n", 1);
+	    msg_store(m, run, (size_t) (lf - run));
+	    msg_store(m, "\r\n", 2);
 	}
-	n -= seg + (lf ? 1 : 0);
-	p += seg + (lf ? 1 : 0);
-	m->last_cr = next_cr;
+	run = s;
     }
+    if (run < end) {
+	msg_count(m, (off_t) (end - run));
+	if (!msg_too_big(m))
+	    msg_store(m, run, (size_t) (end - run));
+    }
+    m->last_cr = end[-1] == '\r';
 }
 
 /* msg_hdr_ftext - a byte of a header field name (RFC 5322 ftext) */
@@ -556,6 +569,9 @@ int     msg_finish(struct msg *m, struct m365_result *res)
     m->state = MSG_ST_NONE;
     if (m->body_fd >= 0 && !msg_too_big(m))
 	(void) msg_spool_flush(m);
+    else if (m->tap && m->body_fd < 0 && m->body_mem.len > 0
+	     && !msg_failed(m))
+	m->tap(m->tap_ctx, m->body_mem.data, m->body_mem.len, 0);
     free(m->wbuf);
     m->wbuf = NULL;
     m->wlen = 0;
@@ -702,25 +718,26 @@ int     msg_stream_finish(struct msg_stream *r, struct m365_result *res)
     return (ret);
 }
 
-/* msg_read - read one message from fd */
+/* msg_stream_read - feed all that fd gives, then finish the stream */
 
-int     msg_read(struct msg *m, int fd, const char *tmpdir, off_t max_size,
-		         struct m365_result *res)
+int     msg_stream_read(struct msg_stream *r, int fd, struct m365_result *res)
 {
-    struct msg_stream *r = msg_stream_create(m, tmpdir, 0, max_size);
-    char   *buf = xmalloc(MSG_BLOCK);
+    char   *buf = xmalloc(MSG_READ_BLOCK);
     ssize_t got;
-    int     ret;
 
     result_init(res);
+#ifdef F_SETPIPE_SZ
+    /* A pipe of 1 MB: fewer wake-ups of both ends (may be refused). */
+    (void) fcntl(fd, F_SETPIPE_SZ, MSG_READ_BLOCK * 4);
+#endif
     for (;;) {
-	if ((got = read(fd, buf, MSG_BLOCK)) < 0) {
+	if ((got = read(fd, buf, MSG_READ_BLOCK)) < 0) {
 	    if (errno == EINTR)
 		continue;
 	    result_set(res, M365_SYSTEM, "4.3.0",
 		       "cannot read the message from the MTA: %s",
 		       strerror(errno));
-	    m->state = MSG_ST_NONE;
+	    r->m->state = MSG_ST_NONE;
 	    msg_stream_free(r);
 	    free(buf);
 	    return (-1);
@@ -730,8 +747,27 @@ int     msg_read(struct msg *m, int fd, const char *tmpdir, off_t max_size,
 	msg_stream_put(r, buf, (size_t) got);
     }
     free(buf);
-    ret = msg_stream_finish(r, res);
-    return (ret);
+    return (msg_stream_finish(r, res));
+}
+
+/* msg_read - read one message from fd */
+
+int     msg_read(struct msg *m, int fd, const char *tmpdir, off_t max_size,
+		         struct m365_result *res)
+{
+    return (msg_stream_read(msg_stream_create(m, tmpdir, 0, max_size), fd,
+			    res));
+}
+
+/* msg_tap - see msg.h */
+
+void    msg_tap(struct msg *m, void (*fn) (void *, const char *, size_t,
+					           off_t),
+		        void (*free_fn) (void *), void *ctx)
+{
+    m->tap = fn;
+    m->tap_free = free_fn;
+    m->tap_ctx = ctx;
 }
 
 /* msg_free - release memory and the spool file; the struct is reset */
@@ -744,6 +780,8 @@ void    msg_free(struct msg *m)
     strbuf_free(&m->body_mem);
     if (m->body_fd >= 0)
 	close(m->body_fd);
+    if (m->tap_free)
+	m->tap_free(m->tap_ctx);
     free(m->spool_dir);
     free(m->wbuf);
     memset(m, 0, sizeof(*m));

@@ -67,7 +67,12 @@ struct msg {
     int     last_cr;			/* the last body byte was CR */
     char   *wbuf;			/* spool write buffer */
     size_t  wlen;
+    off_t   spooled;			/* body bytes handed to the tap */
     struct m365_result error;		/* first hard error (sticky) */
+    /* The tap (msg_tap()): sees every stored body byte once, in order. */
+    void    (*tap) (void *ctx, const char *p, size_t n, off_t off);
+    void    (*tap_free) (void *ctx);
+    void   *tap_ctx;
 };
 
 extern int msg_read(struct msg *, int fd, const char *tmpdir, off_t max_size,
@@ -149,6 +154,19 @@ extern int msg_add_body(struct msg *, const void *data, size_t len,
 extern int msg_finish(struct msg *, struct m365_result *res);
 
 /*
+ * msg_tap() - after msg_init() (or msg_stream_create()), before the
+ * body: fn sees the canonical body bytes as they are stored, each byte
+ * once and in order, off being the body offset of p[0] (a spooled body
+ * in the blocks written to the file, an in-memory body at
+ * msg_finish()); when the body is dropped (past max_size) off starts
+ * at 0 again.  So a reader of the body (the MIME parser) needs no
+ * second pass over the spool.  msg_free() calls free_fn(ctx).
+ */
+extern void msg_tap(struct msg *, void (*fn) (void *, const char *, size_t,
+					              off_t),
+		            void (*free_fn) (void *), void *ctx);
+
+/*
  * Raw bytes from any source (msg_read() is this over a pipe; the LMTP
  * server's DATA after dot-unstuffing): msg_stream_create() calls
  * msg_init() (mem_limit: body bytes kept in memory before the body is
@@ -158,7 +176,10 @@ extern int msg_finish(struct msg *, struct m365_result *res);
  * memory or the spool), msg_stream_finish() ends the input, frees the
  * stream and returns 0 or -1 with res as msg_read() does (5.3.4, 5.6.0,
  * 4.3.0).  msg_stream_free() drops a stream that is not finished (the
- * message still needs msg_free()).
+ * message still needs msg_free()).  msg_stream_read() feeds everything
+ * fd gives until its end and then finishes the stream (msg_read() is
+ * msg_stream_create() and msg_stream_read(); between them msg_tap()
+ * may be called).
  */
 struct msg_stream;
 
@@ -166,6 +187,8 @@ extern struct msg_stream *msg_stream_create(struct msg *, const char *tmpdir,
 					            size_t mem_limit,
 					            off_t max_size);
 extern void msg_stream_put(struct msg_stream *, const char *, size_t);
+extern int msg_stream_read(struct msg_stream *, int fd,
+			           struct m365_result *res);
 extern int msg_stream_finish(struct msg_stream *, struct m365_result *res);
 extern void msg_stream_free(struct msg_stream *);
 

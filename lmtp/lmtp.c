@@ -41,6 +41,7 @@
 #include "httppool.h"
 #include "lmtp.h"
 #include "log.h"
+#include "mime.h"
 #include "msg.h"
 #include "util.h"
 
@@ -752,6 +753,7 @@ static void lmtp_data(struct lmtp_sess *s)
     lmtp_reply(s, "354 end data with <CR><LF>.<CR><LF>");
     ms = msg_stream_create(&m, file_tmpdir(NULL), LMTP_MEM_LIMIT,
 			   (off_t) conf_max_message_size(cf->conf));
+    mime_watch(&m);				/* its structure, on the way */
     if (lmtp_read_data(s, ms) < 0) {
 	/* Gone or stopping: no answer; the client keeps the message. */
 	msg_stream_free(ms);

@@ -47,6 +47,7 @@
 #include "http.h"
 #include "httppool.h"
 #include "log.h"
+#include "mime.h"
 #include "mlfi.h"
 #include "msg.h"
 #include "policy.h"
@@ -342,6 +343,7 @@ static sfsistat mlfi_envfrom(SMFICTX *ctx, char **argv)
     if (mc->mode == CONF_MILTER_DELIVER) {
 	msg_init(&c->msg, mc->tmp_dir, (size_t) mc->memory_limit,
 		 (off_t) c->acct->max_message_size);
+	mime_watch(&c->msg);			/* its structure, on the way */
 	c->msg_active = 1;
     } else if ((c->sha = EVP_MD_CTX_new()) == NULL
 	       || EVP_DigestInit_ex(c->sha, EVP_sha256(), NULL) != 1) {

@@ -35,6 +35,7 @@
 #include "deliver.h"
 #include "http.h"
 #include "log.h"
+#include "mime.h"
 #include "msg.h"
 #include "proxy.h"
 #include "rcpt.h"
@@ -96,6 +97,7 @@ int     main(int argc, char **argv)
     struct m365_result res;
     struct delivery d;
     struct msg m;
+    struct msg_stream *ms;
     struct http *http;
     char  **rcpts = NULL;
     size_t  nrcpts = 0;
@@ -219,8 +221,10 @@ int     main(int argc, char **argv)
      * picks the account; deliver() checks that one's limit).
      */
     tmpdir = file_tmpdir(NULL);
-    if (msg_read(&m, STDIN_FILENO, tmpdir,
-		 (off_t) conf_max_message_size(conf), &res) < 0) {
+    ms = msg_stream_create(&m, tmpdir, 0,
+			   (off_t) conf_max_message_size(conf));
+    mime_watch(&m);				/* its structure, read on the way */
+    if (msg_stream_read(ms, STDIN_FILENO, &res) < 0) {
 	d.queue_id = queue_id;
 	d.sender = sender ? sender : "";
 	d.rcpts = rcpts;

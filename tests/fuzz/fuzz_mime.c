@@ -26,6 +26,9 @@
  *	  same after a rewind, its length is mime_decoded_size(), and
  *	  it is the same as one mime_dec_update() over the whole span;
  *	- the memory form gives the same parts as the spooled form;
+ *	- the parse made while the message is read (mime_watch()) gives
+ *	  the same parts, and the decoded size of every base64 leaf,
+ *	  which is the length of its decoded content;
  *	- mime_words() of the Subject and mime_param() of Content-Type
  *	  name and Content-Disposition filename are valid UTF-8 without
  *	  NUL;
@@ -347,6 +350,51 @@ static void fuzz_check(const struct msg *m, size_t chunk)
     mime_free(&mime);
 }
 
+/*
+ * fuzz_online - the parse made while the body is stored (mime_watch())
+ * is the parse made afterwards (ref), and knows the decoded size of
+ * every base64 leaf: the length of its decoded content
+ */
+static void fuzz_online(const struct mime *ref, const uint8_t *data,
+			        size_t size)
+{
+    struct msg m;
+    struct msg_stream *ms;
+    struct m365_result res;
+    struct mime on;
+    char    err[256], buf[4096];
+    struct mime_stream *s;
+    ssize_t got;
+    off_t   n;
+    size_t  i;
+
+    fuzz_input_set(fuzz_fd, fuzz_path, data, size);
+    ms = msg_stream_create(&m, fuzz_dir, 0, 0);
+    mime_watch(&m);
+    if (msg_stream_read(ms, fuzz_fd, &res) < 0)
+	fuzz_fail("the second read of the input failed");
+    (void) mime_parse(&on, &m, err, sizeof(err));
+    fuzz_same(ref, &on);
+    for (i = 0; i < on.nparts; i++) {
+	const struct mime_part *p = on.parts + i;
+
+	if (p->multipart || p->cte != MIME_CTE_BASE64)
+	    continue;
+	if (!p->size_known && !on.over_limit && m.body_len > 0)
+	    fuzz_fail("the online parse did not count a base64 part");
+	if (!p->size_known)
+	    continue;
+	s = mime_stream_open(&m, p);
+	for (n = 0; (got = mime_stream_read(s, buf, sizeof(buf))) > 0;)
+	    n += got;
+	mime_stream_close(s);
+	if (got < 0 || n != p->decoded_size)
+	    fuzz_fail("the counted size is not the decoded length");
+    }
+    mime_free(&on);
+    msg_free(&m);
+}
+
 /* LLVMFuzzerInitialize - scratch directory and file, quiet logging */
 
 int     LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -367,8 +415,15 @@ int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
 	return (0);
     fuzz_input_set(fuzz_fd, fuzz_path, data + 1, size - 1);
-    if (msg_read(&m, fuzz_fd, fuzz_dir, 0, &res) == 0)
+    if (msg_read(&m, fuzz_fd, fuzz_dir, 0, &res) == 0) {
+	struct mime ref;
+	char    err[256];
+
 	fuzz_check(&m, fuzz_chunk[data[0] & 7]);
+	(void) mime_parse(&ref, &m, err, sizeof(err));
+	fuzz_online(&ref, data + 1, size - 1);
+	mime_free(&ref);
+    }
     msg_free(&m);
     return (0);
 }

@@ -14,6 +14,97 @@
 
 static char tmpdir[256];
 
+/* same_parts - two parses of one message agree part by part */
+
+static void same_parts(const struct mime *a, const struct mime *b)
+{
+    size_t  i;
+
+    T_EQ_INT(a->nparts, b->nparts);
+    T_EQ_INT(a->over_limit, b->over_limit);
+    for (i = 0; i < a->nparts && i < b->nparts; i++) {
+	const struct mime_part *p = a->parts + i, *q = b->parts + i;
+
+	T_EQ_INT(p->parent, q->parent);
+	T_EQ_INT(p->start, q->start);
+	T_EQ_INT(p->body_start, q->body_start);
+	T_EQ_INT(p->body_end, q->body_end);
+	T_EQ_STR(p->type, q->type);
+	T_EQ_INT(p->cte, q->cte);
+	T_EQ_STR(p->boundary ? p->boundary : "-", q->boundary ? q->boundary : "-");
+	T_EQ_STR(p->name ? p->name : "-", q->name ? q->name : "-");
+	T_EQ_INT(p->closed, q->closed);
+    }
+}
+
+/* decoded_len - the length of the decoded content of part p */
+
+static off_t decoded_len(const struct msg *m, const struct mime_part *p)
+{
+    struct mime_stream *s = mime_stream_open(m, p);
+    char    buf[4096];
+    ssize_t got;
+    off_t   n = 0;
+
+    while ((got = mime_stream_read(s, buf, sizeof(buf))) > 0)
+	n += got;
+    T_EQ_INT(got, 0);
+    mime_stream_close(s);
+    return (n);
+}
+
+/*
+ * check_online - the parse made while the body is stored (mime_watch():
+ * the body fed to the tap in pieces of every size, 1 byte up) is the
+ * parse made afterwards from the stored body, and it knows the decoded
+ * size of every base64 leaf, which is the length of its content
+ */
+static void check_online(const struct msg *m)
+{
+    static const size_t chunks[] = {1, 2, 3, 5, 7, 13, 64, 1000, 65536};
+    struct mime ref, on;
+    struct msg c;
+    char    err[256], err2[256];
+    char   *body = xmalloc((size_t) m->body_len + 1);
+    size_t  i, k, j;
+    off_t   o;
+    int     rc, rc2;
+
+    T_EQ_INT(mime_body_read(m, body, (size_t) m->body_len, 0),
+	     (long long) m->body_len);
+    rc = mime_parse(&ref, m, err, sizeof(err));
+    for (i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
+	c = *m;					/* shares hdr and body */
+	mime_watch(&c);
+	for (o = 0; o < m->body_len; o += (off_t) k) {
+	    k = chunks[i] < (size_t) (m->body_len - o) ? chunks[i] :
+		(size_t) (m->body_len - o);
+	    c.tap(c.tap_ctx, body + o, k, o);
+	}
+	rc2 = mime_parse(&on, &c, err2, sizeof(err2));
+	T_EQ_INT(rc2, rc);
+	same_parts(&ref, &on);
+	for (j = 0; j < on.nparts; j++) {
+	    const struct mime_part *p = on.parts + j;
+
+	    if (p->multipart || p->cte != MIME_CTE_BASE64)
+		continue;
+	    if (m->body_len > 0 && !on.over_limit)
+		T_EQ_INT(p->size_known, 1);
+	    if (p->size_known)
+		T_EQ_INT(p->decoded_size, (long long) decoded_len(m, p));
+	}
+	mime_free(&on);
+	c.tap_free(c.tap_ctx);
+    }
+    for (j = 0; j < ref.nparts; j++)
+	if (ref.parts[j].size_known)
+	    T_EQ_INT(ref.parts[j].decoded_size,
+		     (long long) decoded_len(m, ref.parts + j));
+    mime_free(&ref);
+    free(body);
+}
+
 /*
  * make_msg - message text (LF or CRLF) read as the relay reads it: from a
  * file through msg_read() (spooled: spool 1), or built as the milter
@@ -39,6 +130,7 @@ static void make_msg(struct msg *m, const char *text, int spool)
 	T_EQ_INT(msg_read(m, fd, tmpdir, 0, &res), 0);
 	close(fd);
 	T_OK(m->body_len == 0 || m->body_fd >= 0);
+	check_online(m);
 	return;
     }
     msg_init(m, tmpdir, 64 * 1024 * 1024, 0);
@@ -56,6 +148,7 @@ static void make_msg(struct msg *m, const char *text, int spool)
     T_EQ_INT(msg_add_body(m, body, strlen(body), &res), 0);
     T_EQ_INT(msg_finish(m, &res), 0);
     T_OK(m->body_fd < 0);
+    check_online(m);
 }
 
 /* content - the decoded content of a part, NUL-terminated; free() it */
@@ -300,6 +393,37 @@ static void test_unclosed(void)
     }
     mime_free(&mime);
     msg_free(&m);
+}
+
+/*
+ * test_close_at_end - a close delimiter that is the last line, without
+ * a line end, still closes (the scanner holds a short line start until
+ * more comes; here nothing more comes)
+ */
+static void test_close_at_end(void)
+{
+    static const char text[] =
+    "Content-Type: multipart/mixed; boundary=b\n"
+    "\n"
+    "--b\n"
+    "\n"
+    "text\n"
+    "--b--";
+    struct msg m;
+    struct mime mime;
+    char    err[256];
+    int     spool;
+
+    for (spool = 0; spool < 2; spool++) {
+	make_msg(&m, text, spool);
+	T_EQ_INT(mime_parse(&mime, &m, err, sizeof(err)), 0);
+	T_EQ_INT(mime.nparts, 2);
+	T_EQ_INT(mime.parts[0].closed, 1);
+	if (mime.nparts == 2)
+	    T_EQ_INT(mime.parts[1].body_end, 11);	/* before CRLF "--b--" */
+	mime_free(&mime);
+	msg_free(&m);
+    }
 }
 
 /* test_single - a message that is one part; no boundary: one leaf */
@@ -603,16 +727,184 @@ static void test_names(void)
     msg_free(&m);
 }
 
+/*
+ * test_online_stream - the relay's way: msg_stream_read() with
+ * mime_watch(), LF input (stored as CRLF in 64 KB writes), delimiters
+ * at many offsets around those writes; the same parts as a parse
+ * after the fact; a header changed afterwards is not trusted
+ */
+static void test_online_stream(void)
+{
+    struct strbuf text;
+    struct msg m, ref;
+    struct mime a, b;
+    struct m365_result res;
+    char    err[256], path[300];
+    int     i, j, fd;
+
+    strbuf_init(&text, 8 * 1024 * 1024);
+    strbuf_puts(&text, "Subject: many\nContent-Type: multipart/mixed; "
+		"boundary=q\n\npreamble\n");
+    for (i = 0; i < 60; i++) {
+	strbuf_printf(&text, "--q\nContent-Type: application/octet-stream\n"
+		      "Content-Transfer-Encoding: %s\n\n",
+		      i % 3 ? "base64" : "7bit");
+	for (j = 0; j < i * 23 + (i % 7); j++)
+	    strbuf_puts(&text, "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlq"
+			"a2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3\n");
+	strbuf_puts(&text, i % 5 ? "QUI=\n" : "-- not a delimiter\n");
+    }
+    strbuf_puts(&text, "--q--\nepilogue\n");
+    make_msg(&ref, text.data, 1);
+    T_EQ_INT(mime_parse(&a, &ref, err, sizeof(err)), 0);
+
+    snprintf(path, sizeof(path), "%s/in.XXXXXX", tmpdir);
+    fd = mkstemp(path);
+    unlink(path);
+    T_OK(fd >= 0 && write(fd, text.data, text.len) == (ssize_t) text.len
+	 && lseek(fd, 0, SEEK_SET) == 0);
+    {
+	struct msg_stream *ms = msg_stream_create(&m, tmpdir, 0, 0);
+
+	mime_watch(&m);
+	T_EQ_INT(msg_stream_read(ms, fd, &res), 0);
+    }
+    close(fd);
+    T_EQ_INT(mime_parse(&b, &m, err, sizeof(err)), 0);
+    same_parts(&a, &b);
+    T_EQ_INT(b.nparts, 61);
+    for (i = 1; i < (int) b.nparts; i++)
+	T_EQ_INT(b.parts[i].size_known, (i - 1) % 3 ? 1 : 0);
+    mime_free(&b);
+    /* A header changed after the body was read: parsed again. */
+    strbuf_reset(&m.hdr);
+    strbuf_puts(&m.hdr, "Content-Type: text/plain\r\n");
+    T_EQ_INT(mime_parse(&b, &m, err, sizeof(err)), 0);
+    T_EQ_INT(b.nparts, 1);
+    mime_free(&b);
+    mime_free(&a);
+    msg_free(&m);
+    msg_free(&ref);
+    strbuf_free(&text);
+}
+
+/* ref_b64 - the plain base64 decoder of RFC 2045: skip junk, "=" ends */
+
+static size_t ref_b64(const unsigned char *in, size_t n, unsigned char *out)
+{
+    static const char alpha[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    unsigned acc = 0;
+    size_t  i, o = 0;
+    int     nacc = 0;
+    const char *c;
+
+    for (i = 0; i < n; i++) {
+	if (in[i] == '=') {
+	    if (nacc == 2)
+		out[o++] = (unsigned char) (acc >> 4);
+	    else if (nacc == 3) {
+		out[o++] = (unsigned char) (acc >> 10);
+		out[o++] = (unsigned char) (acc >> 2);
+	    }
+	    acc = 0;
+	    nacc = 0;
+	    continue;
+	}
+	if (in[i] == 0 || (c = strchr(alpha, in[i])) == NULL)
+	    continue;
+	acc = acc << 6 | (unsigned) (c - alpha);
+	if (++nacc == 4) {
+	    out[o++] = (unsigned char) (acc >> 16);
+	    out[o++] = (unsigned char) (acc >> 8);
+	    out[o++] = (unsigned char) acc;
+	    acc = 0;
+	    nacc = 0;
+	}
+    }
+    if (nacc == 2)
+	out[o++] = (unsigned char) (acc >> 4);
+    else if (nacc == 3) {
+	out[o++] = (unsigned char) (acc >> 10);
+	out[o++] = (unsigned char) (acc >> 2);
+    }
+    return (o);
+}
+
+/*
+ * test_b64_simd - the sixteen-at-a-time decoder (where the CPU has it)
+ * and the byte decoder give what the plain decoder gives, for lines of
+ * every length, junk of every byte value (0x80 and up too), "=" inside,
+ * input cut anywhere; and it never writes past n + MIME_DEC_SLACK
+ */
+static void test_b64_simd(void)
+{
+    static const char alpha[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    enum { N = 20000 };
+    unsigned char *in = xmalloc(N), *want = xmalloc(N), *got;
+    struct mime_dec d;
+    size_t  n, w, o, i, cut;
+    unsigned seed = 11;
+    int     round, simd, had = mime_dec_simd(-1);
+
+    got = xmalloc(N + MIME_DEC_SLACK + 64);
+    for (round = 0; round < 300; round++) {
+	size_t  line = 1 + (size_t) round % 90;
+
+	for (n = 0; n < N - 4; ) {
+	    seed = seed * 1103515245 + 12345;
+	    if ((seed >> 8) % 997 == 0 && round % 4 == 1)
+		in[n++] = (unsigned char) (seed >> 20);	/* any byte */
+	    else if ((seed >> 8) % 4999 == 0 && round % 4 == 2)
+		in[n++] = '=';
+	    else
+		in[n++] = (unsigned char) alpha[(seed >> 16) & 63];
+	    if (n % (line + 2) == line) {
+		in[n++] = '\r';
+		in[n++] = '\n';
+	    }
+	}
+	w = ref_b64(in, n, want);
+	for (simd = 0; simd < 2; simd++) {
+	    (void) mime_dec_simd(simd);
+	    seed = seed * 1103515245 + 12345;
+	    cut = (seed >> 8) % n;
+	    memset(got, 0xAA, N + MIME_DEC_SLACK + 64);
+	    mime_dec_init(&d, MIME_CTE_BASE64);
+	    o = mime_dec_update(&d, in, cut, got);
+	    T_OK(o <= cut + MIME_DEC_SLACK);
+	    o += mime_dec_update(&d, in + cut, n - cut, got + o);
+	    o += mime_dec_final(&d, got + o);
+	    T_EQ_INT(o, (long long) w);
+	    T_OK(memcmp(got, want, w) == 0);
+	    for (i = n + MIME_DEC_SLACK; i < N + MIME_DEC_SLACK + 64; i++)
+		if (got[i] != 0xAA)
+		    break;
+	    T_EQ_INT(i, N + MIME_DEC_SLACK + 64);
+	}
+    }
+    (void) mime_dec_simd(had);
+    T_EQ_INT(mime_dec_simd(-1), had);
+    printf("# base64 sixteen at a time on this CPU: %s\n", had ? "yes" : "no");
+    free(in);
+    free(want);
+    free(got);
+}
+
 int     main(void)
 {
     t_tmpdir(tmpdir, sizeof(tmpdir), "test_mime");
     T_RUN(test_nested);
     T_RUN(test_outer_ends_inner);
     T_RUN(test_unclosed);
+    T_RUN(test_close_at_end);
+    T_RUN(test_online_stream);
     T_RUN(test_single);
     T_RUN(test_digest);
     T_RUN(test_limits);
     T_RUN(test_decoders);
+    T_RUN(test_b64_simd);
     T_RUN(test_words);
     T_RUN(test_b64_size);
     T_RUN(test_params);
