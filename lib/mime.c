@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "mime.h"
@@ -275,11 +276,13 @@ static void mime_b64_pair_init(void)
 
 /*
  * Sixteen base64 bytes at a time where the CPU can (x86-64 with SSSE3,
- * chosen at run time): mime_b64_blocks() decodes whole blocks of 16
- * alphabet bytes and stops at the first block that holds anything else
- * (a line end, "=", junk), which the byte loop below then takes.  Each
- * block stores 16 bytes of which 12 count, so it never writes past
- * out + (bytes read): within what mime_dec_update() promises.
+ * chosen at run time): mime_b64_blocks() decodes blocks of 16 alphabet
+ * bytes; in the first block that holds anything else (a line end, "=",
+ * junk) it decodes the whole quanta before that byte and stops, and
+ * the byte loop below takes the rest.  Each block stores 16 bytes of
+ * which at most 12 count, 16 bytes before the end of the input, so it
+ * never writes past out + (bytes read): within what mime_dec_update()
+ * promises.
  */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -287,44 +290,62 @@ static void mime_b64_pair_init(void)
 
 static int mime_b64_simd;			/* 1: use mime_b64_blocks() */
 
+/*
+ * The tables, indexed by the low and the high four bits of a byte.  A
+ * byte is in the alphabet when lo_class[low] & hi_class[high] is 0:
+ * each bit of hi_class names a range of high bits (0x10: none of its
+ * bytes; 0x01: 0x2_, of which only "+" and "/"; 0x02: 0x3_, digits;
+ * 0x04: 0x4_ and 0x6_, all but the first; 0x08: 0x5_ and 0x7_, up to
+ * "Z" and "z"), and lo_class has that bit set for the low bits that
+ * range refuses.  shift[] is what to add to a byte of the alphabet to
+ * get its value, by its high bits ("/" is moved to index 1).
+ */
+#define MIME_B64_LO_CLASS 0x15, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, \
+	0x11, 0x11, 0x13, 0x1A, 0x1B, 0x1B, 0x1B, 0x1A
+#define MIME_B64_HI_CLASS 0x10, 0x10, 0x01, 0x02, 0x04, 0x08, 0x04, 0x08, \
+	0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10
+#define MIME_B64_SHIFT 0, 63 - '/', 62 - '+', 52 - '0', -'A', -'A', \
+	26 - 'a', 26 - 'a', 0, 0, 0, 0, 0, 0, 0, 0
+
 __attribute__((target("ssse3")))
 static size_t mime_b64_blocks(const unsigned char *in, size_t n,
 			              unsigned char **op)
 {
+    const __m128i lo_class = _mm_setr_epi8(MIME_B64_LO_CLASS);
+    const __m128i hi_class = _mm_setr_epi8(MIME_B64_HI_CLASS);
+    const __m128i shift = _mm_setr_epi8(MIME_B64_SHIFT);
+    const __m128i nibble = _mm_set1_epi8(0x0f);
     const __m128i order = _mm_setr_epi8(2, 1, 0, 6, 5, 4, 10, 9, 8,
 					14, 13, 12, -1, -1, -1, -1);
-    __m128i v, up, lo, dg, pl, sl, off;
+    __m128i v, hi, bad;
     unsigned char *o = *op;
-    size_t  i = 0;
+    size_t  i, k = 16;
+    unsigned ok;
 
-    for (; i + 16 <= n; i += 16, o += 12) {
+    for (i = 0; i + 16 <= n; i += 16, o += 12) {
 	v = _mm_loadu_si128((const __m128i *) (in + i));
-	/* Signed compares: bytes of 0x80 and above are in no range. */
-	up = _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8('A' - 1)),
-			   _mm_cmplt_epi8(v, _mm_set1_epi8('Z' + 1)));
-	lo = _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8('a' - 1)),
-			   _mm_cmplt_epi8(v, _mm_set1_epi8('z' + 1)));
-	dg = _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)),
-			   _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1)));
-	pl = _mm_cmpeq_epi8(v, _mm_set1_epi8('+'));
-	sl = _mm_cmpeq_epi8(v, _mm_set1_epi8('/'));
-	if (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(up, lo),
-				   _mm_or_si128(dg, _mm_or_si128(pl, sl))))
-	    != 0xffff)
+	hi = _mm_and_si128(_mm_srli_epi32(v, 4), nibble);
+	bad = _mm_and_si128(_mm_shuffle_epi8(lo_class, _mm_and_si128(v, nibble)),
+			    _mm_shuffle_epi8(hi_class, hi));
+	ok = (unsigned) _mm_movemask_epi8(_mm_cmpeq_epi8(bad,
+						      _mm_setzero_si128()));
+	/* Else the whole quanta before the first byte outside the alphabet. */
+	if (ok != 0xffff
+	    && (k = (size_t) __builtin_ctz(~ok) & ~(size_t) 3) == 0)
 	    break;
-	/* The value of each byte: add what its range needs. */
-	off = _mm_or_si128(
-		_mm_or_si128(_mm_and_si128(up, _mm_set1_epi8(-'A')),
-			     _mm_and_si128(lo, _mm_set1_epi8(26 - 'a'))),
-		_mm_or_si128(_mm_and_si128(dg, _mm_set1_epi8(52 - '0')),
-			     _mm_or_si128(_mm_and_si128(pl, _mm_set1_epi8(62 - '+')),
-				   _mm_and_si128(sl, _mm_set1_epi8(63 - '/')))));
-	v = _mm_add_epi8(v, off);
+	/* "/" shares its high bits with "+": give it index 1. */
+	hi = _mm_add_epi8(hi, _mm_cmpeq_epi8(v, _mm_set1_epi8('/')));
+	v = _mm_add_epi8(v, _mm_shuffle_epi8(shift, hi));
 	/* a b c d -> (a << 6 | b) << 12 | (c << 6 | d) in each 32 bits */
 	v = _mm_maddubs_epi16(v, _mm_set1_epi32(0x01400140));
 	v = _mm_madd_epi16(v, _mm_set1_epi32(0x00011000));
-	/* three bytes of each, most significant first */
+	/* three bytes of each, most significant first (k / 4 count) */
 	_mm_storeu_si128((__m128i *) o, _mm_shuffle_epi8(v, order));
+	if (k < 16) {
+	    i += k;
+	    o += k / 4 * 3;
+	    break;
+	}
     }
     *op = o;
     return (i);
@@ -398,6 +419,10 @@ static size_t mime_b64_update(struct mime_dec *d, const unsigned char *in,
 	}
 	if (i >= n)
 	    break;
+	if (in[i] == '\r' && i + 1 < n && in[i + 1] == '\n') {
+	    i += 2;				/* a line end: skipped */
+	    continue;
+	}
 	if ((v = mime_b64[in[i]]) >= 0) {
 	    d->acc = (d->acc << 6) | (unsigned) v;
 	    if (++d->nacc == 4) {
@@ -1722,6 +1747,13 @@ void    mime_free(struct mime *mime)
 
 /* ---------------------------------------------------- decoded content */
 
+/*
+ * A spooled body is read through a window of MIME_MAP_WINDOW bytes
+ * mapped from the spool file (no copy into a buffer of ours; the window
+ * moves along, so memory stays bounded); where mmap() fails, pread().
+ */
+#define MIME_MAP_WINDOW	(4 * 1024 * 1024)
+
 struct mime_stream {
     const struct msg *m;
     off_t   start, end;			/* encoded content span */
@@ -1730,10 +1762,75 @@ struct mime_stream {
     enum mime_cte cte;
     int     done;			/* final() called */
     size_t  olen, ooff;			/* decoded bytes in out[] */
+    unsigned char *map;			/* mapped window, or NULL */
+    off_t   map_off;			/* its file offset */
+    size_t  map_len;
+    int     no_map;			/* mmap() failed: pread() */
     unsigned char in[MIME_BLOCK];
     unsigned char out[MIME_BLOCK + MIME_DEC_SLACK];
     char    error[256];
 };
+
+/* mime_stream_unmap - drop the window */
+
+static void mime_stream_unmap(struct mime_stream *s)
+{
+    if (s->map != NULL)
+	(void) munmap(s->map, s->map_len);
+    s->map = NULL;
+}
+
+/*
+ * mime_stream_span - up to max encoded bytes at s->pos, in memory: *p
+ * points into the in-memory body, the mapped window or s->in (max is
+ * then at most its size).  Their number; 0 at the end; -1 with
+ * s->error set.
+ */
+static ssize_t mime_stream_span(struct mime_stream *s,
+				        const unsigned char **p, size_t max)
+{
+    const struct msg *m = s->m;
+    off_t   left = s->end - s->pos, page;
+    size_t  k = (off_t) max < left ? max : (size_t) left;
+    ssize_t got;
+    void   *a;
+
+    if (left <= 0)
+	return (0);
+    if (m->body_fd < 0) {
+	*p = (const unsigned char *) m->body_mem.data + s->pos;
+	return ((ssize_t) k);
+    }
+    if (!s->no_map && (s->map == NULL || s->pos < s->map_off
+		       || s->pos >= s->map_off + (off_t) s->map_len)) {
+	mime_stream_unmap(s);
+	page = (off_t) sysconf(_SC_PAGESIZE);
+	s->map_off = s->pos / page * page;
+	s->map_len = m->body_len - s->map_off < MIME_MAP_WINDOW ?
+	    (size_t) (m->body_len - s->map_off) : MIME_MAP_WINDOW;
+	a = mmap(NULL, s->map_len, PROT_READ, MAP_SHARED | MAP_POPULATE,
+		 m->body_fd, s->map_off);
+	if (a == MAP_FAILED)
+	    s->no_map = 1;
+	else
+	    s->map = a;
+    }
+    if (s->map != NULL) {
+	if ((off_t) k > s->map_off + (off_t) s->map_len - s->pos)
+	    k = (size_t) (s->map_off + (off_t) s->map_len - s->pos);
+	*p = s->map + (s->pos - s->map_off);
+	return ((ssize_t) k);
+    }
+    k = k < sizeof(s->in) ? k : sizeof(s->in);
+    if ((got = mime_body_read(m, s->in, k, s->pos)) <= 0) {
+	snprintf(s->error, sizeof(s->error), "cannot read the spooled "
+		 "message body: %s", got < 0 ? strerror(errno) :
+		 "the file is shorter than expected");
+	return (-1);
+    }
+    *p = s->in;
+    return (got);
+}
 
 /* mime_stream_open - the decoded content of part p */
 
@@ -1761,11 +1858,16 @@ void    mime_stream_rewind(struct mime_stream *s)
     mime_dec_init(&s->dec, s->cte);
 }
 
-/* mime_stream_read - up to n decoded bytes; 0 at the end, -1 error */
-
+/*
+ * mime_stream_read - up to n decoded bytes; 0 at the end, -1 error.
+ * Where the caller's buffer has room for all that a span can give
+ * (base64 and identity give at most as many bytes as they take), the
+ * span is decoded straight into it; else through out[].
+ */
 ssize_t mime_stream_read(struct mime_stream *s, void *buf, size_t n)
 {
-    size_t  done = 0, k;
+    const unsigned char *p;
+    size_t  done = 0, k, room;
     ssize_t got;
 
     while (done < n) {
@@ -1779,23 +1881,27 @@ ssize_t mime_stream_read(struct mime_stream *s, void *buf, size_t n)
 	}
 	if (s->done)
 	    break;
-	s->ooff = 0;
-	k = sizeof(s->in);
-	if ((off_t) k > s->end - s->pos)
-	    k = (size_t) (s->end - s->pos);
-	if (k == 0) {
-	    s->olen = mime_dec_final(&s->dec, s->out);
-	    s->done = 1;
+	s->ooff = s->olen = 0;
+	room = n - done;
+	if (room >= 1024 && s->cte != MIME_CTE_QP) {
+	    /* At most 2 bytes more than taken: a quantum begun before. */
+	    if ((got = mime_stream_span(s, &p, room - 16)) < 0)
+		return (-1);
+	    if (got > 0) {
+		s->pos += got;
+		done += mime_dec_update(&s->dec, p, (size_t) got,
+					(unsigned char *) buf + done);
+		continue;
+	    }
+	} else if ((got = mime_stream_span(s, &p, MIME_BLOCK)) < 0) {
+	    return (-1);
+	} else if (got > 0) {
+	    s->pos += got;
+	    s->olen = mime_dec_update(&s->dec, p, (size_t) got, s->out);
 	    continue;
 	}
-	if ((got = mime_body_read(s->m, s->in, k, s->pos)) <= 0) {
-	    snprintf(s->error, sizeof(s->error), "cannot read the spooled "
-		     "message body: %s", got < 0 ? strerror(errno) :
-		     "the file is shorter than expected");
-	    return (-1);
-	}
-	s->pos += got;
-	s->olen = mime_dec_update(&s->dec, s->in, (size_t) got, s->out);
+	s->olen = mime_dec_final(&s->dec, s->out);
+	s->done = 1;
     }
     return ((ssize_t) done);
 }
@@ -1811,6 +1917,9 @@ const char *mime_stream_error(const struct mime_stream *s)
 
 void    mime_stream_close(struct mime_stream *s)
 {
+    if (s == NULL)
+	return;
+    mime_stream_unmap(s);
     free(s);
 }
 
@@ -1820,9 +1929,9 @@ int     mime_decoded_size(const struct msg *m, const struct mime_part *p,
 			          off_t *size, char *err, size_t errlen)
 {
     struct mime_stream *s;
+    const unsigned char *in;
     unsigned char *sink;
     ssize_t got;
-    size_t  k;
     off_t   total = 0;
 
     if (p->cte == MIME_CTE_IDENTITY) {
@@ -1836,19 +1945,14 @@ int     mime_decoded_size(const struct msg *m, const struct mime_part *p,
     s = mime_stream_open(m, p);
     if (p->cte == MIME_CTE_BASE64) {
 	/* Count, do not decode: the same rules as mime_b64_update(). */
-	while (s->pos < s->end) {
-	    k = sizeof(s->in);
-	    if ((off_t) k > s->end - s->pos)
-		k = (size_t) (s->end - s->pos);
-	    if ((got = mime_body_read(m, s->in, k, s->pos)) <= 0) {
-		snprintf(err, errlen, "cannot read the spooled message "
-			 "body: %s", got < 0 ? strerror(errno) :
-			 "the file is shorter than expected");
-		mime_stream_close(s);
-		return (-1);
-	    }
+	while ((got = mime_stream_span(s, &in, MIME_BLOCK)) > 0) {
 	    s->pos += got;
-	    total += (off_t) mime_b64_count(&s->dec, s->in, (size_t) got);
+	    total += (off_t) mime_b64_count(&s->dec, in, (size_t) got);
+	}
+	if (got < 0) {
+	    snprintf(err, errlen, "%s", s->error);
+	    mime_stream_close(s);
+	    return (-1);
 	}
 	total += (off_t) mime_dec_final(&s->dec, s->out);
 	mime_stream_close(s);
