@@ -319,33 +319,40 @@ static size_t mime_b64_blocks(const unsigned char *in, size_t n,
 					14, 13, 12, -1, -1, -1, -1);
     __m128i v, hi, bad;
     unsigned char *o = *op;
-    size_t  i, k = 16;
+    size_t  i = 0, k;
     unsigned ok;
 
-    for (i = 0; i + 16 <= n; i += 16, o += 12) {
+    while (i + 16 <= n) {
+	/* The body comes from memory, not the cache: ask ahead. */
+	_mm_prefetch((const char *) in + i + 2048, _MM_HINT_T0);
 	v = _mm_loadu_si128((const __m128i *) (in + i));
 	hi = _mm_and_si128(_mm_srli_epi32(v, 4), nibble);
 	bad = _mm_and_si128(_mm_shuffle_epi8(lo_class, _mm_and_si128(v, nibble)),
 			    _mm_shuffle_epi8(hi_class, hi));
 	ok = (unsigned) _mm_movemask_epi8(_mm_cmpeq_epi8(bad,
 						      _mm_setzero_si128()));
-	/* Else the whole quanta before the first byte outside the alphabet. */
-	if (ok != 0xffff
-	    && (k = (size_t) __builtin_ctz(~ok) & ~(size_t) 3) == 0)
-	    break;
-	/* "/" shares its high bits with "+": give it index 1. */
-	hi = _mm_add_epi8(hi, _mm_cmpeq_epi8(v, _mm_set1_epi8('/')));
-	v = _mm_add_epi8(v, _mm_shuffle_epi8(shift, hi));
-	/* a b c d -> (a << 6 | b) << 12 | (c << 6 | d) in each 32 bits */
-	v = _mm_maddubs_epi16(v, _mm_set1_epi32(0x01400140));
-	v = _mm_madd_epi16(v, _mm_set1_epi32(0x00011000));
-	/* three bytes of each, most significant first (k / 4 count) */
-	_mm_storeu_si128((__m128i *) o, _mm_shuffle_epi8(v, order));
-	if (k < 16) {
-	    i += k;
+	/* All 16, else the whole quanta before the first other byte. */
+	k = ok == 0xffff ? 16 : (size_t) __builtin_ctz(~ok) & ~(size_t) 3;
+	if (k > 0) {
+	    /* "/" shares its high bits with "+": give it index 1. */
+	    hi = _mm_add_epi8(hi, _mm_cmpeq_epi8(v, _mm_set1_epi8('/')));
+	    v = _mm_add_epi8(v, _mm_shuffle_epi8(shift, hi));
+	    /* a b c d -> (a << 6 | b) << 12 | (c << 6 | d) in 32 bits */
+	    v = _mm_maddubs_epi16(v, _mm_set1_epi32(0x01400140));
+	    v = _mm_madd_epi16(v, _mm_set1_epi32(0x00011000));
+	    /* three bytes of each, most significant first (k / 4 count) */
+	    _mm_storeu_si128((__m128i *) o, _mm_shuffle_epi8(v, order));
 	    o += k / 4 * 3;
-	    break;
+	    i += k;
 	}
+	if (k == 16)
+	    continue;
+	/* A line end between two quanta: on with the next line. */
+	if (i + 2 <= n && in[i] == '\r' && in[i + 1] == '\n') {
+	    i += 2;
+	    continue;
+	}
+	break;
     }
     *op = o;
     return (i);

@@ -247,6 +247,7 @@ static void msg_count(struct msg *m, off_t n)
 static void msg_body_put(struct msg *m, const char *p, size_t n)
 {
     const char *s = p, *end = p + n, *run = p, *lf;
+    size_t  seg;
 
     if (n == 0)
 	return;
@@ -255,10 +256,22 @@ static void msg_body_put(struct msg *m, const char *p, size_t n)
 	s = lf + 1;
 	if (lf > p ? lf[-1] == '\r' : m->last_cr)
 	    continue;
-	msg_count(m, (off_t) (lf - run) + 2);
-	if (!msg_too_big(m)) {
-	    msg_store(m, run, (size_t) (lf - run));
-	    msg_store(m, "\r\n", 2);
+	seg = (size_t) (lf - run);
+	if (m->wbuf != NULL && m->wlen + seg + 2 <= MSG_BLOCK
+	    && (m->max_size == 0 || m->size + (off_t) (seg + 2) <= m->max_size)
+	    && !msg_failed(m)) {
+	    /* The common case (a line from a pipe): straight to the buffer. */
+	    memcpy(m->wbuf + m->wlen, run, seg);
+	    memcpy(m->wbuf + m->wlen + seg, "\r\n", 2);
+	    m->wlen += seg + 2;
+	    m->size += (off_t) (seg + 2);
+	    m->body_len += (off_t) (seg + 2);
+	} else {
+	    msg_count(m, (off_t) seg + 2);
+	    if (!msg_too_big(m)) {
+		msg_store(m, run, seg);
+		msg_store(m, "\r\n", 2);
+	    }
 	}
 	run = s;
     }

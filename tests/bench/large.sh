@@ -10,12 +10,21 @@
 # measures:
 #
 #   1. One message of 150 MB (a text part and one PDF of about 109 MB,
-#      base64; tests/large.sh) through Postfix -> m365-relay:
+#      base64; tests/large.sh) through Postfix -> m365-relay, BENCH_REPEAT
+#      times (5; each time to another recipient, so the send ledger
+#      takes it as a new delivery), medians:
 #        - peak RSS of m365-relay (target: at most 32 MB);
 #        - its CPU time (user + system) next to that of curl uploading
 #          the same decoded bytes, in the same ranges, to an upload
 #          session of the same emulator, in one curl process that first
 #          makes the draft and the session (target: at most 2x curl);
+#          as often, in turn with the relay's runs;
+#        - the spool floor, measured in the same run: what any relay
+#          that must keep the message while it uploads pays besides
+#          curl's work - dd reading the message from a pipe and writing
+#          it to a file in the relay's temporary directory, dd reading
+#          it back, rm (the relay does this, plus the MIME parse and the
+#          base64 decoding);
 #        - spool disk use: the most bytes m365-relay held in temporary
 #          files at any time (sampled every 20 ms from /proc/PID/fd)
 #          next to the message size (target: at most one copy), and
@@ -34,7 +43,8 @@
 # Every m365-relay run is wrapped in /usr/bin/time (GNU time).  Needs
 # root, postfix, curl, GNU time and about 1 GB free in $TMPDIR.
 # Settings (environment): BENCH_N (20), BENCH_SESSIONS (parallel SMTP
-# clients, 8), BENCH_PORT (2725), BENCH_PACED, KEEP_TMP=1.
+# clients, 8), BENCH_PORT (2725), BENCH_REPEAT (5), BENCH_PACED,
+# KEEP_TMP=1.
 
 # shellcheck disable=SC2317  # functions run through wait_until
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -43,6 +53,7 @@ top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 . "$top_srcdir/tests/large.sh"
 
 N=${BENCH_N:-20}
+R=${BENCH_REPEAT:-5}
 SESSIONS=${BENCH_SESSIONS:-8}
 PORT=${BENCH_PORT:-2725}
 
@@ -168,7 +179,7 @@ PYEOF
 # 1. 150 MB
 TAG=B150
 f=$M/$TAG.eml
-large_gen "$f" one 149.9M "$TAG" "From: Bench <bob@contoso.test>" "To: big@example.net" ||
+large_gen "$f" one 149.9M "$TAG" "From: Bench <bob@contoso.test>" "To: big1@example.net" ||
     bench_die "large_gen failed"
 size=$(stat -c %s "$f")
 # the decoded PDF, for curl
@@ -187,48 +198,7 @@ for line in open(src, "rb"):
         o.write(binascii.a2b_base64(line))
 o.close()
 PYEOF
-: >"$T/time.log"
-emu_ctl POST /_emu/reset '{}' >/dev/null
-sampler "$T/spool.max" &
-SAMPLER=$!
-t0=$(date +%s.%N)
-large_smtp "$PORT" bob@contoso.test big@example.net "$f" >/dev/null ||
-    bench_die "150 MB message not accepted: $(cat "$f.smtp")"
-t1=$(date +%s.%N)
-rm -f "$f"
-large_wait_sent "$f.json" 1 900 || bench_die "150 MB message not delivered: $(tail -n 3 "$T/relay.log")"
-pf_wait_empty 60 || bench_die "150 MB: queue not empty"
-t2=$(date +%s.%N)
-sleep 0.3
-kill "$SAMPLER" 2>/dev/null
-wait "$SAMPLER" 2>/dev/null
-SAMPLER=
-read -r tmp_max queue_max < "$T/spool.max"
-large_verify "$f.json" big@example.net || bench_die "150 MB message arrived damaged (see above)"
-read -r r_n r_cpu _ _ _ r_rss r_el < <(runs "$T/time.log")
-[ "$r_n" = 1 ] || bench_die "expected one m365-relay run for the 150 MB message, got $r_n"
-# the ranges the relay used
-emu_ctl GET /_emu/uploads | json_eval \
-    '" ".join(str(c) for c in [u for u in d if u["name"] == "scan-B150.pdf"][-1]["chunks"])' \
-    > "$T/chunks" || bench_die "no upload session of the relay"
-large_eml_drop "$f.json"
-
-# curl: the same decoded bytes in the same ranges, one process: token,
-# draft, createUploadSession, then the PUTs
 pdf_size=$(stat -c %s "$T/pdf.bin")
-mkdir -p "$T/chunks.d"
-# shellcheck disable=SC2046  # one argument per range
-"$PYTHON" - "$T/pdf.bin" "$T/chunks.d" $(cat "$T/chunks") <<'PYEOF' || bench_die "cannot split the PDF"
-import sys
-src, d, sizes = sys.argv[1], sys.argv[2], [int(x) for x in sys.argv[3:]]
-with open(src, "rb") as f:
-    for i, n in enumerate(sizes):
-        with open("%s/%04d" % (d, i), "wb") as o:
-            o.write(f.read(n))
-    if f.read(1):
-        sys.exit("the ranges do not cover the file")
-PYEOF
-rm -f "$T/pdf.bin"
 token=$(emu_curl --fail-with-body -d "grant_type=client_credentials&client_id=$EMU_APP_SECRET&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default" \
     --data-urlencode "client_secret@$T/secret" \
     "$EMU_URL/$EMU_TENANT/oauth2/v2.0/token" | json_eval 'd["access_token"]') ||
@@ -247,14 +217,19 @@ curl -sS --noproxy '*' --cacert '$CA_FILE' -H 'Authorization: Bearer $token' \
     "$EMU_URL/v1.0/users/bob@contoso.test/messages/\$id/attachments/createUploadSession" |
     sed -n 's/.*"uploadUrl": *"\\([^"]*\\)".*/\\1/p'
 EOF
-url=$(/usr/bin/time -o "$T/curl-pre.time" -f "%e %U %S %M" sh "$T/curl-pre.sh") || bench_die "curl: draft or session failed"
-[ -n "$url" ] || bench_die "curl: no uploadUrl"
-start=0
-: > "$T/curl.cfg"
-for c in "$T"/chunks.d/*; do
-    n=$(stat -c %s "$c")
-    [ "$start" = 0 ] || echo next >> "$T/curl.cfg"
-    cat >> "$T/curl.cfg" <<EOF
+
+# curl_floor I - curl uploads the decoded PDF in the relay's ranges
+# ($T/chunks.d) to a new upload session; its times go to curl.time.I
+curl_floor() {
+    local url start=0 c n
+    url=$(/usr/bin/time -o "$T/curl-pre.time.$1" -f "%e %U %S %M" sh "$T/curl-pre.sh") ||
+	bench_die "curl: draft or session failed"
+    [ -n "$url" ] || bench_die "curl: no uploadUrl"
+    : > "$T/curl.cfg"
+    for c in "$T"/chunks.d/*; do
+	n=$(stat -c %s "$c")
+	[ "$start" = 0 ] || echo next >> "$T/curl.cfg"
+	cat >> "$T/curl.cfg" <<EOF
 url = "$url"
 upload-file = "$c"
 header = "Content-Type: application/octet-stream"
@@ -266,17 +241,76 @@ show-error
 output = "/dev/null"
 write-out = "%{http_code}\\n"
 EOF
-    start=$((start + n))
+	start=$((start + n))
+    done
+    /usr/bin/time -o "$T/curl.time.$1" -f "%e %U %S %M" curl -K "$T/curl.cfg" > "$T/curl.codes" ||
+	bench_die "curl PUTs failed"
+    grep -qv '^20[01]$' "$T/curl.codes" && bench_die "curl: a PUT was refused: $(sort "$T/curl.codes" | uniq -c)"
+    [ "$(emu_ctl GET /_emu/uploads | json_eval '[u for u in d if u["name"] == "floor.pdf"][-1]["state"]')" = complete ] ||
+	bench_die "curl: the upload session is not complete"
+}
+
+# spool_floor I - dd reads the message from a pipe and writes it to a
+# file in the relay's temporary directory, dd reads it back, rm; times
+# to spool-in.time.I and spool-out.time.I
+spool_floor() {
+    local sp=${TMPDIR:-/tmp}/m365-bench-floor.$$
+    cat "$f" | /usr/bin/time -o "$T/spool-in.time.$1" -f "%e %U %S %M" \
+	dd of="$sp" bs=256k 2>/dev/null || bench_die "dd into $sp failed"
+    /usr/bin/time -o "$T/spool-out.time.$1" -f "%e %U %S %M" \
+	sh -c 'dd if="$1" of=/dev/null bs=256k 2>/dev/null && rm -f "$1"' sh "$sp" ||
+	bench_die "dd from $sp failed"
+}
+
+: >"$T/time.log"
+emu_ctl POST /_emu/reset '{}' >/dev/null
+sampler "$T/spool.max" &
+SAMPLER=$!
+t_sub=0 t_del=0
+for ((r = 1; r <= R; r++)); do
+    # another recipient each time: a new delivery for the send ledger
+    t0=$(date +%s.%N)
+    large_smtp "$PORT" bob@contoso.test "big$r@example.net" "$f" >/dev/null ||
+	bench_die "150 MB message not accepted: $(cat "$f.smtp")"
+    t1=$(date +%s.%N)
+    large_wait_sent "$f.json" "$r" 900 || bench_die "150 MB message not delivered: $(tail -n 3 "$T/relay.log")"
+    pf_wait_empty 60 || bench_die "150 MB: queue not empty"
+    t2=$(date +%s.%N)
+    t_sub=$("$PYTHON" -c "print($t_sub + $t1 - $t0)")
+    t_del=$("$PYTHON" -c "print($t_del + $t2 - $t1)")
+    if [ "$r" = 1 ]; then
+	large_verify "$f.json" big1@example.net ||
+	    bench_die "150 MB message arrived damaged (see above)"
+	# the ranges the relay used, for curl
+	emu_ctl GET /_emu/uploads | json_eval \
+	    '" ".join(str(c) for c in [u for u in d if u["name"] == "scan-B150.pdf"][-1]["chunks"])' \
+	    > "$T/chunks" || bench_die "no upload session of the relay"
+	mkdir -p "$T/chunks.d"
+	# shellcheck disable=SC2046  # one argument per range
+	"$PYTHON" - "$T/pdf.bin" "$T/chunks.d" $(cat "$T/chunks") <<'PYEOF' || bench_die "cannot split the PDF"
+import sys
+src, d, sizes = sys.argv[1], sys.argv[2], [int(x) for x in sys.argv[3:]]
+with open(src, "rb") as f:
+    for i, n in enumerate(sizes):
+        with open("%s/%04d" % (d, i), "wb") as o:
+            o.write(f.read(n))
+    if f.read(1):
+        sys.exit("the ranges do not cover the file")
+PYEOF
+	rm -f "$T/pdf.bin"
+    fi
+    large_eml_drop "$f.json"
+    curl_floor "$r"
+    spool_floor "$r"
 done
-/usr/bin/time -o "$T/curl.time" -f "%e %U %S %M" curl -K "$T/curl.cfg" > "$T/curl.codes" ||
-    bench_die "curl PUTs failed"
-rm -rf "$T/chunks.d"
-grep -qv '^20[01]$' "$T/curl.codes" && bench_die "curl: a PUT was refused: $(sort "$T/curl.codes" | uniq -c)"
-[ "$(emu_ctl GET /_emu/uploads | json_eval '[u for u in d if u["name"] == "floor.pdf"][-1]["state"]')" = complete ] ||
-    bench_die "curl: the upload session is not complete"
-read -r c_el c_u c_s c_rss < "$T/curl.time"
-read -r _ p_u p_s _ < "$T/curl-pre.time"
+sleep 0.3
+kill "$SAMPLER" 2>/dev/null
+wait "$SAMPLER" 2>/dev/null
+SAMPLER=
+read -r tmp_max queue_max < "$T/spool.max"
+rm -rf "$T/chunks.d" "$f"
 nchunks=$(wc -w < "$T/chunks")
+cp "$T/time.log" "$T/time.B150.log"
 
 # ======================================================================
 # 2. 20 x 10 MB (drafts) next to 20 x 2.5 MB (sendMail)
@@ -337,30 +371,52 @@ echo
 echo "m365relay large-message benchmark: private Postfix -> m365-relay -> emulator on 127.0.0.1"
 echo "($(nproc) CPUs, $(uname -r); upload_budget 1024M unless noted)"
 echo
-echo "1. One message of $size bytes (a PDF of $pdf_size decoded bytes in one upload session)"
-"$PYTHON" - "$size" "$r_cpu" "$r_rss" "$r_el" "$c_u" "$c_s" "$c_rss" "$c_el" \
-    "$p_u" "$p_s" "$tmp_max" "$queue_max" "$nchunks" "$t0" "$t1" "$t2" <<'PYEOF'
-import sys
-(size, r_cpu, r_rss, r_el, c_u, c_s, c_rss, c_el, p_u, p_s, tmp_max, q_max, nch,
- t0, t1, t2) = sys.argv[1:]
-size, r_cpu, r_rss, r_el = int(size), float(r_cpu), int(r_rss), float(r_el)
-c_cpu = (float(c_u) + float(c_s)) * 1000
-p_cpu = (float(p_u) + float(p_s)) * 1000
-tmp_max, q_max = int(tmp_max), int(q_max)
+echo "1. One message of $size bytes (a PDF of $pdf_size decoded bytes in one upload session), $R times"
+"$PYTHON" - "$T" "$R" "$size" "$tmp_max" "$queue_max" "$nchunks" "$t_sub" "$t_del" <<'PYEOF'
+import statistics, sys
+T, R, size, tmp_max, q_max, nch, t_sub, t_del = sys.argv[1:]
+R, size, tmp_max, q_max = int(R), int(size), int(tmp_max), int(q_max)
+def times(path):
+    """wall, cpu (ms), rss (KB) of one /usr/bin/time -f "%e %U %S %M" line"""
+    f = open(path).read().split()[-4:]
+    return float(f[0]), (float(f[1]) + float(f[2])) * 1000.0, int(f[3])
+def med(xs):
+    return statistics.median(xs)
+relay = []
+for line in open(T + "/time.B150.log"):
+    f = line.split()
+    if len(f) == 4:
+        relay.append((float(f[0]), (float(f[1]) + float(f[2])) * 1000.0, int(f[3])))
+if len(relay) != R:
+    sys.exit("expected %d m365-relay runs for the 150 MB message, got %d" % (R, len(relay)))
+curl = [times("%s/curl.time.%d" % (T, i)) for i in range(1, R + 1)]
+pre = [times("%s/curl-pre.time.%d" % (T, i)) for i in range(1, R + 1)]
+sp_in = [times("%s/spool-in.time.%d" % (T, i)) for i in range(1, R + 1)]
+sp_out = [times("%s/spool-out.time.%d" % (T, i)) for i in range(1, R + 1)]
+r_cpu = med([x[1] for x in relay])
+c_cpu = med([x[1] for x in curl])
+f_cpu = med([a[1] + b[1] for a, b in zip(sp_in, sp_out)])
+r_rss = max(x[2] for x in relay)
 ratio = r_cpu / c_cpu if c_cpu else float("inf")
 def yn(b):
     return "yes" if b else "NO"
-print("   SMTP submission to Postfix:            %7.1f s" % (float(t1) - float(t0)))
-print("   queued to delivered (Postfix + relay): %7.1f s" % (float(t2) - float(t1)))
-print("   m365-relay run (wall):                 %7.1f s" % r_el)
-print("   m365-relay peak RSS:                   %7.1f MB   (target <= 32 MB: %s)" % (r_rss / 1024.0, yn(r_rss <= 32 * 1024)))
-print("   m365-relay CPU (user+sys):             %7.0f ms" % r_cpu)
-print("   curl CPU, %s PUTs of the same ranges:  %7.0f ms   (wall %.1f s, RSS %.1f MB; token,"
-      % (nch, c_cpu, float(c_el), int(c_rss) / 1024.0))
-print("       draft and createUploadSession by curl before: %.0f ms more)" % p_cpu)
+def spread(xs):
+    return "%.0f-%.0f" % (min(xs), max(xs))
+print("   SMTP submission to Postfix (mean):     %7.1f s" % (float(t_sub) / R))
+print("   queued to delivered (mean):            %7.1f s" % (float(t_del) / R))
+print("   m365-relay run (wall, median):         %7.1f s" % med([x[0] for x in relay]))
+print("   m365-relay peak RSS (max of runs):     %7.1f MB   (target <= 32 MB: %s)" % (r_rss / 1024.0, yn(r_rss <= 32 * 1024)))
+print("   m365-relay CPU (user+sys, median):     %7.0f ms   (runs: %s)" % (r_cpu, spread([x[1] for x in relay])))
+print("   curl CPU, %s PUTs of the same ranges:  %7.0f ms   (runs: %s; wall %.1f s, RSS %.1f MB;"
+      % (nch, c_cpu, spread([x[1] for x in curl]), med([x[0] for x in curl]), max(x[2] for x in curl) / 1024.0))
+print("       token, draft and createUploadSession by curl before: %.0f ms more)" % med([x[1] for x in pre]))
 print("   relay CPU / curl CPU:                  %7.2f      (target <= 2: %s)" % (ratio, yn(ratio <= 2)))
+print("   spool floor (dd pipe -> file, file ->, rm): %4.0f ms   (runs: %s)"
+      % (f_cpu, spread([a[1] + b[1] for a, b in zip(sp_in, sp_out)])))
+print("   relay CPU / (curl + spool floor):      %7.2f      (what the MIME parse and decoding add)"
+      % (r_cpu / (c_cpu + f_cpu) if c_cpu + f_cpu else float("inf")))
 # the relay spools what pipe(8) gives it: the message plus Postfix's
-# Received: and Return-Path: lines (a few hundred bytes)
+# Received: and Return-Path: lines (a few hundred bytes), LF as CRLF
 print("   relay temporary files, peak:           %7.1f MB = %.3f copies of the message (target <= 1: %s)"
       % (tmp_max / 1048576.0, tmp_max / float(size), yn(tmp_max <= size + 4096)))
 print("   Postfix queue, peak:                   %7.1f MB = %.3f copies (Postfix's own queue file)"
