@@ -356,9 +356,12 @@ static void fuzz_check(const struct msg *m, size_t chunk)
  * every base64 leaf: the length of its decoded content
  */
 static void fuzz_online(const struct mime *ref, const uint8_t *data,
-			        size_t size)
+			        size_t size, size_t chunk)
 {
-    struct msg m;
+    struct msg m, c;
+    char   *body;
+    off_t   o;
+    size_t  k;
     struct msg_stream *ms;
     struct m365_result res;
     struct mime on;
@@ -374,6 +377,21 @@ static void fuzz_online(const struct mime *ref, const uint8_t *data,
     if (msg_stream_read(ms, fuzz_fd, &res) < 0)
 	fuzz_fail("the second read of the input failed");
     (void) mime_parse(&on, &m, err, sizeof(err));
+    fuzz_same(ref, &on);
+    /* The tap fed in pieces of the chosen size: the same again. */
+    mime_free(&on);
+    body = xmalloc((size_t) m.body_len + 1);
+    if (mime_body_read(&m, body, (size_t) m.body_len, 0) != m.body_len)
+	fuzz_fail("cannot read the spooled body");
+    c = m;
+    mime_watch(&c);
+    for (o = 0; o < m.body_len; o += (off_t) k) {
+	k = (off_t) chunk < m.body_len - o ? chunk : (size_t) (m.body_len - o);
+	c.tap(c.tap_ctx, body + o, k, o);
+    }
+    (void) mime_parse(&on, &c, err, sizeof(err));
+    c.tap_free(c.tap_ctx);
+    free(body);
     fuzz_same(ref, &on);
     for (i = 0; i < on.nparts; i++) {
 	const struct mime_part *p = on.parts + i;
@@ -421,7 +439,7 @@ int     LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	fuzz_check(&m, fuzz_chunk[data[0] & 7]);
 	(void) mime_parse(&ref, &m, err, sizeof(err));
-	fuzz_online(&ref, data + 1, size - 1);
+	fuzz_online(&ref, data + 1, size - 1, fuzz_chunk[data[0] & 7]);
 	mime_free(&ref);
     }
     msg_free(&m);
