@@ -40,8 +40,10 @@
 # messages of 10 MB per minute per mailbox.  BENCH_PACED=1 adds the
 # 20 x 10 MB phase with the default budget (takes about 7 minutes).
 #
-# Every m365-relay run is wrapped in /usr/bin/time (GNU time).  Needs
-# root, postfix, curl, GNU time and about 1 GB free in $TMPDIR.
+# Every timed process (m365-relay, curl, dd) is run by $T/bin/timed, which
+# takes its user and system time from wait4() in microseconds (GNU time
+# prints 10 ms steps, too coarse next to curl's 70 ms).  Needs root,
+# postfix, curl, /usr/bin/python3 and about 1 GB free in $TMPDIR.
 # Settings (environment): BENCH_N (20), BENCH_SESSIONS (parallel SMTP
 # clients, 8), BENCH_PORT (2725), BENCH_REPEAT (5), BENCH_PACED,
 # KEEP_TMP=1.
@@ -59,7 +61,7 @@ PORT=${BENCH_PORT:-2725}
 
 [ "$(id -u)" = 0 ] || bench_die "run as root (a private Postfix needs root)"
 [ -x "$RELAY" ] || bench_die "$RELAY not built: run make first"
-[ -x /usr/bin/time ] || bench_die "/usr/bin/time missing: apt-get install time"
+[ -x /usr/bin/python3 ] || bench_die "/usr/bin/python3 missing: apt-get install python3"
 command -v curl >/dev/null || bench_die "curl missing: apt-get install curl"
 
 t_init bench-large
@@ -76,11 +78,32 @@ e2e_user "$RUSER" || bench_die "cannot create user $RUSER"
 : >"$T/time.log"
 chown "$RUSER" "$T/time.log"
 mkdir -p "$T/bin"
+# timed LOG PROGRAM ARG... - run PROGRAM (stdin, stdout and stderr are
+# its own), append "wall_s user_s sys_s maxrss_kb" of it to LOG, exit
+# with its status.  /usr/bin/python3: pipe(8) runs it as $RUSER.
+cat >"$T/bin/timed" <<'EOF'
+#!/usr/bin/python3
+import os, sys, time
+log, argv = sys.argv[1], sys.argv[2:]
+t0 = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, ru = os.wait4(pid, 0)
+with open(log, "a") as f:
+    f.write("%.6f %.6f %.6f %d\n" % (time.monotonic() - t0, ru.ru_utime,
+                                     ru.ru_stime, ru.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+EOF
 cat >"$T/bin/relay-timed" <<EOF
 #!/bin/sh
-exec /usr/bin/time -a -o $T/time.log -f "%e %U %S %M" $RELAY "\$@"
+exec $T/bin/timed $T/time.log $RELAY "\$@"
 EOF
-chmod 755 "$T/bin" "$T/bin/relay-timed"
+chmod 755 "$T/bin" "$T/bin/timed" "$T/bin/relay-timed"
 
 PF_RELAY=$T/bin/relay-timed PF_CONF=$CONF pf_setup "$T/pf" "$PORT" ||
     bench_die "pf_setup failed"
@@ -222,7 +245,7 @@ EOF
 # ($T/chunks.d) to a new upload session; its times go to curl.time.I
 curl_floor() {
     local url start=0 c n
-    url=$(/usr/bin/time -o "$T/curl-pre.time.$1" -f "%e %U %S %M" sh "$T/curl-pre.sh") ||
+    url=$("$T/bin/timed" "$T/curl-pre.time.$1" sh "$T/curl-pre.sh") ||
 	bench_die "curl: draft or session failed"
     [ -n "$url" ] || bench_die "curl: no uploadUrl"
     : > "$T/curl.cfg"
@@ -243,7 +266,7 @@ write-out = "%{http_code}\\n"
 EOF
 	start=$((start + n))
     done
-    /usr/bin/time -o "$T/curl.time.$1" -f "%e %U %S %M" curl -K "$T/curl.cfg" > "$T/curl.codes" ||
+    "$T/bin/timed" "$T/curl.time.$1" curl -K "$T/curl.cfg" > "$T/curl.codes" ||
 	bench_die "curl PUTs failed"
     grep -qv '^20[01]$' "$T/curl.codes" && bench_die "curl: a PUT was refused: $(sort "$T/curl.codes" | uniq -c)"
     [ "$(emu_ctl GET /_emu/uploads | json_eval '[u for u in d if u["name"] == "floor.pdf"][-1]["state"]')" = complete ] ||
@@ -255,9 +278,9 @@ EOF
 # to spool-in.time.I and spool-out.time.I
 spool_floor() {
     local sp=${TMPDIR:-/tmp}/m365-bench-floor.$$
-    cat "$f" | /usr/bin/time -o "$T/spool-in.time.$1" -f "%e %U %S %M" \
+    cat "$f" | "$T/bin/timed" "$T/spool-in.time.$1" \
 	dd of="$sp" bs=256k 2>/dev/null || bench_die "dd into $sp failed"
-    /usr/bin/time -o "$T/spool-out.time.$1" -f "%e %U %S %M" \
+    "$T/bin/timed" "$T/spool-out.time.$1" \
 	sh -c 'dd if="$1" of=/dev/null bs=256k 2>/dev/null && rm -f "$1"' sh "$sp" ||
 	bench_die "dd from $sp failed"
 }
@@ -377,7 +400,7 @@ import statistics, sys
 T, R, size, tmp_max, q_max, nch, t_sub, t_del = sys.argv[1:]
 R, size, tmp_max, q_max = int(R), int(size), int(tmp_max), int(q_max)
 def times(path):
-    """wall, cpu (ms), rss (KB) of one /usr/bin/time -f "%e %U %S %M" line"""
+    """wall, cpu (ms), rss (KB) of a line of timed"""
     f = open(path).read().split()[-4:]
     return float(f[0]), (float(f[1]) + float(f[2])) * 1000.0, int(f[3])
 def med(xs):
