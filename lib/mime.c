@@ -1798,8 +1798,11 @@ void    mime_free(struct mime *mime)
  * A spooled body is read through a window of MIME_MAP_WINDOW bytes
  * mapped from the spool file (no copy into a buffer of ours; the window
  * moves along, so memory stays bounded); where mmap() fails, pread().
+ * mime_stream_window() changes the size for streams opened later.
  */
 #define MIME_MAP_WINDOW	(4 * 1024 * 1024)
+
+static size_t mime_map_window = MIME_MAP_WINDOW;
 
 struct mime_stream {
     const struct msg *m;
@@ -1812,7 +1815,8 @@ struct mime_stream {
     unsigned char *map;			/* mapped window, or NULL */
     off_t   map_off;			/* its file offset */
     size_t  map_len;
-    int     no_map;			/* mmap() failed: pread() */
+    size_t  window;			/* map at most this much at once */
+    int     no_map;			/* mmap() failed or off: pread() */
     unsigned char in[MIME_BLOCK];
     unsigned char out[MIME_BLOCK + MIME_DEC_SLACK];
     char    error[256];
@@ -1853,8 +1857,8 @@ static ssize_t mime_stream_span(struct mime_stream *s,
 	mime_stream_unmap(s);
 	page = (off_t) sysconf(_SC_PAGESIZE);
 	s->map_off = s->pos / page * page;
-	s->map_len = m->body_len - s->map_off < MIME_MAP_WINDOW ?
-	    (size_t) (m->body_len - s->map_off) : MIME_MAP_WINDOW;
+	s->map_len = m->body_len - s->map_off < (off_t) s->window ?
+	    (size_t) (m->body_len - s->map_off) : s->window;
 	a = mmap(NULL, s->map_len, PROT_READ, MAP_SHARED | MAP_POPULATE,
 		 m->body_fd, s->map_off);
 	if (a == MAP_FAILED)
@@ -1890,6 +1894,8 @@ struct mime_stream *mime_stream_open(const struct msg *m,
     s->start = p->body_start;
     s->end = p->body_end;
     s->cte = p->cte;
+    s->window = mime_map_window;
+    s->no_map = s->window == 0;
     mime_stream_rewind(s);
     return (s);
 }
@@ -1951,6 +1957,16 @@ ssize_t mime_stream_read(struct mime_stream *s, void *buf, size_t n)
 	s->done = 1;
     }
     return ((ssize_t) done);
+}
+
+/* mime_stream_window - see mime.h */
+
+size_t  mime_stream_window(size_t bytes)
+{
+    size_t  was = mime_map_window, page = (size_t) sysconf(_SC_PAGESIZE);
+
+    mime_map_window = (bytes + page - 1) / page * page;
+    return (was);
 }
 
 /* mime_stream_error - why mime_stream_read() failed */

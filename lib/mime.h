@@ -49,11 +49,16 @@
  *
  *	mime_stream_open() reads the content of one part, decoded
  *	(base64, quoted-printable; 7bit, 8bit and binary as they are),
- *	from the body, 64 KB at a time; mime_decoded_size() is the size
- *	the parse counted, else a whole pass that only counts, so a caller
- *	knows the exact size before it sends the bytes.  struct mime_dec is the decoder
- *	itself: mime_dec_update() takes any number of bytes (the input
- *	may be cut anywhere) and writes at most n + MIME_DEC_SLACK bytes;
+ *	from the body: a spooled body through a window of 4 MB mapped
+ *	from the file (pread() where mmap() fails).  mime_stream_window()
+ *	sets the window for the streams opened after it (rounded up to
+ *	whole pages; 0: pread() only, 64 KB at a time) and returns the
+ *	old size (for the tests).  mime_decoded_size() is the size the
+ *	parse counted, else a whole pass that only counts, so a caller
+ *	knows the exact size before it sends the bytes.  struct mime_dec
+ *	is the decoder itself: mime_dec_update() takes any number of
+ *	bytes (the input may be cut anywhere) and writes at most n +
+ *	MIME_DEC_SLACK bytes;
  *	mime_dec_final() flushes what is pending (a base64 quantum
  *	without padding, a quoted-printable "=" without two hex digits:
  *	kept as it is).  Base64 skips every byte outside the alphabet;
@@ -168,6 +173,7 @@ extern ssize_t mime_stream_read(struct mime_stream *, void *buf, size_t n);
 extern void mime_stream_rewind(struct mime_stream *);
 extern const char *mime_stream_error(const struct mime_stream *);
 extern void mime_stream_close(struct mime_stream *);
+extern size_t mime_stream_window(size_t bytes);
 extern int mime_decoded_size(const struct msg *, const struct mime_part *,
 			             off_t *size, char *err, size_t errlen);
 extern ssize_t mime_body_read(const struct msg *, void *buf, size_t n,

@@ -151,29 +151,40 @@ static void make_msg(struct msg *m, const char *text, int spool)
     check_online(m);
 }
 
+/* read_all - the decoded content of p read chunk bytes at a time */
+
+static char *read_all(const struct msg *m, const struct mime_part *p,
+		              size_t chunk, size_t *len)
+{
+    struct mime_stream *s = mime_stream_open(m, p);
+    struct strbuf sb;
+    char   *buf = xmalloc(chunk);
+    ssize_t got;
+
+    strbuf_init(&sb, 64 * 1024 * 1024);
+    while ((got = mime_stream_read(s, buf, chunk)) > 0)
+	strbuf_append(&sb, buf, (size_t) got);
+    T_EQ_INT(got, 0);
+    mime_stream_close(s);
+    free(buf);
+    *len = sb.len;
+    if (sb.data == NULL)
+	strbuf_puts(&sb, "");
+    return (strbuf_take(&sb));
+}
+
 /* content - the decoded content of a part, NUL-terminated; free() it */
 
 static char *content(const struct msg *m, const struct mime_part *p,
 		             size_t *len)
 {
-    struct mime_stream *s = mime_stream_open(m, p);
-    struct strbuf sb;
-    char    buf[7];				/* odd reads on purpose */
-    ssize_t got;
+    char   *c = read_all(m, p, 7, len);		/* odd reads on purpose */
     off_t   size;
     char    err[256];
 
-    strbuf_init(&sb, 64 * 1024 * 1024);
-    while ((got = mime_stream_read(s, buf, sizeof(buf))) > 0)
-	strbuf_append(&sb, buf, (size_t) got);
-    T_EQ_INT(got, 0);
-    mime_stream_close(s);
     T_EQ_INT(mime_decoded_size(m, p, &size, err, sizeof(err)), 0);
-    T_EQ_INT(size, (long long) sb.len);
-    *len = sb.len;
-    if (sb.data == NULL)
-	strbuf_puts(&sb, "");
-    return (strbuf_take(&sb));
+    T_EQ_INT(size, (long long) *len);
+    return (c);
 }
 
 /* raw - the raw content span of a part as a string; free() it */
@@ -896,6 +907,60 @@ static void test_b64_simd(void)
     free(got);
 }
 
+/*
+ * test_windows - the content of every part of a spooled message of
+ * about 900 KB is the same whether the spool is mapped in the usual
+ * window, in windows of one or two pages (a new mapping every few
+ * KB, parts and base64 quanta across their edges) or read with pread()
+ * (window 0, as when mmap() fails)
+ */
+static void test_windows(void)
+{
+    static const size_t windows[] = {1, 8192, 0};
+    struct strbuf text;
+    struct msg m;
+    struct mime mime;
+    char    err[256];
+    char   *want, *got;
+    size_t  i, j, w, wlen, glen, was;
+
+    strbuf_init(&text, 8 * 1024 * 1024);
+    strbuf_puts(&text, "Content-Type: multipart/mixed; boundary=w\n\n");
+    for (i = 0; i < 9; i++) {
+	strbuf_printf(&text, "--w\nContent-Transfer-Encoding: %s\n\n",
+		      i % 3 == 2 ? "quoted-printable" : "base64");
+	for (j = 0; j < 1200 + i * 97; j++)
+	    strbuf_puts(&text, i % 3 == 2 ? "caf=C3=A9 =3D x=\n" :
+			"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlq"
+			"a2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3\n");
+    }
+    strbuf_puts(&text, "--w--\n");
+    make_msg(&m, text.data, 1);
+    T_EQ_INT(mime_parse(&mime, &m, err, sizeof(err)), 0);
+    T_EQ_INT(mime.nparts, 10);
+    for (i = 1; i < mime.nparts; i++) {
+	want = content(&m, mime.parts + i, &wlen);
+	for (w = 0; w < sizeof(windows) / sizeof(windows[0]); w++) {
+	    was = mime_stream_window(windows[w]);
+	    /* 7 bytes a time: through out[]; 64 KB: into the buffer */
+	    got = content(&m, mime.parts + i, &glen);
+	    T_EQ_INT(glen, (long long) wlen);
+	    T_OK(glen == wlen && memcmp(got, want, wlen) == 0);
+	    free(got);
+	    got = read_all(&m, mime.parts + i, 65536, &glen);
+	    T_EQ_INT(glen, (long long) wlen);
+	    T_OK(glen == wlen && memcmp(got, want, wlen) == 0);
+	    free(got);
+	    (void) mime_stream_window(was);
+	}
+	T_OK(wlen > 10000);
+	free(want);
+    }
+    mime_free(&mime);
+    msg_free(&m);
+    strbuf_free(&text);
+}
+
 int     main(void)
 {
     t_tmpdir(tmpdir, sizeof(tmpdir), "test_mime");
@@ -904,6 +969,7 @@ int     main(void)
     T_RUN(test_unclosed);
     T_RUN(test_close_at_end);
     T_RUN(test_online_stream);
+    T_RUN(test_windows);
     T_RUN(test_single);
     T_RUN(test_digest);
     T_RUN(test_limits);
