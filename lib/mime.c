@@ -307,17 +307,36 @@ static int mime_b64_simd;			/* 1: use mime_b64_blocks() */
 #define MIME_B64_SHIFT 0, 63 - '/', 62 - '+', 52 - '0', -'A', -'A', \
 	26 - 'a', 26 - 'a', 0, 0, 0, 0, 0, 0, 0, 0
 
+/* mime_b64_alphabet - 0xff for each byte of v in the alphabet, else 0 */
+
+__attribute__((target("ssse3")))
+static inline __m128i mime_b64_alphabet(__m128i v, __m128i hi)
+{
+    const __m128i lo_class = _mm_setr_epi8(MIME_B64_LO_CLASS);
+    const __m128i hi_class = _mm_setr_epi8(MIME_B64_HI_CLASS);
+    __m128i lo = _mm_and_si128(v, _mm_set1_epi8(0x0f));
+
+    return (_mm_cmpeq_epi8(_mm_and_si128(_mm_shuffle_epi8(lo_class, lo),
+					 _mm_shuffle_epi8(hi_class, hi)),
+			   _mm_setzero_si128()));
+}
+
+/* mime_b64_high - the high four bits of each byte of v */
+
+__attribute__((target("ssse3")))
+static inline __m128i mime_b64_high(__m128i v)
+{
+    return (_mm_and_si128(_mm_srli_epi32(v, 4), _mm_set1_epi8(0x0f)));
+}
+
 __attribute__((target("ssse3")))
 static size_t mime_b64_blocks(const unsigned char *in, size_t n,
 			              unsigned char **op)
 {
-    const __m128i lo_class = _mm_setr_epi8(MIME_B64_LO_CLASS);
-    const __m128i hi_class = _mm_setr_epi8(MIME_B64_HI_CLASS);
     const __m128i shift = _mm_setr_epi8(MIME_B64_SHIFT);
-    const __m128i nibble = _mm_set1_epi8(0x0f);
     const __m128i order = _mm_setr_epi8(2, 1, 0, 6, 5, 4, 10, 9, 8,
 					14, 13, 12, -1, -1, -1, -1);
-    __m128i v, hi, bad;
+    __m128i v, hi;
     unsigned char *o = *op;
     size_t  i = 0, k;
     unsigned ok;
@@ -326,11 +345,8 @@ static size_t mime_b64_blocks(const unsigned char *in, size_t n,
 	/* The body comes from memory, not the cache: ask ahead. */
 	_mm_prefetch((const char *) in + i + 2048, _MM_HINT_T0);
 	v = _mm_loadu_si128((const __m128i *) (in + i));
-	hi = _mm_and_si128(_mm_srli_epi32(v, 4), nibble);
-	bad = _mm_and_si128(_mm_shuffle_epi8(lo_class, _mm_and_si128(v, nibble)),
-			    _mm_shuffle_epi8(hi_class, hi));
-	ok = (unsigned) _mm_movemask_epi8(_mm_cmpeq_epi8(bad,
-						      _mm_setzero_si128()));
+	hi = mime_b64_high(v);
+	ok = (unsigned) _mm_movemask_epi8(mime_b64_alphabet(v, hi));
 	/* All 16, else the whole quanta before the first other byte. */
 	k = ok == 0xffff ? 16 : (size_t) __builtin_ctz(~ok) & ~(size_t) 3;
 	if (k > 0) {
@@ -368,23 +384,17 @@ __attribute__((target("ssse3")))
 static size_t mime_b64_count_blocks(const unsigned char *in, size_t n,
 				            size_t *alpha)
 {
-    const __m128i lo_class = _mm_setr_epi8(MIME_B64_LO_CLASS);
-    const __m128i hi_class = _mm_setr_epi8(MIME_B64_HI_CLASS);
-    const __m128i nibble = _mm_set1_epi8(0x0f);
-    const __m128i one = _mm_set1_epi8(1);
-    __m128i v, bad, sum = _mm_setzero_si128();
+    __m128i v, sum = _mm_setzero_si128();
     size_t  i;
 
     for (i = 0; i + 16 <= n; i += 16) {
 	v = _mm_loadu_si128((const __m128i *) (in + i));
 	if (_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('='))))
 	    break;
-	bad = _mm_and_si128(_mm_shuffle_epi8(lo_class, _mm_and_si128(v, nibble)),
-			    _mm_shuffle_epi8(hi_class,
-				 _mm_and_si128(_mm_srli_epi32(v, 4), nibble)));
 	/* 1 for each alphabet byte, summed into the two 64-bit halves */
 	sum = _mm_add_epi64(sum, _mm_sad_epu8(_mm_and_si128(
-			     _mm_cmpeq_epi8(bad, _mm_setzero_si128()), one),
+			     mime_b64_alphabet(v, mime_b64_high(v)),
+						  _mm_set1_epi8(1)),
 					      _mm_setzero_si128()));
     }
     *alpha += (size_t) _mm_cvtsi128_si64(sum)

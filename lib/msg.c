@@ -27,10 +27,10 @@
  *	msg_read() uses mem_limit 0: every non-empty body is spooled.
  *	Input is read in 256 KB blocks (a pipe is asked to hold 1 MB,
  *	fcntl(F_SETPIPE_SZ), so that both ends wake up less often) and
- *	fed to a struct msg_stream
- *	(msg_stream_put(), also the LMTP server's way in).  Header lines go into hdr with CRLF
- *	line ends; the header section ends at the first empty line (which
- *	is not stored) or at the first line that is neither a header field
+ *	fed to a struct msg_stream (msg_stream_put(), also the LMTP
+ *	server's way in).  Header lines go into hdr with CRLF line ends;
+ *	the header section ends at the first empty line (which is not
+ *	stored) or at the first line that is neither a header field
  *	("name:") nor a continuation line: like Postfix's cleanup, that
  *	line starts the body.  So input without any header field is all
  *	body, with an empty header section, and input without an empty
