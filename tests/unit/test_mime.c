@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -743,6 +744,67 @@ static void test_names(void)
 }
 
 /*
+ * test_online_used - the milter's way (msg_init() with a memory limit,
+ * header fields, then body chunks of 200 bytes as libmilter hands them
+ * over), with the body kept in memory and with it moved to the spool
+ * half way: mime_parse() gives the parse made on the way, which it can
+ * only do if it did not read the body again - it is made unreadable
+ * first (the spool swapped for /dev/null, the memory overwritten)
+ */
+static void test_online_used(void)
+{
+    static const size_t limits[] = {64 * 1024 * 1024, 300};
+    struct strbuf body;
+    struct msg ref, m;
+    struct mime want, got;
+    struct m365_result res;
+    char    err[256];
+    const char *b;
+    size_t  i, k, o;
+    int     fd, null;
+
+    make_msg(&ref, nested, 1);
+    T_EQ_INT(mime_parse(&want, &ref, err, sizeof(err)), 0);
+    strbuf_init(&body, 1024 * 1024);
+    b = strstr(nested, "\n\n") + 2;
+    for (; *b; b++) {
+	if (*b == '\n')
+	    strbuf_putc(&body, '\r');
+	strbuf_putc(&body, *b);
+    }
+    for (i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+	msg_init(&m, tmpdir, limits[i], 0);
+	mime_watch(&m);
+	T_EQ_INT(msg_add_header(&m, "Content-Type", "multipart/mixed; "
+				"boundary=\"outer\"", &res), 0);
+	for (o = 0; o < body.len; o += k) {
+	    k = body.len - o < 200 ? body.len - o : 200;
+	    T_EQ_INT(msg_add_body(&m, body.data + o, k, &res), 0);
+	}
+	T_EQ_INT(msg_finish(&m, &res), 0);
+	T_EQ_INT(m.body_fd >= 0, i == 1);
+	fd = m.body_fd;
+	if (fd >= 0) {
+	    null = open("/dev/null", O_RDONLY);
+	    m.body_fd = null;
+	} else {
+	    memset(m.body_mem.data, 'x', m.body_mem.len);
+	}
+	T_EQ_INT(mime_parse(&got, &m, err, sizeof(err)), 0);
+	same_parts(&want, &got);
+	mime_free(&got);
+	if (fd >= 0) {
+	    close(m.body_fd);
+	    m.body_fd = fd;
+	}
+	msg_free(&m);
+    }
+    mime_free(&want);
+    msg_free(&ref);
+    strbuf_free(&body);
+}
+
+/*
  * test_online_stream - the relay's way: msg_stream_read() with
  * mime_watch(), LF input (stored as CRLF in 64 KB writes), delimiters
  * at many offsets around those writes; the same parts as a parse
@@ -969,6 +1031,7 @@ int     main(void)
     T_RUN(test_unclosed);
     T_RUN(test_close_at_end);
     T_RUN(test_online_stream);
+    T_RUN(test_online_used);
     T_RUN(test_windows);
     T_RUN(test_single);
     T_RUN(test_digest);
