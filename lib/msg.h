@@ -67,6 +67,7 @@ struct msg {
     int     last_cr;			/* the last body byte was CR */
     char   *wbuf;			/* spool write buffer */
     size_t  wlen;
+    size_t  wcap;			/* its size */
     off_t   spooled;			/* body bytes handed to the tap */
     struct m365_result error;		/* first hard error (sticky) */
     /* The tap (msg_tap()): sees every stored body byte once, in order. */

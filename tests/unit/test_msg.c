@@ -223,6 +223,84 @@ static void test_read_big(void)
     free(in);
 }
 
+/* tap_collect - msg_tap() callback: append to a strbuf, check the order */
+
+struct tap_seen {
+    struct strbuf sb;
+    int     out_of_order;
+    size_t  calls;
+};
+
+static void tap_collect(void *ctx, const char *p, size_t n, off_t off)
+{
+    struct tap_seen *t = ctx;
+
+    if (off != (off_t) t->sb.len)
+	t->out_of_order = 1;
+    strbuf_append(&t->sb, p, n);
+    t->calls++;
+}
+
+/*
+ * A body of several MB: the spool buffer grows from 64 KB to 1 MB on
+ * the way (lines shorter and longer than either, CRLF and bare LF
+ * across both sizes); the file and the tap get every byte in order.
+ */
+static void test_read_several_mb(void)
+{
+    const size_t hlen = 12;		/* "Subject: s\n\n" */
+    size_t  n = 3500000, i, wlen;
+    char   *in = xmalloc(n);
+    char   *want, *got;
+    struct msg m;
+    struct msg_stream *ms;
+    struct m365_result res;
+    struct tap_seen t;
+    int     fd, status;
+    pid_t   pid = 0;
+
+    memcpy(in, "Subject: s\n\n", hlen);
+    for (i = hlen; i < n; i++)
+	in[i] = (char) ('a' + i % 26);
+    for (i = hlen + 40; i < 1500000; i += 77)
+	in[i] = '\n';
+    for (i = 2800000; i < n; i += 61) {
+	in[i] = '\n';
+	if (i % 3 == 0)
+	    in[i - 1] = '\r';
+    }
+    /* 1500000 .. 2800000: one line of 1.3 MB; CRLF around 1 MB, 2 MB */
+    in[1048575] = '\r';
+    in[1048576] = '\n';
+    in[1048577 + 65536] = '\n';
+    in[2097151] = '\r';
+    want = reference_crlf(in + hlen, n - hlen, &wlen);
+    fd = pipe_fd(in, n, &pid);
+    T_OK(fd >= 0);
+    memset(&t, 0, sizeof(t));
+    strbuf_init(&t.sb, 8 * n);
+    ms = msg_stream_create(&m, tmpdir, 0, 0);
+    msg_tap(&m, tap_collect, NULL, &t);
+    T_EQ_INT(msg_stream_read(ms, fd, &res), 0);
+    T_EQ_INT(m.body_len, wlen);
+    got = body_of(&m);
+    T_OK(m.body_len == (off_t) wlen && memcmp(got, want, wlen) == 0);
+    T_EQ_INT(t.sb.len, wlen);
+    T_OK(t.sb.len == wlen && memcmp(t.sb.data, want, wlen) == 0);
+    T_EQ_INT(t.out_of_order, 0);
+    /* 1 MB blocks after the first MB: far fewer than 64 KB ones */
+    T_CHECK(t.calls > 3 && t.calls < 30, "%lu tap calls",
+	    (unsigned long) t.calls);
+    T_OK(waitpid(pid, &status, 0) == pid && WIFEXITED(status)
+	 && WEXITSTATUS(status) == 0);
+    free(got);
+    msg_free(&m);
+    close(fd);
+    strbuf_free(&t.sb);
+    free(want);
+    free(in);
+}
+
 /* Too large: read to the end (writer not cut off), then 5.3.4. */
 
 static void test_too_large(void)
@@ -1270,6 +1348,7 @@ int     main(void)
     t_tmpdir(tmpdir, sizeof(tmpdir), "test_msg");
     T_RUN(test_read_table);
     T_RUN(test_read_big);
+    T_RUN(test_read_several_mb);
     T_RUN(test_too_large);
     T_RUN(test_header_limits);
     T_RUN(test_io_errors);
