@@ -693,7 +693,9 @@ char   *ledger_message_id(const char *hdr, size_t len)
 
 /*
  * ledger_digest - SHA-256 of the first LEDGER_DIGEST_MAX bytes of the
- * body and its length: raw (32 bytes) and hex (65).  The body is what
+ * body as stored (a spooled body: the file, where a large base64 part
+ * may be stored decoded from 4 MB on, mime.h) and its canonical
+ * length: raw (32 bytes) and hex (65).  The body is what
  * stays the same when the MTA tries again (it may add trace fields to
  * the header).  0, or -1 when the body cannot be read or hashed.
  */
@@ -704,7 +706,7 @@ int     ledger_digest(const struct msg *m, unsigned char *raw, char *hex)
     char    len[32];
     unsigned int mdlen = 0, i;
     EVP_MD_CTX *ctx;
-    off_t   off = 0, want = m->body_len;
+    off_t   off = 0, want = m->body_fd < 0 ? m->body_len : m->file_len;
     ssize_t got;
     int     ok;
 

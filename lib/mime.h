@@ -47,6 +47,24 @@
  *	the whole content of a base64 leaf also counts its decoded size
  *	(size_known, decoded_size).
  *
+ *	The watch also stores large base64 parts decoded: once a base64
+ *	leaf has more than mime_store_decoded_after() content bytes
+ *	(MIME_STORE_DECODED_AFTER, 4 MB: the message is then far over one
+ *	sendMail request and goes through a draft, which wants the part
+ *	decoded), it decodes the rest of the part on the way and has
+ *	msg.c store that instead (a struct msg_hole; the part gets
+ *	stored_decoded).  The hole starts at a line start on a quantum
+ *	boundary and ends before the first line that starts with "-" (a
+ *	possible delimiter; base64 has none), or at the end of the body;
+ *	the rest of the part is stored as it is.  mime_stream_read() of
+ *	such a part gives the same bytes (the stored ones copied, the
+ *	decoder going on from its state at the end of the hole); a part
+ *	that is not base64 over a hole, and a raw read of it
+ *	(msg_body_pread(), msg_src_read()), fail instead of giving other
+ *	bytes.  mime_parse() after a header change goes past a hole as
+ *	the watch did.  mime_store_decoded_after() sets the threshold
+ *	for the messages read after it and returns the old one (tests).
+ *
  *	mime_stream_open() reads the content of one part, decoded
  *	(base64, quoted-printable; 7bit, 8bit and binary as they are),
  *	from the body: a spooled body through a window of 4 MB mapped
@@ -65,9 +83,10 @@
  *	quoted-printable removes soft line breaks and the white space at
  *	the end of a line (RFC 2045 section 6.7).  Where the CPU has
  *	SSSE3 (x86-64, checked at run time) base64 is decoded sixteen
- *	bytes at a time; the result is the same.  mime_dec_simd() reports
- *	whether that is in use and switches it: 0 off, 1 on where the CPU
- *	can, -1 only asks (for the tests, which compare both ways).
+ *	bytes at a time, where it has AVX2 thirty-two; the result is the
+ *	same.  mime_dec_simd() reports which is in use (0 none, 1 SSSE3,
+ *	2 AVX2) and sets the most that may be used (the CPU permitting);
+ *	-1 only asks (for the tests, which compare every way).
  *
  *	Text helpers (results malloc()ed, valid UTF-8):
  *	mime_words() decodes RFC 2047 encoded words in a header value
@@ -100,6 +119,7 @@
 #define MIME_TYPE_MAX		128
 #define MIME_NAME_MAX		255	/* bytes of a decoded file name */
 #define MIME_DEC_SLACK		260	/* decoder output beyond its input */
+#define MIME_STORE_DECODED_AFTER (4 * 1024 * 1024)	/* base64 content */
 
 enum mime_cte {
     MIME_CTE_IDENTITY = 0,		/* 7bit, 8bit, binary, none */
@@ -132,6 +152,7 @@ struct mime_part {
     int     ended;			/* body_end is known */
     int     size_known;			/* base64: decoded_size counted */
     off_t   decoded_size;
+    int     stored_decoded;		/* content partly in a msg_hole */
 };
 
 struct mime {
@@ -174,6 +195,7 @@ extern void mime_stream_rewind(struct mime_stream *);
 extern const char *mime_stream_error(const struct mime_stream *);
 extern void mime_stream_close(struct mime_stream *);
 extern size_t mime_stream_window(size_t bytes);
+extern off_t mime_store_decoded_after(off_t bytes);
 extern int mime_decoded_size(const struct msg *, const struct mime_part *,
 			             off_t *size, char *err, size_t errlen);
 extern ssize_t mime_body_read(const struct msg *, void *buf, size_t n,

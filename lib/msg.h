@@ -11,7 +11,10 @@
  *	body into an unlinked temporary file in tmpdir (always; body_fd is
  *	-1 only for an empty body), so memory does not grow with the
  *	message size.  Line ends are made CRLF on the way
- *	(Postfix and Sendmail hand over LF).  A leading "From " line
+ *	(Postfix and Sendmail hand over LF; where the CPU has AVX2, 32
+ *	bytes at a time: msg_lf_simd() reports whether, and switches it, 0
+ *	off, 1 on where the CPU can, -1 only asks, for the tests, which
+ *	compare both ways).  A leading "From " line
  *	(mbox style) is dropped.  A message larger than max_size bytes
  *	(canonical form) is read to the end and then refused with 5.3.4.
  *
@@ -52,11 +55,37 @@
 #include "status.h"
 #include "strbuf.h"
 
+/*
+ * Content stored in another form (see msg_tap()): the canonical body
+ * bytes [body_off, body_off + body_len) are not in the spool file; the
+ * file_len bytes at file_off stand for them (mime.c: a base64 part,
+ * decoded).  aux is the producer's state at the end of the hole.
+ */
+struct msg_hole {
+    off_t   body_off;			/* body offset of the first byte */
+    off_t   body_len;			/* body bytes it stands for */
+    off_t   file_off;			/* spool file offset of what is stored */
+    off_t   file_len;			/* bytes stored there */
+    int     aux[4];
+};
+
+/* What a tap may ask for one block: store data instead of [from, to). */
+struct msg_cut {
+    size_t  from, to;			/* block bytes not stored (to > from) */
+    const char *data;			/* stored in their place */
+    size_t  len;
+    int     aux[4];			/* copied to the hole */
+};
+
 struct msg {
     struct strbuf hdr;			/* header section, CRLF, no blank line */
     struct strbuf body_mem;		/* body while under mem_limit */
     int     body_fd;			/* spooled body (CRLF), -1 if none */
-    off_t   body_len;			/* body bytes stored (memory or file) */
+    off_t   body_len;			/* body bytes (canonical: memory, file
+					 * and holes) */
+    off_t   file_len;			/* bytes in body_fd */
+    struct msg_hole *holes;		/* in body order; none in memory */
+    size_t  nholes;
     off_t   size;			/* hdr [+ CRLF + body] */
     int     hdr_only;			/* no empty line, no body: none sent */
     /* Private to msg.c: construction state, released by msg_free(). */
@@ -71,7 +100,8 @@ struct msg {
     off_t   spooled;			/* body bytes handed to the tap */
     struct m365_result error;		/* first hard error (sticky) */
     /* The tap (msg_tap()): sees every stored body byte once, in order. */
-    void    (*tap) (void *ctx, const char *p, size_t n, off_t off);
+    void    (*tap) (void *ctx, const char *p, size_t n, off_t off,
+		            struct msg_cut *cut);
     void    (*tap_free) (void *ctx);
     void   *tap_ctx;
 };
@@ -80,6 +110,7 @@ extern int msg_read(struct msg *, int fd, const char *tmpdir, off_t max_size,
 		            struct m365_result *res);
 extern size_t msg_hdr_clean(char *, size_t);
 extern void msg_free(struct msg *);
+extern int msg_lf_simd(int on);
 
 /*
  * The header field scanner, the one every module uses (msg_read(), the
@@ -162,10 +193,32 @@ extern int msg_finish(struct msg *, struct m365_result *res);
  * msg_finish()); when the body is dropped (past max_size) off starts
  * at 0 again.  So a reader of the body (the MIME parser) needs no
  * second pass over the spool.  msg_free() calls free_fn(ctx).
+ *
+ * For a block on its way to the spool file cut is not NULL, and fn may
+ * fill it (cut->to > cut->from): the block bytes [from, to) are then
+ * not written; cut->len bytes of cut->data are, in their place (one
+ * cut per block).  That makes or extends a hole (struct msg_hole; a
+ * cut at the start of a block that goes on from where the last hole
+ * ended extends it).  body_len stays the canonical length; file_len
+ * is what the file holds.  An in-memory body never has holes.
+ *
+ * msg_body_pread() - up to n canonical body bytes at body offset off
+ * (memory or spool file), stopping before a hole: their number (fewer
+ * only when the file is shorter than the body says; 0 at the end of
+ * the body), MSG_IN_HOLE when off is inside a hole, -1 on a read error
+ * (errno).  msg_hole_at() - the first hole that ends after
+ * off (NULL: none).  msg_file_off() - the spool file offset of body
+ * offset off (not inside a hole).
  */
+#define MSG_IN_HOLE	(-2)
+
 extern void msg_tap(struct msg *, void (*fn) (void *, const char *, size_t,
-					              off_t),
+					              off_t, struct msg_cut *),
 		            void (*free_fn) (void *), void *ctx);
+extern ssize_t msg_body_pread(const struct msg *, void *buf, size_t n,
+			              off_t off);
+extern const struct msg_hole *msg_hole_at(const struct msg *, off_t off);
+extern off_t msg_file_off(const struct msg *, off_t off);
 
 /*
  * Raw bytes from any source (msg_read() is this over a pipe; the LMTP

@@ -351,15 +351,56 @@ static void fuzz_check(const struct msg *m, size_t chunk)
 }
 
 /*
+ * fuzz_stored_decoded - d was read with a small threshold for storing
+ * base64 parts decoded (mime_store_decoded_after()), m without: the
+ * same parts, and every part streams the same decoded bytes, except
+ * that a part that is not base64 may refuse (-1) over a hole, after
+ * the same bytes
+ */
+static void fuzz_stored_decoded(const struct msg *d, const struct msg *m)
+{
+    struct mime a, b;
+    struct mime_stream *sa, *sb;
+    char    err[256], x[777], y[777];
+    ssize_t ga, gb;
+    size_t  i;
+
+    (void) mime_parse(&a, d, err, sizeof(err));
+    (void) mime_parse(&b, m, err, sizeof(err));
+    fuzz_same(&b, &a);
+    for (i = 0; i < a.nparts; i++) {
+	if (a.parts[i].stored_decoded && (a.parts[i].cte != MIME_CTE_BASE64
+					  || a.parts[i].multipart))
+	    fuzz_fail("a part that is not a base64 leaf was stored decoded");
+	sa = mime_stream_open(d, a.parts + i);
+	sb = mime_stream_open(m, b.parts + i);
+	do {
+	    ga = mime_stream_read(sa, x, sizeof(x));
+	    gb = mime_stream_read(sb, y, sizeof(y));
+	    if (ga < 0 && a.parts[i].cte != MIME_CTE_BASE64)
+		break;				/* refused over a hole */
+	    if (ga != gb || (ga > 0 && memcmp(x, y, (size_t) ga) != 0))
+		fuzz_fail("a part stored decoded reads differently");
+	} while (ga > 0);
+	mime_stream_close(sa);
+	mime_stream_close(sb);
+    }
+    mime_free(&a);
+    mime_free(&b);
+}
+
+/*
  * fuzz_online - the parse made while the body is stored (mime_watch())
  * is the parse made afterwards (ref), and knows the decoded size of
- * every base64 leaf: the length of its decoded content
+ * every base64 leaf: the length of its decoded content; read with a
+ * small threshold for storing base64 decoded, it reads the same
  */
 static void fuzz_online(const struct mime *ref, const uint8_t *data,
 			        size_t size, size_t chunk)
 {
-    struct msg m, c;
+    struct msg m, c, d;
     char   *body;
+    off_t   was;
     off_t   o;
     size_t  k;
     struct msg_stream *ms;
@@ -376,6 +417,15 @@ static void fuzz_online(const struct mime *ref, const uint8_t *data,
     mime_watch(&m);
     if (msg_stream_read(ms, fuzz_fd, &res) < 0)
 	fuzz_fail("the second read of the input failed");
+    fuzz_input_set(fuzz_fd, fuzz_path, data, size);
+    was = mime_store_decoded_after(1 + (off_t) (chunk % 700));
+    ms = msg_stream_create(&d, fuzz_dir, 0, 0);
+    mime_watch(&d);
+    if (msg_stream_read(ms, fuzz_fd, &res) < 0)
+	fuzz_fail("the third read of the input failed");
+    (void) mime_store_decoded_after(was);
+    fuzz_stored_decoded(&d, &m);
+    msg_free(&d);
     (void) mime_parse(&on, &m, err, sizeof(err));
     fuzz_same(ref, &on);
     /* The tap fed in pieces of the chosen size: the same again. */
@@ -387,7 +437,7 @@ static void fuzz_online(const struct mime *ref, const uint8_t *data,
     mime_watch(&c);
     for (o = 0; o < m.body_len; o += (off_t) k) {
 	k = (off_t) chunk < m.body_len - o ? chunk : (size_t) (m.body_len - o);
-	c.tap(c.tap_ctx, body + o, k, o);
+	c.tap(c.tap_ctx, body + o, k, o, NULL);
     }
     (void) mime_parse(&on, &c, err, sizeof(err));
     c.tap_free(c.tap_ctx);
