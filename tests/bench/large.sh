@@ -126,7 +126,8 @@ pf_wait_empty 60 || bench_die "warm-up message not delivered (see $PF_MAILLOG)"
 # processes hold in regular files that are unlinked (their spool) or
 # under /tmp, and the most bytes in Postfix's queue; written to OUT
 sampler() {
-    "$PYTHON" - "$1" "$PF_DIR/spool" <<'PYEOF'
+    # exec: the PID that is killed at the end is python's own
+    exec "$PYTHON" - "$1" "$PF_DIR/spool" <<'PYEOF'
 import os, stat, sys, time
 out, spool = sys.argv[1], sys.argv[2]
 tmax = qmax = 0
