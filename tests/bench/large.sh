@@ -286,6 +286,14 @@ spool_floor() {
 	bench_die "dd from $sp failed"
 }
 
+# settle - write back what earlier steps left dirty (the queue files and
+# stored messages of the last run, 150 MB each) before the next timed
+# step, so that no measurement shares the machine with that write-back
+settle() {
+    sync
+    sleep 0.2
+}
+
 : >"$T/time.log"
 emu_ctl POST /_emu/reset '{}' >/dev/null
 sampler "$T/spool.max" &
@@ -293,6 +301,7 @@ SAMPLER=$!
 t_sub=0 t_del=0
 for ((r = 1; r <= R; r++)); do
     # another recipient each time: a new delivery for the send ledger
+    settle
     t0=$(date +%s.%N)
     large_smtp "$PORT" bob@contoso.test "big$r@example.net" "$f" >/dev/null ||
 	bench_die "150 MB message not accepted: $(cat "$f.smtp")"
@@ -324,7 +333,9 @@ PYEOF
 	rm -f "$T/pdf.bin"
     fi
     large_eml_drop "$f.json"
+    settle
     curl_floor "$r"
+    settle
     spool_floor "$r"
 done
 sleep 0.3
@@ -351,6 +362,7 @@ phase() {
     msize=$(stat -c %s "$M/$name.1.eml")
     emu_ctl POST /_emu/reset '{}' >/dev/null
     : >"$T/time.log"
+    settle
     t0=$(date +%s.%N)
     for ((i = 1; i <= N; i++)); do
 	large_smtp "$PORT" bob@contoso.test "bench$i@example.net" "$M/$name.$i.eml" >/dev/null &
