@@ -1756,6 +1756,14 @@ struct mime_watch {
  */
 static off_t mime_decoded_after = MIME_STORE_DECODED_AFTER;
 
+/*
+ * A block larger than this is stored as it is (the decoded bytes of a
+ * block are held until msg.c writes them: memory stays bounded when a
+ * milter body held in memory up to memory_limit, 64 MB at most, goes
+ * to the spool in one block).
+ */
+#define MIME_DIVERT_BLOCK	(2 * 1024 * 1024)
+
 /* mime_store_decoded_after - see mime.h */
 
 off_t   mime_store_decoded_after(off_t bytes)
@@ -1767,12 +1775,13 @@ off_t   mime_store_decoded_after(off_t bytes)
 }
 
 /*
- * mime_watch_until - how many of the n bytes at q (block offset at) to
- * feed to the scan before a part can be stored decoded; 0 when it
- * starts at q (w->div is then set)
+ * mime_watch_until - how many of the n bytes at q to feed to the scan
+ * before a part can be stored decoded (cut_block: the size of the whole
+ * block); 0 when it starts at q (w->div is then set)
  */
 static size_t mime_watch_until(struct mime_watch *w, const unsigned char *q,
-			               size_t n, const struct msg_cut *cut)
+			               size_t n, const struct msg_cut *cut,
+			               size_t cut_block)
 {
     struct mime_scan *s = w->scan;
     struct mime_part *p = s->mime->parts + s->cur;
@@ -1780,7 +1789,7 @@ static size_t mime_watch_until(struct mime_watch *w, const unsigned char *q,
     size_t  j;
     off_t   at;
 
-    if (cut == NULL || cut->to > cut->from)
+    if (cut == NULL || cut->to > cut->from || cut_block > MIME_DIVERT_BLOCK)
 	return (n);
     if (s->state == SCAN_HDR) {
 	nl = memchr(q, '\n', n);		/* look again after each line */
@@ -1827,7 +1836,7 @@ static size_t mime_watch_divert(struct mime_watch *w, const unsigned char *q,
 	 j = (size_t) (d - q) + 1)
 	if (d > q && d[-1] == '\n')
 	    k = (size_t) (d - q);
-    if (k == 0 || cut->to > cut->from) {
+    if (k == 0 || cut->to > cut->from || at + n > MIME_DIVERT_BLOCK) {
 	w->div = -1;				/* the rest as it is */
 	return (0);
     }
@@ -1868,7 +1877,7 @@ static void mime_watch_tap(void *ctx, const char *p, size_t n, off_t off,
 {
     struct mime_watch *w = ctx;
     const unsigned char *q = (const unsigned char *) p;
-    size_t  k;
+    size_t  k, at;
 
     if (w->bad || w->finished)
 	return;
@@ -1884,15 +1893,21 @@ static void mime_watch_tap(void *ctx, const char *p, size_t n, off_t off,
 	return;
     }
     while (n > 0) {
+	at = (size_t) (q - (const unsigned char *) p);
 	if (w->scan->stop) {
 	    mime_scan_feed(w->scan, q, n);	/* counts them, no more */
 	    break;
 	}
-	if (w->div >= 0)
-	    k = mime_watch_divert(w, q, n, (size_t) (q - (const unsigned
-							   char *) p), cut);
-	else if ((k = mime_watch_until(w, q, n, cut)) > 0)
+	if (w->div >= 0 && (k = mime_watch_divert(w, q, n, at, cut)) > 0) {
+	    /* stored decoded */
+	} else if ((k = mime_watch_until(w, q, n, cut, at + n)) > 0) {
 	    mime_scan_feed(w->scan, q, k);
+	} else if ((k = mime_watch_divert(w, q, n, at, cut)) == 0) {
+	    /* Never happens (both ask the same); never loop either. */
+	    w->div = -1;
+	    mime_scan_feed(w->scan, q, n);
+	    k = n;
+	}
 	q += k;
 	n -= k;
     }

@@ -154,8 +154,10 @@ extern char *msg_hdr_find(const char *hdr, size_t len, const char *name,
  * memory (body_mem, body_fd == -1) while it fits in mem_limit bytes and
  * moves to an unlinked temporary file in tmpdir (NULL or "": $TMPDIR,
  * else /tmp; mode 0600, close-on-exec) beyond it; body_mem is then
- * empty.  Memory stays below mem_limit + 64 KB whatever the message
- * size.  tmpdir is copied.
+ * empty.  Memory stays below mem_limit + 1 MB (the spool buffer; 64 KB
+ * until 1 MB is spooled), plus what a tap holds (mime_watch(): at most
+ * 2 MB of decoded bytes), whatever the message size.  tmpdir is
+ * copied.
  *
  * msg_add_header() stores "name: value" CRLF; line breaks inside value
  * ("\n", "\r\n" before the folding white space) become CRLF, a break

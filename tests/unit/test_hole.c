@@ -1556,6 +1556,49 @@ static void test_max_size(void)
 }
 
 /*
+ * test_big_block - a milter body held in memory up to a large
+ * memory_limit reaches the spool in one block of that size: that block
+ * is stored as it is (its decoded bytes would all be held at once),
+ * the part is stored decoded from the next block on, and reads the same
+ */
+static void test_big_block(void)
+{
+    static const struct mode md = {1, 2600000};
+    struct gen g;
+    struct msg m;
+    struct m365_result res;
+    struct mime mime;
+    char    err[256];
+    int     i;
+
+    memset(&g, 0, sizeof(g));
+    g.name = "single part of 3.5 MB, milter memory_limit 2.6 MB";
+    strbuf_init(&g.hdr, STRBUF_MAX_HEADERS);
+    strbuf_init(&g.body, BIG);
+    rnd_seed(77);
+    g_hdr(&g, "From: a@example.com");
+    g_hdr(&g, "Subject: big block");
+    g_hdr(&g, "Content-Type: application/octet-stream");
+    g_hdr(&g, "Content-Transfer-Encoding: base64");
+    i = g_add(&g, "application/octet-stream", MIME_CTE_BASE64, 1);
+    g_b64(&g, 3500000, B64_LINES);
+    g_end_eof(&g, i);
+    snprintf(ctx, sizeof(ctx), "%s", g.name);
+    T_EQ_INT(build(&g, 1, &md, 1000, 0, &m, &res), 0);
+    H_EQ(m.nholes, 1);
+    if (m.nholes > 0)
+	/* not inside the first block (memory_limit less a chunk) */
+	T_CHECK(m.holes[0].body_off >= 2000000, "hole at %lld",
+		(long long) m.holes[0].body_off);
+    H_OK(m.file_len < m.body_len);
+    T_EQ_INT(mime_parse(&mime, &m, err, sizeof(err)), 0);
+    check_content(&g, &m, &mime, 65536, 1);
+    mime_free(&mime);
+    msg_free(&m);
+    gen_free(&g);
+}
+
+/*
  * test_threshold - mime_store_decoded_after() returns the old value, so
  * a test can restore it; the default is 4 MB
  */
@@ -1577,6 +1620,7 @@ int     main(void)
     T_RUN(test_hdr_changed);
     T_RUN(test_windows);
     T_RUN(test_max_size);
+    T_RUN(test_big_block);
     rmdir(tmpdir);
     return (T_DONE());
 }
