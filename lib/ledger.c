@@ -721,10 +721,8 @@ int     ledger_digest(const struct msg *m, unsigned char *raw, char *hex)
 					(size_t) want) == 1;
     } else {
 	while (ok && off < want) {
-	    got = pread(m->body_fd, buf, (size_t) (want - off) < sizeof(buf) ?
-			(size_t) (want - off) : sizeof(buf), off);
-	    if (got < 0 && errno == EINTR)
-		continue;
+	    got = msg_file_read(m, buf, (size_t) (want - off) < sizeof(buf) ?
+				(size_t) (want - off) : sizeof(buf), off);
 	    ok = got > 0 && EVP_DigestUpdate(ctx, buf, (size_t) got) == 1;
 	    off += got > 0 ? got : 0;
 	}

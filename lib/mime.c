@@ -2186,7 +2186,7 @@ void    mime_stream_rewind(struct mime_stream *s)
 static ssize_t mime_stream_hole(struct mime_stream *s, char *buf, size_t n)
 {
     const struct msg_hole *h = s->hole;
-    size_t  k, done = 0;
+    size_t  k;
     ssize_t got;
 
     if (s->cte != MIME_CTE_BASE64 || s->m->body_fd < 0) {
@@ -2204,21 +2204,14 @@ static ssize_t mime_stream_hole(struct mime_stream *s, char *buf, size_t n)
     }
     k = h->file_len - s->hpos < (off_t) n ? (size_t) (h->file_len - s->hpos)
 	: n;
-    while (done < k) {
-	got = pread(s->m->body_fd, buf + done, k - done,
-		    h->file_off + s->hpos);
-	if (got < 0 && errno == EINTR)
-	    continue;
-	if (got <= 0) {
-	    snprintf(s->error, sizeof(s->error), "cannot read the spooled "
-		     "message body: %s", got < 0 ? strerror(errno) :
-		     "the file is shorter than expected");
-	    return (-1);
-	}
-	s->hpos += got;
-	done += (size_t) got;
+    if ((got = msg_file_read(s->m, buf, k, h->file_off + s->hpos)) <= 0) {
+	snprintf(s->error, sizeof(s->error), "cannot read the spooled "
+		 "message body: %s", got < 0 ? strerror(errno) :
+		 "the file is shorter than expected");
+	return (-1);
     }
-    return ((ssize_t) done);
+    s->hpos += got;
+    return (got);
 }
 
 /*

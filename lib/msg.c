@@ -969,14 +969,32 @@ off_t   msg_file_off(const struct msg *m, off_t off)
     return (off - shift);
 }
 
+/* msg_file_read - see msg.h */
+
+ssize_t msg_file_read(const struct msg *m, void *buf, size_t n, off_t off)
+{
+    size_t  done = 0;
+    ssize_t got;
+
+    while (done < n) {
+	got = pread(m->body_fd, (char *) buf + done, n - done,
+		    off + (off_t) done);
+	if (got < 0 && errno == EINTR)
+	    continue;
+	if (got < 0)
+	    return (-1);
+	if (got == 0)
+	    break;				/* the end of the file */
+	done += (size_t) got;
+    }
+    return ((ssize_t) done);
+}
+
 /* msg_body_pread - see msg.h */
 
 ssize_t msg_body_pread(const struct msg *m, void *buf, size_t n, off_t off)
 {
     const struct msg_hole *h;
-    size_t  done = 0;
-    off_t   foff;
-    ssize_t got;
 
     if (off >= m->body_len)
 	return (0);
@@ -994,19 +1012,7 @@ ssize_t msg_body_pread(const struct msg *m, void *buf, size_t n, off_t off)
 	if ((off_t) n > h->body_off - off)
 	    n = (size_t) (h->body_off - off);
     }
-    foff = msg_file_off(m, off);
-    while (done < n) {
-	got = pread(m->body_fd, (char *) buf + done, n - done,
-		    foff + (off_t) done);
-	if (got < 0 && errno == EINTR)
-	    continue;
-	if (got < 0)
-	    return (-1);
-	if (got == 0)
-	    break;				/* shorter than it should be */
-	done += (size_t) got;
-    }
-    return ((ssize_t) done);
+    return (msg_file_read(m, buf, n, msg_file_off(m, off)));
 }
 
 /* msg_free - release memory and the spool file; the struct is reset */
@@ -1037,7 +1043,6 @@ struct msg_src {
     size_t  hdrlen;
     char    sep[4];			/* CRLF, or CRLF CRLF */
     size_t  seplen;
-    int     body_fd;			/* spooled body, or -1 */
     const char *body_mem;		/* in-memory body when body_fd < 0 */
     off_t   body_len;
     off_t   total;			/* raw stream length */
@@ -1068,7 +1073,6 @@ struct msg_src *msg_src_create(const struct strbuf *hdr, const struct msg *m)
     if (m->hdr_only && m->body_len == 0)
 	s->seplen -= 2;
     s->m = m;
-    s->body_fd = m->body_fd;
     if (m->body_fd >= 0) {
 	s->body_len = m->body_len;
     } else if (m->body_mem.data != NULL) {
@@ -1101,13 +1105,14 @@ static ssize_t msg_src_fill(struct msg_src *s, unsigned char *out, size_t n)
 	    k = n - done;
 	    if ((off_t) k > s->body_len - boff)
 		k = (size_t) (s->body_len - boff);
-	    if (s->body_fd < 0) {
+	    if (s->m->body_fd < 0) {
 		memcpy(out + done, s->body_mem + boff, k);
 		s->pos += (off_t) k;
 		done += k;
 		continue;
 	    }
-	    if ((got = msg_body_pread(s->m, out + done, k, boff)) == MSG_IN_HOLE) {
+	    got = msg_body_pread(s->m, out + done, k, boff);
+	    if (got == MSG_IN_HOLE) {
 		/* Never for a message that fits one request (see mime.h). */
 		snprintf(s->error, sizeof(s->error), "part of the message "
 			 "body was stored decoded (a base64 part of over 4 "

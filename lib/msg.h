@@ -208,9 +208,11 @@ extern int msg_finish(struct msg *, struct m365_result *res);
  * (memory or spool file), stopping before a hole: their number (fewer
  * only when the file is shorter than the body says; 0 at the end of
  * the body), MSG_IN_HOLE when off is inside a hole, -1 on a read error
- * (errno).  msg_hole_at() - the first hole that ends after
- * off (NULL: none).  msg_file_off() - the spool file offset of body
- * offset off (not inside a hole).
+ * (errno).  msg_hole_at() - the first hole that ends after off (NULL:
+ * none).  msg_file_off() - the spool file offset of body offset off
+ * (not inside a hole).  msg_file_read() - up to n bytes of the spool
+ * file as it is, holes and all, at file offset off: their number
+ * (fewer only at the end of the file), -1 on a read error (errno).
  */
 #define MSG_IN_HOLE	(-2)
 
@@ -221,6 +223,8 @@ extern ssize_t msg_body_pread(const struct msg *, void *buf, size_t n,
 			              off_t off);
 extern const struct msg_hole *msg_hole_at(const struct msg *, off_t off);
 extern off_t msg_file_off(const struct msg *, off_t off);
+extern ssize_t msg_file_read(const struct msg *, void *buf, size_t n,
+			             off_t off);
 
 /*
  * Raw bytes from any source (msg_read() is this over a pipe; the LMTP
