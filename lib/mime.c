@@ -274,6 +274,13 @@ static void mime_b64_pair_init(void)
 		(unsigned short) (mime_b64[a] << 6 | mime_b64[b]);
 }
 
+/* mime_b64_eol - a CRLF at in[i] (a line end between two quanta)? */
+
+static inline int mime_b64_eol(const unsigned char *in, size_t i, size_t n)
+{
+    return (i + 2 <= n && in[i] == '\r' && in[i + 1] == '\n');
+}
+
 /*
  * Sixteen base64 bytes at a time where the CPU can (x86-64 with SSSE3,
  * chosen at run time): mime_b64_blocks() decodes blocks of 16 alphabet
@@ -328,13 +335,6 @@ __attribute__((target("ssse3")))
 static inline __m128i mime_b64_high(__m128i v)
 {
     return (_mm_and_si128(_mm_srli_epi32(v, 4), _mm_set1_epi8(0x0f)));
-}
-
-/* mime_b64_eol - a CRLF at in[i] (a line end between two quanta)? */
-
-static inline int mime_b64_eol(const unsigned char *in, size_t i, size_t n)
-{
-    return (i + 2 <= n && in[i] == '\r' && in[i + 1] == '\n');
 }
 
 __attribute__((target("ssse3")))
@@ -540,7 +540,7 @@ static size_t mime_b64_update(struct mime_dec *d, const unsigned char *in,
 	}
 	if (i >= n)
 	    break;
-	if (in[i] == '\r' && i + 1 < n && in[i + 1] == '\n') {
+	if (mime_b64_eol(in, i, n)) {
 	    i += 2;				/* a line end: skipped */
 	    continue;
 	}
@@ -1548,6 +1548,37 @@ static void mime_scan_piece(struct mime_scan *s, const unsigned char *q,
 }
 
 /*
+ * mime_next_dash - the offset of the first line after p[0] that starts
+ * with "-" (only such a line can be a delimiter), n when none does;
+ * memchr() speed over base64, which has no "-"
+ */
+static size_t mime_next_dash(const unsigned char *p, size_t n)
+{
+    const unsigned char *d;
+    size_t  j;
+
+    for (j = 1; j < n && (d = memchr(p + j, '-', n - j)) != NULL;
+	 j = (size_t) (d - p) + 1)
+	if (d[-1] == '\n')
+	    return ((size_t) (d - p));
+    return (n);
+}
+
+/* mime_scan_passed - the line state after content bytes p[0..k), k > 0 */
+
+static void mime_scan_passed(struct mime_scan *s, const unsigned char *p,
+			             size_t k)
+{
+    if (p[k - 1] == '\n') {
+	s->prev_eol = (k >= 2 ? p[k - 2] == '\r' : s->last_cr) ? 2 : 1;
+	s->at_line_start = 1;
+    } else {
+	s->at_line_start = 0;
+    }
+    s->last_cr = p[k - 1] == '\r';
+}
+
+/*
  * mime_scan_skip - content bytes up to the next line that starts with
  * "-" (only such a line can be a delimiter): their length, after which
  * the line state is what mime_scan_piece() would have left.  Base64
@@ -1556,29 +1587,13 @@ static void mime_scan_piece(struct mime_scan *s, const unsigned char *q,
 static size_t mime_scan_skip(struct mime_scan *s, const unsigned char *p,
 			             size_t n)
 {
-    const unsigned char *d;
-    size_t  k = 0, j;
+    size_t  k;
 
     if (s->at_line_start && p[0] == '-')
 	return (0);
-    for (j = 1; j < n; j = (size_t) (d - p) + 1) {
-	if ((d = memchr(p + j, '-', n - j)) == NULL)
-	    break;
-	if (d[-1] == '\n') {
-	    k = (size_t) (d - p);
-	    break;
-	}
-    }
-    if (k == 0)
-	k = n;
+    k = mime_next_dash(p, n);
     mime_scan_count(s, p, k);
-    if (p[k - 1] == '\n') {
-	s->prev_eol = (k >= 2 ? p[k - 2] == '\r' : s->last_cr) ? 2 : 1;
-	s->at_line_start = 1;
-    } else {
-	s->at_line_start = 0;
-    }
-    s->last_cr = p[k - 1] == '\r';
+    mime_scan_passed(s, p, k);
     return (k);
 }
 
@@ -1613,8 +1628,7 @@ static void mime_scan_feed(struct mime_scan *s, const unsigned char *p,
 	}
 	if (s->state == SCAN_BODY && s->nopen == 0) {
 	    mime_scan_count(s, p, n);		/* no structure left */
-	    s->at_line_start = p[n - 1] == '\n';
-	    s->last_cr = p[n - 1] == '\r';
+	    mime_scan_passed(s, p, n);
 	    return;
 	}
 	if (s->state == SCAN_BODY && (k = mime_scan_skip(s, p, n)) > 0) {
@@ -1785,8 +1799,7 @@ static size_t mime_watch_until(struct mime_watch *w, const unsigned char *q,
 {
     struct mime_scan *s = w->scan;
     struct mime_part *p = s->mime->parts + s->cur;
-    const unsigned char *nl, *d;
-    size_t  j;
+    const unsigned char *nl;
     off_t   at;
 
     if (cut == NULL || cut->to > cut->from || cut_block > MIME_DIVERT_BLOCK)
@@ -1795,14 +1808,8 @@ static size_t mime_watch_until(struct mime_watch *w, const unsigned char *q,
 	nl = memchr(q, '\n', n);		/* look again after each line */
 	return (nl ? (size_t) (nl - q) + 1 : n);
     }
-    if (s->cnt_part != s->cur || p->stored_decoded) {
-	/* Up to the next line that starts with "-" (a new part?). */
-	for (j = 1; j < n && (d = memchr(q + j, '-', n - j)) != NULL;
-	     j = (size_t) (d - q) + 1)
-	    if (d[-1] == '\n')
-		return ((size_t) (d - q));
-	return (n);
-    }
+    if (s->cnt_part != s->cur || p->stored_decoded)
+	return (mime_next_dash(q, n));		/* a new part there? */
     at = p->body_start + mime_decoded_after;
     if (s->fed + (off_t) n <= at)
 	return (n);
@@ -1827,15 +1834,9 @@ static size_t mime_watch_divert(struct mime_watch *w, const unsigned char *q,
 			                size_t n, size_t at, struct msg_cut *cut)
 {
     struct mime_scan *s = w->scan;
-    const unsigned char *d;
-    size_t  k = n, j, olen;
+    size_t  k, olen;
 
-    if (s->at_line_start && q[0] == '-')
-	k = 0;
-    for (j = 0; k == n && (d = memchr(q + j, '-', n - j)) != NULL;
-	 j = (size_t) (d - q) + 1)
-	if (d > q && d[-1] == '\n')
-	    k = (size_t) (d - q);
+    k = s->at_line_start && q[0] == '-' ? 0 : mime_next_dash(q, n);
     if (k == 0 || cut->to > cut->from || at + n > MIME_DIVERT_BLOCK) {
 	w->div = -1;				/* the rest as it is */
 	return (0);
@@ -1850,13 +1851,7 @@ static size_t mime_watch_divert(struct mime_watch *w, const unsigned char *q,
     s->fed += (off_t) k;
     s->cnt_total += (off_t) olen;
     s->cnt.nacc = w->dec.nacc;
-    if (q[k - 1] == '\n') {
-	s->prev_eol = (k >= 2 ? q[k - 2] == '\r' : s->last_cr) ? 2 : 1;
-	s->at_line_start = 1;
-    } else {
-	s->at_line_start = 0;
-    }
-    s->last_cr = q[k - 1] == '\r';
+    mime_scan_passed(s, q, k);
     cut->from = at;
     cut->to = at + k;
     cut->data = (const char *) w->out;
