@@ -348,6 +348,14 @@ static size_t msg_lf_expand(const char *p, size_t n, char *o, size_t room,
     *olen = w;
     return (i);
 }
+
+/* msg_lf_cpu - can this CPU run msg_lf_expand()? */
+
+static int msg_lf_cpu(void)
+{
+    __builtin_cpu_init();
+    return (__builtin_cpu_supports("avx2") ? 1 : 0);
+}
 #endif
 
 /* msg_lf_simd - see above */
@@ -357,22 +365,35 @@ int     msg_lf_simd(int on)
 #ifdef MSG_LF_SIMD
     int     was;
 
-    if (msg_lf_use < 0) {
-	__builtin_cpu_init();
-	msg_lf_use = __builtin_cpu_supports("avx2") ? 1 : 0;
-    }
+    if (msg_lf_use < 0)
+	msg_lf_use = msg_lf_cpu();
     was = msg_lf_use;
-    if (on == 0) {
-	msg_lf_use = 0;
-    } else if (on > 0) {
-	__builtin_cpu_init();
-	msg_lf_use = __builtin_cpu_supports("avx2") ? 1 : 0;
-    }
+    if (on >= 0)
+	msg_lf_use = on ? msg_lf_cpu() : 0;
     return (was);
 #else
     (void) on;
     return (0);
 #endif
+}
+
+/*
+ * msg_may_put - may n canonical bytes go straight into the spool
+ * buffer (when there is room), instead of through msg_count() and
+ * msg_store()?  Only while nothing else could happen: spooling, no
+ * error, max_size not reached.  msg_put_done() counts them.
+ */
+static int msg_may_put(const struct msg *m, size_t n)
+{
+    return (m->wbuf != NULL && !msg_failed(m)
+	    && (m->max_size == 0 || m->size + (off_t) n <= m->max_size));
+}
+
+static void msg_put_done(struct msg *m, size_t n)
+{
+    m->wlen += n;
+    m->size += (off_t) n;
+    m->body_len += (off_t) n;
 }
 
 /* msg_body_put - count and store body bytes, bare LF -> CRLF */
@@ -390,19 +411,15 @@ static void msg_body_put(struct msg *m, const char *p, size_t n)
 #ifdef MSG_LF_SIMD
     if (msg_lf_use < 0)
 	(void) msg_lf_simd(-1);
-    /* Straight into the spool buffer while nothing else can happen. */
-    while (msg_lf_use && n >= 32 && m->wbuf != NULL && !msg_failed(m)
-	   && (m->max_size == 0
-	       || m->size + 2 * (off_t) n <= m->max_size)) {
+    /* Straight into the spool buffer (at most twice as many bytes). */
+    while (msg_lf_use && n >= 32 && msg_may_put(m, 2 * n)) {
 	if (m->wcap - m->wlen < 64 && msg_spool_flush(m) < 0)
 	    break;
 	seg = msg_lf_expand(p, n, m->wbuf + m->wlen, m->wcap - m->wlen,
 			    m->last_cr, &out);
 	if (seg == 0)
 	    break;
-	m->wlen += out;
-	m->size += (off_t) out;
-	m->body_len += (off_t) out;
+	msg_put_done(m, out);
 	m->last_cr = p[seg - 1] == '\r';
 	p += seg;
 	n -= seg;
@@ -419,15 +436,11 @@ static void msg_body_put(struct msg *m, const char *p, size_t n)
 	if (lf > p ? lf[-1] == '\r' : m->last_cr)
 	    continue;
 	seg = (size_t) (lf - run);
-	if (m->wbuf != NULL && m->wlen + seg + 2 <= m->wcap
-	    && (m->max_size == 0 || m->size + (off_t) (seg + 2) <= m->max_size)
-	    && !msg_failed(m)) {
+	if (msg_may_put(m, seg + 2) && m->wlen + seg + 2 <= m->wcap) {
 	    /* The common case (a line from a pipe): straight to the buffer. */
 	    memcpy(m->wbuf + m->wlen, run, seg);
 	    memcpy(m->wbuf + m->wlen + seg, "\r\n", 2);
-	    m->wlen += seg + 2;
-	    m->size += (off_t) (seg + 2);
-	    m->body_len += (off_t) (seg + 2);
+	    msg_put_done(m, seg + 2);
 	} else {
 	    msg_count(m, (off_t) seg + 2);
 	    if (!msg_too_big(m)) {
