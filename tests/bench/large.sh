@@ -40,6 +40,8 @@
 # messages of 10 MB per minute per mailbox.  BENCH_PACED=1 adds the
 # 20 x 10 MB phase with the default budget (takes about 7 minutes).
 #
+# Each timed step starts after a sync (settle), so that the write-back of
+# the last run's 150 MB files does not fall into it.
 # Every timed process (m365-relay, curl, dd) is run by $T/bin/timed, which
 # takes its user and system time from wait4() in microseconds (GNU time
 # prints 10 ms steps, too coarse next to curl's 70 ms).  Needs root,
