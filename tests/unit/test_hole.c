@@ -404,6 +404,17 @@ static void g_qp(struct gen *g, struct xpart *x, size_t n)
 #define TEXT_HDR "Content-Type: text/plain; charset=utf-8\n" \
 	"Content-Transfer-Encoding: 8bit\n"
 
+/* g_b64_part - a base64 leaf (hdr: its header lines), a delimiter next */
+
+static void g_b64_part(struct gen *g, const char *type, const char *hdr,
+		               size_t nraw, int how)
+{
+    int     i = g_begin(g, type, MIME_CTE_BASE64, 1, hdr);
+
+    g_b64(g, nraw, how);
+    g_end(g, i);
+}
+
 /* g_mixed_b64 - multipart/mixed: a text part, one base64 part of a kind */
 
 static void g_mixed_b64(struct gen *g, size_t nraw, int how, int close)
@@ -502,20 +513,18 @@ static void gen_make(struct gen *g, int shape)
 	g_text(g, 20);
 	g_end(g, i);
 	g_delim(g, "outer", 0);
-	i = g_begin(g, "application/pdf", MIME_CTE_BASE64, 1,
-		    "Content-Type: application/pdf; name=\"a.pdf\"\n"
-		    "Content-Disposition: attachment; filename=\"a.pdf\"\n"
-		    "Content-Transfer-Encoding: base64\n");
-	g_b64(g, 220000, B64_LINES);
-	g_end(g, i);
+	g_b64_part(g, "application/pdf",
+		   "Content-Type: application/pdf; name=\"a.pdf\"\n"
+		   "Content-Disposition: attachment; filename=\"a.pdf\"\n"
+		   "Content-Transfer-Encoding: base64\n",
+		   220000, B64_LINES);
 	g_delim(g, "outer", 0);
-	i = g_begin(g, "image/png", MIME_CTE_BASE64, 1,
-		    "Content-Type: image/png; name=\"logo.png\"\n"
-		    "Content-ID: <logo@x>\n"
-		    "Content-Disposition: inline\n"
-		    "Content-Transfer-Encoding: base64\n");
-	g_b64(g, 110000, B64_LINES);
-	g_end(g, i);
+	g_b64_part(g, "image/png",
+		   "Content-Type: image/png; name=\"logo.png\"\n"
+		   "Content-ID: <logo@x>\n"
+		   "Content-Disposition: inline\n"
+		   "Content-Transfer-Encoding: base64\n",
+		   110000, B64_LINES);
 	g_delim(g, "outer", 1);
 	g_line(g, "epilogue");
 	break;
@@ -534,11 +543,10 @@ static void gen_make(struct gen *g, int shape)
 	g_end(g, g->nx - 1);
 	/* A later part: diverted after the hole of the one before ended. */
 	g_delim(g, "outer", 0);
-	i = g_begin(g, "image/png", MIME_CTE_BASE64, 1,
-		    "Content-Type: image/png\n"
-		    "Content-Transfer-Encoding: base64\n");
-	g_b64(g, 120000, B64_LINES);
-	g_end(g, i);
+	g_b64_part(g, "image/png",
+		   "Content-Type: image/png\n"
+		   "Content-Transfer-Encoding: base64\n",
+		   120000, B64_LINES);
 	g_delim(g, "outer", 1);
 	break;
     case SH_DASH_EDGE:
@@ -592,19 +600,17 @@ static void gen_make(struct gen *g, int shape)
 	g_line(g, "<p><img src=\"cid:img@x\"></p>");
 	g_end(g, i);
 	g_delim(g, "rel", 0);
-	i = g_begin(g, "image/png", MIME_CTE_BASE64, 1,
-		    "Content-Type: image/png\n"
-		    "Content-ID: <img@x>\n"
-		    "Content-Transfer-Encoding: base64\n");
-	g_b64(g, 180000, B64_LINES);
-	g_end(g, i);
+	g_b64_part(g, "image/png",
+		   "Content-Type: image/png\n"
+		   "Content-ID: <img@x>\n"
+		   "Content-Transfer-Encoding: base64\n",
+		   180000, B64_LINES);
 	g_delim(g, "rel", 1);
 	g_delim(g, "outer", 0);
-	i = g_begin(g, "application/pdf", MIME_CTE_BASE64, 1,
-		    "Content-Type: application/pdf\n"
-		    "Content-Transfer-Encoding: base64\n");
-	g_b64(g, 120000, B64_IRREGULAR);
-	g_end(g, i);
+	g_b64_part(g, "application/pdf",
+		   "Content-Type: application/pdf\n"
+		   "Content-Transfer-Encoding: base64\n",
+		   120000, B64_IRREGULAR);
 	g_delim(g, "outer", 1);
 	break;
     case SH_QP:
@@ -618,11 +624,10 @@ static void gen_make(struct gen *g, int shape)
 	g_end(g, i);
 	g_delim(g, "outer", 0);
 	/* Base64, but shorter than the threshold: never diverted. */
-	i = g_begin(g, "application/octet-stream", MIME_CTE_BASE64, 1,
-		    "Content-Type: application/octet-stream\n"
-		    "Content-Transfer-Encoding: base64\n");
-	g_b64(g, 600, B64_LINES);
-	g_end(g, i);
+	g_b64_part(g, "application/octet-stream",
+		   "Content-Type: application/octet-stream\n"
+		   "Content-Transfer-Encoding: base64\n",
+		   600, B64_LINES);
 	g_delim(g, "outer", 0);
 	i = g_begin(g, "text/plain", MIME_CTE_IDENTITY, 1, TEXT_HDR);
 	g_text(g, 800);
