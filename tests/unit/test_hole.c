@@ -1558,6 +1558,29 @@ static void test_max_size(void)
 }
 
 /*
+ * gen_single - a single-part message: one base64 body of nraw bytes
+ * (for the tests that need a size of their own)
+ */
+static void gen_single(struct gen *g, const char *name, unsigned seed,
+		               size_t nraw)
+{
+    int     i;
+
+    memset(g, 0, sizeof(*g));
+    g->name = name;
+    strbuf_init(&g->hdr, STRBUF_MAX_HEADERS);
+    strbuf_init(&g->body, BIG);
+    rnd_seed(seed);
+    g_hdr(g, "From: a@example.com");
+    g_hdr(g, "Content-Type: application/octet-stream");
+    g_hdr(g, "Content-Transfer-Encoding: base64");
+    i = g_add(g, "application/octet-stream", MIME_CTE_BASE64, 1);
+    g_b64(g, nraw, B64_LINES);
+    g_end_eof(g, i);
+    snprintf(ctx, sizeof(ctx), "%s", name);
+}
+
+/*
  * test_digest - the send ledger's digest (first 64 KB of the body as
  * stored, and its canonical length) of a message whose file is shorter
  * than 64 KB though its body is longer: read from the file, not from
@@ -1573,20 +1596,8 @@ static void test_digest(void)
     unsigned char ra[32], rb[32];
     char    ha[65], hb[65];
     char   *fa, *fb;
-    int     i;
 
-    memset(&g, 0, sizeof(g));
-    g.name = "single part, 60 KB decoded";
-    strbuf_init(&g.hdr, STRBUF_MAX_HEADERS);
-    strbuf_init(&g.body, BIG);
-    rnd_seed(78);
-    g_hdr(&g, "Subject: digest");
-    g_hdr(&g, "Content-Type: application/octet-stream");
-    g_hdr(&g, "Content-Transfer-Encoding: base64");
-    i = g_add(&g, "application/octet-stream", MIME_CTE_BASE64, 1);
-    g_b64(&g, 60000, B64_LINES);
-    g_end_eof(&g, i);
-    snprintf(ctx, sizeof(ctx), "%s", g.name);
+    gen_single(&g, "single part, 60 KB decoded", 78, 60000);
     T_EQ_INT(build(&g, 0, &pipe4k, 1000, 0, &a, &res), 0);
     T_EQ_INT(build(&g, 1, &milter, 1000, 0, &b, &res), 0);
     H_OK(a.nholes == 1 && a.body_len > 65536 && a.file_len < 65536);
@@ -1620,21 +1631,9 @@ static void test_big_block(void)
     struct m365_result res;
     struct mime mime;
     char    err[256];
-    int     i;
 
-    memset(&g, 0, sizeof(g));
-    g.name = "single part of 3.5 MB, milter memory_limit 2.6 MB";
-    strbuf_init(&g.hdr, STRBUF_MAX_HEADERS);
-    strbuf_init(&g.body, BIG);
-    rnd_seed(77);
-    g_hdr(&g, "From: a@example.com");
-    g_hdr(&g, "Subject: big block");
-    g_hdr(&g, "Content-Type: application/octet-stream");
-    g_hdr(&g, "Content-Transfer-Encoding: base64");
-    i = g_add(&g, "application/octet-stream", MIME_CTE_BASE64, 1);
-    g_b64(&g, 3500000, B64_LINES);
-    g_end_eof(&g, i);
-    snprintf(ctx, sizeof(ctx), "%s", g.name);
+    gen_single(&g, "single part of 3.5 MB, milter memory_limit 2.6 MB", 77,
+	       3500000);
     T_EQ_INT(build(&g, 1, &md, 1000, 0, &m, &res), 0);
     H_EQ(m.nholes, 1);
     if (m.nholes > 0)
