@@ -1790,19 +1790,18 @@ off_t   mime_store_decoded_after(off_t bytes)
 
 /*
  * mime_watch_until - how many of the n bytes at q to feed to the scan
- * before a part can be stored decoded (cut_block: the size of the whole
- * block); 0 when it starts at q (w->div is then set)
+ * before a part can be stored decoded (cut: NULL when this block is
+ * stored as it is); 0 when it starts at q (w->div is then set)
  */
 static size_t mime_watch_until(struct mime_watch *w, const unsigned char *q,
-			               size_t n, const struct msg_cut *cut,
-			               size_t cut_block)
+			               size_t n, const struct msg_cut *cut)
 {
     struct mime_scan *s = w->scan;
     struct mime_part *p = s->mime->parts + s->cur;
     const unsigned char *nl;
     off_t   at;
 
-    if (cut == NULL || cut->to > cut->from || cut_block > MIME_DIVERT_BLOCK)
+    if (cut == NULL || cut->to > cut->from)
 	return (n);
     if (s->state == SCAN_HDR) {
 	nl = memchr(q, '\n', n);		/* look again after each line */
@@ -1828,7 +1827,8 @@ static size_t mime_watch_until(struct mime_watch *w, const unsigned char *q,
 /*
  * mime_watch_divert - store content bytes of part w->div decoded: from
  * q (block offset at) up to the first line that starts with "-"; the
- * number of bytes taken (0: the part goes on as it is)
+ * number of bytes taken (0: the part goes on as it is, also when the
+ * block cannot be cut)
  */
 static size_t mime_watch_divert(struct mime_watch *w, const unsigned char *q,
 			                size_t n, size_t at, struct msg_cut *cut)
@@ -1837,7 +1837,7 @@ static size_t mime_watch_divert(struct mime_watch *w, const unsigned char *q,
     size_t  k, olen;
 
     k = s->at_line_start && q[0] == '-' ? 0 : mime_next_dash(q, n);
-    if (k == 0 || cut->to > cut->from || at + n > MIME_DIVERT_BLOCK) {
+    if (k == 0 || cut == NULL || cut->to > cut->from) {
 	w->div = -1;				/* the rest as it is */
 	return (0);
     }
@@ -1887,6 +1887,8 @@ static void mime_watch_tap(void *ctx, const char *p, size_t n, off_t off,
 	w->div = -1;
 	return;
     }
+    if (n > MIME_DIVERT_BLOCK)
+	cut = NULL;				/* stored as it is */
     while (n > 0) {
 	at = (size_t) (q - (const unsigned char *) p);
 	if (w->scan->stop) {
@@ -1895,7 +1897,7 @@ static void mime_watch_tap(void *ctx, const char *p, size_t n, off_t off,
 	}
 	if (w->div >= 0 && (k = mime_watch_divert(w, q, n, at, cut)) > 0) {
 	    /* stored decoded */
-	} else if ((k = mime_watch_until(w, q, n, cut, at + n)) > 0) {
+	} else if ((k = mime_watch_until(w, q, n, cut)) > 0) {
 	    mime_scan_feed(w->scan, q, k);
 	} else if ((k = mime_watch_divert(w, q, n, at, cut)) == 0) {
 	    /* Never happens (both ask the same); never loop either. */
