@@ -32,7 +32,11 @@
  *	Input is read in 256 KB blocks (a pipe is asked to hold 1 MB,
  *	fcntl(F_SETPIPE_SZ), so that both ends wake up less often) and
  *	fed to a struct msg_stream (msg_stream_put(), also the LMTP
- *	server's way in).  Header lines go into hdr with CRLF line ends;
+ *	server's way in).  Once 1 MB has come through such a pipe, a
+ *	read that got less than 64 KB is followed by a pause of 1 ms
+ *	(msg_read_pause()), so that the next read takes what the writer
+ *	wrote meanwhile: Postfix's pipe(8) writes 4 KB at a time, and
+ *	each write into an empty pipe would wake the reader.  Header lines go into hdr with CRLF line ends;
  *	the header section ends at the first empty line (which is not
  *	stored) or at the first line that is neither a header field
  *	("name:") nor a continuation line: like Postfix's cleanup, that
@@ -67,6 +71,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <sysexits.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -77,6 +82,10 @@
 #define MSG_BLOCK	(64 * 1024)	/* spool write buffer, at first */
 #define MSG_BLOCK_BIG	(1024 * 1024)	/* once 1 MB was spooled */
 #define MSG_READ_BLOCK	(256 * 1024)	/* read() from the MTA at a time */
+#define MSG_PIPE_SIZE	(1024 * 1024)	/* what a pipe is asked to hold */
+#define MSG_PAUSE_AFTER	(1024 * 1024)	/* pause after short reads from */
+#define MSG_PAUSE_SHORT	(64 * 1024)	/* a read of less is short */
+#define MSG_PAUSE_NS	1000000L	/* 1 ms: at most 1 MB at 1 GB/s */
 #define MSG_RAW_BUF	(3 * 16 * 1024)
 #define MSG_MEM_FIRST	4096		/* first body_mem allocation */
 
@@ -906,18 +915,51 @@ int     msg_stream_finish(struct msg_stream *r, struct m365_result *res)
     return (ret);
 }
 
+/*
+ * msg_read_pause - may reads from fd pause after a short read?  Only a
+ * pipe that holds 1 MB or more (asked for here; a refusal is fine, then
+ * reads never pause): in 1 ms a writer at 1 GB/s fills at most that,
+ * so it never waits for the pause, and the pause never costs more than
+ * 1 ms at the end of the input.
+ */
+static int msg_pause_use = 1;
+
+static int msg_read_pause(int fd)
+{
+    struct stat st;
+
+    if (!msg_pause_use || fstat(fd, &st) < 0 || !S_ISFIFO(st.st_mode))
+	return (0);
+#if defined(F_SETPIPE_SZ) && defined(F_GETPIPE_SZ)
+    (void) fcntl(fd, F_SETPIPE_SZ, MSG_PIPE_SIZE);
+    return (fcntl(fd, F_GETPIPE_SZ) >= MSG_PIPE_SIZE);
+#else
+    return (0);
+#endif
+}
+
+/* msg_read_pauses - see msg.h */
+
+int     msg_read_pauses(int on)
+{
+    int     was = msg_pause_use;
+
+    if (on >= 0)
+	msg_pause_use = on ? 1 : 0;
+    return (was);
+}
+
 /* msg_stream_read - feed all that fd gives, then finish the stream */
 
 int     msg_stream_read(struct msg_stream *r, int fd, struct m365_result *res)
 {
     char   *buf = xmalloc(MSG_READ_BLOCK);
+    struct timespec pause = {0, MSG_PAUSE_NS};
+    int     may_pause = msg_read_pause(fd);
+    off_t   total = 0;
     ssize_t got;
 
     result_init(res);
-#ifdef F_SETPIPE_SZ
-    /* A pipe of 1 MB: fewer wake-ups of both ends (may be refused). */
-    (void) fcntl(fd, F_SETPIPE_SZ, MSG_READ_BLOCK * 4);
-#endif
     for (;;) {
 	if ((got = read(fd, buf, MSG_READ_BLOCK)) < 0) {
 	    if (errno == EINTR)
@@ -933,6 +975,9 @@ int     msg_stream_read(struct msg_stream *r, int fd, struct m365_result *res)
 	if (got == 0)
 	    break;
 	msg_stream_put(r, buf, (size_t) got);
+	total += got;
+	if (may_pause && got < MSG_PAUSE_SHORT && total >= MSG_PAUSE_AFTER)
+	    (void) nanosleep(&pause, NULL);	/* EINTR: read at once */
     }
     free(buf);
     return (msg_stream_finish(r, res));

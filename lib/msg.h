@@ -239,7 +239,9 @@ extern ssize_t msg_file_read(const struct msg *, void *buf, size_t n,
  * message still needs msg_free()).  msg_stream_read() feeds everything
  * fd gives until its end and then finishes the stream (msg_read() is
  * msg_stream_create() and msg_stream_read(); between them msg_tap()
- * may be called).
+ * may be called); from a pipe it pauses 1 ms after a short read once
+ * 1 MB is in (see msg.c).  msg_read_pauses() switches those pauses (0
+ * off, 1 on, -1 only asks) and returns what was set: for the tests.
  */
 struct msg_stream;
 
@@ -250,6 +252,7 @@ extern void msg_stream_put(struct msg_stream *, const char *, size_t);
 extern int msg_stream_read(struct msg_stream *, int fd,
 			           struct m365_result *res);
 extern int msg_stream_finish(struct msg_stream *, struct m365_result *res);
+extern int msg_read_pauses(int on);
 extern void msg_stream_free(struct msg_stream *);
 
 struct msg_src;

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -38,12 +39,17 @@ static int input_fd(const char *data, size_t len)
     return (fd);
 }
 
-/* pipe_fd - a pipe fed by a child; *pid to reap (exit 0: all written) */
-
-static int pipe_fd(const char *data, size_t len, pid_t *pid)
+/*
+ * paced_fd - a pipe fed by a child in writes of 4093 bytes (odd: reads
+ * see odd chunk boundaries); after the first fast bytes it waits
+ * pause_us after each write (Postfix's pipe(8) writes 4 KB at a time,
+ * mostly into an empty pipe)
+ */
+static int paced_fd(const char *data, size_t len, size_t fast,
+		            unsigned pause_us, pid_t *pid)
 {
     int     p[2];
-    size_t  off = 0;
+    size_t  off = 0, n;
     ssize_t w;
 
     if (pipe(p) < 0)
@@ -52,17 +58,24 @@ static int pipe_fd(const char *data, size_t len, pid_t *pid)
 	close(p[0]);
 	signal(SIGPIPE, SIG_IGN);
 	while (off < len) {
-	    /* Odd write sizes so reads see odd chunk boundaries. */
-	    size_t  n = len - off < 4093 ? len - off : 4093;
-
+	    n = len - off < 4093 ? len - off : 4093;
 	    if ((w = write(p[1], data + off, n)) < 0)
 		_exit(1);
 	    off += (size_t) w;
+	    if (off > fast)
+		usleep(pause_us);
 	}
 	_exit(0);
     }
     close(p[1]);
     return (p[0]);
+}
+
+/* pipe_fd - a pipe fed by a child; *pid to reap (exit 0: all written) */
+
+static int pipe_fd(const char *data, size_t len, pid_t *pid)
+{
+    return (paced_fd(data, len, len, 0, pid));
 }
 
 /* body_of - the spooled body as a string */
@@ -359,6 +372,77 @@ static void test_read_several_mb(void)
     msg_free(&m);
     close(fd);
     strbuf_free(&t.sb);
+    free(want);
+    free(in);
+}
+
+/*
+ * read_paced - read in (with 1 ms pauses or without) from a paced
+ * writer; the reader's voluntary context switches (each wait for the
+ * writer, each pause), or -1 when the body is not want
+ */
+static long read_paced(const char *in, size_t n, const char *want,
+		               size_t wlen, int pauses)
+{
+    struct msg m;
+    struct m365_result res;
+    struct rusage ru0, ru1;
+    char   *got;
+    long    sw = -1;
+    int     fd, status, was;
+    pid_t   pid;
+
+    if ((fd = paced_fd(in, n, 1200000, 200, &pid)) < 0)
+	return (-1);
+    was = msg_read_pauses(pauses);
+    (void) getrusage(RUSAGE_SELF, &ru0);
+    if (msg_read(&m, fd, tmpdir, 0, &res) == 0) {
+	(void) getrusage(RUSAGE_SELF, &ru1);
+	got = body_of(&m);
+	if (m.body_len == (off_t) wlen && memcmp(got, want, wlen) == 0)
+	    sw = ru1.ru_nvcsw - ru0.ru_nvcsw;
+	free(got);
+    }
+    (void) msg_read_pauses(was);
+    msg_free(&m);
+    close(fd);
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status)
+	|| WEXITSTATUS(status) != 0)
+	sw = -1;
+    return (sw);
+}
+
+/*
+ * Pauses after short reads (from 1 MB on): the same body, and the
+ * reader wakes up far less often than once per 4 KB write.  Timing:
+ * up to three tries (a loaded machine may slow the writer to a write
+ * per pause, when pausing cannot help).
+ */
+static void test_read_pause(void)
+{
+    const size_t hlen = 12;		/* "Subject: p\n\n" */
+    size_t  n = 3300000, i, wlen;
+    char   *in = xmalloc(n), *want;
+    long    on = -1, off = -1;
+    int     try;
+
+    T_EQ_INT(msg_read_pauses(-1), 1);		/* on by default */
+    memcpy(in, "Subject: p\n\n", hlen);
+    for (i = hlen; i < n; i++)
+	in[i] = i % 77 == 76 ? '\n' : (char) ('A' + i % 26);
+    want = reference_crlf(in + hlen, n - hlen, &wlen);
+    for (try = 0; try < 3; try++) {
+	off = read_paced(in, n, want, wlen, 0);
+	on = read_paced(in, n, want, wlen, 1);
+	if (on < 0 || off < 0 || on * 2 < off)
+	    break;
+    }
+    T_CHECK(on >= 0 && off >= 0, "same body with and without pauses "
+	    "(%ld, %ld)", on, off);
+    T_CHECK(on * 2 < off, "%ld waits with pauses, %ld without", on, off);
+    printf("# %ld waits with pauses, %ld without (try %d)\n", on, off,
+	   try + 1);
+    T_EQ_INT(msg_read_pauses(-1), 1);
     free(want);
     free(in);
 }
@@ -1412,6 +1496,7 @@ int     main(void)
     T_RUN(test_read_big);
     T_RUN(test_lf_simd);
     T_RUN(test_read_several_mb);
+    T_RUN(test_read_pause);
     T_RUN(test_too_large);
     T_RUN(test_header_limits);
     T_RUN(test_io_errors);
