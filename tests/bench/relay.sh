@@ -18,6 +18,8 @@
 #                 statistics); at steady state the target is 0 per
 #                 message: one per account per token lifetime
 # Every m365-relay run is wrapped in /usr/bin/time (GNU time).
+# Large messages (issue 10: 150 MB, 20 x 10 MB through drafts, CPU next
+# to curl, spool use) have their own benchmark: tests/bench/large.sh.
 #
 # Comparison (issue 11: the send ledger and the request slots must cost
 # less than 10% CPU per message and keep RSS flat): with
