@@ -36,11 +36,11 @@
  *	read that got less than 64 KB is followed by a pause of 1 ms
  *	(msg_read_pause()), so that the next read takes what the writer
  *	wrote meanwhile: Postfix's pipe(8) writes 4 KB at a time, and
- *	each write into an empty pipe would wake the reader.  Header lines go into hdr with CRLF line ends;
- *	the header section ends at the first empty line (which is not
- *	stored) or at the first line that is neither a header field
- *	("name:") nor a continuation line: like Postfix's cleanup, that
- *	line starts the body.  So input without any header field is all
+ *	each write into an empty pipe would wake the reader.  Header
+ *	lines go into hdr with CRLF line ends; the header section ends
+ *	at the first empty line (which is not stored) or at the first
+ *	line that is neither a header field ("name:") nor a continuation
+ *	line: like Postfix's cleanup, that line starts the body.  So input without any header field is all
  *	body, with an empty header section, and input without an empty
  *	line is all header.  A first line "From " (mbox) is dropped.
  *	Each header line (a milter field: the whole field) is stored by
@@ -915,6 +915,8 @@ int     msg_stream_finish(struct msg_stream *r, struct m365_result *res)
     return (ret);
 }
 
+static int msg_pause_use = 1;			/* msg_read_pauses() */
+
 /*
  * msg_read_pause - may reads from fd pause after a short read?  Only a
  * pipe that holds 1 MB or more (asked for here; a refusal is fine, then
@@ -922,8 +924,6 @@ int     msg_stream_finish(struct msg_stream *r, struct m365_result *res)
  * so it never waits for the pause, and the pause never costs more than
  * 1 ms at the end of the input.
  */
-static int msg_pause_use = 1;
-
 static int msg_read_pause(int fd)
 {
     struct stat st;
@@ -954,7 +954,7 @@ int     msg_read_pauses(int on)
 int     msg_stream_read(struct msg_stream *r, int fd, struct m365_result *res)
 {
     char   *buf = xmalloc(MSG_READ_BLOCK);
-    struct timespec pause = {0, MSG_PAUSE_NS};
+    struct timespec nap = {0, MSG_PAUSE_NS};
     int     may_pause = msg_read_pause(fd);
     off_t   total = 0;
     ssize_t got;
@@ -977,7 +977,7 @@ int     msg_stream_read(struct msg_stream *r, int fd, struct m365_result *res)
 	msg_stream_put(r, buf, (size_t) got);
 	total += got;
 	if (may_pause && got < MSG_PAUSE_SHORT && total >= MSG_PAUSE_AFTER)
-	    (void) nanosleep(&pause, NULL);	/* EINTR: read at once */
+	    (void) nanosleep(&nap, NULL);	/* EINTR: read at once */
     }
     free(buf);
     return (msg_stream_finish(r, res));
