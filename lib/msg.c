@@ -34,15 +34,16 @@
  *	fed to a struct msg_stream (msg_stream_put(), also the LMTP
  *	server's way in).  Once 1 MB has come through such a pipe, a
  *	read that got less than 64 KB is followed by a pause of 1 ms
- *	(msg_read_pause()), so that the next read takes what the writer
+ *	(msg_fd_may_pause()), so that the next read takes what the writer
  *	wrote meanwhile: Postfix's pipe(8) writes 4 KB at a time, and
  *	each write into an empty pipe would wake the reader.  Header
  *	lines go into hdr with CRLF line ends; the header section ends
  *	at the first empty line (which is not stored) or at the first
  *	line that is neither a header field ("name:") nor a continuation
- *	line: like Postfix's cleanup, that line starts the body.  So input without any header field is all
- *	body, with an empty header section, and input without an empty
- *	line is all header.  A first line "From " (mbox) is dropped.
+ *	line: like Postfix's cleanup, that line starts the body.  So
+ *	input without any header field is all body, with an empty header
+ *	section, and input without an empty line is all header.  A first
+ *	line "From " (mbox) is dropped.
  *	Each header line (a milter field: the whole field) is stored by
  *	msg_hdr_put(), which runs msg_hdr_clean() over it (see msg.h).
  *	After an error or past max_size the rest of the input is still
@@ -918,13 +919,13 @@ int     msg_stream_finish(struct msg_stream *r, struct m365_result *res)
 static int msg_pause_use = 1;			/* msg_read_pauses() */
 
 /*
- * msg_read_pause - may reads from fd pause after a short read?  Only a
+ * msg_fd_may_pause - may reads from fd pause after a short read?  Only a
  * pipe that holds 1 MB or more (asked for here; a refusal is fine, then
  * reads never pause): in 1 ms a writer at 1 GB/s fills at most that,
  * so it never waits for the pause, and the pause never costs more than
  * 1 ms at the end of the input.
  */
-static int msg_read_pause(int fd)
+static int msg_fd_may_pause(int fd)
 {
     struct stat st;
 
@@ -955,7 +956,7 @@ int     msg_stream_read(struct msg_stream *r, int fd, struct m365_result *res)
 {
     char   *buf = xmalloc(MSG_READ_BLOCK);
     struct timespec nap = {0, MSG_PAUSE_NS};
-    int     may_pause = msg_read_pause(fd);
+    int     may_pause = msg_fd_may_pause(fd);
     off_t   total = 0;
     ssize_t got;
 
