@@ -440,8 +440,8 @@ static void test_read_pause(void)
     T_CHECK(on >= 0 && off >= 0, "same body with and without pauses "
 	    "(%ld, %ld)", on, off);
     T_CHECK(on * 2 < off, "%ld waits with pauses, %ld without", on, off);
-    printf("# %ld waits with pauses, %ld without (try %d)\n", on, off,
-	   try + 1);
+    printf("# %ld waits with pauses, %ld without (%d tries)\n", on, off,
+	   try < 3 ? try + 1 : 3);
     T_EQ_INT(msg_read_pauses(-1), 1);
     free(want);
     free(in);
